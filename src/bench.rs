@@ -1,0 +1,1 @@
+//! Kernel benchmark (filled in below).

@@ -1,0 +1,385 @@
+//! The GPU context: adapter choice, feature and limit negotiation, buffer helpers, timestamps.
+//!
+//! This is the only file that touches the parts of the wgpu API that change between releases
+//! (instance and device creation, polling, error capture, mapping). Kernels get a `&GpuContext`
+//! and use its helpers.
+//!
+//! Adapter choice honours `WGPU_BACKEND` (e.g. `vulkan`) and `WGPU_ADAPTER_NAME` (a case-insensitive
+//! substring of the adapter name); otherwise the high-performance adapter is taken. Limits start
+//! from WebGPU's defaults and are raised only where the kernels need more, after checking the
+//! adapter has it. wgpu's validation errors, out-of-memory and device loss are captured and
+//! returned as [`Error::Gpu`] by [`GpuContext::check`] instead of panicking.
+
+use crate::error::{Error, Result};
+use bytemuck::Pod;
+use std::sync::{Arc, Mutex};
+
+/// Workgroup memory the kernels need (sparse MLA uses ~30 KiB).
+pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
+/// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
+pub const NEED_INVOCATIONS: u32 = 256;
+/// Storage buffers bound by the largest kernel (lse merge).
+pub const NEED_STORAGE_BUFFERS: u32 = 6;
+
+/// What the context found and asked for, printable and serialisable.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// Optional features this context enabled.
+    pub features: Vec<String>,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub subgroup_size: (u32, u32),
+    pub timestamp_period_ns: f32,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "adapter   {} ({}, {})", self.name, self.backend, self.device_type)?;
+        writeln!(f, "driver    {} {}", self.driver, self.driver_info)?;
+        writeln!(f, "features  {}", if self.features.is_empty() { "none".into() } else { self.features.join(", ") })?;
+        write!(
+            f,
+            "limits    storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, \
+             {} invocations/workgroup, subgroup {}..{}",
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_buffer_size >> 20,
+            self.max_compute_workgroup_storage_size >> 10,
+            self.max_compute_invocations_per_workgroup,
+            self.subgroup_size.0,
+            self.subgroup_size.1
+        )
+    }
+}
+
+/// Owns adapter, device and queue; created once, shared by every kernel.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    /// GPU timestamps inside compute passes are available.
+    pub timestamps: bool,
+    /// Max threads per workgroup granted (≥ 256); top-k uses up to 1024.
+    pub max_invocations: u32,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuContext {
+    /// Pick an adapter (see module docs) and open a device with the limits the kernels need.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = instance.enumerate_adapters(backends).await;
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(wanted) => {
+                let w = wanted.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&w))
+                    .ok_or(Error::AdapterNotFound { wanted, available: names })?
+            }
+            Err(_) => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|_| Error::NoAdapter { backends: format!("{backends:?}") })?,
+        };
+        Self::from_adapter(adapter).await
+    }
+
+    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let have = adapter.limits();
+        let need = |what: &str, need: u64, have: u64| -> Result<()> {
+            if have < need {
+                return Err(Error::Unsupported {
+                    what: what.into(),
+                    need: need.to_string(),
+                    have: have.to_string(),
+                });
+            }
+            Ok(())
+        };
+        need("max_compute_workgroup_storage_size", NEED_WORKGROUP_STORAGE as u64, have.max_compute_workgroup_storage_size as u64)?;
+        need("max_compute_invocations_per_workgroup", NEED_INVOCATIONS as u64, have.max_compute_invocations_per_workgroup as u64)?;
+        need("max_compute_workgroup_size_x", NEED_INVOCATIONS as u64, have.max_compute_workgroup_size_x as u64)?;
+        need("max_storage_buffers_per_shader_stage", NEED_STORAGE_BUFFERS as u64, have.max_storage_buffers_per_shader_stage as u64)?;
+
+        let max_invocations = have.max_compute_invocations_per_workgroup.min(have.max_compute_workgroup_size_x).min(1024);
+        let limits = wgpu::Limits {
+            // Caches are large: take every byte the adapter allows per buffer and per binding.
+            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+            max_buffer_size: have.max_buffer_size,
+            max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
+            max_compute_invocations_per_workgroup: max_invocations,
+            max_compute_workgroup_size_x: max_invocations,
+            ..wgpu::Limits::default()
+        };
+
+        let optional = wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & optional;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ess-wgpu"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("request_device failed: {e}")))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+        });
+
+        let info = adapter.get_info();
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
+            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+            max_buffer_size: have.max_buffer_size,
+            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
+            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+            timestamp_period_ns: queue.get_timestamp_period(),
+        };
+        Ok(GpuContext {
+            adapter,
+            device,
+            queue,
+            report,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_invocations,
+            errors,
+        })
+    }
+
+    /// Largest buffer that can be bound as one storage binding.
+    pub fn max_binding(&self) -> u64 {
+        self.device.limits().max_storage_buffer_binding_size.min(self.device.limits().max_buffer_size)
+    }
+
+    /// Wait for all submitted work, then turn any captured wgpu error into `Err`.
+    pub fn check(&self) -> Result<()> {
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mut errs = self.errors.lock().unwrap();
+        if !errs.is_empty() {
+            let msg = errs.join("\n");
+            errs.clear();
+            return Err(Error::Gpu(msg));
+        }
+        polled.map(|_| ()).map_err(|e| Error::Gpu(format!("poll failed: {e}")))
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), readable back and writable from the CPU.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        if size > self.device.limits().max_buffer_size {
+            return Err(Error::Unsupported {
+                what: format!("a buffer for {label}"),
+                need: format!("{size} bytes"),
+                have: format!("max_buffer_size {}", self.device.limits().max_buffer_size),
+            });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload<T: Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buf = self.storage(label, bytes.len() as u64)?;
+        self.write(&buf, 0, bytes);
+        Ok(buf)
+    }
+
+    /// Write bytes into a buffer at `offset` (padded to a multiple of 4 with zeros).
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        if bytes.len() % 4 == 0 {
+            self.queue.write_buffer(buf, offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, offset, &padded);
+        }
+    }
+
+    /// Fill a whole buffer with one 32-bit pattern (poison: `f32::NAN.to_bits()`, `u32::MAX`).
+    pub fn fill(&self, buf: &wgpu::Buffer, pattern: u32) {
+        let words = vec![pattern; (buf.size() / 4) as usize];
+        self.queue.write_buffer(buf, 0, bytemuck::cast_slice(&words));
+    }
+
+    /// A uniform buffer holding one `Params` struct.
+    pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: std::mem::size_of::<T>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(value));
+        buf
+    }
+
+    /// Copy a buffer back to the CPU (waits for the GPU).
+    pub fn read<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
+        let size = buf.size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.check()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("map callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// A compute pipeline from WGSL source with `override` constants; bind layout derived from
+    /// the shader.
+    pub fn pipeline(&self, label: &str, source: &str, entry: &str, constants: &[(&str, f64)]) -> Result<wgpu::ComputePipeline> {
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        self.check().map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
+        Ok(pipeline)
+    }
+
+    /// Bind `buffers` to bindings 0, 1, 2, … of group 0.
+    pub fn bind_group(&self, pipeline: &wgpu::ComputePipeline, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Run `record` in one compute pass, submit, and wait. With `timer`, the pass is timestamped
+    /// into slot `slot` of it.
+    pub fn run_pass(&self, timer: Option<(&GpuTimer, u32)>, record: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: timer.map(|(t, slot)| t.writes(slot)),
+            });
+            record(&mut pass);
+        }
+        self.queue.submit([enc.finish()]);
+        self.check()
+    }
+}
+
+/// GPU timestamps around compute passes: slot i owns queries 2i (begin) and 2i+1 (end).
+pub struct GpuTimer {
+    query_set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    slots: u32,
+    period_ns: f64,
+}
+
+impl GpuTimer {
+    /// `None` when the device has no timestamp queries (callers fall back to wall clock).
+    pub fn new(ctx: &GpuContext, slots: u32) -> Option<Self> {
+        if !ctx.timestamps {
+            return None;
+        }
+        let query_set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timer"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * slots,
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timer resolve"),
+            size: 16 * slots as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(GpuTimer { query_set, resolve, slots, period_ns: ctx.queue.get_timestamp_period() as f64 })
+    }
+
+    pub fn writes(&self, slot: u32) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.query_set,
+            beginning_of_pass_write_index: Some(2 * slot),
+            end_of_pass_write_index: Some(2 * slot + 1),
+        }
+    }
+
+    /// Seconds each slot's pass took.
+    pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.resolve_query_set(&self.query_set, 0..2 * self.slots, &self.resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> = ctx.read(&self.resolve)?;
+        Ok(ticks.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns * 1e-9).collect())
+    }
+}

@@ -1,0 +1,262 @@
+//! Seeded random problems for each kernel, shared by the tests, the examples and the benchmark's
+//! check step: build inputs, upload them, poison the outputs, dispatch, read back, and compute the
+//! CPU reference. One code path, so what the tests check is what the examples show.
+
+use crate::config::{Config, Dtype};
+use crate::error::Result;
+use crate::gpu::{GpuContext, GpuTimer};
+use crate::kernels::{indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs};
+use crate::kernels::{Indexer, LseMerge, SparseMla, TopK};
+use crate::reference::{self, SeqKeys};
+use crate::workload::{Rng, storage_bytes, stored_values};
+
+/// Poison for f32 outputs: a NaN any unwritten element shows.
+pub const POISON_F32: u32 = 0x7FC0_0BAD;
+/// Poison for index outputs.
+pub const POISON_U32: u32 = 0xFFFF_FFFF;
+
+/// The `[B, 2]` (first row, length) table the indexer and top-k read.
+pub fn seq_table(seqs: &[SeqKeys]) -> Vec<u32> {
+    seqs.iter().flat_map(|s| [s.first_row as u32, s.len as u32]).collect()
+}
+
+/// Pack ragged lengths back to back, with a gap of `gap` unused rows between sequences so that
+/// an off-by-one in the kernel reads the wrong data rather than the right data by luck.
+pub fn pack_seqs(lens: &[usize], gap: usize) -> Vec<SeqKeys> {
+    let mut first_row = gap;
+    lens.iter()
+        .map(|&len| {
+            let s = SeqKeys { first_row, len };
+            first_row += len + gap;
+            s
+        })
+        .collect()
+}
+
+fn run_one(ctx: &GpuContext, d: &crate::kernels::Dispatch, timer: Option<&GpuTimer>) -> Result<()> {
+    ctx.run_pass(timer.map(|t| (t, 0)), |pass| d.record(pass))
+}
+
+/// Random indexer inputs over ragged sequence lengths.
+pub struct IndexerProblem {
+    pub heads: usize,
+    pub dim: usize,
+    pub dtype: Dtype,
+    pub q: Vec<f32>,    // [B, H, D]
+    pub w: Vec<f32>,    // [B, H]
+    pub keys: Vec<f32>, // [rows, D], as stored
+    pub seqs: Vec<SeqKeys>,
+    pub score_stride: usize,
+}
+
+impl IndexerProblem {
+    pub fn random(heads: usize, dim: usize, dtype: Dtype, lens: &[usize], seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let seqs = pack_seqs(lens, 3);
+        let rows = seqs.last().map_or(0, |s| s.first_row + s.len + 3);
+        let b = lens.len();
+        let scale = 1.0 / ((heads * dim) as f32).sqrt();
+        IndexerProblem {
+            heads,
+            dim,
+            dtype,
+            q: rng.vec(b * heads * dim),
+            w: rng.vec(b * heads).iter().map(|x| x * scale).collect(),
+            keys: stored_values(&rng.vec(rows * dim), dtype),
+            score_stride: lens.iter().copied().max().unwrap_or(0).max(1),
+            seqs,
+        }
+    }
+
+    pub fn reference(&self) -> Vec<f32> {
+        reference::indexer(&self.q, &self.w, &self.keys, &self.seqs, self.heads, self.dim, self.score_stride)
+    }
+
+    /// Run on the GPU; returns `[B, score_stride]` with unwritten entries left as poison (NaN).
+    pub fn run(&self, ctx: &GpuContext, kernel: &Indexer, timer: Option<&GpuTimer>) -> Result<Vec<f32>> {
+        let q = ctx.upload("q", &self.q)?;
+        let w = ctx.upload("w", &self.w)?;
+        let keys = ctx.upload("keys", &storage_bytes(&self.keys, self.dtype))?;
+        let seq = ctx.upload("seq", &seq_table(&self.seqs))?;
+        let scores = ctx.storage("scores", (self.seqs.len() * self.score_stride * 4) as u64)?;
+        ctx.fill(&scores, POISON_F32);
+        let args = IndexerArgs {
+            q: &q,
+            w: &w,
+            keys: &keys,
+            seq: &seq,
+            scores: &scores,
+            b0: 0,
+            batch: self.seqs.len() as u32,
+            max_len: self.score_stride as u32,
+            score_stride: self.score_stride as u32,
+        };
+        run_one(ctx, &kernel.bind(ctx, &args), timer)?;
+        ctx.read(&scores)
+    }
+}
+
+/// Score rows for top-k, with a chosen number of distinct values (few distinct = many ties).
+pub struct TopKProblem {
+    pub k: usize,
+    pub scores: Vec<f32>, // [B, score_stride]
+    pub lens: Vec<usize>,
+    pub score_stride: usize,
+}
+
+impl TopKProblem {
+    /// `distinct`: how many different score values to draw from (0 = continuous).
+    pub fn random(k: usize, lens: &[usize], distinct: u64, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let score_stride = lens.iter().copied().max().unwrap_or(0).max(1);
+        let mut scores = vec![f32::NAN; lens.len() * score_stride];
+        for (b, &len) in lens.iter().enumerate() {
+            for s in 0..len {
+                scores[b * score_stride + s] =
+                    if distinct == 0 { rng.range(-4.0, 4.0) } else { rng.below(distinct) as f32 * 0.25 - 1.0 };
+            }
+        }
+        TopKProblem { k, scores, lens: lens.to_vec(), score_stride }
+    }
+
+    pub fn reference(&self) -> Vec<i32> {
+        self.lens
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &len)| reference::topk(&self.scores[b * self.score_stride..][..len], self.k))
+            .collect()
+    }
+
+    pub fn run(&self, ctx: &GpuContext, kernel: &TopK, timer: Option<&GpuTimer>) -> Result<Vec<i32>> {
+        let scores = ctx.upload("scores", &self.scores)?;
+        let seqs: Vec<SeqKeys> = self.lens.iter().map(|&len| SeqKeys { first_row: 0, len }).collect();
+        let seq = ctx.upload("seq", &seq_table(&seqs))?;
+        let out = ctx.storage("topk_indices", (self.lens.len() * self.k * 4) as u64)?;
+        ctx.fill(&out, POISON_U32);
+        let args = TopKArgs {
+            scores: &scores,
+            seq: &seq,
+            topk_indices: &out,
+            b0: 0,
+            batch: self.lens.len() as u32,
+            score_stride: self.score_stride as u32,
+        };
+        run_one(ctx, &kernel.bind(ctx, &args), timer)?;
+        let mut got: Vec<i32> = ctx.read(&out)?;
+        got.truncate(self.lens.len() * self.k);
+        Ok(got)
+    }
+}
+
+/// Random queries, a row buffer, and per-sequence id lists (with some -1 and some duplicates
+/// of the ids of other sequences, as a shared pool would have).
+pub struct SparseMlaProblem {
+    pub cfg: Config,
+    pub q: Vec<f32>,    // [B, H, KV + ROPE]
+    pub ids: Vec<i32>,  // [B, k]
+    pub rows: Vec<f32>, // [R, KV + ROPE], as stored
+}
+
+impl SparseMlaProblem {
+    /// `invalid`: the fraction of ids set to -1; a sequence listed in `empty` gets only -1.
+    pub fn random(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let (b, h, k, dq) = (cfg.batch as usize, cfg.heads as usize, cfg.topk as usize, cfg.row_dim() as usize);
+        let mut ids = Vec::with_capacity(b * k);
+        for seq in 0..b {
+            for _ in 0..k {
+                let skip = empty.contains(&seq) || rng.uniform() < invalid;
+                ids.push(if skip { -1 } else { rng.below(n_rows as u64) as i32 });
+            }
+        }
+        SparseMlaProblem {
+            cfg: cfg.clone(),
+            q: rng.vec(b * h * dq),
+            ids,
+            rows: stored_values(&rng.vec(n_rows * dq).iter().map(|x| x * 2.0).collect::<Vec<_>>(), cfg.dtype),
+        }
+    }
+
+    pub fn reference(&self) -> (Vec<f32>, Vec<f32>) {
+        let c = &self.cfg;
+        reference::sparse_mla(
+            &self.q,
+            &self.ids,
+            &self.rows,
+            c.batch as usize,
+            c.heads as usize,
+            c.kv_lora_rank as usize,
+            c.qk_rope_head_dim as usize,
+            c.topk as usize,
+            c.softmax_scale(),
+        )
+    }
+
+    pub fn run(&self, ctx: &GpuContext, kernel: &SparseMla, timer: Option<&GpuTimer>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = &self.cfg;
+        let q = ctx.upload("q", &self.q)?;
+        let ids = ctx.upload("ids", &self.ids)?;
+        let rows = ctx.upload("rows", &storage_bytes(&self.rows, c.dtype))?;
+        let o_lat = ctx.storage("o_lat", (c.batch * c.heads * c.kv_lora_rank * 4) as u64)?;
+        let lse = ctx.storage("lse", (c.batch * c.heads * 4) as u64)?;
+        ctx.fill(&o_lat, POISON_F32);
+        ctx.fill(&lse, POISON_F32);
+        let args = SparseMlaArgs { q: &q, ids: &ids, rows: &rows, o_lat: &o_lat, lse: &lse, b0: 0, batch: c.batch };
+        run_one(ctx, &kernel.bind(ctx, &args), timer)?;
+        let mut lse_v: Vec<f32> = ctx.read(&lse)?;
+        lse_v.truncate((c.batch * c.heads) as usize);
+        Ok((ctx.read(&o_lat)?, lse_v))
+    }
+}
+
+/// Two partial results (from a real split of one id set) and their merge.
+pub struct LseMergeProblem {
+    pub dim: usize,
+    pub parts: [(Vec<f32>, Vec<f32>); 2], // (o [rows, dim], lse [rows])
+}
+
+impl LseMergeProblem {
+    /// Random partials; rows listed in `empty0`/`empty1` have that part empty (lse = -inf, o = 0).
+    pub fn random(rows: usize, dim: usize, empty0: &[usize], empty1: &[usize], seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut part = |empty: &[usize]| {
+            let mut o = rng.vec(rows * dim);
+            let mut lse: Vec<f32> = (0..rows).map(|_| rng.range(-8.0, 8.0)).collect();
+            for &r in empty {
+                lse[r] = f32::NEG_INFINITY;
+                o[r * dim..][..dim].fill(0.0);
+            }
+            (o, lse)
+        };
+        let p0 = part(empty0);
+        let p1 = part(empty1);
+        LseMergeProblem { dim, parts: [p0, p1] }
+    }
+
+    pub fn reference(&self) -> (Vec<f32>, Vec<f32>) {
+        let [(o0, l0), (o1, l1)] = &self.parts;
+        reference::lse_merge(o0, l0, o1, l1, self.dim)
+    }
+
+    pub fn run(&self, ctx: &GpuContext, kernel: &LseMerge) -> Result<(Vec<f32>, Vec<f32>)> {
+        let [(o0, l0), (o1, l1)] = &self.parts;
+        let rows = l0.len();
+        let bufs = [ctx.upload("o0", o0)?, ctx.upload("lse0", l0)?, ctx.upload("o1", o1)?, ctx.upload("lse1", l1)?];
+        let o = ctx.storage("o", (rows * self.dim * 4) as u64)?;
+        let lse = ctx.storage("lse", (rows * 4) as u64)?;
+        ctx.fill(&o, POISON_F32);
+        ctx.fill(&lse, POISON_F32);
+        let args = LseMergeArgs {
+            o0: &bufs[0],
+            lse0: &bufs[1],
+            o1: &bufs[2],
+            lse1: &bufs[3],
+            o: &o,
+            lse: &lse,
+            rows: rows as u32,
+            dim: self.dim as u32,
+        };
+        run_one(ctx, &kernel.bind(ctx, &args), None)?;
+        Ok((ctx.read(&o)?, ctx.read(&lse)?))
+    }
+}

@@ -1,0 +1,157 @@
+//! Every kernel against its CPU reference on random inputs: several seeds, sizes that are not
+//! multiples of the workgroup size, the edge cases of the contract, outputs poisoned first.
+
+mod common;
+
+use common::ctx;
+use ess_wgpu::compare::compare;
+use ess_wgpu::kernels::{Indexer, LseMerge, SparseMla, TopK};
+use ess_wgpu::problems::{IndexerProblem, LseMergeProblem, SparseMlaProblem, TopKProblem};
+use ess_wgpu::{Config, Dtype};
+
+fn fresh_seed(i: u64) -> u64 {
+    // Fresh seeds each run (printed, so a failure can be replayed with ESS_SEED=…).
+    let base = std::env::var("ESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let seed = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
+    eprintln!("seed {seed} (replay with ESS_SEED={base})");
+    seed
+}
+
+#[test]
+fn indexer_matches_reference() {
+    let ctx = ctx();
+    let shapes = [(8, 32, Dtype::F16), (16, 64, Dtype::F32), (64, 128, Dtype::F16), (24, 48, Dtype::F32)];
+    for (i, &(heads, dim, dtype)) in shapes.iter().enumerate() {
+        let kernel = Indexer::new(ctx, heads as u32, dim as u32, dtype).unwrap();
+        // ragged: empty, single key, around the 256-key tile, and a long one
+        let lens = [0usize, 1, 255, 257, 700, 33];
+        let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
+        let got = p.run(ctx, &kernel, None).unwrap();
+        let err = compare("index_score", &got, &p.reference(), 1e-4, 1e-4).unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
+        eprintln!("indexer {heads}x{dim} {dtype}: max err {err:e}");
+    }
+}
+
+#[test]
+fn topk_matches_reference_on_edge_lengths_and_ties() {
+    let ctx = ctx();
+    for (i, &k) in [1usize, 16, 100, 2048].iter().enumerate() {
+        let kernel = TopK::new(ctx, k as u32).unwrap();
+        let lens = [0, 1, k.saturating_sub(1), k, k + 1, 1000, 5003];
+        for distinct in [0u64, 3, 1] {
+            let p = TopKProblem::random(k, &lens, distinct, fresh_seed(i as u64 * 10 + distinct));
+            let got = p.run(ctx, &kernel, None).unwrap();
+            let want = p.reference();
+            if got != want {
+                let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap();
+                panic!("k {k}, distinct {distinct}: first mismatch at {first}: got {} want {}", got[first], want[first]);
+            }
+        }
+    }
+}
+
+#[test]
+fn topk_handles_long_rows() {
+    let ctx = ctx();
+    let kernel = TopK::new(ctx, 2048).unwrap();
+    let p = TopKProblem::random(2048, &[262_144, 131_071], 0, fresh_seed(99));
+    assert_eq!(p.run(ctx, &kernel, None).unwrap(), p.reference());
+    let ties = TopKProblem::random(2048, &[200_000], 50, fresh_seed(98));
+    assert_eq!(ties.run(ctx, &kernel, None).unwrap(), ties.reference());
+}
+
+fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {
+    let ctx = ctx();
+    let kernel = SparseMla::new(ctx, cfg).unwrap();
+    let p = SparseMlaProblem::random(cfg, n_rows, invalid, empty, seed);
+    let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
+    let (want_o, want_lse) = p.reference();
+    let eo = compare("o_lat", &o_lat, &want_o, 2e-5, 1e-4).unwrap_or_else(|e| panic!("{cfg}: {e}"));
+    let el = compare("lse", &lse, &want_lse, 2e-5, 1e-5).unwrap_or_else(|e| panic!("{cfg}: {e}"));
+    eprintln!("sparse_mla {cfg}: max err o_lat {eo:e}, lse {el:e}");
+}
+
+#[test]
+fn sparse_mla_matches_reference() {
+    // tiny dims; heads below one workgroup's 32; k not a multiple of the 64-row tile
+    let tiny = Config::tiny().with_overrides(&["batch=3", "topk=77"]).unwrap();
+    check_sparse_mla(&tiny, 500, 0.1, &[], fresh_seed(1));
+    let tiny32 = Config { dtype: Dtype::F32, ..tiny.clone() };
+    check_sparse_mla(&tiny32, 300, 0.3, &[1], fresh_seed(2));
+    // the real latent width; 40 heads = one full and one partial workgroup of heads
+    let wide = Config::small().with_overrides(&["heads=40", "batch=2", "topk=130"]).unwrap();
+    check_sparse_mla(&wide, 1000, 0.05, &[], fresh_seed(3));
+    let wide32 = Config { dtype: Dtype::F32, ..wide.clone() };
+    check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
+    // other legal dims: kv 192 (3 dims per thread), no rope
+    let odd = Config::tiny().with_overrides(&["kv_lora_rank=192", "qk_rope_head_dim=0", "heads=33", "topk=5"]).unwrap();
+    check_sparse_mla(&odd, 50, 0.0, &[], fresh_seed(5));
+}
+
+#[test]
+fn sparse_mla_all_ids_invalid_gives_zero_and_neg_inf() {
+    let cfg = Config::tiny().with_overrides(&["batch=2", "topk=70"]).unwrap();
+    check_sparse_mla(&cfg, 10, 1.0, &[], fresh_seed(6));
+    check_sparse_mla(&cfg, 10, 0.0, &[0], fresh_seed(7));
+}
+
+#[test]
+fn lse_merge_matches_reference() {
+    let ctx = ctx();
+    let kernel = LseMerge::new(ctx).unwrap();
+    // 333 rows × 64 dims: not a multiple of 256 elements; rows with one or both parts empty
+    let p = LseMergeProblem::random(333, 64, &[0, 5, 17], &[5, 9], fresh_seed(8));
+    let (o, lse) = p.run(ctx, &kernel).unwrap();
+    let (want_o, want_lse) = p.reference();
+    compare("o", &o, &want_o, 1e-6, 1e-5).unwrap();
+    compare("lse", &lse, &want_lse, 1e-6, 1e-6).unwrap();
+    assert_eq!(lse[5], f32::NEG_INFINITY);
+}
+
+/// Attention over a set split in two and merged equals attention over the whole set: the
+/// kernel-level version of the identity the offload overlap relies on.
+#[test]
+fn split_attention_then_merge_equals_one_pass() {
+    let ctx = ctx();
+    let cfg = Config::small().with_overrides(&["heads=16", "batch=2", "topk=96"]).unwrap();
+    let full = SparseMlaProblem::random(&cfg, 400, 0.0, &[], fresh_seed(9));
+    let k = cfg.topk as usize;
+    let half = |first: bool| {
+        let mut p = SparseMlaProblem { cfg: cfg.clone(), q: full.q.clone(), ids: full.ids.clone(), rows: full.rows.clone() };
+        for (i, id) in p.ids.iter_mut().enumerate() {
+            if ((i % k) < k / 3) != first {
+                *id = -1;
+            }
+        }
+        p
+    };
+    let mla = SparseMla::new(ctx, &cfg).unwrap();
+    let (a, b) = (half(true).run(ctx, &mla, None).unwrap(), half(false).run(ctx, &mla, None).unwrap());
+    let merged = LseMergeProblem { dim: cfg.kv_lora_rank as usize, parts: [a, b] }.run(ctx, &LseMerge::new(ctx).unwrap()).unwrap();
+    let one_pass = full.run(ctx, &mla, None).unwrap();
+    compare("merged o", &merged.0, &one_pass.0, 1e-5, 1e-4).unwrap();
+    compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
+}
+
+#[test]
+fn kernels_reject_shapes_they_cannot_handle() {
+    let ctx = ctx();
+    assert!(Indexer::new(ctx, 12, 64, Dtype::F16).unwrap_err().to_string().contains("index_heads = 12"));
+    assert!(Indexer::new(ctx, 16, 40, Dtype::F16).is_err());
+    assert!(TopK::new(ctx, 0).is_err());
+    assert!(TopK::new(ctx, 4096).is_err());
+    let bad = Config { kv_lora_rank: 520, ..Config::tiny() };
+    assert!(SparseMla::new(ctx, &bad).unwrap_err().to_string().contains("kv_lora_rank"));
+}
+
+/// In CI the adapter must be the Vulkan one: a silent fall-back to GL would hide failures.
+#[test]
+fn ci_runs_on_vulkan() {
+    if std::env::var_os("CI").is_none() {
+        eprintln!("CI not set: not checking the backend");
+        return;
+    }
+    assert_eq!(ctx().report.backend, "Vulkan", "CI must run on the Vulkan backend; got {}", ctx().report);
+}
