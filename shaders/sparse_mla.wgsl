@@ -43,9 +43,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;        // [B, H, DQ] = q_abs ‖ q_pe
 @group(0) @binding(2) var<storage, read> ids: array<i32>;            // [B, topk] row ids, -1 = none
-@group(0) @binding(3) var<storage, read> rows: array<vec4<u32>>;     // [R, DQ] = c_kv ‖ k_pe
-@group(0) @binding(4) var<storage, read_write> o_lat: array<f32>;    // [B, H, KV]
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;      // [B, H]
+@group(0) @binding(3) var<storage, read> seq: array<u32>;            // [B, 2] = (first row, _)
+@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;     // [R, DQ] = c_kv ‖ k_pe
+@group(0) @binding(5) var<storage, read_write> o_lat: array<f32>;    // [B, H, KV]
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;      // [B, H]
 
 var<workgroup> q_s: array<vec2<f32>, 512>;     // phase 1: [DC][HB / 2]
 var<workgroup> tile_s: array<vec4<f32>, 1024>; // phase 1: r_s [DC][ST / 4]; phase 2: v_s [VR][KV / 4]
@@ -54,7 +55,7 @@ var<workgroup> red_s: array<f32, 256>;         // [HB][8] partial max / sum
 var<workgroup> m_s: array<f32, HB>;            // running max per head
 var<workgroup> l_s: array<f32, HB>;            // running sum per head
 var<workgroup> alpha_s: array<f32, HB>;        // this tile's rescale factor per head
-var<workgroup> ids_s: array<i32, ST>;
+var<workgroup> ids_s: array<i32, ST>;           // row ids of the tile (base added), -1 = none
 
 fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
 
@@ -86,7 +87,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var t0 = 0u; t0 < K; t0 += ST) {
         workgroupBarrier();   // the previous tile's phase 2 is done with tile_s, p_s and ids_s
         if (lid < ST) {
-            ids_s[lid] = select(-1i, ids[b * K + t0 + lid], t0 + lid < K);
+            let id = select(-1i, ids[b * K + t0 + lid], t0 + lid < K);
+            ids_s[lid] = select(-1i, id + i32(seq[2u * b]), id >= 0i);
         }
 
         // ---- phase 1: scores for 2 heads × 4 rows per thread

@@ -1,1 +1,526 @@
-//! Kernel benchmark (filled in below).
+//! `bench kernels`: check each kernel against its reference on a small case, measure the device's
+//! ceilings with the probe kernels, then time every kernel at the requested shapes and report it
+//! against the roofline: `fraction = max(bytes / copy bandwidth, FLOPs / FMA rate) / time`.
+//!
+//! Inputs for the timed shapes are made on the GPU side cheaply (a random block tiled by buffer
+//! copies) since their values do not change the work done; top-k gets truly random scores,
+//! because its work depends on their distribution. Tests never time anything; this does.
+
+use crate::compare::compare;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
+use crate::kernels::indexer::IndexerArgs;
+use crate::kernels::lse_merge::LseMergeArgs;
+use crate::kernels::sparse_mla::SparseMlaArgs;
+use crate::kernels::topk::TopKArgs;
+use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
+use crate::problems::{IndexerProblem, LseMergeProblem, SparseMlaProblem, TopKProblem, seq_table};
+use crate::reference::SeqKeys;
+use crate::workload::{Rng, storage_bytes};
+use std::time::Instant;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub presets: Vec<Config>,
+    /// Per preset: batches and contexts; empty = the preset's defaults (see [`default_shapes`]).
+    pub batches: Vec<u32>,
+    pub contexts: Vec<u32>,
+    pub reps: u32,
+}
+
+/// The shapes the issue asks for: v32 at batch {1, 16, 64} × context {8K, 32K, 128K}; small at
+/// batch {1, 4, 16} × context {4K, 16K}; tiny at its own size.
+pub fn default_shapes(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
+    match cfg.preset.as_str() {
+        "v32" => (vec![1, 16, 64], vec![8 << 10, 32 << 10, 128 << 10]),
+        "small" => (vec![1, 4, 16], vec![4 << 10, 16 << 10]),
+        _ => (vec![cfg.batch], vec![cfg.context]),
+    }
+}
+
+/// Device ceilings measured by the probe kernels.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ceilings {
+    /// (bytes read + bytes written) / time of a large device-to-device copy shader.
+    pub copy_gb_per_s: f64,
+    /// f32 FMA throughput, counting an FMA as 2 FLOPs.
+    pub fma_gflop_per_s: f64,
+}
+
+/// Result of the check step for one kernel at one preset.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckResult {
+    pub kernel: String,
+    pub preset: String,
+    pub case: String,
+    pub max_abs_err: f32,
+}
+
+/// One timed kernel at one shape.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTiming {
+    pub kernel: String,
+    pub preset: String,
+    pub batch: u32,
+    pub context: u32,
+    pub time_us: f64,
+    pub bytes: u64,
+    pub flops: u64,
+    pub gb_per_s: f64,
+    pub gflop_per_s: f64,
+    /// max(bytes / bandwidth, FLOPs / rate): the time a kernel at the ceiling would take.
+    pub roofline_us: f64,
+    pub roofline_fraction: f64,
+    /// "gpu" (timestamps) or "wall" (submit-to-done on the CPU clock).
+    pub clock: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub adapter: AdapterReport,
+    pub ceilings: Ceilings,
+    pub checks: Vec<CheckResult>,
+    pub timings: Vec<KernelTiming>,
+}
+
+/// Median time in seconds of one compute pass holding `dispatches`, after one warm-up.
+pub fn time_pass(
+    ctx: &GpuContext,
+    dispatches: &[&Dispatch],
+    reps: u32,
+) -> Result<(f64, &'static str)> {
+    let timer = GpuTimer::new(ctx, 1);
+    let record = |pass: &mut wgpu::ComputePass| dispatches.iter().for_each(|d| d.record(pass));
+    ctx.run_pass(None, record)?;
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        ctx.run_pass(timer.as_ref().map(|t| (t, 0)), record)?;
+        let wall = t0.elapsed().as_secs_f64();
+        times.push(match &timer {
+            Some(t) => t.read(ctx)?[0],
+            None => wall,
+        });
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((
+        times[times.len() / 2],
+        if timer.is_some() { "gpu" } else { "wall" },
+    ))
+}
+
+/// A buffer of `size` bytes filled with a tiled random block of f16 (or f32) values in [-1, 1).
+fn random_buffer(
+    ctx: &GpuContext,
+    label: &str,
+    size: u64,
+    dtype: crate::Dtype,
+    seed: u64,
+) -> Result<wgpu::Buffer> {
+    let buf = ctx.storage(label, size)?;
+    let block_bytes = (4u64 << 20).min(buf.size());
+    let values = Rng::new(seed).vec((block_bytes / dtype.bytes()) as usize);
+    let block = ctx.upload("random block", &storage_bytes(&values, dtype))?;
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let mut off = 0;
+    while off < buf.size() {
+        let n = block_bytes.min(buf.size() - off);
+        enc.copy_buffer_to_buffer(&block, 0, &buf, off, n);
+        off += n;
+    }
+    ctx.queue.submit([enc.finish()]);
+    ctx.check()?;
+    Ok(buf)
+}
+
+/// Measure copy bandwidth and FMA rate with the probe kernels.
+pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
+    let probe = Probe::new(ctx)?;
+    let bytes = (256u64 << 20)
+        .min(ctx.max_binding() / 2 * 2 / 16 * 16)
+        .min(ctx.max_binding());
+    let src = random_buffer(ctx, "probe src", bytes, crate::Dtype::F32, 1)?;
+    let dst = ctx.storage("probe dst", bytes)?;
+    let copy = probe.copy(
+        ctx,
+        &src,
+        &dst,
+        65535.min((bytes / 16).div_ceil(256)) as u32,
+    );
+    let (t_copy, _) = time_pass(ctx, &[&copy], reps)?;
+    let copy_gb_per_s = 2.0 * bytes as f64 / t_copy / 1e9;
+
+    // FMA: grow the work until one pass takes ≥ 20 ms, so launch overhead does not count.
+    let workgroups = 2048u32;
+    let out = ctx.storage("probe fma out", workgroups as u64 * 256 * 16)?;
+    let mut iters = 64u32;
+    loop {
+        let d = probe.fma(ctx, &src, &out, workgroups, iters);
+        let (t, _) = time_pass(ctx, &[&d], reps)?;
+        if t > 0.02 || iters >= 1 << 16 {
+            let flops = 2.0 * 8.0 * iters as f64 * workgroups as f64 * 256.0;
+            return Ok(Ceilings {
+                copy_gb_per_s,
+                fma_gflop_per_s: flops / t / 1e9,
+            });
+        }
+        iters *= if t < 0.002 { 8 } else { 2 };
+    }
+}
+
+/// Check each kernel at a reduced case of `cfg` against the CPU reference.
+pub fn check_kernels(ctx: &GpuContext, cfg: &Config) -> Result<Vec<CheckResult>> {
+    let fail = |e: String| Error::Gpu(format!("check failed, not timing: {e}"));
+    let mut out = Vec::new();
+    let mut push = |kernel: &str, case: String, err: f32| {
+        out.push(CheckResult {
+            kernel: kernel.into(),
+            preset: cfg.preset.clone(),
+            case,
+            max_abs_err: err,
+        });
+    };
+    let (ih, id) = (cfg.index_heads as usize, cfg.index_head_dim as usize);
+    let p = IndexerProblem::random(ih, id, cfg.dtype, &[1500, 333], 11);
+    let got = p.run(
+        ctx,
+        &Indexer::new(ctx, ih as u32, id as u32, cfg.dtype)?,
+        None,
+    )?;
+    push(
+        "indexer",
+        "T = 1500, 333".into(),
+        compare("index_score", &got, &p.reference(), 1e-4, 1e-4).map_err(fail)?,
+    );
+
+    let k = cfg.topk as usize;
+    let p = TopKProblem::random(k, &[4 * k + 7, k - 1], 0, 12);
+    let got = p.run(ctx, &TopK::new(ctx, k as u32)?, None)?;
+    if got != p.reference() {
+        return Err(fail(format!(
+            "top-k k = {k}: indices differ from the reference"
+        )));
+    }
+    push("topk", format!("T = {}, {}", 4 * k + 7, k - 1), 0.0);
+
+    let small = Config {
+        batch: 2,
+        ..cfg.clone()
+    };
+    let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
+    let (o, lse) = p.run(ctx, &SparseMla::new(ctx, &small)?, None)?;
+    let (want_o, want_lse) = p.reference();
+    let e = compare("o_lat", &o, &want_o, 2e-5, 1e-4).map_err(fail)?;
+    let e2 = compare("lse", &lse, &want_lse, 2e-5, 1e-5).map_err(fail)?;
+    push("sparse_mla", format!("batch 2, {} rows", 3 * k), e.max(e2));
+
+    let p = LseMergeProblem::random(1000, cfg.kv_lora_rank as usize, &[3], &[3, 4], 14);
+    let (o, lse) = p.run(ctx, &LseMerge::new(ctx)?)?;
+    let (want_o, want_lse) = p.reference();
+    let e = compare("o", &o, &want_o, 1e-6, 1e-5)
+        .map_err(fail)?
+        .max(compare("lse", &lse, &want_lse, 1e-6, 1e-6).map_err(fail)?);
+    push("lse_merge", "1000 rows".into(), e);
+    Ok(out)
+}
+
+struct Shape<'a> {
+    cfg: &'a Config,
+    batch: u32,
+    context: u32,
+}
+
+fn timing(
+    kernel: &str,
+    s: &Shape,
+    (t, clock): (f64, &str),
+    bytes: u64,
+    flops: u64,
+    c: &Ceilings,
+) -> KernelTiming {
+    let roof =
+        (bytes as f64 / (c.copy_gb_per_s * 1e9)).max(flops as f64 / (c.fma_gflop_per_s * 1e9));
+    KernelTiming {
+        kernel: kernel.into(),
+        preset: s.cfg.preset.clone(),
+        batch: s.batch,
+        context: s.context,
+        time_us: t * 1e6,
+        bytes,
+        flops,
+        gb_per_s: bytes as f64 / t / 1e9,
+        gflop_per_s: flops as f64 / t / 1e9,
+        roofline_us: roof * 1e6,
+        roofline_fraction: roof / t,
+        clock: clock.into(),
+    }
+}
+
+/// Time all four kernels at one (preset, batch, context).
+fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Vec<KernelTiming>> {
+    let cfg = s.cfg;
+    let (b, t) = (s.batch, s.context);
+    let mut rng = Rng::new(b as u64 * 1000 + t as u64);
+    let mut out = Vec::new();
+
+    // --- indexer: keys split into as many buffers as the binding limit needs
+    let indexer = Indexer::new(ctx, cfg.index_heads, cfg.index_head_dim, cfg.dtype)?;
+    let seq_bytes = t as u64 * cfg.key_bytes();
+    let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
+    let q = ctx.upload(
+        "q",
+        &rng.vec((b * cfg.index_heads * cfg.index_head_dim) as usize),
+    )?;
+    let w = ctx.upload("w", &rng.vec((b * cfg.index_heads) as usize))?;
+    let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
+    let mut keep = Vec::new();
+    let mut dispatches = Vec::new();
+    let mut b0 = 0;
+    while b0 < b {
+        let nb = per_buf.min(b - b0);
+        let keys = random_buffer(ctx, "keys", nb as u64 * seq_bytes, cfg.dtype, b0 as u64)?;
+        // rows of sequence b0 + i start at i·T in this buffer
+        let mut table = vec![0u32; 2 * b as usize];
+        for i in 0..nb {
+            table[2 * (b0 + i) as usize] = i * t;
+            table[2 * (b0 + i) as usize + 1] = t;
+        }
+        let seq = ctx.upload("seq", &table)?;
+        let args = IndexerArgs {
+            q: &q,
+            w: &w,
+            keys: &keys,
+            seq: &seq,
+            scores: &scores,
+            b0,
+            batch: nb,
+            max_len: t,
+            score_stride: t,
+        };
+        dispatches.push(indexer.bind(ctx, &args));
+        keep.push((keys, seq));
+        b0 += nb;
+    }
+    let refs: Vec<&Dispatch> = dispatches.iter().collect();
+    let total_keys = b as u64 * t as u64;
+    out.push(timing(
+        "indexer",
+        s,
+        time_pass(ctx, &refs, reps)?,
+        indexer.bytes(total_keys),
+        indexer.flops(total_keys),
+        c,
+    ));
+    drop((dispatches, keep));
+
+    // --- top-k over random scores
+    let topk = TopK::new(ctx, cfg.topk)?;
+    let host_scores: Vec<f32> = (0..total_keys).map(|_| rng.range(-4.0, 4.0)).collect();
+    ctx.write(&scores, 0, bytemuck::cast_slice(&host_scores));
+    let seqs: Vec<SeqKeys> = (0..b)
+        .map(|_| SeqKeys {
+            first_row: 0,
+            len: t as usize,
+        })
+        .collect();
+    let seq = ctx.upload("seq", &seq_table(&seqs))?;
+    let topk_indices = ctx.storage("topk_indices", b as u64 * cfg.topk as u64 * 4)?;
+    let d = topk.bind(
+        ctx,
+        &TopKArgs {
+            scores: &scores,
+            seq: &seq,
+            topk_indices: &topk_indices,
+            b0: 0,
+            batch: b,
+            score_stride: t,
+        },
+    );
+    out.push(timing(
+        "topk",
+        s,
+        time_pass(ctx, &[&d], reps)?,
+        topk.bytes(total_keys, b as u64),
+        0,
+        c,
+    ));
+
+    // --- sparse MLA: random ids into a row buffer of up to 1 GiB (its cost does not depend on T)
+    let mla = SparseMla::new(
+        ctx,
+        &Config {
+            batch: b,
+            ..cfg.clone()
+        },
+    )?;
+    let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))
+        .max(cfg.topk as u64);
+    let rows = random_buffer(ctx, "rows", rows_n * cfg.row_bytes(), cfg.dtype, 7)?;
+    let ids: Vec<i32> = (0..b as u64 * cfg.topk as u64)
+        .map(|_| rng.below(rows_n) as i32)
+        .collect();
+    let ids = ctx.upload("ids", &ids)?;
+    let zero_base = ctx.upload("seq", &vec![0u32; 2 * b as usize])?;
+    let dq = cfg.row_dim() as u64;
+    let q = ctx.upload("q", &rng.vec((b as u64 * cfg.heads as u64 * dq) as usize))?;
+    let o_lat = ctx.storage(
+        "o_lat",
+        b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4,
+    )?;
+    let lse = ctx.storage("lse", b as u64 * cfg.heads as u64 * 4)?;
+    let args = SparseMlaArgs {
+        q: &q,
+        ids: &ids,
+        seq: &zero_base,
+        rows: &rows,
+        o_lat: &o_lat,
+        lse: &lse,
+        b0: 0,
+        batch: b,
+    };
+    let d = mla.bind(ctx, &args);
+    out.push(timing(
+        "sparse_mla",
+        s,
+        time_pass(ctx, &[&d], reps)?,
+        mla.bytes(b as u64),
+        mla.flops(b as u64),
+        c,
+    ));
+
+    // --- lse merge of two such results
+    let merge = LseMerge::new(ctx)?;
+    let (o2, lse2) = (
+        ctx.storage("o", o_lat.size())?,
+        ctx.storage("lse", lse.size())?,
+    );
+    let rows_bh = b * cfg.heads;
+    let args = LseMergeArgs {
+        o0: &o_lat,
+        lse0: &lse,
+        o1: &o_lat,
+        lse1: &lse,
+        o: &o2,
+        lse: &lse2,
+        rows: rows_bh,
+        dim: cfg.kv_lora_rank,
+    };
+    let d = merge.bind(ctx, &args);
+    let bytes = rows_bh as u64 * (cfg.kv_lora_rank as u64 * 12 + 12);
+    out.push(timing(
+        "lse_merge",
+        s,
+        time_pass(ctx, &[&d], reps)?,
+        bytes,
+        rows_bh as u64 * cfg.kv_lora_rank as u64 * 6,
+        c,
+    ));
+    Ok(out)
+}
+
+/// The whole benchmark. `progress` is told what runs next.
+pub fn run(
+    ctx: &GpuContext,
+    opts: &BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport> {
+    progress("checking kernels against the CPU reference");
+    let mut checks = Vec::new();
+    for cfg in &opts.presets {
+        checks.extend(check_kernels(ctx, cfg)?);
+    }
+    progress("measuring copy bandwidth and FMA rate");
+    let ceilings = measure_ceilings(ctx, opts.reps)?;
+    let mut timings = Vec::new();
+    for cfg in &opts.presets {
+        let (db, dc) = default_shapes(cfg);
+        let batches = if opts.batches.is_empty() {
+            db
+        } else {
+            opts.batches.clone()
+        };
+        let contexts = if opts.contexts.is_empty() {
+            dc
+        } else {
+            opts.contexts.clone()
+        };
+        for &batch in &batches {
+            for &context in &contexts {
+                progress(&format!("{} batch {batch} context {context}", cfg.preset));
+                timings.extend(time_shape(
+                    ctx,
+                    &Shape {
+                        cfg,
+                        batch,
+                        context,
+                    },
+                    &ceilings,
+                    opts.reps,
+                )?);
+            }
+        }
+    }
+    Ok(BenchReport {
+        adapter: ctx.report.clone(),
+        ceilings,
+        checks,
+        timings,
+    })
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.adapter)?;
+        for c in &self.checks {
+            writeln!(
+                f,
+                "check  {:<10} {:<6} {:<22} max abs err {:.2e}",
+                c.kernel, c.preset, c.case, c.max_abs_err
+            )?;
+        }
+        writeln!(f, "All results match. Starting benchmarks.")?;
+        writeln!(
+            f,
+            "ceilings: copy {:.1} GB/s (read + write), f32 FMA {:.1} GFLOP/s",
+            self.ceilings.copy_gb_per_s, self.ceilings.fma_gflop_per_s
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",
+            "kernel",
+            "preset",
+            "batch",
+            "context",
+            "time us",
+            "MB",
+            "GB/s",
+            "GFLOP/s",
+            "roof us",
+            "roof %"
+        )?;
+        for t in &self.timings {
+            writeln!(
+                f,
+                "{:<10} {:<6} {:>5} {:>7} {:>10.1} {:>10.2} {:>9.1} {:>10.1} {:>10.1} {:>6.1}%{}",
+                t.kernel,
+                t.preset,
+                t.batch,
+                t.context,
+                t.time_us,
+                t.bytes as f64 / 1e6,
+                t.gb_per_s,
+                t.gflop_per_s,
+                t.roofline_us,
+                100.0 * t.roofline_fraction,
+                if t.clock == "wall" {
+                    " (wall clock)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
+    }
+}

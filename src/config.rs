@@ -170,7 +170,11 @@ impl Config {
             _ => return Err(Error::config("field", field, FIELDS.join(", "))),
         };
         *slot = parse_count(value).ok_or_else(|| {
-            Error::config(field, value, "a non-negative integer (suffix K = 1024 allowed)")
+            Error::config(
+                field,
+                value,
+                "a non-negative integer (suffix K = 1024 allowed)",
+            )
         })?;
         Ok(())
     }
@@ -280,15 +284,24 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let e = Config::tiny().with_overrides(&["topk=0"]).unwrap().validate().unwrap_err();
+        let e = Config::tiny()
+            .with_overrides(&["topk=0"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("topk = 0"), "{e}");
-        let e = Config::tiny().with_overrides(&["kv_lora_rank=100"]).unwrap().validate();
+        let e = Config::tiny()
+            .with_overrides(&["kv_lora_rank=100"])
+            .unwrap()
+            .validate();
         assert!(e.unwrap_err().to_string().contains("multiple of 64"));
         assert!(Config::tiny().with_overrides(&["heads=x"]).is_err());
         assert!(Config::tiny().with_overrides(&["nope=1"]).is_err());
         assert!(Config::tiny().with_overrides(&["heads"]).is_err());
         assert!(Config::preset("huge").is_err());
-        let c = Config::tiny().with_overrides(&["context=4K", "dtype=f32"]).unwrap();
+        let c = Config::tiny()
+            .with_overrides(&["context=4K", "dtype=f32"])
+            .unwrap();
         assert_eq!((c.context, c.dtype), (4096, Dtype::F32));
     }
 }

@@ -8,22 +8,40 @@ pub enum Error {
     /// No GPU adapter at all (or none for the requested backends).
     NoAdapter { backends: String },
     /// `WGPU_ADAPTER_NAME` matched nothing.
-    AdapterNotFound { wanted: String, available: Vec<String> },
+    AdapterNotFound {
+        wanted: String,
+        available: Vec<String>,
+    },
     /// The adapter lacks a limit or feature the kernels need.
-    Unsupported { what: String, need: String, have: String },
+    Unsupported {
+        what: String,
+        need: String,
+        have: String,
+    },
     /// A configuration value outside what the kernels can handle.
-    Config { field: String, value: String, allowed: String },
+    Config {
+        field: String,
+        value: String,
+        allowed: String,
+    },
     /// A validation error, out-of-memory or lost device reported by wgpu during a run.
     Gpu(String),
     /// A file could not be read or written.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn config(field: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
-        Error::Config { field: field.to_string(), value: value.to_string(), allowed: allowed.into() }
+        Error::Config {
+            field: field.to_string(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
     }
 }
 
@@ -40,13 +58,27 @@ impl fmt::Display for Error {
             Error::AdapterNotFound { wanted, available } => write!(
                 f,
                 "WGPU_ADAPTER_NAME={wanted:?} matches no adapter; available: {}",
-                if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                }
             ),
             Error::Unsupported { what, need, have } => {
-                write!(f, "the adapter does not support {what}: need {need}, have {have}")
+                write!(
+                    f,
+                    "the adapter does not support {what}: need {need}, have {have}"
+                )
             }
-            Error::Config { field, value, allowed } => {
-                write!(f, "invalid configuration: {field} = {value}; allowed: {allowed}")
+            Error::Config {
+                field,
+                value,
+                allowed,
+            } => {
+                write!(
+                    f,
+                    "invalid configuration: {field} = {value}; allowed: {allowed}"
+                )
             }
             Error::Gpu(msg) => write!(f, "GPU error: {msg}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 /// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
 pub const NEED_INVOCATIONS: u32 = 256;
-/// Storage buffers bound by the largest kernel (lse merge).
-pub const NEED_STORAGE_BUFFERS: u32 = 6;
+/// Storage buffers bound by the largest kernel (lse merge, sparse MLA).
+pub const NEED_STORAGE_BUFFERS: u32 = 6; // lse merge binds 6 (sparse MLA 6)
 
 /// What the context found and asked for, printable and serialisable.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -41,9 +41,21 @@ pub struct AdapterReport {
 
 impl std::fmt::Display for AdapterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "adapter   {} ({}, {})", self.name, self.backend, self.device_type)?;
+        writeln!(
+            f,
+            "adapter   {} ({}, {})",
+            self.name, self.backend, self.device_type
+        )?;
         writeln!(f, "driver    {} {}", self.driver, self.driver_info)?;
-        writeln!(f, "features  {}", if self.features.is_empty() { "none".into() } else { self.features.join(", ") })?;
+        writeln!(
+            f,
+            "features  {}",
+            if self.features.is_empty() {
+                "none".into()
+            } else {
+                self.features.join(", ")
+            }
+        )?;
         write!(
             f,
             "limits    storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, \
@@ -96,7 +108,10 @@ impl GpuContext {
                 adapters
                     .into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&w))
-                    .ok_or(Error::AdapterNotFound { wanted, available: names })?
+                    .ok_or(Error::AdapterNotFound {
+                        wanted,
+                        available: names,
+                    })?
             }
             Err(_) => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -104,7 +119,9 @@ impl GpuContext {
                     ..Default::default()
                 })
                 .await
-                .map_err(|_| Error::NoAdapter { backends: format!("{backends:?}") })?,
+                .map_err(|_| Error::NoAdapter {
+                    backends: format!("{backends:?}"),
+                })?,
         };
         Self::from_adapter(adapter).await
     }
@@ -121,12 +138,31 @@ impl GpuContext {
             }
             Ok(())
         };
-        need("max_compute_workgroup_storage_size", NEED_WORKGROUP_STORAGE as u64, have.max_compute_workgroup_storage_size as u64)?;
-        need("max_compute_invocations_per_workgroup", NEED_INVOCATIONS as u64, have.max_compute_invocations_per_workgroup as u64)?;
-        need("max_compute_workgroup_size_x", NEED_INVOCATIONS as u64, have.max_compute_workgroup_size_x as u64)?;
-        need("max_storage_buffers_per_shader_stage", NEED_STORAGE_BUFFERS as u64, have.max_storage_buffers_per_shader_stage as u64)?;
+        need(
+            "max_compute_workgroup_storage_size",
+            NEED_WORKGROUP_STORAGE as u64,
+            have.max_compute_workgroup_storage_size as u64,
+        )?;
+        need(
+            "max_compute_invocations_per_workgroup",
+            NEED_INVOCATIONS as u64,
+            have.max_compute_invocations_per_workgroup as u64,
+        )?;
+        need(
+            "max_compute_workgroup_size_x",
+            NEED_INVOCATIONS as u64,
+            have.max_compute_workgroup_size_x as u64,
+        )?;
+        need(
+            "max_storage_buffers_per_shader_stage",
+            NEED_STORAGE_BUFFERS as u64,
+            have.max_storage_buffers_per_shader_stage as u64,
+        )?;
 
-        let max_invocations = have.max_compute_invocations_per_workgroup.min(have.max_compute_workgroup_size_x).min(1024);
+        let max_invocations = have
+            .max_compute_invocations_per_workgroup
+            .min(have.max_compute_workgroup_size_x)
+            .min(1024);
         let limits = wgpu::Limits {
             // Caches are large: take every byte the adapter allows per buffer and per binding.
             max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
@@ -158,7 +194,9 @@ impl GpuContext {
         }));
         let sink = errors.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+            sink.lock()
+                .unwrap()
+                .push(format!("device lost ({reason:?}): {msg}"));
         });
 
         let info = adapter.get_info();
@@ -189,7 +227,10 @@ impl GpuContext {
 
     /// Largest buffer that can be bound as one storage binding.
     pub fn max_binding(&self) -> u64 {
-        self.device.limits().max_storage_buffer_binding_size.min(self.device.limits().max_buffer_size)
+        self.device
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(self.device.limits().max_buffer_size)
     }
 
     /// Wait for all submitted work, then turn any captured wgpu error into `Err`.
@@ -201,7 +242,9 @@ impl GpuContext {
             errs.clear();
             return Err(Error::Gpu(msg));
         }
-        polled.map(|_| ()).map_err(|e| Error::Gpu(format!("poll failed: {e}")))
+        polled
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("poll failed: {e}")))
     }
 
     /// A storage buffer of `size` bytes (rounded up to 4), readable back and writable from the CPU.
@@ -217,7 +260,9 @@ impl GpuContext {
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
     }
@@ -244,7 +289,8 @@ impl GpuContext {
     /// Fill a whole buffer with one 32-bit pattern (poison: `f32::NAN.to_bits()`, `u32::MAX`).
     pub fn fill(&self, buf: &wgpu::Buffer, pattern: u32) {
         let words = vec![pattern; (buf.size() / 4) as usize];
-        self.queue.write_buffer(buf, 0, bytemuck::cast_slice(&words));
+        self.queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&words));
     }
 
     /// A uniform buffer holding one `Params` struct.
@@ -291,29 +337,51 @@ impl GpuContext {
 
     /// A compute pipeline from WGSL source with `override` constants; bind layout derived from
     /// the shader.
-    pub fn pipeline(&self, label: &str, source: &str, entry: &str, constants: &[(&str, f64)]) -> Result<wgpu::ComputePipeline> {
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-            cache: None,
-        });
-        self.check().map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
+    pub fn pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.check()
+            .map_err(|e| Error::Gpu(format!("building pipeline {label}: {e}")))?;
         Ok(pipeline)
     }
 
     /// Bind `buffers` to bindings 0, 1, 2, … of group 0.
-    pub fn bind_group(&self, pipeline: &wgpu::ComputePipeline, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    pub fn bind_group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
@@ -324,7 +392,11 @@ impl GpuContext {
 
     /// Run `record` in one compute pass, submit, and wait. With `timer`, the pass is timestamped
     /// into slot `slot` of it.
-    pub fn run_pass(&self, timer: Option<(&GpuTimer, u32)>, record: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
+    pub fn run_pass(
+        &self,
+        timer: Option<(&GpuTimer, u32)>,
+        record: impl FnOnce(&mut wgpu::ComputePass),
+    ) -> Result<()> {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -363,7 +435,12 @@ impl GpuTimer {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        Some(GpuTimer { query_set, resolve, slots, period_ns: ctx.queue.get_timestamp_period() as f64 })
+        Some(GpuTimer {
+            query_set,
+            resolve,
+            slots,
+            period_ns: ctx.queue.get_timestamp_period() as f64,
+        })
     }
 
     pub fn writes(&self, slot: u32) -> wgpu::ComputePassTimestampWrites<'_> {
@@ -380,6 +457,9 @@ impl GpuTimer {
         enc.resolve_query_set(&self.query_set, 0..2 * self.slots, &self.resolve, 0);
         ctx.queue.submit([enc.finish()]);
         let ticks: Vec<u64> = ctx.read(&self.resolve)?;
-        Ok(ticks.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns * 1e-9).collect())
+        Ok(ticks
+            .chunks(2)
+            .map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns * 1e-9)
+            .collect())
     }
 }

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod compare;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -5,8 +5,10 @@
 use crate::config::{Config, Dtype};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTimer};
-use crate::kernels::{indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs};
 use crate::kernels::{Indexer, LseMerge, SparseMla, TopK};
+use crate::kernels::{
+    indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs,
+};
 use crate::reference::{self, SeqKeys};
 use crate::workload::{Rng, storage_bytes, stored_values};
 
@@ -17,7 +19,9 @@ pub const POISON_U32: u32 = 0xFFFF_FFFF;
 
 /// The `[B, 2]` (first row, length) table the indexer and top-k read.
 pub fn seq_table(seqs: &[SeqKeys]) -> Vec<u32> {
-    seqs.iter().flat_map(|s| [s.first_row as u32, s.len as u32]).collect()
+    seqs.iter()
+        .flat_map(|s| [s.first_row as u32, s.len as u32])
+        .collect()
 }
 
 /// Pack ragged lengths back to back, with a gap of `gap` unused rows between sequences so that
@@ -69,11 +73,24 @@ impl IndexerProblem {
     }
 
     pub fn reference(&self) -> Vec<f32> {
-        reference::indexer(&self.q, &self.w, &self.keys, &self.seqs, self.heads, self.dim, self.score_stride)
+        reference::indexer(
+            &self.q,
+            &self.w,
+            &self.keys,
+            &self.seqs,
+            self.heads,
+            self.dim,
+            self.score_stride,
+        )
     }
 
     /// Run on the GPU; returns `[B, score_stride]` with unwritten entries left as poison (NaN).
-    pub fn run(&self, ctx: &GpuContext, kernel: &Indexer, timer: Option<&GpuTimer>) -> Result<Vec<f32>> {
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        kernel: &Indexer,
+        timer: Option<&GpuTimer>,
+    ) -> Result<Vec<f32>> {
         let q = ctx.upload("q", &self.q)?;
         let w = ctx.upload("w", &self.w)?;
         let keys = ctx.upload("keys", &storage_bytes(&self.keys, self.dtype))?;
@@ -112,24 +129,43 @@ impl TopKProblem {
         let mut scores = vec![f32::NAN; lens.len() * score_stride];
         for (b, &len) in lens.iter().enumerate() {
             for s in 0..len {
-                scores[b * score_stride + s] =
-                    if distinct == 0 { rng.range(-4.0, 4.0) } else { rng.below(distinct) as f32 * 0.25 - 1.0 };
+                scores[b * score_stride + s] = if distinct == 0 {
+                    rng.range(-4.0, 4.0)
+                } else {
+                    rng.below(distinct) as f32 * 0.25 - 1.0
+                };
             }
         }
-        TopKProblem { k, scores, lens: lens.to_vec(), score_stride }
+        TopKProblem {
+            k,
+            scores,
+            lens: lens.to_vec(),
+            score_stride,
+        }
     }
 
     pub fn reference(&self) -> Vec<i32> {
         self.lens
             .iter()
             .enumerate()
-            .flat_map(|(b, &len)| reference::topk(&self.scores[b * self.score_stride..][..len], self.k))
+            .flat_map(|(b, &len)| {
+                reference::topk(&self.scores[b * self.score_stride..][..len], self.k)
+            })
             .collect()
     }
 
-    pub fn run(&self, ctx: &GpuContext, kernel: &TopK, timer: Option<&GpuTimer>) -> Result<Vec<i32>> {
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        kernel: &TopK,
+        timer: Option<&GpuTimer>,
+    ) -> Result<Vec<i32>> {
         let scores = ctx.upload("scores", &self.scores)?;
-        let seqs: Vec<SeqKeys> = self.lens.iter().map(|&len| SeqKeys { first_row: 0, len }).collect();
+        let seqs: Vec<SeqKeys> = self
+            .lens
+            .iter()
+            .map(|&len| SeqKeys { first_row: 0, len })
+            .collect();
         let seq = ctx.upload("seq", &seq_table(&seqs))?;
         let out = ctx.storage("topk_indices", (self.lens.len() * self.k * 4) as u64)?;
         ctx.fill(&out, POISON_U32);
@@ -148,12 +184,14 @@ impl TopKProblem {
     }
 }
 
-/// Random queries, a row buffer, and per-sequence id lists (with some -1 and some duplicates
-/// of the ids of other sequences, as a shared pool would have).
+/// Random queries, a row buffer, and per-sequence id lists (with some -1 and some duplicates).
+/// Sequence b's ids are relative to its own first row `seqs[b].first_row`; the sequences'
+/// ranges overlap, as a test that the base is applied.
 pub struct SparseMlaProblem {
     pub cfg: Config,
-    pub q: Vec<f32>,    // [B, H, KV + ROPE]
-    pub ids: Vec<i32>,  // [B, k]
+    pub q: Vec<f32>,   // [B, H, KV + ROPE]
+    pub ids: Vec<i32>, // [B, k]
+    pub seqs: Vec<SeqKeys>,
     pub rows: Vec<f32>, // [R, KV + ROPE], as stored
 }
 
@@ -161,19 +199,44 @@ impl SparseMlaProblem {
     /// `invalid`: the fraction of ids set to -1; a sequence listed in `empty` gets only -1.
     pub fn random(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let (b, h, k, dq) = (cfg.batch as usize, cfg.heads as usize, cfg.topk as usize, cfg.row_dim() as usize);
+        let (b, h, k, dq) = (
+            cfg.batch as usize,
+            cfg.heads as usize,
+            cfg.topk as usize,
+            cfg.row_dim() as usize,
+        );
+        let seqs: Vec<SeqKeys> = (0..b)
+            .map(|s| {
+                let first_row = (s * 37) % n_rows.div_ceil(2);
+                SeqKeys {
+                    first_row,
+                    len: n_rows - first_row,
+                }
+            })
+            .collect();
         let mut ids = Vec::with_capacity(b * k);
-        for seq in 0..b {
+        for (seq, sk) in seqs.iter().enumerate() {
             for _ in 0..k {
                 let skip = empty.contains(&seq) || rng.uniform() < invalid;
-                ids.push(if skip { -1 } else { rng.below(n_rows as u64) as i32 });
+                ids.push(if skip {
+                    -1
+                } else {
+                    rng.below(sk.len as u64) as i32
+                });
             }
         }
         SparseMlaProblem {
             cfg: cfg.clone(),
             q: rng.vec(b * h * dq),
             ids,
-            rows: stored_values(&rng.vec(n_rows * dq).iter().map(|x| x * 2.0).collect::<Vec<_>>(), cfg.dtype),
+            seqs,
+            rows: stored_values(
+                &rng.vec(n_rows * dq)
+                    .iter()
+                    .map(|x| x * 2.0)
+                    .collect::<Vec<_>>(),
+                cfg.dtype,
+            ),
         }
     }
 
@@ -182,6 +245,7 @@ impl SparseMlaProblem {
         reference::sparse_mla(
             &self.q,
             &self.ids,
+            &self.seqs.iter().map(|s| s.first_row).collect::<Vec<_>>(),
             &self.rows,
             c.batch as usize,
             c.heads as usize,
@@ -192,16 +256,31 @@ impl SparseMlaProblem {
         )
     }
 
-    pub fn run(&self, ctx: &GpuContext, kernel: &SparseMla, timer: Option<&GpuTimer>) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        kernel: &SparseMla,
+        timer: Option<&GpuTimer>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = &self.cfg;
         let q = ctx.upload("q", &self.q)?;
         let ids = ctx.upload("ids", &self.ids)?;
+        let seq = ctx.upload("seq", &seq_table(&self.seqs))?;
         let rows = ctx.upload("rows", &storage_bytes(&self.rows, c.dtype))?;
         let o_lat = ctx.storage("o_lat", (c.batch * c.heads * c.kv_lora_rank * 4) as u64)?;
         let lse = ctx.storage("lse", (c.batch * c.heads * 4) as u64)?;
         ctx.fill(&o_lat, POISON_F32);
         ctx.fill(&lse, POISON_F32);
-        let args = SparseMlaArgs { q: &q, ids: &ids, rows: &rows, o_lat: &o_lat, lse: &lse, b0: 0, batch: c.batch };
+        let args = SparseMlaArgs {
+            q: &q,
+            ids: &ids,
+            seq: &seq,
+            rows: &rows,
+            o_lat: &o_lat,
+            lse: &lse,
+            b0: 0,
+            batch: c.batch,
+        };
         run_one(ctx, &kernel.bind(ctx, &args), timer)?;
         let mut lse_v: Vec<f32> = ctx.read(&lse)?;
         lse_v.truncate((c.batch * c.heads) as usize);
@@ -230,7 +309,10 @@ impl LseMergeProblem {
         };
         let p0 = part(empty0);
         let p1 = part(empty1);
-        LseMergeProblem { dim, parts: [p0, p1] }
+        LseMergeProblem {
+            dim,
+            parts: [p0, p1],
+        }
     }
 
     pub fn reference(&self) -> (Vec<f32>, Vec<f32>) {
@@ -241,7 +323,12 @@ impl LseMergeProblem {
     pub fn run(&self, ctx: &GpuContext, kernel: &LseMerge) -> Result<(Vec<f32>, Vec<f32>)> {
         let [(o0, l0), (o1, l1)] = &self.parts;
         let rows = l0.len();
-        let bufs = [ctx.upload("o0", o0)?, ctx.upload("lse0", l0)?, ctx.upload("o1", o1)?, ctx.upload("lse1", l1)?];
+        let bufs = [
+            ctx.upload("o0", o0)?,
+            ctx.upload("lse0", l0)?,
+            ctx.upload("o1", o1)?,
+            ctx.upload("lse1", l1)?,
+        ];
         let o = ctx.storage("o", (rows * self.dim * 4) as u64)?;
         let lse = ctx.storage("lse", (rows * 4) as u64)?;
         ctx.fill(&o, POISON_F32);

@@ -14,7 +14,15 @@ pub struct SeqKeys {
 /// - `q`: `[B, H, D]`, `w`: `[B, H]`, `keys`: `[rows, D]` (values as the GPU sees them, i.e.
 ///   already rounded to f16 where the cache is f16).
 /// - Returns `[B, score_stride]`; entries with `s ≥ T_b` are NaN (the kernel leaves them alone).
-pub fn indexer(q: &[f32], w: &[f32], keys: &[f32], seqs: &[SeqKeys], heads: usize, dim: usize, score_stride: usize) -> Vec<f32> {
+pub fn indexer(
+    q: &[f32],
+    w: &[f32],
+    keys: &[f32],
+    seqs: &[SeqKeys],
+    heads: usize,
+    dim: usize,
+    score_stride: usize,
+) -> Vec<f32> {
     let mut index_score = vec![f32::NAN; seqs.len() * score_stride]; // [B, score_stride]
     for (b, sk) in seqs.iter().enumerate() {
         for s in 0..sk.len {
@@ -45,20 +53,35 @@ pub fn topk(index_score: &[f32], k: usize) -> Vec<i32> {
 
 /// Sparse MLA decode, absorbed mode.
 ///
-/// - `q`: `[B, H, KV + ROPE]` = q_abs ‖ q_pe; `topk_indices`: `[B, k]` row ids, `-1` skipped;
-///   `rows`: `[R, KV + ROPE]` = c_kv ‖ k_pe.
+/// - `q`: `[B, H, KV + ROPE]` = q_abs ‖ q_pe; `topk_indices`: `[B, k]` ids, `-1` skipped, id i of
+///   sequence b naming row `row_base[b] + i` of `rows`: `[R, KV + ROPE]` = c_kv ‖ k_pe.
 /// - `score[h, s] = (q_abs[h]·c_kv[s] + q_pe[h]·k_pe[s]) · softmax_scale`;
 ///   `o_lat[h] = Σ_s softmax(score[h])_s · c_kv[s]`; `lse[h] = log Σ_s exp(score[h, s])`.
 /// - A sequence with no valid id gives `o_lat = 0`, `lse = -inf`.
 ///
 /// Returns (`o_lat` `[B, H, KV]`, `lse` `[B, H]`).
 #[allow(clippy::too_many_arguments)]
-pub fn sparse_mla(q: &[f32], topk_indices: &[i32], rows: &[f32], batch: usize, heads: usize, kv: usize, rope: usize, k: usize, softmax_scale: f32) -> (Vec<f32>, Vec<f32>) {
+pub fn sparse_mla(
+    q: &[f32],
+    topk_indices: &[i32],
+    row_base: &[usize],
+    rows: &[f32],
+    batch: usize,
+    heads: usize,
+    kv: usize,
+    rope: usize,
+    k: usize,
+    softmax_scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
     let dq = kv + rope;
     let mut o_lat = vec![0.0f32; batch * heads * kv]; // [B, H, KV]
     let mut lse = vec![f32::NEG_INFINITY; batch * heads]; // [B, H]
     for b in 0..batch {
-        let ids: Vec<usize> = topk_indices[b * k..][..k].iter().filter(|&&i| i >= 0).map(|&i| i as usize).collect();
+        let ids: Vec<usize> = topk_indices[b * k..][..k]
+            .iter()
+            .filter(|&&i| i >= 0)
+            .map(|&i| row_base[b] + i as usize)
+            .collect();
         if ids.is_empty() {
             continue;
         }
@@ -68,14 +91,22 @@ pub fn sparse_mla(q: &[f32], topk_indices: &[i32], rows: &[f32], batch: usize, h
                 .iter()
                 .map(|&s| {
                     let row = &rows[s * dq..][..dq];
-                    qh.iter().zip(row).map(|(&a, &c)| a as f64 * c as f64).sum::<f64>() * softmax_scale as f64
+                    qh.iter()
+                        .zip(row)
+                        .map(|(&a, &c)| a as f64 * c as f64)
+                        .sum::<f64>()
+                        * softmax_scale as f64
                 })
                 .collect(); // [n_valid]
             let m = score.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let p: Vec<f64> = score.iter().map(|&x| (x - m).exp()).collect();
             let l: f64 = p.iter().sum();
             for d in 0..kv {
-                let acc: f64 = ids.iter().zip(&p).map(|(&s, &ps)| ps * rows[s * dq + d] as f64).sum();
+                let acc: f64 = ids
+                    .iter()
+                    .zip(&p)
+                    .map(|(&s, &ps)| ps * rows[s * dq + d] as f64)
+                    .sum();
                 o_lat[(b * heads + h) * kv + d] = (acc / l) as f32;
             }
             lse[b * heads + h] = (m + l.ln()) as f32;
@@ -86,7 +117,13 @@ pub fn sparse_mla(q: &[f32], topk_indices: &[i32], rows: &[f32], batch: usize, h
 
 /// Merge two partial results over disjoint id sets: `o0, o1`: `[rows, dim]`, `lse0, lse1`: `[rows]`.
 /// Both empty (`-inf`) gives `o = 0`, `lse = -inf`.
-pub fn lse_merge(o0: &[f32], lse0: &[f32], o1: &[f32], lse1: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+pub fn lse_merge(
+    o0: &[f32],
+    lse0: &[f32],
+    o1: &[f32],
+    lse1: &[f32],
+    dim: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let mut o = vec![0.0f32; o0.len()];
     let mut lse = vec![f32::NEG_INFINITY; lse0.len()];
     for r in 0..lse0.len() {
@@ -121,15 +158,15 @@ mod tests {
         // rows 0..6, dims 2 + 0 rope; one head
         let rows: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
         let q = vec![0.5, -1.5];
-        let all = sparse_mla(&q, &[0, 1, 2, 3, 4, 5], &rows, 1, 1, 2, 0, 6, 1.0);
-        let a = sparse_mla(&q, &[0, 2, 4], &rows, 1, 1, 2, 0, 3, 1.0);
-        let b = sparse_mla(&q, &[1, 3, 5], &rows, 1, 1, 2, 0, 3, 1.0);
+        let all = sparse_mla(&q, &[0, 1, 2, 3, 4, 5], &[0], &rows, 1, 1, 2, 0, 6, 1.0);
+        let a = sparse_mla(&q, &[0, 2, 4], &[0], &rows, 1, 1, 2, 0, 3, 1.0);
+        let b = sparse_mla(&q, &[0, 2, 4], &[1], &rows, 1, 1, 2, 0, 3, 1.0);
         let (o, lse) = lse_merge(&a.0, &a.1, &b.0, &b.1, 2);
         for (x, y) in o.iter().zip(&all.0) {
             assert!((x - y).abs() < 1e-6);
         }
         assert!((lse[0] - all.1[0]).abs() < 1e-6);
-        let empty = sparse_mla(&q, &[-1, -1], &rows, 1, 1, 2, 0, 2, 1.0);
+        let empty = sparse_mla(&q, &[-1, -1], &[0], &rows, 1, 1, 2, 0, 2, 1.0);
         assert_eq!((empty.0, empty.1[0]), (vec![0.0, 0.0], f32::NEG_INFINITY));
     }
 }

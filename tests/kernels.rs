@@ -11,9 +11,15 @@ use ess_wgpu::{Config, Dtype};
 
 fn fresh_seed(i: u64) -> u64 {
     // Fresh seeds each run (printed, so a failure can be replayed with ESS_SEED=…).
-    let base = std::env::var("ESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let base = std::env::var("ESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     let seed = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
     eprintln!("seed {seed} (replay with ESS_SEED={base})");
     seed
@@ -22,14 +28,20 @@ fn fresh_seed(i: u64) -> u64 {
 #[test]
 fn indexer_matches_reference() {
     let ctx = ctx();
-    let shapes = [(8, 32, Dtype::F16), (16, 64, Dtype::F32), (64, 128, Dtype::F16), (24, 48, Dtype::F32)];
+    let shapes = [
+        (8, 32, Dtype::F16),
+        (16, 64, Dtype::F32),
+        (64, 128, Dtype::F16),
+        (24, 48, Dtype::F32),
+    ];
     for (i, &(heads, dim, dtype)) in shapes.iter().enumerate() {
         let kernel = Indexer::new(ctx, heads as u32, dim as u32, dtype).unwrap();
         // ragged: empty, single key, around the 256-key tile, and a long one
         let lens = [0usize, 1, 255, 257, 700, 33];
         let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
         let got = p.run(ctx, &kernel, None).unwrap();
-        let err = compare("index_score", &got, &p.reference(), 1e-4, 1e-4).unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
+        let err = compare("index_score", &got, &p.reference(), 1e-4, 1e-4)
+            .unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer {heads}x{dim} {dtype}: max err {err:e}");
     }
 }
@@ -46,7 +58,10 @@ fn topk_matches_reference_on_edge_lengths_and_ties() {
             let want = p.reference();
             if got != want {
                 let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap();
-                panic!("k {k}, distinct {distinct}: first mismatch at {first}: got {} want {}", got[first], want[first]);
+                panic!(
+                    "k {k}, distinct {distinct}: first mismatch at {first}: got {} want {}",
+                    got[first], want[first]
+                );
             }
         }
     }
@@ -76,23 +91,42 @@ fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], 
 #[test]
 fn sparse_mla_matches_reference() {
     // tiny dims; heads below one workgroup's 32; k not a multiple of the 64-row tile
-    let tiny = Config::tiny().with_overrides(&["batch=3", "topk=77"]).unwrap();
+    let tiny = Config::tiny()
+        .with_overrides(&["batch=3", "topk=77"])
+        .unwrap();
     check_sparse_mla(&tiny, 500, 0.1, &[], fresh_seed(1));
-    let tiny32 = Config { dtype: Dtype::F32, ..tiny.clone() };
+    let tiny32 = Config {
+        dtype: Dtype::F32,
+        ..tiny.clone()
+    };
     check_sparse_mla(&tiny32, 300, 0.3, &[1], fresh_seed(2));
     // the real latent width; 40 heads = one full and one partial workgroup of heads
-    let wide = Config::small().with_overrides(&["heads=40", "batch=2", "topk=130"]).unwrap();
+    let wide = Config::small()
+        .with_overrides(&["heads=40", "batch=2", "topk=130"])
+        .unwrap();
     check_sparse_mla(&wide, 1000, 0.05, &[], fresh_seed(3));
-    let wide32 = Config { dtype: Dtype::F32, ..wide.clone() };
+    let wide32 = Config {
+        dtype: Dtype::F32,
+        ..wide.clone()
+    };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
     // other legal dims: kv 192 (3 dims per thread), no rope
-    let odd = Config::tiny().with_overrides(&["kv_lora_rank=192", "qk_rope_head_dim=0", "heads=33", "topk=5"]).unwrap();
+    let odd = Config::tiny()
+        .with_overrides(&[
+            "kv_lora_rank=192",
+            "qk_rope_head_dim=0",
+            "heads=33",
+            "topk=5",
+        ])
+        .unwrap();
     check_sparse_mla(&odd, 50, 0.0, &[], fresh_seed(5));
 }
 
 #[test]
 fn sparse_mla_all_ids_invalid_gives_zero_and_neg_inf() {
-    let cfg = Config::tiny().with_overrides(&["batch=2", "topk=70"]).unwrap();
+    let cfg = Config::tiny()
+        .with_overrides(&["batch=2", "topk=70"])
+        .unwrap();
     check_sparse_mla(&cfg, 10, 1.0, &[], fresh_seed(6));
     check_sparse_mla(&cfg, 10, 0.0, &[0], fresh_seed(7));
 }
@@ -115,11 +149,19 @@ fn lse_merge_matches_reference() {
 #[test]
 fn split_attention_then_merge_equals_one_pass() {
     let ctx = ctx();
-    let cfg = Config::small().with_overrides(&["heads=16", "batch=2", "topk=96"]).unwrap();
+    let cfg = Config::small()
+        .with_overrides(&["heads=16", "batch=2", "topk=96"])
+        .unwrap();
     let full = SparseMlaProblem::random(&cfg, 400, 0.0, &[], fresh_seed(9));
     let k = cfg.topk as usize;
     let half = |first: bool| {
-        let mut p = SparseMlaProblem { cfg: cfg.clone(), q: full.q.clone(), ids: full.ids.clone(), rows: full.rows.clone() };
+        let mut p = SparseMlaProblem {
+            cfg: cfg.clone(),
+            q: full.q.clone(),
+            ids: full.ids.clone(),
+            seqs: full.seqs.clone(),
+            rows: full.rows.clone(),
+        };
         for (i, id) in p.ids.iter_mut().enumerate() {
             if ((i % k) < k / 3) != first {
                 *id = -1;
@@ -128,8 +170,16 @@ fn split_attention_then_merge_equals_one_pass() {
         p
     };
     let mla = SparseMla::new(ctx, &cfg).unwrap();
-    let (a, b) = (half(true).run(ctx, &mla, None).unwrap(), half(false).run(ctx, &mla, None).unwrap());
-    let merged = LseMergeProblem { dim: cfg.kv_lora_rank as usize, parts: [a, b] }.run(ctx, &LseMerge::new(ctx).unwrap()).unwrap();
+    let (a, b) = (
+        half(true).run(ctx, &mla, None).unwrap(),
+        half(false).run(ctx, &mla, None).unwrap(),
+    );
+    let merged = LseMergeProblem {
+        dim: cfg.kv_lora_rank as usize,
+        parts: [a, b],
+    }
+    .run(ctx, &LseMerge::new(ctx).unwrap())
+    .unwrap();
     let one_pass = full.run(ctx, &mla, None).unwrap();
     compare("merged o", &merged.0, &one_pass.0, 1e-5, 1e-4).unwrap();
     compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
@@ -138,12 +188,25 @@ fn split_attention_then_merge_equals_one_pass() {
 #[test]
 fn kernels_reject_shapes_they_cannot_handle() {
     let ctx = ctx();
-    assert!(Indexer::new(ctx, 12, 64, Dtype::F16).unwrap_err().to_string().contains("index_heads = 12"));
+    assert!(
+        Indexer::new(ctx, 12, 64, Dtype::F16)
+            .unwrap_err()
+            .to_string()
+            .contains("index_heads = 12")
+    );
     assert!(Indexer::new(ctx, 16, 40, Dtype::F16).is_err());
     assert!(TopK::new(ctx, 0).is_err());
     assert!(TopK::new(ctx, 4096).is_err());
-    let bad = Config { kv_lora_rank: 520, ..Config::tiny() };
-    assert!(SparseMla::new(ctx, &bad).unwrap_err().to_string().contains("kv_lora_rank"));
+    let bad = Config {
+        kv_lora_rank: 520,
+        ..Config::tiny()
+    };
+    assert!(
+        SparseMla::new(ctx, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("kv_lora_rank")
+    );
 }
 
 /// In CI the adapter must be the Vulkan one: a silent fall-back to GL would hide failures.
@@ -153,5 +216,10 @@ fn ci_runs_on_vulkan() {
         eprintln!("CI not set: not checking the backend");
         return;
     }
-    assert_eq!(ctx().report.backend, "Vulkan", "CI must run on the Vulkan backend; got {}", ctx().report);
+    assert_eq!(
+        ctx().report.backend,
+        "Vulkan",
+        "CI must run on the Vulkan backend; got {}",
+        ctx().report
+    );
 }

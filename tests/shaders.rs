@@ -10,7 +10,8 @@ fn every_shader_validates() {
             continue;
         }
         let src = std::fs::read_to_string(&path).unwrap();
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         // The strictest target we support: no optional capability except unpack2x16float's
         // (SHADER_FLOAT16_IN_FLOAT32, which every Vulkan/Metal/DX12 adapter has).
         let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;

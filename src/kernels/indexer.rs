@@ -48,25 +48,53 @@ pub struct IndexerArgs<'a> {
 impl Indexer {
     pub fn new(ctx: &GpuContext, heads: u32, dim: u32, dtype: Dtype) -> Result<Self> {
         if heads == 0 || heads % 8 != 0 || heads > 64 {
-            return Err(Error::config("index_heads", heads, "8 ..= 64, a multiple of 8"));
+            return Err(Error::config(
+                "index_heads",
+                heads,
+                "8 ..= 64, a multiple of 8",
+            ));
         }
         if dim == 0 || dim % 16 != 0 {
-            return Err(Error::config("index_head_dim", dim, "a positive multiple of 16"));
+            return Err(Error::config(
+                "index_head_dim",
+                dim,
+                "a positive multiple of 16",
+            ));
         }
         let wg = heads / 8 * 32;
         let pipeline = ctx.pipeline(
             "indexer",
             include_str!("../../shaders/indexer.wgsl"),
             "main",
-            &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64), ("WG", wg as f64)],
+            &[
+                ("KEYS_F16", (dtype == Dtype::F16) as u32 as f64),
+                ("WG", wg as f64),
+            ],
         )?;
-        Ok(Indexer { pipeline, heads, dim, dtype })
+        Ok(Indexer {
+            pipeline,
+            heads,
+            dim,
+            dtype,
+        })
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params { heads: self.heads, dim: self.dim, b0: a.b0, score_stride: a.score_stride };
+        let params = Params {
+            heads: self.heads,
+            dim: self.dim,
+            b0: a.b0,
+            score_stride: a.score_stride,
+        };
         let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
-        dispatch(ctx, &self.pipeline, "indexer", &params, &[a.q, a.w, a.keys, a.seq, a.scores], grid)
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "indexer",
+            &params,
+            &[a.q, a.w, a.keys, a.seq, a.scores],
+            grid,
+        )
     }
 
     /// FLOPs of one call: a multiply-add per (head, dim, key), plus ReLU·w and the head sum.

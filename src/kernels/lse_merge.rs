@@ -32,15 +32,35 @@ pub struct LseMergeArgs<'a> {
 
 impl LseMerge {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let pipeline = ctx.pipeline("lse_merge", include_str!("../../shaders/lse_merge.wgsl"), "main", &[])?;
+        let pipeline = ctx.pipeline(
+            "lse_merge",
+            include_str!("../../shaders/lse_merge.wgsl"),
+            "main",
+            &[],
+        )?;
         Ok(LseMerge { pipeline })
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &LseMergeArgs) -> Dispatch {
-        let params = Params { rows: a.rows, dim: a.dim, _pad: [0; 2] };
+        let params = Params {
+            rows: a.rows,
+            dim: a.dim,
+            _pad: [0; 2],
+        };
         let groups = (a.rows as u64 * a.dim as u64).div_ceil(256) as u32;
         // 2-D grid when the element count passes the 65535-workgroup limit of one dimension.
-        let grid = if groups <= 65535 { [groups, 1, 1] } else { [65535, groups.div_ceil(65535), 1] };
-        dispatch(ctx, &self.pipeline, "lse_merge", &params, &[a.o0, a.lse0, a.o1, a.lse1, a.o, a.lse], grid)
+        let grid = if groups <= 65535 {
+            [groups, 1, 1]
+        } else {
+            [65535, groups.div_ceil(65535), 1]
+        };
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "lse_merge",
+            &params,
+            &[a.o0, a.lse0, a.o1, a.lse1, a.o, a.lse],
+            grid,
+        )
     }
 }

@@ -46,5 +46,10 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     let mut all = vec![&uniform];
     all.extend_from_slice(buffers);
     let bind_group = ctx.bind_group(pipeline, label, &all);
-    Dispatch { pipeline: pipeline.clone(), bind_group, workgroups, _params: uniform }
+    Dispatch {
+        pipeline: pipeline.clone(),
+        bind_group,
+        workgroups,
+        _params: uniform,
+    }
 }

@@ -21,17 +21,50 @@ pub struct Probe {
 impl Probe {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let src = include_str!("../../shaders/probe.wgsl");
-        Ok(Probe { copy: ctx.pipeline("probe copy", src, "copy", &[])?, fma: ctx.pipeline("probe fma", src, "fma_rate", &[])? })
+        Ok(Probe {
+            copy: ctx.pipeline("probe copy", src, "copy", &[])?,
+            fma: ctx.pipeline("probe fma", src, "fma_rate", &[])?,
+        })
     }
 
     /// Copy `src` to `dst` (equal sizes, multiple of 16 bytes) with a grid-stride loop.
-    pub fn copy(&self, ctx: &GpuContext, src: &wgpu::Buffer, dst: &wgpu::Buffer, workgroups: u32) -> Dispatch {
+    pub fn copy(
+        &self,
+        ctx: &GpuContext,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        workgroups: u32,
+    ) -> Dispatch {
         let n = (src.size().min(dst.size()) / 16) as u32;
-        dispatch(ctx, &self.copy, "probe copy", &Params { n, _pad: [0; 3] }, &[src, dst], [workgroups, 1, 1])
+        dispatch(
+            ctx,
+            &self.copy,
+            "probe copy",
+            &Params { n, _pad: [0; 3] },
+            &[src, dst],
+            [workgroups, 1, 1],
+        )
     }
 
     /// `workgroups · 256` threads, each `2 · 8 · iters` FLOPs. `dst` must hold one vec4 per thread.
-    pub fn fma(&self, ctx: &GpuContext, src: &wgpu::Buffer, dst: &wgpu::Buffer, workgroups: u32, iters: u32) -> Dispatch {
-        dispatch(ctx, &self.fma, "probe fma", &Params { n: iters, _pad: [0; 3] }, &[src, dst], [workgroups, 1, 1])
+    pub fn fma(
+        &self,
+        ctx: &GpuContext,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        workgroups: u32,
+        iters: u32,
+    ) -> Dispatch {
+        dispatch(
+            ctx,
+            &self.fma,
+            "probe fma",
+            &Params {
+                n: iters,
+                _pad: [0; 3],
+            },
+            &[src, dst],
+            [workgroups, 1, 1],
+        )
     }
 }

@@ -32,8 +32,10 @@ pub struct SparseMla {
 pub struct SparseMlaArgs<'a> {
     /// `[B, H, KV + ROPE]` f32: q_abs ‖ q_pe.
     pub q: &'a wgpu::Buffer,
-    /// `[B, topk]` i32 row ids into `rows`, -1 = none.
+    /// `[B, topk]` i32 ids, -1 = none; id i of sequence b reads row `seq[2b] + i`.
     pub ids: &'a wgpu::Buffer,
+    /// `[B, 2]` u32: (first row of sequence b in `rows`, unused).
+    pub seq: &'a wgpu::Buffer,
     /// `[R, KV + ROPE]` latent rows c_kv ‖ k_pe in `dtype`.
     pub rows: &'a wgpu::Buffer,
     /// `[B, H, KV]` f32 output.
@@ -48,7 +50,11 @@ impl SparseMla {
     pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
         let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
         if kv == 0 || kv % 64 != 0 || kv > 512 {
-            return Err(Error::config("kv_lora_rank", kv, "64 ..= 512, a multiple of 64"));
+            return Err(Error::config(
+                "kv_lora_rank",
+                kv,
+                "64 ..= 512, a multiple of 64",
+            ));
         }
         if rope % 32 != 0 {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
@@ -57,7 +63,11 @@ impl SparseMla {
             "sparse_mla",
             include_str!("../../shaders/sparse_mla.wgsl"),
             "main",
-            &[("KV", kv as f64), ("ROPE", rope as f64), ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64)],
+            &[
+                ("KV", kv as f64),
+                ("ROPE", rope as f64),
+                ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
+            ],
         )?;
         Ok(SparseMla {
             pipeline,
@@ -71,9 +81,21 @@ impl SparseMla {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
-        let params = Params { heads: self.heads, topk: self.topk, b0: a.b0, softmax_scale: self.softmax_scale };
+        let params = Params {
+            heads: self.heads,
+            topk: self.topk,
+            b0: a.b0,
+            softmax_scale: self.softmax_scale,
+        };
         let grid = [self.heads.div_ceil(HEADS_PER_WG), a.batch, 1];
-        dispatch(ctx, &self.pipeline, "sparse_mla", &params, &[a.q, a.ids, a.rows, a.o_lat, a.lse], grid)
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "sparse_mla",
+            &params,
+            &[a.q, a.ids, a.seq, a.rows, a.o_lat, a.lse],
+            grid,
+        )
     }
 
     /// FLOPs per sequence: per (head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
@@ -84,6 +106,8 @@ impl SparseMla {
     /// Bytes at least: every selected row once per sequence, q in, o_lat and lse out.
     pub fn bytes(&self, batch: u64) -> u64 {
         let dq = (self.kv + self.rope) as u64;
-        batch * (self.topk as u64 * (dq * self.dtype.bytes() + 4) + self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4))
+        batch
+            * (self.topk as u64 * (dq * self.dtype.bytes() + 4)
+                + self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4))
     }
 }

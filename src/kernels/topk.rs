@@ -47,12 +47,28 @@ impl TopK {
             "main",
             &[("WG", workgroup_size as f64)],
         )?;
-        Ok(TopK { pipeline, k, workgroup_size })
+        Ok(TopK {
+            pipeline,
+            k,
+            workgroup_size,
+        })
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &TopKArgs) -> Dispatch {
-        let params = Params { k: self.k, score_stride: a.score_stride, b0: a.b0, _pad: 0 };
-        dispatch(ctx, &self.pipeline, "topk", &params, &[a.scores, a.seq, a.topk_indices], [a.batch, 1, 1])
+        let params = Params {
+            k: self.k,
+            score_stride: a.score_stride,
+            b0: a.b0,
+            _pad: 0,
+        };
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "topk",
+            &params,
+            &[a.scores, a.seq, a.topk_indices],
+            [a.batch, 1, 1],
+        )
     }
 
     /// Bytes one call must move at least: every score read once, k indices written.
