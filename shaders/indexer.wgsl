@@ -9,7 +9,8 @@
 //
 // Mapping: workgroup (x, y) = (tile of KEYS_PER_WG = 256 keys, sequence b0 + y).
 //   WG = H/8 · 32 threads; thread (hg, kg) owns 8 heads (hg·8 ..) × 8 keys (kg·4 .. +4 and
-//   128 + kg·4 .. +4), i.e. 64 f32 accumulators. The reduction dimension D is streamed through
+//   128 + kg·4 .. +4), i.e. 64 f32 accumulators held as 16 named vec4 registers (a private
+//   array indexed in a loop may be left in local memory by the driver, at ~1/50 the speed). The reduction dimension D is streamed through
 //   workgroup memory DC = 16 dims at a time: q_s[d][h] and k_s[d][key], transposed so that the
 //   inner loop reads vec4s (8 heads = 2 vec4, broadcast across a warp; 8 keys = 2 vec4,
 //   contiguous across a warp). After the loop, ReLU · w and a sum over the H/8 head groups through
@@ -44,7 +45,7 @@ struct Params {
 
 var<workgroup> q_s: array<vec4<f32>, 256>;   // [DC][MAX_H / 4]
 var<workgroup> k_s: array<vec4<f32>, 1024>;  // [DC][KEYS_PER_WG / 4]
-var<workgroup> red: array<f32, 2048>;        // [H/8][KEYS_PER_WG] partial head sums (28 KiB in all)
+var<workgroup> red_v: array<vec4<f32>, 512>; // [H/8][KEYS_PER_WG / 4] partial head sums (28 KiB in all)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -62,8 +63,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let words = select(D, D / 2u, KEYS_F16);        // u32 words per key row
     let chunk_vecs = select(4u, 2u, KEYS_F16);      // vec4<u32> per key per chunk
 
-    var acc: array<array<f32, 8>, 8>;               // [head i][key j]
-    for (var i = 0u; i < 8u; i++) { for (var j = 0u; j < 8u; j++) { acc[i][j] = 0.0; } }
+    // acc_i_a: head hg·8+i, keys kg·4 ..+3;  acc_i_b: head hg·8+i, keys 128 + kg·4 ..+3
+    var acc0a = vec4<f32>(0.0); var acc0b = vec4<f32>(0.0);
+    var acc1a = vec4<f32>(0.0); var acc1b = vec4<f32>(0.0);
+    var acc2a = vec4<f32>(0.0); var acc2b = vec4<f32>(0.0);
+    var acc3a = vec4<f32>(0.0); var acc3b = vec4<f32>(0.0);
+    var acc4a = vec4<f32>(0.0); var acc4b = vec4<f32>(0.0);
+    var acc5a = vec4<f32>(0.0); var acc5b = vec4<f32>(0.0);
+    var acc6a = vec4<f32>(0.0); var acc6b = vec4<f32>(0.0);
+    var acc7a = vec4<f32>(0.0); var acc7b = vec4<f32>(0.0);
 
     for (var c = 0u; c < D; c += DC) {
         // q chunk: q_s[d][h] for H heads × 16 dims, read as one vec4 per (head, 4 dims).
@@ -73,9 +81,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let v = q[((b * H + h) * D + c) / 4u + part];
             let col = h / 4u;
             let lane = h % 4u;
-            for (var j = 0u; j < 4u; j++) {
-                q_s[(part * 4u + j) * h4 + col][lane] = v[j];
-            }
+            q_s[(part * 4u) * h4 + col][lane] = v.x;
+            q_s[(part * 4u + 1u) * h4 + col][lane] = v.y;
+            q_s[(part * 4u + 2u) * h4 + col][lane] = v.z;
+            q_s[(part * 4u + 3u) * h4 + col][lane] = v.w;
         }
         // key chunk: k_s[d][key] for 256 keys × 16 dims; keys past T_b read as zero.
         for (var idx = lid; idx < KEYS_PER_WG * chunk_vecs; idx += WG) {
@@ -89,16 +98,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let col = key / 4u;
             let lane = key % 4u;
             if (KEYS_F16) {
-                for (var j = 0u; j < 4u; j++) {
-                    let pair = unpack2x16float(v[j]);
-                    let d = part * 8u + 2u * j;
-                    k_s[d * 64u + col][lane] = pair.x;
-                    k_s[(d + 1u) * 64u + col][lane] = pair.y;
-                }
+                let d = part * 8u;
+                let p0 = unpack2x16float(v.x);
+                let p1 = unpack2x16float(v.y);
+                let p2 = unpack2x16float(v.z);
+                let p3 = unpack2x16float(v.w);
+                k_s[d * 64u + col][lane] = p0.x;
+                k_s[(d + 1u) * 64u + col][lane] = p0.y;
+                k_s[(d + 2u) * 64u + col][lane] = p1.x;
+                k_s[(d + 3u) * 64u + col][lane] = p1.y;
+                k_s[(d + 4u) * 64u + col][lane] = p2.x;
+                k_s[(d + 5u) * 64u + col][lane] = p2.y;
+                k_s[(d + 6u) * 64u + col][lane] = p3.x;
+                k_s[(d + 7u) * 64u + col][lane] = p3.y;
             } else {
-                for (var j = 0u; j < 4u; j++) {
-                    k_s[(part * 4u + j) * 64u + col][lane] = bitcast<f32>(v[j]);
-                }
+                let f = bitcast<vec4<f32>>(v);
+                let d = part * 4u;
+                k_s[d * 64u + col][lane] = f.x;
+                k_s[(d + 1u) * 64u + col][lane] = f.y;
+                k_s[(d + 2u) * 64u + col][lane] = f.z;
+                k_s[(d + 3u) * 64u + col][lane] = f.w;
             }
         }
         workgroupBarrier();   // q_s and k_s are complete before anyone reads them
@@ -108,37 +127,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let qb = q_s[d * h4 + hg * 2u + 1u];
             let ka = k_s[d * 64u + kg];
             let kb = k_s[d * 64u + 32u + kg];
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(qa[i], ka[j], acc[i][j]);
-                    acc[i][4u + j] = fma(qa[i], kb[j], acc[i][4u + j]);
-                    acc[4u + i][j] = fma(qb[i], ka[j], acc[4u + i][j]);
-                    acc[4u + i][4u + j] = fma(qb[i], kb[j], acc[4u + i][4u + j]);
-                }
-            }
+            acc0a = fma(vec4<f32>(qa.x), ka, acc0a); acc0b = fma(vec4<f32>(qa.x), kb, acc0b);
+            acc1a = fma(vec4<f32>(qa.y), ka, acc1a); acc1b = fma(vec4<f32>(qa.y), kb, acc1b);
+            acc2a = fma(vec4<f32>(qa.z), ka, acc2a); acc2b = fma(vec4<f32>(qa.z), kb, acc2b);
+            acc3a = fma(vec4<f32>(qa.w), ka, acc3a); acc3b = fma(vec4<f32>(qa.w), kb, acc3b);
+            acc4a = fma(vec4<f32>(qb.x), ka, acc4a); acc4b = fma(vec4<f32>(qb.x), kb, acc4b);
+            acc5a = fma(vec4<f32>(qb.y), ka, acc5a); acc5b = fma(vec4<f32>(qb.y), kb, acc5b);
+            acc6a = fma(vec4<f32>(qb.z), ka, acc6a); acc6b = fma(vec4<f32>(qb.z), kb, acc6b);
+            acc7a = fma(vec4<f32>(qb.w), ka, acc7a); acc7b = fma(vec4<f32>(qb.w), kb, acc7b);
         }
         workgroupBarrier();   // everyone is done reading before the next chunk overwrites
     }
 
     // ReLU, weight, and sum this thread's 8 heads; then sum the H/8 head groups.
-    var part_sum: array<f32, 8>;
-    for (var j = 0u; j < 8u; j++) { part_sum[j] = 0.0; }
-    for (var i = 0u; i < 8u; i++) {
-        let wi = w[b * H + hg * 8u + i];
-        for (var j = 0u; j < 8u; j++) {
-            part_sum[j] = fma(wi, max(acc[i][j], 0.0), part_sum[j]);
-        }
-    }
-    for (var j = 0u; j < 4u; j++) {
-        red[hg * KEYS_PER_WG + kg * 4u + j] = part_sum[j];
-        red[hg * KEYS_PER_WG + 128u + kg * 4u + j] = part_sum[4u + j];
-    }
+    let wb = b * H + hg * 8u;
+    let z = vec4<f32>(0.0);
+    var sum_a = w[wb] * max(acc0a, z);
+    var sum_b = w[wb] * max(acc0b, z);
+    sum_a = fma(vec4<f32>(w[wb + 1u]), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 1u]), max(acc1b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 2u]), max(acc2a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 2u]), max(acc2b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 3u]), max(acc3a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 3u]), max(acc3b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 4u]), max(acc4a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 4u]), max(acc4b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 5u]), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 5u]), max(acc5b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 6u]), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 6u]), max(acc6b, z), sum_b);
+    sum_a = fma(vec4<f32>(w[wb + 7u]), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 7u]), max(acc7b, z), sum_b);
+    red_v[hg * 64u + kg] = sum_a;
+    red_v[hg * 64u + 32u + kg] = sum_b;
     workgroupBarrier();       // all head-group partials are in `red`
     for (var key = lid; key < KEYS_PER_WG; key += WG) {
         let s = s0 + key;
         if (s < T) {
             var total = 0.0;
-            for (var g = 0u; g < H / 8u; g++) { total += red[g * KEYS_PER_WG + key]; }
+            for (var g = 0u; g < H / 8u; g++) { total += red_v[g * 64u + key / 4u][key % 4u]; }
             scores[b * params.score_stride + s] = total;
         }
     }

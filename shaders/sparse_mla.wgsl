@@ -16,7 +16,9 @@
 //   softmax  8 threads per head find the tile max, rescale factor α = e^(m_old − m_new),
 //            p = e^(s − m_new) and the tile sum; l ← α·l + Σp.
 //   phase 2  O[32 heads × KV] ← α·O + P · V, V = the c_kv part of the same rows, streamed 8 rows
-//            at a time; thread (hg, dg) owns 8 heads × KV/64 dims in registers for the whole run.
+//            at a time; thread (hg, dg) owns 8 heads × 8 dims (dims 8·dg .. while < KV) for the
+//            whole run, as 16 named vec4 registers (a private array indexed in a loop may be
+//            left in local memory by the driver, at a fraction of the speed).
 // Rows are read from global memory twice per tile (once per phase); the second read hits cache.
 //
 // Left out: FP8 rows, heads split across workgroups of one sequence (split-k flash decoding),
@@ -31,7 +33,6 @@ const ST: u32 = 64u;              // rows per tile
 const DC: u32 = 32u;              // dims per phase-1 chunk
 const VR: u32 = 8u;               // rows per phase-2 chunk
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
-override DPT: u32 = KV / 64u;     // output dims per thread in phase 2 (≤ 8)
 
 struct Params {
     heads: u32,          // H (any; the last workgroup masks heads ≥ H)
@@ -45,7 +46,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ids: array<i32>;            // [B, topk] row ids, -1 = none
 @group(0) @binding(3) var<storage, read> seq: array<u32>;            // [B, 2] = (first row, _)
 @group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;     // [R, DQ] = c_kv ‖ k_pe
-@group(0) @binding(5) var<storage, read_write> o_lat: array<f32>;    // [B, H, KV]
+@group(0) @binding(5) var<storage, read_write> o_lat_v: array<vec4<f32>>; // [B, H, KV]
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;      // [B, H]
 
 var<workgroup> q_s: array<vec2<f32>, 512>;     // phase 1: [DC][HB / 2]
@@ -70,15 +71,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // phase-1 ownership: heads h0 + 2·hi + {0,1}, tile rows 4·si + {0..3}
     let hi = lid / 16u;
     let si = lid % 16u;
-    // phase-2 ownership: heads h0 + 8·hg + {0..7}, dims DPT·dg + {0..DPT-1}
+    // phase-2 ownership: heads h0 + 8·hg + {0..7}, dims 8·dg + {0..7} (idle when 8·dg ≥ KV)
     let hg = lid / 64u;
     let dg = lid % 64u;
+    let owns_dims = dg * 8u < KV;
     // softmax ownership: head sh, tile rows 8·sp + {0..7}
     let sh = lid / 8u;
     let sp = lid % 8u;
 
-    var acc_o: array<array<f32, 8>, 8>;   // [head i][dim j], j < DPT
-    for (var i = 0u; i < 8u; i++) { for (var j = 0u; j < 8u; j++) { acc_o[i][j] = 0.0; } }
+    // o_i_a: head hg·8+i, dims 8·dg ..+3;  o_i_b: dims 8·dg+4 ..+7
+    var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
+    var o1a = vec4<f32>(0.0); var o1b = vec4<f32>(0.0);
+    var o2a = vec4<f32>(0.0); var o2b = vec4<f32>(0.0);
+    var o3a = vec4<f32>(0.0); var o3b = vec4<f32>(0.0);
+    var o4a = vec4<f32>(0.0); var o4b = vec4<f32>(0.0);
+    var o5a = vec4<f32>(0.0); var o5b = vec4<f32>(0.0);
+    var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
+    var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
     if (lid < HB) {
         m_s[lid] = neg_inf();
         l_s[lid] = 0.0;
@@ -92,8 +101,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
 
         // ---- phase 1: scores for 2 heads × 4 rows per thread
-        var acc_s: array<array<f32, 4>, 2>;
-        for (var i = 0u; i < 2u; i++) { for (var j = 0u; j < 4u; j++) { acc_s[i][j] = 0.0; } }
+        var s0 = vec4<f32>(0.0);   // head 2·hi,     rows 4·si ..+3
+        var s1 = vec4<f32>(0.0);   // head 2·hi + 1, rows 4·si ..+3
         for (var c = 0u; c < DQ; c += DC) {
             workgroupBarrier();   // ids_s written / last chunk's reads done before overwriting
             {   // q chunk: 32 heads × 32 dims, one vec4 per thread
@@ -101,7 +110,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let part = lid % 8u;
                 var v = vec4<f32>(0.0);
                 if (h0 + h < H) { v = q[((b * H + h0 + h) * DQ + c) / 4u + part]; }
-                for (var j = 0u; j < 4u; j++) { q_s[(part * 4u + j) * 16u + h / 2u][h % 2u] = v[j]; }
+                let e = part * 4u * 16u + h / 2u;
+                q_s[e][h % 2u] = v.x;
+                q_s[e + 16u][h % 2u] = v.y;
+                q_s[e + 32u][h % 2u] = v.z;
+                q_s[e + 48u][h % 2u] = v.w;
             }
             if (ROWS_F16) {   // row chunk: 64 rows × 32 dims = 4 vec4<u32> per row
                 let r = lid / 4u;
@@ -109,12 +122,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let id = ids_s[r];
                 var v = vec4<u32>(0u);
                 if (id >= 0i) { v = rows[(u32(id) * row_words + c / 2u) / 4u + part]; }
-                for (var j = 0u; j < 4u; j++) {
-                    let pair = unpack2x16float(v[j]);
-                    let d = part * 8u + 2u * j;
-                    tile_s[d * 16u + r / 4u][r % 4u] = pair.x;
-                    tile_s[(d + 1u) * 16u + r / 4u][r % 4u] = pair.y;
-                }
+                let e = part * 8u * 16u + r / 4u;
+                let p0 = unpack2x16float(v.x);
+                let p1 = unpack2x16float(v.y);
+                let p2 = unpack2x16float(v.z);
+                let p3 = unpack2x16float(v.w);
+                tile_s[e][r % 4u] = p0.x;
+                tile_s[e + 16u][r % 4u] = p0.y;
+                tile_s[e + 32u][r % 4u] = p1.x;
+                tile_s[e + 48u][r % 4u] = p1.y;
+                tile_s[e + 64u][r % 4u] = p2.x;
+                tile_s[e + 80u][r % 4u] = p2.y;
+                tile_s[e + 96u][r % 4u] = p3.x;
+                tile_s[e + 112u][r % 4u] = p3.y;
             } else {          // 8 vec4<u32> per row, two per thread
                 for (var idx = lid; idx < ST * 8u; idx += 256u) {
                     let r = idx / 8u;
@@ -122,28 +142,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     let id = ids_s[r];
                     var v = vec4<u32>(0u);
                     if (id >= 0i) { v = rows[(u32(id) * row_words + c) / 4u + part]; }
-                    for (var j = 0u; j < 4u; j++) {
-                        tile_s[(part * 4u + j) * 16u + r / 4u][r % 4u] = bitcast<f32>(v[j]);
-                    }
+                    let f = bitcast<vec4<f32>>(v);
+                    let e = part * 4u * 16u + r / 4u;
+                    tile_s[e][r % 4u] = f.x;
+                    tile_s[e + 16u][r % 4u] = f.y;
+                    tile_s[e + 32u][r % 4u] = f.z;
+                    tile_s[e + 48u][r % 4u] = f.w;
                 }
             }
             workgroupBarrier();   // q_s and r_s complete before the dot products read them
             for (var d = 0u; d < DC; d++) {
                 let qv = q_s[d * 16u + hi];
                 let rv = tile_s[d * 16u + si];
-                for (var j = 0u; j < 4u; j++) {
-                    acc_s[0][j] = fma(qv.x, rv[j], acc_s[0][j]);
-                    acc_s[1][j] = fma(qv.y, rv[j], acc_s[1][j]);
-                }
+                s0 = fma(vec4<f32>(qv.x), rv, s0);
+                s1 = fma(vec4<f32>(qv.y), rv, s1);
             }
         }
-        for (var i = 0u; i < 2u; i++) {
-            let h = hi * 2u + i;
+        {   // scale, mask invalid ids to -inf, store as p_s[row][head]
+            let hc = (hi * 2u) / 4u;
+            let hl = (hi * 2u) % 4u;
+            let sa = s0 * params.softmax_scale;
+            let sb = s1 * params.softmax_scale;
             for (var j = 0u; j < 4u; j++) {
                 let r = si * 4u + j;
-                var s = acc_s[i][j] * params.softmax_scale;
-                if (ids_s[r] < 0i) { s = neg_inf(); }
-                p_s[r * 8u + h / 4u][h % 4u] = s;
+                let valid = ids_s[r] >= 0i;
+                p_s[r * 8u + hc][hl] = select(neg_inf(), sa[j], valid);
+                p_s[r * 8u + hc][hl + 1u] = select(neg_inf(), sb[j], valid);
             }
         }
         workgroupBarrier();   // all scores of the tile are in p_s
@@ -178,10 +202,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();   // alpha_s, l_s, m_s and p_s final for this tile
 
-        // ---- phase 2: O ← α·O + P·V for 8 heads × DPT dims per thread
-        for (var i = 0u; i < 8u; i++) {
-            let alpha = alpha_s[hg * 8u + i];
-            for (var j = 0u; j < DPT; j++) { acc_o[i][j] *= alpha; }
+        // ---- phase 2: O ← α·O + P·V for 8 heads × 8 dims per thread
+        {
+            let a = hg * 8u;
+            o0a *= alpha_s[a]; o0b *= alpha_s[a];
+            o1a *= alpha_s[a + 1u]; o1b *= alpha_s[a + 1u];
+            o2a *= alpha_s[a + 2u]; o2b *= alpha_s[a + 2u];
+            o3a *= alpha_s[a + 3u]; o3b *= alpha_s[a + 3u];
+            o4a *= alpha_s[a + 4u]; o4b *= alpha_s[a + 4u];
+            o5a *= alpha_s[a + 5u]; o5b *= alpha_s[a + 5u];
+            o6a *= alpha_s[a + 6u]; o6b *= alpha_s[a + 6u];
+            o7a *= alpha_s[a + 7u]; o7b *= alpha_s[a + 7u];
         }
         for (var r0 = 0u; r0 < ST; r0 += VR) {
             workgroupBarrier();   // the previous chunk's reads of tile_s are done
@@ -205,44 +236,48 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
             workgroupBarrier();   // V chunk complete
-            for (var r = 0u; r < VR; r++) {
-                let pa = p_s[(r0 + r) * 8u + hg * 2u];
-                let pb = p_s[(r0 + r) * 8u + hg * 2u + 1u];
-                var v: array<f32, 8>;
-                if (DPT % 4u == 0u) {
-                    for (var jj = 0u; jj < DPT / 4u; jj++) {
-                        let v4 = tile_s[(r * KV + dg * DPT) / 4u + jj];
-                        for (var j = 0u; j < 4u; j++) { v[jj * 4u + j] = v4[j]; }
-                    }
-                } else {
-                    for (var j = 0u; j < DPT; j++) {
-                        let e = r * KV + dg * DPT + j;
-                        v[j] = tile_s[e / 4u][e % 4u];
-                    }
-                }
-                for (var j = 0u; j < DPT; j++) {
-                    for (var i = 0u; i < 4u; i++) {
-                        acc_o[i][j] = fma(pa[i], v[j], acc_o[i][j]);
-                        acc_o[4u + i][j] = fma(pb[i], v[j], acc_o[4u + i][j]);
-                    }
+            if (owns_dims) {
+                for (var r = 0u; r < VR; r++) {
+                    let pa = p_s[(r0 + r) * 8u + hg * 2u];        // heads hg·8 ..+3
+                    let pb = p_s[(r0 + r) * 8u + hg * 2u + 1u];   // heads hg·8+4 ..+7
+                    let va = tile_s[(r * KV + dg * 8u) / 4u];
+                    let vb = tile_s[(r * KV + dg * 8u) / 4u + 1u];
+                    o0a = fma(vec4<f32>(pa.x), va, o0a); o0b = fma(vec4<f32>(pa.x), vb, o0b);
+                    o1a = fma(vec4<f32>(pa.y), va, o1a); o1b = fma(vec4<f32>(pa.y), vb, o1b);
+                    o2a = fma(vec4<f32>(pa.z), va, o2a); o2b = fma(vec4<f32>(pa.z), vb, o2b);
+                    o3a = fma(vec4<f32>(pa.w), va, o3a); o3b = fma(vec4<f32>(pa.w), vb, o3b);
+                    o4a = fma(vec4<f32>(pb.x), va, o4a); o4b = fma(vec4<f32>(pb.x), vb, o4b);
+                    o5a = fma(vec4<f32>(pb.y), va, o5a); o5b = fma(vec4<f32>(pb.y), vb, o5b);
+                    o6a = fma(vec4<f32>(pb.z), va, o6a); o6b = fma(vec4<f32>(pb.z), vb, o6b);
+                    o7a = fma(vec4<f32>(pb.w), va, o7a); o7b = fma(vec4<f32>(pb.w), vb, o7b);
                 }
             }
         }
     }
 
     workgroupBarrier();   // l_s and m_s final
-    for (var i = 0u; i < 8u; i++) {
-        let hl = hg * 8u + i;
-        let h = h0 + hl;
-        if (h < H) {
-            let l = l_s[hl];
-            let inv = select(0.0, 1.0 / l, l > 0.0);
-            for (var j = 0u; j < DPT; j++) {
-                o_lat[(b * H + h) * KV + dg * DPT + j] = acc_o[i][j] * inv;
-            }
-            if (dg == 0u) {
-                lse[b * H + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
-            }
-        }
+    if (owns_dims) {
+        store_head(b, h0, hg * 8u, dg, o0a, o0b);
+        store_head(b, h0, hg * 8u + 1u, dg, o1a, o1b);
+        store_head(b, h0, hg * 8u + 2u, dg, o2a, o2b);
+        store_head(b, h0, hg * 8u + 3u, dg, o3a, o3b);
+        store_head(b, h0, hg * 8u + 4u, dg, o4a, o4b);
+        store_head(b, h0, hg * 8u + 5u, dg, o5a, o5b);
+        store_head(b, h0, hg * 8u + 6u, dg, o6a, o6b);
+        store_head(b, h0, hg * 8u + 7u, dg, o7a, o7b);
+    }
+}
+
+// Normalise one head's 8 output dims by l and store them; dim group 0 also stores lse.
+fn store_head(b: u32, h0: u32, hl: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
+    let h = h0 + hl;
+    if (h >= params.heads) { return; }
+    let l = l_s[hl];
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let base = ((b * params.heads + h) * KV + dg * 8u) / 4u;
+    o_lat_v[base] = oa * inv;
+    o_lat_v[base + 1u] = ob * inv;
+    if (dg == 0u) {
+        lse[b * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
     }
 }
