@@ -1,7 +1,7 @@
 // probe.wgsl — two tiny kernels that measure the device's ceilings for the roofline.
 //
 //   copy: dst[i] = src[i] over vec4<u32>  → bandwidth = (bytes read + bytes written) / time
-//   fma:  16 independent chains of ITERS dependent fma per thread → rate = 2·16·ITERS·threads / time
+//   fma:  16 independent chains of 4·ITERS dependent fma per thread → rate = 2·64·ITERS·threads / time
 //
 // The fma result is stored only if it equals a value it cannot reach, so the compiler must keep
 // every chain, and memory traffic stays nil.
@@ -36,11 +36,11 @@ fn fma_rate(@builtin(global_invocation_id) gid: vec3<u32>) {
     var a3 = a0 + 1.2;
     let m = vec4<f32>(0.9999999);
     let c = vec4<f32>(1e-7);
-    for (var it = 0u; it < params.n; it++) {
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
+    for (var it = 0u; it < params.n; it++) {   // 4 × 16 FMAs per trip: loop overhead ≪ work
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
     }
     let total = dot(a0 + a1 + a2 + a3, vec4<f32>(1.0));
     if (total == -1.0) {

@@ -103,54 +103,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // ---- phase 1: scores for 2 heads × 4 rows per thread
         var s0 = vec4<f32>(0.0);   // head 2·hi,     rows 4·si ..+3
         var s1 = vec4<f32>(0.0);   // head 2·hi + 1, rows 4·si ..+3
+        workgroupBarrier();   // ids_s visible before the first prefetch reads it
+        // Software pipeline: chunk c+DC is loaded into registers while chunk c is computed, so
+        // global-memory latency hides behind arithmetic instead of stalling at every barrier.
+        var q_next = load_q(b, h0 + lid / 8u, c_part(lid), 0u);
+        var r_next0 = load_r(0u, lid);
+        var r_next1 = load_r(0u, lid + 256u);
         for (var c = 0u; c < DQ; c += DC) {
-            workgroupBarrier();   // ids_s written / last chunk's reads done before overwriting
-            {   // q chunk: 32 heads × 32 dims, one vec4 per thread
-                let h = lid / 8u;
-                let part = lid % 8u;
-                var v = vec4<f32>(0.0);
-                if (h0 + h < H) { v = q[((b * H + h0 + h) * DQ + c) / 4u + part]; }
-                let e = part * 4u * 16u + h / 2u;
-                q_s[e][h % 2u] = v.x;
-                q_s[e + 16u][h % 2u] = v.y;
-                q_s[e + 32u][h % 2u] = v.z;
-                q_s[e + 48u][h % 2u] = v.w;
-            }
-            if (ROWS_F16) {   // row chunk: 64 rows × 32 dims = 4 vec4<u32> per row
-                let r = lid / 4u;
-                let part = lid % 4u;
-                let id = ids_s[r];
-                var v = vec4<u32>(0u);
-                if (id >= 0i) { v = rows[(u32(id) * row_words + c / 2u) / 4u + part]; }
-                let e = part * 8u * 16u + r / 4u;
-                let p0 = unpack2x16float(v.x);
-                let p1 = unpack2x16float(v.y);
-                let p2 = unpack2x16float(v.z);
-                let p3 = unpack2x16float(v.w);
-                tile_s[e][r % 4u] = p0.x;
-                tile_s[e + 16u][r % 4u] = p0.y;
-                tile_s[e + 32u][r % 4u] = p1.x;
-                tile_s[e + 48u][r % 4u] = p1.y;
-                tile_s[e + 64u][r % 4u] = p2.x;
-                tile_s[e + 80u][r % 4u] = p2.y;
-                tile_s[e + 96u][r % 4u] = p3.x;
-                tile_s[e + 112u][r % 4u] = p3.y;
-            } else {          // 8 vec4<u32> per row, two per thread
-                for (var idx = lid; idx < ST * 8u; idx += 256u) {
-                    let r = idx / 8u;
-                    let part = idx % 8u;
-                    let id = ids_s[r];
-                    var v = vec4<u32>(0u);
-                    if (id >= 0i) { v = rows[(u32(id) * row_words + c) / 4u + part]; }
-                    let f = bitcast<vec4<f32>>(v);
-                    let e = part * 4u * 16u + r / 4u;
-                    tile_s[e][r % 4u] = f.x;
-                    tile_s[e + 16u][r % 4u] = f.y;
-                    tile_s[e + 32u][r % 4u] = f.z;
-                    tile_s[e + 48u][r % 4u] = f.w;
-                }
-            }
+            workgroupBarrier();   // the last chunk's reads of q_s / tile_s are done
+            store_q(lid, q_next);
+            store_r(lid, r_next0);
+            store_r(lid + 256u, r_next1);
             workgroupBarrier();   // q_s and r_s complete before the dot products read them
+            if (c + DC < DQ) {
+                q_next = load_q(b, h0 + lid / 8u, c_part(lid), c + DC);
+                r_next0 = load_r(c + DC, lid);
+                r_next1 = load_r(c + DC, lid + 256u);
+            }
             for (var d = 0u; d < DC; d++) {
                 let qv = q_s[d * 16u + hi];
                 let rv = tile_s[d * 16u + si];
@@ -214,28 +183,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             o6a *= alpha_s[a + 6u]; o6b *= alpha_s[a + 6u];
             o7a *= alpha_s[a + 7u]; o7b *= alpha_s[a + 7u];
         }
+        var v_next0 = load_v(0u, lid);
+        var v_next1 = load_v(0u, lid + 256u);
+        var v_next2 = load_v(0u, lid + 512u);
+        var v_next3 = load_v(0u, lid + 768u);
         for (var r0 = 0u; r0 < ST; r0 += VR) {
             workgroupBarrier();   // the previous chunk's reads of tile_s are done
-            // V chunk: VR rows × KV dims (the c_kv part only)
-            let vecs_per_row = select(KV / 4u, KV / 8u, ROWS_F16);
-            for (var idx = lid; idx < VR * vecs_per_row; idx += 256u) {
-                let r = idx / vecs_per_row;
-                let part = idx % vecs_per_row;
-                let id = ids_s[r0 + r];
-                var v = vec4<u32>(0u);
-                if (id >= 0i) { v = rows[u32(id) * row_words / 4u + part]; }
-                if (ROWS_F16) {
-                    let lo = unpack2x16float(v.x);
-                    let a = unpack2x16float(v.y);
-                    let bb = unpack2x16float(v.z);
-                    let hi2 = unpack2x16float(v.w);
-                    tile_s[r * (KV / 4u) + part * 2u] = vec4<f32>(lo, a);
-                    tile_s[r * (KV / 4u) + part * 2u + 1u] = vec4<f32>(bb, hi2);
-                } else {
-                    tile_s[r * (KV / 4u) + part] = bitcast<vec4<f32>>(v);
-                }
-            }
+            store_v(lid, v_next0);
+            store_v(lid + 256u, v_next1);
+            store_v(lid + 512u, v_next2);
+            store_v(lid + 768u, v_next3);
             workgroupBarrier();   // V chunk complete
+            if (r0 + VR < ST) {
+                v_next0 = load_v(r0 + VR, lid);
+                v_next1 = load_v(r0 + VR, lid + 256u);
+                v_next2 = load_v(r0 + VR, lid + 512u);
+                v_next3 = load_v(r0 + VR, lid + 768u);
+            }
             if (owns_dims) {
                 for (var r = 0u; r < VR; r++) {
                     let pa = p_s[(r0 + r) * 8u + hg * 2u];        // heads hg·8 ..+3
@@ -279,5 +243,86 @@ fn store_head(b: u32, h0: u32, hl: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
     o_lat_v[base + 1u] = ob * inv;
     if (dg == 0u) {
         lse[b * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
+    }
+}
+
+// ---- chunk loaders (global → registers) and storers (registers → workgroup memory).
+// Each thread moves whole vec4s; an index past the chunk, or a row id of -1, moves zeros.
+
+fn c_part(lid: u32) -> u32 { return lid % 8u; }
+
+// q chunk: 32 heads × DC dims; thread lid carries head lid/8, dims c + 4·(lid%8) ..+3.
+fn load_q(b: u32, h: u32, part: u32, c: u32) -> vec4<f32> {
+    if (h >= params.heads) { return vec4<f32>(0.0); }
+    return q[((b * params.heads + h) * DQ + c) / 4u + part];
+}
+
+fn store_q(lid: u32, v: vec4<f32>) {
+    let h = lid / 8u;
+    let e = (lid % 8u) * 4u * 16u + h / 2u;   // q_s[d][h], d = 4·part + j
+    q_s[e][h % 2u] = v.x;
+    q_s[e + 16u][h % 2u] = v.y;
+    q_s[e + 32u][h % 2u] = v.z;
+    q_s[e + 48u][h % 2u] = v.w;
+}
+
+fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }
+fn r_vecs() -> u32 { return select(8u, 4u, ROWS_F16); }   // vec4<u32> per row per chunk
+
+// row chunk: ST rows × DC dims; index idx = row · r_vecs() + part.
+fn load_r(c: u32, idx: u32) -> vec4<u32> {
+    if (idx >= ST * r_vecs()) { return vec4<u32>(0u); }
+    let id = ids_s[idx / r_vecs()];
+    if (id < 0i) { return vec4<u32>(0u); }
+    return rows[(u32(id) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + idx % r_vecs()];
+}
+
+fn store_r(idx: u32, v: vec4<u32>) {
+    if (idx >= ST * r_vecs()) { return; }
+    let r = idx / r_vecs();
+    let part = idx % r_vecs();
+    if (ROWS_F16) {   // 8 dims: part·8 ..+7, stored transposed as r_s[d][row]
+        let e = part * 8u * 16u + r / 4u;
+        let p0 = unpack2x16float(v.x);
+        let p1 = unpack2x16float(v.y);
+        let p2 = unpack2x16float(v.z);
+        let p3 = unpack2x16float(v.w);
+        tile_s[e][r % 4u] = p0.x;
+        tile_s[e + 16u][r % 4u] = p0.y;
+        tile_s[e + 32u][r % 4u] = p1.x;
+        tile_s[e + 48u][r % 4u] = p1.y;
+        tile_s[e + 64u][r % 4u] = p2.x;
+        tile_s[e + 80u][r % 4u] = p2.y;
+        tile_s[e + 96u][r % 4u] = p3.x;
+        tile_s[e + 112u][r % 4u] = p3.y;
+    } else {          // 4 dims: part·4 ..+3
+        let f = bitcast<vec4<f32>>(v);
+        let e = part * 4u * 16u + r / 4u;
+        tile_s[e][r % 4u] = f.x;
+        tile_s[e + 16u][r % 4u] = f.y;
+        tile_s[e + 32u][r % 4u] = f.z;
+        tile_s[e + 48u][r % 4u] = f.w;
+    }
+}
+
+fn v_vecs() -> u32 { return select(KV / 4u, KV / 8u, ROWS_F16); }   // vec4<u32> of c_kv per row
+
+// V chunk: VR rows × KV dims (the c_kv part); index idx = row · v_vecs() + part.
+fn load_v(r0: u32, idx: u32) -> vec4<u32> {
+    if (idx >= VR * v_vecs()) { return vec4<u32>(0u); }
+    let id = ids_s[r0 + idx / v_vecs()];
+    if (id < 0i) { return vec4<u32>(0u); }
+    return rows[u32(id) * row_words() / 4u + idx % v_vecs()];
+}
+
+fn store_v(idx: u32, v: vec4<u32>) {
+    if (idx >= VR * v_vecs()) { return; }
+    let r = idx / v_vecs();
+    let part = idx % v_vecs();
+    if (ROWS_F16) {
+        tile_s[r * (KV / 4u) + part * 2u] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+        tile_s[r * (KV / 4u) + part * 2u + 1u] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+    } else {
+        tile_s[r * (KV / 4u) + part] = bitcast<vec4<f32>>(v);
     }
 }

@@ -160,7 +160,7 @@ pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
         let d = probe.fma(ctx, &src, &out, workgroups, iters);
         let (t, _) = time_pass(ctx, &[&d], reps)?;
         if t > 0.02 || iters >= 1 << 16 {
-            let flops = 2.0 * 16.0 * iters as f64 * workgroups as f64 * 256.0;
+            let flops = 2.0 * 64.0 * iters as f64 * workgroups as f64 * 256.0;
             return Ok(Ceilings {
                 copy_gb_per_s,
                 fma_gflop_per_s: flops / t / 1e9,

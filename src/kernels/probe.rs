@@ -46,7 +46,7 @@ impl Probe {
         )
     }
 
-    /// `workgroups · 256` threads, each `2 · 16 · iters` FLOPs. `dst` must hold one vec4 per thread.
+    /// `workgroups · 256` threads, each `2 · 64 · iters` FLOPs. `dst` must hold one vec4 per thread.
     pub fn fma(
         &self,
         ctx: &GpuContext,
