@@ -249,7 +249,7 @@ impl fmt::Display for Config {
 }
 
 fn check(value: u32, field: &str, min: u32, max: u32, multiple: u32) -> Result<()> {
-    if value < min || value > max || value % multiple != 0 {
+    if value < min || value > max || !value.is_multiple_of(multiple) {
         let allowed = if multiple > 1 {
             format!("{min} ..= {max}, a multiple of {multiple}")
         } else {

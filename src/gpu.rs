@@ -277,7 +277,7 @@ impl GpuContext {
 
     /// Write bytes into a buffer at `offset` (padded to a multiple of 4 with zeros).
     pub fn write(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(buf, offset, bytes);
         } else {
             let mut padded = bytes.to_vec();

@@ -47,14 +47,14 @@ pub struct IndexerArgs<'a> {
 
 impl Indexer {
     pub fn new(ctx: &GpuContext, heads: u32, dim: u32, dtype: Dtype) -> Result<Self> {
-        if heads == 0 || heads % 8 != 0 || heads > 64 {
+        if heads == 0 || !heads.is_multiple_of(8) || heads > 64 {
             return Err(Error::config(
                 "index_heads",
                 heads,
                 "8 ..= 64, a multiple of 8",
             ));
         }
-        if dim == 0 || dim % 16 != 0 {
+        if dim == 0 || !dim.is_multiple_of(16) {
             return Err(Error::config(
                 "index_head_dim",
                 dim,

@@ -49,14 +49,14 @@ pub struct SparseMlaArgs<'a> {
 impl SparseMla {
     pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
         let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
-        if kv == 0 || kv % 64 != 0 || kv > 512 {
+        if kv == 0 || !kv.is_multiple_of(64) || kv > 512 {
             return Err(Error::config(
                 "kv_lora_rank",
                 kv,
                 "64 ..= 512, a multiple of 64",
             ));
         }
-        if rope % 32 != 0 {
+        if !rope.is_multiple_of(32) {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
         }
         let pipeline = ctx.pipeline(
