@@ -61,15 +61,11 @@ impl Indexer {
                 "a positive multiple of 16",
             ));
         }
-        let wg = heads / 8 * 32;
         let pipeline = ctx.pipeline(
             "indexer",
             include_str!("../../shaders/indexer.wgsl"),
             "main",
-            &[
-                ("KEYS_F16", (dtype == Dtype::F16) as u32 as f64),
-                ("WG", wg as f64),
-            ],
+            &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
         )?;
         Ok(Indexer {
             pipeline,
