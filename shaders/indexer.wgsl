@@ -9,14 +9,15 @@
 //
 // Mapping: workgroup (x, y) = (tile of KEYS_PER_WG = 256 keys, sequence b0 + y), 256 threads.
 //   The first H/8 · 32 threads compute (the rest only help load): thread (hg, kg) owns 8 heads
-//   (hg·8 ..) × 8 keys (kg·4 .. +4 and
-//   128 + kg·4 .. +4), i.e. 64 f32 accumulators held as 16 named vec4 registers (a private
-//   array indexed in a loop may be left in local memory by the driver, at ~1/50 the speed). The reduction dimension D is streamed through
-//   workgroup memory DC = 16 dims at a time: q_s[d][h] and k_s[d][key], transposed so that the
-//   inner loop reads vec4s (8 heads = 2 vec4, broadcast across a warp; 8 keys = 2 vec4,
-//   contiguous across a warp). Chunk c+DC is loaded into registers while chunk c is computed
-//   (software pipelining), so global-memory latency hides behind arithmetic. After the loop,
-//   ReLU · w and a sum over the H/8 head groups through workgroup memory.
+//   (hg·8 ..) × 8 keys (kg·4 .. +4 and 128 + kg·4 .. +4), i.e. 64 f32 accumulators held as 16
+//   named vec4 registers (a private array indexed in a loop may be left in local memory by the
+//   driver, at ~1/50 the speed). The reduction dimension D is streamed through workgroup memory
+//   DC dims at a time: q_s[d][h] (f32) and k_s[word][key], transposed so the inner loop reads
+//   vec4s (8 heads = 2 vec4, broadcast across a warp; 4 keys = 1 vec4, contiguous across a warp).
+//   f16 keys stay packed in workgroup memory (one u32 = two dims): half the traffic and twice the
+//   dims per chunk (DC = 32) of the f32 path (DC = 16). Chunk c+DC is loaded into registers while
+//   chunk c is computed (software pipelining), so global-memory latency hides behind arithmetic.
+//   After the loop, ReLU · w and a sum over the H/8 head groups through workgroup memory.
 //
 // Storage: keys are rows of D values, f16 packed two per u32 (KEYS_F16, no SHADER_F16 needed)
 // or f32 bit patterns; sequence b's rows start at row seq[2b] of the bound key buffer, and it has
@@ -25,15 +26,15 @@
 // Left out: FP8 keys, the Hadamard rotation and RoPE (the caller produces k_I and q_I).
 
 override KEYS_F16: bool = true;
-const WG: u32 = 256u;
+override DC: u32 = select(16u, 32u, KEYS_F16);   // dims per chunk = 16 u32 words per key
 
-const DC: u32 = 16u;              // dims per chunk
+const WG: u32 = 256u;
 const KEYS_PER_WG: u32 = 256u;
-const MAX_H: u32 = 64u;
+const WORDS: u32 = 16u;                            // u32 words per key per chunk
 
 struct Params {
     heads: u32,         // H, a multiple of 8, ≤ 64
-    dim: u32,           // D, a multiple of 16
+    dim: u32,           // D, a multiple of DC
     b0: u32,            // first sequence of this dispatch (global index into q, w, seq, scores)
     score_stride: u32,  // row stride of `scores`, ≥ max T_b
 }
@@ -45,9 +46,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>; // [B, score_stride]
 
-var<workgroup> q_s: array<vec4<f32>, 256>;   // [DC][MAX_H / 4]
-var<workgroup> k_s: array<vec4<f32>, 1024>;  // [DC][KEYS_PER_WG / 4]
-var<workgroup> red_v: array<vec4<f32>, 512>; // [H/8][KEYS_PER_WG / 4] partial head sums (28 KiB in all)
+var<workgroup> q_s: array<vec4<f32>, 512>;   // [DC][H / 4]; after the loop: [H/8][256 keys / 4] head sums
+var<workgroup> k_s: array<vec4<u32>, 1024>;  // [WORDS][KEYS_PER_WG / 4]   (24 KiB in all)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -62,6 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let hg = lid / 32u;        // head group: heads hg·8 .. hg·8+7
     let kg = lid % 32u;        // key group: keys kg·4 .. +3 and 128 + kg·4 .. +3
     let h4 = H / 4u;           // vec4s of heads per dim in q_s
+    let computes = lid < H * 4u;
 
     // acc_i_a: head hg·8+i, keys kg·4 ..+3;  acc_i_b: head hg·8+i, keys 128 + kg·4 ..+3
     var acc0a = vec4<f32>(0.0); var acc0b = vec4<f32>(0.0);
@@ -73,33 +74,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc6a = vec4<f32>(0.0); var acc6b = vec4<f32>(0.0);
     var acc7a = vec4<f32>(0.0); var acc7b = vec4<f32>(0.0);
 
-    let computes = lid < H * 4u;
-    var q_next = load_q(b, lid, 0u);
+    var q_next0 = load_q(b, 0u, lid);
+    var q_next1 = load_q(b, 0u, lid + 256u);
     var k_next0 = load_k(row0, T, s0, 0u, lid);
     var k_next1 = load_k(row0, T, s0, 0u, lid + 256u);
     var k_next2 = load_k(row0, T, s0, 0u, lid + 512u);
     var k_next3 = load_k(row0, T, s0, 0u, lid + 768u);
     for (var c = 0u; c < D; c += DC) {
         workgroupBarrier();   // everyone is done reading the last chunk before it is overwritten
-        store_q(lid, q_next);
+        store_q(lid, q_next0);
+        store_q(lid + 256u, q_next1);
         store_k(lid, k_next0);
         store_k(lid + 256u, k_next1);
         store_k(lid + 512u, k_next2);
         store_k(lid + 768u, k_next3);
         workgroupBarrier();   // q_s and k_s are complete before anyone reads them
         if (c + DC < D) {
-            q_next = load_q(b, lid, c + DC);
+            q_next0 = load_q(b, c + DC, lid);
+            q_next1 = load_q(b, c + DC, lid + 256u);
             k_next0 = load_k(row0, T, s0, c + DC, lid);
             k_next1 = load_k(row0, T, s0, c + DC, lid + 256u);
             k_next2 = load_k(row0, T, s0, c + DC, lid + 512u);
             k_next3 = load_k(row0, T, s0, c + DC, lid + 768u);
         }
         if (computes) {   // (no barrier inside: the branch may diverge)
-            for (var d = 0u; d < DC; d++) {
-                let qa = q_s[d * h4 + hg * 2u];
-                let qb = q_s[d * h4 + hg * 2u + 1u];
-                let ka = k_s[d * 64u + kg];
-                let kb = k_s[d * 64u + 32u + kg];
+            for (var wd = 0u; wd < WORDS; wd++) {
+                let pa = k_s[wd * 64u + kg];         // keys kg·4 ..+3
+                let pb = k_s[wd * 64u + 32u + kg];   // keys 128 + kg·4 ..+3
+                // f16: word wd holds dims 2·wd and 2·wd+1; f32: word wd is dim wd.
+                var ka: vec4<f32>;
+                var kb: vec4<f32>;
+                var ka2: vec4<f32>;
+                var kb2: vec4<f32>;
+                if (KEYS_F16) {
+                    let a0 = unpack2x16float(pa.x); let a1 = unpack2x16float(pa.y);
+                    let a2 = unpack2x16float(pa.z); let a3 = unpack2x16float(pa.w);
+                    let b0 = unpack2x16float(pb.x); let b1 = unpack2x16float(pb.y);
+                    let b2 = unpack2x16float(pb.z); let b3 = unpack2x16float(pb.w);
+                    ka = vec4<f32>(a0.x, a1.x, a2.x, a3.x);
+                    ka2 = vec4<f32>(a0.y, a1.y, a2.y, a3.y);
+                    kb = vec4<f32>(b0.x, b1.x, b2.x, b3.x);
+                    kb2 = vec4<f32>(b0.y, b1.y, b2.y, b3.y);
+                } else {
+                    ka = bitcast<vec4<f32>>(pa);
+                    kb = bitcast<vec4<f32>>(pb);
+                }
+                let d = select(wd, 2u * wd, KEYS_F16);
+                var qa = q_s[d * h4 + hg * 2u];        // heads hg·8 ..+3 at dim d
+                var qb = q_s[d * h4 + hg * 2u + 1u];   // heads hg·8+4 ..+7
                 acc0a = fma(vec4<f32>(qa.x), ka, acc0a); acc0b = fma(vec4<f32>(qa.x), kb, acc0b);
                 acc1a = fma(vec4<f32>(qa.y), ka, acc1a); acc1b = fma(vec4<f32>(qa.y), kb, acc1b);
                 acc2a = fma(vec4<f32>(qa.z), ka, acc2a); acc2b = fma(vec4<f32>(qa.z), kb, acc2b);
@@ -108,11 +130,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 acc5a = fma(vec4<f32>(qb.y), ka, acc5a); acc5b = fma(vec4<f32>(qb.y), kb, acc5b);
                 acc6a = fma(vec4<f32>(qb.z), ka, acc6a); acc6b = fma(vec4<f32>(qb.z), kb, acc6b);
                 acc7a = fma(vec4<f32>(qb.w), ka, acc7a); acc7b = fma(vec4<f32>(qb.w), kb, acc7b);
+                if (KEYS_F16) {   // the word's second dim
+                    qa = q_s[(d + 1u) * h4 + hg * 2u];
+                    qb = q_s[(d + 1u) * h4 + hg * 2u + 1u];
+                    acc0a = fma(vec4<f32>(qa.x), ka2, acc0a); acc0b = fma(vec4<f32>(qa.x), kb2, acc0b);
+                    acc1a = fma(vec4<f32>(qa.y), ka2, acc1a); acc1b = fma(vec4<f32>(qa.y), kb2, acc1b);
+                    acc2a = fma(vec4<f32>(qa.z), ka2, acc2a); acc2b = fma(vec4<f32>(qa.z), kb2, acc2b);
+                    acc3a = fma(vec4<f32>(qa.w), ka2, acc3a); acc3b = fma(vec4<f32>(qa.w), kb2, acc3b);
+                    acc4a = fma(vec4<f32>(qb.x), ka2, acc4a); acc4b = fma(vec4<f32>(qb.x), kb2, acc4b);
+                    acc5a = fma(vec4<f32>(qb.y), ka2, acc5a); acc5b = fma(vec4<f32>(qb.y), kb2, acc5b);
+                    acc6a = fma(vec4<f32>(qb.z), ka2, acc6a); acc6b = fma(vec4<f32>(qb.z), kb2, acc6b);
+                    acc7a = fma(vec4<f32>(qb.w), ka2, acc7a); acc7b = fma(vec4<f32>(qb.w), kb2, acc7b);
+                }
             }
         }
     }
 
     // ReLU, weight, and sum this thread's 8 heads; then sum the H/8 head groups.
+    workgroupBarrier();   // the last chunk's reads of q_s are done: it now holds the head sums
     if (computes) {
         let wb = b * H + hg * 8u;
         let z = vec4<f32>(0.0);
@@ -125,77 +160,57 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         sum_a = fma(vec4<f32>(w[wb + 5u]), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 5u]), max(acc5b, z), sum_b);
         sum_a = fma(vec4<f32>(w[wb + 6u]), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 6u]), max(acc6b, z), sum_b);
         sum_a = fma(vec4<f32>(w[wb + 7u]), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 7u]), max(acc7b, z), sum_b);
-        red_v[hg * 64u + kg] = sum_a;
-        red_v[hg * 64u + 32u + kg] = sum_b;
+        q_s[hg * 64u + kg] = sum_a;
+        q_s[hg * 64u + 32u + kg] = sum_b;
     }
-    workgroupBarrier();       // all head-group partials are in `red`
-    for (var key = lid; key < KEYS_PER_WG; key += WG) {
-        let s = s0 + key;
-        if (s < T) {
-            var total = 0.0;
-            for (var g = 0u; g < H / 8u; g++) { total += red_v[g * 64u + key / 4u][key % 4u]; }
-            scores[b * params.score_stride + s] = total;
-        }
+    workgroupBarrier();   // all head-group partials are in q_s
+    let key = lid;        // one key per thread
+    let s = s0 + key;
+    if (s < T) {
+        var total = 0.0;
+        for (var g = 0u; g < H / 8u; g++) { total += q_s[g * 64u + key / 4u][key % 4u]; }
+        scores[b * params.score_stride + s] = total;
     }
 }
 
 // ---- chunk loaders (global → registers) and storers (registers → workgroup memory).
 
-fn chunk_vecs() -> u32 { return select(4u, 2u, KEYS_F16); }   // vec4<u32> per key per chunk
-
-// q chunk: H heads × DC dims, one vec4 per (head, 4 dims); idx = head · 4 + part.
-fn load_q(b: u32, idx: u32, c: u32) -> vec4<f32> {
-    if (idx >= params.heads * 4u) { return vec4<f32>(0.0); }
-    return q[((b * params.heads + idx / 4u) * params.dim + c) / 4u + idx % 4u];
+// q chunk: H heads × DC dims as vec4s; idx = part · H + head, so consecutive threads store
+// consecutive heads (no bank conflicts).
+fn load_q(b: u32, c: u32, idx: u32) -> vec4<f32> {
+    let H = params.heads;
+    if (idx >= H * (DC / 4u)) { return vec4<f32>(0.0); }
+    return q[((b * H + idx % H) * params.dim + c) / 4u + idx / H];
 }
 
 fn store_q(idx: u32, v: vec4<f32>) {
-    if (idx >= params.heads * 4u) { return; }
-    let h = idx / 4u;
-    let part = idx % 4u;
-    let h4 = params.heads / 4u;
-    let col = h / 4u;
-    let lane = h % 4u;
-    q_s[(part * 4u) * h4 + col][lane] = v.x;
-    q_s[(part * 4u + 1u) * h4 + col][lane] = v.y;
-    q_s[(part * 4u + 2u) * h4 + col][lane] = v.z;
-    q_s[(part * 4u + 3u) * h4 + col][lane] = v.w;
+    let H = params.heads;
+    if (idx >= H * (DC / 4u)) { return; }
+    let h = idx % H;
+    let d = (idx / H) * 4u;
+    let h4 = H / 4u;
+    q_s[d * h4 + h / 4u][h % 4u] = v.x;
+    q_s[(d + 1u) * h4 + h / 4u][h % 4u] = v.y;
+    q_s[(d + 2u) * h4 + h / 4u][h % 4u] = v.z;
+    q_s[(d + 3u) * h4 + h / 4u][h % 4u] = v.w;
 }
 
-// key chunk: 256 keys × DC dims; idx = key · chunk_vecs() + part; keys past T read as zero.
+// key chunk: 256 keys × 16 words (32 f16 dims or 16 f32 dims) = 4 vec4<u32> per key;
+// idx = part · 256 + key, so consecutive threads store consecutive keys. Keys past T read zero.
 fn load_k(row0: u32, T: u32, s0: u32, c: u32, idx: u32) -> vec4<u32> {
-    let key = idx / chunk_vecs();
-    if (key >= KEYS_PER_WG || s0 + key >= T) { return vec4<u32>(0u); }
+    let key = idx % KEYS_PER_WG;
+    if (s0 + key >= T) { return vec4<u32>(0u); }
     let words = select(params.dim, params.dim / 2u, KEYS_F16);   // u32 words per key row
-    return keys[((row0 + s0 + key) * words + select(c, c / 2u, KEYS_F16)) / 4u + idx % chunk_vecs()];
+    return keys[((row0 + s0 + key) * words + select(c, c / 2u, KEYS_F16)) / 4u + idx / KEYS_PER_WG];
 }
 
 fn store_k(idx: u32, v: vec4<u32>) {
-    let key = idx / chunk_vecs();
-    if (key >= KEYS_PER_WG) { return; }
-    let part = idx % chunk_vecs();
+    let key = idx % KEYS_PER_WG;
+    let wd = (idx / KEYS_PER_WG) * 4u;
     let col = key / 4u;
     let lane = key % 4u;
-    if (KEYS_F16) {
-        let d = part * 8u;
-        let p0 = unpack2x16float(v.x);
-        let p1 = unpack2x16float(v.y);
-        let p2 = unpack2x16float(v.z);
-        let p3 = unpack2x16float(v.w);
-        k_s[d * 64u + col][lane] = p0.x;
-        k_s[(d + 1u) * 64u + col][lane] = p0.y;
-        k_s[(d + 2u) * 64u + col][lane] = p1.x;
-        k_s[(d + 3u) * 64u + col][lane] = p1.y;
-        k_s[(d + 4u) * 64u + col][lane] = p2.x;
-        k_s[(d + 5u) * 64u + col][lane] = p2.y;
-        k_s[(d + 6u) * 64u + col][lane] = p3.x;
-        k_s[(d + 7u) * 64u + col][lane] = p3.y;
-    } else {
-        let f = bitcast<vec4<f32>>(v);
-        let d = part * 4u;
-        k_s[d * 64u + col][lane] = f.x;
-        k_s[(d + 1u) * 64u + col][lane] = f.y;
-        k_s[(d + 2u) * 64u + col][lane] = f.z;
-        k_s[(d + 3u) * 64u + col][lane] = f.w;
-    }
+    k_s[wd * 64u + col][lane] = v.x;
+    k_s[(wd + 1u) * 64u + col][lane] = v.y;
+    k_s[(wd + 2u) * 64u + col][lane] = v.z;
+    k_s[(wd + 3u) * 64u + col][lane] = v.w;
 }

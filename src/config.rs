@@ -198,7 +198,7 @@ impl Config {
         check(self.qk_rope_head_dim, "qk_rope_head_dim", 0, 256, 32)?;
         check(self.qk_nope_head_dim, "qk_nope_head_dim", 1, 1024, 1)?;
         check(self.index_heads, "index_heads", 8, 64, 8)?;
-        check(self.index_head_dim, "index_head_dim", 16, 1024, 16)?;
+        check(self.index_head_dim, "index_head_dim", 32, 1024, 32)?;
         check(self.topk, "topk", 1, MAX_TOPK, 1)?;
         check(self.layers, "layers", 1, 256, 1)?;
         check(self.context, "context", 1, MAX_CONTEXT, 1)?;

@@ -32,7 +32,7 @@ fn indexer_matches_reference() {
         (8, 32, Dtype::F16),
         (16, 64, Dtype::F32),
         (64, 128, Dtype::F16),
-        (24, 48, Dtype::F32),
+        (24, 96, Dtype::F32),
     ];
     for (i, &(heads, dim, dtype)) in shapes.iter().enumerate() {
         let kernel = Indexer::new(ctx, heads as u32, dim as u32, dtype).unwrap();

@@ -54,11 +54,11 @@ impl Indexer {
                 "8 ..= 64, a multiple of 8",
             ));
         }
-        if dim == 0 || !dim.is_multiple_of(16) {
+        if dim == 0 || !dim.is_multiple_of(32) {
             return Err(Error::config(
                 "index_head_dim",
                 dim,
-                "a positive multiple of 16",
+                "a positive multiple of 32",
             ));
         }
         let pipeline = ctx.pipeline(
