@@ -370,11 +370,13 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4,
     )?;
     let lse = ctx.storage("lse", b as u64 * cfg.heads as u64 * 4)?;
+    let scratch = ctx.storage("sparse_mla scratch", mla.scratch_bytes(b))?;
     let args = SparseMlaArgs {
         q: &q,
         ids: &ids,
         seq: &zero_base,
         rows: &rows,
+        scratch: &scratch,
         o_lat: &o_lat,
         lse: &lse,
         b0: 0,

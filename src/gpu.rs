@@ -19,7 +19,7 @@ pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 /// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
 pub const NEED_INVOCATIONS: u32 = 256;
 /// Storage buffers bound by the largest kernel (lse merge, sparse MLA).
-pub const NEED_STORAGE_BUFFERS: u32 = 6; // lse merge binds 6 (sparse MLA 6)
+pub const NEED_STORAGE_BUFFERS: u32 = 6; // lse merge and sparse MLA's `attend` bind 6
 
 /// What the context found and asked for, printable and serialisable.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -368,18 +368,17 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// Bind `buffers` to bindings 0, 1, 2, … of group 0.
+    /// Bind each `(binding, buffer)` pair in group 0 of the pipeline's layout.
     pub fn bind_group(
         &self,
         pipeline: &wgpu::ComputePipeline,
         label: &str,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[(u32, &wgpu::Buffer)],
     ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: *i,
                 resource: b.as_entire_binding(),
             })
             .collect();

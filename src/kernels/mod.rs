@@ -14,26 +14,64 @@ pub use probe::Probe;
 pub use sparse_mla::SparseMla;
 pub use topk::TopK;
 
-/// A pipeline with its bind group and grid, ready to record. Holds its uniform buffer alive.
+/// One or more pipelines with their bind groups and grids, recorded back to back into one pass
+/// (wgpu orders dispatches in a pass that touch the same buffers). Holds its uniform alive.
 pub struct Dispatch {
+    steps: Vec<Step>,
+    _params: wgpu::Buffer,
+}
+
+struct Step {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
-    _params: wgpu::Buffer,
 }
 
 impl Dispatch {
     pub fn record(&self, pass: &mut wgpu::ComputePass) {
-        if self.workgroups.contains(&0) {
-            return;
+        for s in &self.steps {
+            if s.workgroups.contains(&0) {
+                continue;
+            }
+            pass.set_pipeline(&s.pipeline);
+            pass.set_bind_group(0, &s.bind_group, &[]);
+            pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
         }
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
     }
 }
 
-/// Build a dispatch: uniform `params` at binding 0, then `buffers` at bindings 1, 2, ….
+/// One step of a dispatch: a pipeline, the (binding, buffer) pairs it uses besides the uniform
+/// `Params` at binding 0, and its grid.
+pub(crate) struct StepSpec<'a> {
+    pub pipeline: &'a wgpu::ComputePipeline,
+    pub buffers: &'a [(u32, &'a wgpu::Buffer)],
+    pub workgroups: [u32; 3],
+}
+
+/// Build a multi-step dispatch sharing one uniform `params` at binding 0.
+pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
+    ctx: &crate::gpu::GpuContext,
+    label: &str,
+    params: &P,
+    steps: &[StepSpec],
+) -> Dispatch {
+    let uniform = ctx.uniform(label, params);
+    let steps = steps
+        .iter()
+        .map(|s| {
+            let mut all = vec![(0, &uniform)];
+            all.extend_from_slice(s.buffers);
+            Step {
+                pipeline: s.pipeline.clone(),
+                bind_group: ctx.bind_group(s.pipeline, label, &all),
+                workgroups: s.workgroups,
+            }
+        })
+        .collect();
+    Dispatch { steps, _params: uniform }
+}
+
+/// Build a one-step dispatch: uniform `params` at binding 0, then `buffers` at bindings 1, 2, ….
 pub(crate) fn dispatch<P: bytemuck::Pod>(
     ctx: &crate::gpu::GpuContext,
     pipeline: &wgpu::ComputePipeline,
@@ -42,14 +80,6 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     buffers: &[&wgpu::Buffer],
     workgroups: [u32; 3],
 ) -> Dispatch {
-    let uniform = ctx.uniform(label, params);
-    let mut all = vec![&uniform];
-    all.extend_from_slice(buffers);
-    let bind_group = ctx.bind_group(pipeline, label, &all);
-    Dispatch {
-        pipeline: pipeline.clone(),
-        bind_group,
-        workgroups,
-        _params: uniform,
-    }
+    let numbered: Vec<(u32, &wgpu::Buffer)> = buffers.iter().enumerate().map(|(i, b)| (i as u32 + 1, *b)).collect();
+    dispatch_steps(ctx, label, params, &[StepSpec { pipeline, buffers: &numbered, workgroups }])
 }

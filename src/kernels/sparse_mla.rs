@@ -1,13 +1,17 @@
 //! Sparse MLA decode, absorbed (MQA) mode: every head attends to the same k latent rows.
-//! Shader: `shaders/sparse_mla.wgsl`. Reference: [`crate::reference::sparse_mla`].
+//! Shader: `shaders/sparse_mla.wgsl` (entry points `scores` then `attend`, one dispatch).
+//! Reference: [`crate::reference::sparse_mla`].
 
-use super::{Dispatch, dispatch};
+use super::{Dispatch, StepSpec, dispatch_steps};
 use crate::config::{Config, Dtype};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
-/// Heads per workgroup (HB in the shader).
-pub const HEADS_PER_WG: u32 = 32;
+/// `scores`: heads and ids per workgroup (HT, RT in the shader).
+pub const SCORE_HEADS_PER_WG: u32 = 128;
+pub const SCORE_IDS_PER_WG: u32 = 64;
+/// `attend`: heads per workgroup (HB in the shader).
+pub const ATTEND_HEADS_PER_WG: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -20,7 +24,8 @@ struct Params {
 
 #[derive(Debug)]
 pub struct SparseMla {
-    pipeline: wgpu::ComputePipeline,
+    scores: wgpu::ComputePipeline,
+    attend: wgpu::ComputePipeline,
     pub heads: u32,
     pub kv: u32,
     pub rope: u32,
@@ -38,6 +43,8 @@ pub struct SparseMlaArgs<'a> {
     pub seq: &'a wgpu::Buffer,
     /// `[R, KV + ROPE]` latent rows c_kv ‖ k_pe in `dtype`.
     pub rows: &'a wgpu::Buffer,
+    /// `[B, H, topk]` f32 working space for the scores ([`SparseMla::scratch_bytes`]).
+    pub scratch: &'a wgpu::Buffer,
     /// `[B, H, KV]` f32 output.
     pub o_lat: &'a wgpu::Buffer,
     /// `[B, H]` f32 output.
@@ -50,27 +57,20 @@ impl SparseMla {
     pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
         let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
         if kv == 0 || !kv.is_multiple_of(64) || kv > 512 {
-            return Err(Error::config(
-                "kv_lora_rank",
-                kv,
-                "64 ..= 512, a multiple of 64",
-            ));
+            return Err(Error::config("kv_lora_rank", kv, "64 ..= 512, a multiple of 64"));
         }
         if !rope.is_multiple_of(32) {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
         }
-        let pipeline = ctx.pipeline(
-            "sparse_mla",
-            include_str!("../../shaders/sparse_mla.wgsl"),
-            "main",
-            &[
-                ("KV", kv as f64),
-                ("ROPE", rope as f64),
-                ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
-            ],
-        )?;
+        let src = include_str!("../../shaders/sparse_mla.wgsl");
+        let constants = [
+            ("KV", kv as f64),
+            ("ROPE", rope as f64),
+            ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
+        ];
         Ok(SparseMla {
-            pipeline,
+            scores: ctx.pipeline("sparse_mla scores", src, "scores", &constants)?,
+            attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
             heads: cfg.heads,
             kv,
             rope,
@@ -80,6 +80,11 @@ impl SparseMla {
         })
     }
 
+    /// Bytes of the `scratch` buffer for `batch` sequences.
+    pub fn scratch_bytes(&self, batch: u32) -> u64 {
+        batch as u64 * self.heads as u64 * self.topk as u64 * 4
+    }
+
     pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
         let params = Params {
             heads: self.heads,
@@ -87,27 +92,42 @@ impl SparseMla {
             b0: a.b0,
             softmax_scale: self.softmax_scale,
         };
-        let grid = [self.heads.div_ceil(HEADS_PER_WG), a.batch, 1];
-        dispatch(
+        let score_grid = [
+            self.topk.div_ceil(SCORE_IDS_PER_WG),
+            self.heads.div_ceil(SCORE_HEADS_PER_WG),
+            a.batch,
+        ];
+        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, 1];
+        dispatch_steps(
             ctx,
-            &self.pipeline,
             "sparse_mla",
             &params,
-            &[a.q, a.ids, a.seq, a.rows, a.o_lat, a.lse],
-            grid,
+            &[
+                StepSpec {
+                    pipeline: &self.scores,
+                    buffers: &[(1, a.q), (2, a.ids), (3, a.seq), (4, a.rows), (5, a.scratch)],
+                    workgroups: score_grid,
+                },
+                StepSpec {
+                    pipeline: &self.attend,
+                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, a.scratch), (6, a.o_lat), (7, a.lse)],
+                    workgroups: attend_grid,
+                },
+            ],
         )
     }
 
-    /// FLOPs per sequence: per (head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
+    /// FLOPs per call: per (sequence, head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
     pub fn flops(&self, batch: u64) -> u64 {
         batch * self.heads as u64 * self.topk as u64 * 2 * (2 * self.kv as u64 + self.rope as u64)
     }
 
-    /// Bytes at least: every selected row once per sequence, q in, o_lat and lse out.
+    /// Bytes at least: every selected row once per sequence, q in, o_lat and lse out. (The
+    /// scores' round trip through `scratch` is the implementation's, not the problem's.)
     pub fn bytes(&self, batch: u64) -> u64 {
         let dq = (self.kv + self.rope) as u64;
-        batch
-            * (self.topk as u64 * (dq * self.dtype.bytes() + 4)
-                + self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4))
+        let per_seq_rows = self.topk as u64 * (dq * self.dtype.bytes() + 4);
+        let per_seq_heads = self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4);
+        batch * (per_seq_rows + per_seq_heads)
     }
 }
