@@ -20,16 +20,18 @@
 //           it reads 2–4 vec4 of q (broadcast in a warp) and one of rows for 32–64 FMAs. The next
 //           chunk is loaded into registers while this one is computed. Writes `scratch` [B, H, k]
 //           (−inf where the id is −1).
-// `attend`  workgroup (x, y) = (heads 32x.., sequence b0 + y), 256 threads.
-//           First the softmax statistics of its 32 heads over the k scores (8 threads per head,
-//           online max/sum, then combined), then O[32 heads × KV] = P · V with V = the c_kv part
-//           of the rows, streamed VR rows at a time; thread (hg, dg) owns 8 heads × 8 dims as 16
-//           vec4 registers, dims laid out so a warp reads contiguous workgroup memory.
+// `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
+//           First the softmax statistics of its 32 heads over all k scores (8 threads per head,
+//           online max/sum, then combined), then the slice's share of O[32 heads × KV] = P · V
+//           with V = the c_kv part of the rows, streamed VR rows at a time; thread (hg, dg) owns
+//           8 heads × 8 dims as 16 vec4 registers, dims laid out so a warp reads contiguous
+//           workgroup memory. Slices (split-k) give small batches enough workgroups; since P is
+//           already normalised by the global statistics, their partial O's simply add up.
+// `reduce`  one thread per vec4 of o_lat: the sum of the slices' partial O's, in slice order.
 // Accumulators are named vec4 registers, never private arrays indexed in loops (a driver may keep
 // those in local memory, at a fraction of the speed). Every barrier says why it is there.
 //
-// Left out: FP8 rows, tensor cores, split-k (rows of one sequence across workgroups of `attend`:
-// small batches use few workgroups). Ids ≥ the number of rows are not checked (robust access
+// Left out: FP8 rows, tensor cores. Ids ≥ the number of rows are not checked (robust access
 // makes them read junk).
 
 override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
@@ -49,6 +51,10 @@ struct Params {
     topk: u32,           // ids per sequence
     b0: u32,             // first sequence of this dispatch
     softmax_scale: f32,
+    batch: u32,          // sequences in this dispatch
+    splits: u32,         // slices of the k ids in `attend`
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -57,8 +63,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> seq: array<u32>;              // [B, 2] = (first row, _)
 @group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [B, H, topk] scores
-@group(0) @binding(6) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
+@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;        // [B, H]
+@group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
 
 fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
 fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words per row
@@ -211,6 +218,9 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let H = params.heads;
     let b = params.b0 + wg.y;
     let h0 = wg.x * HB;
+    let per_split = (K + params.splits - 1u) / params.splits;
+    let js = min(wg.z * per_split, K);           // this slice: ids js .. je
+    let je = min(js + per_split, K);
 
     // ---- softmax statistics: thread (sh, sp) scans ids sp, sp+8, … of head sh (online max/sum)
     {
@@ -262,13 +272,13 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    var pn0 = load_p(b, h0, 0u, lid);
-    var pn1 = load_p(b, h0, 0u, lid + 256u);
-    var vn0 = load_v(b, 0u, lid);
-    var vn1 = load_v(b, 0u, lid + 256u);
-    var vn2 = load_v(b, 0u, lid + 512u);
-    var vn3 = load_v(b, 0u, lid + 768u);
-    for (var j0 = 0u; j0 < K; j0 += VR) {
+    var pn0 = load_p(b, h0, js, je, lid);
+    var pn1 = load_p(b, h0, js, je, lid + 256u);
+    var vn0 = load_v(b, js, je, lid);
+    var vn1 = load_v(b, js, je, lid + 256u);
+    var vn2 = load_v(b, js, je, lid + 512u);
+    var vn3 = load_v(b, js, je, lid + 768u);
+    for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p(lid, pn0);
         store_p(lid + 256u, pn1);
@@ -277,13 +287,13 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         store_v(lid + 512u, vn2);
         store_v(lid + 768u, vn3);
         workgroupBarrier();   // P and V chunks complete
-        if (j0 + VR < K) {
-            pn0 = load_p(b, h0, j0 + VR, lid);
-            pn1 = load_p(b, h0, j0 + VR, lid + 256u);
-            vn0 = load_v(b, j0 + VR, lid);
-            vn1 = load_v(b, j0 + VR, lid + 256u);
-            vn2 = load_v(b, j0 + VR, lid + 512u);
-            vn3 = load_v(b, j0 + VR, lid + 768u);
+        if (j0 + VR < je) {
+            pn0 = load_p(b, h0, j0 + VR, je, lid);
+            pn1 = load_p(b, h0, j0 + VR, je, lid + 256u);
+            vn0 = load_v(b, j0 + VR, je, lid);
+            vn1 = load_v(b, j0 + VR, je, lid + 256u);
+            vn2 = load_v(b, j0 + VR, je, lid + 512u);
+            vn3 = load_v(b, j0 + VR, je, lid + 768u);
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
             for (var r = 0u; r < VR; r++) {
@@ -312,40 +322,43 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
 
     if (owns_dims) {
-        store_head(b, h0, hg * 8u, dg, o0a, o0b);
-        store_head(b, h0, hg * 8u + 1u, dg, o1a, o1b);
-        store_head(b, h0, hg * 8u + 2u, dg, o2a, o2b);
-        store_head(b, h0, hg * 8u + 3u, dg, o3a, o3b);
-        store_head(b, h0, hg * 8u + 4u, dg, o4a, o4b);
-        store_head(b, h0, hg * 8u + 5u, dg, o5a, o5b);
-        store_head(b, h0, hg * 8u + 6u, dg, o6a, o6b);
-        store_head(b, h0, hg * 8u + 7u, dg, o7a, o7b);
+        let slot = wg.z * params.batch + wg.y;   // (slice, sequence) of the partial
+        store_head(slot, b, h0, hg * 8u, dg, wg.z, o0a, o0b);
+        store_head(slot, b, h0, hg * 8u + 1u, dg, wg.z, o1a, o1b);
+        store_head(slot, b, h0, hg * 8u + 2u, dg, wg.z, o2a, o2b);
+        store_head(slot, b, h0, hg * 8u + 3u, dg, wg.z, o3a, o3b);
+        store_head(slot, b, h0, hg * 8u + 4u, dg, wg.z, o4a, o4b);
+        store_head(slot, b, h0, hg * 8u + 5u, dg, wg.z, o5a, o5b);
+        store_head(slot, b, h0, hg * 8u + 6u, dg, wg.z, o6a, o6b);
+        store_head(slot, b, h0, hg * 8u + 7u, dg, wg.z, o7a, o7b);
     }
 }
 
-// Store one head's 8 output dims (already normalised: P sums to 1); dim group 0 stores lse.
-fn store_head(b: u32, h0: u32, hl: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
+// Store one head's 8 partial output dims (already normalised: P sums to 1 over all slices);
+// slice 0's dim group 0 also stores lse.
+fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, split: u32, oa: vec4<f32>, ob: vec4<f32>) {
     let h = h0 + hl;
     if (h >= params.heads) { return; }
-    let base = (b * params.heads + h) * (KV / 4u);
+    let base = (slot * params.heads + h) * (KV / 4u);
     if (ROWS_F16) {
-        o_lat[base + 2u * dg] = oa;
-        o_lat[base + 2u * dg + 1u] = ob;
+        partials[base + 2u * dg] = oa;
+        partials[base + 2u * dg + 1u] = ob;
     } else {
-        o_lat[base + dg] = oa;
-        o_lat[base + KV / 8u + dg] = ob;
+        partials[base + dg] = oa;
+        partials[base + KV / 8u + dg] = ob;
     }
-    if (dg == 0u) {
+    if (dg == 0u && split == 0u) {
         let l = l_s[hl];
         lse[b * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
     }
 }
 
 // P chunk: VR ids × HB heads; idx = head · VR + row (consecutive threads read consecutive ids).
-fn load_p(b: u32, h0: u32, j0: u32, idx: u32) -> f32 {
+// Ids at or past `je` (the slice's end) give p = 0.
+fn load_p(b: u32, h0: u32, j0: u32, je: u32, idx: u32) -> f32 {
     let hl = idx / VR;
     let j = j0 + idx % VR;
-    if (hl >= HB || h0 + hl >= params.heads || j >= params.topk) { return 0.0; }
+    if (hl >= HB || h0 + hl >= params.heads || j >= je) { return 0.0; }
     let m = m_s[hl];
     let s = scratch[(b * params.heads + h0 + hl) * params.topk + j];
     if (s == neg_inf()) { return 0.0; }   // also covers m = −inf (then every s is −inf)
@@ -362,10 +375,10 @@ fn store_p(idx: u32, p: f32) {
 fn v_vecs() -> u32 { return select(KV / 4u, KV / 8u, ROWS_F16); }   // vec4<u32> of c_kv per row
 
 // V chunk: VR rows × the c_kv words; idx = row · v_vecs() + part (a straight copy).
-fn load_v(b: u32, j0: u32, idx: u32) -> vec4<u32> {
+fn load_v(b: u32, j0: u32, je: u32, idx: u32) -> vec4<u32> {
     let r = idx / v_vecs();
     let j = j0 + r;
-    if (r >= VR || j >= params.topk) { return vec4<u32>(0u); }
+    if (r >= VR || j >= je) { return vec4<u32>(0u); }
     let id = ids[b * params.topk + j];
     if (id < 0i) { return vec4<u32>(0u); }
     return rows[(u32(id) + seq[2u * b]) * row_words() / 4u + idx % v_vecs()];
@@ -374,4 +387,17 @@ fn load_v(b: u32, j0: u32, idx: u32) -> vec4<u32> {
 fn store_v(idx: u32, v: vec4<u32>) {
     if (idx >= VR * v_vecs()) { return; }
     v_s[idx] = v;
+}
+
+// ============================================================================ reduce
+
+// o_lat[b0 + ·] = Σ_slices partials[slice, ·], one thread per vec4, slices in order.
+@compute @workgroup_size(256)
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 256u;
+    let n = params.batch * params.heads * (KV / 4u);   // vec4s per slice
+    if (e >= n) { return; }
+    var sum = partials[e];
+    for (var sl = 1u; sl < params.splits; sl++) { sum += partials[sl * n + e]; }
+    o_lat[params.b0 * params.heads * (KV / 4u) + e] = sum;
 }

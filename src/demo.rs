@@ -64,7 +64,7 @@ pub fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
     let rows = ctx.upload("latent", &storage_bytes(&latent, cfg.dtype))?;
     let o_lat = ctx.storage("o_lat", (b * h * cfg.kv_lora_rank as usize * 4) as u64)?;
     let lse = ctx.storage("lse", (b * h * 4) as u64)?;
-    let scratch = ctx.storage("sparse_mla scratch", mla.scratch_bytes(cfg.batch))?;
+    let scratch = mla.scratch(ctx, cfg.batch)?;
     for (buf, poison) in [
         (&scores, POISON_F32),
         (&ids, POISON_U32),

@@ -269,8 +269,9 @@ impl SparseMlaProblem {
         let rows = ctx.upload("rows", &storage_bytes(&self.rows, c.dtype))?;
         let o_lat = ctx.storage("o_lat", (c.batch * c.heads * c.kv_lora_rank * 4) as u64)?;
         let lse = ctx.storage("lse", (c.batch * c.heads * 4) as u64)?;
-        let scratch = ctx.storage("sparse_mla scratch", kernel.scratch_bytes(c.batch))?;
-        ctx.fill(&scratch, POISON_F32);
+        let scratch = kernel.scratch(ctx, c.batch)?;
+        ctx.fill(&scratch.scores, POISON_F32);
+        ctx.fill(&scratch.partials, POISON_F32);
         ctx.fill(&o_lat, POISON_F32);
         ctx.fill(&lse, POISON_F32);
         let args = SparseMlaArgs {

@@ -21,6 +21,7 @@ pub struct Dispatch {
     _params: wgpu::Buffer,
 }
 
+#[derive(Clone)]
 struct Step {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
@@ -37,6 +38,14 @@ impl Dispatch {
             pass.set_bind_group(0, &s.bind_group, &[]);
             pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
         }
+    }
+
+    /// Each step as a dispatch of its own (to time the steps of a multi-step kernel apart).
+    pub fn steps(&self) -> Vec<Dispatch> {
+        self.steps
+            .iter()
+            .map(|s| Dispatch { steps: vec![s.clone()], _params: self._params.clone() })
+            .collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Sparse MLA decode, absorbed (MQA) mode: every head attends to the same k latent rows.
-//! Shader: `shaders/sparse_mla.wgsl` (entry points `scores` then `attend`, one dispatch).
+//! Shader: `shaders/sparse_mla.wgsl` (entry points `scores`, `attend`, `reduce`, recorded as one
+//! dispatch).
 //! Reference: [`crate::reference::sparse_mla`].
 
 use super::{Dispatch, StepSpec, dispatch_steps};
@@ -12,6 +13,10 @@ pub const SCORE_HEADS_PER_WG: u32 = 128;
 pub const SCORE_IDS_PER_WG: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
 pub const ATTEND_HEADS_PER_WG: u32 = 32;
+/// `attend` splits the k ids of a sequence into slices until about this many workgroups run.
+pub const ATTEND_TARGET_WORKGROUPS: u32 = 1024;
+/// …but never into slices of fewer ids than this.
+pub const ATTEND_MIN_IDS_PER_SLICE: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -20,12 +25,16 @@ struct Params {
     topk: u32,
     b0: u32,
     softmax_scale: f32,
+    batch: u32,
+    splits: u32,
+    _pad: [u32; 2],
 }
 
 #[derive(Debug)]
 pub struct SparseMla {
     scores: wgpu::ComputePipeline,
     attend: wgpu::ComputePipeline,
+    reduce: wgpu::ComputePipeline,
     pub heads: u32,
     pub kv: u32,
     pub rope: u32,
@@ -43,14 +52,24 @@ pub struct SparseMlaArgs<'a> {
     pub seq: &'a wgpu::Buffer,
     /// `[R, KV + ROPE]` latent rows c_kv ‖ k_pe in `dtype`.
     pub rows: &'a wgpu::Buffer,
-    /// `[B, H, topk]` f32 working space for the scores ([`SparseMla::scratch_bytes`]).
-    pub scratch: &'a wgpu::Buffer,
+    /// Working space for `batch` sequences ([`SparseMla::scratch`]).
+    pub scratch: &'a SparseMlaScratch,
     /// `[B, H, KV]` f32 output.
     pub o_lat: &'a wgpu::Buffer,
     /// `[B, H]` f32 output.
     pub lse: &'a wgpu::Buffer,
     pub b0: u32,
     pub batch: u32,
+}
+
+/// Working space of one dispatch: the scores and the slices' partial outputs.
+pub struct SparseMlaScratch {
+    /// `[batch, H, topk]` f32.
+    pub scores: wgpu::Buffer,
+    /// `[splits, batch, H, KV]` f32.
+    pub partials: wgpu::Buffer,
+    pub batch: u32,
+    pub splits: u32,
 }
 
 impl SparseMla {
@@ -71,6 +90,7 @@ impl SparseMla {
         Ok(SparseMla {
             scores: ctx.pipeline("sparse_mla scores", src, "scores", &constants)?,
             attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
+            reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
             heads: cfg.heads,
             kv,
             rope,
@@ -80,24 +100,54 @@ impl SparseMla {
         })
     }
 
-    /// Bytes of the `scratch` buffer for `batch` sequences.
-    pub fn scratch_bytes(&self, batch: u32) -> u64 {
-        batch as u64 * self.heads as u64 * self.topk as u64 * 4
+    /// Slices of the k ids per sequence in `attend`: enough for about
+    /// [`ATTEND_TARGET_WORKGROUPS`] workgroups, a power of two, each slice ≥ 64 ids. Depends only
+    /// on the batch and the shape, so a run's results do not depend on anything else.
+    pub fn splits(&self, batch: u32) -> u32 {
+        let groups = self.heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
+        let want = ATTEND_TARGET_WORKGROUPS.div_ceil(groups).next_power_of_two();
+        want.min((self.topk / ATTEND_MIN_IDS_PER_SLICE).max(1))
     }
 
+    /// Bytes of working space for `batch` sequences.
+    pub fn scratch_bytes(&self, batch: u32) -> u64 {
+        let per_seq = self.heads as u64 * (self.topk as u64 + self.splits(batch) as u64 * self.kv as u64);
+        batch as u64 * per_seq * 4
+    }
+
+    pub fn scratch(&self, ctx: &GpuContext, batch: u32) -> Result<SparseMlaScratch> {
+        let splits = self.splits(batch);
+        let (b, h) = (batch as u64, self.heads as u64);
+        Ok(SparseMlaScratch {
+            scores: ctx.storage("sparse_mla scores", b * h * self.topk as u64 * 4)?,
+            partials: ctx.storage("sparse_mla partials", splits as u64 * b * h * self.kv as u64 * 4)?,
+            batch,
+            splits,
+        })
+    }
+
+    /// `a.scratch` must have been made for at least `a.batch` sequences.
     pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
+        assert!(a.scratch.batch >= a.batch, "scratch made for {} sequences, dispatch has {}", a.scratch.batch, a.batch);
+        let splits = a.scratch.splits;
         let params = Params {
             heads: self.heads,
             topk: self.topk,
             b0: a.b0,
             softmax_scale: self.softmax_scale,
+            batch: a.batch,
+            splits,
+            _pad: [0; 2],
         };
         let score_grid = [
             self.topk.div_ceil(SCORE_IDS_PER_WG),
             self.heads.div_ceil(SCORE_HEADS_PER_WG),
             a.batch,
         ];
-        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, 1];
+        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, splits];
+        let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
+        let reduce_grid = if vec4s <= 65535 { [vec4s, 1, 1] } else { [65535, vec4s.div_ceil(65535), 1] };
+        let scratch = a.scratch;
         dispatch_steps(
             ctx,
             "sparse_mla",
@@ -105,13 +155,18 @@ impl SparseMla {
             &[
                 StepSpec {
                     pipeline: &self.scores,
-                    buffers: &[(1, a.q), (2, a.ids), (3, a.seq), (4, a.rows), (5, a.scratch)],
+                    buffers: &[(1, a.q), (2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores)],
                     workgroups: score_grid,
                 },
                 StepSpec {
                     pipeline: &self.attend,
-                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, a.scratch), (6, a.o_lat), (7, a.lse)],
+                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores), (6, &scratch.partials), (7, a.lse)],
                     workgroups: attend_grid,
+                },
+                StepSpec {
+                    pipeline: &self.reduce,
+                    buffers: &[(6, &scratch.partials), (8, a.o_lat)],
+                    workgroups: reduce_grid,
                 },
             ],
         )
@@ -120,6 +175,11 @@ impl SparseMla {
     /// FLOPs per call: per (sequence, head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
     pub fn flops(&self, batch: u64) -> u64 {
         batch * self.heads as u64 * self.topk as u64 * 2 * (2 * self.kv as u64 + self.rope as u64)
+    }
+
+    /// FLOPs of the `scores` step alone (the (KV+ROPE)-dots); `attend` does the rest.
+    pub fn score_flops(&self, batch: u64) -> u64 {
+        batch * self.heads as u64 * self.topk as u64 * 2 * (self.kv + self.rope) as u64
     }
 
     /// Bytes at least: every selected row once per sequence, q in, o_lat and lse out. (The
