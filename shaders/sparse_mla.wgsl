@@ -21,13 +21,15 @@
 //           chunk is loaded into registers while this one is computed. Writes `scratch` [B, H, k]
 //           (−inf where the id is −1).
 // `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
-//           First the softmax statistics of its 32 heads over all k scores (8 threads per head,
-//           online max/sum, then combined), then the slice's share of O[32 heads × KV] = P · V
-//           with V = the c_kv part of the rows, streamed VR rows at a time; thread (hg, dg) owns
-//           8 heads × 8 dims as 16 vec4 registers, dims laid out so a warp reads contiguous
-//           workgroup memory. Slices (split-k) give small batches enough workgroups; since P is
-//           already normalised by the global statistics, their partial O's simply add up.
-// `reduce`  one thread per vec4 of o_lat: the sum of the slices' partial O's, in slice order.
+//           Flash-decoding: the slice's own softmax statistics for its 32 heads (8 threads per
+//           head, online max/sum with four loads in flight, then combined), then the slice's
+//           O[32 heads × KV] = softmax(S) · V with V = the c_kv part of the rows, streamed VR
+//           rows at a time; thread (hg, dg) owns 8 heads × 8 dims as 16 vec4 registers, dims
+//           laid out so a warp reads contiguous workgroup memory. Writes the slice's normalised
+//           O and its lse. Slices (split-k) give small batches enough workgroups.
+// `reduce`  one thread per vec4 of o_lat: merges the slices by their lse, in slice order —
+//           o = Σ_z e^(lse_z − M) o_z / Σ_z e^(lse_z − M), lse = M + log Σ_z e^(lse_z − M) —
+//           the identity of lse_merge.wgsl, for any number of parts.
 // Accumulators are named vec4 registers, never private arrays indexed in loops (a driver may keep
 // those in local memory, at a fraction of the speed). Every barrier says why it is there.
 //
@@ -64,8 +66,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [B, H, topk] scores
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]
-@group(0) @binding(7) var<storage, read_write> lse: array<f32>;        // [B, H]
+@group(0) @binding(7) var<storage, read_write> part_lse: array<f32>;   // [splits, batch, H]
 @group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
+@group(0) @binding(9) var<storage, read_write> lse: array<f32>;        // [B, H]
 
 fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
 fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words per row
@@ -222,7 +225,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let js = min(wg.z * per_split, K);           // this slice: ids js .. je
     let je = min(js + per_split, K);
 
-    // ---- softmax statistics: thread (sh, sp) scans ids sp, sp+8, … of head sh (online max/sum)
+    // ---- softmax statistics of the slice: thread (sh, sp) scans ids js+sp, js+sp+8, … of head sh
     {
         let sh = lid / 8u;
         let sp = lid % 8u;
@@ -230,13 +233,16 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         var l = 0.0;
         if (h0 + sh < H) {
             let base = (b * H + h0 + sh) * K;
-            for (var j = sp; j < K; j += 8u) {
-                let s = scratch[base + j];
-                if (s > m) {
-                    l = l * exp(m - s) + 1.0;   // exp(−inf) = 0 covers the first valid score
-                    m = s;
-                } else if (s != neg_inf()) {
-                    l += exp(s - m);
+            for (var j = js + sp; j < je; j += 32u) {   // four independent loads per trip
+                let s0 = scratch[base + j];
+                let s1 = select(neg_inf(), scratch[base + min(j + 8u, je - 1u)], j + 8u < je);
+                let s2 = select(neg_inf(), scratch[base + min(j + 16u, je - 1u)], j + 16u < je);
+                let s3 = select(neg_inf(), scratch[base + min(j + 24u, je - 1u)], j + 24u < je);
+                let mx = max(max(s0, s1), max(s2, s3));
+                if (mx != neg_inf()) {
+                    let m_new = max(m, mx);
+                    l = l * exp(m - m_new) + exp(s0 - m_new) + exp(s1 - m_new) + exp(s2 - m_new) + exp(s3 - m_new);
+                    m = m_new;
                 }
             }
         }
@@ -334,8 +340,8 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
 }
 
-// Store one head's 8 partial output dims (already normalised: P sums to 1 over all slices);
-// slice 0's dim group 0 also stores lse.
+// Store one head's 8 output dims of the slice (normalised over the slice); dim group 0 also
+// stores the slice's lse (−inf for a slice without a valid id).
 fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, split: u32, oa: vec4<f32>, ob: vec4<f32>) {
     let h = h0 + hl;
     if (h >= params.heads) { return; }
@@ -347,9 +353,9 @@ fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, split: u32, oa: vec4
         partials[base + dg] = oa;
         partials[base + KV / 8u + dg] = ob;
     }
-    if (dg == 0u && split == 0u) {
+    if (dg == 0u) {
         let l = l_s[hl];
-        lse[b * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
+        part_lse[slot * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
     }
 }
 
@@ -391,13 +397,31 @@ fn store_v(idx: u32, v: vec4<u32>) {
 
 // ============================================================================ reduce
 
-// o_lat[b0 + ·] = Σ_slices partials[slice, ·], one thread per vec4, slices in order.
+// o_lat[b0 + ·] = the slices merged by their lse, one thread per vec4, slices in order.
 @compute @workgroup_size(256)
 fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 256u;
     let n = params.batch * params.heads * (KV / 4u);   // vec4s per slice
     if (e >= n) { return; }
-    var sum = partials[e];
-    for (var sl = 1u; sl < params.splits; sl++) { sum += partials[sl * n + e]; }
-    o_lat[params.b0 * params.heads * (KV / 4u) + e] = sum;
+    let row = e / (KV / 4u);                            // (sequence in dispatch, head)
+    let rows_per_slice = params.batch * params.heads;
+    var mx = neg_inf();
+    for (var sl = 0u; sl < params.splits; sl++) { mx = max(mx, part_lse[sl * rows_per_slice + row]); }
+    var o = vec4<f32>(0.0);
+    var wsum = 0.0;
+    if (mx != neg_inf()) {
+        for (var sl = 0u; sl < params.splits; sl++) {
+            let lz = part_lse[sl * rows_per_slice + row];
+            if (lz != neg_inf()) {
+                let wz = exp(lz - mx);
+                o += wz * partials[sl * n + e];
+                wsum += wz;
+            }
+        }
+        o /= wsum;
+    }
+    o_lat[params.b0 * params.heads * (KV / 4u) + e] = o;
+    if (e % (KV / 4u) == 0u) {
+        lse[params.b0 * params.heads + row] = select(neg_inf(), mx + log(wsum), wsum > 0.0);
+    }
 }

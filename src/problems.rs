@@ -272,6 +272,7 @@ impl SparseMlaProblem {
         let scratch = kernel.scratch(ctx, c.batch)?;
         ctx.fill(&scratch.scores, POISON_F32);
         ctx.fill(&scratch.partials, POISON_F32);
+        ctx.fill(&scratch.part_lse, POISON_F32);
         ctx.fill(&o_lat, POISON_F32);
         ctx.fill(&lse, POISON_F32);
         let args = SparseMlaArgs {

@@ -66,8 +66,10 @@ pub struct SparseMlaArgs<'a> {
 pub struct SparseMlaScratch {
     /// `[batch, H, topk]` f32.
     pub scores: wgpu::Buffer,
-    /// `[splits, batch, H, KV]` f32.
+    /// `[splits, batch, H, KV]` f32: each slice's normalised output.
     pub partials: wgpu::Buffer,
+    /// `[splits, batch, H]` f32: each slice's lse.
+    pub part_lse: wgpu::Buffer,
     pub batch: u32,
     pub splits: u32,
 }
@@ -111,7 +113,7 @@ impl SparseMla {
 
     /// Bytes of working space for `batch` sequences.
     pub fn scratch_bytes(&self, batch: u32) -> u64 {
-        let per_seq = self.heads as u64 * (self.topk as u64 + self.splits(batch) as u64 * self.kv as u64);
+        let per_seq = self.heads as u64 * (self.topk as u64 + self.splits(batch) as u64 * (self.kv as u64 + 1));
         batch as u64 * per_seq * 4
     }
 
@@ -121,6 +123,7 @@ impl SparseMla {
         Ok(SparseMlaScratch {
             scores: ctx.storage("sparse_mla scores", b * h * self.topk as u64 * 4)?,
             partials: ctx.storage("sparse_mla partials", splits as u64 * b * h * self.kv as u64 * 4)?,
+            part_lse: ctx.storage("sparse_mla part_lse", splits as u64 * b * h * 4)?,
             batch,
             splits,
         })
@@ -160,12 +163,12 @@ impl SparseMla {
                 },
                 StepSpec {
                     pipeline: &self.attend,
-                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores), (6, &scratch.partials), (7, a.lse)],
+                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores), (6, &scratch.partials), (7, &scratch.part_lse)],
                     workgroups: attend_grid,
                 },
                 StepSpec {
                     pipeline: &self.reduce,
-                    buffers: &[(6, &scratch.partials), (8, a.o_lat)],
+                    buffers: &[(6, &scratch.partials), (7, &scratch.part_lse), (8, a.o_lat), (9, a.lse)],
                     workgroups: reduce_grid,
                 },
             ],
