@@ -384,20 +384,49 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     };
     let d = mla.bind(ctx, &args);
     let (flops, bytes) = (mla.flops(b as u64), mla.bytes(b as u64));
-    out.push(timing("sparse_mla", s, time_pass(ctx, &[&d], reps)?, bytes, flops, c));
+    out.push(timing(
+        "sparse_mla",
+        s,
+        time_pass(ctx, &[&d], reps)?,
+        bytes,
+        flops,
+        c,
+    ));
     // The steps apart: `scores` reads every row and writes the scores; `attend` reads the scores
     // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
     let steps = d.steps();
     let score_flops = mla.score_flops(b as u64);
     let scores_bytes = b as u64 * cfg.heads as u64 * cfg.topk as u64 * 4;
-    let partial_bytes = scratch.splits as u64 * b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4;
+    let partial_bytes =
+        scratch.splits as u64 * b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4;
     let kv_share = cfg.kv_lora_rank as u64 * bytes / cfg.row_dim() as u64;
     let t = time_pass(ctx, &[&steps[0]], reps)?;
-    out.push(timing("  .scores", s, t, bytes + scores_bytes, score_flops, c));
+    out.push(timing(
+        "  .scores",
+        s,
+        t,
+        bytes + scores_bytes,
+        score_flops,
+        c,
+    ));
     let t = time_pass(ctx, &[&steps[1]], reps)?;
-    out.push(timing("  .attend", s, t, kv_share + scores_bytes + partial_bytes, flops - score_flops, c));
+    out.push(timing(
+        "  .attend",
+        s,
+        t,
+        kv_share + scores_bytes + partial_bytes,
+        flops - score_flops,
+        c,
+    ));
     let t = time_pass(ctx, &[&steps[2]], reps)?;
-    out.push(timing("  .reduce", s, t, partial_bytes + partial_bytes / scratch.splits as u64, 0, c));
+    out.push(timing(
+        "  .reduce",
+        s,
+        t,
+        partial_bytes + partial_bytes / scratch.splits as u64,
+        0,
+        c,
+    ));
 
     // --- lse merge of two such results
     let merge = LseMerge::new(ctx)?;

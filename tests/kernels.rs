@@ -111,10 +111,21 @@ fn sparse_mla_matches_reference() {
     };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
     // batch 1 with k = 300: `attend` splits the ids into 4 slices of 75 (split-k)
-    let split = Config::small().with_overrides(&["batch=1", "topk=300"]).unwrap();
+    let split = Config::small()
+        .with_overrides(&["batch=1", "topk=300"])
+        .unwrap();
     assert_eq!(SparseMla::new(ctx(), &split).unwrap().splits(1), 4);
     check_sparse_mla(&split, 2000, 0.1, &[], fresh_seed(10));
-    check_sparse_mla(&Config { dtype: Dtype::F32, ..split }, 700, 0.0, &[], fresh_seed(11));
+    check_sparse_mla(
+        &Config {
+            dtype: Dtype::F32,
+            ..split
+        },
+        700,
+        0.0,
+        &[],
+        fresh_seed(11),
+    );
     // other legal dims: kv 192 (24 dim groups of 8), no rope
     let odd = Config::tiny()
         .with_overrides(&[

@@ -44,7 +44,10 @@ impl Dispatch {
     pub fn steps(&self) -> Vec<Dispatch> {
         self.steps
             .iter()
-            .map(|s| Dispatch { steps: vec![s.clone()], _params: self._params.clone() })
+            .map(|s| Dispatch {
+                steps: vec![s.clone()],
+                _params: self._params.clone(),
+            })
             .collect()
     }
 }
@@ -77,7 +80,10 @@ pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
             }
         })
         .collect();
-    Dispatch { steps, _params: uniform }
+    Dispatch {
+        steps,
+        _params: uniform,
+    }
 }
 
 /// Build a one-step dispatch: uniform `params` at binding 0, then `buffers` at bindings 1, 2, ….
@@ -89,6 +95,19 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     buffers: &[&wgpu::Buffer],
     workgroups: [u32; 3],
 ) -> Dispatch {
-    let numbered: Vec<(u32, &wgpu::Buffer)> = buffers.iter().enumerate().map(|(i, b)| (i as u32 + 1, *b)).collect();
-    dispatch_steps(ctx, label, params, &[StepSpec { pipeline, buffers: &numbered, workgroups }])
+    let numbered: Vec<(u32, &wgpu::Buffer)> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i as u32 + 1, *b))
+        .collect();
+    dispatch_steps(
+        ctx,
+        label,
+        params,
+        &[StepSpec {
+            pipeline,
+            buffers: &numbered,
+            workgroups,
+        }],
+    )
 }

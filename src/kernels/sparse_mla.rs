@@ -78,7 +78,11 @@ impl SparseMla {
     pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
         let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
         if kv == 0 || !kv.is_multiple_of(64) || kv > 512 {
-            return Err(Error::config("kv_lora_rank", kv, "64 ..= 512, a multiple of 64"));
+            return Err(Error::config(
+                "kv_lora_rank",
+                kv,
+                "64 ..= 512, a multiple of 64",
+            ));
         }
         if !rope.is_multiple_of(32) {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
@@ -107,13 +111,16 @@ impl SparseMla {
     /// on the batch and the shape, so a run's results do not depend on anything else.
     pub fn splits(&self, batch: u32) -> u32 {
         let groups = self.heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
-        let want = ATTEND_TARGET_WORKGROUPS.div_ceil(groups).next_power_of_two();
+        let want = ATTEND_TARGET_WORKGROUPS
+            .div_ceil(groups)
+            .next_power_of_two();
         want.min((self.topk / ATTEND_MIN_IDS_PER_SLICE).max(1))
     }
 
     /// Bytes of working space for `batch` sequences.
     pub fn scratch_bytes(&self, batch: u32) -> u64 {
-        let per_seq = self.heads as u64 * (self.topk as u64 + self.splits(batch) as u64 * (self.kv as u64 + 1));
+        let per_seq = self.heads as u64
+            * (self.topk as u64 + self.splits(batch) as u64 * (self.kv as u64 + 1));
         batch as u64 * per_seq * 4
     }
 
@@ -122,7 +129,10 @@ impl SparseMla {
         let (b, h) = (batch as u64, self.heads as u64);
         Ok(SparseMlaScratch {
             scores: ctx.storage("sparse_mla scores", b * h * self.topk as u64 * 4)?,
-            partials: ctx.storage("sparse_mla partials", splits as u64 * b * h * self.kv as u64 * 4)?,
+            partials: ctx.storage(
+                "sparse_mla partials",
+                splits as u64 * b * h * self.kv as u64 * 4,
+            )?,
             part_lse: ctx.storage("sparse_mla part_lse", splits as u64 * b * h * 4)?,
             batch,
             splits,
@@ -131,7 +141,12 @@ impl SparseMla {
 
     /// `a.scratch` must have been made for at least `a.batch` sequences.
     pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
-        assert!(a.scratch.batch >= a.batch, "scratch made for {} sequences, dispatch has {}", a.scratch.batch, a.batch);
+        assert!(
+            a.scratch.batch >= a.batch,
+            "scratch made for {} sequences, dispatch has {}",
+            a.scratch.batch,
+            a.batch
+        );
         let splits = a.scratch.splits;
         let params = Params {
             heads: self.heads,
@@ -149,7 +164,11 @@ impl SparseMla {
         ];
         let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, splits];
         let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
-        let reduce_grid = if vec4s <= 65535 { [vec4s, 1, 1] } else { [65535, vec4s.div_ceil(65535), 1] };
+        let reduce_grid = if vec4s <= 65535 {
+            [vec4s, 1, 1]
+        } else {
+            [65535, vec4s.div_ceil(65535), 1]
+        };
         let scratch = a.scratch;
         dispatch_steps(
             ctx,
@@ -158,17 +177,35 @@ impl SparseMla {
             &[
                 StepSpec {
                     pipeline: &self.scores,
-                    buffers: &[(1, a.q), (2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores)],
+                    buffers: &[
+                        (1, a.q),
+                        (2, a.ids),
+                        (3, a.seq),
+                        (4, a.rows),
+                        (5, &scratch.scores),
+                    ],
                     workgroups: score_grid,
                 },
                 StepSpec {
                     pipeline: &self.attend,
-                    buffers: &[(2, a.ids), (3, a.seq), (4, a.rows), (5, &scratch.scores), (6, &scratch.partials), (7, &scratch.part_lse)],
+                    buffers: &[
+                        (2, a.ids),
+                        (3, a.seq),
+                        (4, a.rows),
+                        (5, &scratch.scores),
+                        (6, &scratch.partials),
+                        (7, &scratch.part_lse),
+                    ],
                     workgroups: attend_grid,
                 },
                 StepSpec {
                     pipeline: &self.reduce,
-                    buffers: &[(6, &scratch.partials), (7, &scratch.part_lse), (8, a.o_lat), (9, a.lse)],
+                    buffers: &[
+                        (6, &scratch.partials),
+                        (7, &scratch.part_lse),
+                        (8, a.o_lat),
+                        (9, a.lse),
+                    ],
                     workgroups: reduce_grid,
                 },
             ],
