@@ -19,7 +19,7 @@ pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 /// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
 pub const NEED_INVOCATIONS: u32 = 256;
 /// Storage buffers bound by the largest kernel (lse merge, sparse MLA).
-pub const NEED_STORAGE_BUFFERS: u32 = 6; // lse merge and sparse MLA's `attend` bind 6
+pub const NEED_STORAGE_BUFFERS: u32 = 7; // resolve binds 7
 
 /// What the context found and asked for, printable and serialisable.
 #[derive(Clone, Debug, serde::Serialize)]

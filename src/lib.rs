@@ -10,6 +10,7 @@
 //! never see wgpu.
 
 pub mod bench;
+pub mod cache;
 pub mod compare;
 pub mod config;
 pub mod demo;

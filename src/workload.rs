@@ -64,3 +64,35 @@ pub fn stored_values(v: &[f32], dtype: crate::config::Dtype) -> Vec<f32> {
         crate::config::Dtype::F32 => v.to_vec(),
     }
 }
+
+/// The next step's selection of `k` distinct token ids from `[0, len)`, about `overlap · k` of
+/// them (0 ≤ overlap ≤ 1) taken from `prev`, the rest fresh, in shuffled order. Models the
+/// step-to-step temporal locality of real top-k sets (BRIEF.md §3).
+pub fn next_selection(rng: &mut Rng, prev: &[i32], len: usize, k: usize, overlap: f32) -> Vec<i32> {
+    let k = k.min(len);
+    let mut chosen = std::collections::HashSet::with_capacity(k);
+    let mut out = Vec::with_capacity(k);
+    let keep = ((overlap.clamp(0.0, 1.0) * k as f32).round() as usize).min(prev.len());
+    let mut pool: Vec<i32> = prev
+        .iter()
+        .copied()
+        .filter(|&t| t >= 0 && (t as usize) < len)
+        .collect();
+    for i in 0..keep.min(pool.len()) {
+        let j = i + rng.below((pool.len() - i) as u64) as usize;
+        pool.swap(i, j);
+        if chosen.insert(pool[i]) {
+            out.push(pool[i]);
+        }
+    }
+    while out.len() < k {
+        let t = rng.below(len as u64) as i32;
+        if chosen.insert(t) {
+            out.push(t);
+        }
+    }
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    out
+}

@@ -5,12 +5,14 @@
 pub mod indexer;
 pub mod lse_merge;
 pub mod probe;
+pub mod resolve;
 pub mod sparse_mla;
 pub mod topk;
 
 pub use indexer::Indexer;
 pub use lse_merge::LseMerge;
 pub use probe::Probe;
+pub use resolve::Resolve;
 pub use sparse_mla::SparseMla;
 pub use topk::TopK;
 

@@ -1,0 +1,6 @@
+//! The offloaded latent cache (the ESS design, BRIEF.md §3): the policy in plain Rust ([`lru`]),
+//! the GPU tables and transfers built on it.
+
+pub mod lru;
+
+pub use lru::{LruPool, Resolved};

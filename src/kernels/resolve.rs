@@ -1,0 +1,109 @@
+//! LRU resolve of the staging pool: top-k token ids → slot ids, copy list, counts.
+//! Shader: `shaders/resolve.wgsl`. Oracle: [`crate::cache::lru::LruPool`].
+
+use super::{Dispatch, dispatch};
+use crate::config::MAX_TOPK;
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+/// Largest pool (slots per sequence per layer) the resolve kernel handles.
+pub const MAX_SLOTS: u32 = 16384;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    k: u32,
+    slots: u32,
+    capacity: u32,
+    step: u32,
+    b0: u32,
+    _pad: [u32; 3],
+}
+
+#[derive(Debug)]
+pub struct Resolve {
+    pipeline: wgpu::ComputePipeline,
+    pub k: u32,
+    pub slots: u32,
+    pub capacity: u32,
+}
+
+/// Buffers of one resolve over sequences `b0 .. b0 + batch` (all indexed by global b).
+pub struct ResolveArgs<'a> {
+    /// `[B, k]` i32 token ids (top-k output).
+    pub topk_indices: &'a wgpu::Buffer,
+    /// `[B, 2]` u32 (_, T_b): the newest token of b is T_b − 1.
+    pub seq: &'a wgpu::Buffer,
+    /// `[B, P]` (i32 token or −1, i32 last use).
+    pub slot_state: &'a wgpu::Buffer,
+    /// `[B, capacity]` i32 slot of each token or −1.
+    pub token_slot: &'a wgpu::Buffer,
+    /// `[B, k]` i32 output: slot ids.
+    pub slot_ids: &'a wgpu::Buffer,
+    /// `[B, k]` (u32 token, u32 slot) output: the first `misses` entries are valid.
+    pub copies: &'a wgpu::Buffer,
+    /// `[B]` (u32 misses, u32 hits) output.
+    pub counts: &'a wgpu::Buffer,
+    pub b0: u32,
+    pub batch: u32,
+    /// This step's number: ≥ 1 and larger than every earlier step's on these tables.
+    pub step: u32,
+}
+
+impl Resolve {
+    pub fn new(ctx: &GpuContext, k: u32, slots: u32, capacity: u32) -> Result<Self> {
+        if k == 0 || k > MAX_TOPK {
+            return Err(Error::config("topk", k, format!("1 ..= {MAX_TOPK}")));
+        }
+        if slots < k + 1 || slots > MAX_SLOTS {
+            return Err(Error::config(
+                "pool slots",
+                slots,
+                format!(
+                    "{} ..= {MAX_SLOTS} (top-k {k} + 1 slot reserved for the newest token)",
+                    k + 1
+                ),
+            ));
+        }
+        let pipeline = ctx.pipeline(
+            "resolve",
+            include_str!("../../shaders/resolve.wgsl"),
+            "main",
+            &[("WG", 256.0)],
+        )?;
+        Ok(Resolve {
+            pipeline,
+            k,
+            slots,
+            capacity,
+        })
+    }
+
+    pub fn bind(&self, ctx: &GpuContext, a: &ResolveArgs) -> Dispatch {
+        let params = Params {
+            k: self.k,
+            slots: self.slots,
+            capacity: self.capacity,
+            step: a.step,
+            b0: a.b0,
+            _pad: [0; 3],
+        };
+        let buffers = [
+            a.topk_indices,
+            a.seq,
+            a.slot_state,
+            a.token_slot,
+            a.slot_ids,
+            a.copies,
+            a.counts,
+        ];
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "resolve",
+            &params,
+            &buffers,
+            [a.batch, 1, 1],
+        )
+    }
+}

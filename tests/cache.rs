@@ -1,0 +1,189 @@
+//! The offloaded cache against its plain-Rust definition: the GPU resolve must equal the LRU
+//! oracle exactly (slot ids, copy list, counts, and the tables themselves) on randomized traces.
+
+mod common;
+
+use common::ctx;
+use ess_wgpu::cache::LruPool;
+use ess_wgpu::kernels::Resolve;
+use ess_wgpu::kernels::resolve::ResolveArgs;
+use ess_wgpu::problems::{POISON_U32, seq_table};
+use ess_wgpu::reference::SeqKeys;
+use ess_wgpu::workload::{Rng, next_selection};
+
+fn seed(i: u64) -> u64 {
+    let base = std::env::var("ESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let s = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
+    eprintln!("seed {s} (replay with ESS_SEED={base})");
+    s
+}
+
+struct Trace {
+    k: usize,
+    slots: usize,
+    capacity: usize,
+    lens: Vec<usize>,
+    steps: usize,
+    overlap: f32,
+    invalid: f32,
+}
+
+/// Run `t.steps` decode steps of resolve on the GPU and in the oracle; compare everything.
+fn check_trace(t: &Trace, seed: u64) {
+    let ctx = ctx();
+    let (k, p, cap, b) = (t.k, t.slots, t.capacity, t.lens.len());
+    let resolve = Resolve::new(ctx, k as u32, p as u32, cap as u32).unwrap();
+    let init_state: Vec<[i32; 2]> = vec![[-1, 0]; b * p];
+    let slot_state = ctx.upload("slot_state", &init_state).unwrap();
+    let token_slot = ctx.upload("token_slot", &vec![-1i32; b * cap]).unwrap();
+    let slot_ids = ctx.storage("slot_ids", (b * k * 4) as u64).unwrap();
+    let copies = ctx.storage("copies", (b * k * 8) as u64).unwrap();
+    let counts = ctx.storage("counts", (b * 8) as u64).unwrap();
+    let mut oracle: Vec<LruPool> = (0..b).map(|_| LruPool::new(p, cap)).collect();
+    let mut rng = Rng::new(seed);
+    let mut lens = t.lens.clone();
+    let mut prev: Vec<Vec<i32>> = vec![Vec::new(); b];
+    for step in 1..=t.steps {
+        let mut topk = vec![-1i32; b * k];
+        for s in 0..b {
+            lens[s] = (lens[s] + 1).min(cap); // decode appends one token per step
+            let mut sel = next_selection(&mut rng, &prev[s], lens[s], k, t.overlap);
+            if rng.uniform() < 0.5 {
+                sel[0] = lens[s] as i32 - 1; // the newest token is often selected
+                sel.sort_unstable();
+                sel.dedup();
+            }
+            prev[s] = sel.clone();
+            for (j, &id) in sel.iter().enumerate() {
+                topk[s * k + j] = if rng.uniform() < t.invalid { -1 } else { id };
+            }
+            for j in (1..k).rev() {
+                topk.swap(s * k + j, s * k + rng.below(j as u64 + 1) as usize);
+            }
+        }
+        let seqs: Vec<SeqKeys> = lens
+            .iter()
+            .map(|&len| SeqKeys { first_row: 0, len })
+            .collect();
+        let topk_buf = ctx.upload("topk", &topk).unwrap();
+        let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
+        for buf in [&slot_ids, &copies, &counts] {
+            ctx.fill(buf, POISON_U32);
+        }
+        let args = ResolveArgs {
+            topk_indices: &topk_buf,
+            seq: &seq,
+            slot_state: &slot_state,
+            token_slot: &token_slot,
+            slot_ids: &slot_ids,
+            copies: &copies,
+            counts: &counts,
+            b0: 0,
+            batch: b as u32,
+            step: step as u32,
+        };
+        ctx.run_pass(None, |pass| resolve.bind(ctx, &args).record(pass))
+            .unwrap();
+        let got_ids: Vec<i32> = ctx.read(&slot_ids).unwrap();
+        let got_copies: Vec<[u32; 2]> = ctx.read(&copies).unwrap();
+        let got_counts: Vec<[u32; 2]> = ctx.read(&counts).unwrap();
+        for s in 0..b {
+            let want = oracle[s].resolve(&topk[s * k..][..k], lens[s] as i32 - 1);
+            let ctxt = format!(
+                "step {step}, sequence {s}, P {p}, k {k}, overlap {}",
+                t.overlap
+            );
+            assert_eq!(
+                &got_ids[s * k..][..k],
+                &want.slot_ids[..],
+                "slot ids differ: {ctxt}"
+            );
+            let m = want.copies.len();
+            assert_eq!(
+                got_counts[s],
+                [m as u32, want.hits],
+                "counts differ: {ctxt}"
+            );
+            let gc: Vec<(u32, u32)> = got_copies[s * k..][..m]
+                .iter()
+                .map(|c| (c[0], c[1]))
+                .collect();
+            assert_eq!(gc, want.copies, "copy list differs: {ctxt}");
+        }
+    }
+    let got_state: Vec<[i32; 2]> = ctx.read(&slot_state).unwrap();
+    let got_token_slot: Vec<i32> = ctx.read(&token_slot).unwrap();
+    for s in 0..b {
+        let o = &oracle[s];
+        let want: Vec<[i32; 2]> = o
+            .slot_token
+            .iter()
+            .zip(&o.slot_last)
+            .map(|(&tk, &l)| [tk, l as i32])
+            .collect();
+        // the reserved slot is not tracked by resolve
+        assert_eq!(
+            &got_state[s * p..][..p - 1],
+            &want[..p - 1],
+            "slot table of sequence {s}"
+        );
+        assert_eq!(
+            &got_token_slot[s * cap..][..cap],
+            &o.token_slot[..],
+            "token table of sequence {s}"
+        );
+    }
+}
+
+#[test]
+fn gpu_resolve_equals_lru_oracle() {
+    let mut i = 0;
+    for &(k, mult) in &[(16usize, 1.0f32), (16, 1.5), (37, 2.0), (64, 4.0)] {
+        for &overlap in &[0.0f32, 0.35, 0.8, 1.0] {
+            let slots = ((k as f32 * mult) as usize).max(k + 1);
+            let t = Trace {
+                k,
+                slots,
+                capacity: 700,
+                lens: vec![50, 300, 5, 613],
+                steps: 12,
+                overlap,
+                invalid: 0.05,
+            };
+            check_trace(&t, seed(i));
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn gpu_resolve_equals_oracle_at_v32_top_k() {
+    // k = 2048 with a pool of exactly k + 1 slots (maximum thrashing) and of 2k
+    for (i, slots) in [2049usize, 4096].into_iter().enumerate() {
+        let t = Trace {
+            k: 2048,
+            slots,
+            capacity: 9000,
+            lens: vec![8000, 2500],
+            steps: 5,
+            overlap: 0.6,
+            invalid: 0.0,
+        };
+        check_trace(&t, seed(100 + i as u64));
+    }
+}
+
+#[test]
+fn pools_smaller_than_k_plus_one_are_errors() {
+    let e = Resolve::new(ctx(), 64, 64, 100).unwrap_err().to_string();
+    assert!(e.contains("pool slots = 64") && e.contains("65 ..="), "{e}");
+    assert!(Resolve::new(ctx(), 64, 65, 100).is_ok());
+}
