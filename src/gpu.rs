@@ -80,6 +80,9 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// Max threads per workgroup granted (≥ 256); top-k uses up to 1024.
     pub max_invocations: u32,
+    /// `MAPPABLE_PRIMARY_BUFFERS` is on: storage buffers can live in host RAM (see
+    /// [`GpuContext::host_buffer`]), so shaders read and write host memory directly.
+    pub mappable: bool,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -173,7 +176,9 @@ impl GpuContext {
             ..wgpu::Limits::default()
         };
 
-        let optional = wgpu::Features::TIMESTAMP_QUERY;
+        // Optional: GPU timestamps (else wall clock), and host-RAM storage buffers for the
+        // zero-copy host store (else the host store is process memory, moved by the CPU).
+        let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         let features = adapter.features() & optional;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -221,6 +226,7 @@ impl GpuContext {
             report,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_invocations,
+            mappable: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
             errors,
         })
     }
@@ -265,6 +271,57 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
+    }
+
+    /// A storage buffer in host RAM that shaders read and write over the bus (zero-copy), and
+    /// the CPU reads by mapping. `MAP_READ` without `MAP_WRITE` is what makes wgpu's Vulkan backend
+    /// place it in host-visible cached memory, not in VRAM (GPU.md). Needs [`GpuContext::mappable`].
+    pub fn host_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        if !self.mappable {
+            return Err(Error::Unsupported {
+                what: "storage buffers in host memory".into(),
+                need: "feature MAPPABLE_PRIMARY_BUFFERS".into(),
+                have: "not offered by this adapter".into(),
+            });
+        }
+        let size = size.max(4).next_multiple_of(4);
+        if size > self.max_binding() {
+            return Err(Error::Unsupported {
+                what: format!("a host buffer for {label}"),
+                need: format!("{size} bytes"),
+                have: format!("max storage binding {}", self.max_binding()),
+            });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Read `len` bytes at `offset` of a host buffer by mapping it (waits for the GPU).
+    pub fn read_host(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (start, end) = (offset / 8 * 8, (offset + len).next_multiple_of(4));
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, start..end, move |r| {
+            let _ = tx.send(r);
+        });
+        self.check()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("map callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
+        let data = {
+            let view = buf
+                .get_mapped_range(start..end)
+                .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?;
+            view[(offset - start) as usize..][..len as usize].to_vec()
+        };
+        buf.unmap();
+        Ok(data)
     }
 
     /// A storage buffer holding `data`.

@@ -187,3 +187,209 @@ fn pools_smaller_than_k_plus_one_are_errors() {
     assert!(e.contains("pool slots = 64") && e.contains("65 ..="), "{e}");
     assert!(Resolve::new(ctx(), 64, 65, 100).is_ok());
 }
+
+mod offload {
+    use super::{ctx, seed};
+    use ess_wgpu::cache::{CacheShape, OffloadCache, PoolSize, TransferPath};
+    use ess_wgpu::problems::seq_table;
+    use ess_wgpu::reference::SeqKeys;
+    use ess_wgpu::workload::{Rng, next_selection};
+
+    /// A decode-like run: prefill rows into the host store, then each step appends a new row and
+    /// fetches a top-k selection with the given overlap. Returns the cache and every row written.
+    fn run(
+        path: TransferPath,
+        shape: &CacheShape,
+        lens0: &[usize],
+        steps: usize,
+        overlap: f32,
+        seed: u64,
+    ) -> (OffloadCache, Vec<Vec<Vec<u8>>>, Vec<usize>) {
+        let ctx = ctx();
+        let mut cache = OffloadCache::new(ctx, shape, path).unwrap();
+        let mut rng = Rng::new(seed);
+        let rb = shape.row_bytes as usize;
+        let (b, k) = (shape.batch as usize, shape.topk as usize);
+        let random_row =
+            |rng: &mut Rng| -> Vec<u8> { (0..rb).map(|_| rng.below(256) as u8).collect() };
+        // rows[layer][seq] = every row written so far, token order
+        let mut rows: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new(); b]; shape.layers as usize];
+        let mut lens = lens0.to_vec();
+        for l in 0..shape.layers {
+            for s in 0..b {
+                let prefill: Vec<u8> = (0..lens[s]).flat_map(|_| random_row(&mut rng)).collect();
+                cache.host.write(ctx, l, s as u32, 0, &prefill).unwrap();
+                rows[l as usize][s] = prefill;
+            }
+        }
+        let mut prev: Vec<Vec<Vec<i32>>> = vec![vec![Vec::new(); b]; shape.layers as usize];
+        for _ in 0..steps {
+            for len in lens.iter_mut() {
+                *len += 1;
+            }
+            let seqs: Vec<SeqKeys> = lens
+                .iter()
+                .map(|&len| SeqKeys { first_row: 0, len })
+                .collect();
+            let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
+            let newest: Vec<u32> = lens.iter().map(|&l| l as u32 - 1).collect();
+            for l in 0..shape.layers {
+                let new_rows: Vec<u8> = (0..b).flat_map(|_| random_row(&mut rng)).collect();
+                for s in 0..b {
+                    rows[l as usize][s].extend_from_slice(&new_rows[s * rb..][..rb]);
+                }
+                let new_buf = ctx.upload("new rows", &new_rows).unwrap();
+                let mut topk = vec![-1i32; b * k];
+                for s in 0..b {
+                    let sel = next_selection(&mut rng, &prev[l as usize][s], lens[s], k, overlap);
+                    topk[s * k..][..sel.len()].copy_from_slice(&sel);
+                    prev[l as usize][s] = sel;
+                }
+                let topk_buf = ctx.upload("topk", &topk).unwrap();
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                cache
+                    .append(ctx, &mut enc, l, &new_buf, &seq, &newest)
+                    .unwrap();
+                cache.fetch(ctx, &mut enc, l, &topk_buf, &seq).unwrap();
+                ctx.queue.submit([enc.finish()]);
+                cache.read_counts(ctx, l).unwrap();
+            }
+        }
+        (cache, rows, lens)
+    }
+
+    fn shape(row_bytes: u64) -> CacheShape {
+        CacheShape {
+            layers: 2,
+            batch: 3,
+            capacity: 400,
+            slots: 40,
+            row_bytes,
+            topk: 24,
+        }
+    }
+
+    /// After any sequence of steps every pool slot holds exactly the host row its table names,
+    /// and the reserved slot holds the newest row: byte for byte.
+    #[test]
+    fn pool_slots_hold_the_rows_their_tables_name() {
+        let ctx = ctx();
+        for (i, path) in [
+            TransferPath::ZeroCopy,
+            TransferPath::Staging,
+            TransferPath::PerRow,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sh = shape(if i == 1 { 1152 } else { 656 });
+            let (cache, rows, lens) = run(path, &sh, &[100, 7, 250], 9, 0.6, seed(200 + i as u64));
+            let rb = sh.row_bytes as usize;
+            for l in 0..sh.layers {
+                let pool: Vec<u8> = ctx.read(cache.pool(l)).unwrap();
+                for s in 0..sh.batch as usize {
+                    let (state, token_slot) = cache.tables(ctx, l, s as u32).unwrap();
+                    let slot_row = |slot: usize| &pool[(s * sh.slots as usize + slot) * rb..][..rb];
+                    let mut held = 0;
+                    for (slot, st) in state[..sh.slots as usize - 1].iter().enumerate() {
+                        if st[0] >= 0 {
+                            let t = st[0] as usize;
+                            assert_eq!(token_slot[t], slot as i32, "{path}: tables disagree");
+                            assert_eq!(
+                                slot_row(slot),
+                                &rows[l as usize][s][t * rb..][..rb],
+                                "{path}: layer {l} seq {s} slot {slot} token {t}"
+                            );
+                            held += 1;
+                        }
+                    }
+                    assert!(held > 0, "{path}: nothing was fetched");
+                    let newest = lens[s] - 1;
+                    assert_eq!(
+                        slot_row(sh.slots as usize - 1),
+                        &rows[l as usize][s][newest * rb..][..rb],
+                        "{path}: reserved slot"
+                    );
+                }
+            }
+            let c = cache.counters[0];
+            assert!(c.misses > 0 && c.hits > 0, "{path}: {c:?}");
+            eprintln!(
+                "{path}: {} | layer 0: {c:?}, hit rate {:.2}",
+                cache.host.describe(),
+                c.hit_rate()
+            );
+        }
+    }
+
+    /// The three transfer paths leave identical pools.
+    #[test]
+    fn transfer_paths_leave_identical_pools() {
+        let ctx = ctx();
+        let sh = shape(656);
+        let s = seed(300);
+        let pools: Vec<Vec<Vec<u8>>> = [
+            TransferPath::ZeroCopy,
+            TransferPath::Staging,
+            TransferPath::PerRow,
+        ]
+        .into_iter()
+        .map(|p| {
+            let (cache, _, _) = run(p, &sh, &[60, 200, 33], 7, 0.5, s);
+            (0..sh.layers)
+                .map(|l| ctx.read(cache.pool(l)).unwrap())
+                .collect()
+        })
+        .collect();
+        assert!(pools[0] == pools[1], "zero-copy and staging pools differ");
+        assert!(pools[0] == pools[2], "zero-copy and per-row pools differ");
+    }
+
+    /// Nothing is lost: the host store holds every token ever written, prefill and decode.
+    #[test]
+    fn host_store_holds_every_token_written() {
+        let ctx = ctx();
+        for path in [TransferPath::ZeroCopy, TransferPath::Staging] {
+            let sh = shape(1152);
+            let (cache, rows, lens) = run(path, &sh, &[10, 390 - 12, 0], 11, 0.3, seed(400));
+            for l in 0..sh.layers {
+                for s in 0..sh.batch {
+                    let got = cache
+                        .host
+                        .read(ctx, l, s, 0, lens[s as usize] as u32)
+                        .unwrap();
+                    assert!(
+                        got == rows[l as usize][s as usize],
+                        "{path}: host store of layer {l} seq {s} differs"
+                    );
+                }
+            }
+            assert_eq!(cache.counters[0].rows_d2h, 11 * 3);
+        }
+    }
+
+    #[test]
+    fn pool_sizes_are_checked() {
+        assert_eq!(PoolSize::Ratio(0.2).slots(32768, 2048).unwrap(), 6554);
+        assert_eq!(PoolSize::Slots(2049).slots(32768, 2048).unwrap(), 2049);
+        let e = PoolSize::Ratio(0.05)
+            .slots(32768, 2048)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1639 (ratio 0.05 × context 32768)") && e.contains("2049 ..="),
+            "{e}"
+        );
+        assert!(PoolSize::Slots(2048).slots(32768, 2048).is_err());
+        assert!(PoolSize::Ratio(1.5).slots(100, 10).is_err());
+        let bad = CacheShape {
+            layers: 1,
+            batch: 1,
+            capacity: 10,
+            slots: 8,
+            row_bytes: 650,
+            topk: 4,
+        };
+        assert!(OffloadCache::new(ctx(), &bad, TransferPath::ZeroCopy).is_err()); // rows not 16-byte
+    }
+}

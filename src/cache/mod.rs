@@ -2,5 +2,7 @@
 //! the GPU tables and transfers built on it.
 
 pub mod lru;
+pub mod store;
 
 pub use lru::{LruPool, Resolved};
+pub use store::{CacheCounters, CacheShape, HostStore, OffloadCache, PoolSize, TransferPath};

@@ -8,6 +8,7 @@ pub mod probe;
 pub mod resolve;
 pub mod sparse_mla;
 pub mod topk;
+pub mod transfer;
 
 pub use indexer::Indexer;
 pub use lse_merge::LseMerge;
@@ -15,6 +16,7 @@ pub use probe::Probe;
 pub use resolve::Resolve;
 pub use sparse_mla::SparseMla;
 pub use topk::TopK;
+pub use transfer::Transfer;
 
 /// One or more pipelines with their bind groups and grids, recorded back to back into one pass
 /// (wgpu orders dispatches in a pass that touch the same buffers). Holds its uniform alive.

@@ -1,0 +1,671 @@
+//! The host store, the GPU staging pool, and one step of the offloaded cache.
+//!
+//! ```text
+//!  host store (every token, every layer)          GPU, per layer
+//!  ─────────────────────────────────────          ──────────────────────────────────────────────
+//!  zero-copy: host-RAM storage buffers   ──gather──►  pool [B, P, row]   ◄─ slot ids ─ resolve
+//!  (or process memory: CPU packs misses ──scatter─►   (slot P−1 = newest token)        ▲
+//!   into one staging upload)                          LRU tables [B, P], [B, T]        │ top-k
+//!                                        ◄─append──  newest row (write-back, zero-copy)
+//! ```
+//!
+//! One fetch = resolve (GPU, no CPU round trip) + transfer of the misses by the chosen path:
+//! - `zero-copy`: one gather shader per host-store group reads the missed rows straight from host
+//!   RAM into their slots (FlashTrans). Recorded into the caller's encoder: nothing waits.
+//! - `staging`: the CPU reads the copy list, packs the rows from process memory, uploads them
+//!   once, and a scatter shader puts them in their slots (one round trip).
+//! - `per-row`: the CPU reads the copy list and issues one buffer copy per row (the naive baseline
+//!   the paper measured at ~0.8 GB/s).
+//!
+//! All three leave the same bytes in the pool (tested).
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::kernels::resolve::ResolveArgs;
+use crate::kernels::transfer::{AppendArgs, TransferArgs};
+use crate::kernels::{Resolve, Transfer};
+use std::fmt;
+
+/// How missed rows move host → device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum TransferPath {
+    ZeroCopy,
+    Staging,
+    PerRow,
+}
+
+impl std::str::FromStr for TransferPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "zero-copy" => Ok(TransferPath::ZeroCopy),
+            "staging" => Ok(TransferPath::Staging),
+            "per-row" => Ok(TransferPath::PerRow),
+            _ => Err(Error::config("transfer", s, "zero-copy, staging, per-row")),
+        }
+    }
+}
+
+impl fmt::Display for TransferPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransferPath::ZeroCopy => "zero-copy",
+            TransferPath::Staging => "staging",
+            TransferPath::PerRow => "per-row",
+        })
+    }
+}
+
+/// Pool size per (layer, sequence): a slot count, or a *sparse memory ratio* = pool / full
+/// latent cache of the sequence (the paper's knob; 1.0 = no offload).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolSize {
+    Slots(u32),
+    Ratio(f64),
+}
+
+impl PoolSize {
+    /// Slots for a sequence of `capacity` tokens; at least `topk + 1` (one reserved for the newest
+    /// token), else a configuration error that shows the arithmetic.
+    pub fn slots(self, capacity: u32, topk: u32) -> Result<u32> {
+        let slots = match self {
+            PoolSize::Slots(n) => n,
+            PoolSize::Ratio(r) if r > 0.0 && r <= 1.0 => (r * capacity as f64).ceil() as u32,
+            PoolSize::Ratio(r) => return Err(Error::config("sparse_memory_ratio", r, "(0, 1]")),
+        };
+        if slots <= topk || slots > crate::kernels::resolve::MAX_SLOTS {
+            let what = match self {
+                PoolSize::Slots(_) => format!("{slots}"),
+                PoolSize::Ratio(r) => format!("{slots} (ratio {r} × context {capacity})"),
+            };
+            return Err(Error::config(
+                "pool slots",
+                what,
+                format!(
+                    "{} ..= {} (top-k {topk} + 1 reserved for the newest token)",
+                    topk + 1,
+                    crate::kernels::resolve::MAX_SLOTS
+                ),
+            ));
+        }
+        Ok(slots)
+    }
+}
+
+/// Sizes of an offloaded cache.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CacheShape {
+    pub layers: u32,
+    pub batch: u32,
+    /// Tokens per sequence the host store and token table hold.
+    pub capacity: u32,
+    /// Pool slots per (layer, sequence), slot P−1 reserved.
+    pub slots: u32,
+    /// Bytes per latent row (a multiple of 16).
+    pub row_bytes: u64,
+    pub topk: u32,
+}
+
+/// Hits, misses and bytes moved: per layer and step, or summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub rows_h2d: u64,
+    pub bytes_h2d: u64,
+    pub rows_d2h: u64,
+    pub bytes_d2h: u64,
+}
+
+impl std::ops::AddAssign for CacheCounters {
+    fn add_assign(&mut self, o: Self) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.rows_h2d += o.rows_h2d;
+        self.bytes_h2d += o.bytes_h2d;
+        self.rows_d2h += o.rows_d2h;
+        self.bytes_d2h += o.bytes_d2h;
+    }
+}
+
+impl CacheCounters {
+    pub fn hit_rate(&self) -> f64 {
+        let n = self.hits + self.misses;
+        if n == 0 {
+            0.0
+        } else {
+            self.hits as f64 / n as f64
+        }
+    }
+}
+
+/// Every sequence's latent rows for every layer, in host memory.
+pub struct HostStore {
+    shape: CacheShape,
+    /// Sequences per host buffer (the binding limit decides).
+    seqs_per_group: u32,
+    kind: HostKind,
+}
+
+enum HostKind {
+    /// `[layer][group]` host-RAM storage buffers `[n, capacity, row]` (zero-copy).
+    Buffers(Vec<Vec<wgpu::Buffer>>),
+    /// `[layer]` process memory `[B, capacity, row]`.
+    Memory(Vec<Vec<u8>>),
+}
+
+impl HostStore {
+    /// Host-RAM GPU buffers when `zero_copy` (needs [`GpuContext::mappable`]), else process memory.
+    pub fn new(ctx: &GpuContext, shape: &CacheShape, zero_copy: bool) -> Result<Self> {
+        let seq_bytes = shape.capacity as u64 * shape.row_bytes;
+        let kind = if zero_copy {
+            if seq_bytes > ctx.max_binding() {
+                return Err(Error::Unsupported {
+                    what: "one sequence's latent rows in one binding".into(),
+                    need: format!("{seq_bytes} bytes"),
+                    have: format!("max storage binding {}", ctx.max_binding()),
+                });
+            }
+            let per = (ctx.max_binding() / seq_bytes).min(shape.batch as u64) as u32;
+            let mut layers = Vec::new();
+            for l in 0..shape.layers {
+                let mut groups = Vec::new();
+                let mut b0 = 0;
+                while b0 < shape.batch {
+                    let n = per.min(shape.batch - b0);
+                    groups.push(ctx.host_buffer(
+                        &format!("host store layer {l} seqs {b0}.."),
+                        n as u64 * seq_bytes,
+                    )?);
+                    b0 += n;
+                }
+                layers.push(groups);
+            }
+            HostKind::Buffers(layers)
+        } else {
+            HostKind::Memory(vec![
+                vec![0u8; (shape.batch as u64 * seq_bytes) as usize];
+                shape.layers as usize
+            ])
+        };
+        let seqs_per_group = match &kind {
+            HostKind::Buffers(_) => (ctx.max_binding() / seq_bytes).min(shape.batch as u64) as u32,
+            HostKind::Memory(_) => shape.batch,
+        };
+        Ok(HostStore {
+            shape: shape.clone(),
+            seqs_per_group,
+            kind,
+        })
+    }
+
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.kind, HostKind::Buffers(_))
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            HostKind::Buffers(l) => format!(
+                "host-RAM GPU buffers (MAP_READ | STORAGE), {} per layer, zero-copy access by shaders",
+                l.first().map_or(0, Vec::len)
+            ),
+            HostKind::Memory(_) => "process memory (rows moved by the CPU)".into(),
+        }
+    }
+
+    /// Bytes held in host memory.
+    pub fn bytes(&self) -> u64 {
+        self.shape.layers as u64
+            * self.shape.batch as u64
+            * self.shape.capacity as u64
+            * self.shape.row_bytes
+    }
+
+    /// (first sequence, sequences) of each host group.
+    pub fn groups(&self) -> Vec<(u32, u32)> {
+        (0..self.shape.batch)
+            .step_by(self.seqs_per_group as usize)
+            .map(|b0| (b0, self.seqs_per_group.min(self.shape.batch - b0)))
+            .collect()
+    }
+
+    fn offset(&self, b: u32, token: u32) -> u64 {
+        let local = b % self.seqs_per_group;
+        (local as u64 * self.shape.capacity as u64 + token as u64) * self.shape.row_bytes
+    }
+
+    fn check_range(&self, layer: u32, b: u32, token: u32, rows: u64) -> Result<()> {
+        if layer >= self.shape.layers
+            || b >= self.shape.batch
+            || token as u64 + rows > self.shape.capacity as u64
+        {
+            return Err(Error::config(
+                "host store range",
+                format!(
+                    "layer {layer}, sequence {b}, tokens {token}..{}",
+                    token as u64 + rows
+                ),
+                format!(
+                    "{} layers, {} sequences, {} tokens",
+                    self.shape.layers, self.shape.batch, self.shape.capacity
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host buffer holding sequence `b` of `layer` (zero-copy stores only).
+    pub fn buffer(&self, layer: u32, b: u32) -> Option<&wgpu::Buffer> {
+        match &self.kind {
+            HostKind::Buffers(l) => Some(&l[layer as usize][(b / self.seqs_per_group) as usize]),
+            HostKind::Memory(_) => None,
+        }
+    }
+
+    /// Write whole rows from the CPU, starting at `token` (e.g. a prefill's latent rows).
+    pub fn write(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        b: u32,
+        token: u32,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let rows = bytes.len() as u64 / self.shape.row_bytes;
+        self.check_range(layer, b, token, rows)?;
+        let off = self.offset(b, token);
+        match &mut self.kind {
+            HostKind::Buffers(_) => {
+                ctx.write(self.buffer(layer, b).expect("zero-copy store"), off, bytes)
+            }
+            HostKind::Memory(m) => {
+                let off =
+                    (b as u64 * self.shape.capacity as u64 + token as u64) * self.shape.row_bytes;
+                m[layer as usize][off as usize..][..bytes.len()].copy_from_slice(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `rows` rows of sequence `b`, `layer`, starting at `token`.
+    pub fn read(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        b: u32,
+        token: u32,
+        rows: u32,
+    ) -> Result<Vec<u8>> {
+        self.check_range(layer, b, token, rows as u64)?;
+        let len = rows as u64 * self.shape.row_bytes;
+        match &self.kind {
+            HostKind::Buffers(_) => ctx.read_host(
+                self.buffer(layer, b).expect("zero-copy store"),
+                self.offset(b, token),
+                len,
+            ),
+            HostKind::Memory(m) => {
+                let off =
+                    (b as u64 * self.shape.capacity as u64 + token as u64) * self.shape.row_bytes;
+                Ok(m[layer as usize][off as usize..][..len as usize].to_vec())
+            }
+        }
+    }
+}
+
+/// Per layer on the GPU: the pool rows, the LRU tables, and one step's resolve outputs.
+struct LayerPool {
+    pool: wgpu::Buffer,       // [B, P, row]
+    slot_state: wgpu::Buffer, // [B, P] (token, last use)
+    token_slot: wgpu::Buffer, // [B, capacity]
+    slot_ids: wgpu::Buffer,   // [B, k]
+    copies: wgpu::Buffer,     // [B, k] (token, slot)
+    counts: wgpu::Buffer,     // [B] (misses, hits)
+    step: u32,
+}
+
+/// The offloaded latent cache of a batch: host store, GPU pools, resolve and transfers.
+pub struct OffloadCache {
+    pub shape: CacheShape,
+    /// The path in use (may differ from the one asked for: see `fallback`).
+    pub path: TransferPath,
+    /// Why the asked-for path was replaced, if it was.
+    pub fallback: Option<String>,
+    pub host: HostStore,
+    layers: Vec<LayerPool>,
+    resolve: Resolve,
+    transfer: Transfer,
+    /// Counters summed per layer since creation (or the last [`OffloadCache::take_counters`]).
+    pub counters: Vec<CacheCounters>,
+    staging: Option<wgpu::Buffer>,
+}
+
+impl OffloadCache {
+    pub fn new(ctx: &GpuContext, shape: &CacheShape, path: TransferPath) -> Result<Self> {
+        let (path, fallback) = match path {
+            TransferPath::ZeroCopy if !ctx.mappable => (
+                TransferPath::Staging,
+                Some(
+                    "the adapter lacks MAPPABLE_PRIMARY_BUFFERS: zero-copy replaced by staging"
+                        .to_string(),
+                ),
+            ),
+            p => (p, None),
+        };
+        let zero_copy_store = ctx.mappable && path != TransferPath::Staging;
+        let host = HostStore::new(ctx, shape, zero_copy_store)?;
+        let resolve = Resolve::new(ctx, shape.topk, shape.slots, shape.capacity)?;
+        let transfer = Transfer::new(
+            ctx,
+            shape.row_bytes,
+            shape.topk,
+            shape.slots,
+            shape.capacity,
+        )?;
+        let (b, p, k) = (shape.batch as u64, shape.slots as u64, shape.topk as u64);
+        let mut layers = Vec::new();
+        for l in 0..shape.layers {
+            let slot_state = ctx.storage(&format!("slot_state {l}"), b * p * 8)?;
+            let init: Vec<[i32; 2]> = vec![[-1, 0]; (b * p) as usize];
+            ctx.write(&slot_state, 0, bytemuck::cast_slice(&init));
+            let token_slot =
+                ctx.storage(&format!("token_slot {l}"), b * shape.capacity as u64 * 4)?;
+            ctx.fill(&token_slot, u32::MAX);
+            layers.push(LayerPool {
+                pool: ctx.storage(&format!("pool {l}"), b * p * shape.row_bytes)?,
+                slot_state,
+                token_slot,
+                slot_ids: ctx.storage(&format!("slot_ids {l}"), b * k * 4)?,
+                copies: ctx.storage(&format!("copies {l}"), b * k * 8)?,
+                counts: ctx.storage(&format!("counts {l}"), b * 8)?,
+                step: 0,
+            });
+        }
+        let staging = match path {
+            TransferPath::Staging => Some(ctx.storage("staging", b * k * shape.row_bytes)?),
+            _ => None,
+        };
+        Ok(OffloadCache {
+            shape: shape.clone(),
+            path,
+            fallback,
+            host,
+            layers,
+            resolve,
+            transfer,
+            counters: vec![CacheCounters::default(); shape.layers as usize],
+            staging,
+        })
+    }
+
+    /// The pool of `layer` `[B, P, row]`: sparse MLA reads it with the slot ids and a sequence
+    /// table whose first rows are [`OffloadCache::pool_first_rows`].
+    pub fn pool(&self, layer: u32) -> &wgpu::Buffer {
+        &self.layers[layer as usize].pool
+    }
+
+    /// `[B, k]` slot ids of the last fetch of `layer`.
+    pub fn slot_ids(&self, layer: u32) -> &wgpu::Buffer {
+        &self.layers[layer as usize].slot_ids
+    }
+
+    /// First pool row of each sequence (b · P).
+    pub fn pool_first_rows(&self) -> Vec<u32> {
+        (0..self.shape.batch)
+            .map(|b| b * self.shape.slots)
+            .collect()
+    }
+
+    /// Bytes held on the GPU: pools, LRU tables, resolve outputs, staging.
+    pub fn device_bytes(&self) -> u64 {
+        let per_layer: u64 = {
+            let l = &self.layers[0];
+            [
+                &l.pool,
+                &l.slot_state,
+                &l.token_slot,
+                &l.slot_ids,
+                &l.copies,
+                &l.counts,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum()
+        };
+        per_layer * self.shape.layers as u64 + self.staging.as_ref().map_or(0, |s| s.size())
+    }
+
+    /// Bytes of the pools alone (the "sparse memory pool").
+    pub fn pool_bytes(&self) -> u64 {
+        self.shape.layers as u64 * self.layers[0].pool.size()
+    }
+
+    /// Resolve `topk_indices` `[B, k]` for `layer` and bring the misses into the pool. `seq`:
+    /// `[B, 2]` (_, T_b). Zero-copy records into `enc` and waits for nothing; staging and
+    /// per-row submit `enc` and wait, since the CPU must see the copy list.
+    pub fn fetch(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: u32,
+        topk_indices: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+    ) -> Result<()> {
+        let l = &mut self.layers[layer as usize];
+        l.step += 1;
+        let batch = self.shape.batch;
+        let resolve = self.resolve.bind(
+            ctx,
+            &ResolveArgs {
+                topk_indices,
+                seq,
+                slot_state: &l.slot_state,
+                token_slot: &l.token_slot,
+                slot_ids: &l.slot_ids,
+                copies: &l.copies,
+                counts: &l.counts,
+                b0: 0,
+                batch,
+                step: l.step,
+            },
+        );
+        let targs = TransferArgs {
+            copies: &l.copies,
+            counts: &l.counts,
+            pool: &l.pool,
+            b0: 0,
+            batch,
+        };
+        match self.path {
+            TransferPath::ZeroCopy => {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                resolve.record(&mut pass);
+                for (b0, n) in self.host.groups() {
+                    let host = self.host.buffer(layer, b0).expect("zero-copy store");
+                    self.transfer
+                        .gather(
+                            ctx,
+                            &TransferArgs {
+                                b0,
+                                batch: n,
+                                ..targs
+                            },
+                            host,
+                        )
+                        .record(&mut pass);
+                }
+                Ok(())
+            }
+            TransferPath::Staging | TransferPath::PerRow => {
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    resolve.record(&mut pass);
+                }
+                let done =
+                    std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
+                ctx.queue.submit([done.finish()]);
+                let copies: Vec<[u32; 2]> = ctx.read(&l.copies)?;
+                let counts: Vec<[u32; 2]> = ctx.read(&l.counts)?;
+                let (k, rb) = (self.shape.topk as usize, self.shape.row_bytes);
+                if self.path == TransferPath::Staging {
+                    // pack each sequence's missed rows back to back, upload them in one write
+                    let staging = self.staging.as_ref().expect("staging buffer");
+                    let mut packed = Vec::new();
+                    for b in 0..batch as usize {
+                        packed.clear();
+                        for c in &copies[b * k..][..counts[b][0] as usize] {
+                            packed.extend_from_slice(self.host.read_local(layer, b as u32, c[0])?);
+                        }
+                        ctx.write(staging, (b * k) as u64 * rb, &packed);
+                    }
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    self.transfer
+                        .scatter(ctx, &targs, staging)
+                        .record(&mut pass);
+                } else {
+                    for b in 0..batch as usize {
+                        for c in &copies[b * k..][..counts[b][0] as usize] {
+                            let dst = ((b as u64) * self.shape.slots as u64 + c[1] as u64) * rb;
+                            match self.host.buffer(layer, b as u32) {
+                                Some(host) => enc.copy_buffer_to_buffer(
+                                    host,
+                                    self.host.offset(b as u32, c[0]),
+                                    &l.pool,
+                                    dst,
+                                    rb,
+                                ),
+                                None => ctx.write(
+                                    &l.pool,
+                                    dst,
+                                    self.host.read_local(layer, b as u32, c[0])?,
+                                ),
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The newest row of every sequence (`new_rows` `[B, row]`, token T_b − 1 per `seq`) into its
+    /// pool's reserved slot and, written back, into the host store. `newest`: T_b − 1 per sequence
+    /// (used by the process-memory store, which the CPU updates).
+    pub fn append(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: u32,
+        new_rows: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+        newest: &[u32],
+    ) -> Result<()> {
+        let l = &self.layers[layer as usize];
+        let rb = self.shape.row_bytes;
+        if self.host.is_zero_copy() {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for (b0, n) in self.host.groups() {
+                let host = self.host.buffer(layer, b0);
+                self.transfer
+                    .append(ctx, &l.pool, new_rows, seq, host, b0, n)
+                    .record(&mut pass);
+            }
+        } else {
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.transfer
+                    .append(ctx, &l.pool, new_rows, seq, None, 0, self.shape.batch)
+                    .record(&mut pass);
+            }
+            let done =
+                std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
+            ctx.queue.submit([done.finish()]);
+            let rows: Vec<u8> = ctx.read(new_rows)?;
+            for (b, &t) in newest.iter().enumerate() {
+                self.host.write(
+                    ctx,
+                    layer,
+                    b as u32,
+                    t,
+                    &rows[b * rb as usize..][..rb as usize],
+                )?;
+            }
+        }
+        let c = &mut self.counters[layer as usize];
+        c.rows_d2h += self.shape.batch as u64;
+        c.bytes_d2h += self.shape.batch as u64 * rb;
+        Ok(())
+    }
+
+    /// Read the last fetch's (misses, hits) of `layer` (waits for the GPU), add them to the
+    /// counters and return them.
+    pub fn read_counts(&mut self, ctx: &GpuContext, layer: u32) -> Result<CacheCounters> {
+        let counts: Vec<[u32; 2]> = ctx.read(&self.layers[layer as usize].counts)?;
+        let misses: u64 = counts.iter().map(|c| c[0] as u64).sum();
+        let step = CacheCounters {
+            hits: counts.iter().map(|c| c[1] as u64).sum(),
+            misses,
+            rows_h2d: misses,
+            bytes_h2d: misses * self.shape.row_bytes,
+            ..Default::default()
+        };
+        self.counters[layer as usize] += step;
+        Ok(step)
+    }
+
+    /// The GPU LRU tables of `layer`, sequence `b`: (slot → (token, last use)), (token → slot).
+    pub fn tables(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        b: u32,
+    ) -> Result<(Vec<[i32; 2]>, Vec<i32>)> {
+        let l = &self.layers[layer as usize];
+        let state: Vec<[i32; 2]> = ctx.read(&l.slot_state)?;
+        let tok: Vec<i32> = ctx.read(&l.token_slot)?;
+        let (p, cap) = (self.shape.slots as usize, self.shape.capacity as usize);
+        Ok((
+            state[b as usize * p..][..p].to_vec(),
+            tok[b as usize * cap..][..cap].to_vec(),
+        ))
+    }
+
+    /// LRU warm-up (the paper's LRU-Warmup): seed `layer`'s pools with the top-k ids of the last
+    /// prefill windows, oldest window first, as if they were decode steps. Returns their counters.
+    pub fn warm(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        windows: &[wgpu::Buffer],
+        seq: &wgpu::Buffer,
+    ) -> Result<CacheCounters> {
+        let mut total = CacheCounters::default();
+        for w in windows {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            self.fetch(ctx, &mut enc, layer, w, seq)?;
+            ctx.queue.submit([enc.finish()]);
+            let before = self.counters[layer as usize];
+            let step = self.read_counts(ctx, layer)?;
+            self.counters[layer as usize] = before; // warm-up is not counted as decode traffic
+            total += step;
+        }
+        Ok(total)
+    }
+}
+
+impl HostStore {
+    /// One row of sequence `b` at `token`, for the CPU paths (process memory: a slice; host
+    /// buffers: a mapped read).
+    fn read_local(&self, layer: u32, b: u32, token: u32) -> Result<&[u8]> {
+        match &self.kind {
+            HostKind::Memory(m) => {
+                let off =
+                    (b as u64 * self.shape.capacity as u64 + token as u64) * self.shape.row_bytes;
+                Ok(&m[layer as usize][off as usize..][..self.shape.row_bytes as usize])
+            }
+            HostKind::Buffers(_) => Err(Error::Gpu(
+                "read_local on a host-buffer store (staging uses process memory)".into(),
+            )),
+        }
+    }
+}

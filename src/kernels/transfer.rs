@@ -1,0 +1,150 @@
+//! Row transfers between the host store and the GPU staging pool: zero-copy gather, scatter of
+//! a CPU-packed staging upload, and append (newest row → reserved slot + write-back to host).
+//! Shader: `shaders/transfer.wgsl`.
+
+use super::{Dispatch, StepSpec, dispatch_steps};
+use crate::error::Result;
+use crate::gpu::GpuContext;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    row_vecs: u32,
+    k: u32,
+    slots: u32,
+    capacity: u32,
+    b0: u32,
+    _pad: [u32; 3],
+}
+
+#[derive(Debug)]
+pub struct Transfer {
+    gather: wgpu::ComputePipeline,
+    scatter: wgpu::ComputePipeline,
+    append: wgpu::ComputePipeline,
+    append_pool: wgpu::ComputePipeline,
+    /// 16-byte units per row.
+    pub row_vecs: u32,
+    pub k: u32,
+    pub slots: u32,
+    pub capacity: u32,
+}
+
+/// Where the rows of sequences `b0 .. b0 + batch` go and come from.
+pub struct TransferArgs<'a> {
+    /// `[B, k]` (token, slot) and `[B]` (misses, hits) from the resolve.
+    pub copies: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    /// `[B, P, row]` the pool of one layer.
+    pub pool: &'a wgpu::Buffer,
+    pub b0: u32,
+    pub batch: u32,
+}
+
+impl Transfer {
+    /// `row_bytes` must be a multiple of 16 (656 and 1152 are).
+    pub fn new(
+        ctx: &GpuContext,
+        row_bytes: u64,
+        k: u32,
+        slots: u32,
+        capacity: u32,
+    ) -> Result<Self> {
+        if row_bytes == 0 || !row_bytes.is_multiple_of(16) {
+            return Err(crate::Error::config(
+                "row bytes",
+                row_bytes,
+                "a positive multiple of 16",
+            ));
+        }
+        let src = include_str!("../../shaders/transfer.wgsl");
+        Ok(Transfer {
+            gather: ctx.pipeline("gather", src, "gather", &[])?,
+            scatter: ctx.pipeline("scatter", src, "scatter", &[])?,
+            append: ctx.pipeline("append", src, "append", &[])?,
+            append_pool: ctx.pipeline("append_pool", src, "append_pool", &[])?,
+            row_vecs: (row_bytes / 16) as u32,
+            k,
+            slots,
+            capacity,
+        })
+    }
+
+    fn params(&self, b0: u32) -> Params {
+        Params {
+            row_vecs: self.row_vecs,
+            k: self.k,
+            slots: self.slots,
+            capacity: self.capacity,
+            b0,
+            _pad: [0; 3],
+        }
+    }
+
+    fn grid_rows(&self, batch: u32) -> [u32; 3] {
+        [(self.k * self.row_vecs).div_ceil(256), batch, 1]
+    }
+
+    /// Zero-copy: every missed row straight from the host store group (`host`: sequences
+    /// `a.b0 ..`, `capacity` rows each) into its slot.
+    pub fn gather(&self, ctx: &GpuContext, a: &TransferArgs, host: &wgpu::Buffer) -> Dispatch {
+        let buffers = [(1, a.copies), (2, a.counts), (3, host), (4, a.pool)];
+        let step = StepSpec {
+            pipeline: &self.gather,
+            buffers: &buffers,
+            workgroups: self.grid_rows(a.batch),
+        };
+        dispatch_steps(ctx, "gather", &self.params(a.b0), &[step])
+    }
+
+    /// Staging: rows packed by the CPU as `staging[b, r]` (r = miss rank) into their slots.
+    pub fn scatter(&self, ctx: &GpuContext, a: &TransferArgs, staging: &wgpu::Buffer) -> Dispatch {
+        let buffers = [(1, a.copies), (2, a.counts), (3, staging), (4, a.pool)];
+        let step = StepSpec {
+            pipeline: &self.scatter,
+            buffers: &buffers,
+            workgroups: self.grid_rows(a.batch),
+        };
+        dispatch_steps(ctx, "scatter", &self.params(a.b0), &[step])
+    }
+
+    /// The newest row of each sequence into the pool's reserved slot and, with `a.host`, into
+    /// the host store at token T_b − 1 (write-back).
+    pub fn append(&self, ctx: &GpuContext, a: &AppendArgs) -> Dispatch {
+        let grid = [self.row_vecs.div_ceil(256), a.batch, 1];
+        match a.host {
+            Some(host) => {
+                let buffers = [(3, a.new_rows), (4, a.pool), (5, a.seq), (6, host)];
+                let step = StepSpec {
+                    pipeline: &self.append,
+                    buffers: &buffers,
+                    workgroups: grid,
+                };
+                dispatch_steps(ctx, "append", &self.params(a.b0), &[step])
+            }
+            None => {
+                let buffers = [(3, a.new_rows), (4, a.pool)];
+                let step = StepSpec {
+                    pipeline: &self.append_pool,
+                    buffers: &buffers,
+                    workgroups: grid,
+                };
+                dispatch_steps(ctx, "append_pool", &self.params(a.b0), &[step])
+            }
+        }
+    }
+}
+
+/// The newest rows of sequences `b0 .. b0 + batch`.
+pub struct AppendArgs<'a> {
+    /// `[B, P, row]` the pool of one layer.
+    pub pool: &'a wgpu::Buffer,
+    /// `[B, row]` the new rows.
+    pub new_rows: &'a wgpu::Buffer,
+    /// `[B, 2]` (_, T_b): the new row is token T_b − 1.
+    pub seq: &'a wgpu::Buffer,
+    /// The host-store group of these sequences (zero-copy write-back), or none.
+    pub host: Option<&'a wgpu::Buffer>,
+    pub b0: u32,
+    pub batch: u32,
+}
