@@ -566,16 +566,28 @@ impl OffloadCache {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for (b0, n) in self.host.groups() {
                 let host = self.host.buffer(layer, b0);
-                self.transfer
-                    .append(ctx, &l.pool, new_rows, seq, host, b0, n)
-                    .record(&mut pass);
+                let args = AppendArgs {
+                    pool: &l.pool,
+                    new_rows,
+                    seq,
+                    host,
+                    b0,
+                    batch: n,
+                };
+                self.transfer.append(ctx, &args).record(&mut pass);
             }
         } else {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                self.transfer
-                    .append(ctx, &l.pool, new_rows, seq, None, 0, self.shape.batch)
-                    .record(&mut pass);
+                let args = AppendArgs {
+                    pool: &l.pool,
+                    new_rows,
+                    seq,
+                    host: None,
+                    b0: 0,
+                    batch: self.shape.batch,
+                };
+                self.transfer.append(ctx, &args).record(&mut pass);
             }
             let done =
                 std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
