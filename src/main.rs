@@ -71,6 +71,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move latent rows host <-> device by each transfer path, against the measured bus peaks.
+    Transfer {
+        /// Row sizes in bytes (comma list, multiples of 16).
+        #[arg(long, value_delimiter = ',', default_values_t = [656u64, 1152])]
+        row_bytes: Vec<u64>,
+        /// Missed rows per dispatch (comma list, K = 1024).
+        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg,
+              default_values_t = [64u32, 256, 1024, 4096, 16384, 65536])]
+        rows: Vec<u32>,
+        /// Timed repetitions per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_count_arg(s: &str) -> std::result::Result<u32, String> {
@@ -134,15 +150,35 @@ fn run(cli: Cli) -> Result<()> {
                 reps,
             };
             let report = bench::run(&ctx, &opts, |what| eprintln!("... {what}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serialises")
-                );
-            } else {
-                print!("{report}");
-            }
+            print_report(&report, json);
+        }
+        Command::Bench(BenchCommand::Transfer {
+            row_bytes,
+            rows,
+            reps,
+            json,
+        }) => {
+            let ctx = GpuContext::new()?;
+            let opts = bench::transfer::TransferOptions {
+                row_bytes,
+                rows,
+                reps,
+            };
+            let report = bench::transfer::run(&ctx, &opts, |what| eprintln!("... {what}"))?;
+            print_report(&report, json);
         }
     }
     Ok(())
+}
+
+/// A report as JSON (`--json`) or as its table.
+fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("report serialises")
+        );
+    } else {
+        print!("{report}");
+    }
 }

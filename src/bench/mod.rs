@@ -20,6 +20,8 @@ use crate::reference::SeqKeys;
 use crate::workload::{Rng, storage_bytes};
 use std::time::Instant;
 
+pub mod transfer;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
