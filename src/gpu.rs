@@ -178,7 +178,10 @@ impl GpuContext {
 
         // Optional: GPU timestamps (else wall clock), and host-RAM storage buffers for the
         // zero-copy host store (else the host store is process memory, moved by the CPU).
-        let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        // Timestamps inside encoders time plain buffer copies (the transfer benchmark's peaks).
+        let optional = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         let features = adapter.features() & optional;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -229,6 +232,13 @@ impl GpuContext {
             mappable: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
             errors,
         })
+    }
+
+    /// Timestamps can be written between any commands of an encoder, not only around passes.
+    pub fn encoder_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
     }
 
     /// Largest buffer that can be bound as one storage binding.
@@ -505,6 +515,19 @@ impl GpuTimer {
             beginning_of_pass_write_index: Some(2 * slot),
             end_of_pass_write_index: Some(2 * slot + 1),
         }
+    }
+
+    /// Timestamp slot `slot` around whatever `record` puts into `enc` (buffer copies included).
+    /// Needs `TIMESTAMP_QUERY_INSIDE_ENCODERS` ([`GpuContext::encoder_timestamps`]).
+    pub fn around(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        slot: u32,
+        record: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) {
+        enc.write_timestamp(&self.query_set, 2 * slot);
+        record(enc);
+        enc.write_timestamp(&self.query_set, 2 * slot + 1);
     }
 
     /// Seconds each slot's pass took.

@@ -393,3 +393,72 @@ mod offload {
         assert!(OffloadCache::new(ctx(), &bad, TransferPath::ZeroCopy).is_err()); // rows not 16-byte
     }
 }
+
+mod warmup {
+    use super::{ctx, seed};
+    use ess_wgpu::cache::{CacheShape, OffloadCache, TransferPath};
+    use ess_wgpu::problems::seq_table;
+    use ess_wgpu::reference::SeqKeys;
+    use ess_wgpu::workload::{Rng, next_selection};
+
+    /// LRU warm-up seeds the pool from the last prefill windows' top-k: the first decode step,
+    /// whose selection overlaps the last window, misses far less than on a cold pool; and the
+    /// warm-up's own traffic is not counted as decode traffic.
+    #[test]
+    fn warm_up_cuts_first_step_misses() {
+        let ctx = ctx();
+        let shape = CacheShape {
+            layers: 1,
+            batch: 2,
+            capacity: 600,
+            slots: 96,
+            row_bytes: 656,
+            topk: 48,
+        };
+        let mut rng = Rng::new(seed(500));
+        let lens = [500usize, 420];
+        let (b, k) = (2usize, 48usize);
+        // three prefill windows with 70% step-to-step overlap, then a decode step with 70% overlap
+        let mut prev = vec![Vec::new(); b];
+        let mut windows = Vec::new();
+        for _ in 0..4 {
+            let mut w = vec![-1i32; b * k];
+            for s in 0..b {
+                let sel = next_selection(&mut rng, &prev[s], lens[s] - 1, k, 0.7);
+                w[s * k..][..sel.len()].copy_from_slice(&sel);
+                prev[s] = sel;
+            }
+            windows.push(w);
+        }
+        let decode = windows.pop().unwrap();
+        let seqs: Vec<SeqKeys> = lens
+            .iter()
+            .map(|&len| SeqKeys { first_row: 0, len })
+            .collect();
+        let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
+        let first_step_misses = |warm: bool| {
+            let mut cache = OffloadCache::new(ctx, &shape, TransferPath::ZeroCopy).unwrap();
+            if warm {
+                let bufs: Vec<_> = windows
+                    .iter()
+                    .map(|w| ctx.upload("window", w).unwrap())
+                    .collect();
+                let c = cache.warm(ctx, 0, &bufs, &seq).unwrap();
+                assert!(c.misses > 0);
+                assert_eq!(
+                    cache.counters[0].misses, 0,
+                    "warm-up traffic counted as decode traffic"
+                );
+            }
+            let topk = ctx.upload("topk", &decode).unwrap();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            cache.fetch(ctx, &mut enc, 0, &topk, &seq).unwrap();
+            ctx.queue.submit([enc.finish()]);
+            cache.read_counts(ctx, 0).unwrap().misses
+        };
+        let (cold, warm) = (first_step_misses(false), first_step_misses(true));
+        eprintln!("first decode step misses: cold {cold}, warmed {warm}");
+        assert_eq!(cold, (b * k) as u64);
+        assert!(warm * 2 < cold, "warm-up did not help: {warm} vs {cold}");
+    }
+}
