@@ -476,6 +476,17 @@ impl GpuContext {
     }
 }
 
+/// A compute pass, timestamped into slot `slot` of the timer when there is one.
+pub fn timed_pass<'e>(
+    enc: &'e mut wgpu::CommandEncoder,
+    timer: Option<(&'e GpuTimer, u32)>,
+) -> wgpu::ComputePass<'e> {
+    enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: None,
+        timestamp_writes: timer.map(|(t, slot)| t.writes(slot)),
+    })
+}
+
 /// GPU timestamps around compute passes: slot i owns queries 2i (begin) and 2i+1 (end).
 pub struct GpuTimer {
     query_set: wgpu::QuerySet,

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod compare;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

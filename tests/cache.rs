@@ -250,7 +250,9 @@ mod offload {
                 cache
                     .append(ctx, &mut enc, l, &new_buf, &seq, &newest)
                     .unwrap();
-                cache.fetch(ctx, &mut enc, l, &topk_buf, &seq).unwrap();
+                cache
+                    .fetch(ctx, &mut enc, l, &topk_buf, &seq, None)
+                    .unwrap();
                 ctx.queue.submit([enc.finish()]);
                 cache.read_counts(ctx, l).unwrap();
             }
@@ -452,7 +454,7 @@ mod warmup {
             }
             let topk = ctx.upload("topk", &decode).unwrap();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            cache.fetch(ctx, &mut enc, 0, &topk, &seq).unwrap();
+            cache.fetch(ctx, &mut enc, 0, &topk, &seq, None).unwrap();
             ctx.queue.submit([enc.finish()]);
             cache.read_counts(ctx, 0).unwrap().misses
         };

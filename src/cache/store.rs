@@ -20,7 +20,7 @@
 //! All three leave the same bytes in the pool (tested).
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::resolve::ResolveArgs;
 use crate::kernels::transfer::{AppendArgs, TransferArgs};
 use crate::kernels::{Resolve, Transfer};
@@ -450,7 +450,9 @@ impl OffloadCache {
         layer: u32,
         topk_indices: &wgpu::Buffer,
         seq: &wgpu::Buffer,
+        timer: Option<(&GpuTimer, u32)>,
     ) -> Result<()> {
+        let slot = |i: u32| timer.map(|(t, s)| (t, s + i));
         let l = &mut self.layers[layer as usize];
         l.step += 1;
         let batch = self.shape.batch;
@@ -478,8 +480,8 @@ impl OffloadCache {
         };
         match self.path {
             TransferPath::ZeroCopy => {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                resolve.record(&mut pass);
+                resolve.record(&mut timed_pass(enc, slot(0)));
+                let mut pass = timed_pass(enc, slot(1));
                 for (b0, n) in self.host.groups() {
                     let host = self.host.buffer(layer, b0).expect("zero-copy store");
                     self.transfer
@@ -497,10 +499,7 @@ impl OffloadCache {
                 Ok(())
             }
             TransferPath::Staging | TransferPath::PerRow => {
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    resolve.record(&mut pass);
-                }
+                resolve.record(&mut timed_pass(enc, slot(0)));
                 let done =
                     std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
                 ctx.queue.submit([done.finish()]);
@@ -518,10 +517,9 @@ impl OffloadCache {
                         }
                         ctx.write(staging, (b * k) as u64 * rb, &packed);
                     }
-                    let mut pass = enc.begin_compute_pass(&Default::default());
                     self.transfer
                         .scatter(ctx, &targs, staging)
-                        .record(&mut pass);
+                        .record(&mut timed_pass(enc, slot(1)));
                 } else {
                     for b in 0..batch as usize {
                         for c in &copies[b * k..][..counts[b][0] as usize] {
@@ -654,7 +652,7 @@ impl OffloadCache {
         let mut total = CacheCounters::default();
         for w in windows {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            self.fetch(ctx, &mut enc, layer, w, seq)?;
+            self.fetch(ctx, &mut enc, layer, w, seq, None)?;
             ctx.queue.submit([enc.finish()]);
             let before = self.counters[layer as usize];
             let step = self.read_counts(ctx, layer)?;

@@ -2,6 +2,7 @@
 //! and turns buffers + sizes into a [`Dispatch`] that records into a compute pass. Nothing here
 //! submits work: the caller decides what goes into which pass and command buffer.
 
+pub mod fill;
 pub mod indexer;
 pub mod lse_merge;
 pub mod probe;
@@ -10,6 +11,7 @@ pub mod sparse_mla;
 pub mod topk;
 pub mod transfer;
 
+pub use fill::Fill;
 pub use indexer::Indexer;
 pub use lse_merge::LseMerge;
 pub use probe::Probe;

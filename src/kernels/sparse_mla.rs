@@ -110,18 +110,12 @@ impl SparseMla {
     /// [`ATTEND_TARGET_WORKGROUPS`] workgroups, a power of two, each slice ≥ 64 ids. Depends only
     /// on the batch and the shape, so a run's results do not depend on anything else.
     pub fn splits(&self, batch: u32) -> u32 {
-        let groups = self.heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
-        let want = ATTEND_TARGET_WORKGROUPS
-            .div_ceil(groups)
-            .next_power_of_two();
-        want.min((self.topk / ATTEND_MIN_IDS_PER_SLICE).max(1))
+        splits_for(self.heads, self.topk, batch)
     }
 
     /// Bytes of working space for `batch` sequences.
     pub fn scratch_bytes(&self, batch: u32) -> u64 {
-        let per_seq = self.heads as u64
-            * (self.topk as u64 + self.splits(batch) as u64 * (self.kv as u64 + 1));
-        batch as u64 * per_seq * 4
+        scratch_bytes_for(self.heads, self.topk, self.kv, batch)
     }
 
     pub fn scratch(&self, ctx: &GpuContext, batch: u32) -> Result<SparseMlaScratch> {
@@ -230,4 +224,19 @@ impl SparseMla {
         let per_seq_heads = self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4);
         batch * (per_seq_rows + per_seq_heads)
     }
+}
+
+/// [`SparseMla::splits`] for given dims, without a device.
+pub fn splits_for(heads: u32, topk: u32, batch: u32) -> u32 {
+    let groups = heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
+    let want = ATTEND_TARGET_WORKGROUPS
+        .div_ceil(groups)
+        .next_power_of_two();
+    want.min((topk / ATTEND_MIN_IDS_PER_SLICE).max(1))
+}
+
+/// [`SparseMla::scratch_bytes`] for given dims, without a device.
+pub fn scratch_bytes_for(heads: u32, topk: u32, kv: u32, batch: u32) -> u64 {
+    let splits = splits_for(heads, topk, batch) as u64;
+    batch as u64 * heads as u64 * (topk as u64 + splits * (kv as u64 + 1)) * 4
 }

@@ -1,0 +1,226 @@
+//! The decode engine: resident and offload modes give bit-identical attention outputs at every
+//! layer and step, and batch sizing refuses what does not fit, with the arithmetic.
+
+mod common;
+
+use common::ctx;
+use ess_wgpu::Config;
+use ess_wgpu::cache::{PoolSize, TransferPath};
+use ess_wgpu::engine::{Engine, EngineOptions, MemoryPlan, Mode};
+
+const BUDGET: u64 = 1 << 30;
+
+fn options(
+    model: Config,
+    contexts: Vec<u32>,
+    pool: PoolSize,
+    transfer: TransferPath,
+    locality: f32,
+    steps: u32,
+) -> EngineOptions {
+    EngineOptions {
+        model,
+        contexts,
+        steps,
+        mode: Mode::Resident,
+        pool,
+        transfer,
+        locality,
+        warmup_windows: 2,
+        seed: 7,
+        track_overlap: false,
+    }
+}
+
+/// Run both modes step by step and compare o_lat and lse bits at every layer and step.
+fn check_bit_identical(opts: &EngineOptions) {
+    let ctx = ctx();
+    let mut resident = Engine::new(
+        ctx,
+        &EngineOptions {
+            mode: Mode::Resident,
+            ..opts.clone()
+        },
+        BUDGET,
+    )
+    .unwrap();
+    let mut offload = Engine::new(
+        ctx,
+        &EngineOptions {
+            mode: Mode::Offload,
+            ..opts.clone()
+        },
+        BUDGET,
+    )
+    .unwrap();
+    for step in 1..=opts.steps {
+        resident.step(ctx).unwrap();
+        offload.step(ctx).unwrap();
+        for l in 0..opts.model.layers {
+            let (ro, rl) = resident.outputs(ctx, l).unwrap();
+            let (oo, ol) = offload.outputs(ctx, l).unwrap();
+            let first = ro.iter().zip(&oo).position(|(a, b)| a != b);
+            assert!(
+                first.is_none(),
+                "o_lat differs at step {step}, layer {l}, element {first:?}: {opts:?}"
+            );
+            assert_eq!(rl, ol, "lse differs at step {step}, layer {l}");
+            assert!(
+                rl.iter().all(|&x| f32::from_bits(x).is_finite()),
+                "lse not finite"
+            );
+        }
+    }
+    let c = offload.stats.counters[0];
+    assert!(
+        c.misses > 0,
+        "the offload run never missed: not a test of the pool"
+    );
+    eprintln!(
+        "{} | {} | layer 0 hit rate {:.2}, misses {}",
+        opts.model,
+        opts.transfer,
+        c.hit_rate(),
+        c.misses
+    );
+}
+
+#[test]
+fn modes_are_bit_identical_with_a_thrashing_pool() {
+    // pool of exactly k + 1 slots: every step evicts
+    let model = Config::tiny()
+        .with_overrides(&["batch=3", "layers=2"])
+        .unwrap();
+    let k = model.topk;
+    check_bit_identical(&options(
+        model,
+        vec![100, 37, 250],
+        PoolSize::Slots(k + 1),
+        TransferPath::ZeroCopy,
+        0.5,
+        5,
+    ));
+}
+
+#[test]
+fn modes_are_bit_identical_on_every_transfer_path() {
+    let model = Config::tiny()
+        .with_overrides(&["batch=2", "layers=2", "topk=40"])
+        .unwrap();
+    for transfer in [
+        TransferPath::ZeroCopy,
+        TransferPath::Staging,
+        TransferPath::PerRow,
+    ] {
+        check_bit_identical(&options(
+            model.clone(),
+            vec![300, 129],
+            PoolSize::Ratio(0.3),
+            transfer,
+            0.9,
+            4,
+        ));
+    }
+}
+
+#[test]
+fn modes_are_bit_identical_at_the_real_latent_width() {
+    // 512 + 64 latent, 40 heads (one partial head block), k not a multiple of any tile
+    let model = Config::small()
+        .with_overrides(&[
+            "batch=2",
+            "layers=1",
+            "heads=40",
+            "topk=100",
+            "index_heads=16",
+        ])
+        .unwrap();
+    check_bit_identical(&options(
+        model,
+        vec![700, 333],
+        PoolSize::Slots(150),
+        TransferPath::ZeroCopy,
+        0.8,
+        3,
+    ));
+}
+
+#[test]
+fn batches_that_do_not_fit_are_refused_with_the_arithmetic() {
+    let model = Config::small().with_overrides(&["batch=8"]).unwrap();
+    let mut opts = options(
+        model,
+        vec![4096; 8],
+        PoolSize::Ratio(0.2),
+        TransferPath::ZeroCopy,
+        0.8,
+        4,
+    );
+    let budget = 64 << 20;
+    let e = Engine::new(ctx(), &opts, budget)
+        .err()
+        .expect("must not fit")
+        .to_string();
+    assert!(
+        e.contains("resident mode needs")
+            && e.contains("latent cache")
+            && e.contains("> budget 64.0 MiB"),
+        "{e}"
+    );
+    // offload fits a larger batch in the same budget
+    let resident = MemoryPlan::largest_batch(&opts, budget).unwrap();
+    opts.mode = Mode::Offload;
+    let offload = MemoryPlan::largest_batch(&opts, budget).unwrap();
+    assert!(
+        offload > resident,
+        "offload {offload} vs resident {resident}"
+    );
+    assert!(MemoryPlan::new(&opts, offload).unwrap().total() <= budget);
+    assert!(MemoryPlan::new(&opts, offload + 1).unwrap().total() > budget);
+}
+
+#[test]
+fn bad_engine_options_are_errors() {
+    let model = Config::tiny();
+    let ok = options(
+        model.clone(),
+        vec![50, 50],
+        PoolSize::Ratio(0.5),
+        TransferPath::ZeroCopy,
+        0.5,
+        2,
+    );
+    let bad = [
+        EngineOptions {
+            contexts: vec![50],
+            ..ok.clone()
+        },
+        EngineOptions {
+            contexts: vec![0, 5],
+            ..ok.clone()
+        },
+        EngineOptions {
+            locality: 1.5,
+            ..ok.clone()
+        },
+        EngineOptions {
+            steps: 0,
+            ..ok.clone()
+        },
+        EngineOptions {
+            mode: Mode::Offload,
+            pool: PoolSize::Slots(model.topk),
+            ..ok.clone()
+        },
+        EngineOptions {
+            model: Config {
+                dtype: ess_wgpu::Dtype::F32,
+                ..model.clone()
+            },
+            ..ok.clone()
+        },
+    ];
+    for o in bad {
+        assert!(Engine::new(ctx(), &o, BUDGET).is_err(), "{o:?}");
+    }
+}
