@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  for each layer, all sequences at once, one command buffer (zero-copy path: no CPU round trip):
-//!    append   new token's indexer key → keys;  new latent row → resident cache | pool slot P−1 + host
+//!    append   new token's indexer key → keys;  new latent row → resident cache | pool slot P−1
+//!    write-back (offload) the new latent row → host store (zero-copy, by the same shader)
 //!    indexer  q_I, w, keys (T_b each)         → index_score [B, T]
 //!    topk     index_score                     → topk_indices [B, k]          (token ids)
 //!    resolve  (offload) token ids             → slot ids, copy list          (shaders/resolve.wgsl)
@@ -19,7 +20,7 @@
 //! `q ← ρ·q + √(1−ρ²)·noise` with ρ = `locality`, so consecutive top-k sets overlap (1 = identical,
 //! 0 = independent). The engine can measure the overlap it got.
 
-use crate::cache::{CacheCounters, CacheShape, OffloadCache, PoolSize, TransferPath};
+use crate::cache::{CacheCounters, CacheShape, NewRows, OffloadCache, PoolSize, TransferPath};
 use crate::config::{Config, Dtype, MAX_CONTEXT};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
@@ -48,8 +49,9 @@ impl fmt::Display for Mode {
 }
 
 /// The stages a step is timed by, in order.
-pub const STAGES: [&str; 6] = [
+pub const STAGES: [&str; 7] = [
     "append",
+    "write-back",
     "indexer",
     "topk",
     "resolve",
@@ -239,7 +241,7 @@ impl MemoryPlan {
 pub struct Stats {
     pub steps: u32,
     /// GPU seconds per stage (see [`STAGES`]), summed over layers and steps.
-    pub stage_s: [f64; 6],
+    pub stage_s: [f64; 7],
     /// Wall-clock seconds of the decode steps.
     pub wall_s: f64,
     /// Per layer, summed over steps (offload).
@@ -593,7 +595,7 @@ impl Engine {
         let max_len = self.lens.iter().copied().max().unwrap_or(0);
         let cap = self.opts.capacity();
         {
-            let mut pass = timed_pass(enc, slots.map(|(t, s)| (t, s + 1)));
+            let mut pass = timed_pass(enc, slots.map(|(t, s)| (t, s + 2)));
             for (g, &(b0, n)) in self.groups.iter().enumerate() {
                 let args = IndexerArgs {
                     q: &layer.q_i,
@@ -609,7 +611,7 @@ impl Engine {
                 self.indexer.bind(ctx, &args).record(&mut pass);
             }
         }
-        let mut pass = timed_pass(enc, slots.map(|(t, s)| (t, s + 2)));
+        let mut pass = timed_pass(enc, slots.map(|(t, s)| (t, s + 3)));
         let args = TopKArgs {
             scores: &self.scores,
             seq,
@@ -726,7 +728,12 @@ impl Engine {
                 dispatches.iter().for_each(|d| d.record(&mut pass));
             }
             if let (Some(cache), Some(new_rows)) = (&mut self.cache, &self.new_rows) {
-                cache.append(ctx, &mut enc, l, new_rows, &seq, &newest)?;
+                let new = NewRows {
+                    rows: new_rows,
+                    seq: &seq,
+                    newest: &newest,
+                };
+                cache.append(ctx, &mut enc, l, &new, slots.map(|(t, s)| (t, s + 1)))?;
             }
             let layer_topk = &self.layers[l as usize].topk;
             self.record_selection(ctx, &mut enc, &seq, l as usize, layer_topk, slots);
@@ -737,12 +744,12 @@ impl Engine {
                     l,
                     layer_topk,
                     &seq,
-                    slots.map(|(t, s)| (t, s + 3)),
+                    slots.map(|(t, s)| (t, s + 4)),
                 )?;
             }
             // attention over the rows the ids name: the resident cache or the pool
             let layer = &self.layers[l as usize];
-            let mut pass = timed_pass(&mut enc, slots.map(|(t, s)| (t, s + 5)));
+            let mut pass = timed_pass(&mut enc, slots.map(|(t, s)| (t, s + 6)));
             match (&self.cache, &pool_seq) {
                 (Some(cache), Some(pool_seq)) => {
                     let args = SparseMlaArgs {

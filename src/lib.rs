@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cache;
 pub mod compare;
 pub mod config;
+pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod error;

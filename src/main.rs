@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use ess_wgpu::bench::{self, BenchOptions};
+use ess_wgpu::cache::PoolSize;
+use ess_wgpu::engine::{EngineOptions, Mode};
 use ess_wgpu::{Config, GpuContext, Result, config::parse_count};
 use std::process::ExitCode;
 
@@ -21,6 +23,11 @@ struct Cli {
 enum Command {
     /// Print the adapter, its features and limits.
     Info,
+    /// Decode a batch in resident and/or offload mode and report (the default command).
+    Decode(DecodeArgs),
+    /// For a device budget, run each mode at its largest batch (and at --batches) per context;
+    /// writes sweep.csv and sweep.svg.
+    Sweep(SweepArgs),
     /// One decode step's kernels (indexer → top-k → sparse MLA) checked against the CPU reference.
     Demo(PresetArgs),
     /// Benchmarks.
@@ -89,6 +96,122 @@ enum BenchCommand {
     },
 }
 
+/// Options shared by `decode` and `sweep`.
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// tiny, small or v32.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Override a configuration field: --set batch=8 (repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    overrides: Vec<String>,
+    /// Decode steps.
+    #[arg(long, default_value_t = 32)]
+    steps: u32,
+    /// Pool slots per layer and sequence (≥ top-k + 1); overrides --pool-ratio.
+    #[arg(long)]
+    pool_slots: Option<u32>,
+    /// Sparse memory ratio: pool / full latent cache of a sequence.
+    #[arg(long, default_value_t = 0.2)]
+    pool_ratio: f64,
+    /// zero-copy, staging or per-row.
+    #[arg(long, default_value = "zero-copy")]
+    transfer: String,
+    /// Step-to-step similarity of the queries (0 independent … 1 identical).
+    #[arg(long, default_value_t = 0.95)]
+    locality: f32,
+    /// Prefill windows seeding the pools (LRU warm-up); 0 turns it off.
+    #[arg(long, default_value_t = 2)]
+    warmup: u32,
+    /// Device memory the engine may use, e.g. 2G (default: 2 GiB, a conservative guess: wgpu
+    /// cannot tell how much memory the adapter has).
+    #[arg(long, value_parser = parse_bytes)]
+    device_budget: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+const DEFAULT_BUDGET: u64 = 2 << 30;
+
+impl EngineArgs {
+    fn options(
+        &self,
+        contexts: Option<Vec<u32>>,
+        track_overlap: bool,
+    ) -> Result<(EngineOptions, u64)> {
+        let model = Config::preset(&self.preset)?.with_overrides(&self.overrides)?;
+        model.validate()?;
+        let contexts = contexts.unwrap_or_else(|| vec![model.context; model.batch as usize]);
+        let pool = match self.pool_slots {
+            Some(n) => PoolSize::Slots(n),
+            None => PoolSize::Ratio(self.pool_ratio),
+        };
+        let opts = EngineOptions {
+            model,
+            contexts,
+            steps: self.steps,
+            mode: Mode::Offload,
+            pool,
+            transfer: self.transfer.parse()?,
+            locality: self.locality,
+            warmup_windows: self.warmup,
+            seed: self.seed,
+            track_overlap,
+        };
+        opts.validate()?;
+        Ok((opts, self.device_budget.unwrap_or(DEFAULT_BUDGET)))
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct DecodeArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Context per sequence (comma list, one per sequence; K = 1024); default: the preset's.
+    #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+    contexts: Vec<u32>,
+    /// both, resident or offload.
+    #[arg(long, default_value = "both")]
+    mode: String,
+    /// With both modes: do not compare their outputs (saves memory and readbacks).
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct SweepArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Contexts to sweep (comma list, K = 1024).
+    #[arg(long, value_delimiter = ',', value_parser = parse_count_arg, default_values_t = [4096u32])]
+    contexts: Vec<u32>,
+    /// Extra batches to run below each mode's largest (comma list).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<u32>,
+    /// Cap on the batch.
+    #[arg(long, default_value_t = 1024)]
+    max_batch: u32,
+    /// Folder for sweep.csv and sweep.svg.
+    #[arg(long, default_value = ".")]
+    out: std::path::PathBuf,
+}
+
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<f64>()
+        .map(|v| (v * mul as f64) as u64)
+        .map_err(|_| format!("{s:?} is not a size (e.g. 8G, 512M)"))
+}
+
 fn parse_count_arg(s: &str) -> std::result::Result<u32, String> {
     parse_count(s).ok_or_else(|| format!("{s:?} is not a count (e.g. 4096 or 4K)"))
 }
@@ -106,11 +229,96 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let command = cli.command.unwrap_or(Command::Demo(PresetArgs {
-        preset: "small".into(),
-        overrides: vec![],
-    }));
+    // no subcommand: `decode` with its defaults (the main job)
+    let command = cli.command.unwrap_or_else(|| {
+        Cli::parse_from(["ess-wgpu", "decode"])
+            .command
+            .expect("decode parses")
+    });
     match command {
+        Command::Decode(args) => {
+            let contexts = (!args.contexts.is_empty()).then(|| args.contexts.clone());
+            let (mut opts, budget) = args.engine.options(None, true)?;
+            if let Some(c) = contexts {
+                opts.model.batch = c.len() as u32;
+                opts.contexts = c;
+                opts.validate()?;
+            }
+            let modes = match args.mode.as_str() {
+                "both" => vec![Mode::Resident, Mode::Offload],
+                "resident" => vec![Mode::Resident],
+                "offload" => vec![Mode::Offload],
+                m => {
+                    return Err(ess_wgpu::Error::config(
+                        "mode",
+                        m,
+                        "both, resident, offload",
+                    ));
+                }
+            };
+            let ctx = GpuContext::new()?;
+            let bar = progress_bar(opts.steps as u64);
+            let report = ess_wgpu::decode::decode(
+                &ctx,
+                &opts,
+                &modes,
+                !args.no_verify,
+                budget,
+                |what, step| {
+                    bar.set_message(what.to_string());
+                    bar.set_position(step as u64);
+                },
+            );
+            bar.finish_and_clear();
+            let report = report?;
+            print_report(&report, args.engine.json);
+            if report.identical == Some(false) {
+                return Err(ess_wgpu::Error::Gpu(
+                    "resident and offload outputs differ".into(),
+                ));
+            }
+        }
+        Command::Sweep(args) => {
+            let (opts, budget) = args.engine.options(None, false)?;
+            let ctx = GpuContext::new()?;
+            let points = ess_wgpu::decode::sweep(
+                &ctx,
+                &opts,
+                &args.contexts,
+                &args.batches,
+                args.max_batch,
+                budget,
+                |what| eprintln!("... {what}"),
+            )?;
+            let io = |path: &std::path::Path, e| ess_wgpu::Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            };
+            std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
+            let csv = args.out.join("sweep.csv");
+            std::fs::write(&csv, ess_wgpu::decode::sweep_csv(&points)).map_err(|e| io(&csv, e))?;
+            let svg = args.out.join("sweep.svg");
+            let budget_text = if budget >= 1 << 30 {
+                format!("{:.1} GiB", budget as f64 / (1u64 << 30) as f64)
+            } else {
+                format!("{:.0} MiB", budget as f64 / (1u64 << 20) as f64)
+            };
+            let title = format!(
+                "{}: decode throughput at a {budget_text} device budget",
+                opts.model.preset
+            );
+            std::fs::write(&svg, ess_wgpu::decode::sweep_svg(&points, &title))
+                .map_err(|e| io(&svg, e))?;
+            if args.engine.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&points).expect("points serialise")
+                );
+            } else {
+                print_sweep(&points);
+                println!("wrote {} and {}", csv.display(), svg.display());
+            }
+        }
         Command::Info => {
             let ctx = GpuContext::new()?;
             println!("{}", ctx.report);
@@ -181,4 +389,50 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool)
     } else {
         print!("{report}");
     }
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
+    println!(
+        "{:>8} {:<9} {:>6} {:>14} {:>9} {:>11}",
+        "context", "mode", "batch", "tokens/s (GPU)", "hit rate", "device MiB"
+    );
+    for p in points {
+        println!(
+            "{:>8} {:<9} {:>6}{} {:>14.1} {:>8.1}% {:>11.1}",
+            p.context,
+            p.mode.to_string(),
+            p.batch,
+            if p.largest { "*" } else { " " },
+            p.tokens_per_s_gpu,
+            100.0 * p.hit_rate,
+            p.device_bytes as f64 / 1048576.0
+        );
+    }
+    let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
+    contexts.dedup();
+    for c in contexts {
+        let best = |m: Mode| {
+            points
+                .iter()
+                .find(|p| p.context == c && p.mode == m && p.largest)
+        };
+        if let (Some(r), Some(o)) = (best(Mode::Resident), best(Mode::Offload)) {
+            println!(
+                "context {c}: largest batch resident {} vs offload {}; throughput gain {:+.1}%",
+                r.batch,
+                o.batch,
+                100.0 * (o.tokens_per_s_gpu / r.tokens_per_s_gpu - 1.0)
+            );
+        }
+    }
+    println!("(* = the largest batch of the mode in the budget)");
 }

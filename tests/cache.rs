@@ -190,7 +190,7 @@ fn pools_smaller_than_k_plus_one_are_errors() {
 
 mod offload {
     use super::{ctx, seed};
-    use ess_wgpu::cache::{CacheShape, OffloadCache, PoolSize, TransferPath};
+    use ess_wgpu::cache::{CacheShape, NewRows, OffloadCache, PoolSize, TransferPath};
     use ess_wgpu::problems::seq_table;
     use ess_wgpu::reference::SeqKeys;
     use ess_wgpu::workload::{Rng, next_selection};
@@ -247,9 +247,12 @@ mod offload {
                 }
                 let topk_buf = ctx.upload("topk", &topk).unwrap();
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
-                cache
-                    .append(ctx, &mut enc, l, &new_buf, &seq, &newest)
-                    .unwrap();
+                let new = NewRows {
+                    rows: &new_buf,
+                    seq: &seq,
+                    newest: &newest,
+                };
+                cache.append(ctx, &mut enc, l, &new, None).unwrap();
                 cache
                     .fetch(ctx, &mut enc, l, &topk_buf, &seq, None)
                     .unwrap();

@@ -5,4 +5,6 @@ pub mod lru;
 pub mod store;
 
 pub use lru::{LruPool, Resolved};
-pub use store::{CacheCounters, CacheShape, HostStore, OffloadCache, PoolSize, TransferPath};
+pub use store::{
+    CacheCounters, CacheShape, HostStore, NewRows, OffloadCache, PoolSize, TransferPath,
+};

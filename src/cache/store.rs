@@ -324,6 +324,15 @@ struct LayerPool {
     step: u32,
 }
 
+/// One step's new latent rows: `rows` `[B, row]`, the sequence table `seq` `[B, 2]` (_, T_b) whose
+/// T_b − 1 is each row's token, and those tokens on the CPU (`newest`, for a process-memory store).
+#[derive(Clone, Copy)]
+pub struct NewRows<'a> {
+    pub rows: &'a wgpu::Buffer,
+    pub seq: &'a wgpu::Buffer,
+    pub newest: &'a [u32],
+}
+
 /// The offloaded latent cache of a batch: host store, GPU pools, resolve and transfers.
 pub struct OffloadCache {
     pub shape: CacheShape,
@@ -546,22 +555,25 @@ impl OffloadCache {
         }
     }
 
-    /// The newest row of every sequence (`new_rows` `[B, row]`, token T_b − 1 per `seq`) into its
-    /// pool's reserved slot and, written back, into the host store. `newest`: T_b − 1 per sequence
-    /// (used by the process-memory store, which the CPU updates).
+    /// The newest row of every sequence into its pool's reserved slot and, written back, into
+    /// the host store.
     pub fn append(
         &mut self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
         layer: u32,
-        new_rows: &wgpu::Buffer,
-        seq: &wgpu::Buffer,
-        newest: &[u32],
+        new: &NewRows,
+        timer: Option<(&GpuTimer, u32)>,
     ) -> Result<()> {
+        let NewRows {
+            rows: new_rows,
+            seq,
+            newest,
+        } = *new;
         let l = &self.layers[layer as usize];
         let rb = self.shape.row_bytes;
         if self.host.is_zero_copy() {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+            let mut pass = timed_pass(enc, timer);
             for (b0, n) in self.host.groups() {
                 let host = self.host.buffer(layer, b0);
                 let args = AppendArgs {

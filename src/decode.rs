@@ -1,0 +1,419 @@
+//! Running the engine as a user does: both modes side by side with a bit-for-bit comparison
+//! (`decode`, the main job), and throughput at the largest batch each mode fits in a device
+//! budget (`sweep`). No terminal code here: progress goes through a callback.
+
+use crate::engine::{Engine, EngineOptions, MemoryPlan, Mode, STAGES, Stats};
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterReport, GpuContext};
+use std::fmt;
+
+/// What one mode's run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModeReport {
+    pub mode: Mode,
+    pub batch: u32,
+    pub steps: u32,
+    pub context: u32,
+    pub tokens_per_s_gpu: f64,
+    pub tokens_per_s_wall: f64,
+    /// GPU milliseconds per step, per stage (STAGES order).
+    pub stage_ms_per_step: [f64; 7],
+    pub device_bytes: u64,
+    pub host_bytes: u64,
+    /// Offload: the transfer path in use and where the host store lives.
+    pub cache: Option<String>,
+    pub stats: Stats,
+}
+
+impl ModeReport {
+    fn new(engine: &Engine) -> Self {
+        let s = &engine.stats;
+        let steps = s.steps.max(1) as f64;
+        let mut stage_ms_per_step = [0.0; 7];
+        for (o, t) in stage_ms_per_step.iter_mut().zip(s.stage_s) {
+            *o = t * 1e3 / steps;
+        }
+        let o = &engine.opts;
+        ModeReport {
+            mode: o.mode,
+            batch: o.model.batch,
+            steps: s.steps,
+            context: o.contexts.iter().copied().max().unwrap_or(0),
+            tokens_per_s_gpu: engine.tokens_per_gpu_s(),
+            tokens_per_s_wall: s.steps as f64 * o.model.batch as f64 / s.wall_s,
+            stage_ms_per_step,
+            device_bytes: engine.device_bytes(),
+            host_bytes: MemoryPlan::host_bytes(o, o.model.batch),
+            cache: engine.cache.as_ref().map(|c| {
+                let fb = c
+                    .fallback
+                    .as_deref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} path{fb}; pool {} slots/layer/sequence; host store: {}",
+                    c.path,
+                    c.shape.slots,
+                    c.host.describe()
+                )
+            }),
+            stats: s.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DecodeReport {
+    pub adapter: AdapterReport,
+    pub config: String,
+    pub budget: u64,
+    pub modes: Vec<ModeReport>,
+    /// Some(true) when both modes ran and every o_lat and lse bit agreed at every layer and step.
+    pub identical: Option<bool>,
+}
+
+/// Run `modes` on the options (mode field ignored). With both modes and `verify`, the two run in
+/// lock step and their outputs are compared bit for bit after every step.
+pub fn decode(
+    ctx: &GpuContext,
+    opts: &EngineOptions,
+    modes: &[Mode],
+    verify: bool,
+    budget: u64,
+    mut progress: impl FnMut(&str, u32),
+) -> Result<DecodeReport> {
+    let make = |mode| EngineOptions {
+        mode,
+        ..opts.clone()
+    };
+    let mut reports = Vec::new();
+    let mut identical = None;
+    if verify && modes.len() == 2 {
+        let mut a = Engine::new(ctx, &make(modes[0]), budget)?;
+        let mut b = Engine::new(ctx, &make(modes[1]), budget)?;
+        let mut same = true;
+        for step in 1..=opts.steps {
+            a.step(ctx)?;
+            b.step(ctx)?;
+            for l in 0..opts.model.layers {
+                same &= a.outputs(ctx, l)? == b.outputs(ctx, l)?;
+            }
+            progress("both modes, comparing every step", step);
+        }
+        identical = Some(same);
+        reports.push(ModeReport::new(&a));
+        reports.push(ModeReport::new(&b));
+    } else {
+        for &mode in modes {
+            let mut e = Engine::new(ctx, &make(mode), budget)?;
+            for step in 1..=opts.steps {
+                e.step(ctx)?;
+                progress(&format!("{mode}"), step);
+            }
+            reports.push(ModeReport::new(&e));
+        }
+    }
+    Ok(DecodeReport {
+        adapter: ctx.report.clone(),
+        config: describe(opts),
+        budget,
+        modes: reports,
+        identical,
+    })
+}
+
+fn describe(o: &EngineOptions) -> String {
+    format!(
+        "{}\ncontexts {:?}, {} decode steps, locality {}, LRU warm-up {} windows, seed {}",
+        o.model, o.contexts, o.steps, o.locality, o.warmup_windows, o.seed
+    )
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+impl fmt::Display for DecodeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.adapter)?;
+        writeln!(f, "{}", self.config)?;
+        writeln!(f, "device budget {:.0} MiB", mib(self.budget))?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<9} {:>5} {:>14} {:>15} {:>11} {:>10}",
+            "mode", "batch", "tokens/s (GPU)", "tokens/s (wall)", "device MiB", "host MiB"
+        )?;
+        for m in &self.modes {
+            writeln!(
+                f,
+                "{:<9} {:>5} {:>14.1} {:>15.1} {:>11.1} {:>10.1}",
+                m.mode.to_string(),
+                m.batch,
+                m.tokens_per_s_gpu,
+                m.tokens_per_s_wall,
+                mib(m.device_bytes),
+                mib(m.host_bytes)
+            )?;
+        }
+        writeln!(f)?;
+        write!(f, "GPU ms per step {:<1}", "")?;
+        for s in STAGES {
+            write!(f, "{s:>10}")?;
+        }
+        writeln!(f, "{:>10}", "total")?;
+        for m in &self.modes {
+            write!(f, "{:<16}", m.mode.to_string())?;
+            for t in m.stage_ms_per_step {
+                write!(f, "{t:>10.3}")?;
+            }
+            writeln!(f, "{:>10.3}", m.stage_ms_per_step.iter().sum::<f64>())?;
+        }
+        for m in &self.modes {
+            if let Some(c) = &m.cache {
+                writeln!(f, "\noffload cache: {c}")?;
+                writeln!(
+                    f,
+                    "{:<6} {:>9} {:>13} {:>12} {:>12}",
+                    "layer", "hit rate", "misses/step", "H->D MiB", "D->H MiB"
+                )?;
+                for (l, c) in m.stats.counters.iter().enumerate() {
+                    writeln!(
+                        f,
+                        "{:<6} {:>8.1}% {:>13.1} {:>12.2} {:>12.2}",
+                        l,
+                        100.0 * c.hit_rate(),
+                        c.misses as f64 / m.steps.max(1) as f64,
+                        mib(c.bytes_h2d),
+                        mib(c.bytes_d2h)
+                    )?;
+                }
+            }
+            if m.stats.overlap_steps > 0 {
+                let o: Vec<String> = m
+                    .stats
+                    .overlap()
+                    .iter()
+                    .map(|x| format!("{:.0}%", 100.0 * x))
+                    .collect();
+                writeln!(
+                    f,
+                    "measured step-to-step top-k overlap per layer ({}): {}",
+                    m.mode,
+                    o.join(" ")
+                )?;
+            }
+        }
+        match self.identical {
+            Some(true) => writeln!(
+                f,
+                "\nverdict: resident and offload gave bit-identical o_lat and lse at every layer and step"
+            ),
+            Some(false) => writeln!(
+                f,
+                "\nverdict: MODES DISAGREE: resident and offload outputs differ"
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One point of a sweep.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepPoint {
+    pub context: u32,
+    pub mode: Mode,
+    pub batch: u32,
+    /// This is the largest batch of the mode in the budget.
+    pub largest: bool,
+    pub tokens_per_s_gpu: f64,
+    pub hit_rate: f64,
+    pub stage_ms_per_step: [f64; 7],
+    pub device_bytes: u64,
+}
+
+/// For each context: each mode at its largest batch under `budget` (capped at `max_batch`) and at
+/// each of `batches` that fits; tokens/s over `opts.steps` steps (no verification).
+pub fn sweep(
+    ctx: &GpuContext,
+    opts: &EngineOptions,
+    contexts: &[u32],
+    batches: &[u32],
+    max_batch: u32,
+    budget: u64,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<SweepPoint>> {
+    let mut points = Vec::new();
+    for &context in contexts {
+        for mode in [Mode::Resident, Mode::Offload] {
+            let base = EngineOptions {
+                mode,
+                contexts: vec![context],
+                model: crate::Config {
+                    batch: 1,
+                    ..opts.model.clone()
+                },
+                ..opts.clone()
+            };
+            let at = |batch: u32| EngineOptions {
+                contexts: vec![context; batch as usize],
+                model: crate::Config {
+                    batch,
+                    ..base.model.clone()
+                },
+                ..base.clone()
+            };
+            let largest = MemoryPlan::largest_batch(&at(1), budget)?.min(max_batch);
+            if largest == 0 {
+                return Err(Error::config(
+                    "device budget",
+                    budget,
+                    format!("enough for one {mode} sequence of context {context}"),
+                ));
+            }
+            let mut list: Vec<u32> = batches.iter().copied().filter(|&b| b < largest).collect();
+            list.push(largest);
+            for batch in list {
+                progress(&format!(
+                    "context {context}, {mode}, batch {batch}{}",
+                    if batch == largest { " (largest)" } else { "" }
+                ));
+                let mut e = Engine::new(ctx, &at(batch), budget)?;
+                for _ in 0..opts.steps {
+                    e.step(ctx)?;
+                }
+                let r = ModeReport::new(&e);
+                let total = e.stats.counters.iter().fold(
+                    crate::cache::CacheCounters::default(),
+                    |mut a, c| {
+                        a += *c;
+                        a
+                    },
+                );
+                points.push(SweepPoint {
+                    context,
+                    mode,
+                    batch,
+                    largest: batch == largest,
+                    tokens_per_s_gpu: r.tokens_per_s_gpu,
+                    hit_rate: if mode == Mode::Offload {
+                        total.hit_rate()
+                    } else {
+                        1.0
+                    },
+                    stage_ms_per_step: r.stage_ms_per_step,
+                    device_bytes: r.device_bytes,
+                });
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// The sweep as CSV.
+pub fn sweep_csv(points: &[SweepPoint]) -> String {
+    let mut s = String::from("context,mode,batch,largest,tokens_per_s_gpu,hit_rate,device_bytes");
+    for st in STAGES {
+        s += &format!(",{st}_ms_per_step");
+    }
+    s += "\n";
+    for p in points {
+        s += &format!(
+            "{},{},{},{},{:.3},{:.4},{}",
+            p.context, p.mode, p.batch, p.largest, p.tokens_per_s_gpu, p.hit_rate, p.device_bytes
+        );
+        for t in p.stage_ms_per_step {
+            s += &format!(",{t:.4}");
+        }
+        s += "\n";
+    }
+    s
+}
+
+/// The sweep as an SVG: tokens/s against batch, one line per (mode, context).
+pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
+    let (w, h, m) = (760.0, 440.0, 60.0);
+    let max_b = points.iter().map(|p| p.batch).max().unwrap_or(1) as f64;
+    let max_t = points
+        .iter()
+        .map(|p| p.tokens_per_s_gpu)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let x = |b: f64| m + b / max_b * (w - 2.0 * m);
+    let y = |t: f64| h - m - t / max_t * (h - 2.0 * m);
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n<text x='{m}' y='24' font-size='15'>{title}</text>\n\
+         <line x1='{m}' y1='{}' x2='{}' y2='{}' stroke='black'/><line x1='{m}' y1='{m}' x2='{m}' y2='{}' stroke='black'/>\n\
+         <text x='{}' y='{}' text-anchor='middle'>batch (sequences)</text>\n\
+         <text x='16' y='{}' transform='rotate(-90 16 {})' text-anchor='middle'>decode tokens/s (GPU time)</text>\n",
+        h - m,
+        w - m,
+        h - m,
+        h - m,
+        w / 2.0,
+        h - 20.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for i in 0..=4 {
+        let t = max_t * i as f64 / 4.0;
+        s += &format!(
+            "<text x='{}' y='{}' text-anchor='end'>{:.0}</text>\n",
+            m - 6.0,
+            y(t) + 4.0,
+            t
+        );
+        let b = max_b * i as f64 / 4.0;
+        s += &format!(
+            "<text x='{}' y='{}' text-anchor='middle'>{:.0}</text>\n",
+            x(b),
+            h - m + 16.0,
+            b
+        );
+    }
+    let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
+    contexts.dedup();
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let mut legend = 0;
+    for (ci, &c) in contexts.iter().enumerate() {
+        for mode in [Mode::Resident, Mode::Offload] {
+            let mut pts: Vec<&SweepPoint> = points
+                .iter()
+                .filter(|p| p.context == c && p.mode == mode)
+                .collect();
+            pts.sort_by_key(|p| p.batch);
+            let color = colors[(2 * ci + (mode == Mode::Offload) as usize) % colors.len()];
+            let dash = if mode == Mode::Resident {
+                "6 4"
+            } else {
+                "none"
+            };
+            let path: Vec<String> = pts
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x(p.batch as f64), y(p.tokens_per_s_gpu)))
+                .collect();
+            s += &format!(
+                "<polyline points='{}' fill='none' stroke='{color}' stroke-width='2' stroke-dasharray='{dash}'/>\n",
+                path.join(" ")
+            );
+            for p in &pts {
+                let r = if p.largest { 5 } else { 3 };
+                s += &format!(
+                    "<circle cx='{:.1}' cy='{:.1}' r='{r}' fill='{color}'/>\n",
+                    x(p.batch as f64),
+                    y(p.tokens_per_s_gpu)
+                );
+            }
+            s += &format!(
+                "<text x='{}' y='{}' fill='{color}'>{mode}, context {c}</text>\n",
+                w - m - 150.0,
+                m + 10.0 + 16.0 * legend as f64
+            );
+            legend += 1;
+        }
+    }
+    s + "</svg>\n"
+}
