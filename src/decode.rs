@@ -159,15 +159,15 @@ impl fmt::Display for DecodeReport {
         writeln!(f)?;
         write!(f, "GPU ms per step {:<1}", "")?;
         for s in STAGES {
-            write!(f, "{s:>10}")?;
+            write!(f, "{s:>11}")?;
         }
-        writeln!(f, "{:>10}", "total")?;
+        writeln!(f, "{:>11}", "total")?;
         for m in &self.modes {
             write!(f, "{:<16}", m.mode.to_string())?;
             for t in m.stage_ms_per_step {
-                write!(f, "{t:>10.3}")?;
+                write!(f, "{t:>11.3}")?;
             }
-            writeln!(f, "{:>10.3}", m.stage_ms_per_step.iter().sum::<f64>())?;
+            writeln!(f, "{:>11.3}", m.stage_ms_per_step.iter().sum::<f64>())?;
         }
         for m in &self.modes {
             if let Some(c) = &m.cache {

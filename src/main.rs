@@ -213,7 +213,11 @@ fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 }
 
 fn parse_count_arg(s: &str) -> std::result::Result<u32, String> {
-    parse_count(s).ok_or_else(|| format!("{s:?} is not a count (e.g. 4096 or 4K)"))
+    match parse_count(s) {
+        Some(0) => Err("must be at least 1".into()),
+        Some(n) => Ok(n),
+        None => Err(format!("{s:?} is not a count (e.g. 4096 or 4K)")),
+    }
 }
 
 fn main() -> ExitCode {
