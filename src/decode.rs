@@ -70,6 +70,8 @@ pub struct DecodeReport {
     pub modes: Vec<ModeReport>,
     /// Some(true) when both modes ran and every o_lat and lse bit agreed at every layer and step.
     pub identical: Option<bool>,
+    /// Per layer (target overlap, calibrated ρ) when a locality profile was used.
+    pub profile: Vec<(f32, f32)>,
 }
 
 /// Run `modes` on the options (mode field ignored). With both modes and `verify`, the two run in
@@ -119,6 +121,7 @@ pub fn decode(
         budget,
         modes: reports,
         identical,
+        profile: Vec::new(),
     })
 }
 
@@ -202,6 +205,14 @@ impl fmt::Display for DecodeReport {
                     m.mode,
                     o.join(" ")
                 )?;
+                if !self.profile.is_empty() {
+                    let t: Vec<String> = self
+                        .profile
+                        .iter()
+                        .map(|(t, r)| format!("{:.0}% (ρ {r:.3})", 100.0 * t))
+                        .collect();
+                    writeln!(f, "target overlap per layer (profile): {}", t.join(" "))?;
+                }
             }
         }
         match self.identical {

@@ -75,6 +75,10 @@ pub struct EngineOptions {
     pub transfer: TransferPath,
     /// Step-to-step similarity of the indexer queries, 0 ..= 1.
     pub locality: f32,
+    /// Per-layer ρ (overrides `locality` when not empty; one per layer): see [`crate::locality`].
+    pub layer_locality: Vec<f32>,
+    /// Keep every layer's top-k of every step (and warm-up window) as a [`crate::trace::Trace`].
+    pub record_trace: bool,
     /// Prefill windows whose top-k seed the pools (LRU warm-up); 0 = off.
     pub warmup_windows: u32,
     pub seed: u64,
@@ -119,6 +123,22 @@ impl EngineOptions {
         }
         if !(0.0..=1.0).contains(&self.locality) {
             return Err(Error::config("locality", self.locality, "0 ..= 1"));
+        }
+        if !self.layer_locality.is_empty()
+            && self.layer_locality.len() != self.model.layers as usize
+        {
+            return Err(Error::config(
+                "locality profile",
+                format!("{} values", self.layer_locality.len()),
+                format!("one per layer ({})", self.model.layers),
+            ));
+        }
+        if let Some(r) = self
+            .layer_locality
+            .iter()
+            .find(|r| !(0.0..=1.0).contains(*r))
+        {
+            return Err(Error::config("locality profile value", r, "0 ..= 1"));
         }
         if self.mode == Mode::Offload {
             self.pool.slots(self.capacity(), self.model.topk)?;
@@ -302,6 +322,8 @@ pub struct Engine {
     prev_topk: Vec<Vec<i32>>,
     timer: Option<GpuTimer>,
     pub stats: Stats,
+    /// The recorded selections (with `record_trace`).
+    pub trace: Option<crate::trace::Trace>,
 }
 
 impl Engine {
@@ -420,6 +442,9 @@ impl Engine {
             qi_state,
             prev_topk: vec![Vec::new(); nl as usize],
             timer: GpuTimer::new(ctx, nl * STAGES.len() as u32),
+            trace: opts
+                .record_trace
+                .then(|| crate::trace::Trace::new(m.layers, m.batch, m.topk, cap)),
             stats: Stats {
                 counters: vec![CacheCounters::default(); nl as usize],
                 overlap_sum: vec![0.0; nl as usize],
@@ -569,10 +594,15 @@ impl Engine {
 
     /// Advance every layer's indexer queries one step of the locality process and upload them.
     fn next_queries(&mut self, ctx: &GpuContext) {
-        let rho = self.opts.locality;
-        let keep = (1.0 - rho * rho).max(0.0).sqrt();
         let unit = 3f32.sqrt();
-        for (state, layer) in self.qi_state.iter_mut().zip(&self.layers) {
+        for (l, (state, layer)) in self.qi_state.iter_mut().zip(&self.layers).enumerate() {
+            let rho = self
+                .opts
+                .layer_locality
+                .get(l)
+                .copied()
+                .unwrap_or(self.opts.locality);
+            let keep = (1.0 - rho * rho).max(0.0).sqrt();
             for x in state.iter_mut() {
                 *x = rho * *x + keep * self.rng.range(-unit, unit);
             }
@@ -645,14 +675,21 @@ impl Engine {
             }
             ctx.queue.submit([enc.finish()]);
         }
+        if let Some(trace) = &mut self.trace {
+            for (l, win) in windows.iter().enumerate() {
+                for w in win {
+                    trace.push_selection(
+                        crate::trace::Kind::Warmup,
+                        0,
+                        l as u32,
+                        &self.lens,
+                        &ctx.read::<i32>(w)?,
+                    );
+                }
+            }
+        }
+        let seq = self.seq_table(ctx)?;
         if let Some(cache) = &mut self.cache {
-            let seq = {
-                let cap = self.opts.capacity();
-                let t: Vec<u32> = (0..self.lens.len() as u32)
-                    .flat_map(|b| [(b % self.groups[0].1) * cap, self.lens[b as usize]])
-                    .collect();
-                ctx.upload("seq", &t)?
-            };
             for (l, win) in windows.iter().enumerate() {
                 if !win.is_empty() {
                     cache.warm(ctx, l as u32, win, &seq)?;
@@ -799,17 +836,31 @@ impl Engine {
             }
             self.stats.counters = cache.counters.clone();
         }
-        if self.opts.track_overlap {
-            self.measure_overlap(ctx)?;
+        if self.opts.track_overlap || self.trace.is_some() {
+            self.observe_selections(ctx)?;
         }
         Ok(())
     }
 
-    fn measure_overlap(&mut self, ctx: &GpuContext) -> Result<()> {
+    /// Read this step's top-k of every layer: measure the overlap with the previous step's
+    /// (`track_overlap`) and record it (`record_trace`).
+    fn observe_selections(&mut self, ctx: &GpuContext) -> Result<()> {
         let k = self.opts.model.topk as usize;
         let mut any = false;
         for l in 0..self.layers.len() {
             let cur: Vec<i32> = ctx.read(&self.layers[l].topk)?;
+            if let Some(trace) = &mut self.trace {
+                trace.push_selection(
+                    crate::trace::Kind::Step,
+                    self.stats.steps,
+                    l as u32,
+                    &self.lens,
+                    &cur,
+                );
+            }
+            if !self.opts.track_overlap {
+                continue;
+            }
             if !self.prev_topk[l].is_empty() {
                 let mut sum = 0.0;
                 for b in 0..self.lens.len() {

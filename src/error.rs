@@ -31,6 +31,13 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    /// A malformed or truncated input file: where (line, byte offset) and what is wrong.
+    Parse {
+        what: String,
+        line: usize,
+        offset: usize,
+        message: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -82,6 +89,14 @@ impl fmt::Display for Error {
             }
             Error::Gpu(msg) => write!(f, "GPU error: {msg}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
+            Error::Parse {
+                what,
+                line,
+                offset,
+                message,
+            } => {
+                write!(f, "{what}: line {line} (byte offset {offset}): {message}")
+            }
         }
     }
 }

@@ -19,8 +19,10 @@ pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod locality;
 pub mod problems;
 pub mod reference;
+pub mod trace;
 pub mod workload;
 
 pub use config::{Config, Dtype};

@@ -120,6 +120,10 @@ struct EngineArgs {
     /// Step-to-step similarity of the queries (0 independent … 1 identical).
     #[arg(long, default_value_t = 0.95)]
     locality: f32,
+    /// Per-layer target overlap instead of one --locality: `paper` (shaped like the paper's
+    /// Fig. 2) or a file (JSON array or one number per line); calibrated to ρ on this adapter.
+    #[arg(long)]
+    profile: Option<String>,
     /// Prefill windows seeding the pools (LRU warm-up); 0 turns it off.
     #[arg(long, default_value_t = 2)]
     warmup: u32,
@@ -157,6 +161,8 @@ impl EngineArgs {
             pool,
             transfer: self.transfer.parse()?,
             locality: self.locality,
+            layer_locality: Vec::new(),
+            record_trace: false,
             warmup_windows: self.warmup,
             seed: self.seed,
             track_overlap,
@@ -261,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let ctx = GpuContext::new()?;
+            let profile = apply_profile(&ctx, args.engine.profile.as_deref(), &mut opts)?;
             let bar = progress_bar(opts.steps as u64);
             let report = ess_wgpu::decode::decode(
                 &ctx,
@@ -274,7 +281,8 @@ fn run(cli: Cli) -> Result<()> {
                 },
             );
             bar.finish_and_clear();
-            let report = report?;
+            let mut report = report?;
+            report.profile = profile;
             print_report(&report, args.engine.json);
             if report.identical == Some(false) {
                 return Err(ess_wgpu::Error::Gpu(
@@ -283,8 +291,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Sweep(args) => {
-            let (opts, budget) = args.engine.options(None, false)?;
+            let (mut opts, budget) = args.engine.options(None, false)?;
             let ctx = GpuContext::new()?;
+            apply_profile(&ctx, args.engine.profile.as_deref(), &mut opts)?;
             let points = ess_wgpu::decode::sweep(
                 &ctx,
                 &opts,
@@ -439,4 +448,40 @@ fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
         }
     }
     println!("(* = the largest batch of the mode in the budget)");
+}
+
+/// With `--profile`: the per-layer target overlaps, calibrated to ρ on this adapter and set on
+/// `opts`. Returns (target, ρ) per layer.
+fn apply_profile(
+    ctx: &GpuContext,
+    spec: Option<&str>,
+    opts: &mut EngineOptions,
+) -> Result<Vec<(f32, f32)>> {
+    let Some(spec) = spec else {
+        return Ok(Vec::new());
+    };
+    let targets = if spec == "paper" {
+        ess_wgpu::locality::paper_profile(opts.model.layers)
+    } else {
+        let text = std::fs::read_to_string(spec).map_err(|e| ess_wgpu::Error::Io {
+            path: spec.into(),
+            source: e,
+        })?;
+        ess_wgpu::locality::parse_profile(&text, spec)?
+    };
+    if targets.len() != opts.model.layers as usize {
+        return Err(ess_wgpu::Error::config(
+            "profile",
+            format!("{} values", targets.len()),
+            format!("one per layer ({})", opts.model.layers),
+        ));
+    }
+    eprintln!("... calibrating overlap -> rho on this adapter");
+    let table = ess_wgpu::locality::calibrate(ctx, opts, &ess_wgpu::locality::CALIBRATION_RHOS)?;
+    let pairs: Vec<(f32, f32)> = targets
+        .iter()
+        .map(|&t| (t, ess_wgpu::locality::rho_for(t, &table)))
+        .collect();
+    opts.layer_locality = pairs.iter().map(|p| p.1).collect();
+    Ok(pairs)
 }

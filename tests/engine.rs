@@ -26,6 +26,8 @@ fn options(
         pool,
         transfer,
         locality,
+        layer_locality: Vec::new(),
+        record_trace: false,
         warmup_windows: 2,
         seed: 7,
         track_overlap: false,
