@@ -226,3 +226,85 @@ fn bad_engine_options_are_errors() {
         assert!(Engine::new(ctx(), &o, BUDGET).is_err(), "{o:?}");
     }
 }
+
+/// A trace recorded from a GPU run and replayed through the plain-Rust LRU gives exactly the
+/// hits and misses the GPU counted, per layer; the text format round-trips.
+#[test]
+fn trace_replay_equals_the_gpu_counts() {
+    use ess_wgpu::trace::Trace;
+    let model = Config::tiny()
+        .with_overrides(&["batch=3", "layers=2", "topk=24"])
+        .unwrap();
+    let mut opts = options(
+        model,
+        vec![200, 90, 150],
+        PoolSize::Slots(40),
+        TransferPath::ZeroCopy,
+        0.8,
+        6,
+    );
+    opts.mode = Mode::Offload;
+    opts.record_trace = true;
+    opts.layer_locality = vec![0.3, 0.95];
+    let ctx = ctx();
+    let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+    for _ in 0..opts.steps {
+        e.step(ctx).unwrap();
+    }
+    let trace = e.trace.clone().unwrap();
+    let text = trace.to_text();
+    let parsed = Trace::parse(&text, "recorded").unwrap();
+    assert_eq!(parsed, trace, "the text format does not round-trip");
+    let replay = parsed.replay(40, true).unwrap();
+    for l in 0..2 {
+        let gpu = e.stats.counters[l];
+        assert_eq!(replay.misses_per_layer()[l], gpu.misses, "layer {l} misses");
+        assert_eq!(replay.hits_per_layer()[l], gpu.hits, "layer {l} hits");
+    }
+    assert_eq!(replay.steps.len(), 6);
+    // without warm-up the first step misses more
+    let cold = parsed.replay(40, false).unwrap();
+    assert!(
+        cold.steps[0].iter().map(|c| c.1).sum::<u64>()
+            > replay.steps[0].iter().map(|c| c.1).sum::<u64>()
+    );
+}
+
+/// Malformed and truncated trace files are errors that say where.
+#[test]
+fn malformed_traces_are_errors_with_the_offset() {
+    use ess_wgpu::trace::Trace;
+    let head = "ess-trace 1\nlayers 1 batch 1 topk 3 capacity 10\n";
+    let cases = [
+        ("ess-trace 2\n", "line 1"),
+        ("ess-trace 1\nlayers 1 batch 1\n", "line 2"),
+        (
+            &*format!("{head}s 0 0 0 5 1 2 3\ns 1 0 0 6 1 2\n"),
+            "line 4 (byte offset 64)",
+        ),
+        (
+            &*format!("{head}s 0 0 0 5 1 2 3\ns 1 0 0 6 1 2"),
+            "truncated",
+        ),
+        (&*format!("{head}x 0 0 0 5 1 2 3\n"), "`w` or `s`"),
+        (&*format!("{head}s 0 0 0 5 1 2 9\n"), "id 9 outside"),
+        (&*format!("{head}s 0 0 0 5 1 1 2\n"), "twice"),
+        (&*format!("{head}s 0 1 0 5 1 2 3\n"), "outside the header"),
+        (&*format!("{head}s 0 0 0 five 1 2 3\n"), "not a number"),
+    ];
+    for (text, want) in cases {
+        let e = Trace::parse(text, "t.trace").unwrap_err().to_string();
+        assert!(
+            e.contains(want) && e.starts_with("t.trace: line"),
+            "{e:?} should mention {want:?}"
+        );
+    }
+    // a hand-written trace from "another engine" replays
+    let t = Trace::parse(
+        &format!("{head}# a comment\nw 0 0 0 5 0 1 2\ns 1 0 0 6 0 5 3\n"),
+        "x",
+    )
+    .unwrap();
+    let r = t.replay(4, true).unwrap();
+    assert_eq!(r.steps, vec![vec![(2, 1)]]); // 0 hit, 5 = newest (reserved slot) hit, 3 missed
+}
