@@ -343,88 +343,29 @@ pub fn sweep_csv(points: &[SweepPoint]) -> String {
 
 /// The sweep as an SVG: tokens/s against batch, one line per (mode, context).
 pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
-    let (w, h, m) = (760.0, 440.0, 60.0);
-    let max_b = points.iter().map(|p| p.batch).max().unwrap_or(1) as f64;
-    let max_t = points
-        .iter()
-        .map(|p| p.tokens_per_s_gpu)
-        .fold(1.0, f64::max)
-        * 1.1;
-    let x = |b: f64| m + b / max_b * (w - 2.0 * m);
-    let y = |t: f64| h - m - t / max_t * (h - 2.0 * m);
-    let mut s = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
-         <rect width='100%' height='100%' fill='white'/>\n<text x='{m}' y='24' font-size='15'>{title}</text>\n\
-         <line x1='{m}' y1='{}' x2='{}' y2='{}' stroke='black'/><line x1='{m}' y1='{m}' x2='{m}' y2='{}' stroke='black'/>\n\
-         <text x='{}' y='{}' text-anchor='middle'>batch (sequences)</text>\n\
-         <text x='16' y='{}' transform='rotate(-90 16 {})' text-anchor='middle'>decode tokens/s (GPU time)</text>\n",
-        h - m,
-        w - m,
-        h - m,
-        h - m,
-        w / 2.0,
-        h - 20.0,
-        h / 2.0,
-        h / 2.0
-    );
-    for i in 0..=4 {
-        let t = max_t * i as f64 / 4.0;
-        s += &format!(
-            "<text x='{}' y='{}' text-anchor='end'>{:.0}</text>\n",
-            m - 6.0,
-            y(t) + 4.0,
-            t
-        );
-        let b = max_b * i as f64 / 4.0;
-        s += &format!(
-            "<text x='{}' y='{}' text-anchor='middle'>{:.0}</text>\n",
-            x(b),
-            h - m + 16.0,
-            b
-        );
-    }
     let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
     contexts.dedup();
-    let colors = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-    ];
-    let mut legend = 0;
-    for (ci, &c) in contexts.iter().enumerate() {
+    let mut series = Vec::new();
+    for c in contexts {
         for mode in [Mode::Resident, Mode::Offload] {
-            let mut pts: Vec<&SweepPoint> = points
+            let mut pts: Vec<(f64, f64)> = points
                 .iter()
                 .filter(|p| p.context == c && p.mode == mode)
+                .map(|p| (p.batch as f64, p.tokens_per_s_gpu))
                 .collect();
-            pts.sort_by_key(|p| p.batch);
-            let color = colors[(2 * ci + (mode == Mode::Offload) as usize) % colors.len()];
-            let dash = if mode == Mode::Resident {
-                "6 4"
-            } else {
-                "none"
-            };
-            let path: Vec<String> = pts
-                .iter()
-                .map(|p| format!("{:.1},{:.1}", x(p.batch as f64), y(p.tokens_per_s_gpu)))
-                .collect();
-            s += &format!(
-                "<polyline points='{}' fill='none' stroke='{color}' stroke-width='2' stroke-dasharray='{dash}'/>\n",
-                path.join(" ")
-            );
-            for p in &pts {
-                let r = if p.largest { 5 } else { 3 };
-                s += &format!(
-                    "<circle cx='{:.1}' cy='{:.1}' r='{r}' fill='{color}'/>\n",
-                    x(p.batch as f64),
-                    y(p.tokens_per_s_gpu)
-                );
-            }
-            s += &format!(
-                "<text x='{}' y='{}' fill='{color}'>{mode}, context {c}</text>\n",
-                w - m - 150.0,
-                m + 10.0 + 16.0 * legend as f64
-            );
-            legend += 1;
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push(crate::svg::Series {
+                name: format!("{mode}, context {c}"),
+                points: pts,
+                dashed: mode == Mode::Resident,
+            });
         }
     }
-    s + "</svg>\n"
+    crate::svg::lines(
+        title,
+        "batch (sequences)",
+        "decode tokens/s (GPU time)",
+        &series,
+        &[],
+    )
 }

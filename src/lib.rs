@@ -17,11 +17,13 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod figures;
 pub mod gpu;
 pub mod kernels;
 pub mod locality;
 pub mod problems;
 pub mod reference;
+pub mod svg;
 pub mod trace;
 pub mod workload;
 

@@ -28,6 +28,11 @@ enum Command {
     /// For a device budget, run each mode at its largest batch (and at --batches) per context;
     /// writes sweep.csv and sweep.svg.
     Sweep(SweepArgs),
+    /// Regenerate one of the paper's observations (CSV + SVG + table); see docs/FIGURES.md.
+    Figures(FiguresArgs),
+    /// Record top-k traces from a run, or replay a trace through the LRU policy alone.
+    #[command(subcommand)]
+    Trace(TraceCommand),
     /// One decode step's kernels (indexer → top-k → sparse MLA) checked against the CPU reference.
     Demo(PresetArgs),
     /// Benchmarks.
@@ -205,6 +210,55 @@ struct SweepArgs {
     out: std::path::PathBuf,
 }
 
+#[derive(clap::Args, Clone)]
+struct FiguresArgs {
+    /// similarity, warmup, misses-per-layer, misses-vs-ratio or batch-throughput.
+    figure: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Contexts (comma list, K = 1024); the first is used by `warmup`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_count_arg, default_values_t = [2048u32, 4096])]
+    contexts: Vec<u32>,
+    /// Sparse memory ratios to replay (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.05f64, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9])]
+    ratios: Vec<f64>,
+    /// batch-throughput: extra batches below each mode's largest.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4])]
+    batches: Vec<u32>,
+    /// Folder for the CSV and SVG files.
+    #[arg(long, default_value = "figures")]
+    out: std::path::PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Decode in offload mode and write every layer's top-k of every step (format ess-trace 1).
+    Record {
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Context per sequence (comma list); default: the preset's.
+        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+        contexts: Vec<u32>,
+        /// The trace file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Replay a trace through exact LRU pools: hits and misses per layer, no GPU needed.
+    Replay {
+        /// The trace file (format in src/trace.rs and the README).
+        file: std::path::PathBuf,
+        /// Pool slots per layer and sequence.
+        #[arg(long)]
+        pool_slots: Option<u32>,
+        /// Or a sparse memory ratio of the trace's capacity.
+        #[arg(long, default_value_t = 0.2)]
+        pool_ratio: f64,
+        /// Skip the warm-up windows.
+        #[arg(long)]
+        no_warmup: bool,
+    },
+}
+
 fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let (num, mul) = match t.char_indices().last() {
@@ -330,6 +384,125 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print_sweep(&points);
                 println!("wrote {} and {}", csv.display(), svg.display());
+            }
+        }
+        Command::Figures(args) => {
+            let (mut base, budget) = args.engine.options(None, false)?;
+            let ctx = GpuContext::new()?;
+            let spec = args
+                .engine
+                .profile
+                .clone()
+                .unwrap_or_else(|| "paper".into());
+            let profile = apply_profile(&ctx, Some(&spec), &mut base)?;
+            let fo = ess_wgpu::figures::FigureOptions {
+                base,
+                contexts: args.contexts.clone(),
+                ratios: args.ratios.clone(),
+                targets: profile.iter().map(|p| p.0).collect(),
+            };
+            use ess_wgpu::figures as f;
+            let fig = match args.figure.as_str() {
+                "similarity" => f::similarity(&ctx, &fo)?,
+                "warmup" => f::warmup(&ctx, &fo)?,
+                "misses-per-layer" => f::misses_per_layer(&ctx, &fo)?,
+                "misses-vs-ratio" => f::misses_vs_ratio(&ctx, &fo)?,
+                "batch-throughput" => f::batch_throughput(&ctx, &fo, &args.batches, budget)?,
+                other => {
+                    return Err(ess_wgpu::Error::config(
+                        "figure",
+                        other,
+                        "similarity, warmup, misses-per-layer, misses-vs-ratio, batch-throughput",
+                    ));
+                }
+            };
+            let io = |path: &std::path::Path, e| ess_wgpu::Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            };
+            std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
+            let csv = args.out.join(format!("{}.csv", fig.name.replace('-', "_")));
+            std::fs::write(&csv, &fig.csv).map_err(|e| io(&csv, e))?;
+            print!("{}", fig.table);
+            println!("wrote {}", csv.display());
+            for (name, svg) in &fig.svgs {
+                let path = args.out.join(name);
+                std::fs::write(&path, svg).map_err(|e| io(&path, e))?;
+                println!("wrote {}", path.display());
+            }
+        }
+        Command::Trace(TraceCommand::Record {
+            engine,
+            contexts,
+            out,
+        }) => {
+            let (mut opts, budget) = engine.options(None, true)?;
+            if !contexts.is_empty() {
+                opts.model.batch = contexts.len() as u32;
+                opts.contexts = contexts;
+            }
+            opts.record_trace = true;
+            opts.validate()?;
+            let ctx = GpuContext::new()?;
+            apply_profile(&ctx, engine.profile.as_deref(), &mut opts)?;
+            let mut e = ess_wgpu::engine::Engine::new(&ctx, &opts, budget)?;
+            for _ in 0..opts.steps {
+                e.step(&ctx)?;
+            }
+            let trace = e.trace.take().expect("recording");
+            std::fs::write(&out, trace.to_text()).map_err(|e| ess_wgpu::Error::Io {
+                path: out.display().to_string(),
+                source: e,
+            })?;
+            let gpu: Vec<String> = e
+                .stats
+                .counters
+                .iter()
+                .map(|c| format!("{}/{}", c.hits, c.misses))
+                .collect();
+            println!(
+                "wrote {} ({} records); GPU hits/misses per layer: {}",
+                out.display(),
+                trace.entries.len(),
+                gpu.join(" ")
+            );
+        }
+        Command::Trace(TraceCommand::Replay {
+            file,
+            pool_slots,
+            pool_ratio,
+            no_warmup,
+        }) => {
+            let trace = ess_wgpu::trace::Trace::read(&file)?;
+            let slots = match pool_slots {
+                Some(n) => n,
+                None => PoolSize::Ratio(pool_ratio).slots(trace.capacity, trace.topk)?,
+            };
+            let r = trace.replay(slots, !no_warmup)?;
+            println!(
+                "{}: {} layers, {} sequences, top-k {}, capacity {}; pool {slots} slots; {} decode steps; warm-up misses {}",
+                file.display(),
+                trace.layers,
+                trace.batch,
+                trace.topk,
+                trace.capacity,
+                r.steps.len(),
+                r.warmup_misses
+            );
+            println!(
+                "{:>6} {:>10} {:>10} {:>9}",
+                "layer", "hits", "misses", "hit rate"
+            );
+            for (l, (h, m)) in r
+                .hits_per_layer()
+                .iter()
+                .zip(r.misses_per_layer())
+                .enumerate()
+            {
+                println!(
+                    "{l:>6} {h:>10} {m:>10} {:>8.1}%",
+                    100.0 * *h as f64 / (h + m).max(1) as f64
+                );
             }
         }
         Command::Info => {

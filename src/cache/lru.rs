@@ -95,7 +95,12 @@ impl LruPool {
             }
         }
         let mut victims: Vec<usize> = (0..reserved).filter(|&s| !used[s]).collect();
-        victims.sort_by_key(|&s| (self.slot_last[s], s));
+        // the misses.len() smallest (last use, slot), in order: select in linear time, sort those
+        if misses.len() < victims.len() {
+            victims.select_nth_unstable_by_key(misses.len(), |&s| (self.slot_last[s], s));
+            victims.truncate(misses.len());
+        }
+        victims.sort_unstable_by_key(|&s| (self.slot_last[s], s));
         assert!(
             victims.len() >= misses.len(),
             "pool of {} slots cannot take {} misses",

@@ -1,0 +1,374 @@
+//! The paper's observations, regenerated: each figure records top-k traces from GPU runs of the
+//! engine (offload mode, a per-layer locality profile) and, where the figure is about the cache
+//! policy, replays them through the plain-Rust LRU at every pool size asked for.
+//!
+//! | figure | paper | what it shows |
+//! |---|---|---|
+//! | `similarity` | Fig. 2 | per-layer step-to-step overlap across context lengths (heat map) |
+//! | `warmup` | Fig. 4 | misses per decode step with and without LRU warm-up, ratio 0.2 |
+//! | `misses-per-layer` | Figs. 5, 8 | misses per layer at ratios 0.2 … 0.9, and across contexts |
+//! | `misses-vs-ratio` | Fig. 9 | mean misses against the sparse memory ratio, per context |
+//! | `batch-throughput` | Fig. 1 | decode tokens/s against batch, both modes, one budget |
+
+use crate::cache::PoolSize;
+use crate::decode::{SweepPoint, sweep, sweep_csv, sweep_svg};
+use crate::engine::{Engine, EngineOptions, Mode};
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::svg::{Series, heatmap, lines};
+use crate::trace::Trace;
+use std::fmt::Write as _;
+
+/// A figure's outputs: CSV, SVG files, and a short table to print.
+pub struct Figure {
+    pub name: &'static str,
+    pub csv: String,
+    pub svgs: Vec<(String, String)>,
+    pub table: String,
+}
+
+/// What the figures run: `base` gives the model, steps, seed, warm-up windows and per-layer
+/// locality; `targets` the profile's target overlaps (for the tables), if any.
+pub struct FigureOptions {
+    pub base: EngineOptions,
+    pub contexts: Vec<u32>,
+    pub ratios: Vec<f64>,
+    pub targets: Vec<f32>,
+}
+
+/// A recorded run at one context: its trace and measured per-layer overlap.
+pub struct Recording {
+    pub context: u32,
+    pub trace: Trace,
+    pub overlap: Vec<f64>,
+}
+
+/// Decode `steps` steps at `context` (all sequences) in offload mode, recording the selections.
+pub fn record(ctx: &GpuContext, base: &EngineOptions, context: u32) -> Result<Recording> {
+    let m = &base.model;
+    let cap = context + base.steps;
+    let slots = PoolSize::Ratio(0.2)
+        .slots(cap, m.topk)
+        .unwrap_or(m.topk + 1)
+        .max(m.topk + 1);
+    let opts = EngineOptions {
+        contexts: vec![context; m.batch as usize],
+        mode: Mode::Offload,
+        pool: PoolSize::Slots(slots),
+        record_trace: true,
+        track_overlap: true,
+        ..base.clone()
+    };
+    let mut e = Engine::new(ctx, &opts, u64::MAX)?;
+    for _ in 0..opts.steps {
+        e.step(ctx)?;
+    }
+    Ok(Recording {
+        context,
+        overlap: e.stats.overlap(),
+        trace: e.trace.take().expect("recording"),
+    })
+}
+
+/// Mean misses per (step, layer, sequence) of a replay at `slots`.
+fn mean_misses(trace: &Trace, slots: u32, warmup: bool) -> Result<(Vec<f64>, Vec<f64>)> {
+    let r = trace.replay(slots, warmup)?;
+    let per = |x: u64| x as f64 / (r.steps.len().max(1) as f64 * trace.batch as f64);
+    let per_layer: Vec<f64> = r.misses_per_layer().into_iter().map(per).collect();
+    let per_step: Vec<f64> = r
+        .steps
+        .iter()
+        .map(|s| {
+            s.iter().map(|c| c.1).sum::<u64>() as f64 / (trace.layers as f64 * trace.batch as f64)
+        })
+        .collect();
+    Ok((per_layer, per_step))
+}
+
+fn slots_for(rec: &Recording, ratio: f64) -> Option<u32> {
+    PoolSize::Ratio(ratio)
+        .slots(rec.trace.capacity, rec.trace.topk)
+        .ok()
+}
+
+pub fn similarity(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
+    let recs: Vec<Recording> = fo
+        .contexts
+        .iter()
+        .map(|&c| record(ctx, &fo.base, c))
+        .collect::<Result<_>>()?;
+    let layers = fo.base.model.layers as usize;
+    let mut csv = String::from("layer,target,context,overlap\n");
+    let mut table = format!("{:>5} {:>7}", "layer", "target");
+    for r in &recs {
+        let _ = write!(table, " {:>9}", format!("T={}", r.context));
+    }
+    table.push('\n');
+    let values: Vec<Vec<f64>> = (0..layers)
+        .map(|l| recs.iter().map(|r| r.overlap[l]).collect())
+        .collect();
+    for (l, row) in values.iter().enumerate() {
+        let target = fo
+            .targets
+            .get(l)
+            .map_or(String::from("-"), |t| format!("{:.2}", t));
+        let _ = write!(table, "{l:>5} {target:>7}");
+        for (r, v) in recs.iter().zip(row) {
+            let _ = writeln!(csv, "{l},{target},{},{v:.4}", r.context);
+            let _ = write!(table, " {v:>9.2}");
+        }
+        table.push('\n');
+    }
+    let cols: Vec<String> = recs.iter().map(|r| format!("T = {}", r.context)).collect();
+    let rows: Vec<String> = (0..layers).map(|l| format!("layer {l}")).collect();
+    let svg = heatmap(
+        "step-to-step top-k overlap |K(t-1) ∩ K(t)| / |K(t)|",
+        "context length",
+        "layer",
+        &cols,
+        &rows,
+        &values,
+    );
+    Ok(Figure {
+        name: "similarity",
+        csv,
+        svgs: vec![("similarity.svg".into(), svg)],
+        table,
+    })
+}
+
+pub fn warmup(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
+    let rec = record(ctx, &fo.base, fo.contexts[0])?;
+    let slots = slots_for(&rec, 0.2).unwrap_or(rec.trace.topk + 1);
+    let (_, with) = mean_misses(&rec.trace, slots, true)?;
+    let (_, without) = mean_misses(&rec.trace, slots, false)?;
+    let mut csv = String::from("step,misses_with_warmup,misses_without_warmup\n");
+    for (i, (a, b)) in with.iter().zip(&without).enumerate() {
+        let _ = writeln!(csv, "{},{a:.3},{b:.3}", i + 1);
+    }
+    let mut table = format!(
+        "context {}, pool {slots} slots (ratio 0.2), top-k {}: misses per layer and sequence\n",
+        rec.context, rec.trace.topk
+    );
+    let _ = writeln!(
+        table,
+        "{:>5} {:>12} {:>15}",
+        "step", "with warm-up", "without warm-up"
+    );
+    for i in 0..with.len().min(5) {
+        let _ = writeln!(table, "{:>5} {:>12.1} {:>15.1}", i + 1, with[i], without[i]);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let _ = writeln!(
+        table,
+        "{:>5} {:>12.1} {:>15.1}",
+        "mean",
+        mean(&with),
+        mean(&without)
+    );
+    let series = [
+        Series {
+            name: "with LRU warm-up".into(),
+            points: with
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| ((i + 1) as f64, y))
+                .collect(),
+            dashed: false,
+        },
+        Series {
+            name: "without warm-up".into(),
+            points: without
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| ((i + 1) as f64, y))
+                .collect(),
+            dashed: true,
+        },
+    ];
+    let title = format!("misses per decode step, ratio 0.2, context {}", rec.context);
+    let svg = lines(
+        &title,
+        "decode step",
+        "misses per layer and sequence",
+        &series,
+        &[],
+    );
+    Ok(Figure {
+        name: "warmup",
+        csv,
+        svgs: vec![("warmup.svg".into(), svg)],
+        table,
+    })
+}
+
+pub fn misses_per_layer(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
+    let recs: Vec<Recording> = fo
+        .contexts
+        .iter()
+        .map(|&c| record(ctx, &fo.base, c))
+        .collect::<Result<_>>()?;
+    let mut csv = String::from("context,ratio,slots,layer,misses_per_step\n");
+    let mut by_ratio = Vec::new();
+    let mut table = format!(
+        "misses per step per layer and sequence (top-k {})\n",
+        recs[0].trace.topk
+    );
+    for r in &recs {
+        for &ratio in &fo.ratios {
+            let Some(slots) = slots_for(r, ratio) else {
+                let _ = writeln!(
+                    table,
+                    "T={} ratio {ratio}: pool below top-k + 1, skipped",
+                    r.context
+                );
+                continue;
+            };
+            let (per_layer, _) = mean_misses(&r.trace, slots, true)?;
+            for (l, m) in per_layer.iter().enumerate() {
+                let _ = writeln!(csv, "{},{ratio},{slots},{l},{m:.3}", r.context);
+            }
+            let row: Vec<String> = per_layer.iter().map(|m| format!("{m:.0}")).collect();
+            let _ = writeln!(
+                table,
+                "T={:<7} ratio {ratio:<4}: {}",
+                r.context,
+                row.join(" ")
+            );
+            by_ratio.push((r.context, ratio, per_layer));
+        }
+    }
+    let first = recs[0].context;
+    let s1: Vec<Series> = by_ratio
+        .iter()
+        .filter(|(c, _, _)| *c == first)
+        .map(|(_, ratio, pl)| Series {
+            name: format!("ratio {ratio}"),
+            points: pl.iter().enumerate().map(|(l, &m)| (l as f64, m)).collect(),
+            dashed: false,
+        })
+        .collect();
+    let low = fo.ratios.first().copied().unwrap_or(0.2);
+    let s2: Vec<Series> = by_ratio
+        .iter()
+        .filter(|(_, r, _)| *r == low)
+        .map(|(c, _, pl)| Series {
+            name: format!("context {c}"),
+            points: pl.iter().enumerate().map(|(l, &m)| (l as f64, m)).collect(),
+            dashed: false,
+        })
+        .collect();
+    let svg1 = lines(
+        &format!("misses per layer, context {first}"),
+        "layer",
+        "misses per step and sequence",
+        &s1,
+        &[],
+    );
+    let svg2 = lines(
+        &format!("misses per layer at ratio {low}, by context"),
+        "layer",
+        "misses per step and sequence",
+        &s2,
+        &[],
+    );
+    Ok(Figure {
+        name: "misses-per-layer",
+        csv,
+        svgs: vec![
+            ("misses_per_layer.svg".into(), svg1),
+            ("misses_per_layer_contexts.svg".into(), svg2),
+        ],
+        table,
+    })
+}
+
+pub fn misses_vs_ratio(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
+    let recs: Vec<Recording> = fo
+        .contexts
+        .iter()
+        .map(|&c| record(ctx, &fo.base, c))
+        .collect::<Result<_>>()?;
+    let k = recs[0].trace.topk;
+    let mut csv = String::from("context,ratio,slots,below_2k,mean_misses\n");
+    let mut table = format!(
+        "{:>8} {:>6} {:>7} {:>12}\n",
+        "context", "ratio", "slots", "mean misses"
+    );
+    let mut series = Vec::new();
+    let mut marks = Vec::new();
+    for r in &recs {
+        let mut pts = Vec::new();
+        for &ratio in &fo.ratios {
+            let Some(slots) = slots_for(r, ratio) else {
+                continue;
+            };
+            let (per_layer, _) = mean_misses(&r.trace, slots, true)?;
+            let mean = per_layer.iter().sum::<f64>() / per_layer.len() as f64;
+            let below = slots < 2 * k;
+            let _ = writeln!(csv, "{},{ratio},{slots},{below},{mean:.3}", r.context);
+            let _ = writeln!(
+                table,
+                "{:>8} {ratio:>6} {slots:>7} {mean:>12.1}{}",
+                r.context,
+                if below { "  (pool < 2k)" } else { "" }
+            );
+            pts.push((ratio, mean));
+        }
+        marks.push((
+            2.0 * k as f64 / r.trace.capacity as f64,
+            format!("2k at T={}", r.context),
+        ));
+        series.push(Series {
+            name: format!("context {}", r.context),
+            points: pts,
+            dashed: false,
+        });
+    }
+    let marks_ref: Vec<(f64, &str)> = marks.iter().map(|(x, s)| (*x, s.as_str())).collect();
+    let svg = lines(
+        "mean misses against the sparse memory ratio",
+        "sparse memory ratio (pool / full latent cache)",
+        "misses per layer, step and sequence",
+        &series,
+        &marks_ref,
+    );
+    Ok(Figure {
+        name: "misses-vs-ratio",
+        csv,
+        svgs: vec![("misses_vs_ratio.svg".into(), svg)],
+        table,
+    })
+}
+
+pub fn batch_throughput(
+    ctx: &GpuContext,
+    fo: &FigureOptions,
+    batches: &[u32],
+    budget: u64,
+) -> Result<Figure> {
+    let points: Vec<SweepPoint> =
+        sweep(ctx, &fo.base, &fo.contexts, batches, 1024, budget, |_| {})?;
+    let mut table = String::new();
+    for p in &points {
+        let _ = writeln!(
+            table,
+            "T={:<7} {:<9} batch {:>4}{} {:>10.1} tokens/s",
+            p.context,
+            p.mode.to_string(),
+            p.batch,
+            if p.largest { "*" } else { " " },
+            p.tokens_per_s_gpu
+        );
+    }
+    let title = format!(
+        "decode tokens/s against batch at a {:.0} MiB budget",
+        budget as f64 / 1048576.0
+    );
+    Ok(Figure {
+        name: "batch-throughput",
+        csv: sweep_csv(&points),
+        svgs: vec![("batch_throughput.svg".into(), sweep_svg(&points, &title))],
+        table,
+    })
+}
