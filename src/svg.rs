@@ -183,11 +183,9 @@ pub fn heatmap(
 }
 
 fn short(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{:.0}", v)
-    } else if v.abs() >= 10.0 || v == 0.0 {
-        format!("{:.0}", v)
+    if v.abs() >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
     } else {
-        format!("{:.2}", v)
+        format!("{v:.2}")
     }
 }
