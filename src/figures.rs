@@ -85,10 +85,11 @@ fn mean_misses(trace: &Trace, slots: u32, warmup: bool) -> Result<(Vec<f64>, Vec
     Ok((per_layer, per_step))
 }
 
+/// Replay pool size for a ratio: ⌈ratio · capacity⌉ if it holds top-k + 1. (The CPU replay has no
+/// upper limit; the GPU resolve's [`crate::kernels::resolve::MAX_SLOTS`] applies to runs only.)
 fn slots_for(rec: &Recording, ratio: f64) -> Option<u32> {
-    PoolSize::Ratio(ratio)
-        .slots(rec.trace.capacity, rec.trace.topk)
-        .ok()
+    let slots = (ratio * rec.trace.capacity as f64).ceil() as u32;
+    (ratio > 0.0 && slots > rec.trace.topk).then_some(slots)
 }
 
 pub fn similarity(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {

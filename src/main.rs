@@ -127,6 +127,7 @@ struct EngineArgs {
     locality: f32,
     /// Per-layer target overlap instead of one --locality: `paper` (shaped like the paper's
     /// Fig. 2) or a file (JSON array or one number per line); calibrated to ρ on this adapter.
+    /// `figures` use `paper` unless given `none`.
     #[arg(long)]
     profile: Option<String>,
     /// Prefill windows seeding the pools (LRU warm-up); 0 turns it off.
@@ -394,7 +395,18 @@ fn run(cli: Cli) -> Result<()> {
                 .profile
                 .clone()
                 .unwrap_or_else(|| "paper".into());
-            let profile = apply_profile(&ctx, Some(&spec), &mut base)?;
+            // the paper's profile unless asked otherwise (`--profile none`: one --locality)
+            let profile = match spec.as_str() {
+                "none" => Vec::new(),
+                s => apply_profile(&ctx, Some(s), &mut base)?,
+            };
+            if profile.is_empty() {
+                println!("locality: one ρ = {} for every layer", base.locality);
+            } else {
+                println!(
+                    "locality profile {spec}: target overlap per layer, calibrated to ρ on this adapter"
+                );
+            }
             let fo = ess_wgpu::figures::FigureOptions {
                 base,
                 contexts: args.contexts.clone(),
