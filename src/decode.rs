@@ -235,16 +235,74 @@ pub struct SweepPoint {
     pub context: u32,
     pub mode: Mode,
     pub batch: u32,
-    /// This is the largest batch of the mode in the budget.
+    /// This is the largest batch of the mode (and pool) in the budget.
     pub largest: bool,
+    /// Pool slots per layer and sequence (offload), 0 for resident.
+    pub slots: u32,
+    /// The pool was sized by working-set-aware admission.
+    pub admission: bool,
     pub tokens_per_s_gpu: f64,
     pub hit_rate: f64,
     pub stage_ms_per_step: [f64; 7],
     pub device_bytes: u64,
 }
 
+/// Options at one context and batch, derived from the sweep's options.
+fn at(opts: &EngineOptions, mode: Mode, context: u32, batch: u32) -> EngineOptions {
+    EngineOptions {
+        mode,
+        contexts: vec![context; batch as usize],
+        model: crate::Config {
+            batch,
+            ..opts.model.clone()
+        },
+        ..opts.clone()
+    }
+}
+
+fn run_point(
+    ctx: &GpuContext,
+    o: &EngineOptions,
+    largest: bool,
+    admission: bool,
+    budget: u64,
+) -> Result<SweepPoint> {
+    let mut e = Engine::new(ctx, o, budget)?;
+    for _ in 0..o.steps {
+        e.step(ctx)?;
+    }
+    let r = ModeReport::new(&e);
+    let mut total = crate::cache::CacheCounters::default();
+    for c in &e.stats.counters {
+        total += *c;
+    }
+    Ok(SweepPoint {
+        context: o.contexts[0],
+        mode: o.mode,
+        batch: o.model.batch,
+        largest,
+        slots: e.cache.as_ref().map_or(0, |c| c.shape.slots),
+        admission,
+        tokens_per_s_gpu: r.tokens_per_s_gpu,
+        hit_rate: if o.mode == Mode::Offload {
+            total.hit_rate()
+        } else {
+            1.0
+        },
+        stage_ms_per_step: r.stage_ms_per_step,
+        device_bytes: r.device_bytes,
+    })
+}
+
 /// For each context: each mode at its largest batch under `budget` (capped at `max_batch`) and at
 /// each of `batches` that fits; tokens/s over `opts.steps` steps (no verification).
+///
+/// With `admission = Some(w)` (working-set-aware admission, after SparseServe), offload also
+/// runs with its pool sized to the working set: a probe run of `w` steps measures the largest
+/// union of a sequence's selections over `w` consecutive steps, the pool gets that many slots + 1
+/// (at least the configured pool), and the batch is the largest that fits the budget with it.
+/// A pool below the working set thrashes; this trades batch for hit rate.
+#[allow(clippy::too_many_arguments)]
 pub fn sweep(
     ctx: &GpuContext,
     opts: &EngineOptions,
@@ -252,29 +310,14 @@ pub fn sweep(
     batches: &[u32],
     max_batch: u32,
     budget: u64,
+    admission: Option<u32>,
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<SweepPoint>> {
     let mut points = Vec::new();
     for &context in contexts {
         for mode in [Mode::Resident, Mode::Offload] {
-            let base = EngineOptions {
-                mode,
-                contexts: vec![context],
-                model: crate::Config {
-                    batch: 1,
-                    ..opts.model.clone()
-                },
-                ..opts.clone()
-            };
-            let at = |batch: u32| EngineOptions {
-                contexts: vec![context; batch as usize],
-                model: crate::Config {
-                    batch,
-                    ..base.model.clone()
-                },
-                ..base.clone()
-            };
-            let largest = MemoryPlan::largest_batch(&at(1), budget)?.min(max_batch);
+            let largest =
+                MemoryPlan::largest_batch(&at(opts, mode, context, 1), budget)?.min(max_batch);
             if largest == 0 {
                 return Err(Error::config(
                     "device budget",
@@ -289,33 +332,58 @@ pub fn sweep(
                     "context {context}, {mode}, batch {batch}{}",
                     if batch == largest { " (largest)" } else { "" }
                 ));
-                let mut e = Engine::new(ctx, &at(batch), budget)?;
-                for _ in 0..opts.steps {
-                    e.step(ctx)?;
-                }
-                let r = ModeReport::new(&e);
-                let total = e.stats.counters.iter().fold(
-                    crate::cache::CacheCounters::default(),
-                    |mut a, c| {
-                        a += *c;
-                        a
-                    },
-                );
-                points.push(SweepPoint {
-                    context,
-                    mode,
-                    batch,
-                    largest: batch == largest,
-                    tokens_per_s_gpu: r.tokens_per_s_gpu,
-                    hit_rate: if mode == Mode::Offload {
-                        total.hit_rate()
-                    } else {
-                        1.0
-                    },
-                    stage_ms_per_step: r.stage_ms_per_step,
-                    device_bytes: r.device_bytes,
-                });
+                points.push(run_point(
+                    ctx,
+                    &at(opts, mode, context, batch),
+                    batch == largest,
+                    false,
+                    budget,
+                )?);
             }
+        }
+        if let Some(window) = admission {
+            progress(&format!(
+                "context {context}: probing the working set over {window} steps"
+            ));
+            let probe = EngineOptions {
+                steps: window.max(1),
+                model: crate::Config {
+                    batch: 2,
+                    ..opts.model.clone()
+                },
+                ..opts.clone()
+            };
+            let ws = crate::engine::record(ctx, &probe, context)?
+                .trace
+                .working_set(window);
+            let configured = opts.pool.slots(context + opts.steps, opts.model.topk)?;
+            let slots = (ws + 1)
+                .max(configured)
+                .min(crate::kernels::resolve::MAX_SLOTS);
+            let sized = EngineOptions {
+                pool: crate::cache::PoolSize::Slots(slots),
+                ..opts.clone()
+            };
+            let largest =
+                MemoryPlan::largest_batch(&at(&sized, Mode::Offload, context, 1), budget)?
+                    .min(max_batch);
+            if largest == 0 {
+                return Err(Error::config(
+                    "device budget",
+                    budget,
+                    format!("one sequence with a {slots}-slot pool (working set {ws})"),
+                ));
+            }
+            progress(&format!(
+                "context {context}, offload with admission: working set {ws}, pool {slots}, batch {largest}"
+            ));
+            points.push(run_point(
+                ctx,
+                &at(&sized, Mode::Offload, context, largest),
+                true,
+                true,
+                budget,
+            )?);
         }
     }
     Ok(points)
@@ -323,15 +391,25 @@ pub fn sweep(
 
 /// The sweep as CSV.
 pub fn sweep_csv(points: &[SweepPoint]) -> String {
-    let mut s = String::from("context,mode,batch,largest,tokens_per_s_gpu,hit_rate,device_bytes");
+    let mut s = String::from(
+        "context,mode,batch,largest,slots,admission,tokens_per_s_gpu,hit_rate,device_bytes",
+    );
     for st in STAGES {
         s += &format!(",{st}_ms_per_step");
     }
     s += "\n";
     for p in points {
         s += &format!(
-            "{},{},{},{},{:.3},{:.4},{}",
-            p.context, p.mode, p.batch, p.largest, p.tokens_per_s_gpu, p.hit_rate, p.device_bytes
+            "{},{},{},{},{},{},{:.3},{:.4},{}",
+            p.context,
+            p.mode,
+            p.batch,
+            p.largest,
+            p.slots,
+            p.admission,
+            p.tokens_per_s_gpu,
+            p.hit_rate,
+            p.device_bytes
         );
         for t in p.stage_ms_per_step {
             s += &format!(",{t:.4}");
@@ -350,7 +428,7 @@ pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
         for mode in [Mode::Resident, Mode::Offload] {
             let mut pts: Vec<(f64, f64)> = points
                 .iter()
-                .filter(|p| p.context == c && p.mode == mode)
+                .filter(|p| p.context == c && p.mode == mode && !p.admission)
                 .map(|p| (p.batch as f64, p.tokens_per_s_gpu))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -360,6 +438,16 @@ pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
                 dashed: mode == Mode::Resident,
             });
         }
+    }
+    for p in points.iter().filter(|p| p.admission) {
+        series.push(crate::svg::Series {
+            name: format!(
+                "offload + admission ({} slots), context {}",
+                p.slots, p.context
+            ),
+            points: vec![(p.batch as f64, p.tokens_per_s_gpu)],
+            dashed: false,
+        });
     }
     crate::svg::lines(
         title,

@@ -904,3 +904,39 @@ impl Engine {
         self.plan.total()
     }
 }
+
+/// A recorded run at one context: its trace and measured per-layer overlap.
+pub struct Recording {
+    pub context: u32,
+    pub trace: crate::trace::Trace,
+    pub overlap: Vec<f64>,
+}
+
+/// Decode `base.steps` steps at `context` (all sequences) in offload mode, recording every
+/// layer's selections. The pool size does not change the selections (they depend only on the
+/// queries and keys); a ratio of 0.2 is used.
+pub fn record(ctx: &GpuContext, base: &EngineOptions, context: u32) -> Result<Recording> {
+    let m = &base.model;
+    let cap = context + base.steps;
+    let slots = PoolSize::Ratio(0.2)
+        .slots(cap, m.topk)
+        .unwrap_or(m.topk + 1)
+        .max(m.topk + 1);
+    let opts = EngineOptions {
+        contexts: vec![context; m.batch as usize],
+        mode: Mode::Offload,
+        pool: PoolSize::Slots(slots),
+        record_trace: true,
+        track_overlap: true,
+        ..base.clone()
+    };
+    let mut e = Engine::new(ctx, &opts, u64::MAX)?;
+    for _ in 0..opts.steps {
+        e.step(ctx)?;
+    }
+    Ok(Recording {
+        context,
+        overlap: e.stats.overlap(),
+        trace: e.trace.take().expect("recording"),
+    })
+}

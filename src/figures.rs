@@ -10,9 +10,8 @@
 //! | `misses-vs-ratio` | Fig. 9 | mean misses against the sparse memory ratio, per context |
 //! | `batch-throughput` | Fig. 1 | decode tokens/s against batch, both modes, one budget |
 
-use crate::cache::PoolSize;
 use crate::decode::{SweepPoint, sweep, sweep_csv, sweep_svg};
-use crate::engine::{Engine, EngineOptions, Mode};
+use crate::engine::{EngineOptions, Recording, record};
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::svg::{Series, heatmap, lines};
@@ -34,40 +33,6 @@ pub struct FigureOptions {
     pub contexts: Vec<u32>,
     pub ratios: Vec<f64>,
     pub targets: Vec<f32>,
-}
-
-/// A recorded run at one context: its trace and measured per-layer overlap.
-pub struct Recording {
-    pub context: u32,
-    pub trace: Trace,
-    pub overlap: Vec<f64>,
-}
-
-/// Decode `steps` steps at `context` (all sequences) in offload mode, recording the selections.
-pub fn record(ctx: &GpuContext, base: &EngineOptions, context: u32) -> Result<Recording> {
-    let m = &base.model;
-    let cap = context + base.steps;
-    let slots = PoolSize::Ratio(0.2)
-        .slots(cap, m.topk)
-        .unwrap_or(m.topk + 1)
-        .max(m.topk + 1);
-    let opts = EngineOptions {
-        contexts: vec![context; m.batch as usize],
-        mode: Mode::Offload,
-        pool: PoolSize::Slots(slots),
-        record_trace: true,
-        track_overlap: true,
-        ..base.clone()
-    };
-    let mut e = Engine::new(ctx, &opts, u64::MAX)?;
-    for _ in 0..opts.steps {
-        e.step(ctx)?;
-    }
-    Ok(Recording {
-        context,
-        overlap: e.stats.overlap(),
-        trace: e.trace.take().expect("recording"),
-    })
 }
 
 /// Mean misses per (step, layer, sequence) of a replay at `slots`.
@@ -348,8 +313,16 @@ pub fn batch_throughput(
     batches: &[u32],
     budget: u64,
 ) -> Result<Figure> {
-    let points: Vec<SweepPoint> =
-        sweep(ctx, &fo.base, &fo.contexts, batches, 1024, budget, |_| {})?;
+    let points: Vec<SweepPoint> = sweep(
+        ctx,
+        &fo.base,
+        &fo.contexts,
+        batches,
+        1024,
+        budget,
+        None,
+        |_| {},
+    )?;
     let mut table = String::new();
     for p in &points {
         let _ = writeln!(

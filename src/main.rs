@@ -206,6 +206,10 @@ struct SweepArgs {
     /// Cap on the batch.
     #[arg(long, default_value_t = 1024)]
     max_batch: u32,
+    /// Working-set-aware admission: also run offload with its pool sized to the working set over
+    /// this many steps (measured by a probe run), at the largest batch that then fits.
+    #[arg(long)]
+    admission: Option<u32>,
     /// Folder for sweep.csv and sweep.svg.
     #[arg(long, default_value = ".")]
     out: std::path::PathBuf,
@@ -356,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
                 &args.batches,
                 args.max_batch,
                 budget,
+                args.admission,
                 |what| eprintln!("... {what}"),
             )?;
             let io = |path: &std::path::Path, e| ess_wgpu::Error::Io {
@@ -600,16 +605,21 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 
 fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
     println!(
-        "{:>8} {:<9} {:>6} {:>14} {:>9} {:>11}",
-        "context", "mode", "batch", "tokens/s (GPU)", "hit rate", "device MiB"
+        "{:>8} {:<17} {:>6} {:>7} {:>14} {:>9} {:>11}",
+        "context", "mode", "batch", "slots", "tokens/s (GPU)", "hit rate", "device MiB"
     );
+    let name = |p: &ess_wgpu::decode::SweepPoint| match (p.mode, p.admission) {
+        (_, true) => "offload+admission".to_string(),
+        (m, false) => m.to_string(),
+    };
     for p in points {
         println!(
-            "{:>8} {:<9} {:>6}{} {:>14.1} {:>8.1}% {:>11.1}",
+            "{:>8} {:<17} {:>6}{} {:>6} {:>14.1} {:>8.1}% {:>11.1}",
             p.context,
-            p.mode.to_string(),
+            name(p),
             p.batch,
             if p.largest { "*" } else { " " },
+            p.slots,
             p.tokens_per_s_gpu,
             100.0 * p.hit_rate,
             p.device_bytes as f64 / 1048576.0
@@ -618,18 +628,27 @@ fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
     let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
     contexts.dedup();
     for c in contexts {
-        let best = |m: Mode| {
+        let best = |m: Mode, adm: bool| {
             points
                 .iter()
-                .find(|p| p.context == c && p.mode == m && p.largest)
+                .find(|p| p.context == c && p.mode == m && p.largest && p.admission == adm)
         };
-        if let (Some(r), Some(o)) = (best(Mode::Resident), best(Mode::Offload)) {
-            println!(
-                "context {c}: largest batch resident {} vs offload {}; throughput gain {:+.1}%",
-                r.batch,
-                o.batch,
-                100.0 * (o.tokens_per_s_gpu / r.tokens_per_s_gpu - 1.0)
-            );
+        let Some(r) = best(Mode::Resident, false) else {
+            continue;
+        };
+        for (label, o) in [
+            ("offload", best(Mode::Offload, false)),
+            ("offload+admission", best(Mode::Offload, true)),
+        ] {
+            if let Some(o) = o {
+                println!(
+                    "context {c}: largest batch resident {} vs {label} {}; throughput gain {:+.1}%, hit rate {:.1}%",
+                    r.batch,
+                    o.batch,
+                    100.0 * (o.tokens_per_s_gpu / r.tokens_per_s_gpu - 1.0),
+                    100.0 * o.hit_rate
+                );
+            }
         }
     }
     println!("(* = the largest batch of the mode in the budget)");

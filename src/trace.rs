@@ -263,6 +263,25 @@ impl Trace {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// The largest working set: over every (layer, seq) and decode step, the number of distinct
+    /// tokens selected in the last `window` steps (that step included).
+    pub fn working_set(&self, window: u32) -> u32 {
+        let mut history: std::collections::HashMap<(u32, u32), Vec<&Entry>> = Default::default();
+        let mut largest = 0;
+        for e in self.entries.iter().filter(|e| e.kind == Kind::Step) {
+            let h = history.entry((e.layer, e.seq)).or_default();
+            h.push(e);
+            let recent = &h[h.len().saturating_sub(window.max(1) as usize)..];
+            let union: std::collections::HashSet<i32> = recent
+                .iter()
+                .flat_map(|r| r.ids.iter().copied())
+                .filter(|&t| t >= 0)
+                .collect();
+            largest = largest.max(union.len() as u32);
+        }
+        largest
+    }
+
     /// Replay through exact LRU pools of `slots` slots per (layer, seq). With `warmup`, the
     /// warm-up windows seed the pools first (not counted); without, they are skipped.
     pub fn replay(&self, slots: u32, warmup: bool) -> Result<Replay> {

@@ -308,3 +308,49 @@ fn malformed_traces_are_errors_with_the_offset() {
     let r = t.replay(4, true).unwrap();
     assert_eq!(r.steps, vec![vec![(2, 1)]]); // 0 hit, 5 = newest (reserved slot) hit, 3 missed
 }
+
+/// The working set is the largest union of a sequence's selections over `window` steps.
+#[test]
+fn working_set_of_a_trace() {
+    use ess_wgpu::trace::Trace;
+    let t = Trace::parse(
+        "ess-trace 1\nlayers 1 batch 1 topk 3 capacity 20\ns 0 0 0 10 1 2 3\ns 1 0 0 11 2 3 4\ns 2 0 0 12 7 8 9\n",
+        "x",
+    )
+    .unwrap();
+    assert_eq!(t.working_set(1), 3);
+    assert_eq!(t.working_set(2), 6); // {2,3,4,7,8,9}
+    assert_eq!(t.working_set(3), 7); // {1,…,4,7,8,9}
+}
+
+/// Working-set-aware admission sizes the pool to the working set: fewer sequences, fewer misses
+/// than a thrashing k + 1 pool in the same budget.
+#[test]
+fn admission_trades_batch_for_hit_rate() {
+    let model = Config::tiny().with_overrides(&["layers=2"]).unwrap();
+    let k = model.topk;
+    let mut opts = options(
+        model,
+        vec![300],
+        PoolSize::Slots(k + 1),
+        TransferPath::ZeroCopy,
+        0.9,
+        6,
+    );
+    opts.warmup_windows = 1;
+    let points =
+        ess_wgpu::decode::sweep(ctx(), &opts, &[300], &[], 64, 6 << 20, Some(6), |_| {}).unwrap();
+    let offload = points
+        .iter()
+        .find(|p| p.mode == Mode::Offload && !p.admission)
+        .unwrap();
+    let adm = points.iter().find(|p| p.admission).unwrap();
+    assert!(adm.slots > offload.slots, "{adm:?}");
+    assert!(adm.batch <= offload.batch);
+    assert!(
+        adm.hit_rate > offload.hit_rate,
+        "admission {:.3} vs thrashing pool {:.3}",
+        adm.hit_rate,
+        offload.hit_rate
+    );
+}
