@@ -28,7 +28,7 @@ use crate::kernels::fill::FillRange;
 use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch, scratch_bytes_for};
 use crate::kernels::topk::TopKArgs;
-use crate::kernels::{Fill, Indexer, SparseMla, TopK};
+use crate::kernels::{Dispatch, Fill, Indexer, SparseMla, TopK};
 use crate::workload::Rng;
 use std::fmt;
 
@@ -59,7 +59,12 @@ pub const STAGES: [&str; 7] = [
     "attention",
 ];
 
-/// Salts of the two kinds of generated rows.
+/// The two kinds of generated rows, each with its own hash salt.
+#[derive(Clone, Copy)]
+enum Rows {
+    Keys,
+    Latent,
+}
 const SALT_KEYS: u32 = 0x6b65_7973;
 const SALT_LATENT: u32 = 0x6c61_7465;
 
@@ -456,6 +461,33 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Generated rows of `kind` for `layer`: `ranges[i]` of sequence `b0 + i` into `dest`.
+    fn fill_rows(
+        &self,
+        ctx: &GpuContext,
+        dest: &wgpu::Buffer,
+        kind: Rows,
+        layer: u32,
+        b0: u32,
+        ranges: &[FillRange],
+    ) -> Result<Vec<Dispatch>> {
+        let m = &self.opts.model;
+        let (words, salt) = match kind {
+            Rows::Keys => (m.index_head_dim / 2, SALT_KEYS),
+            Rows::Latent => (m.row_dim() / 2, SALT_LATENT),
+        };
+        self.fill.bind(
+            ctx,
+            dest,
+            words,
+            salt ^ self.opts.seed as u32,
+            layer,
+            1.0,
+            b0,
+            ranges,
+        )
+    }
+
     fn local(&self, b: u32) -> u32 {
         let per_group = self.groups[0].1;
         b % per_group
@@ -494,34 +526,22 @@ impl Engine {
     /// store (zero-copy write by the shader) or, for a process-memory store, through a readback.
     fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
         let m = &self.opts.model;
-        let (kw, rw) = (m.index_head_dim / 2, m.row_dim() / 2);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         for l in 0..m.layers {
             let layer = &self.layers[l as usize];
             let mut dispatches = Vec::new();
             for (g, &group) in self.groups.iter().enumerate() {
                 let r = self.ranges(group, |_| 0, |b| self.lens[b as usize]);
-                dispatches.extend(self.fill.bind(
+                dispatches.extend(self.fill_rows(
                     ctx,
                     &layer.keys[g],
-                    kw,
-                    SALT_KEYS ^ self.opts.seed as u32,
+                    Rows::Keys,
                     l,
-                    1.0,
                     group.0,
                     &r,
                 )?);
                 if let Some(latent) = layer.latent.get(g) {
-                    dispatches.extend(self.fill.bind(
-                        ctx,
-                        latent,
-                        rw,
-                        SALT_LATENT ^ self.opts.seed as u32,
-                        l,
-                        1.0,
-                        group.0,
-                        &r,
-                    )?);
+                    dispatches.extend(self.fill_rows(ctx, latent, Rows::Latent, l, group.0, &r)?);
                 }
             }
             if let Some(cache) = &self.cache {
@@ -536,16 +556,7 @@ impl Engine {
                             })
                             .collect();
                         let host = cache.host.buffer(l, b0).expect("zero-copy store");
-                        dispatches.extend(self.fill.bind(
-                            ctx,
-                            host,
-                            rw,
-                            SALT_LATENT ^ self.opts.seed as u32,
-                            l,
-                            1.0,
-                            b0,
-                            &r,
-                        )?);
+                        dispatches.extend(self.fill_rows(ctx, host, Rows::Latent, l, b0, &r)?);
                     }
                 }
             }
@@ -555,37 +566,28 @@ impl Engine {
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
         // process-memory host store: generate each sequence's rows on the device, copy them over
-        if let Some(cache) = &mut self.cache {
-            if !cache.host.is_zero_copy() {
-                for l in 0..m.layers {
-                    for b in 0..m.batch {
-                        let len = self.lens[b as usize];
-                        let tmp = ctx.storage("prefill rows", len as u64 * m.row_bytes())?;
-                        let r = [FillRange {
-                            base: 0,
-                            start: 0,
-                            count: len,
-                        }];
-                        let ds = self.fill.bind(
-                            ctx,
-                            &tmp,
-                            rw,
-                            SALT_LATENT ^ self.opts.seed as u32,
-                            l,
-                            1.0,
-                            b,
-                            &r,
-                        )?;
-                        ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))?;
-                        let bytes: Vec<u8> = ctx.read(&tmp)?;
-                        cache.host.write(
-                            ctx,
-                            l,
-                            b,
-                            0,
-                            &bytes[..(len as u64 * m.row_bytes()) as usize],
-                        )?;
-                    }
+        let memory_store = self.cache.as_ref().is_some_and(|c| !c.host.is_zero_copy());
+        if memory_store {
+            for l in 0..m.layers {
+                for b in 0..m.batch {
+                    let len = self.lens[b as usize];
+                    let tmp = ctx.storage("prefill rows", len as u64 * m.row_bytes())?;
+                    let r = [FillRange {
+                        base: 0,
+                        start: 0,
+                        count: len,
+                    }];
+                    let ds = self.fill_rows(ctx, &tmp, Rows::Latent, l, b, &r)?;
+                    ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))?;
+                    let bytes: Vec<u8> = ctx.read(&tmp)?;
+                    let host = &mut self.cache.as_mut().expect("offload cache").host;
+                    host.write(
+                        ctx,
+                        l,
+                        b,
+                        0,
+                        &bytes[..(len as u64 * m.row_bytes()) as usize],
+                    )?;
                 }
             }
         }
@@ -721,9 +723,6 @@ impl Engine {
             ),
             None => None,
         };
-        let (kw, rw) = (m.index_head_dim / 2, m.row_dim() / 2);
-        let salt_k = SALT_KEYS ^ self.opts.seed as u32;
-        let salt_l = SALT_LATENT ^ self.opts.seed as u32;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let timer = self.timer.take();
         for l in 0..m.layers {
@@ -733,21 +732,16 @@ impl Engine {
             for (g, &group) in self.groups.iter().enumerate() {
                 let r = self.ranges(group, |b| newest[b as usize], |_| 1);
                 let layer = &self.layers[l as usize];
-                dispatches.extend(self.fill.bind(
+                dispatches.extend(self.fill_rows(
                     ctx,
                     &layer.keys[g],
-                    kw,
-                    salt_k,
+                    Rows::Keys,
                     l,
-                    1.0,
                     group.0,
                     &r,
                 )?);
                 if let Some(latent) = layer.latent.get(g) {
-                    dispatches.extend(
-                        self.fill
-                            .bind(ctx, latent, rw, salt_l, l, 1.0, group.0, &r)?,
-                    );
+                    dispatches.extend(self.fill_rows(ctx, latent, Rows::Latent, l, group.0, &r)?);
                 }
             }
             if let Some(new_rows) = &self.new_rows {
@@ -758,7 +752,7 @@ impl Engine {
                         count: 1,
                     })
                     .collect();
-                dispatches.extend(self.fill.bind(ctx, new_rows, rw, salt_l, l, 1.0, 0, &r)?);
+                dispatches.extend(self.fill_rows(ctx, new_rows, Rows::Latent, l, 0, &r)?);
             }
             {
                 let mut pass = timed_pass(&mut enc, slots);

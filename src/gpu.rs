@@ -316,20 +316,24 @@ impl GpuContext {
     /// Read `len` bytes at `offset` of a host buffer by mapping it (waits for the GPU).
     pub fn read_host(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let (start, end) = (offset / 8 * 8, (offset + len).next_multiple_of(4));
+        let bytes = self.map_read(buf, start..end)?;
+        Ok(bytes[(offset - start) as usize..][..len as usize].to_vec())
+    }
+
+    /// Map `range` of a MAP_READ buffer, copy it out, unmap (waits for the GPU).
+    fn map_read(&self, buf: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        buf.map_async(wgpu::MapMode::Read, start..end, move |r| {
+        buf.map_async(wgpu::MapMode::Read, range.clone(), move |r| {
             let _ = tx.send(r);
         });
         self.check()?;
         rx.recv()
             .map_err(|_| Error::Gpu("map callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        let data = {
-            let view = buf
-                .get_mapped_range(start..end)
-                .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?;
-            view[(offset - start) as usize..][..len as usize].to_vec()
-        };
+        let data = buf
+            .get_mapped_range(range)
+            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
+            .to_vec();
         buf.unmap();
         Ok(data)
     }
@@ -384,22 +388,9 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.check()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("map callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        let data = {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        staging.unmap();
-        Ok(data)
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.map_read(&staging, 0..size)?,
+        ))
     }
 
     /// A compute pipeline from WGSL source with `override` constants; bind layout derived from

@@ -3,28 +3,13 @@
 
 mod common;
 
-use common::ctx;
+use common::{ctx, seed};
 use ess_wgpu::cache::LruPool;
 use ess_wgpu::kernels::Resolve;
 use ess_wgpu::kernels::resolve::ResolveArgs;
 use ess_wgpu::problems::{POISON_U32, seq_table};
 use ess_wgpu::reference::SeqKeys;
 use ess_wgpu::workload::{Rng, next_selection};
-
-fn seed(i: u64) -> u64 {
-    let base = std::env::var("ESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let s = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
-    eprintln!("seed {s} (replay with ESS_SEED={base})");
-    s
-}
 
 struct Trace {
     k: usize,

@@ -17,3 +17,20 @@ pub fn ctx() -> &'static GpuContext {
         }
     })
 }
+
+/// A fresh seed per run (printed, so a failure can be replayed with `ESS_SEED=…`), varied by `i`.
+#[allow(dead_code)] // not every test binary draws random inputs
+pub fn seed(i: u64) -> u64 {
+    let base = std::env::var("ESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let s = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
+    eprintln!("seed {s} (replay with ESS_SEED={base})");
+    s
+}

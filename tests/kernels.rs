@@ -3,27 +3,11 @@
 
 mod common;
 
-use common::ctx;
+use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
 use ess_wgpu::kernels::{Indexer, LseMerge, SparseMla, TopK};
 use ess_wgpu::problems::{IndexerProblem, LseMergeProblem, SparseMlaProblem, TopKProblem};
 use ess_wgpu::{Config, Dtype};
-
-fn fresh_seed(i: u64) -> u64 {
-    // Fresh seeds each run (printed, so a failure can be replayed with ESS_SEED=…).
-    let base = std::env::var("ESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let seed = base.wrapping_add(i.wrapping_mul(0x9E37_79B9));
-    eprintln!("seed {seed} (replay with ESS_SEED={base})");
-    seed
-}
 
 #[test]
 fn indexer_matches_reference() {
