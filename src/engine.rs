@@ -488,6 +488,27 @@ impl Engine {
         )
     }
 
+    /// Generated keys (and, in resident mode, latent rows) of tokens `start(b) .. start(b) +
+    /// count(b)` of every sequence of `layer`, at their place in the group buffers.
+    fn fill_device_rows(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        start: impl Fn(u32) -> u32,
+        count: impl Fn(u32) -> u32,
+    ) -> Result<Vec<Dispatch>> {
+        let bufs = &self.layers[layer as usize];
+        let mut out = Vec::new();
+        for (g, &group) in self.groups.iter().enumerate() {
+            let r = self.ranges(group, &start, &count);
+            out.extend(self.fill_rows(ctx, &bufs.keys[g], Rows::Keys, layer, group.0, &r)?);
+            if let Some(latent) = bufs.latent.get(g) {
+                out.extend(self.fill_rows(ctx, latent, Rows::Latent, layer, group.0, &r)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn local(&self, b: u32) -> u32 {
         let per_group = self.groups[0].1;
         b % per_group
@@ -528,22 +549,7 @@ impl Engine {
         let m = &self.opts.model;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         for l in 0..m.layers {
-            let layer = &self.layers[l as usize];
-            let mut dispatches = Vec::new();
-            for (g, &group) in self.groups.iter().enumerate() {
-                let r = self.ranges(group, |_| 0, |b| self.lens[b as usize]);
-                dispatches.extend(self.fill_rows(
-                    ctx,
-                    &layer.keys[g],
-                    Rows::Keys,
-                    l,
-                    group.0,
-                    &r,
-                )?);
-                if let Some(latent) = layer.latent.get(g) {
-                    dispatches.extend(self.fill_rows(ctx, latent, Rows::Latent, l, group.0, &r)?);
-                }
-            }
+            let mut dispatches = self.fill_device_rows(ctx, l, |_| 0, |b| self.lens[b as usize])?;
             if let Some(cache) = &self.cache {
                 if cache.host.is_zero_copy() {
                     let cap = self.opts.capacity();
@@ -728,22 +734,7 @@ impl Engine {
         for l in 0..m.layers {
             let slots = timer.as_ref().map(|t| (t, l * STAGES.len() as u32));
             // append: the new token's key, and its latent row (resident cache, or pool + host)
-            let mut dispatches = Vec::new();
-            for (g, &group) in self.groups.iter().enumerate() {
-                let r = self.ranges(group, |b| newest[b as usize], |_| 1);
-                let layer = &self.layers[l as usize];
-                dispatches.extend(self.fill_rows(
-                    ctx,
-                    &layer.keys[g],
-                    Rows::Keys,
-                    l,
-                    group.0,
-                    &r,
-                )?);
-                if let Some(latent) = layer.latent.get(g) {
-                    dispatches.extend(self.fill_rows(ctx, latent, Rows::Latent, l, group.0, &r)?);
-                }
-            }
+            let mut dispatches = self.fill_device_rows(ctx, l, |b| newest[b as usize], |_| 1)?;
             if let Some(new_rows) = &self.new_rows {
                 let r: Vec<FillRange> = (0..m.batch)
                     .map(|b| FillRange {
