@@ -321,6 +321,8 @@ pub struct Engine {
     scratch: SparseMlaScratch,
     new_rows: Option<wgpu::Buffer>,
     pub cache: Option<OffloadCache>,
+    /// Offload: `[B, 2]` (first pool row b·P, _) for sparse MLA; fixed for the engine's life.
+    pool_seq: Option<wgpu::Buffer>,
     lens: Vec<u32>,
     rng: Rng,
     qi_state: Vec<Vec<f32>>,
@@ -440,6 +442,13 @@ impl Engine {
                 Some(ctx.storage("new rows", b as u64 * m.row_bytes())?)
             } else {
                 None
+            },
+            pool_seq: match &cache {
+                Some(c) => {
+                    let t: Vec<u32> = c.pool_first_rows().iter().flat_map(|&r| [r, 0]).collect();
+                    Some(ctx.upload("pool seq", &t)?)
+                }
+                None => None,
             },
             cache,
             lens: opts.contexts.clone(),
@@ -717,18 +726,6 @@ impl Engine {
         self.next_queries(ctx);
         let seq = self.seq_table(ctx)?;
         let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
-        let pool_seq = match &self.cache {
-            Some(c) => Some(
-                ctx.upload(
-                    "pool seq",
-                    &c.pool_first_rows()
-                        .iter()
-                        .flat_map(|&r| [r, 0])
-                        .collect::<Vec<u32>>(),
-                )?,
-            ),
-            None => None,
-        };
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let timer = self.timer.take();
         for l in 0..m.layers {
@@ -772,7 +769,7 @@ impl Engine {
             // attention over the rows the ids name: the resident cache or the pool
             let layer = &self.layers[l as usize];
             let mut pass = timed_pass(&mut enc, slots.map(|(t, s)| (t, s + 6)));
-            match (&self.cache, &pool_seq) {
+            match (&self.cache, &self.pool_seq) {
                 (Some(cache), Some(pool_seq)) => {
                     let args = SparseMlaArgs {
                         q: &layer.q,

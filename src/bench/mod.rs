@@ -87,6 +87,12 @@ pub struct BenchReport {
     pub timings: Vec<KernelTiming>,
 }
 
+/// The middle value (upper middle for an even count) of a non-empty sample.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Median time in seconds of one compute pass holding `dispatches`, after one warm-up.
 pub fn time_pass(
     ctx: &GpuContext,
@@ -106,11 +112,7 @@ pub fn time_pass(
             None => wall,
         });
     }
-    times.sort_by(f64::total_cmp);
-    Ok((
-        times[times.len() / 2],
-        if timer.is_some() { "gpu" } else { "wall" },
-    ))
+    Ok((median(times), if timer.is_some() { "gpu" } else { "wall" }))
 }
 
 /// A buffer of `size` bytes filled with a tiled random block of f16 (or f32) values in [-1, 1).

@@ -13,7 +13,7 @@
 //! The peaks are one large `copy_buffer_to_buffer` host → device and device → host between a
 //! host-RAM buffer and a device buffer (wall clock around submit-to-done, median).
 
-use super::time_pass;
+use super::{median, time_pass};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
 use crate::kernels::Transfer;
@@ -63,14 +63,13 @@ pub struct TransferReport {
 
 fn wall<F: FnMut() -> Result<()>>(reps: u32, mut f: F) -> Result<f64> {
     f()?; // warm-up
-    let mut t: Vec<f64> = (0..reps.max(1))
+    let t: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t0 = Instant::now();
             f().map(|_| t0.elapsed().as_secs_f64())
         })
         .collect::<Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+    Ok(median(t))
 }
 
 /// Median seconds of one large buffer copy: GPU timestamps around the copy where the device
@@ -102,8 +101,7 @@ fn copy_time(
     if gpu.is_empty() {
         return Ok((t, "wall"));
     }
-    gpu.sort_by(f64::total_cmp);
-    Ok((gpu[gpu.len() / 2], "gpu"))
+    Ok((median(gpu), "gpu"))
 }
 
 pub fn run(
