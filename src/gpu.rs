@@ -9,6 +9,10 @@
 //! from WebGPU's defaults and are raised only where the kernels need more, after checking the
 //! adapter has it. wgpu's validation errors, out-of-memory and device loss are captured and
 //! returned as [`Error::Gpu`] by [`GpuContext::check`] instead of panicking.
+//!
+//! Shaders are compiled as trusted code ([`ShaderChecks`]): wgpu's loop bounding, index clamping
+//! and division checks cost up to 12% of the FMA rate and 10% of the indexer's time on an H100
+//! (docs/PERF.md), and our shaders do not need them. `ESS_SHADER_CHECKS=on` puts them back.
 
 use crate::error::{Error, Result};
 use bytemuck::Pod;
@@ -19,7 +23,64 @@ pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 /// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
 pub const NEED_INVOCATIONS: u32 = 256;
 /// Storage buffers bound by the largest kernel (lse merge, sparse MLA).
-pub const NEED_STORAGE_BUFFERS: u32 = 7; // resolve binds 7
+pub const NEED_STORAGE_BUFFERS: u32 = 8; // sparse MLA's `attend` binds 8
+
+/// Which of wgpu's runtime checks our shaders are compiled with.
+///
+/// wgpu (through naga) can make any shader safe: it bounds every loop with a hidden counter
+/// (`force_loop_bounding`), clamps every index into a fixed-size or workgroup array
+/// (`bounds_checks`) and guards integer division. For untrusted WGSL that is right; for ours it
+/// costs FMA rate (the probe kernel: 52 → 59 TFLOP/s on an H100 without the loop counter) and the
+/// clamps sit in the kernels' inner loops. [`ShaderChecks::Trusted`], the default, compiles
+/// without them, on this reasoning:
+/// - every loop is bounded by a validated size (< 2^31, checked by [`crate::config`] and the
+///   kernels' constructors), so no loop counter can wrap and no loop is infinite;
+/// - every index into a workgroup or private array is in range by construction (each shader
+///   states its layout; the tests run every shape class, including sizes that are not multiples
+///   of the workgroup tile);
+/// - divisors are constants or validated non-zero sizes;
+/// - storage-buffer accesses stay bounds-checked where the driver does it (Vulkan's robust
+///   buffer access, which wgpu enables), which is what the kernels' "ids out of range read junk,
+///   never fault" contract relies on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ShaderChecks {
+    /// wgpu's checks off (the default; see above).
+    Trusted,
+    /// wgpu's full checks, as for untrusted code: `ESS_SHADER_CHECKS=on`.
+    Checked,
+}
+
+impl ShaderChecks {
+    /// From `ESS_SHADER_CHECKS` (`on` or `off`; unset = off).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("ESS_SHADER_CHECKS").as_deref() {
+            Err(_) | Ok("off") | Ok("") => Ok(ShaderChecks::Trusted),
+            Ok("on") => Ok(ShaderChecks::Checked),
+            Ok(other) => Err(Error::config(
+                "ESS_SHADER_CHECKS",
+                other,
+                "`on` (wgpu's runtime checks) or `off` (the default)",
+            )),
+        }
+    }
+
+    fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
+        match self {
+            ShaderChecks::Checked => wgpu::ShaderRuntimeChecks::checked(),
+            ShaderChecks::Trusted => wgpu::ShaderRuntimeChecks::unchecked(),
+        }
+    }
+}
+
+/// One pipeline as it was built: enough to compile it again outside wgpu (the
+/// `pipeline_stats` example asks the driver what it made of each).
+#[derive(Clone, Debug)]
+pub struct PipelineSource {
+    pub label: String,
+    pub source: &'static str,
+    pub entry: String,
+    pub constants: Vec<(String, f64)>,
+}
 
 /// What the context found and asked for, printable and serialisable.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -37,6 +98,7 @@ pub struct AdapterReport {
     pub max_compute_invocations_per_workgroup: u32,
     pub subgroup_size: (u32, u32),
     pub timestamp_period_ns: f32,
+    pub shader_checks: ShaderChecks,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -56,7 +118,7 @@ impl std::fmt::Display for AdapterReport {
                 self.features.join(", ")
             }
         )?;
-        write!(
+        writeln!(
             f,
             "limits    storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, \
              {} invocations/workgroup, subgroup {}..{}",
@@ -66,6 +128,15 @@ impl std::fmt::Display for AdapterReport {
             self.max_compute_invocations_per_workgroup,
             self.subgroup_size.0,
             self.subgroup_size.1
+        )?;
+        write!(
+            f,
+            "shaders   {}",
+            match self.shader_checks {
+                ShaderChecks::Trusted =>
+                    "trusted: wgpu's runtime checks off (ESS_SHADER_CHECKS=on restores them)",
+                ShaderChecks::Checked => "wgpu's runtime checks on (ESS_SHADER_CHECKS=on)",
+            }
         )
     }
 }
@@ -84,6 +155,7 @@ pub struct GpuContext {
     /// [`GpuContext::host_buffer`]), so shaders read and write host memory directly.
     pub mappable: bool,
     errors: Arc<Mutex<Vec<String>>>,
+    built: Mutex<Vec<PipelineSource>>,
 }
 
 impl GpuContext {
@@ -221,6 +293,7 @@ impl GpuContext {
             max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             timestamp_period_ns: queue.get_timestamp_period(),
+            shader_checks: ShaderChecks::from_env()?,
         };
         Ok(GpuContext {
             adapter,
@@ -231,7 +304,13 @@ impl GpuContext {
             max_invocations,
             mappable: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
             errors,
+            built: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every pipeline built so far, in order.
+    pub fn pipelines_built(&self) -> Vec<PipelineSource> {
+        self.built.lock().unwrap().clone()
     }
 
     /// Timestamps can be written between any commands of an encoder, not only around passes.
@@ -393,21 +472,32 @@ impl GpuContext {
         ))
     }
 
-    /// A compute pipeline from WGSL source with `override` constants; bind layout derived from
-    /// the shader.
+    /// A compute pipeline from one of our WGSL files with `override` constants; bind layout
+    /// derived from the shader. Compiled with the context's [`ShaderChecks`].
     pub fn pipeline(
         &self,
         label: &str,
-        source: &str,
+        source: &'static str,
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        // SAFETY: `source` is one of this crate's shaders (the `&'static str` keeps user WGSL
+        // out), which meet what `ShaderChecks::Trusted` lists: bounded loops, in-range
+        // array indices, non-zero divisors.
+        let module = unsafe {
+            self.device
+                .create_shader_module_trusted(desc, self.report.shader_checks.runtime_checks())
+        };
+        self.built.lock().unwrap().push(PipelineSource {
+            label: label.into(),
+            source,
+            entry: entry.into(),
+            constants: constants.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
