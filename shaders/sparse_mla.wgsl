@@ -11,27 +11,33 @@
 // and seq[2b] is where b's pool starts. The kernel cannot tell the two apart: that is what makes
 // the two modes give the same bits.
 //
-// Two entry points, recorded back to back in one pass:
+// Three entry points, recorded back to back in one pass:
 //
 // `scores`  workgroup (x, y, z) = (64 ids 64x.., heads 128y.., sequence b0 + z), 256 threads.
 //           A GEMM tile S[128 heads × 64 rows] over the KV+ROPE dims, streamed 16 u32 words at a
 //           time (32 f16 dims, kept packed in workgroup memory, or 16 f32 dims): q_s[d][h],
 //           r_s[word][row]. Thread (hg, rg) owns 8 heads × 4 rows = 8 vec4 registers; per word
 //           it reads 2–4 vec4 of q (broadcast in a warp) and one of rows for 32–64 FMAs. The next
-//           chunk is loaded into registers while this one is computed. Writes `scratch` [B, H, k]
-//           (−inf where the id is −1).
+//           chunk is loaded into registers while this one is computed. Writes the scores to
+//           `scratch` [batch, H, k] (−inf where the id is −1) and, after them, the tile's softmax
+//           statistics per head, (max, Σ exp(score − max)) [batch, H, tiles], folded from the
+//           threads' partials through q_s once the dot products are done.
 // `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
-//           Flash-decoding: the slice's own softmax statistics for its 32 heads (8 threads per
-//           head, online max/sum with four loads in flight, then combined), then the slice's
-//           O[32 heads × KV] = softmax(S) · V with V = the c_kv part of the rows, streamed VR
-//           rows at a time; thread (hg, dg) owns 8 heads × 8 dims as 16 vec4 registers, dims
-//           laid out so a warp reads contiguous workgroup memory. Writes the slice's normalised
-//           O and its lse. Slices (split-k) give small batches enough workgroups.
-// `reduce`  one thread per vec4 of o_lat: merges the slices by their lse, in slice order —
+//           Flash-decoding over slices of whole score tiles: the slice's softmax statistics are
+//           the fold of its tiles' (a few values per head, not a pass over the scores), then the
+//           slice's O[32 heads × KV] = softmax(S) · V with V = the c_kv part of the rows,
+//           streamed VR rows at a time; thread (hg, dg) owns 8 heads × 8 dims as 16 vec4
+//           registers, dims laid out so a warp reads contiguous workgroup memory. Writes the
+//           slice's normalised O and its lse; with one slice, o_lat and lse themselves. Slices
+//           (split-k) give small batches enough workgroups.
+// `reduce`  (only with several slices) one thread per vec4 of o_lat: merges the slices by their
+//           lse, in slice order —
 //           o = Σ_z e^(lse_z − M) o_z / Σ_z e^(lse_z − M), lse = M + log Σ_z e^(lse_z − M) —
 //           the identity of lse_merge.wgsl, for any number of parts.
 // Accumulators are named vec4 registers, never private arrays indexed in loops (a driver may keep
 // those in local memory, at a fraction of the speed). Every barrier says why it is there.
+// Workgroup memory stays under 24 KiB per entry point: NVIDIA's Vulkan driver gives a workgroup's
+// SM 48 KiB, so one byte more halves the workgroups per SM (docs/PERF.md measures the cliff).
 //
 // Left out: FP8 rows, tensor cores. Ids ≥ the number of rows are not checked (robust access
 // makes them read junk).
@@ -64,7 +70,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ids: array<i32>;              // [B, topk], -1 = none
 @group(0) @binding(3) var<storage, read> seq: array<u32>;              // [B, 2] = (first row, _)
 @group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
-@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [B, H, topk] scores
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [batch, H, topk] scores,
+                                                                      // then [batch, H, tiles, 2] tile stats
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]
 @group(0) @binding(7) var<storage, read_write> part_lse: array<f32>;   // [splits, batch, H]
 @group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
@@ -148,28 +155,71 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
         }
     }
+    workgroupBarrier();   // every thread is done reading q_s: it now holds the tile statistics
     let h = h0 + hg * 8u;
-    store_scores(b, h, j0 + rg * 4u, acc0);
-    store_scores(b, h + 1u, j0 + rg * 4u, acc1);
-    store_scores(b, h + 2u, j0 + rg * 4u, acc2);
-    store_scores(b, h + 3u, j0 + rg * 4u, acc3);
-    store_scores(b, h + 4u, j0 + rg * 4u, acc4);
-    store_scores(b, h + 5u, j0 + rg * 4u, acc5);
-    store_scores(b, h + 6u, j0 + rg * 4u, acc6);
-    store_scores(b, h + 7u, j0 + rg * 4u, acc7);
+    let jt = j0 + rg * 4u;
+    store_scores(wg.z, h, jt, hg * 8u, rg, acc0);
+    store_scores(wg.z, h + 1u, jt, hg * 8u + 1u, rg, acc1);
+    store_scores(wg.z, h + 2u, jt, hg * 8u + 2u, rg, acc2);
+    store_scores(wg.z, h + 3u, jt, hg * 8u + 3u, rg, acc3);
+    store_scores(wg.z, h + 4u, jt, hg * 8u + 4u, rg, acc4);
+    store_scores(wg.z, h + 5u, jt, hg * 8u + 5u, rg, acc5);
+    store_scores(wg.z, h + 6u, jt, hg * 8u + 6u, rg, acc6);
+    store_scores(wg.z, h + 7u, jt, hg * 8u + 7u, rg, acc7);
+    workgroupBarrier();   // all 16 partial statistics of every head are in q_s
+    // The tile's softmax statistics per head, (max, Σ exp(score − max)), for `attend`: thread
+    // `lid` < HT folds the 16 partials of head h0 + lid, in order.
+    let hl = lid;
+    if (hl < HT && h0 + hl < params.heads) {
+        var m = neg_inf();
+        for (var i = 0u; i < 16u; i++) { m = max(m, stat_get(hl * 16u + i)); }
+        var l = 0.0;
+        if (m != neg_inf()) {
+            for (var i = 0u; i < 16u; i++) {
+                let mi = stat_get(hl * 16u + i);
+                if (mi != neg_inf()) { l += stat_get(2048u + hl * 16u + i) * exp(mi - m); }
+            }
+        }
+        let st = stats_at(wg.z, h0 + hl, wg.x);
+        scratch[st] = m;
+        scratch[st + 1u] = l;
+    }
 }
 
-// Scale and store one head's scores for ids j .. j+3 (−inf for an id of −1).
-fn store_scores(b: u32, h: u32, j: u32, acc: vec4<f32>) {
+// Score tiles per sequence (RT ids each).
+fn tiles() -> u32 { return (params.topk + RT - 1u) / RT; }
+
+// Where tile t's (max, sum) of head h of the dispatch's sequence bl is: after all the scores.
+fn stats_at(bl: u32, h: u32, t: u32) -> u32 {
+    return params.batch * params.heads * params.topk + 2u * ((bl * params.heads + h) * tiles() + t);
+}
+
+// The statistics scratch aliases q_s after the last chunk: float i of [max: HT × 16 | sum: HT × 16].
+fn stat_set(i: u32, v: f32) { q_s[i / 4u][i % 4u] = v; }
+fn stat_get(i: u32) -> f32 { return q_s[i / 4u][i % 4u]; }
+
+// Scale and store one head's scores for ids j .. j+3 (−inf for an id of −1 or past k), and put
+// their (max, Σ exp(s − max)) at partial rg of local head hl in the statistics scratch.
+fn store_scores(bl: u32, h: u32, j: u32, hl: u32, rg: u32, acc: vec4<f32>) {
     let K = params.topk;
-    if (h >= params.heads) { return; }
-    let base = (b * params.heads + h) * K;
     let r = j % RT;
     let s = acc * params.softmax_scale;
-    if (j < K) { scratch[base + j] = select(neg_inf(), s.x, ids_s[r] >= 0i); }
-    if (j + 1u < K) { scratch[base + j + 1u] = select(neg_inf(), s.y, ids_s[r + 1u] >= 0i); }
-    if (j + 2u < K) { scratch[base + j + 2u] = select(neg_inf(), s.z, ids_s[r + 2u] >= 0i); }
-    if (j + 3u < K) { scratch[base + j + 3u] = select(neg_inf(), s.w, ids_s[r + 3u] >= 0i); }
+    let v = vec4<f32>(
+        select(neg_inf(), s.x, j < K && ids_s[r] >= 0i),
+        select(neg_inf(), s.y, j + 1u < K && ids_s[r + 1u] >= 0i),
+        select(neg_inf(), s.z, j + 2u < K && ids_s[r + 2u] >= 0i),
+        select(neg_inf(), s.w, j + 3u < K && ids_s[r + 3u] >= 0i));
+    let m = max(max(v.x, v.y), max(v.z, v.w));
+    var l = 0.0;
+    if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
+    stat_set(hl * 16u + rg, m);
+    stat_set(2048u + hl * 16u + rg, l);
+    if (h >= params.heads) { return; }
+    let base = (bl * params.heads + h) * K;   // scores are per sequence of the dispatch
+    if (j < K) { scratch[base + j] = v.x; }
+    if (j + 1u < K) { scratch[base + j + 1u] = v.y; }
+    if (j + 2u < K) { scratch[base + j + 2u] = v.z; }
+    if (j + 3u < K) { scratch[base + j + 3u] = v.w; }
 }
 
 // q chunk: HT heads × DC dims as vec4s; idx = part · HT + head (consecutive threads store
@@ -221,27 +271,25 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let H = params.heads;
     let b = params.b0 + wg.y;
     let h0 = wg.x * HB;
-    let per_split = (K + params.splits - 1u) / params.splits;
+    // Slices are whole score tiles (RT ids), so the tiles' statistics add up to the slice's.
+    let per_split = ((K + params.splits - 1u) / params.splits + RT - 1u) / RT * RT;
     let js = min(wg.z * per_split, K);           // this slice: ids js .. je
     let je = min(js + per_split, K);
 
-    // ---- softmax statistics of the slice: thread (sh, sp) scans ids js+sp, js+sp+8, … of head sh
+    // ---- softmax statistics of the slice from the tiles' (max, sum): thread (sh, sp) folds
+    // tiles t0+sp, t0+sp+8, … of head sh
     {
         let sh = lid / 8u;
         let sp = lid % 8u;
         var m = neg_inf();
         var l = 0.0;
-        if (h0 + sh < H) {
-            let base = (b * H + h0 + sh) * K;
-            for (var j = js + sp; j < je; j += 32u) {   // four independent loads per trip
-                let s0 = scratch[base + j];
-                let s1 = select(neg_inf(), scratch[base + min(j + 8u, je - 1u)], j + 8u < je);
-                let s2 = select(neg_inf(), scratch[base + min(j + 16u, je - 1u)], j + 16u < je);
-                let s3 = select(neg_inf(), scratch[base + min(j + 24u, je - 1u)], j + 24u < je);
-                let mx = max(max(s0, s1), max(s2, s3));
-                if (mx != neg_inf()) {
-                    let m_new = max(m, mx);
-                    l = l * exp(m - m_new) + exp(s0 - m_new) + exp(s1 - m_new) + exp(s2 - m_new) + exp(s3 - m_new);
+        if (h0 + sh < H && js < je) {   // (an empty slice at the end starts at k, inside a tile)
+            for (var t = js / RT + sp; t * RT < je; t += 8u) {
+                let at = stats_at(wg.y, h0 + sh, t);
+                let tm = scratch[at];
+                if (tm != neg_inf()) {
+                    let m_new = max(m, tm);
+                    l = l * exp(m - m_new) + scratch[at + 1u] * exp(tm - m_new);
                     m = m_new;
                 }
             }
@@ -278,8 +326,8 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    var pn0 = load_p(b, h0, js, je, lid);
-    var pn1 = load_p(b, h0, js, je, lid + 256u);
+    var pn0 = load_p(wg.y, h0, js, je, lid);
+    var pn1 = load_p(wg.y, h0, js, je, lid + 256u);
     var vn0 = load_v(b, js, je, lid);
     var vn1 = load_v(b, js, je, lid + 256u);
     var vn2 = load_v(b, js, je, lid + 512u);
@@ -294,8 +342,8 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         store_v(lid + 768u, vn3);
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
-            pn0 = load_p(b, h0, j0 + VR, je, lid);
-            pn1 = load_p(b, h0, j0 + VR, je, lid + 256u);
+            pn0 = load_p(wg.y, h0, j0 + VR, je, lid);
+            pn1 = load_p(wg.y, h0, j0 + VR, je, lid + 256u);
             vn0 = load_v(b, j0 + VR, je, lid);
             vn1 = load_v(b, j0 + VR, je, lid + 256u);
             vn2 = load_v(b, j0 + VR, je, lid + 512u);
@@ -329,44 +377,48 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     if (owns_dims) {
         let slot = wg.z * params.batch + wg.y;   // (slice, sequence) of the partial
-        store_head(slot, b, h0, hg * 8u, dg, wg.z, o0a, o0b);
-        store_head(slot, b, h0, hg * 8u + 1u, dg, wg.z, o1a, o1b);
-        store_head(slot, b, h0, hg * 8u + 2u, dg, wg.z, o2a, o2b);
-        store_head(slot, b, h0, hg * 8u + 3u, dg, wg.z, o3a, o3b);
-        store_head(slot, b, h0, hg * 8u + 4u, dg, wg.z, o4a, o4b);
-        store_head(slot, b, h0, hg * 8u + 5u, dg, wg.z, o5a, o5b);
-        store_head(slot, b, h0, hg * 8u + 6u, dg, wg.z, o6a, o6b);
-        store_head(slot, b, h0, hg * 8u + 7u, dg, wg.z, o7a, o7b);
+        store_head(slot, b, h0, hg * 8u, dg, o0a, o0b);
+        store_head(slot, b, h0, hg * 8u + 1u, dg, o1a, o1b);
+        store_head(slot, b, h0, hg * 8u + 2u, dg, o2a, o2b);
+        store_head(slot, b, h0, hg * 8u + 3u, dg, o3a, o3b);
+        store_head(slot, b, h0, hg * 8u + 4u, dg, o4a, o4b);
+        store_head(slot, b, h0, hg * 8u + 5u, dg, o5a, o5b);
+        store_head(slot, b, h0, hg * 8u + 6u, dg, o6a, o6b);
+        store_head(slot, b, h0, hg * 8u + 7u, dg, o7a, o7b);
     }
 }
 
 // Store one head's 8 output dims of the slice (normalised over the slice); dim group 0 also
-// stores the slice's lse (−inf for a slice without a valid id).
-fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, split: u32, oa: vec4<f32>, ob: vec4<f32>) {
+// stores the slice's lse (−inf for a slice without a valid id). With one slice the result is
+// final: it goes straight to o_lat and lse, and `reduce` is not recorded.
+fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
     let h = h0 + hl;
     if (h >= params.heads) { return; }
-    let base = (slot * params.heads + h) * (KV / 4u);
-    if (ROWS_F16) {
-        partials[base + 2u * dg] = oa;
-        partials[base + 2u * dg + 1u] = ob;
+    let l = l_s[hl];
+    let slice_lse = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
+    let ia = select(dg, 2u * dg, ROWS_F16);            // vec4 index of oa within the head
+    let ib = select(KV / 8u + dg, 2u * dg + 1u, ROWS_F16);
+    if (params.splits == 1u) {
+        let base = (b * params.heads + h) * (KV / 4u);
+        o_lat[base + ia] = oa;
+        o_lat[base + ib] = ob;
+        if (dg == 0u) { lse[b * params.heads + h] = slice_lse; }
     } else {
-        partials[base + dg] = oa;
-        partials[base + KV / 8u + dg] = ob;
-    }
-    if (dg == 0u) {
-        let l = l_s[hl];
-        part_lse[slot * params.heads + h] = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
+        let base = (slot * params.heads + h) * (KV / 4u);
+        partials[base + ia] = oa;
+        partials[base + ib] = ob;
+        if (dg == 0u) { part_lse[slot * params.heads + h] = slice_lse; }
     }
 }
 
 // P chunk: VR ids × HB heads; idx = head · VR + row (consecutive threads read consecutive ids).
 // Ids at or past `je` (the slice's end) give p = 0.
-fn load_p(b: u32, h0: u32, j0: u32, je: u32, idx: u32) -> f32 {
+fn load_p(bl: u32, h0: u32, j0: u32, je: u32, idx: u32) -> f32 {
     let hl = idx / VR;
     let j = j0 + idx % VR;
     if (hl >= HB || h0 + hl >= params.heads || j >= je) { return 0.0; }
     let m = m_s[hl];
-    let s = scratch[(b * params.heads + h0 + hl) * params.topk + j];
+    let s = scratch[(bl * params.heads + h0 + hl) * params.topk + j];
     if (s == neg_inf()) { return 0.0; }   // also covers m = −inf (then every s is −inf)
     return exp(s - m) / l_s[hl];
 }

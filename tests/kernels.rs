@@ -94,7 +94,8 @@ fn sparse_mla_matches_reference() {
         ..wide.clone()
     };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
-    // batch 1 with k = 300: `attend` splits the ids into 4 slices of 75 (split-k)
+    // batch 1 with k = 300: `attend` splits the ids into 4 slices of whole 64-id score tiles
+    // (split-k): 128, 128, 44 and an empty one
     let split = Config::small()
         .with_overrides(&["batch=1", "topk=300"])
         .unwrap();

@@ -401,8 +401,12 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let steps = d.steps();
     let score_flops = mla.score_flops(b as u64);
     let scores_bytes = b as u64 * cfg.heads as u64 * cfg.topk as u64 * 4;
-    let partial_bytes =
-        scratch.splits as u64 * b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4;
+    // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
+    let partial_bytes = if steps.len() > 2 {
+        scratch.splits as u64 * b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4
+    } else {
+        0
+    };
     let kv_share = cfg.kv_lora_rank as u64 * bytes / cfg.row_dim() as u64;
     let t = time_pass(ctx, &[&steps[0]], reps)?;
     out.push(timing(
@@ -422,15 +426,17 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         flops - score_flops,
         c,
     ));
-    let t = time_pass(ctx, &[&steps[2]], reps)?;
-    out.push(timing(
-        "  .reduce",
-        s,
-        t,
-        partial_bytes + partial_bytes / scratch.splits as u64,
-        0,
-        c,
-    ));
+    if let Some(reduce) = steps.get(2) {
+        let t = time_pass(ctx, &[reduce], reps)?;
+        out.push(timing(
+            "  .reduce",
+            s,
+            t,
+            partial_bytes + partial_bytes / scratch.splits as u64,
+            0,
+            c,
+        ));
+    }
 
     // --- lse merge of two such results
     let merge = LseMerge::new(ctx)?;

@@ -13,8 +13,11 @@ pub const SCORE_HEADS_PER_WG: u32 = 128;
 pub const SCORE_IDS_PER_WG: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
 pub const ATTEND_HEADS_PER_WG: u32 = 32;
-/// `attend` splits the k ids of a sequence into slices until about this many workgroups run.
-pub const ATTEND_TARGET_WORKGROUPS: u32 = 1024;
+/// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
+/// one wave on a 132-SM GPU at two workgroups per SM (what its registers and 20 KiB of workgroup
+/// memory allow). At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4
+/// slices, batch 1 the most (32).
+pub const ATTEND_TARGET_WORKGROUPS: u32 = 256;
 /// …but never into slices of fewer ids than this.
 pub const ATTEND_MIN_IDS_PER_SLICE: u32 = 64;
 
@@ -64,7 +67,8 @@ pub struct SparseMlaArgs<'a> {
 
 /// Working space of one dispatch: the scores and the slices' partial outputs.
 pub struct SparseMlaScratch {
-    /// `[batch, H, topk]` f32.
+    /// `[batch, H, topk]` f32 scores, then `[batch, H, ⌈topk / 64⌉, 2]` each score tile's
+    /// softmax statistics (max, Σ exp(score − max)), from `scores` to `attend`.
     pub scores: wgpu::Buffer,
     /// `[splits, batch, H, KV]` f32: each slice's normalised output.
     pub partials: wgpu::Buffer,
@@ -107,8 +111,9 @@ impl SparseMla {
     }
 
     /// Slices of the k ids per sequence in `attend`: enough for about
-    /// [`ATTEND_TARGET_WORKGROUPS`] workgroups, a power of two, each slice ≥ 64 ids. Depends only
-    /// on the batch and the shape, so a run's results do not depend on anything else.
+    /// [`ATTEND_TARGET_WORKGROUPS`] workgroups, a power of two, each slice ≥ 64 ids (a slice is
+    /// made of whole 64-id score tiles, so a trailing slice may be empty). Depends only on the
+    /// batch and the shape, so a run's results do not depend on anything else.
     pub fn splits(&self, batch: u32) -> u32 {
         splits_for(self.heads, self.topk, batch)
     }
@@ -122,7 +127,10 @@ impl SparseMla {
         let splits = self.splits(batch);
         let (b, h) = (batch as u64, self.heads as u64);
         Ok(SparseMlaScratch {
-            scores: ctx.storage("sparse_mla scores", b * h * self.topk as u64 * 4)?,
+            scores: ctx.storage(
+                "sparse_mla scores",
+                b * h * (self.topk + 2 * self.topk.div_ceil(SCORE_IDS_PER_WG)) as u64 * 4,
+            )?,
             partials: ctx.storage(
                 "sparse_mla partials",
                 splits as u64 * b * h * self.kv as u64 * 4,
@@ -164,46 +172,46 @@ impl SparseMla {
             [65535, vec4s.div_ceil(65535), 1]
         };
         let scratch = a.scratch;
-        dispatch_steps(
-            ctx,
-            "sparse_mla",
-            &params,
-            &[
-                StepSpec {
-                    pipeline: &self.scores,
-                    buffers: &[
-                        (1, a.q),
-                        (2, a.ids),
-                        (3, a.seq),
-                        (4, a.rows),
-                        (5, &scratch.scores),
-                    ],
-                    workgroups: score_grid,
-                },
-                StepSpec {
-                    pipeline: &self.attend,
-                    buffers: &[
-                        (2, a.ids),
-                        (3, a.seq),
-                        (4, a.rows),
-                        (5, &scratch.scores),
-                        (6, &scratch.partials),
-                        (7, &scratch.part_lse),
-                    ],
-                    workgroups: attend_grid,
-                },
-                StepSpec {
-                    pipeline: &self.reduce,
-                    buffers: &[
-                        (6, &scratch.partials),
-                        (7, &scratch.part_lse),
-                        (8, a.o_lat),
-                        (9, a.lse),
-                    ],
-                    workgroups: reduce_grid,
-                },
-            ],
-        )
+        let steps = [
+            StepSpec {
+                pipeline: &self.scores,
+                buffers: &[
+                    (1, a.q),
+                    (2, a.ids),
+                    (3, a.seq),
+                    (4, a.rows),
+                    (5, &scratch.scores),
+                ],
+                workgroups: score_grid,
+            },
+            StepSpec {
+                pipeline: &self.attend,
+                buffers: &[
+                    (2, a.ids),
+                    (3, a.seq),
+                    (4, a.rows),
+                    (5, &scratch.scores),
+                    (6, &scratch.partials),
+                    (7, &scratch.part_lse),
+                    (8, a.o_lat),
+                    (9, a.lse),
+                ],
+                workgroups: attend_grid,
+            },
+            StepSpec {
+                pipeline: &self.reduce,
+                buffers: &[
+                    (6, &scratch.partials),
+                    (7, &scratch.part_lse),
+                    (8, a.o_lat),
+                    (9, a.lse),
+                ],
+                workgroups: reduce_grid,
+            },
+        ];
+        // One slice: `attend` writes the final result and there is nothing to reduce.
+        let recorded = if splits == 1 { 2 } else { 3 };
+        dispatch_steps(ctx, "sparse_mla", &params, &steps[..recorded])
     }
 
     /// FLOPs per call: per (sequence, head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
@@ -238,5 +246,6 @@ pub fn splits_for(heads: u32, topk: u32, batch: u32) -> u32 {
 /// [`SparseMla::scratch_bytes`] for given dims, without a device.
 pub fn scratch_bytes_for(heads: u32, topk: u32, kv: u32, batch: u32) -> u64 {
     let splits = splits_for(heads, topk, batch) as u64;
-    batch as u64 * heads as u64 * (topk as u64 + splits * (kv as u64 + 1)) * 4
+    let tiles = topk.div_ceil(SCORE_IDS_PER_WG) as u64;
+    batch as u64 * heads as u64 * (topk as u64 + splits * (kv as u64 + 1) + 2 * tiles) * 4
 }
