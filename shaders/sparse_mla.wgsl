@@ -47,8 +47,9 @@ override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
 override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
 
-const HT: u32 = 128u;             // scores: heads per workgroup
-const RT: u32 = 64u;              // scores: rows per workgroup
+const HT: u32 = 64u;              // scores: heads per workgroup
+const RW: u32 = 256u;             // scores: ids per workgroup
+const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
 const WORDS: u32 = 16u;           // scores: u32 words per row per chunk
 override DC: u32 = select(16u, 32u, ROWS_F16);   // scores: dims per chunk
 const HB: u32 = 32u;              // attend: heads per workgroup
@@ -61,7 +62,10 @@ struct Params {
     softmax_scale: f32,
     batch: u32,          // sequences in this dispatch
     splits: u32,         // slices of the k ids in `attend`
-    _pad0: u32,
+    // Always 0. Added to the inner loops' constant bounds so that the driver cannot unroll them
+    // completely: fully unrolled, NVIDIA's compiler keeps more values live (`scores`: 168
+    // registers a thread instead of 128), which halves the workgroups per SM and costs 30%.
+    zero: u32,
     _pad1: u32,
 }
 
@@ -82,108 +86,134 @@ fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words p
 
 // ============================================================================ scores
 
-var<workgroup> q_s: array<vec4<f32>, 1024>;   // [DC][HT / 4]
-var<workgroup> r_s: array<vec4<u32>, 256>;    // [WORDS][RT / 4]
-var<workgroup> ids_s: array<i32, RT>;         // absolute row ids of the tile, -1 = none
+var<workgroup> q_s: array<vec4<f32>, 512>;    // [DC][HT / 4]
+var<workgroup> r_s: array<vec4<u32>, 1024>;   // [WORDS][RW / 4]; after the loop: tile statistics
+                                              // (24 KiB in all: the most that keeps 2 per SM)
 
 @compute @workgroup_size(256)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let K = params.topk;
     let b = params.b0 + wg.z;
-    let j0 = wg.x * RT;
+    let j0 = wg.x * RW;
     let h0 = wg.y * HT;
-    let hg = lid / 16u;   // heads h0 + 8·hg ..+7
-    let rg = lid % 16u;   // tile rows 4·rg ..+3
+    let hg = lid / 32u;   // heads h0 + 8·hg ..+7
+    let kg = lid % 32u;   // ids j0 + 4·kg ..+3 (a) and j0 + 128 + 4·kg ..+3 (b)
+    // Thread lid loads row j0 + lid in every chunk: its absolute row index, or −1.
+    let my_row = row_of(b, j0 + lid);
 
-    if (lid < RT) {
-        let id = select(-1i, ids[b * K + j0 + lid], j0 + lid < K);
-        ids_s[lid] = select(-1i, id + i32(seq[2u * b]), id >= 0i);
-    }
-    workgroupBarrier();   // ids_s visible before the first prefetch reads it
-
-    var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);   // acc_i: head 8·hg+i, 4 rows
-    var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
+    var a0 = vec4<f32>(0.0); var c0 = vec4<f32>(0.0);   // a_i, c_i: head 8·hg+i, ids a, b
+    var a1 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var c4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
 
     var qn0 = load_q(b, h0, 0u, lid);
     var qn1 = load_q(b, h0, 0u, lid + 256u);
-    var qn2 = load_q(b, h0, 0u, lid + 512u);
-    var qn3 = load_q(b, h0, 0u, lid + 768u);
-    var rn = load_r(0u, lid);
+    var rn0 = load_r(my_row, 0u, 0u);
+    var rn1 = load_r(my_row, 0u, 1u);
+    var rn2 = load_r(my_row, 0u, 2u);
+    var rn3 = load_r(my_row, 0u, 3u);
     for (var c = 0u; c < DQ; c += DC) {
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
-        store_q(lid + 512u, qn2);
-        store_q(lid + 768u, qn3);
-        store_r(lid, rn);
+        store_r(lid, 0u, rn0);
+        store_r(lid, 1u, rn1);
+        store_r(lid, 2u, rn2);
+        store_r(lid, 3u, rn3);
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid);
             qn1 = load_q(b, h0, c + DC, lid + 256u);
-            qn2 = load_q(b, h0, c + DC, lid + 512u);
-            qn3 = load_q(b, h0, c + DC, lid + 768u);
-            rn = load_r(c + DC, lid);
+            rn0 = load_r(my_row, c + DC, 0u);
+            rn1 = load_r(my_row, c + DC, 1u);
+            rn2 = load_r(my_row, c + DC, 2u);
+            rn3 = load_r(my_row, c + DC, 3u);
         }
-        for (var wd = 0u; wd < WORDS; wd++) {
-            let pr = r_s[wd * 16u + rg];
-            var r0: vec4<f32>;   // rows 4·rg ..+3 at dim d
-            var r1: vec4<f32>;   // … at dim d + 1 (f16 only)
+        for (var wd = 0u; wd < WORDS + params.zero; wd++) {   // (see Params.zero)
+            let pa = r_s[wd * 64u + kg];         // ids a at word wd
+            let pb = r_s[wd * 64u + 32u + kg];   // ids b
+            var ra: vec4<f32>;   // ids a at dim d
+            var rb: vec4<f32>;   // ids b at dim d
+            var ra2: vec4<f32>;  // … at dim d + 1 (f16 only)
+            var rb2: vec4<f32>;
             if (ROWS_F16) {
-                let u0 = unpack2x16float(pr.x); let u1 = unpack2x16float(pr.y);
-                let u2 = unpack2x16float(pr.z); let u3 = unpack2x16float(pr.w);
-                r0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
-                r1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+                let x0 = unpack2x16float(pa.x); let x1 = unpack2x16float(pa.y);
+                let x2 = unpack2x16float(pa.z); let x3 = unpack2x16float(pa.w);
+                let y0 = unpack2x16float(pb.x); let y1 = unpack2x16float(pb.y);
+                let y2 = unpack2x16float(pb.z); let y3 = unpack2x16float(pb.w);
+                ra = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
+                ra2 = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
+                rb = vec4<f32>(y0.x, y1.x, y2.x, y3.x);
+                rb2 = vec4<f32>(y0.y, y1.y, y2.y, y3.y);
             } else {
-                r0 = bitcast<vec4<f32>>(pr);
+                ra = bitcast<vec4<f32>>(pa);
+                rb = bitcast<vec4<f32>>(pb);
             }
             let d = select(wd, 2u * wd, ROWS_F16);
-            var qa = q_s[d * 32u + hg * 2u];        // heads 8·hg ..+3
-            var qb = q_s[d * 32u + hg * 2u + 1u];   // heads 8·hg+4 ..+7
-            acc0 = fma(vec4<f32>(qa.x), r0, acc0); acc1 = fma(vec4<f32>(qa.y), r0, acc1);
-            acc2 = fma(vec4<f32>(qa.z), r0, acc2); acc3 = fma(vec4<f32>(qa.w), r0, acc3);
-            acc4 = fma(vec4<f32>(qb.x), r0, acc4); acc5 = fma(vec4<f32>(qb.y), r0, acc5);
-            acc6 = fma(vec4<f32>(qb.z), r0, acc6); acc7 = fma(vec4<f32>(qb.w), r0, acc7);
-            if (ROWS_F16) {
-                qa = q_s[(d + 1u) * 32u + hg * 2u];
-                qb = q_s[(d + 1u) * 32u + hg * 2u + 1u];
-                acc0 = fma(vec4<f32>(qa.x), r1, acc0); acc1 = fma(vec4<f32>(qa.y), r1, acc1);
-                acc2 = fma(vec4<f32>(qa.z), r1, acc2); acc3 = fma(vec4<f32>(qa.w), r1, acc3);
-                acc4 = fma(vec4<f32>(qb.x), r1, acc4); acc5 = fma(vec4<f32>(qb.y), r1, acc5);
-                acc6 = fma(vec4<f32>(qb.z), r1, acc6); acc7 = fma(vec4<f32>(qb.w), r1, acc7);
+            var qa = q_s[d * 16u + hg * 2u];        // heads 8·hg ..+3 (broadcast in a warp)
+            var qb = q_s[d * 16u + hg * 2u + 1u];   // heads 8·hg+4 ..+7
+            a0 = fma(vec4<f32>(qa.x), ra, a0); c0 = fma(vec4<f32>(qa.x), rb, c0);
+            a1 = fma(vec4<f32>(qa.y), ra, a1); c1 = fma(vec4<f32>(qa.y), rb, c1);
+            a2 = fma(vec4<f32>(qa.z), ra, a2); c2 = fma(vec4<f32>(qa.z), rb, c2);
+            a3 = fma(vec4<f32>(qa.w), ra, a3); c3 = fma(vec4<f32>(qa.w), rb, c3);
+            a4 = fma(vec4<f32>(qb.x), ra, a4); c4 = fma(vec4<f32>(qb.x), rb, c4);
+            a5 = fma(vec4<f32>(qb.y), ra, a5); c5 = fma(vec4<f32>(qb.y), rb, c5);
+            a6 = fma(vec4<f32>(qb.z), ra, a6); c6 = fma(vec4<f32>(qb.z), rb, c6);
+            a7 = fma(vec4<f32>(qb.w), ra, a7); c7 = fma(vec4<f32>(qb.w), rb, c7);
+            if (ROWS_F16) {   // the word's second dim
+                qa = q_s[(d + 1u) * 16u + hg * 2u];
+                qb = q_s[(d + 1u) * 16u + hg * 2u + 1u];
+                a0 = fma(vec4<f32>(qa.x), ra2, a0); c0 = fma(vec4<f32>(qa.x), rb2, c0);
+                a1 = fma(vec4<f32>(qa.y), ra2, a1); c1 = fma(vec4<f32>(qa.y), rb2, c1);
+                a2 = fma(vec4<f32>(qa.z), ra2, a2); c2 = fma(vec4<f32>(qa.z), rb2, c2);
+                a3 = fma(vec4<f32>(qa.w), ra2, a3); c3 = fma(vec4<f32>(qa.w), rb2, c3);
+                a4 = fma(vec4<f32>(qb.x), ra2, a4); c4 = fma(vec4<f32>(qb.x), rb2, c4);
+                a5 = fma(vec4<f32>(qb.y), ra2, a5); c5 = fma(vec4<f32>(qb.y), rb2, c5);
+                a6 = fma(vec4<f32>(qb.z), ra2, a6); c6 = fma(vec4<f32>(qb.z), rb2, c6);
+                a7 = fma(vec4<f32>(qb.w), ra2, a7); c7 = fma(vec4<f32>(qb.w), rb2, c7);
             }
         }
     }
-    workgroupBarrier();   // every thread is done reading q_s: it now holds the tile statistics
+
+    // Scores out, and each 64-id tile's softmax statistics per head, (max, Σ exp(s − max)), for
+    // `attend`. A thread's ids a lie in tile 4·x + kg/16, ids b in tile 4·x + 2 + kg/16; each
+    // (tile, head) has 16 partials (kg mod 16), folded through r_s: tiles of ids a, then of b.
     let h = h0 + hg * 8u;
-    let jt = j0 + rg * 4u;
-    store_scores(wg.z, h, jt, hg * 8u, rg, acc0);
-    store_scores(wg.z, h + 1u, jt, hg * 8u + 1u, rg, acc1);
-    store_scores(wg.z, h + 2u, jt, hg * 8u + 2u, rg, acc2);
-    store_scores(wg.z, h + 3u, jt, hg * 8u + 3u, rg, acc3);
-    store_scores(wg.z, h + 4u, jt, hg * 8u + 4u, rg, acc4);
-    store_scores(wg.z, h + 5u, jt, hg * 8u + 5u, rg, acc5);
-    store_scores(wg.z, h + 6u, jt, hg * 8u + 6u, rg, acc6);
-    store_scores(wg.z, h + 7u, jt, hg * 8u + 7u, rg, acc7);
-    workgroupBarrier();   // all 16 partial statistics of every head are in q_s
-    // The tile's softmax statistics per head, (max, Σ exp(score − max)), for `attend`: thread
-    // `lid` < HT folds the 16 partials of head h0 + lid, in order.
-    let hl = lid;
-    if (hl < HT && h0 + hl < params.heads) {
-        var m = neg_inf();
-        for (var i = 0u; i < 16u; i++) { m = max(m, stat_get(hl * 16u + i)); }
-        var l = 0.0;
-        if (m != neg_inf()) {
-            for (var i = 0u; i < 16u; i++) {
-                let mi = stat_get(hl * 16u + i);
-                if (mi != neg_inf()) { l += stat_get(2048u + hl * 16u + i) * exp(mi - m); }
-            }
-        }
-        let st = stats_at(wg.z, h0 + hl, wg.x);
-        scratch[st] = m;
-        scratch[st + 1u] = l;
-    }
+    let hl = hg * 8u;
+    let ja = j0 + kg * 4u;
+    let va = valid4(b, ja);
+    let vb = valid4(b, ja + 128u);
+    workgroupBarrier();   // every thread is done reading r_s: it now holds the statistics
+    store_scores(wg.z, h, ja, hl, kg, va, a0); store_scores(wg.z, h + 1u, ja, hl + 1u, kg, va, a1);
+    store_scores(wg.z, h + 2u, ja, hl + 2u, kg, va, a2); store_scores(wg.z, h + 3u, ja, hl + 3u, kg, va, a3);
+    store_scores(wg.z, h + 4u, ja, hl + 4u, kg, va, a4); store_scores(wg.z, h + 5u, ja, hl + 5u, kg, va, a5);
+    store_scores(wg.z, h + 6u, ja, hl + 6u, kg, va, a6); store_scores(wg.z, h + 7u, ja, hl + 7u, kg, va, a7);
+    workgroupBarrier();   // partials of the tiles of ids a complete
+    fold_stats(wg.z, h0, 4u * wg.x, lid);
+    workgroupBarrier();   // the fold's reads are done before the partials of ids b overwrite them
+    let jb = ja + 128u;
+    store_scores(wg.z, h, jb, hl, kg, vb, c0); store_scores(wg.z, h + 1u, jb, hl + 1u, kg, vb, c1);
+    store_scores(wg.z, h + 2u, jb, hl + 2u, kg, vb, c2); store_scores(wg.z, h + 3u, jb, hl + 3u, kg, vb, c3);
+    store_scores(wg.z, h + 4u, jb, hl + 4u, kg, vb, c4); store_scores(wg.z, h + 5u, jb, hl + 5u, kg, vb, c5);
+    store_scores(wg.z, h + 6u, jb, hl + 6u, kg, vb, c6); store_scores(wg.z, h + 7u, jb, hl + 7u, kg, vb, c7);
+    workgroupBarrier();   // partials of the tiles of ids b complete
+    fold_stats(wg.z, h0, 4u * wg.x + 2u, lid);
+}
+
+// Absolute row of id j of sequence b, or −1 (id −1, or j past k).
+fn row_of(b: u32, j: u32) -> i32 {
+    if (j >= params.topk) { return -1i; }
+    let id = ids[b * params.topk + j];
+    return select(-1i, id + i32(seq[2u * b]), id >= 0i);
+}
+
+// Which of ids j .. j+3 of sequence b are real (not −1, not past k).
+fn valid4(b: u32, j: u32) -> vec4<bool> {
+    return vec4<bool>(row_of(b, j) >= 0i, row_of(b, j + 1u) >= 0i, row_of(b, j + 2u) >= 0i,
+                      row_of(b, j + 3u) >= 0i);
 }
 
 // Score tiles per sequence (RT ids each).
@@ -194,32 +224,50 @@ fn stats_at(bl: u32, h: u32, t: u32) -> u32 {
     return params.batch * params.heads * params.topk + 2u * ((bl * params.heads + h) * tiles() + t);
 }
 
-// The statistics scratch aliases q_s after the last chunk: float i of [max: HT × 16 | sum: HT × 16].
-fn stat_set(i: u32, v: f32) { q_s[i / 4u][i % 4u] = v; }
-fn stat_get(i: u32) -> f32 { return q_s[i / 4u][i % 4u]; }
+// The statistics scratch in r_s: partial i (of 16) of local head hl in tile side e (0/1):
+// max at float (e · HT + hl) · 16 + i, the sum 2048 floats later.
+fn stat_set(i: u32, v: f32) { r_s[i / 4u][i % 4u] = bitcast<u32>(v); }
+fn stat_get(i: u32) -> f32 { return bitcast<f32>(r_s[i / 4u][i % 4u]); }
 
-// Scale and store one head's scores for ids j .. j+3 (−inf for an id of −1 or past k), and put
-// their (max, Σ exp(s − max)) at partial rg of local head hl in the statistics scratch.
-fn store_scores(bl: u32, h: u32, j: u32, hl: u32, rg: u32, acc: vec4<f32>) {
+// Scale and store one head's scores for ids j .. j+3 (−inf where not valid), and put their
+// (max, Σ exp(s − max)) at partial kg mod 16 of (tile side kg / 16, local head hl).
+fn store_scores(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, acc: vec4<f32>) {
     let K = params.topk;
-    let r = j % RT;
-    let s = acc * params.softmax_scale;
-    let v = vec4<f32>(
-        select(neg_inf(), s.x, j < K && ids_s[r] >= 0i),
-        select(neg_inf(), s.y, j + 1u < K && ids_s[r + 1u] >= 0i),
-        select(neg_inf(), s.z, j + 2u < K && ids_s[r + 2u] >= 0i),
-        select(neg_inf(), s.w, j + 3u < K && ids_s[r + 3u] >= 0i));
+    let v = select(vec4<f32>(neg_inf()), acc * params.softmax_scale, valid);
     let m = max(max(v.x, v.y), max(v.z, v.w));
     var l = 0.0;
     if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
-    stat_set(hl * 16u + rg, m);
-    stat_set(2048u + hl * 16u + rg, l);
+    let at = ((kg / 16u) * HT + hl) * 16u + kg % 16u;
+    stat_set(at, m);
+    stat_set(2048u + at, l);
     if (h >= params.heads) { return; }
-    let base = (bl * params.heads + h) * K;   // scores are per sequence of the dispatch
+    let base = (bl * params.heads + h) * K;
     if (j < K) { scratch[base + j] = v.x; }
     if (j + 1u < K) { scratch[base + j + 1u] = v.y; }
     if (j + 2u < K) { scratch[base + j + 2u] = v.z; }
     if (j + 3u < K) { scratch[base + j + 3u] = v.w; }
+}
+
+// Fold the 16 partials of tiles t0 and t0 + 1 (one thread per (tile, head)) into `scratch`.
+fn fold_stats(bl: u32, h0: u32, t0: u32, lid: u32) {
+    if (lid >= 2u * HT) { return; }
+    let e = lid / HT;
+    let hl = lid % HT;
+    let t = t0 + e;
+    if (h0 + hl >= params.heads || t >= tiles()) { return; }
+    let base = (e * HT + hl) * 16u;
+    var m = neg_inf();
+    for (var i = 0u; i < 16u; i++) { m = max(m, stat_get(base + i)); }
+    var l = 0.0;
+    if (m != neg_inf()) {
+        for (var i = 0u; i < 16u; i++) {
+            let mi = stat_get(base + i);
+            if (mi != neg_inf()) { l += stat_get(2048u + base + i) * exp(mi - m); }
+        }
+    }
+    let st = stats_at(bl, h0 + hl, t);
+    scratch[st] = m;
+    scratch[st + 1u] = l;
 }
 
 // q chunk: HT heads × DC dims as vec4s; idx = part · HT + head (consecutive threads store
@@ -234,26 +282,25 @@ fn store_q(idx: u32, v: vec4<f32>) {
     if (idx >= HT * (DC / 4u)) { return; }
     let h = idx % HT;
     let d = (idx / HT) * 4u;
-    q_s[d * 32u + h / 4u][h % 4u] = v.x;
-    q_s[(d + 1u) * 32u + h / 4u][h % 4u] = v.y;
-    q_s[(d + 2u) * 32u + h / 4u][h % 4u] = v.z;
-    q_s[(d + 3u) * 32u + h / 4u][h % 4u] = v.w;
+    q_s[d * 16u + h / 4u][h % 4u] = v.x;
+    q_s[(d + 1u) * 16u + h / 4u][h % 4u] = v.y;
+    q_s[(d + 2u) * 16u + h / 4u][h % 4u] = v.z;
+    q_s[(d + 3u) * 16u + h / 4u][h % 4u] = v.w;
 }
 
-// row chunk: RT rows × 16 words = 4 vec4<u32> per row; idx = part · RT + row.
-fn load_r(c: u32, idx: u32) -> vec4<u32> {
-    let id = ids_s[idx % RT];
-    if (id < 0i) { return vec4<u32>(0u); }
-    return rows[(u32(id) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + idx / RT];
+// Part `part` (of 4) of chunk c of a row: 16 u32 words = 4 vec4 per row (zeros for −1).
+fn load_r(row: i32, c: u32, part: u32) -> vec4<u32> {
+    if (row < 0i) { return vec4<u32>(0u); }
+    return rows[(u32(row) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + part];
 }
 
-fn store_r(idx: u32, v: vec4<u32>) {
-    let r = idx % RT;
-    let wd = (idx / RT) * 4u;
-    r_s[wd * 16u + r / 4u][r % 4u] = v.x;
-    r_s[(wd + 1u) * 16u + r / 4u][r % 4u] = v.y;
-    r_s[(wd + 2u) * 16u + r / 4u][r % 4u] = v.z;
-    r_s[(wd + 3u) * 16u + r / 4u][r % 4u] = v.w;
+// Row `r`'s part into r_s[word][row], transposed (consecutive threads: consecutive words).
+fn store_r(r: u32, part: u32, v: vec4<u32>) {
+    let wd = part * 4u;
+    r_s[wd * 64u + r / 4u][r % 4u] = v.x;
+    r_s[(wd + 1u) * 64u + r / 4u][r % 4u] = v.y;
+    r_s[(wd + 2u) * 64u + r / 4u][r % 4u] = v.z;
+    r_s[(wd + 3u) * 64u + r / 4u][r % 4u] = v.w;
 }
 
 // ============================================================================ attend
@@ -328,10 +375,15 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     var pn0 = load_p(wg.y, h0, js, je, lid);
     var pn1 = load_p(wg.y, h0, js, je, lid + 256u);
-    var vn0 = load_v(b, js, je, lid);
-    var vn1 = load_v(b, js, je, lid + 256u);
-    var vn2 = load_v(b, js, je, lid + 512u);
-    var vn3 = load_v(b, js, je, lid + 768u);
+    // Row ids run one chunk ahead of the rows, so a row load never waits on its id's load.
+    var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + 256u);
+    var rw2 = v_row(b, js, je, lid + 512u); var rw3 = v_row(b, js, je, lid + 768u);
+    var vn0 = load_v_at(rw0, lid);
+    var vn1 = load_v_at(rw1, lid + 256u);
+    var vn2 = load_v_at(rw2, lid + 512u);
+    var vn3 = load_v_at(rw3, lid + 768u);
+    rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + 256u);
+    rw2 = v_row(b, js + VR, je, lid + 512u); rw3 = v_row(b, js + VR, je, lid + 768u);
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p(lid, pn0);
@@ -344,13 +396,15 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         if (j0 + VR < je) {
             pn0 = load_p(wg.y, h0, j0 + VR, je, lid);
             pn1 = load_p(wg.y, h0, j0 + VR, je, lid + 256u);
-            vn0 = load_v(b, j0 + VR, je, lid);
-            vn1 = load_v(b, j0 + VR, je, lid + 256u);
-            vn2 = load_v(b, j0 + VR, je, lid + 512u);
-            vn3 = load_v(b, j0 + VR, je, lid + 768u);
+            vn0 = load_v_at(rw0, lid);
+            vn1 = load_v_at(rw1, lid + 256u);
+            vn2 = load_v_at(rw2, lid + 512u);
+            vn3 = load_v_at(rw3, lid + 768u);
+            rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + 256u);
+            rw2 = v_row(b, j0 + 2u * VR, je, lid + 512u); rw3 = v_row(b, j0 + 2u * VR, je, lid + 768u);
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
-            for (var r = 0u; r < VR; r++) {
+            for (var r = 0u; r < VR + params.zero; r++) {   // (see Params.zero)
                 let pa = p_s[r * 8u + hg * 2u];        // heads 8·hg ..+3
                 let pb = p_s[r * 8u + hg * 2u + 1u];   // heads 8·hg+4 ..+7
                 var va: vec4<f32>;
@@ -433,13 +487,19 @@ fn store_p(idx: u32, p: f32) {
 fn v_vecs() -> u32 { return select(KV / 4u, KV / 8u, ROWS_F16); }   // vec4<u32> of c_kv per row
 
 // V chunk: VR rows × the c_kv words; idx = row · v_vecs() + part (a straight copy).
-fn load_v(b: u32, j0: u32, je: u32, idx: u32) -> vec4<u32> {
+// The absolute row behind part `idx` of the V chunk starting at id j0 (−1: id −1 or past je).
+fn v_row(b: u32, j0: u32, je: u32, idx: u32) -> i32 {
     let r = idx / v_vecs();
     let j = j0 + r;
-    if (r >= VR || j >= je) { return vec4<u32>(0u); }
+    if (r >= VR || j >= je) { return -1i; }
     let id = ids[b * params.topk + j];
-    if (id < 0i) { return vec4<u32>(0u); }
-    return rows[(u32(id) + seq[2u * b]) * row_words() / 4u + idx % v_vecs()];
+    return select(-1i, id + i32(seq[2u * b]), id >= 0i);
+}
+
+// V chunk part `idx` (row · v_vecs() + vec4 of the row's c_kv): a straight copy of `row`'s.
+fn load_v_at(row: i32, idx: u32) -> vec4<u32> {
+    if (row < 0i) { return vec4<u32>(0u); }
+    return rows[u32(row) * row_words() / 4u + idx % v_vecs()];
 }
 
 fn store_v(idx: u32, v: vec4<u32>) {

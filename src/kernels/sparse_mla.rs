@@ -8,9 +8,12 @@ use crate::config::{Config, Dtype};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
-/// `scores`: heads and ids per workgroup (HT, RT in the shader).
-pub const SCORE_HEADS_PER_WG: u32 = 128;
-pub const SCORE_IDS_PER_WG: u32 = 64;
+/// `scores`: heads and ids per workgroup (HT, RW in the shader).
+pub const SCORE_HEADS_PER_WG: u32 = 64;
+pub const SCORE_IDS_PER_WG: u32 = 256;
+/// Ids per score tile: `scores` writes each tile's softmax statistics, `attend`'s slices are
+/// whole tiles (RT in the shader).
+pub const SCORE_TILE_IDS: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
 pub const ATTEND_HEADS_PER_WG: u32 = 32;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
@@ -30,7 +33,9 @@ struct Params {
     softmax_scale: f32,
     batch: u32,
     splits: u32,
-    _pad: [u32; 2],
+    /// Always 0: keeps the driver from unrolling the inner loops completely (see the shader).
+    zero: u32,
+    _pad: u32,
 }
 
 #[derive(Debug)]
@@ -129,7 +134,7 @@ impl SparseMla {
         Ok(SparseMlaScratch {
             scores: ctx.storage(
                 "sparse_mla scores",
-                b * h * (self.topk + 2 * self.topk.div_ceil(SCORE_IDS_PER_WG)) as u64 * 4,
+                b * h * (self.topk + 2 * self.topk.div_ceil(SCORE_TILE_IDS)) as u64 * 4,
             )?,
             partials: ctx.storage(
                 "sparse_mla partials",
@@ -157,7 +162,8 @@ impl SparseMla {
             softmax_scale: self.softmax_scale,
             batch: a.batch,
             splits,
-            _pad: [0; 2],
+            zero: 0,
+            _pad: 0,
         };
         let score_grid = [
             self.topk.div_ceil(SCORE_IDS_PER_WG),
@@ -246,6 +252,6 @@ pub fn splits_for(heads: u32, topk: u32, batch: u32) -> u32 {
 /// [`SparseMla::scratch_bytes`] for given dims, without a device.
 pub fn scratch_bytes_for(heads: u32, topk: u32, kv: u32, batch: u32) -> u64 {
     let splits = splits_for(heads, topk, batch) as u64;
-    let tiles = topk.div_ceil(SCORE_IDS_PER_WG) as u64;
+    let tiles = topk.div_ceil(SCORE_TILE_IDS) as u64;
     batch as u64 * heads as u64 * (topk as u64 + splits * (kv as u64 + 1) + 2 * tiles) * 4
 }
