@@ -52,7 +52,8 @@ const RW: u32 = 256u;             // scores: ids per workgroup
 const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
 const WORDS: u32 = 16u;           // scores: u32 words per row per chunk
 override DC: u32 = select(16u, 32u, ROWS_F16);   // scores: dims per chunk
-const HB: u32 = 32u;              // attend: heads per workgroup
+override AT: u32 = 256u;          // attend: threads per workgroup, 256 or 512
+override HB: u32 = AT / 8u;       // attend: heads per workgroup
 override VR: u32 = select(8u, 16u, ROWS_F16);    // attend: rows per V chunk (16 KiB)
 
 struct Params {
@@ -306,13 +307,13 @@ fn store_r(r: u32, part: u32, v: vec4<u32>) {
 // ============================================================================ attend
 
 var<workgroup> v_s: array<vec4<u32>, 1024>;   // [VR][KV words / 4]: f16 pairs or f32 bits (16 KiB)
-var<workgroup> p_s: array<vec4<f32>, 128>;    // [VR][HB / 4] probabilities of the chunk
-var<workgroup> red_m: array<f32, 256>;        // [HB][8] partial maxima
-var<workgroup> red_l: array<f32, 256>;        // [HB][8] partial sums
+var<workgroup> p_s: array<vec4<f32>, VR * HB / 4u>;   // [VR][HB / 4] probabilities of the chunk
+var<workgroup> red_m: array<f32, AT>;         // [HB][8] partial maxima
+var<workgroup> red_l: array<f32, AT>;         // [HB][8] partial sums
 var<workgroup> m_s: array<f32, HB>;           // max score per head
 var<workgroup> l_s: array<f32, HB>;           // Σ exp(score − max) per head
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(AT)
 fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let K = params.topk;
     let H = params.heads;
@@ -361,7 +362,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
 
     // ---- O = P · V
-    let hg = lid / 64u;   // heads h0 + 8·hg ..+7
+    let hg = lid / 64u;   // heads h0 + 8·hg ..+7 (AT / 64 head groups)
     let dg = lid % 64u;   // dims: f16 8·dg ..+7; f32 4·dg ..+3 and KV/2 + 4·dg ..+3
     let owns_dims = dg * 8u < KV;
     var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
@@ -373,40 +374,45 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
+    // P chunk: VR × HB = 2 · AT values, two a thread. V chunk: 1024 vec4s, 1024 / AT a thread
+    // (parts 2 and 3 only with 256 threads: the branches are on constants).
     var pn0 = load_p(wg.y, h0, js, je, lid);
-    var pn1 = load_p(wg.y, h0, js, je, lid + 256u);
+    var pn1 = load_p(wg.y, h0, js, je, lid + AT);
     // Row ids run one chunk ahead of the rows, so a row load never waits on its id's load.
-    var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + 256u);
-    var rw2 = v_row(b, js, je, lid + 512u); var rw3 = v_row(b, js, je, lid + 768u);
+    var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + AT);
+    var rw2 = -1i; var rw3 = -1i;
+    if (AT == 256u) { rw2 = v_row(b, js, je, lid + 512u); rw3 = v_row(b, js, je, lid + 768u); }
     var vn0 = load_v_at(rw0, lid);
-    var vn1 = load_v_at(rw1, lid + 256u);
-    var vn2 = load_v_at(rw2, lid + 512u);
-    var vn3 = load_v_at(rw3, lid + 768u);
-    rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + 256u);
-    rw2 = v_row(b, js + VR, je, lid + 512u); rw3 = v_row(b, js + VR, je, lid + 768u);
+    var vn1 = load_v_at(rw1, lid + AT);
+    var vn2 = vec4<u32>(0u); var vn3 = vec4<u32>(0u);
+    if (AT == 256u) { vn2 = load_v_at(rw2, lid + 512u); vn3 = load_v_at(rw3, lid + 768u); }
+    rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + AT);
+    if (AT == 256u) { rw2 = v_row(b, js + VR, je, lid + 512u); rw3 = v_row(b, js + VR, je, lid + 768u); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p(lid, pn0);
-        store_p(lid + 256u, pn1);
+        store_p(lid + AT, pn1);
         store_v(lid, vn0);
-        store_v(lid + 256u, vn1);
-        store_v(lid + 512u, vn2);
-        store_v(lid + 768u, vn3);
+        store_v(lid + AT, vn1);
+        if (AT == 256u) { store_v(lid + 512u, vn2); store_v(lid + 768u, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
             pn0 = load_p(wg.y, h0, j0 + VR, je, lid);
-            pn1 = load_p(wg.y, h0, j0 + VR, je, lid + 256u);
+            pn1 = load_p(wg.y, h0, j0 + VR, je, lid + AT);
             vn0 = load_v_at(rw0, lid);
-            vn1 = load_v_at(rw1, lid + 256u);
-            vn2 = load_v_at(rw2, lid + 512u);
-            vn3 = load_v_at(rw3, lid + 768u);
-            rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + 256u);
-            rw2 = v_row(b, j0 + 2u * VR, je, lid + 512u); rw3 = v_row(b, j0 + 2u * VR, je, lid + 768u);
+            vn1 = load_v_at(rw1, lid + AT);
+            rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + AT);
+            if (AT == 256u) {
+                vn2 = load_v_at(rw2, lid + 512u);
+                vn3 = load_v_at(rw3, lid + 768u);
+                rw2 = v_row(b, j0 + 2u * VR, je, lid + 512u);
+                rw3 = v_row(b, j0 + 2u * VR, je, lid + 768u);
+            }
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
             for (var r = 0u; r < VR + params.zero; r++) {   // (see Params.zero)
-                let pa = p_s[r * 8u + hg * 2u];        // heads 8·hg ..+3
-                let pb = p_s[r * 8u + hg * 2u + 1u];   // heads 8·hg+4 ..+7
+                let pa = p_s[r * (HB / 4u) + hg * 2u];        // heads 8·hg ..+3
+                let pb = p_s[r * (HB / 4u) + hg * 2u + 1u];   // heads 8·hg+4 ..+7
                 var va: vec4<f32>;
                 var vb: vec4<f32>;
                 if (ROWS_F16) {
@@ -481,7 +487,7 @@ fn store_p(idx: u32, p: f32) {
     let hl = idx / VR;
     if (hl >= HB) { return; }
     let r = idx % VR;
-    p_s[r * 8u + hl / 4u][hl % 4u] = p;
+    p_s[r * (HB / 4u) + hl / 4u][hl % 4u] = p;
 }
 
 fn v_vecs() -> u32 { return select(KV / 4u, KV / 8u, ROWS_F16); }   // vec4<u32> of c_kv per row

@@ -44,6 +44,8 @@ pub struct SparseMla {
     attend: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
     pub heads: u32,
+    /// Heads per `attend` workgroup (threads / 8).
+    pub attend_heads: u32,
     pub kv: u32,
     pub rope: u32,
     pub topk: u32,
@@ -97,7 +99,12 @@ impl SparseMla {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
         }
         let src = include_str!("../../shaders/sparse_mla.wgsl");
+        let attend_threads: u32 = std::env::var("ESS_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
         let constants = [
+            ("AT", attend_threads as f64),
             ("KV", kv as f64),
             ("ROPE", rope as f64),
             ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
@@ -107,6 +114,7 @@ impl SparseMla {
             attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
             reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
             heads: cfg.heads,
+            attend_heads: attend_threads / 8,
             kv,
             rope,
             topk: cfg.topk,
@@ -170,7 +178,7 @@ impl SparseMla {
             self.heads.div_ceil(SCORE_HEADS_PER_WG),
             a.batch,
         ];
-        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, splits];
+        let attend_grid = [self.heads.div_ceil(self.attend_heads), a.batch, splits];
         let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
         let reduce_grid = if vec4s <= 65535 {
             [vec4s, 1, 1]
