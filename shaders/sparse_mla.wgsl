@@ -55,6 +55,8 @@ override DC: u32 = select(16u, 32u, ROWS_F16);   // scores: dims per chunk
 override AT: u32 = 256u;          // attend: threads per workgroup, 256 or 512
 override HB: u32 = AT / 8u;       // attend: heads per workgroup
 override VR: u32 = select(8u, 16u, ROWS_F16);    // attend: rows per V chunk (16 KiB)
+override PPT: u32 = VR * HB / AT;                // attend: P chunk values per thread (2 or 4)
+override VPT: u32 = VR * select(KV / 4u, KV / 8u, ROWS_F16) / AT;   // V vec4s per thread (≤ 4)
 
 struct Params {
     heads: u32,          // H (any; workgroups mask heads ≥ H)
@@ -306,7 +308,7 @@ fn store_r(r: u32, part: u32, v: vec4<u32>) {
 
 // ============================================================================ attend
 
-var<workgroup> v_s: array<vec4<u32>, 1024>;   // [VR][KV words / 4]: f16 pairs or f32 bits (16 KiB)
+var<workgroup> v_s: array<vec4<u32>, VR * select(KV / 4u, KV / 8u, ROWS_F16)>;   // [VR][KV words / 4]: f16 pairs or f32 bits (16 KiB)
 var<workgroup> p_s: array<vec4<f32>, VR * HB / 4u>;   // [VR][HB / 4] probabilities of the chunk
 var<workgroup> red_m: array<f32, AT>;         // [HB][8] partial maxima
 var<workgroup> red_l: array<f32, AT>;         // [HB][8] partial sums
@@ -374,27 +376,30 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    // P chunk: VR × HB = 2 · AT values, two a thread. V chunk: 1024 vec4s, 1024 / AT a thread
-    // (parts 2 and 3 only with 256 threads: the branches are on constants).
+    // P chunk: VR × HB values, PPT a thread; V chunk: VR rows of v_vecs() vec4s, VPT a thread.
+    // (The branches on PPT / VPT are on constants.)
     var pn0 = load_p(wg.y, h0, js, je, lid);
     var pn1 = load_p(wg.y, h0, js, je, lid + AT);
+    var pn2 = 0.0; var pn3 = 0.0;
+    if (PPT > 2u) { pn2 = load_p(wg.y, h0, js, je, lid + 2u * AT); pn3 = load_p(wg.y, h0, js, je, lid + 3u * AT); }
     // Row ids run one chunk ahead of the rows, so a row load never waits on its id's load.
     var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
-    if (AT == 256u) { rw2 = v_row(b, js, je, lid + 512u); rw3 = v_row(b, js, je, lid + 768u); }
+    if (VPT > 2u) { rw2 = v_row(b, js, je, lid + 2u * AT); rw3 = v_row(b, js, je, lid + 3u * AT); }
     var vn0 = load_v_at(rw0, lid);
     var vn1 = load_v_at(rw1, lid + AT);
     var vn2 = vec4<u32>(0u); var vn3 = vec4<u32>(0u);
-    if (AT == 256u) { vn2 = load_v_at(rw2, lid + 512u); vn3 = load_v_at(rw3, lid + 768u); }
+    if (VPT > 2u) { vn2 = load_v_at(rw2, lid + 2u * AT); vn3 = load_v_at(rw3, lid + 3u * AT); }
     rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + AT);
-    if (AT == 256u) { rw2 = v_row(b, js + VR, je, lid + 512u); rw3 = v_row(b, js + VR, je, lid + 768u); }
+    if (VPT > 2u) { rw2 = v_row(b, js + VR, je, lid + 2u * AT); rw3 = v_row(b, js + VR, je, lid + 3u * AT); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p(lid, pn0);
         store_p(lid + AT, pn1);
+        if (PPT > 2u) { store_p(lid + 2u * AT, pn2); store_p(lid + 3u * AT, pn3); }
         store_v(lid, vn0);
         store_v(lid + AT, vn1);
-        if (AT == 256u) { store_v(lid + 512u, vn2); store_v(lid + 768u, vn3); }
+        if (VPT > 2u) { store_v(lid + 2u * AT, vn2); store_v(lid + 3u * AT, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
             pn0 = load_p(wg.y, h0, j0 + VR, je, lid);
@@ -402,11 +407,15 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             vn0 = load_v_at(rw0, lid);
             vn1 = load_v_at(rw1, lid + AT);
             rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + AT);
-            if (AT == 256u) {
-                vn2 = load_v_at(rw2, lid + 512u);
-                vn3 = load_v_at(rw3, lid + 768u);
-                rw2 = v_row(b, j0 + 2u * VR, je, lid + 512u);
-                rw3 = v_row(b, j0 + 2u * VR, je, lid + 768u);
+            if (PPT > 2u) {
+                pn2 = load_p(wg.y, h0, j0 + VR, je, lid + 2u * AT);
+                pn3 = load_p(wg.y, h0, j0 + VR, je, lid + 3u * AT);
+            }
+            if (VPT > 2u) {
+                vn2 = load_v_at(rw2, lid + 2u * AT);
+                vn3 = load_v_at(rw3, lid + 3u * AT);
+                rw2 = v_row(b, j0 + 2u * VR, je, lid + 2u * AT);
+                rw3 = v_row(b, j0 + 2u * VR, je, lid + 3u * AT);
             }
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)

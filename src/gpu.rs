@@ -242,7 +242,7 @@ impl GpuContext {
             // Caches are large: take every byte the adapter allows per buffer and per binding.
             max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
             max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
+            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: max_invocations,
             max_compute_workgroup_size_x: max_invocations,
             ..wgpu::Limits::default()

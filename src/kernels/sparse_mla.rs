@@ -105,6 +105,13 @@ impl SparseMla {
             .unwrap_or(256);
         let constants = [
             ("AT", attend_threads as f64),
+            (
+                "VR",
+                std::env::var("ESS_VR")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if cfg.dtype == Dtype::F16 { 16.0 } else { 8.0 }),
+            ),
             ("KV", kv as f64),
             ("ROPE", rope as f64),
             ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
