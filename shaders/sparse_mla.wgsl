@@ -50,8 +50,8 @@ override DQ: u32 = KV + ROPE;     // dims of one row / one query
 const HT: u32 = 64u;              // scores: heads per workgroup
 const RW: u32 = 256u;             // scores: ids per workgroup
 const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
-const WORDS: u32 = 16u;           // scores: u32 words per row per chunk
-override DC: u32 = select(16u, 32u, ROWS_F16);   // scores: dims per chunk
+override SW: u32 = 16u;           // scores: u32 words per row per chunk, 8 or 16
+override DC: u32 = select(SW, 2u * SW, ROWS_F16);   // scores: dims per chunk
 override AT: u32 = 256u;          // attend: threads per workgroup, 256 or 512
 override HB: u32 = AT / 8u;       // attend: heads per workgroup
 override VR: u32 = select(8u, 16u, ROWS_F16);    // attend: rows per V chunk (16 KiB)
@@ -89,8 +89,8 @@ fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words p
 
 // ============================================================================ scores
 
-var<workgroup> q_s: array<vec4<f32>, 512>;    // [DC][HT / 4]
-var<workgroup> r_s: array<vec4<u32>, 1024>;   // [WORDS][RW / 4]; after the loop: tile statistics
+var<workgroup> q_s: array<vec4<f32>, DC * HT / 4u>;   // [DC][HT / 4]
+var<workgroup> r_s: array<vec4<u32>, SW * RW / 4u>;   // [SW][RW / 4]; after the loop: tile statistics
                                               // (24 KiB in all: the most that keeps 2 per SM)
 
 @compute @workgroup_size(256)
@@ -116,26 +116,24 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var qn1 = load_q(b, h0, 0u, lid + 256u);
     var rn0 = load_r(my_row, 0u, 0u);
     var rn1 = load_r(my_row, 0u, 1u);
-    var rn2 = load_r(my_row, 0u, 2u);
-    var rn3 = load_r(my_row, 0u, 3u);
+    var rn2 = vec4<u32>(0u); var rn3 = vec4<u32>(0u);
+    if (SW > 8u) { rn2 = load_r(my_row, 0u, 2u); rn3 = load_r(my_row, 0u, 3u); }
     for (var c = 0u; c < DQ; c += DC) {
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
         store_r(lid, 0u, rn0);
         store_r(lid, 1u, rn1);
-        store_r(lid, 2u, rn2);
-        store_r(lid, 3u, rn3);
+        if (SW > 8u) { store_r(lid, 2u, rn2); store_r(lid, 3u, rn3); }
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid);
             qn1 = load_q(b, h0, c + DC, lid + 256u);
             rn0 = load_r(my_row, c + DC, 0u);
             rn1 = load_r(my_row, c + DC, 1u);
-            rn2 = load_r(my_row, c + DC, 2u);
-            rn3 = load_r(my_row, c + DC, 3u);
+            if (SW > 8u) { rn2 = load_r(my_row, c + DC, 2u); rn3 = load_r(my_row, c + DC, 3u); }
         }
-        for (var wd = 0u; wd < WORDS + params.zero; wd++) {   // (see Params.zero)
+        for (var wd = 0u; wd < SW + params.zero; wd++) {   // (see Params.zero)
             let pa = r_s[wd * 64u + kg];         // ids a at word wd
             let pb = r_s[wd * 64u + 32u + kg];   // ids b
             var ra: vec4<f32>;   // ids a at dim d
@@ -183,27 +181,38 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     // Scores out, and each 64-id tile's softmax statistics per head, (max, Σ exp(s − max)), for
     // `attend`. A thread's ids a lie in tile 4·x + kg/16, ids b in tile 4·x + 2 + kg/16; each
-    // (tile, head) has 16 partials (kg mod 16), folded through r_s: tiles of ids a, then of b.
+    // (tile, head) has 16 partials (kg mod 16), folded through r_s one tile at a time.
     let h = h0 + hg * 8u;
     let hl = hg * 8u;
     let ja = j0 + kg * 4u;
-    let va = valid4(b, ja);
-    let vb = valid4(b, ja + 128u);
-    workgroupBarrier();   // every thread is done reading r_s: it now holds the statistics
-    store_scores(wg.z, h, ja, hl, kg, va, a0); store_scores(wg.z, h + 1u, ja, hl + 1u, kg, va, a1);
-    store_scores(wg.z, h + 2u, ja, hl + 2u, kg, va, a2); store_scores(wg.z, h + 3u, ja, hl + 3u, kg, va, a3);
-    store_scores(wg.z, h + 4u, ja, hl + 4u, kg, va, a4); store_scores(wg.z, h + 5u, ja, hl + 5u, kg, va, a5);
-    store_scores(wg.z, h + 6u, ja, hl + 6u, kg, va, a6); store_scores(wg.z, h + 7u, ja, hl + 7u, kg, va, a7);
-    workgroupBarrier();   // partials of the tiles of ids a complete
-    fold_stats(wg.z, h0, 4u * wg.x, lid);
-    workgroupBarrier();   // the fold's reads are done before the partials of ids b overwrite them
     let jb = ja + 128u;
-    store_scores(wg.z, h, jb, hl, kg, vb, c0); store_scores(wg.z, h + 1u, jb, hl + 1u, kg, vb, c1);
-    store_scores(wg.z, h + 2u, jb, hl + 2u, kg, vb, c2); store_scores(wg.z, h + 3u, jb, hl + 3u, kg, vb, c3);
-    store_scores(wg.z, h + 4u, jb, hl + 4u, kg, vb, c4); store_scores(wg.z, h + 5u, jb, hl + 5u, kg, vb, c5);
-    store_scores(wg.z, h + 6u, jb, hl + 6u, kg, vb, c6); store_scores(wg.z, h + 7u, jb, hl + 7u, kg, vb, c7);
-    workgroupBarrier();   // partials of the tiles of ids b complete
-    fold_stats(wg.z, h0, 4u * wg.x + 2u, lid);
+    let va = valid4(b, ja);
+    let vb = valid4(b, jb);
+    for (var t = 0u; t < 4u; t++) {   // tile 4·x + t
+        workgroupBarrier();   // r_s is free: the dot products' (or the last fold's) reads are done
+        if (t < 2u && kg / 16u == t) {
+            store8(wg.z, h, ja, hl, kg, va, a0, a1, a2, a3, a4, a5, a6, a7);
+        }
+        if (t >= 2u && kg / 16u == t - 2u) {
+            store8(wg.z, h, jb, hl, kg, vb, c0, c1, c2, c3, c4, c5, c6, c7);
+        }
+        workgroupBarrier();   // the tile's partials are complete
+        fold_stats(wg.z, h0, 4u * wg.x + t, lid);
+    }
+}
+
+// store_scores for the thread's 8 heads.
+fn store8(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, s0: vec4<f32>,
+          s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>, s4: vec4<f32>, s5: vec4<f32>,
+          s6: vec4<f32>, s7: vec4<f32>) {
+    store_scores(bl, h, j, hl, kg, valid, s0);
+    store_scores(bl, h + 1u, j, hl + 1u, kg, valid, s1);
+    store_scores(bl, h + 2u, j, hl + 2u, kg, valid, s2);
+    store_scores(bl, h + 3u, j, hl + 3u, kg, valid, s3);
+    store_scores(bl, h + 4u, j, hl + 4u, kg, valid, s4);
+    store_scores(bl, h + 5u, j, hl + 5u, kg, valid, s5);
+    store_scores(bl, h + 6u, j, hl + 6u, kg, valid, s6);
+    store_scores(bl, h + 7u, j, hl + 7u, kg, valid, s7);
 }
 
 // Absolute row of id j of sequence b, or −1 (id −1, or j past k).
@@ -227,22 +236,22 @@ fn stats_at(bl: u32, h: u32, t: u32) -> u32 {
     return params.batch * params.heads * params.topk + 2u * ((bl * params.heads + h) * tiles() + t);
 }
 
-// The statistics scratch in r_s: partial i (of 16) of local head hl in tile side e (0/1):
-// max at float (e · HT + hl) · 16 + i, the sum 2048 floats later.
+// The statistics scratch in r_s: partial i (of 16) of local head hl of the tile being folded:
+// the max at float hl · 16 + i, the sum 1024 floats later.
 fn stat_set(i: u32, v: f32) { r_s[i / 4u][i % 4u] = bitcast<u32>(v); }
 fn stat_get(i: u32) -> f32 { return bitcast<f32>(r_s[i / 4u][i % 4u]); }
 
 // Scale and store one head's scores for ids j .. j+3 (−inf where not valid), and put their
-// (max, Σ exp(s − max)) at partial kg mod 16 of (tile side kg / 16, local head hl).
+// (max, Σ exp(s − max)) at partial kg mod 16 of local head hl.
 fn store_scores(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, acc: vec4<f32>) {
     let K = params.topk;
     let v = select(vec4<f32>(neg_inf()), acc * params.softmax_scale, valid);
     let m = max(max(v.x, v.y), max(v.z, v.w));
     var l = 0.0;
     if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
-    let at = ((kg / 16u) * HT + hl) * 16u + kg % 16u;
+    let at = hl * 16u + kg % 16u;
     stat_set(at, m);
-    stat_set(2048u + at, l);
+    stat_set(1024u + at, l);
     if (h >= params.heads) { return; }
     let base = (bl * params.heads + h) * K;
     if (j < K) { scratch[base + j] = v.x; }
@@ -251,21 +260,18 @@ fn store_scores(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, ac
     if (j + 3u < K) { scratch[base + j + 3u] = v.w; }
 }
 
-// Fold the 16 partials of tiles t0 and t0 + 1 (one thread per (tile, head)) into `scratch`.
-fn fold_stats(bl: u32, h0: u32, t0: u32, lid: u32) {
-    if (lid >= 2u * HT) { return; }
-    let e = lid / HT;
-    let hl = lid % HT;
-    let t = t0 + e;
-    if (h0 + hl >= params.heads || t >= tiles()) { return; }
-    let base = (e * HT + hl) * 16u;
+// Fold the 16 partials of tile t (one thread per head) into `scratch`.
+fn fold_stats(bl: u32, h0: u32, t: u32, lid: u32) {
+    let hl = lid;
+    if (hl >= HT || h0 + hl >= params.heads || t >= tiles()) { return; }
+    let base = hl * 16u;
     var m = neg_inf();
     for (var i = 0u; i < 16u; i++) { m = max(m, stat_get(base + i)); }
     var l = 0.0;
     if (m != neg_inf()) {
         for (var i = 0u; i < 16u; i++) {
             let mi = stat_get(base + i);
-            if (mi != neg_inf()) { l += stat_get(2048u + base + i) * exp(mi - m); }
+            if (mi != neg_inf()) { l += stat_get(1024u + base + i) * exp(mi - m); }
         }
     }
     let st = stats_at(bl, h0 + hl, t);

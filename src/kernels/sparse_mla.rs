@@ -106,6 +106,13 @@ impl SparseMla {
         let constants = [
             ("AT", attend_threads as f64),
             (
+                "SW",
+                std::env::var("ESS_SW")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(16.0),
+            ),
+            (
                 "VR",
                 std::env::var("ESS_VR")
                     .ok()
