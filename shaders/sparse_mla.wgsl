@@ -44,6 +44,7 @@
 
 override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
 override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
+override GUARD: u32 = 3u;
 override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
 
@@ -133,7 +134,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             rn1 = load_r(my_row, c + DC, 1u);
             if (SW > 8u) { rn2 = load_r(my_row, c + DC, 2u); rn3 = load_r(my_row, c + DC, 3u); }
         }
-        for (var wd = 0u; wd < SW + params.zero; wd++) {   // (see Params.zero)
+        for (var wd = 0u; wd < SW + select(0u, params.zero, (GUARD & 1u) != 0u); wd++) {   // (see Params.zero)
             let pa = r_s[wd * 64u + kg];         // ids a at word wd
             let pb = r_s[wd * 64u + 32u + kg];   // ids b
             var ra: vec4<f32>;   // ids a at dim d
@@ -425,7 +426,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
-            for (var r = 0u; r < VR + params.zero; r++) {   // (see Params.zero)
+            for (var r = 0u; r < VR + select(0u, params.zero, (GUARD & 2u) != 0u); r++) {   // (see Params.zero)
                 let pa = p_s[r * (HB / 4u) + hg * 2u];        // heads 8·hg ..+3
                 let pb = p_s[r * (HB / 4u) + hg * 2u + 1u];   // heads 8·hg+4 ..+7
                 var va: vec4<f32>;

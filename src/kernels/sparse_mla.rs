@@ -117,7 +117,14 @@ impl SparseMla {
                 std::env::var("ESS_VR")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(if cfg.dtype == Dtype::F16 { 16.0 } else { 8.0 }),
+                    .unwrap_or(8.0),
+            ),
+            (
+                "GUARD",
+                std::env::var("ESS_GUARD")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3.0),
             ),
             ("KV", kv as f64),
             ("ROPE", rope as f64),
