@@ -13,20 +13,22 @@
 //
 // Three entry points, recorded back to back in one pass:
 //
-// `scores`  workgroup (x, y, z) = (64 ids 64x.., heads 128y.., sequence b0 + z), 256 threads.
-//           A GEMM tile S[128 heads × 64 rows] over the KV+ROPE dims, streamed 16 u32 words at a
-//           time (32 f16 dims, kept packed in workgroup memory, or 16 f32 dims): q_s[d][h],
-//           r_s[word][row]. Thread (hg, rg) owns 8 heads × 4 rows = 8 vec4 registers; per word
-//           it reads 2–4 vec4 of q (broadcast in a warp) and one of rows for 32–64 FMAs. The next
-//           chunk is loaded into registers while this one is computed. Writes the scores to
-//           `scratch` [batch, H, k] (−inf where the id is −1) and, after them, the tile's softmax
-//           statistics per head, (max, Σ exp(score − max)) [batch, H, tiles], folded from the
-//           threads' partials through q_s once the dot products are done.
+// `scores`  workgroup (x, y, z) = (256 ids 256x.., heads 64y.., sequence b0 + z), 256 threads: the
+//           indexer's tile. A GEMM tile S[64 heads × 256 rows] over the KV+ROPE dims, streamed 16
+//           u32 words at a time (32 f16 dims, kept packed in workgroup memory, or 16 f32 dims):
+//           q_s[d][h], r_s[word][row]. Thread (hg, kg) owns 8 heads × 8 rows = 16 vec4 registers;
+//           per word it reads 2–4 vec4 of q (broadcast in a warp) and 2 of rows for 64–128 FMAs.
+//           Thread t loads row 256x + t in every chunk (its row index stays in a register), and
+//           the next chunk is loaded into registers while this one is computed. Writes the scores
+//           to `scratch` [batch, H, k] (−inf where the id is −1) and, after them, each 64-id
+//           tile's softmax statistics per head, (max, Σ exp(score − max)) [batch, H, tiles],
+//           folded from the threads' partials through r_s, one tile at a time.
 // `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
 //           Flash-decoding over slices of whole score tiles: the slice's softmax statistics are
 //           the fold of its tiles' (a few values per head, not a pass over the scores), then the
 //           slice's O[32 heads × KV] = softmax(S) · V with V = the c_kv part of the rows,
-//           streamed VR rows at a time; thread (hg, dg) owns 8 heads × 8 dims as 16 vec4
+//           streamed VR = 8 rows at a time (small chunks measured fastest: fewer registers
+//           held for the prefetch); thread (hg, dg) owns 8 heads × 8 dims as 16 vec4
 //           registers, dims laid out so a warp reads contiguous workgroup memory. Writes the
 //           slice's normalised O and its lse; with one slice, o_lat and lse themselves. Slices
 //           (split-k) give small batches enough workgroups.
@@ -36,28 +38,29 @@
 //           the identity of lse_merge.wgsl, for any number of parts.
 // Accumulators are named vec4 registers, never private arrays indexed in loops (a driver may keep
 // those in local memory, at a fraction of the speed). Every barrier says why it is there.
-// Workgroup memory stays under 24 KiB per entry point: NVIDIA's Vulkan driver gives a workgroup's
-// SM 48 KiB, so one byte more halves the workgroups per SM (docs/PERF.md measures the cliff).
+// Two limits set the shapes, both measured on an H100 (docs/PERF.md): workgroup memory stays at
+// or under 24 KiB (the driver gives an SM 48 KiB of it, so one byte more halves the workgroups
+// per SM), and registers at or under 128 a thread (the same halving); the inner loops' bounds
+// carry `params.zero` so that the driver's full unrolling cannot push them over.
 //
 // Left out: FP8 rows, tensor cores. Ids ≥ the number of rows are not checked (robust access
 // makes them read junk).
 
 override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
 override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
-override GUARD: u32 = 3u;
 override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
 
 const HT: u32 = 64u;              // scores: heads per workgroup
 const RW: u32 = 256u;             // scores: ids per workgroup
 const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
-override SW: u32 = 16u;           // scores: u32 words per row per chunk, 8 or 16
-override DC: u32 = select(SW, 2u * SW, ROWS_F16);   // scores: dims per chunk
-override AT: u32 = 256u;          // attend: threads per workgroup, 256 or 512
-override HB: u32 = AT / 8u;       // attend: heads per workgroup
-override VR: u32 = select(8u, 16u, ROWS_F16);    // attend: rows per V chunk (16 KiB)
-override PPT: u32 = VR * HB / AT;                // attend: P chunk values per thread (2 or 4)
-override VPT: u32 = VR * select(KV / 4u, KV / 8u, ROWS_F16) / AT;   // V vec4s per thread (≤ 4)
+const SW: u32 = 16u;              // scores: u32 words per row per chunk
+override DC: u32 = select(SW, 2u * SW, ROWS_F16);   // scores: dims per chunk (32 f16, 16 f32)
+const AT: u32 = 256u;             // attend: threads per workgroup
+const HB: u32 = 32u;              // attend: heads per workgroup
+const VR: u32 = 8u;               // attend: rows per V chunk (8 KiB f16, 16 KiB f32)
+// attend: V chunk vec4s per thread, rounded up (f16 rows: 2; f32: 4)
+override VPT: u32 = (VR * select(KV / 4u, KV / 8u, ROWS_F16) + AT - 1u) / AT;
 
 struct Params {
     heads: u32,          // H (any; workgroups mask heads ≥ H)
@@ -117,24 +120,28 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var qn1 = load_q(b, h0, 0u, lid + 256u);
     var rn0 = load_r(my_row, 0u, 0u);
     var rn1 = load_r(my_row, 0u, 1u);
-    var rn2 = vec4<u32>(0u); var rn3 = vec4<u32>(0u);
-    if (SW > 8u) { rn2 = load_r(my_row, 0u, 2u); rn3 = load_r(my_row, 0u, 3u); }
+    var rn2: vec4<u32>;
+    var rn3: vec4<u32>;
+    rn2 = load_r(my_row, 0u, 2u);
+    rn3 = load_r(my_row, 0u, 3u);
     for (var c = 0u; c < DQ; c += DC) {
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
         store_r(lid, 0u, rn0);
         store_r(lid, 1u, rn1);
-        if (SW > 8u) { store_r(lid, 2u, rn2); store_r(lid, 3u, rn3); }
+        store_r(lid, 2u, rn2);
+        store_r(lid, 3u, rn3);
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid);
             qn1 = load_q(b, h0, c + DC, lid + 256u);
             rn0 = load_r(my_row, c + DC, 0u);
             rn1 = load_r(my_row, c + DC, 1u);
-            if (SW > 8u) { rn2 = load_r(my_row, c + DC, 2u); rn3 = load_r(my_row, c + DC, 3u); }
+            rn2 = load_r(my_row, c + DC, 2u);
+            rn3 = load_r(my_row, c + DC, 3u);
         }
-        for (var wd = 0u; wd < SW + select(0u, params.zero, (GUARD & 1u) != 0u); wd++) {   // (see Params.zero)
+        for (var wd = 0u; wd < SW + params.zero; wd++) {   // (see Params.zero)
             let pa = r_s[wd * 64u + kg];         // ids a at word wd
             let pb = r_s[wd * 64u + 32u + kg];   // ids b
             var ra: vec4<f32>;   // ids a at dim d
@@ -371,7 +378,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
 
     // ---- O = P · V
-    let hg = lid / 64u;   // heads h0 + 8·hg ..+7 (AT / 64 head groups)
+    let hg = lid / 64u;   // heads h0 + 8·hg ..+7
     let dg = lid % 64u;   // dims: f16 8·dg ..+7; f32 4·dg ..+3 and KV/2 + 4·dg ..+3
     let owns_dims = dg * 8u < KV;
     var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
@@ -383,13 +390,11 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    // P chunk: VR × HB values, PPT a thread; V chunk: VR rows of v_vecs() vec4s, VPT a thread.
-    // (The branches on PPT / VPT are on constants.)
-    var pn0 = load_p(wg.y, h0, js, je, lid);
-    var pn1 = load_p(wg.y, h0, js, je, lid + AT);
-    var pn2 = 0.0; var pn3 = 0.0;
-    if (PPT > 2u) { pn2 = load_p(wg.y, h0, js, je, lid + 2u * AT); pn3 = load_p(wg.y, h0, js, je, lid + 3u * AT); }
-    // Row ids run one chunk ahead of the rows, so a row load never waits on its id's load.
+    // P chunk: VR × HB = 256 values, one a thread. V chunk: VR rows of v_vecs() vec4s, VPT
+    // (≤ 4) a thread; parts 2 and 3 only where VPT > 2 (f32 rows; a branch on a constant).
+    // Everything for chunk j0 + VR is loaded into registers while chunk j0 is computed, and the
+    // row ids run one chunk further ahead, so a row load never waits on its id's load.
+    var pn = load_p(wg.y, h0, js, je, lid);
     var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
     if (VPT > 2u) { rw2 = v_row(b, js, je, lid + 2u * AT); rw3 = v_row(b, js, je, lid + 3u * AT); }
@@ -401,23 +406,16 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (VPT > 2u) { rw2 = v_row(b, js + VR, je, lid + 2u * AT); rw3 = v_row(b, js + VR, je, lid + 3u * AT); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
-        store_p(lid, pn0);
-        store_p(lid + AT, pn1);
-        if (PPT > 2u) { store_p(lid + 2u * AT, pn2); store_p(lid + 3u * AT, pn3); }
+        store_p(lid, pn);
         store_v(lid, vn0);
         store_v(lid + AT, vn1);
         if (VPT > 2u) { store_v(lid + 2u * AT, vn2); store_v(lid + 3u * AT, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
-            pn0 = load_p(wg.y, h0, j0 + VR, je, lid);
-            pn1 = load_p(wg.y, h0, j0 + VR, je, lid + AT);
+            pn = load_p(wg.y, h0, j0 + VR, je, lid);
             vn0 = load_v_at(rw0, lid);
             vn1 = load_v_at(rw1, lid + AT);
             rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + AT);
-            if (PPT > 2u) {
-                pn2 = load_p(wg.y, h0, j0 + VR, je, lid + 2u * AT);
-                pn3 = load_p(wg.y, h0, j0 + VR, je, lid + 3u * AT);
-            }
             if (VPT > 2u) {
                 vn2 = load_v_at(rw2, lid + 2u * AT);
                 vn3 = load_v_at(rw3, lid + 3u * AT);
@@ -426,7 +424,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
-            for (var r = 0u; r < VR + select(0u, params.zero, (GUARD & 2u) != 0u); r++) {   // (see Params.zero)
+            for (var r = 0u; r < VR + params.zero; r++) {   // (see Params.zero)
                 let pa = p_s[r * (HB / 4u) + hg * 2u];        // heads 8·hg ..+3
                 let pb = p_s[r * (HB / 4u) + hg * 2u + 1u];   // heads 8·hg+4 ..+7
                 var va: vec4<f32>;

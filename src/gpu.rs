@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use bytemuck::Pod;
 use std::sync::{Arc, Mutex};
 
-/// Workgroup memory the kernels need (sparse MLA uses ~30 KiB).
+/// Workgroup memory the kernels need (top-k and resolve use 25 KiB, sparse MLA 24 KiB).
 pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 /// Invocations per workgroup the kernels need (indexer with 64 heads, sparse MLA).
 pub const NEED_INVOCATIONS: u32 = 256;
@@ -242,7 +242,7 @@ impl GpuContext {
             // Caches are large: take every byte the adapter allows per buffer and per binding.
             max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
             max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+            max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
             max_compute_invocations_per_workgroup: max_invocations,
             max_compute_workgroup_size_x: max_invocations,
             ..wgpu::Limits::default()
@@ -289,7 +289,7 @@ impl GpuContext {
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
             max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
             max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+            max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
             max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             timestamp_period_ns: queue.get_timestamp_period(),

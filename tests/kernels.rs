@@ -94,6 +94,11 @@ fn sparse_mla_matches_reference() {
         ..wide.clone()
     };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
+    // a latent width whose f32 V chunk (8 rows × 80 vec4s) is not a multiple of the 256 threads
+    let odd32 = Config::small()
+        .with_overrides(&["kv_lora_rank=320", "dtype=f32", "batch=2", "topk=100"])
+        .unwrap();
+    check_sparse_mla(&odd32, 400, 0.1, &[], fresh_seed(5));
     // batch 1 with k = 300: `attend` splits the ids into 4 slices of whole 64-id score tiles
     // (split-k): 128, 128, 44 and an empty one
     let split = Config::small()

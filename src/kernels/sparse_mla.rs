@@ -17,8 +17,7 @@ pub const SCORE_TILE_IDS: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
 pub const ATTEND_HEADS_PER_WG: u32 = 32;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
-/// one wave on a 132-SM GPU at two workgroups per SM (what its registers and 20 KiB of workgroup
-/// memory allow). At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4
+/// one wave on a 132-SM GPU at two workgroups per SM (what its 115 registers a thread allow). At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4
 /// slices, batch 1 the most (32).
 pub const ATTEND_TARGET_WORKGROUPS: u32 = 256;
 /// …but never into slices of fewer ids than this.
@@ -44,8 +43,6 @@ pub struct SparseMla {
     attend: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
     pub heads: u32,
-    /// Heads per `attend` workgroup (threads / 8).
-    pub attend_heads: u32,
     pub kv: u32,
     pub rope: u32,
     pub topk: u32,
@@ -99,33 +96,7 @@ impl SparseMla {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
         }
         let src = include_str!("../../shaders/sparse_mla.wgsl");
-        let attend_threads: u32 = std::env::var("ESS_AT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256);
         let constants = [
-            ("AT", attend_threads as f64),
-            (
-                "SW",
-                std::env::var("ESS_SW")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(16.0),
-            ),
-            (
-                "VR",
-                std::env::var("ESS_VR")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(8.0),
-            ),
-            (
-                "GUARD",
-                std::env::var("ESS_GUARD")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(3.0),
-            ),
             ("KV", kv as f64),
             ("ROPE", rope as f64),
             ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
@@ -135,7 +106,6 @@ impl SparseMla {
             attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
             reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
             heads: cfg.heads,
-            attend_heads: attend_threads / 8,
             kv,
             rope,
             topk: cfg.topk,
@@ -199,7 +169,7 @@ impl SparseMla {
             self.heads.div_ceil(SCORE_HEADS_PER_WG),
             a.batch,
         ];
-        let attend_grid = [self.heads.div_ceil(self.attend_heads), a.batch, splits];
+        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, splits];
         let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
         let reduce_grid = if vec4s <= 65535 {
             [vec4s, 1, 1]
