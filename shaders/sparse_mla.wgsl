@@ -11,7 +11,8 @@
 // and seq[2b] is where b's pool starts. The kernel cannot tell the two apart: that is what makes
 // the two modes give the same bits.
 //
-// Three entry points, recorded back to back in one pass:
+// Three steps, recorded back to back in one pass (`scores` or `scores_narrow`, then `attend`,
+// then `reduce` when there are several slices):
 //
 // `scores`  workgroup (x, y, z) = (256 ids 256x.., heads 64y.., sequence b0 + z), 256 threads: the
 //           indexer's tile. A GEMM tile S[64 heads × 256 rows] over the KV+ROPE dims, streamed 16
@@ -23,6 +24,8 @@
 //           to `scratch` [batch, H, k] (−inf where the id is −1) and, after them, each 64-id
 //           tile's softmax statistics per head, (max, Σ exp(score − max)) [batch, H, tiles],
 //           folded from the threads' partials through r_s, one tile at a time.
+// `scores_narrow`  the same for grids too small to fill the GPU with `scores` (batch 1, the
+//           small preset's 16 heads): 128 heads × 64 ids a workgroup, 8 heads × 4 ids a thread.
 // `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
 //           Flash-decoding over slices of whole score tiles: the slice's softmax statistics are
 //           the fold of its tiles' (a few values per head, not a pass over the scores), then the
@@ -52,6 +55,7 @@ override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
 
 const HT: u32 = 64u;              // scores: heads per workgroup
+const NHT: u32 = 128u;            // scores_narrow: heads per workgroup (RT ids)
 const RW: u32 = 256u;             // scores: ids per workgroup
 const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
 const SW: u32 = 16u;              // scores: u32 words per row per chunk
@@ -318,6 +322,177 @@ fn store_r(r: u32, part: u32, v: vec4<u32>) {
     r_s[(wd + 1u) * 64u + r / 4u][r % 4u] = v.y;
     r_s[(wd + 2u) * 64u + r / 4u][r % 4u] = v.z;
     r_s[(wd + 3u) * 64u + r / 4u][r % 4u] = v.w;
+}
+
+// ============================================================================ scores_narrow
+
+// `scores` for small grids (batch 1, or few heads): a tile of 128 heads × 64 ids, 8 heads × 4
+// ids a thread, four times the workgroups of `scores` for the same batch. Same outputs.
+
+var<workgroup> nq_s: array<vec4<f32>, 1024>;   // [DC][NHT / 4]
+var<workgroup> nr_s: array<vec4<u32>, 256>;    // [SW][RT / 4]
+var<workgroup> nids_s: array<i32, RT>;         // absolute row ids of the tile, -1 = none
+
+@compute @workgroup_size(256)
+fn scores_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let K = params.topk;
+    let b = params.b0 + wg.z;
+    let j0 = wg.x * RT;
+    let h0 = wg.y * NHT;
+    let hg = lid / 16u;   // heads h0 + 8·hg ..+7
+    let rg = lid % 16u;   // tile rows 4·rg ..+3
+
+    if (lid < RT) {
+        let id = select(-1i, ids[b * K + j0 + lid], j0 + lid < K);
+        nids_s[lid] = select(-1i, id + i32(seq[2u * b]), id >= 0i);
+    }
+    workgroupBarrier();   // nids_s visible before the first prefetch reads it
+
+    var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);   // acc_i: head 8·hg+i, 4 rows
+    var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
+
+    var qn0 = nload_q(b, h0, 0u, lid);
+    var qn1 = nload_q(b, h0, 0u, lid + 256u);
+    var qn2 = nload_q(b, h0, 0u, lid + 512u);
+    var qn3 = nload_q(b, h0, 0u, lid + 768u);
+    var rn = nload_r(0u, lid);
+    for (var c = 0u; c < DQ; c += DC) {
+        workgroupBarrier();   // the last chunk's reads of nq_s / nr_s are done
+        nstore_q(lid, qn0);
+        nstore_q(lid + 256u, qn1);
+        nstore_q(lid + 512u, qn2);
+        nstore_q(lid + 768u, qn3);
+        nstore_r(lid, rn);
+        workgroupBarrier();   // nq_s and nr_s complete before the dot products read them
+        if (c + DC < DQ) {
+            qn0 = nload_q(b, h0, c + DC, lid);
+            qn1 = nload_q(b, h0, c + DC, lid + 256u);
+            qn2 = nload_q(b, h0, c + DC, lid + 512u);
+            qn3 = nload_q(b, h0, c + DC, lid + 768u);
+            rn = nload_r(c + DC, lid);
+        }
+        for (var wd = 0u; wd < SW + params.zero; wd++) {   // (see Params.zero)
+            let pr = nr_s[wd * 16u + rg];
+            var r0: vec4<f32>;   // rows 4·rg ..+3 at dim d
+            var r1: vec4<f32>;   // … at dim d + 1 (f16 only)
+            if (ROWS_F16) {
+                let u0 = unpack2x16float(pr.x); let u1 = unpack2x16float(pr.y);
+                let u2 = unpack2x16float(pr.z); let u3 = unpack2x16float(pr.w);
+                r0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+                r1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            } else {
+                r0 = bitcast<vec4<f32>>(pr);
+            }
+            let d = select(wd, 2u * wd, ROWS_F16);
+            var qa = nq_s[d * 32u + hg * 2u];        // heads 8·hg ..+3
+            var qb = nq_s[d * 32u + hg * 2u + 1u];   // heads 8·hg+4 ..+7
+            acc0 = fma(vec4<f32>(qa.x), r0, acc0); acc1 = fma(vec4<f32>(qa.y), r0, acc1);
+            acc2 = fma(vec4<f32>(qa.z), r0, acc2); acc3 = fma(vec4<f32>(qa.w), r0, acc3);
+            acc4 = fma(vec4<f32>(qb.x), r0, acc4); acc5 = fma(vec4<f32>(qb.y), r0, acc5);
+            acc6 = fma(vec4<f32>(qb.z), r0, acc6); acc7 = fma(vec4<f32>(qb.w), r0, acc7);
+            if (ROWS_F16) {
+                qa = nq_s[(d + 1u) * 32u + hg * 2u];
+                qb = nq_s[(d + 1u) * 32u + hg * 2u + 1u];
+                acc0 = fma(vec4<f32>(qa.x), r1, acc0); acc1 = fma(vec4<f32>(qa.y), r1, acc1);
+                acc2 = fma(vec4<f32>(qa.z), r1, acc2); acc3 = fma(vec4<f32>(qa.w), r1, acc3);
+                acc4 = fma(vec4<f32>(qb.x), r1, acc4); acc5 = fma(vec4<f32>(qb.y), r1, acc5);
+                acc6 = fma(vec4<f32>(qb.z), r1, acc6); acc7 = fma(vec4<f32>(qb.w), r1, acc7);
+            }
+        }
+    }
+    workgroupBarrier();   // every thread is done reading nq_s: it now holds the tile statistics
+    let h = h0 + hg * 8u;
+    let jt = j0 + rg * 4u;
+    nstore_scores(wg.z, h, jt, hg * 8u, rg, acc0);
+    nstore_scores(wg.z, h + 1u, jt, hg * 8u + 1u, rg, acc1);
+    nstore_scores(wg.z, h + 2u, jt, hg * 8u + 2u, rg, acc2);
+    nstore_scores(wg.z, h + 3u, jt, hg * 8u + 3u, rg, acc3);
+    nstore_scores(wg.z, h + 4u, jt, hg * 8u + 4u, rg, acc4);
+    nstore_scores(wg.z, h + 5u, jt, hg * 8u + 5u, rg, acc5);
+    nstore_scores(wg.z, h + 6u, jt, hg * 8u + 6u, rg, acc6);
+    nstore_scores(wg.z, h + 7u, jt, hg * 8u + 7u, rg, acc7);
+    workgroupBarrier();   // all 16 partial statistics of every head are in nq_s
+    // The tile's softmax statistics per head, (max, Σ exp(score − max)), for `attend`: thread
+    // `lid` < NHT folds the 16 partials of head h0 + lid, in order.
+    let hl = lid;
+    if (hl < NHT && h0 + hl < params.heads) {
+        var m = neg_inf();
+        for (var i = 0u; i < 16u; i++) { m = max(m, nstat_get(hl * 16u + i)); }
+        var l = 0.0;
+        if (m != neg_inf()) {
+            for (var i = 0u; i < 16u; i++) {
+                let mi = nstat_get(hl * 16u + i);
+                if (mi != neg_inf()) { l += nstat_get(2048u + hl * 16u + i) * exp(mi - m); }
+            }
+        }
+        let st = stats_at(wg.z, h0 + hl, wg.x);
+        scratch[st] = m;
+        scratch[st + 1u] = l;
+    }
+}
+
+// The statistics scratch aliases nq_s after the last chunk: float i of [max: NHT × 16 | sum: NHT × 16].
+fn nstat_set(i: u32, v: f32) { nq_s[i / 4u][i % 4u] = v; }
+fn nstat_get(i: u32) -> f32 { return nq_s[i / 4u][i % 4u]; }
+
+// Scale and store one head's scores for ids j .. j+3 (−inf for an id of −1 or past k), and put
+// their (max, Σ exp(s − max)) at partial rg of local head hl in the statistics scratch.
+fn nstore_scores(bl: u32, h: u32, j: u32, hl: u32, rg: u32, acc: vec4<f32>) {
+    let K = params.topk;
+    let r = j % RT;
+    let s = acc * params.softmax_scale;
+    let v = vec4<f32>(
+        select(neg_inf(), s.x, j < K && nids_s[r] >= 0i),
+        select(neg_inf(), s.y, j + 1u < K && nids_s[r + 1u] >= 0i),
+        select(neg_inf(), s.z, j + 2u < K && nids_s[r + 2u] >= 0i),
+        select(neg_inf(), s.w, j + 3u < K && nids_s[r + 3u] >= 0i));
+    let m = max(max(v.x, v.y), max(v.z, v.w));
+    var l = 0.0;
+    if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
+    nstat_set(hl * 16u + rg, m);
+    nstat_set(2048u + hl * 16u + rg, l);
+    if (h >= params.heads) { return; }
+    let base = (bl * params.heads + h) * K;   // scores are per sequence of the dispatch
+    if (j < K) { scratch[base + j] = v.x; }
+    if (j + 1u < K) { scratch[base + j + 1u] = v.y; }
+    if (j + 2u < K) { scratch[base + j + 2u] = v.z; }
+    if (j + 3u < K) { scratch[base + j + 3u] = v.w; }
+}
+
+// q chunk: NHT heads × DC dims as vec4s; idx = part · NHT + head (consecutive threads store
+// consecutive heads: no bank conflicts). Heads ≥ H load zeros.
+fn nload_q(b: u32, h0: u32, c: u32, idx: u32) -> vec4<f32> {
+    let h = h0 + idx % NHT;
+    if (idx >= NHT * (DC / 4u) || h >= params.heads) { return vec4<f32>(0.0); }
+    return q[((b * params.heads + h) * DQ + c) / 4u + idx / NHT];
+}
+
+fn nstore_q(idx: u32, v: vec4<f32>) {
+    if (idx >= NHT * (DC / 4u)) { return; }
+    let h = idx % NHT;
+    let d = (idx / NHT) * 4u;
+    nq_s[d * 32u + h / 4u][h % 4u] = v.x;
+    nq_s[(d + 1u) * 32u + h / 4u][h % 4u] = v.y;
+    nq_s[(d + 2u) * 32u + h / 4u][h % 4u] = v.z;
+    nq_s[(d + 3u) * 32u + h / 4u][h % 4u] = v.w;
+}
+
+// row chunk: RT rows × 16 words = 4 vec4<u32> per row; idx = part · RT + row.
+fn nload_r(c: u32, idx: u32) -> vec4<u32> {
+    let id = nids_s[idx % RT];
+    if (id < 0i) { return vec4<u32>(0u); }
+    return rows[(u32(id) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + idx / RT];
+}
+
+fn nstore_r(idx: u32, v: vec4<u32>) {
+    let r = idx % RT;
+    let wd = (idx / RT) * 4u;
+    nr_s[wd * 16u + r / 4u][r % 4u] = v.x;
+    nr_s[(wd + 1u) * 16u + r / 4u][r % 4u] = v.y;
+    nr_s[(wd + 2u) * 16u + r / 4u][r % 4u] = v.z;
+    nr_s[(wd + 3u) * 16u + r / 4u][r % 4u] = v.w;
 }
 
 // ============================================================================ attend

@@ -5,6 +5,7 @@ mod common;
 
 use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
+use ess_wgpu::kernels::sparse_mla::ScoresTile;
 use ess_wgpu::kernels::{Indexer, LseMerge, SparseMla, TopK};
 use ess_wgpu::problems::{IndexerProblem, LseMergeProblem, SparseMlaProblem, TopKProblem};
 use ess_wgpu::{Config, Dtype};
@@ -63,13 +64,19 @@ fn topk_handles_long_rows() {
 
 fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {
     let ctx = ctx();
-    let kernel = SparseMla::new(ctx, cfg).unwrap();
+    let mut kernel = SparseMla::new(ctx, cfg).unwrap();
     let p = SparseMlaProblem::random(cfg, n_rows, invalid, empty, seed);
-    let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
     let (want_o, want_lse) = p.reference();
-    let eo = compare("o_lat", &o_lat, &want_o, 2e-5, 1e-4).unwrap_or_else(|e| panic!("{cfg}: {e}"));
-    let el = compare("lse", &lse, &want_lse, 2e-5, 1e-5).unwrap_or_else(|e| panic!("{cfg}: {e}"));
-    eprintln!("sparse_mla {cfg}: max err o_lat {eo:e}, lse {el:e}");
+    // both `scores` tiles, whatever the grid size would pick
+    for tile in [ScoresTile::Wide, ScoresTile::Narrow] {
+        kernel.scores_tile = tile;
+        let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
+        let eo = compare("o_lat", &o_lat, &want_o, 2e-5, 1e-4)
+            .unwrap_or_else(|e| panic!("{cfg}, {tile:?}: {e}"));
+        let el = compare("lse", &lse, &want_lse, 2e-5, 1e-5)
+            .unwrap_or_else(|e| panic!("{cfg}, {tile:?}: {e}"));
+        eprintln!("sparse_mla {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
+    }
 }
 
 #[test]

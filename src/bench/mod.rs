@@ -410,7 +410,11 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let kv_share = cfg.kv_lora_rank as u64 * bytes / cfg.row_dim() as u64;
     let t = time_pass(ctx, &[&steps[0]], reps)?;
     out.push(timing(
-        "  .scores",
+        if mla.wide_scores(b) {
+            "  .scores"
+        } else {
+            "  .scores_narrow"
+        },
         s,
         t,
         bytes + scores_bytes,
@@ -536,7 +540,7 @@ impl std::fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<10} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",
+            "{:<16} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",
             "kernel",
             "preset",
             "batch",
@@ -551,7 +555,7 @@ impl std::fmt::Display for BenchReport {
         for t in &self.timings {
             writeln!(
                 f,
-                "{:<10} {:<6} {:>5} {:>7} {:>10.1} {:>10.2} {:>9.1} {:>10.1} {:>10.1} {:>6.1}%{}",
+                "{:<16} {:<6} {:>5} {:>7} {:>10.1} {:>10.2} {:>9.1} {:>10.1} {:>10.1} {:>6.1}%{}",
                 t.kernel,
                 t.preset,
                 t.batch,
