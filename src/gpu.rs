@@ -289,7 +289,7 @@ impl GpuContext {
             features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
             max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
             max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
+            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             timestamp_period_ns: queue.get_timestamp_period(),
