@@ -53,6 +53,7 @@ override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
 override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
 override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
+override VV: u32 = select(KV / 4u, KV / 8u, ROWS_F16);   // vec4<u32> of c_kv per row
 
 const HT: u32 = 64u;              // scores: heads per workgroup
 const NHT: u32 = 128u;            // scores_narrow: heads per workgroup (RT ids)
@@ -64,7 +65,7 @@ const AT: u32 = 256u;             // attend: threads per workgroup
 const HB: u32 = 32u;              // attend: heads per workgroup
 const VR: u32 = 8u;               // attend: rows per V chunk (8 KiB f16, 16 KiB f32)
 // attend: V chunk vec4s per thread, rounded up (f16 rows: 2; f32: 4)
-override VPT: u32 = (VR * select(KV / 4u, KV / 8u, ROWS_F16) + AT - 1u) / AT;
+override VPT: u32 = (VR * VV + AT - 1u) / AT;
 
 struct Params {
     heads: u32,          // H (any; workgroups mask heads ≥ H)
@@ -120,8 +121,8 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var a6 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0);
     var a7 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
 
-    var qn0 = load_q(b, h0, 0u, lid);
-    var qn1 = load_q(b, h0, 0u, lid + 256u);
+    var qn0 = load_q(b, h0, 0u, lid, HT);
+    var qn1 = load_q(b, h0, 0u, lid + 256u, HT);
     var rn0 = load_r(my_row, 0u, 0u);
     var rn1 = load_r(my_row, 0u, 1u);
     var rn2: vec4<u32>;
@@ -138,8 +139,8 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         store_r(lid, 3u, rn3);
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
-            qn0 = load_q(b, h0, c + DC, lid);
-            qn1 = load_q(b, h0, c + DC, lid + 256u);
+            qn0 = load_q(b, h0, c + DC, lid, HT);
+            qn1 = load_q(b, h0, c + DC, lid + 256u, HT);
             rn0 = load_r(my_row, c + DC, 0u);
             rn1 = load_r(my_row, c + DC, 1u);
             rn2 = load_r(my_row, c + DC, 2u);
@@ -256,16 +257,27 @@ fn stat_get(i: u32) -> f32 { return bitcast<f32>(r_s[i / 4u][i % 4u]); }
 // Scale and store one head's scores for ids j .. j+3 (−inf where not valid), and put their
 // (max, Σ exp(s − max)) at partial kg mod 16 of local head hl.
 fn store_scores(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, acc: vec4<f32>) {
-    let K = params.topk;
     let v = select(vec4<f32>(neg_inf()), acc * params.softmax_scale, valid);
+    let ml = partial_stats(v);
+    let at = hl * 16u + kg % 16u;
+    stat_set(at, ml.x);
+    stat_set(1024u + at, ml.y);
+    put_scores(bl, h, j, v);
+}
+
+// (max, Σ exp(s − max)) of four scores (−inf ones add nothing; all −inf gives (−inf, 0)).
+fn partial_stats(v: vec4<f32>) -> vec2<f32> {
     let m = max(max(v.x, v.y), max(v.z, v.w));
     var l = 0.0;
     if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
-    let at = hl * 16u + kg % 16u;
-    stat_set(at, m);
-    stat_set(1024u + at, l);
+    return vec2<f32>(m, l);
+}
+
+// Scores of ids j .. j+3 (those below k) of head h into `scratch`; nothing for heads ≥ H.
+fn put_scores(bl: u32, h: u32, j: u32, v: vec4<f32>) {
+    let K = params.topk;
     if (h >= params.heads) { return; }
-    let base = (bl * params.heads + h) * K;
+    let base = (bl * params.heads + h) * K;   // scores are per sequence of the dispatch
     if (j < K) { scratch[base + j] = v.x; }
     if (j + 1u < K) { scratch[base + j + 1u] = v.y; }
     if (j + 2u < K) { scratch[base + j + 2u] = v.z; }
@@ -291,12 +303,12 @@ fn fold_stats(bl: u32, h0: u32, t: u32, lid: u32) {
     scratch[st + 1u] = l;
 }
 
-// q chunk: HT heads × DC dims as vec4s; idx = part · HT + head (consecutive threads store
-// consecutive heads: no bank conflicts). Heads ≥ H load zeros.
-fn load_q(b: u32, h0: u32, c: u32, idx: u32) -> vec4<f32> {
-    let h = h0 + idx % HT;
-    if (idx >= HT * (DC / 4u) || h >= params.heads) { return vec4<f32>(0.0); }
-    return q[((b * params.heads + h) * DQ + c) / 4u + idx / HT];
+// q chunk of a tile of `ht` heads: ht heads × DC dims as vec4s; idx = part · ht + head
+// (consecutive threads store consecutive heads: no bank conflicts). Heads ≥ H load zeros.
+fn load_q(b: u32, h0: u32, c: u32, idx: u32, ht: u32) -> vec4<f32> {
+    let h = h0 + idx % ht;
+    if (idx >= ht * (DC / 4u) || h >= params.heads) { return vec4<f32>(0.0); }
+    return q[((b * params.heads + h) * DQ + c) / 4u + idx / ht];
 }
 
 fn store_q(idx: u32, v: vec4<f32>) {
@@ -353,10 +365,10 @@ fn scores_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0);
     var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
 
-    var qn0 = nload_q(b, h0, 0u, lid);
-    var qn1 = nload_q(b, h0, 0u, lid + 256u);
-    var qn2 = nload_q(b, h0, 0u, lid + 512u);
-    var qn3 = nload_q(b, h0, 0u, lid + 768u);
+    var qn0 = load_q(b, h0, 0u, lid, NHT);
+    var qn1 = load_q(b, h0, 0u, lid + 256u, NHT);
+    var qn2 = load_q(b, h0, 0u, lid + 512u, NHT);
+    var qn3 = load_q(b, h0, 0u, lid + 768u, NHT);
     var rn = nload_r(0u, lid);
     for (var c = 0u; c < DQ; c += DC) {
         workgroupBarrier();   // the last chunk's reads of nq_s / nr_s are done
@@ -367,10 +379,10 @@ fn scores_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         nstore_r(lid, rn);
         workgroupBarrier();   // nq_s and nr_s complete before the dot products read them
         if (c + DC < DQ) {
-            qn0 = nload_q(b, h0, c + DC, lid);
-            qn1 = nload_q(b, h0, c + DC, lid + 256u);
-            qn2 = nload_q(b, h0, c + DC, lid + 512u);
-            qn3 = nload_q(b, h0, c + DC, lid + 768u);
+            qn0 = load_q(b, h0, c + DC, lid, NHT);
+            qn1 = load_q(b, h0, c + DC, lid + 256u, NHT);
+            qn2 = load_q(b, h0, c + DC, lid + 512u, NHT);
+            qn3 = load_q(b, h0, c + DC, lid + 768u, NHT);
             rn = nload_r(c + DC, lid);
         }
         for (var wd = 0u; wd < SW + params.zero; wd++) {   // (see Params.zero)
@@ -448,25 +460,10 @@ fn nstore_scores(bl: u32, h: u32, j: u32, hl: u32, rg: u32, acc: vec4<f32>) {
         select(neg_inf(), s.y, j + 1u < K && nids_s[r + 1u] >= 0i),
         select(neg_inf(), s.z, j + 2u < K && nids_s[r + 2u] >= 0i),
         select(neg_inf(), s.w, j + 3u < K && nids_s[r + 3u] >= 0i));
-    let m = max(max(v.x, v.y), max(v.z, v.w));
-    var l = 0.0;
-    if (m != neg_inf()) { l = exp(v.x - m) + exp(v.y - m) + exp(v.z - m) + exp(v.w - m); }
-    nstat_set(hl * 16u + rg, m);
-    nstat_set(2048u + hl * 16u + rg, l);
-    if (h >= params.heads) { return; }
-    let base = (bl * params.heads + h) * K;   // scores are per sequence of the dispatch
-    if (j < K) { scratch[base + j] = v.x; }
-    if (j + 1u < K) { scratch[base + j + 1u] = v.y; }
-    if (j + 2u < K) { scratch[base + j + 2u] = v.z; }
-    if (j + 3u < K) { scratch[base + j + 3u] = v.w; }
-}
-
-// q chunk: NHT heads × DC dims as vec4s; idx = part · NHT + head (consecutive threads store
-// consecutive heads: no bank conflicts). Heads ≥ H load zeros.
-fn nload_q(b: u32, h0: u32, c: u32, idx: u32) -> vec4<f32> {
-    let h = h0 + idx % NHT;
-    if (idx >= NHT * (DC / 4u) || h >= params.heads) { return vec4<f32>(0.0); }
-    return q[((b * params.heads + h) * DQ + c) / 4u + idx / NHT];
+    let ml = partial_stats(v);
+    nstat_set(hl * 16u + rg, ml.x);
+    nstat_set(2048u + hl * 16u + rg, ml.y);
+    put_scores(bl, h, j, v);
 }
 
 fn nstore_q(idx: u32, v: vec4<f32>) {
@@ -481,9 +478,7 @@ fn nstore_q(idx: u32, v: vec4<f32>) {
 
 // row chunk: RT rows × 16 words = 4 vec4<u32> per row; idx = part · RT + row.
 fn nload_r(c: u32, idx: u32) -> vec4<u32> {
-    let id = nids_s[idx % RT];
-    if (id < 0i) { return vec4<u32>(0u); }
-    return rows[(u32(id) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + idx / RT];
+    return load_r(nids_s[idx % RT], c, idx / RT);
 }
 
 fn nstore_r(idx: u32, v: vec4<u32>) {
@@ -497,7 +492,7 @@ fn nstore_r(idx: u32, v: vec4<u32>) {
 
 // ============================================================================ attend
 
-var<workgroup> v_s: array<vec4<u32>, VR * select(KV / 4u, KV / 8u, ROWS_F16)>;   // [VR][KV words / 4]: f16 pairs or f32 bits (16 KiB)
+var<workgroup> v_s: array<vec4<u32>, VR * VV>;   // [VR][VV]: f16 pairs or f32 bits (8 KiB f16, 16 KiB f32)
 var<workgroup> p_s: array<vec4<f32>, VR * HB / 4u>;   // [VR][HB / 4] probabilities of the chunk
 var<workgroup> red_m: array<f32, AT>;         // [HB][8] partial maxima
 var<workgroup> red_l: array<f32, AT>;         // [HB][8] partial sums
@@ -565,7 +560,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    // P chunk: VR × HB = 256 values, one a thread. V chunk: VR rows of v_vecs() vec4s, VPT
+    // P chunk: VR × HB = 256 values, one a thread. V chunk: VR rows of VV vec4s, VPT
     // (≤ 4) a thread; parts 2 and 3 only where VPT > 2 (f32 rows; a branch on a constant).
     // Everything for chunk j0 + VR is loaded into registers while chunk j0 is computed, and the
     // row ids run one chunk further ahead, so a row load never waits on its id's load.
@@ -679,26 +674,23 @@ fn store_p(idx: u32, p: f32) {
     p_s[r * (HB / 4u) + hl / 4u][hl % 4u] = p;
 }
 
-fn v_vecs() -> u32 { return select(KV / 4u, KV / 8u, ROWS_F16); }   // vec4<u32> of c_kv per row
-
-// V chunk: VR rows × the c_kv words; idx = row · v_vecs() + part (a straight copy).
 // The absolute row behind part `idx` of the V chunk starting at id j0 (−1: id −1 or past je).
 fn v_row(b: u32, j0: u32, je: u32, idx: u32) -> i32 {
-    let r = idx / v_vecs();
+    let r = idx / VV;
     let j = j0 + r;
     if (r >= VR || j >= je) { return -1i; }
     let id = ids[b * params.topk + j];
     return select(-1i, id + i32(seq[2u * b]), id >= 0i);
 }
 
-// V chunk part `idx` (row · v_vecs() + vec4 of the row's c_kv): a straight copy of `row`'s.
+// V chunk part `idx` (row · VV + vec4 of the row's c_kv): a straight copy of `row`'s.
 fn load_v_at(row: i32, idx: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
-    return rows[u32(row) * row_words() / 4u + idx % v_vecs()];
+    return rows[u32(row) * row_words() / 4u + idx % VV];
 }
 
 fn store_v(idx: u32, v: vec4<u32>) {
-    if (idx >= VR * v_vecs()) { return; }
+    if (idx >= VR * VV) { return; }
     v_s[idx] = v;
 }
 

@@ -25,8 +25,9 @@ pub const SCORE_TILE_IDS: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
 pub const ATTEND_HEADS_PER_WG: u32 = 32;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
-/// one wave on a 132-SM GPU at two workgroups per SM (what its 115 registers a thread allow). At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4
-/// slices, batch 1 the most (32).
+/// one wave on a 132-SM GPU at two workgroups per SM (what its 115 registers a thread allow).
+/// At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4 slices, batch 1
+/// the most (32).
 pub const ATTEND_TARGET_WORKGROUPS: u32 = 256;
 /// …but never into slices of fewer ids than this.
 pub const ATTEND_MIN_IDS_PER_SLICE: u32 = 64;
@@ -154,14 +155,20 @@ impl SparseMla {
     pub fn wide_scores(&self, batch: u32) -> bool {
         match self.scores_tile {
             ScoresTile::Auto => {
-                let wgs = self.topk.div_ceil(SCORE_IDS_PER_WG)
-                    * self.heads.div_ceil(SCORE_HEADS_PER_WG)
-                    * batch;
-                wgs >= SCORES_WIDE_MIN_WORKGROUPS
+                self.wide_grid(batch).iter().product::<u32>() >= SCORES_WIDE_MIN_WORKGROUPS
             }
             ScoresTile::Wide => true,
             ScoresTile::Narrow => false,
         }
+    }
+
+    /// The wide `scores` tile's grid for `batch` sequences.
+    fn wide_grid(&self, batch: u32) -> [u32; 3] {
+        [
+            self.topk.div_ceil(SCORE_IDS_PER_WG),
+            self.heads.div_ceil(SCORE_HEADS_PER_WG),
+            batch,
+        ]
     }
 
     /// Bytes of working space for `batch` sequences.
@@ -206,13 +213,8 @@ impl SparseMla {
             zero: 0,
             _pad: 0,
         };
-        let wide = [
-            self.topk.div_ceil(SCORE_IDS_PER_WG),
-            self.heads.div_ceil(SCORE_HEADS_PER_WG),
-            a.batch,
-        ];
         let (scores, score_grid) = if self.wide_scores(a.batch) {
-            (&self.scores, wide)
+            (&self.scores, self.wide_grid(a.batch))
         } else {
             let narrow = [
                 self.topk.div_ceil(NARROW_IDS_PER_WG),
