@@ -26,15 +26,17 @@
 //           folded from the threads' partials through r_s, one tile at a time.
 // `scores_narrow`  the same for grids too small to fill the GPU with `scores` (batch 1, the
 //           small preset's 16 heads): 128 heads × 64 ids a workgroup, 8 heads × 4 ids a thread.
-// `attend`  workgroup (x, y, z) = (heads 32x.., sequence b0 + y, slice z of the k ids), 256 threads.
-//           Flash-decoding over slices of whole score tiles: the slice's softmax statistics are
-//           the fold of its tiles' (a few values per head, not a pass over the scores), then the
-//           slice's O[32 heads × KV] = softmax(S) · V with V = the c_kv part of the rows,
-//           streamed VR = 8 rows at a time (small chunks measured fastest: fewer registers
-//           held for the prefetch); thread (hg, dg) owns 8 heads × 8 dims as 16 vec4
-//           registers, dims laid out so a warp reads contiguous workgroup memory. Writes the
-//           slice's normalised O and its lse; with one slice, o_lat and lse themselves. Slices
-//           (split-k) give small batches enough workgroups.
+// `attend`  workgroup (x, y, z) = (heads 64(x/2).. × half x%2 of the KV dims, sequence b0 + y,
+//           slice z of the k ids), 256 threads. Flash-decoding over slices of whole score tiles:
+//           the slice's softmax statistics are the fold of its tiles' (a few values per head, not
+//           a pass over the scores), then the slice's O[64 heads × KV/2] = softmax(S) · V with
+//           V = that half of the rows' c_kv, streamed VR = 16 rows at a time; thread (hg, dg)
+//           owns 8 heads × 8 dims as 16 vec4 registers (a warp: one head group, so P reads are
+//           broadcasts, and contiguous V). Half rows rather than whole ones let the workgroup
+//           take twice the heads and twice the rows per chunk for the same prefetch registers:
+//           1024 FMAs a thread between barriers instead of 512 (691 → 653 µs on the H100).
+//           Writes the slice's normalised O and its lse; with one slice, o_lat and lse
+//           themselves. Slices (split-k) give small batches enough workgroups.
 // `reduce`  (only with several slices) one thread per vec4 of o_lat: merges the slices by their
 //           lse, in slice order —
 //           o = Σ_z e^(lse_z − M) o_z / Σ_z e^(lse_z − M), lse = M + log Σ_z e^(lse_z − M) —
@@ -62,10 +64,12 @@ const RT: u32 = 64u;              // ids per score tile (softmax statistics, att
 const SW: u32 = 16u;              // scores: u32 words per row per chunk
 override DC: u32 = select(SW, 2u * SW, ROWS_F16);   // scores: dims per chunk (32 f16, 16 f32)
 const AT: u32 = 256u;             // attend: threads per workgroup
-const HB: u32 = 32u;              // attend: heads per workgroup
-const VR: u32 = 8u;               // attend: rows per V chunk (8 KiB f16, 16 KiB f32)
+const HB: u32 = 64u;              // attend: heads per workgroup (and half the KV dims)
+const VR: u32 = 16u;              // attend: rows per V chunk (8 KiB f16, 16 KiB f32), 4 ids of P a thread
+const_assert VR * HB == 4u * AT;
 // attend: V chunk vec4s per thread, rounded up (f16 rows: 2; f32: 4)
-override VPT: u32 = (VR * VV + AT - 1u) / AT;
+override VW: u32 = VV / 2u;      // attend: vec4<u32> of a half row of c_kv
+override VPT: u32 = (VR * VW + AT - 1u) / AT;
 
 struct Params {
     heads: u32,          // H (any; workgroups mask heads ≥ H)
@@ -492,10 +496,10 @@ fn nstore_r(idx: u32, v: vec4<u32>) {
 
 // ============================================================================ attend
 
-var<workgroup> v_s: array<vec4<u32>, VR * VV>;   // [VR][VV]: f16 pairs or f32 bits (8 KiB f16, 16 KiB f32)
+var<workgroup> v_s: array<vec4<u32>, VR * VW>;   // [VR][VW]: half rows, f16 pairs or f32 bits (8 KiB f16, 16 KiB f32)
 var<workgroup> p_s: array<vec4<f32>, VR * HB / 4u>;   // [VR][HB / 4] probabilities of the chunk
-var<workgroup> red_m: array<f32, AT>;         // [HB][8] partial maxima
-var<workgroup> red_l: array<f32, AT>;         // [HB][8] partial sums
+var<workgroup> red_m: array<f32, AT>;         // [HB][4] partial maxima
+var<workgroup> red_l: array<f32, AT>;         // [HB][4] partial sums
 var<workgroup> m_s: array<f32, HB>;           // max score per head
 var<workgroup> l_s: array<f32, HB>;           // Σ exp(score − max) per head
 
@@ -504,21 +508,22 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let K = params.topk;
     let H = params.heads;
     let b = params.b0 + wg.y;
-    let h0 = wg.x * HB;
+    let h0 = (wg.x / 2u) * HB;
+    let dz = wg.x % 2u;                          // which half of the KV dims
     // Slices are whole score tiles (RT ids), so the tiles' statistics add up to the slice's.
     let per_split = ((K + params.splits - 1u) / params.splits + RT - 1u) / RT * RT;
     let js = min(wg.z * per_split, K);           // this slice: ids js .. je
     let je = min(js + per_split, K);
 
     // ---- softmax statistics of the slice from the tiles' (max, sum): thread (sh, sp) folds
-    // tiles t0+sp, t0+sp+8, … of head sh
+    // tiles t0+sp, t0+sp+4, … of head sh
     {
-        let sh = lid / 8u;
-        let sp = lid % 8u;
+        let sh = lid / 4u;
+        let sp = lid % 4u;
         var m = neg_inf();
         var l = 0.0;
         if (h0 + sh < H && js < je) {   // (an empty slice at the end starts at k, inside a tile)
-            for (var t = js / RT + sp; t * RT < je; t += 8u) {
+            for (var t = js / RT + sp; t * RT < je; t += 4u) {
                 let at = stats_at(wg.y, h0 + sh, t);
                 let tm = scratch[at];
                 if (tm != neg_inf()) {
@@ -533,12 +538,12 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();   // all partial (max, sum) pairs visible
         if (sp == 0u) {
             var mm = neg_inf();
-            for (var i = 0u; i < 8u; i++) { mm = max(mm, red_m[sh * 8u + i]); }
+            for (var i = 0u; i < 4u; i++) { mm = max(mm, red_m[sh * 4u + i]); }
             var ll = 0.0;
             if (mm != neg_inf()) {
-                for (var i = 0u; i < 8u; i++) {
-                    let mi = red_m[sh * 8u + i];
-                    if (mi != neg_inf()) { ll += red_l[sh * 8u + i] * exp(mi - mm); }
+                for (var i = 0u; i < 4u; i++) {
+                    let mi = red_m[sh * 4u + i];
+                    if (mi != neg_inf()) { ll += red_l[sh * 4u + i] * exp(mi - mm); }
                 }
             }
             m_s[sh] = mm;
@@ -547,10 +552,10 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();   // m_s and l_s final before probabilities are formed
     }
 
-    // ---- O = P · V
-    let hg = lid / 64u;   // heads h0 + 8·hg ..+7
-    let dg = lid % 64u;   // dims: f16 8·dg ..+7; f32 4·dg ..+3 and KV/2 + 4·dg ..+3
-    let owns_dims = dg * 8u < KV;
+    // ---- O = P · V over this workgroup's half of the dims
+    let hg = lid / 32u;   // heads h0 + 8·hg ..+7 (one head group a warp: P reads broadcast)
+    let dg = lid % 32u;   // dims of the half: f16 8·dg ..+7; f32 4·dg ..+3 and KV/4 + 4·dg ..+3
+    let owns_dims = dg < KV / 16u;
     var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
     var o1a = vec4<f32>(0.0); var o1b = vec4<f32>(0.0);
     var o2a = vec4<f32>(0.0); var o2b = vec4<f32>(0.0);
@@ -560,35 +565,35 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var o6a = vec4<f32>(0.0); var o6b = vec4<f32>(0.0);
     var o7a = vec4<f32>(0.0); var o7b = vec4<f32>(0.0);
 
-    // P chunk: VR × HB = 256 values, one a thread. V chunk: VR rows of VV vec4s, VPT
-    // (≤ 4) a thread; parts 2 and 3 only where VPT > 2 (f32 rows; a branch on a constant).
+    // P chunk: VR × HB values, 4 consecutive ids of one head a thread. V chunk: VR half rows of
+    // VW vec4s, VPT (≤ 4) a thread; parts 2 and 3 only where VPT > 2 (a branch on a constant).
     // Everything for chunk j0 + VR is loaded into registers while chunk j0 is computed, and the
     // row ids run one chunk further ahead, so a row load never waits on its id's load.
-    var pn = load_p(wg.y, h0, js, je, lid);
+    var pn = load_p4(wg.y, h0, js, je, lid);
     var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
     if (VPT > 2u) { rw2 = v_row(b, js, je, lid + 2u * AT); rw3 = v_row(b, js, je, lid + 3u * AT); }
-    var vn0 = load_v_at(rw0, lid);
-    var vn1 = load_v_at(rw1, lid + AT);
+    var vn0 = load_v_at(rw0, dz, lid);
+    var vn1 = load_v_at(rw1, dz, lid + AT);
     var vn2 = vec4<u32>(0u); var vn3 = vec4<u32>(0u);
-    if (VPT > 2u) { vn2 = load_v_at(rw2, lid + 2u * AT); vn3 = load_v_at(rw3, lid + 3u * AT); }
+    if (VPT > 2u) { vn2 = load_v_at(rw2, dz, lid + 2u * AT); vn3 = load_v_at(rw3, dz, lid + 3u * AT); }
     rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + AT);
     if (VPT > 2u) { rw2 = v_row(b, js + VR, je, lid + 2u * AT); rw3 = v_row(b, js + VR, je, lid + 3u * AT); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
-        store_p(lid, pn);
+        store_p4(lid, pn);
         store_v(lid, vn0);
         store_v(lid + AT, vn1);
         if (VPT > 2u) { store_v(lid + 2u * AT, vn2); store_v(lid + 3u * AT, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
-            pn = load_p(wg.y, h0, j0 + VR, je, lid);
-            vn0 = load_v_at(rw0, lid);
-            vn1 = load_v_at(rw1, lid + AT);
+            pn = load_p4(wg.y, h0, j0 + VR, je, lid);
+            vn0 = load_v_at(rw0, dz, lid);
+            vn1 = load_v_at(rw1, dz, lid + AT);
             rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + AT);
             if (VPT > 2u) {
-                vn2 = load_v_at(rw2, lid + 2u * AT);
-                vn3 = load_v_at(rw3, lid + 3u * AT);
+                vn2 = load_v_at(rw2, dz, lid + 2u * AT);
+                vn3 = load_v_at(rw3, dz, lid + 3u * AT);
                 rw2 = v_row(b, j0 + 2u * VR, je, lid + 2u * AT);
                 rw3 = v_row(b, j0 + 2u * VR, je, lid + 3u * AT);
             }
@@ -600,12 +605,12 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 var va: vec4<f32>;
                 var vb: vec4<f32>;
                 if (ROWS_F16) {
-                    let wv = v_s[r * (KV / 8u) + dg];
+                    let wv = v_s[r * VW + dg];
                     va = vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y));
                     vb = vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w));
                 } else {
-                    va = bitcast<vec4<f32>>(v_s[r * (KV / 4u) + dg]);
-                    vb = bitcast<vec4<f32>>(v_s[r * (KV / 4u) + KV / 8u + dg]);
+                    va = bitcast<vec4<f32>>(v_s[r * VW + dg]);
+                    vb = bitcast<vec4<f32>>(v_s[r * VW + VW / 2u + dg]);
                 }
                 o0a = fma(vec4<f32>(pa.x), va, o0a); o0b = fma(vec4<f32>(pa.x), vb, o0b);
                 o1a = fma(vec4<f32>(pa.y), va, o1a); o1b = fma(vec4<f32>(pa.y), vb, o1b);
@@ -621,76 +626,87 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     if (owns_dims) {
         let slot = wg.z * params.batch + wg.y;   // (slice, sequence) of the partial
-        store_head(slot, b, h0, hg * 8u, dg, o0a, o0b);
-        store_head(slot, b, h0, hg * 8u + 1u, dg, o1a, o1b);
-        store_head(slot, b, h0, hg * 8u + 2u, dg, o2a, o2b);
-        store_head(slot, b, h0, hg * 8u + 3u, dg, o3a, o3b);
-        store_head(slot, b, h0, hg * 8u + 4u, dg, o4a, o4b);
-        store_head(slot, b, h0, hg * 8u + 5u, dg, o5a, o5b);
-        store_head(slot, b, h0, hg * 8u + 6u, dg, o6a, o6b);
-        store_head(slot, b, h0, hg * 8u + 7u, dg, o7a, o7b);
+        store_head(slot, b, h0, hg * 8u, dz, dg, o0a, o0b);
+        store_head(slot, b, h0, hg * 8u + 1u, dz, dg, o1a, o1b);
+        store_head(slot, b, h0, hg * 8u + 2u, dz, dg, o2a, o2b);
+        store_head(slot, b, h0, hg * 8u + 3u, dz, dg, o3a, o3b);
+        store_head(slot, b, h0, hg * 8u + 4u, dz, dg, o4a, o4b);
+        store_head(slot, b, h0, hg * 8u + 5u, dz, dg, o5a, o5b);
+        store_head(slot, b, h0, hg * 8u + 6u, dz, dg, o6a, o6b);
+        store_head(slot, b, h0, hg * 8u + 7u, dz, dg, o7a, o7b);
     }
 }
 
-// Store one head's 8 output dims of the slice (normalised over the slice); dim group 0 also
-// stores the slice's lse (−inf for a slice without a valid id). With one slice the result is
-// final: it goes straight to o_lat and lse, and `reduce` is not recorded.
-fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
+// Store one head's 8 output dims of the slice (normalised over the slice); the first thread of
+// the first half also stores the slice's lse (−inf for a slice without a valid id). With one
+// slice the result is final: it goes straight to o_lat and lse, and `reduce` is not recorded.
+fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dz: u32, dg: u32, oa: vec4<f32>, ob: vec4<f32>) {
     let h = h0 + hl;
     if (h >= params.heads) { return; }
     let l = l_s[hl];
     let slice_lse = select(neg_inf(), m_s[hl] + log(l), l > 0.0);
-    let ia = select(dg, 2u * dg, ROWS_F16);            // vec4 index of oa within the head
-    let ib = select(KV / 8u + dg, 2u * dg + 1u, ROWS_F16);
+    let ia = dz * (KV / 8u) + select(dg, 2u * dg, ROWS_F16);   // vec4 index of oa within the head
+    let ib = ia + select(KV / 16u, 1u, ROWS_F16);
+    let first = dz == 0u && dg == 0u;
     if (params.splits == 1u) {
         let base = (b * params.heads + h) * (KV / 4u);
         o_lat[base + ia] = oa;
         o_lat[base + ib] = ob;
-        if (dg == 0u) { lse[b * params.heads + h] = slice_lse; }
+        if (first) { lse[b * params.heads + h] = slice_lse; }
     } else {
         let base = (slot * params.heads + h) * (KV / 4u);
         partials[base + ia] = oa;
         partials[base + ib] = ob;
-        if (dg == 0u) { part_lse[slot * params.heads + h] = slice_lse; }
+        if (first) { part_lse[slot * params.heads + h] = slice_lse; }
     }
 }
 
-// P chunk: VR ids × HB heads; idx = head · VR + row (consecutive threads read consecutive ids).
-// Ids at or past `je` (the slice's end) give p = 0.
-fn load_p(bl: u32, h0: u32, j0: u32, je: u32, idx: u32) -> f32 {
-    let hl = idx / VR;
-    let j = j0 + idx % VR;
-    if (hl >= HB || h0 + hl >= params.heads || j >= je) { return 0.0; }
+// P chunk part `idx`: ids j0 + 4·(idx % (VR / 4)) ..+3 of head idx / (VR / 4) (a warp reads
+// 8 heads × VR ids), zero at or past `je` (the slice's end), for ids of −1 and for heads ≥ H.
+fn load_p4(bl: u32, h0: u32, j0: u32, je: u32, idx: u32) -> vec4<f32> {
+    let hl = idx / (VR / 4u);
+    let j = j0 + 4u * (idx % (VR / 4u));
+    if (hl >= HB || h0 + hl >= params.heads) { return vec4<f32>(0.0); }
     let m = m_s[hl];
-    let s = scratch[(bl * params.heads + h0 + hl) * params.topk + j];
-    if (s == neg_inf()) { return 0.0; }   // also covers m = −inf (then every s is −inf)
-    return exp(s - m) / l_s[hl];
+    let inv_l = 1.0 / l_s[hl];   // (l > 0 wherever a score is finite)
+    let at = (bl * params.heads + h0 + hl) * params.topk + j;
+    var p = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (j + c < je) {
+            let s = scratch[at + c];
+            if (s != neg_inf()) { p[c] = exp(s - m) * inv_l; }   // (m = −inf: every s is −inf)
+        }
+    }
+    return p;
 }
 
-fn store_p(idx: u32, p: f32) {
-    let hl = idx / VR;
+fn store_p4(idx: u32, p: vec4<f32>) {
+    let hl = idx / (VR / 4u);
     if (hl >= HB) { return; }
-    let r = idx % VR;
-    p_s[r * (HB / 4u) + hl / 4u][hl % 4u] = p;
+    let r = 4u * (idx % (VR / 4u));
+    p_s[r * (HB / 4u) + hl / 4u][hl % 4u] = p.x;
+    p_s[(r + 1u) * (HB / 4u) + hl / 4u][hl % 4u] = p.y;
+    p_s[(r + 2u) * (HB / 4u) + hl / 4u][hl % 4u] = p.z;
+    p_s[(r + 3u) * (HB / 4u) + hl / 4u][hl % 4u] = p.w;
 }
 
 // The absolute row behind part `idx` of the V chunk starting at id j0 (−1: id −1 or past je).
 fn v_row(b: u32, j0: u32, je: u32, idx: u32) -> i32 {
-    let r = idx / VV;
+    let r = idx / VW;
     let j = j0 + r;
     if (r >= VR || j >= je) { return -1i; }
     let id = ids[b * params.topk + j];
     return select(-1i, id + i32(seq[2u * b]), id >= 0i);
 }
 
-// V chunk part `idx` (row · VV + vec4 of the row's c_kv): a straight copy of `row`'s.
-fn load_v_at(row: i32, idx: u32) -> vec4<u32> {
+// V chunk part `idx` (row · VW + vec4 of the half row): a straight copy of half dz of `row`'s c_kv.
+fn load_v_at(row: i32, dz: u32, idx: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
-    return rows[u32(row) * row_words() / 4u + idx % VV];
+    return rows[u32(row) * row_words() / 4u + dz * VW + idx % VW];
 }
 
 fn store_v(idx: u32, v: vec4<u32>) {
-    if (idx >= VR * VV) { return; }
+    if (idx >= VR * VW) { return; }
     v_s[idx] = v;
 }
 

@@ -23,9 +23,13 @@ pub const SCORES_WIDE_MIN_WORKGROUPS: u32 = 256;
 /// whole tiles (RT in the shader).
 pub const SCORE_TILE_IDS: u32 = 64;
 /// `attend`: heads per workgroup (HB in the shader).
-pub const ATTEND_HEADS_PER_WG: u32 = 32;
+pub const ATTEND_HEADS_PER_WG: u32 = 64;
+/// `attend`: workgroups per head group, each taking its share of the KV dims (the shader's
+/// `dz`). Halves of the latent let a workgroup hold 64 heads and 16-row chunks in the same
+/// registers as 32 heads × all dims × 8 rows: twice the FMAs per barrier and per load.
+pub const ATTEND_DIM_SPLITS: u32 = 2;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
-/// one wave on a 132-SM GPU at two workgroups per SM (what its 115 registers a thread allow).
+/// one wave on a 132-SM GPU at two workgroups per SM (what its 117 registers a thread allow).
 /// At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4 slices, batch 1
 /// the most (32).
 pub const ATTEND_TARGET_WORKGROUPS: u32 = 256;
@@ -223,7 +227,11 @@ impl SparseMla {
             ];
             (&self.scores_narrow, narrow)
         };
-        let attend_grid = [self.heads.div_ceil(ATTEND_HEADS_PER_WG), a.batch, splits];
+        let attend_grid = [
+            ATTEND_DIM_SPLITS * self.heads.div_ceil(ATTEND_HEADS_PER_WG),
+            a.batch,
+            splits,
+        ];
         let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
         let reduce_grid = if vec4s <= 65535 {
             [vec4s, 1, 1]
@@ -295,7 +303,7 @@ impl SparseMla {
 
 /// [`SparseMla::splits`] for given dims, without a device.
 pub fn splits_for(heads: u32, topk: u32, batch: u32) -> u32 {
-    let groups = heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
+    let groups = ATTEND_DIM_SPLITS * heads.div_ceil(ATTEND_HEADS_PER_WG) * batch.max(1);
     let want = ATTEND_TARGET_WORKGROUPS
         .div_ceil(groups)
         .next_power_of_two();
