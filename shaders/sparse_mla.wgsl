@@ -502,6 +502,7 @@ var<workgroup> red_m: array<f32, AT>;         // [HB][4] partial maxima
 var<workgroup> red_l: array<f32, AT>;         // [HB][4] partial sums
 var<workgroup> m_s: array<f32, HB>;           // max score per head
 var<workgroup> l_s: array<f32, HB>;           // Σ exp(score − max) per head
+var<workgroup> il_s: array<f32, HB>;          // 1 / l_s (0 for a head without a valid id)
 
 @compute @workgroup_size(AT)
 fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -548,6 +549,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
             m_s[sh] = mm;
             l_s[sh] = ll;
+            il_s[sh] = select(0.0, 1.0 / ll, ll > 0.0);
         }
         workgroupBarrier();   // m_s and l_s final before probabilities are formed
     }
@@ -569,16 +571,17 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // VW vec4s, VPT (≤ 4) a thread; parts 2 and 3 only where VPT > 2 (a branch on a constant).
     // Everything for chunk j0 + VR is loaded into registers while chunk j0 is computed, and the
     // row ids run one chunk further ahead, so a row load never waits on its id's load.
+    let first = i32(seq[2u * b]);   // b's first row
     var pn = load_p4(wg.y, h0, js, je, lid);
-    var rw0 = v_row(b, js, je, lid); var rw1 = v_row(b, js, je, lid + AT);
+    var rw0 = v_row(b, first, js, je, lid); var rw1 = v_row(b, first, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
-    if (VPT > 2u) { rw2 = v_row(b, js, je, lid + 2u * AT); rw3 = v_row(b, js, je, lid + 3u * AT); }
+    if (VPT > 2u) { rw2 = v_row(b, first, js, je, lid + 2u * AT); rw3 = v_row(b, first, js, je, lid + 3u * AT); }
     var vn0 = load_v_at(rw0, dz, lid);
     var vn1 = load_v_at(rw1, dz, lid + AT);
     var vn2 = vec4<u32>(0u); var vn3 = vec4<u32>(0u);
     if (VPT > 2u) { vn2 = load_v_at(rw2, dz, lid + 2u * AT); vn3 = load_v_at(rw3, dz, lid + 3u * AT); }
-    rw0 = v_row(b, js + VR, je, lid); rw1 = v_row(b, js + VR, je, lid + AT);
-    if (VPT > 2u) { rw2 = v_row(b, js + VR, je, lid + 2u * AT); rw3 = v_row(b, js + VR, je, lid + 3u * AT); }
+    rw0 = v_row(b, first, js + VR, je, lid); rw1 = v_row(b, first, js + VR, je, lid + AT);
+    if (VPT > 2u) { rw2 = v_row(b, first, js + VR, je, lid + 2u * AT); rw3 = v_row(b, first, js + VR, je, lid + 3u * AT); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p4(lid, pn);
@@ -590,12 +593,12 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             pn = load_p4(wg.y, h0, j0 + VR, je, lid);
             vn0 = load_v_at(rw0, dz, lid);
             vn1 = load_v_at(rw1, dz, lid + AT);
-            rw0 = v_row(b, j0 + 2u * VR, je, lid); rw1 = v_row(b, j0 + 2u * VR, je, lid + AT);
+            rw0 = v_row(b, first, j0 + 2u * VR, je, lid); rw1 = v_row(b, first, j0 + 2u * VR, je, lid + AT);
             if (VPT > 2u) {
                 vn2 = load_v_at(rw2, dz, lid + 2u * AT);
                 vn3 = load_v_at(rw3, dz, lid + 3u * AT);
-                rw2 = v_row(b, j0 + 2u * VR, je, lid + 2u * AT);
-                rw3 = v_row(b, j0 + 2u * VR, je, lid + 3u * AT);
+                rw2 = v_row(b, first, j0 + 2u * VR, je, lid + 2u * AT);
+                rw3 = v_row(b, first, j0 + 2u * VR, je, lid + 3u * AT);
             }
         }
         if (owns_dims) {   // (no barrier inside: the branch may diverge)
@@ -668,7 +671,7 @@ fn load_p4(bl: u32, h0: u32, j0: u32, je: u32, idx: u32) -> vec4<f32> {
     let j = j0 + 4u * (idx % (VR / 4u));
     if (hl >= HB || h0 + hl >= params.heads) { return vec4<f32>(0.0); }
     let m = m_s[hl];
-    let inv_l = 1.0 / l_s[hl];   // (l > 0 wherever a score is finite)
+    let inv_l = il_s[hl];
     let at = (bl * params.heads + h0 + hl) * params.topk + j;
     var p = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {
@@ -690,13 +693,14 @@ fn store_p4(idx: u32, p: vec4<f32>) {
     p_s[(r + 3u) * (HB / 4u) + hl / 4u][hl % 4u] = p.w;
 }
 
-// The absolute row behind part `idx` of the V chunk starting at id j0 (−1: id −1 or past je).
-fn v_row(b: u32, j0: u32, je: u32, idx: u32) -> i32 {
+// The absolute row behind part `idx` of the V chunk starting at id j0 (−1: id −1 or past je);
+// `first` is sequence b's first row.
+fn v_row(b: u32, first: i32, j0: u32, je: u32, idx: u32) -> i32 {
     let r = idx / VW;
     let j = j0 + r;
     if (r >= VR || j >= je) { return -1i; }
     let id = ids[b * params.topk + j];
-    return select(-1i, id + i32(seq[2u * b]), id >= 0i);
+    return select(-1i, id + first, id >= 0i);
 }
 
 // V chunk part `idx` (row · VW + vec4 of the half row): a straight copy of half dz of `row`'s c_kv.
