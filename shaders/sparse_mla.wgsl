@@ -572,7 +572,8 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // Everything for chunk j0 + VR is loaded into registers while chunk j0 is computed, and the
     // row ids run one chunk further ahead, so a row load never waits on its id's load.
     let first = i32(seq[2u * b]);   // b's first row
-    var pn = load_p4(wg.y, h0, js, je, lid);
+    let pp = p_part(wg.y, h0, lid);
+    var pn = load_p4(pp, js, je);
     var rw0 = v_row(b, first, js, je, lid); var rw1 = v_row(b, first, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
     if (VPT > 2u) { rw2 = v_row(b, first, js, je, lid + 2u * AT); rw3 = v_row(b, first, js, je, lid + 3u * AT); }
@@ -590,7 +591,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         if (VPT > 2u) { store_v(lid + 2u * AT, vn2); store_v(lid + 3u * AT, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
-            pn = load_p4(wg.y, h0, j0 + VR, je, lid);
+            pn = load_p4(pp, j0 + VR, je);
             vn0 = load_v_at(rw0, dz, lid);
             vn1 = load_v_at(rw1, dz, lid + AT);
             rw0 = v_row(b, first, j0 + 2u * VR, je, lid); rw1 = v_row(b, first, j0 + 2u * VR, je, lid + AT);
@@ -664,23 +665,39 @@ fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dz: u32, dg: u32, oa: vec4<f3
     }
 }
 
-// P chunk part `idx`: ids j0 + 4·(idx % (VR / 4)) ..+3 of head idx / (VR / 4) (a warp reads
-// 8 heads × VR ids), zero at or past `je` (the slice's end), for ids of −1 and for heads ≥ H.
-fn load_p4(bl: u32, h0: u32, j0: u32, je: u32, idx: u32) -> vec4<f32> {
+// What thread `idx` needs, chunk after chunk, to form its part of P: ids 4·(idx % (VR / 4)) ..+3
+// of each chunk, head idx / (VR / 4) (a warp reads 8 heads × VR ids). Read once, before the loop.
+struct PPart {
+    at: u32,      // scratch index of the head's score at the part's first id of chunk 0
+    j: u32,       // the part's first id within a chunk
+    m: f32,       // the head's max score over the slice
+    inv_l: f32,   // 1 / Σ exp(score − max)
+    ok: bool,     // the head exists (h < H)
+}
+
+fn p_part(bl: u32, h0: u32, idx: u32) -> PPart {
     let hl = idx / (VR / 4u);
-    let j = j0 + 4u * (idx % (VR / 4u));
-    if (hl >= HB || h0 + hl >= params.heads) { return vec4<f32>(0.0); }
-    let m = m_s[hl];
-    let inv_l = il_s[hl];
+    let j = 4u * (idx % (VR / 4u));
+    let ok = hl < HB && h0 + hl < params.heads;
     let at = (bl * params.heads + h0 + hl) * params.topk + j;
-    var p = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (j + c < je) {
-            let s = scratch[at + c];
-            if (s != neg_inf()) { p[c] = exp(s - m) * inv_l; }   // (m = −inf: every s is −inf)
+    return PPart(at, j, m_s[min(hl, HB - 1u)], il_s[min(hl, HB - 1u)], ok);
+}
+
+// The part's 4 probabilities in the chunk starting at id j0: zero at or past `je` (the slice's
+// end), for ids of −1 and for heads ≥ H.
+fn load_p4(pp: PPart, j0: u32, je: u32) -> vec4<f32> {
+    if (!pp.ok) { return vec4<f32>(0.0); }
+    var s = vec4<f32>(neg_inf());
+    if (j0 + VR <= je) {   // a whole chunk (uniform): no bounds to check
+        s = vec4<f32>(scratch[pp.at + j0], scratch[pp.at + j0 + 1u], scratch[pp.at + j0 + 2u],
+                      scratch[pp.at + j0 + 3u]);
+    } else {
+        for (var c = 0u; c < 4u; c++) {
+            if (j0 + pp.j + c < je) { s[c] = scratch[pp.at + j0 + c]; }
         }
     }
-    return p;
+    // ids of −1 (score −inf) give 0: by select, since m may be −inf too (then exp gives NaN)
+    return select(exp(s - pp.m) * pp.inv_l, vec4<f32>(0.0), s == vec4<f32>(neg_inf()));
 }
 
 fn store_p4(idx: u32, p: vec4<f32>) {
