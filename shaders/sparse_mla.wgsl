@@ -557,7 +557,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // ---- O = P · V over this workgroup's half of the dims
     let hg = lid / 32u;   // heads h0 + 8·hg ..+7 (one head group a warp: P reads broadcast)
     let dg = lid % 32u;   // dims of the half: f16 8·dg ..+7; f32 4·dg ..+3 and KV/4 + 4·dg ..+3
-    let owns_dims = dg < KV / 16u;
+    let owns_dims = dg < KV / 16u && h0 + 8u * hg < H;   // (warp-uniform head test: few heads)
     var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
     var o1a = vec4<f32>(0.0); var o1b = vec4<f32>(0.0);
     var o2a = vec4<f32>(0.0); var o2b = vec4<f32>(0.0);
