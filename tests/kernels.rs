@@ -101,6 +101,12 @@ fn sparse_mla_matches_reference() {
         ..wide.clone()
     };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
+    // 70 heads: two 64-head `attend` workgroups, the second with one partial warp (heads 64..69)
+    // and seven warps without a head
+    let heads70 = Config::small()
+        .with_overrides(&["heads=70", "batch=2", "topk=90"])
+        .unwrap();
+    check_sparse_mla(&heads70, 500, 0.1, &[], fresh_seed(12));
     // a latent width whose f32 V chunk (8 rows × 80 vec4s) is not a multiple of the 256 threads
     let odd32 = Config::small()
         .with_overrides(&["kv_lora_rank=320", "dtype=f32", "batch=2", "topk=100"])
