@@ -126,6 +126,10 @@ impl SparseMla {
             ("KV", kv as f64),
             ("ROPE", rope as f64),
             ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
+            (
+                "PART_HEADS",
+                !cfg.heads.is_multiple_of(ATTEND_HEADS_PER_WG) as u32 as f64,
+            ),
         ];
         Ok(SparseMla {
             scores_tile: ScoresTile::Auto,
