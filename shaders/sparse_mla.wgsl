@@ -559,8 +559,9 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let hg = lid / 32u;   // heads h0 + 8·hg ..+7 (one head group a warp: P reads broadcast)
     let dg = lid % 32u;   // dims of the half: f16 8·dg ..+7; f32 4·dg ..+3 and KV/4 + 4·dg ..+3
     // Warps without a head skip the products (warp-uniform). Tested only where H is not a multiple
-    // of HB: on the H100 the test in the v32 kernel costs 7% even though it never fails.
-    let owns_dims = dg < KV / 16u && (!PART_HEADS || h0 + 8u * hg < H);
+    // of HB: on the H100 the test in the v32 kernel costs 7% even though it never fails. (`&` and
+    // `|`, not `&&` and `||`: naga turns those into branches, which the driver does not fold.)
+    let owns_dims = (dg < KV / 16u) & (!PART_HEADS | (h0 + 8u * hg < H));
     var o0a = vec4<f32>(0.0); var o0b = vec4<f32>(0.0);
     var o1a = vec4<f32>(0.0); var o1b = vec4<f32>(0.0);
     var o2a = vec4<f32>(0.0); var o2b = vec4<f32>(0.0);
