@@ -26,7 +26,8 @@ pub const SCORE_TILE_IDS: u32 = 64;
 pub const ATTEND_HEADS_PER_WG: u32 = 64;
 /// `attend`: workgroups per head group, each taking its share of the KV dims (the shader's
 /// `dz`). Halves of the latent let a workgroup hold 64 heads and 16-row chunks in the same
-/// registers as 32 heads × all dims × 8 rows: twice the FMAs per barrier and per load.
+/// registers as 32 heads × all dims × 8 rows: twice the FMAs per barrier and per load. (The
+/// shader is written for halves: `dz = wg.x % 2`, `VW = VV / 2`.)
 pub const ATTEND_DIM_SPLITS: u32 = 2;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
 /// one wave on a 132-SM GPU at two workgroups per SM (what its 117 registers a thread allow).
