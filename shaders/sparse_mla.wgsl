@@ -671,6 +671,7 @@ fn store_head(slot: u32, b: u32, h0: u32, hl: u32, dz: u32, dg: u32, oa: vec4<f3
 
 // What thread `idx` needs, chunk after chunk, to form its part of P: ids 4·(idx % (VR / 4)) ..+3
 // of each chunk, head idx / (VR / 4) (a warp reads 8 heads × VR ids). Read once, before the loop.
+// Every thread has a part: VR · HB = 4 · AT (the const_assert), so idx / (VR / 4) < HB.
 struct PPart {
     at: u32,      // scratch index of the head's score at the part's first id of chunk 0
     j: u32,       // the part's first id within a chunk
@@ -682,9 +683,8 @@ struct PPart {
 fn p_part(bl: u32, h0: u32, idx: u32) -> PPart {
     let hl = idx / (VR / 4u);
     let j = 4u * (idx % (VR / 4u));
-    let ok = hl < HB && h0 + hl < params.heads;
     let at = (bl * params.heads + h0 + hl) * params.topk + j;
-    return PPart(at, j, m_s[min(hl, HB - 1u)], il_s[min(hl, HB - 1u)], ok);
+    return PPart(at, j, m_s[hl], il_s[hl], h0 + hl < params.heads);
 }
 
 // The part's 4 probabilities in the chunk starting at id j0: zero at or past `je` (the slice's
@@ -706,7 +706,6 @@ fn load_p4(pp: PPart, j0: u32, je: u32) -> vec4<f32> {
 
 fn store_p4(idx: u32, p: vec4<f32>) {
     let hl = idx / (VR / 4u);
-    if (hl >= HB) { return; }
     let r = 4u * (idx % (VR / 4u));
     p_s[r * (HB / 4u) + hl / 4u][hl % 4u] = p.x;
     p_s[(r + 1u) * (HB / 4u) + hl / 4u][hl % 4u] = p.y;

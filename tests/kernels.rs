@@ -112,7 +112,8 @@ fn sparse_mla_matches_reference() {
         .with_overrides(&["heads=128", "batch=1", "topk=70"])
         .unwrap();
     check_sparse_mla(&heads128, 300, 0.1, &[], fresh_seed(13));
-    // a latent width whose f32 V chunk (8 rows × 80 vec4s) is not a multiple of the 256 threads
+    // a latent width whose f32 V chunk (16 half rows × 40 vec4s) is not a multiple of the 256
+    // threads
     let odd32 = Config::small()
         .with_overrides(&["kv_lora_rank=320", "dtype=f32", "batch=2", "topk=100"])
         .unwrap();

@@ -30,7 +30,7 @@ pub const ATTEND_HEADS_PER_WG: u32 = 64;
 /// shader is written for halves: `dz = wg.x % 2`, `VW = VV / 2`.)
 pub const ATTEND_DIM_SPLITS: u32 = 2;
 /// `attend` splits the k ids of a sequence into slices until about this many workgroups run:
-/// one wave on a 132-SM GPU at two workgroups per SM (what its 117 registers a thread allow).
+/// one wave on a 132-SM GPU at two workgroups per SM (what its 124 registers a thread allow).
 /// At v32, batch 64 that is one slice, so `reduce` is skipped; batch 16 gets 4 slices, batch 1
 /// the most (32).
 pub const ATTEND_TARGET_WORKGROUPS: u32 = 256;
