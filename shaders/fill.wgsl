@@ -26,16 +26,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> fill: array<vec4<u32>>;      // [B] (dest base row, start token, count, _)
 @group(0) @binding(2) var<storage, read_write> dest: array<u32>;       // rows of `words` u32
 
-// A 32-bit integer hash (lowbias32, by Chris Wellons): good avalanche, cheap.
-fn hash(x: u32) -> u32 {
-    var h = x;
-    h ^= h >> 16u;
-    h *= 0x7feb352du;
-    h ^= h >> 15u;
-    h *= 0x846ca68bu;
-    h ^= h >> 16u;
-    return h;
-}
+// hash(): shaders/lib/hash.wgsl, composed in front of this file.
 
 fn value(layer: u32, b: u32, token: u32, d: u32) -> f32 {
     let h = hash(hash(hash(hash(params.salt ^ layer) ^ b) ^ token) ^ d);

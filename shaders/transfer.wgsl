@@ -2,10 +2,11 @@
 //
 //   gather      pool[b, slot] ← host[b, token]     for each (token, slot) in b's copy list
 //   scatter     pool[b, slot] ← staging[b, r]      the same, from rows the CPU packed by rank r
-//   append      pool[b, P−1] ← new[b];  host[b, T_b − 1] ← new[b]   (the newest token; write-back)
-//   append_pool pool[b, P−1] ← new[b]              (when the host store is process memory)
+//   write_back  pool[b, P−1] ← new[b];  host[b, T_b − 1] ← new[b]   (the newest token)
+//   pool_newest pool[b, P−1] ← new[b]              (when the host store is process memory:
+//                                                   the CPU writes the host copy)
 //
-// `gather` and `append` read and write the host store directly over the bus: it is a buffer
+// `gather` and `write_back` read and write the host store directly over the bus: it is a buffer
 // in host RAM (MAP_READ | STORAGE on an adapter with MAPPABLE_PRIMARY_BUFFERS), the wgpu
 // counterpart of CUDA's zero-copy / UVA access (the paper's FlashTrans). One dispatch moves every
 // missed row of every sequence of one host-store group.
@@ -28,7 +29,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> copies: array<vec2<u32>>;      // [B, k] (token, slot)
 @group(0) @binding(2) var<storage, read> counts: array<vec2<u32>>;      // [B] (misses, hits)
-@group(0) @binding(3) var<storage, read> src: array<vec4<u32>>;         // gather: host group; scatter: staging [B, k, row]; append: new [B, row]
+@group(0) @binding(3) var<storage, read> src: array<vec4<u32>>;         // gather: host group; scatter: staging [B, k, row]; write_back: new [B, row]
 @group(0) @binding(4) var<storage, read_write> pool: array<vec4<u32>>;  // [B, P, row]
 @group(0) @binding(5) var<storage, read> seq: array<u32>;               // [B, 2] = (_, T_b)
 @group(0) @binding(6) var<storage, read_write> host: array<vec4<u32>>;  // host group [n, capacity, row]
@@ -56,7 +57,7 @@ fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 @compute @workgroup_size(256)
-fn append(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn write_back(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let b = params.b0 + wg.y;
     let part = wg.x * 256u + lid;
     if (part >= params.row_vecs) { return; }
@@ -67,7 +68,7 @@ fn append(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 }
 
 @compute @workgroup_size(256)
-fn append_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn pool_newest(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let b = params.b0 + wg.y;
     let part = wg.x * 256u + lid;
     if (part >= params.row_vecs) { return; }

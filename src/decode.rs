@@ -2,7 +2,7 @@
 //! (`decode`, the main job), and throughput at the largest batch each mode fits in a device
 //! budget (`sweep`). No terminal code here: progress goes through a callback.
 
-use crate::engine::{Engine, EngineOptions, MemoryPlan, Mode, STAGES, Stats};
+use crate::engine::{Engine, EngineOptions, MemoryPlan, Mode, Stage, StageTimes, Stats};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext};
 use std::fmt;
@@ -16,8 +16,8 @@ pub struct ModeReport {
     pub context: u32,
     pub tokens_per_s_gpu: f64,
     pub tokens_per_s_wall: f64,
-    /// GPU milliseconds per step, per stage (STAGES order).
-    pub stage_ms_per_step: [f64; 7],
+    /// GPU milliseconds per step, per stage.
+    pub stage_ms_per_step: StageTimes,
     pub device_bytes: u64,
     pub host_bytes: u64,
     /// Offload: the transfer path in use and where the host store lives.
@@ -29,10 +29,6 @@ impl ModeReport {
     fn new(engine: &Engine) -> Self {
         let s = &engine.stats;
         let steps = s.steps.max(1) as f64;
-        let mut stage_ms_per_step = [0.0; 7];
-        for (o, t) in stage_ms_per_step.iter_mut().zip(s.stage_s) {
-            *o = t * 1e3 / steps;
-        }
         let o = &engine.opts;
         ModeReport {
             mode: o.mode,
@@ -40,8 +36,8 @@ impl ModeReport {
             steps: s.steps,
             context: o.contexts.iter().copied().max().unwrap_or(0),
             tokens_per_s_gpu: engine.tokens_per_gpu_s(),
-            tokens_per_s_wall: s.steps as f64 * o.model.batch as f64 / s.wall_s,
-            stage_ms_per_step,
+            tokens_per_s_wall: engine.tokens_per_wall_s(),
+            stage_ms_per_step: s.stage_s.scaled(1e3 / steps),
             device_bytes: engine.device_bytes(),
             host_bytes: MemoryPlan::host_bytes(o, o.model.batch),
             cache: engine.cache.as_ref().map(|c| {
@@ -74,8 +70,10 @@ pub struct DecodeReport {
     pub profile: Vec<(f32, f32)>,
 }
 
-/// Run `modes` on the options (mode field ignored). With both modes and `verify`, the two run in
-/// lock step and their outputs are compared bit for bit after every step.
+/// Run `modes` on the options (mode field ignored), one after the other, each at full speed.
+/// With both modes and `verify`, each fingerprints every layer's `o_lat` and `lse` at every step
+/// on the GPU (64-bit digests, [`crate::kernels::Digest`]) and the two runs' digests are compared
+/// once at the end, as are the last step's outputs themselves, bit for bit.
 pub fn decode(
     ctx: &GpuContext,
     opts: &EngineOptions,
@@ -84,37 +82,30 @@ pub fn decode(
     budget: u64,
     mut progress: impl FnMut(&str, u32),
 ) -> Result<DecodeReport> {
-    let make = |mode| EngineOptions {
-        mode,
-        ..opts.clone()
-    };
+    let verify = verify && modes.len() == 2;
     let mut reports = Vec::new();
-    let mut identical = None;
-    if verify && modes.len() == 2 {
-        let mut a = Engine::new(ctx, &make(modes[0]), budget)?;
-        let mut b = Engine::new(ctx, &make(modes[1]), budget)?;
-        let mut same = true;
+    let mut fingerprints = Vec::new();
+    for &mode in modes {
+        let o = EngineOptions {
+            mode,
+            digest_outputs: verify,
+            ..opts.clone()
+        };
+        let mut e = Engine::new(ctx, &o, budget)?;
         for step in 1..=opts.steps {
-            a.step(ctx)?;
-            b.step(ctx)?;
-            for l in 0..opts.model.layers {
-                same &= a.outputs(ctx, l)? == b.outputs(ctx, l)?;
-            }
-            progress("both modes, comparing every step", step);
+            e.step(ctx)?;
+            progress(&format!("{mode}"), step);
         }
-        identical = Some(same);
-        reports.push(ModeReport::new(&a));
-        reports.push(ModeReport::new(&b));
-    } else {
-        for &mode in modes {
-            let mut e = Engine::new(ctx, &make(mode), budget)?;
-            for step in 1..=opts.steps {
-                e.step(ctx)?;
-                progress(&format!("{mode}"), step);
-            }
-            reports.push(ModeReport::new(&e));
+        e.finish(ctx)?;
+        reports.push(ModeReport::new(&e));
+        if verify {
+            let last: Vec<_> = (0..opts.model.layers)
+                .map(|l| e.outputs(ctx, l))
+                .collect::<Result<_>>()?;
+            fingerprints.push((e.digests(ctx)?, last));
         }
     }
+    let identical = verify.then(|| fingerprints[0] == fingerprints[1]);
     Ok(DecodeReport {
         adapter: ctx.report.clone(),
         config: describe(opts),
@@ -161,16 +152,16 @@ impl fmt::Display for DecodeReport {
         }
         writeln!(f)?;
         write!(f, "GPU ms per step {:<1}", "")?;
-        for s in STAGES {
-            write!(f, "{s:>11}")?;
+        for s in Stage::ALL {
+            write!(f, "{:>11}", s.name())?;
         }
         writeln!(f, "{:>11}", "total")?;
         for m in &self.modes {
             write!(f, "{:<16}", m.mode.to_string())?;
-            for t in m.stage_ms_per_step {
+            for (_, t) in m.stage_ms_per_step.iter() {
                 write!(f, "{t:>11.3}")?;
             }
-            writeln!(f, "{:>11.3}", m.stage_ms_per_step.iter().sum::<f64>())?;
+            writeln!(f, "{:>11.3}", m.stage_ms_per_step.total())?;
         }
         for m in &self.modes {
             if let Some(c) = &m.cache {
@@ -218,7 +209,7 @@ impl fmt::Display for DecodeReport {
         match self.identical {
             Some(true) => writeln!(
                 f,
-                "\nverdict: resident and offload gave bit-identical o_lat and lse at every layer and step"
+                "\nverdict: resident and offload gave bit-identical o_lat and lse at every layer and step\n         (64-bit GPU digests of every step, and the last step's outputs read back)"
             ),
             Some(false) => writeln!(
                 f,
@@ -242,8 +233,9 @@ pub struct SweepPoint {
     /// The pool was sized by working-set-aware admission.
     pub admission: bool,
     pub tokens_per_s_gpu: f64,
+    pub tokens_per_s_wall: f64,
     pub hit_rate: f64,
-    pub stage_ms_per_step: [f64; 7],
+    pub stage_ms_per_step: StageTimes,
     pub device_bytes: u64,
 }
 
@@ -271,6 +263,7 @@ fn run_point(
     for _ in 0..o.steps {
         e.step(ctx)?;
     }
+    e.finish(ctx)?;
     let r = ModeReport::new(&e);
     let mut total = crate::cache::CacheCounters::default();
     for c in &e.stats.counters {
@@ -284,6 +277,7 @@ fn run_point(
         slots: e.cache.as_ref().map_or(0, |c| c.shape.slots),
         admission,
         tokens_per_s_gpu: r.tokens_per_s_gpu,
+        tokens_per_s_wall: r.tokens_per_s_wall,
         hit_rate: if o.mode == Mode::Offload {
             total.hit_rate()
         } else {
@@ -392,15 +386,15 @@ pub fn sweep(
 /// The sweep as CSV.
 pub fn sweep_csv(points: &[SweepPoint]) -> String {
     let mut s = String::from(
-        "context,mode,batch,largest,slots,admission,tokens_per_s_gpu,hit_rate,device_bytes",
+        "context,mode,batch,largest,slots,admission,tokens_per_s_gpu,tokens_per_s_wall,hit_rate,device_bytes",
     );
-    for st in STAGES {
-        s += &format!(",{st}_ms_per_step");
+    for st in Stage::ALL {
+        s += &format!(",{}_ms_per_step", st.name());
     }
     s += "\n";
     for p in points {
         s += &format!(
-            "{},{},{},{},{},{},{:.3},{:.4},{}",
+            "{},{},{},{},{},{},{:.3},{:.3},{:.4},{}",
             p.context,
             p.mode,
             p.batch,
@@ -408,10 +402,11 @@ pub fn sweep_csv(points: &[SweepPoint]) -> String {
             p.slots,
             p.admission,
             p.tokens_per_s_gpu,
+            p.tokens_per_s_wall,
             p.hit_rate,
             p.device_bytes
         );
-        for t in p.stage_ms_per_step {
+        for (_, t) in p.stage_ms_per_step.iter() {
             s += &format!(",{t:.4}");
         }
         s += "\n";

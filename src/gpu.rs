@@ -16,6 +16,7 @@
 
 use crate::error::{Error, Result};
 use bytemuck::Pod;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Workgroup memory the kernels need (top-k and resolve use 25 KiB, sparse MLA 24 KiB).
@@ -156,7 +157,13 @@ pub struct GpuContext {
     pub mappable: bool,
     errors: Arc<Mutex<Vec<String>>>,
     built: Mutex<Vec<PipelineSource>>,
+    /// Every pipeline built, by (label, source, entry, constants): a kernel built twice on one
+    /// context compiles once (engines, benchmarks and calibration runs share them).
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
 }
+
+/// What makes two pipelines the same: label, WGSL text, entry point, override constants (bits).
+type PipelineKey = (String, usize, String, Vec<(String, u64)>);
 
 impl GpuContext {
     /// Pick an adapter (see module docs) and open a device with the limits the kernels need.
@@ -305,6 +312,7 @@ impl GpuContext {
             mappable: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
             errors,
             built: Mutex::new(Vec::new()),
+            pipelines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -331,15 +339,54 @@ impl GpuContext {
     /// Wait for all submitted work, then turn any captured wgpu error into `Err`.
     pub fn check(&self) -> Result<()> {
         let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
-        let mut errs = self.errors.lock().unwrap();
-        if !errs.is_empty() {
-            let msg = errs.join("\n");
-            errs.clear();
-            return Err(Error::Gpu(msg));
-        }
+        self.errors()?;
         polled
             .map(|_| ())
             .map_err(|e| Error::Gpu(format!("poll failed: {e}")))
+    }
+
+    /// Submit one command buffer. With [`GpuContext::wait_for`] and [`GpuContext::errors`], this
+    /// is how the engine runs steps without waiting for each.
+    pub fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit([enc.finish()])
+    }
+
+    /// Wait until submission `index` has run (and its map callbacks fired), then check errors.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        let polled = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        });
+        self.errors()?;
+        polled
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("poll failed: {e}")))
+    }
+
+    /// Fire whatever callbacks are ready, without waiting.
+    pub fn poll(&self) {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Any wgpu error captured so far as `Err` (does not wait for the GPU).
+    pub fn errors(&self) -> Result<()> {
+        let mut errs = self.errors.lock().unwrap();
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("\n");
+        errs.clear();
+        Err(Error::Gpu(msg))
+    }
+
+    /// A buffer the CPU maps to read what the GPU copied into it.
+    pub fn readback_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// A storage buffer of `size` bytes (rounded up to 4), readable back and writable from the CPU.
@@ -473,8 +520,38 @@ impl GpuContext {
     }
 
     /// A compute pipeline from one of our WGSL files with `override` constants; bind layout
-    /// derived from the shader. Compiled with the context's [`ShaderChecks`].
+    /// derived from the shader. Compiled with the context's [`ShaderChecks`], once per context:
+    /// asking again with the same label, source, entry and constants returns the same pipeline.
     pub fn pipeline(
+        &self,
+        label: &str,
+        source: &'static str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key: PipelineKey = (
+            label.to_string(),
+            source.as_ptr() as usize,
+            entry.to_string(),
+            constants
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_bits()))
+                .collect(),
+        );
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let pipeline = self.build_pipeline(label, source, entry, constants)?;
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// How many distinct pipelines this context has compiled.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    fn build_pipeline(
         &self,
         label: &str,
         source: &'static str,
@@ -620,6 +697,26 @@ impl GpuTimer {
         enc.write_timestamp(&self.query_set, 2 * slot);
         record(enc);
         enc.write_timestamp(&self.query_set, 2 * slot + 1);
+    }
+
+    /// Bytes [`GpuTimer::record_copy`] writes: two u64 ticks per slot.
+    pub fn bytes(&self) -> u64 {
+        16 * self.slots as u64
+    }
+
+    /// Record resolving every slot's ticks and copying them into `dest` at `offset`, inside the
+    /// caller's command buffer (so they come back with the step's other results).
+    pub fn record_copy(&self, enc: &mut wgpu::CommandEncoder, dest: &wgpu::Buffer, offset: u64) {
+        enc.resolve_query_set(&self.query_set, 0..2 * self.slots, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, dest, offset, self.bytes());
+    }
+
+    /// Seconds of each slot from ticks copied by [`GpuTimer::record_copy`].
+    pub fn seconds(&self, ticks: &[u64]) -> Vec<f64> {
+        ticks
+            .chunks(2)
+            .map(|p| p[1].saturating_sub(p[0]) as f64 * self.period_ns * 1e-9)
+            .collect()
     }
 
     /// Seconds each slot's pass took.

@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod locality;
 pub mod problems;
 pub mod reference;
+pub mod shaders;
 pub mod svg;
 pub mod trace;
 pub mod workload;

@@ -98,6 +98,7 @@ pub fn calibrate(ctx: &GpuContext, opts: &EngineOptions, rhos: &[f32]) -> Result
         for _ in 0..o.steps {
             e.step(ctx)?;
         }
+        e.finish(ctx)?;
         table.push((rho, e.stats.overlap()[0]));
     }
     Ok(table)

@@ -142,6 +142,41 @@ pub fn lse_merge(
     (o, lse)
 }
 
+/// The 32-bit hash of `shaders/lib/hash.wgsl` (lowbias32), bit for bit.
+pub fn hash32(x: u32) -> u32 {
+    let mut h = x;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+/// What `shaders/digest.wgsl` adds to its slot for `data` (u32 words) at `step`: two wrapping
+/// sums of per-word hashes of (bits, index, step). Exact: the GPU must give the same bits.
+pub fn digest(data: &[u32], step: u32, salt: u32) -> [u32; 2] {
+    let mut d = [0u32; 2];
+    for (i, &x) in data.iter().enumerate() {
+        let i = i as u32;
+        d[0] = d[0].wrapping_add(hash32(hash32(hash32(x ^ salt) ^ i) ^ step));
+        d[1] = d[1].wrapping_add(hash32(
+            hash32(hash32(x ^ !salt).wrapping_add(i.wrapping_mul(0x9e37_79b9)))
+                ^ step.wrapping_mul(0x85eb_ca6b),
+        ));
+    }
+    d
+}
+
+/// Step-to-step overlap of one sequence's top-k: `|prev ∩ cur| / max(|cur|, 1)` over the valid
+/// (≥ 0) ids (`shaders/overlap.wgsl` sums it over steps ≥ 2).
+pub fn topk_overlap(prev: &[i32], cur: &[i32]) -> f64 {
+    let prev: std::collections::HashSet<i32> = prev.iter().copied().filter(|&t| t >= 0).collect();
+    let cur: Vec<i32> = cur.iter().copied().filter(|&t| t >= 0).collect();
+    let common = cur.iter().filter(|t| prev.contains(t)).count();
+    common as f64 / cur.len().max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

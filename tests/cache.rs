@@ -231,18 +231,13 @@ mod offload {
                     prev[l as usize][s] = sel;
                 }
                 let topk_buf = ctx.upload("topk", &topk).unwrap();
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
                 let new = NewRows {
                     rows: &new_buf,
                     seq: &seq,
                     newest: &newest,
                 };
-                cache.append(ctx, &mut enc, l, &new, None).unwrap();
-                cache
-                    .fetch(ctx, &mut enc, l, &topk_buf, &seq, None)
-                    .unwrap();
-                ctx.queue.submit([enc.finish()]);
-                cache.read_counts(ctx, l).unwrap();
+                cache.write_back(ctx, l, &new).unwrap();
+                cache.fetch(ctx, l, &topk_buf, &seq).unwrap();
             }
         }
         (cache, rows, lens)
@@ -441,10 +436,7 @@ mod warmup {
                 );
             }
             let topk = ctx.upload("topk", &decode).unwrap();
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            cache.fetch(ctx, &mut enc, 0, &topk, &seq, None).unwrap();
-            ctx.queue.submit([enc.finish()]);
-            cache.read_counts(ctx, 0).unwrap().misses
+            cache.fetch(ctx, 0, &topk, &seq).unwrap().misses
         };
         let (cold, warm) = (first_step_misses(false), first_step_misses(true));
         eprintln!("first decode step misses: cold {cold}, warmed {warm}");

@@ -31,6 +31,7 @@ fn options(
         warmup_windows: 2,
         seed: 7,
         track_overlap: false,
+        digest_outputs: false,
     }
 }
 
@@ -251,6 +252,7 @@ fn trace_replay_equals_the_gpu_counts() {
     for _ in 0..opts.steps {
         e.step(ctx).unwrap();
     }
+    e.finish(ctx).unwrap();
     let trace = e.trace.clone().unwrap();
     let text = trace.to_text();
     let parsed = Trace::parse(&text, "recorded").unwrap();

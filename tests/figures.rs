@@ -26,6 +26,7 @@ fn options() -> FigureOptions {
         warmup_windows: 2,
         seed: 3,
         track_overlap: false,
+        digest_outputs: false,
         record_trace: false,
     };
     FigureOptions {

@@ -1,24 +1,96 @@
-//! Every WGSL file parses and validates with naga: no adapter needed.
+//! Every unit of WGSL the GPU compiles (`ess_wgpu::shaders::UNITS`: kernel files with the library
+//! files composed in front) parses and validates with naga, with each set of override constants
+//! the kernels use, and goes through naga's SPIR-V writer (wgpu's Vulkan path), which catches
+//! writer panics without an adapter. Every `.wgsl` file belongs to some unit.
+
+use ess_wgpu::shaders::UNITS;
+use naga::back::spv;
+
+/// The override-constant sets the kernels build each unit with (the shape classes of the presets
+/// and tests: f16 and f32 rows, latent widths 64 … 512, head counts with and without a partial
+/// attend workgroup, top-k workgroup sizes).
+fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
+    match unit {
+        "indexer" => vec![vec![("KEYS_F16", 1.0)], vec![("KEYS_F16", 0.0)]],
+        "topk" => [64.0, 128.0, 256.0, 512.0, 1024.0]
+            .iter()
+            .map(|&wg| vec![("WG", wg)])
+            .collect(),
+        "resolve" => vec![vec![("WG", 256.0)]],
+        "sparse_mla" => {
+            let mut sets = Vec::new();
+            for (kv, rope) in [(512.0, 64.0), (64.0, 32.0), (320.0, 64.0), (128.0, 0.0)] {
+                for f16 in [1.0, 0.0] {
+                    for part in [1.0, 0.0] {
+                        sets.push(vec![
+                            ("KV", kv),
+                            ("ROPE", rope),
+                            ("ROWS_F16", f16),
+                            ("PART_HEADS", part),
+                        ]);
+                    }
+                }
+            }
+            sets
+        }
+        _ => vec![vec![]],
+    }
+}
 
 #[test]
-fn every_shader_validates() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
-            continue;
-        }
-        let src = std::fs::read_to_string(&path).unwrap();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
-        // The strictest target we support: no optional capability except unpack2x16float's
-        // (SHADER_FLOAT16_IN_FLOAT32, which every Vulkan/Metal/DX12 adapter has).
-        let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+fn every_unit_validates_and_writes_spirv() {
+    // The strictest target we support: no optional capability except unpack2x16float's
+    // (SHADER_FLOAT16_IN_FLOAT32, which every Vulkan/Metal/DX12 adapter has).
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    let mut checked = 0;
+    for (name, src, _) in UNITS {
+        let module = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
-        n += 1;
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        for constants in constant_sets(name) {
+            let constants: naga::back::PipelineConstants =
+                constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            for ep in &module.entry_points {
+                let (m, i) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((naga::ShaderStage::Compute, &ep.name)),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{name}/{} {constants:?}: {e:?}", ep.name));
+                let pipeline = spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: ep.name.clone(),
+                };
+                spv::write_vec(&m, &i, &spv::Options::default(), Some(&pipeline))
+                    .unwrap_or_else(|e| panic!("{name}/{} {constants:?}: {e:?}", ep.name));
+                checked += 1;
+            }
+        }
     }
-    assert!(n >= 5, "expected the shaders in {}", dir.display());
+    assert!(checked >= 20, "only {checked} (unit, entry, constants) checked");
+}
+
+#[test]
+fn every_wgsl_file_is_in_a_unit() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files = Vec::new();
+    for sub in ["", "lib"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
+                let rel = path.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
+                files.push(rel);
+            }
+        }
+    }
+    for f in &files {
+        assert!(
+            UNITS.iter().any(|(_, _, parts)| parts.contains(&f.as_str())),
+            "shaders/{f} is compiled by no unit (ess_wgpu::shaders::UNITS)"
+        );
+    }
+    assert!(files.len() >= 10);
 }

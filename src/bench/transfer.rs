@@ -7,7 +7,7 @@
 //! - `staging`: CPU packs the rows from process memory, one upload, one scatter shader (wall clock:
 //!   the CPU work is part of the path);
 //! - `per-row`: one `copy_buffer_to_buffer` per row from a host-RAM buffer (wall clock);
-//! - `write-back`: rows written device → host by a shader (the append kernel, one row per
+//! - `write-back`: rows written device → host by a shader (the write_back kernel, one row per
 //!   "sequence", GPU timestamps).
 //!
 //! The peaks are one large `copy_buffer_to_buffer` host → device and device → host between a
@@ -17,7 +17,7 @@ use super::{median, time_pass};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
 use crate::kernels::Transfer;
-use crate::kernels::transfer::{AppendArgs, TransferArgs};
+use crate::kernels::transfer::{TransferArgs, WriteBackArgs};
 use crate::workload::Rng;
 use std::time::Instant;
 
@@ -241,8 +241,8 @@ fn time_rows(
     }
     out.push(timing("per-row", (t, "wall"), h2d));
 
-    // write-back: rows device → host by the append shader (one row per "sequence"). One dispatch
-    // covers at most 65,535 sequences (the grid's y limit), and append indexes the host buffer
+    // write-back: rows device → host by the write_back shader (one row per "sequence"). One dispatch
+    // covers at most 65,535 sequences (the grid's y limit), and write_back indexes the host buffer
     // per dispatch, so this moves min(n, 65535) rows and reports that count.
     let nw = n.min(65535);
     let wb_bytes = nw as u64 * rb;
@@ -252,7 +252,7 @@ fn time_rows(
     let dest = ctx.host_buffer("write-back dest", wb_bytes)?;
     let src_rows = ctx.storage("new rows", wb_bytes)?;
     ctx.write(&src_rows, 0, &host_bytes[..wb_bytes as usize]);
-    let args = AppendArgs {
+    let args = WriteBackArgs {
         pool: &pool,
         new_rows: &src_rows,
         seq: &seq,
@@ -260,8 +260,8 @@ fn time_rows(
         b0: 0,
         batch: nw,
     };
-    let append = wb.append(ctx, &args);
-    let (t, clock) = time_pass(ctx, &[&append], reps)?;
+    let write_back = wb.write_back(ctx, &args);
+    let (t, clock) = time_pass(ctx, &[&write_back], reps)?;
     if ctx.read_host(&dest, 0, wb_bytes)? != host_bytes[..wb_bytes as usize] {
         return Err(Error::Gpu(
             "write-back put the wrong bytes in host memory".into(),

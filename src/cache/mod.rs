@@ -6,5 +6,6 @@ pub mod store;
 
 pub use lru::{LruPool, Resolved};
 pub use store::{
-    CacheCounters, CacheShape, HostStore, NewRows, OffloadCache, PoolSize, TransferPath,
+    CacheCounters, CacheShape, HostStore, LayerDispatches, NewRows, OffloadCache, PathUse,
+    PoolSize, TransferPath,
 };

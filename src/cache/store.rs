@@ -6,10 +6,10 @@
 //!  zero-copy: host-RAM storage buffers   ──gather──►  pool [B, P, row]   ◄─ slot ids ─ resolve
 //!  (or process memory: CPU packs misses ──scatter─►   (slot P−1 = newest token)        ▲
 //!   into one staging upload)                          LRU tables [B, P], [B, T]        │ top-k
-//!                                        ◄─append──  newest row (write-back, zero-copy)
+//!                                        ◄─write_back─ newest row (zero-copy)
 //! ```
 //!
-//! One fetch = resolve (GPU, no CPU round trip) + transfer of the misses by the chosen path:
+//! One fetch = resolve (GPU, no CPU round trip) + gather of the misses by the chosen path:
 //! - `zero-copy`: one gather shader per host-store group reads the missed rows straight from host
 //!   RAM into their slots (FlashTrans). Recorded into the caller's encoder: nothing waits.
 //! - `staging`: the CPU reads the copy list, packs the rows from process memory, uploads them
@@ -22,8 +22,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::resolve::ResolveArgs;
-use crate::kernels::transfer::{AppendArgs, TransferArgs};
-use crate::kernels::{Resolve, Transfer};
+use crate::kernels::transfer::{TransferArgs, WriteBackArgs};
+use crate::kernels::{Dispatch, Resolve, Transfer};
 use std::fmt;
 
 /// How missed rows move host → device.
@@ -333,7 +333,33 @@ pub struct NewRows<'a> {
     pub newest: &'a [u32],
 }
 
+/// Which transfer dispatches and copies have been recorded, by path: what actually ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PathUse {
+    /// Zero-copy gather dispatches.
+    pub gathers: u64,
+    /// Staging uploads + scatter dispatches.
+    pub scatters: u64,
+    /// Single-row buffer copies (per-row path).
+    pub row_copies: u64,
+}
+
+/// One layer's fetch and write-back, bound once to the buffers they read and write.
+pub struct LayerDispatches {
+    resolve: Dispatch,
+    /// Zero-copy: one gather per host-store group. Staging: one scatter. Per-row: none.
+    gather: Vec<Dispatch>,
+    /// Zero-copy store: one write_back per host-store group; process memory: one pool_newest.
+    write_back: Vec<Dispatch>,
+}
+
 /// The offloaded latent cache of a batch: host store, GPU pools, resolve and transfers.
+///
+/// A decode step records, per layer: [`OffloadCache::record_write_back`], then (after the top-k)
+/// [`OffloadCache::record_resolve`] and [`OffloadCache::record_gather`]. Nothing here submits.
+/// The CPU paths need the GPU's results before they can go on: where
+/// [`OffloadCache::gather_needs_sync`] or [`OffloadCache::write_back_needs_sync`] say so, the
+/// caller submits what it recorded first (the engine does).
 pub struct OffloadCache {
     pub shape: CacheShape,
     /// The path in use (may differ from the one asked for: see `fallback`).
@@ -344,8 +370,10 @@ pub struct OffloadCache {
     layers: Vec<LayerPool>,
     resolve: Resolve,
     transfer: Transfer,
-    /// Counters summed per layer since creation (or the last [`OffloadCache::take_counters`]).
+    /// Counters summed per layer since creation (warm-up excluded).
     pub counters: Vec<CacheCounters>,
+    /// What the transfers actually recorded.
+    pub path_use: PathUse,
     staging: Option<wgpu::Buffer>,
 }
 
@@ -403,6 +431,7 @@ impl OffloadCache {
             resolve,
             transfer,
             counters: vec![CacheCounters::default(); shape.layers as usize],
+            path_use: PathUse::default(),
             staging,
         })
     }
@@ -416,6 +445,12 @@ impl OffloadCache {
     /// `[B, k]` slot ids of the last fetch of `layer`.
     pub fn slot_ids(&self, layer: u32) -> &wgpu::Buffer {
         &self.layers[layer as usize].slot_ids
+    }
+
+    /// `[B]` (misses, hits) of the last resolve of `layer`: copy it into a readback, then
+    /// [`OffloadCache::add_counts`].
+    pub fn counts(&self, layer: u32) -> &wgpu::Buffer {
+        &self.layers[layer as usize].counts
     }
 
     /// First pool row of each sequence (b · P).
@@ -449,21 +484,18 @@ impl OffloadCache {
         self.shape.layers as u64 * self.layers[0].pool.size()
     }
 
-    /// Resolve `topk_indices` `[B, k]` for `layer` and bring the misses into the pool. `seq`:
-    /// `[B, 2]` (_, T_b). Zero-copy records into `enc` and waits for nothing; staging and
-    /// per-row submit `enc` and wait, since the CPU must see the copy list.
-    pub fn fetch(
-        &mut self,
+    /// `layer`'s fetch (resolve of `topk_indices` `[B, k]` + the transfer of its misses) and
+    /// write-back of `new_rows` `[B, row]`, bound to these buffers. `seq`: `[B, 2]` (_, T_b).
+    /// Built once and recorded every step.
+    pub fn bind(
+        &self,
         ctx: &GpuContext,
-        enc: &mut wgpu::CommandEncoder,
         layer: u32,
         topk_indices: &wgpu::Buffer,
         seq: &wgpu::Buffer,
-        timer: Option<(&GpuTimer, u32)>,
-    ) -> Result<()> {
-        let slot = |i: u32| timer.map(|(t, s)| (t, s + i));
-        let l = &mut self.layers[layer as usize];
-        l.step += 1;
+        new_rows: &wgpu::Buffer,
+    ) -> LayerDispatches {
+        let l = &self.layers[layer as usize];
         let batch = self.shape.batch;
         let resolve = self.resolve.bind(
             ctx,
@@ -477,7 +509,7 @@ impl OffloadCache {
                 counts: &l.counts,
                 b0: 0,
                 batch,
-                step: l.step,
+                step: 0,
             },
         );
         let targs = TransferArgs {
@@ -487,142 +519,165 @@ impl OffloadCache {
             b0: 0,
             batch,
         };
-        match self.path {
-            TransferPath::ZeroCopy => {
-                resolve.record(&mut timed_pass(enc, slot(0)));
-                let mut pass = timed_pass(enc, slot(1));
-                for (b0, n) in self.host.groups() {
+        let gather = match (self.path, &self.staging) {
+            (TransferPath::ZeroCopy, _) => self
+                .host
+                .groups()
+                .into_iter()
+                .map(|(b0, n)| {
                     let host = self.host.buffer(layer, b0).expect("zero-copy store");
-                    self.transfer
-                        .gather(
-                            ctx,
-                            &TransferArgs {
-                                b0,
-                                batch: n,
-                                ..targs
-                            },
-                            host,
-                        )
-                        .record(&mut pass);
-                }
-                Ok(())
+                    let a = TransferArgs {
+                        b0,
+                        batch: n,
+                        ..targs
+                    };
+                    self.transfer.gather(ctx, &a, host)
+                })
+                .collect(),
+            (TransferPath::Staging, Some(staging)) => {
+                vec![self.transfer.scatter(ctx, &targs, staging)]
             }
-            TransferPath::Staging | TransferPath::PerRow => {
-                resolve.record(&mut timed_pass(enc, slot(0)));
-                let done =
-                    std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
-                ctx.queue.submit([done.finish()]);
-                let copies: Vec<[u32; 2]> = ctx.read(&l.copies)?;
-                let counts: Vec<[u32; 2]> = ctx.read(&l.counts)?;
-                let (k, rb) = (self.shape.topk as usize, self.shape.row_bytes);
-                if self.path == TransferPath::Staging {
-                    // pack each sequence's missed rows back to back, upload them in one write
-                    let staging = self.staging.as_ref().expect("staging buffer");
-                    let mut packed = Vec::new();
-                    for b in 0..batch as usize {
-                        packed.clear();
-                        for c in &copies[b * k..][..counts[b][0] as usize] {
-                            packed.extend_from_slice(self.host.read_local(layer, b as u32, c[0])?);
-                        }
-                        ctx.write(staging, (b * k) as u64 * rb, &packed);
-                    }
-                    self.transfer
-                        .scatter(ctx, &targs, staging)
-                        .record(&mut timed_pass(enc, slot(1)));
-                } else {
-                    for b in 0..batch as usize {
-                        for c in &copies[b * k..][..counts[b][0] as usize] {
-                            let dst = ((b as u64) * self.shape.slots as u64 + c[1] as u64) * rb;
-                            match self.host.buffer(layer, b as u32) {
-                                Some(host) => enc.copy_buffer_to_buffer(
-                                    host,
-                                    self.host.offset(b as u32, c[0]),
-                                    &l.pool,
-                                    dst,
-                                    rb,
-                                ),
-                                None => ctx.write(
-                                    &l.pool,
-                                    dst,
-                                    self.host.read_local(layer, b as u32, c[0])?,
-                                ),
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            }
+            _ => Vec::new(),
+        };
+        let write_back = |host: Option<&wgpu::Buffer>, b0, n| {
+            let args = WriteBackArgs {
+                pool: &l.pool,
+                new_rows,
+                seq,
+                host,
+                b0,
+                batch: n,
+            };
+            self.transfer.write_back(ctx, &args)
+        };
+        let write_back = if self.host.is_zero_copy() {
+            self.host
+                .groups()
+                .into_iter()
+                .map(|(b0, n)| write_back(self.host.buffer(layer, b0), b0, n))
+                .collect()
+        } else {
+            vec![write_back(None, 0, batch)]
+        };
+        LayerDispatches {
+            resolve,
+            gather,
+            write_back,
         }
     }
 
-    /// The newest row of every sequence into its pool's reserved slot and, written back, into
-    /// the host store.
-    pub fn append(
+    /// The write-back needs the CPU: the host store is process memory, so the CPU copies the new
+    /// rows after the GPU wrote them ([`OffloadCache::write_back_cpu`]).
+    pub fn write_back_needs_sync(&self) -> bool {
+        !self.host.is_zero_copy()
+    }
+
+    /// The transfer needs the CPU: staging and per-row read the copy list the resolve wrote.
+    pub fn gather_needs_sync(&self) -> bool {
+        self.path != TransferPath::ZeroCopy
+    }
+
+    /// The newest row of every sequence into its pool's reserved slot and (zero-copy store)
+    /// written back into the host store, by the GPU.
+    pub fn record_write_back(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+        layer: u32,
+        d: &LayerDispatches,
+        timer: Option<(&GpuTimer, u32)>,
+    ) {
+        let mut pass = timed_pass(enc, timer);
+        d.write_back.iter().for_each(|w| w.record(&mut pass));
+        let c = &mut self.counters[layer as usize];
+        c.rows_d2h += self.shape.batch as u64;
+        c.bytes_d2h += self.shape.batch as u64 * self.shape.row_bytes;
+    }
+
+    /// Process-memory store: copy the new rows (already written by the GPU and submitted) into
+    /// the host store at each sequence's newest token.
+    pub fn write_back_cpu(&mut self, ctx: &GpuContext, layer: u32, new: &NewRows) -> Result<()> {
+        let rb = self.shape.row_bytes as usize;
+        let rows: Vec<u8> = ctx.read(new.rows)?;
+        for (b, &t) in new.newest.iter().enumerate() {
+            self.host
+                .write(ctx, layer, b as u32, t, &rows[b * rb..][..rb])?;
+        }
+        Ok(())
+    }
+
+    /// Resolve `layer`'s top-k into slot ids, evictions and a copy list, on the GPU.
+    pub fn record_resolve(
         &mut self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
         layer: u32,
-        new: &NewRows,
+        d: &LayerDispatches,
+        timer: Option<(&GpuTimer, u32)>,
+    ) {
+        let l = &mut self.layers[layer as usize];
+        l.step += 1;
+        self.resolve.set_step(ctx, &d.resolve, l.step);
+        d.resolve.record(&mut timed_pass(enc, timer));
+    }
+
+    /// Bring `layer`'s misses into the pool by the cache's path. Zero-copy records one gather
+    /// per host-store group and waits for nothing; staging and per-row read the copy list, so
+    /// the resolve must have been submitted ([`OffloadCache::gather_needs_sync`]).
+    pub fn record_gather(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: u32,
+        d: &LayerDispatches,
         timer: Option<(&GpuTimer, u32)>,
     ) -> Result<()> {
-        let NewRows {
-            rows: new_rows,
-            seq,
-            newest,
-        } = *new;
-        let l = &self.layers[layer as usize];
-        let rb = self.shape.row_bytes;
-        if self.host.is_zero_copy() {
+        if self.path == TransferPath::ZeroCopy {
             let mut pass = timed_pass(enc, timer);
-            for (b0, n) in self.host.groups() {
-                let host = self.host.buffer(layer, b0);
-                let args = AppendArgs {
-                    pool: &l.pool,
-                    new_rows,
-                    seq,
-                    host,
-                    b0,
-                    batch: n,
-                };
-                self.transfer.append(ctx, &args).record(&mut pass);
+            d.gather.iter().for_each(|g| g.record(&mut pass));
+            self.path_use.gathers += d.gather.len() as u64;
+            return Ok(());
+        }
+        let l = &self.layers[layer as usize];
+        let copies: Vec<[u32; 2]> = ctx.read(&l.copies)?;
+        let counts: Vec<[u32; 2]> = ctx.read(&l.counts)?;
+        let (k, rb) = (self.shape.topk as usize, self.shape.row_bytes);
+        if self.path == TransferPath::Staging {
+            // pack each sequence's missed rows back to back, upload them in one write
+            let staging = self.staging.as_ref().expect("staging buffer");
+            let mut packed = Vec::new();
+            for b in 0..self.shape.batch as usize {
+                packed.clear();
+                for c in &copies[b * k..][..counts[b][0] as usize] {
+                    packed.extend_from_slice(self.host.read_local(layer, b as u32, c[0])?);
+                }
+                ctx.write(staging, (b * k) as u64 * rb, &packed);
             }
-        } else {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                let args = AppendArgs {
-                    pool: &l.pool,
-                    new_rows,
-                    seq,
-                    host: None,
-                    b0: 0,
-                    batch: self.shape.batch,
-                };
-                self.transfer.append(ctx, &args).record(&mut pass);
-            }
-            let done =
-                std::mem::replace(enc, ctx.device.create_command_encoder(&Default::default()));
-            ctx.queue.submit([done.finish()]);
-            let rows: Vec<u8> = ctx.read(new_rows)?;
-            for (b, &t) in newest.iter().enumerate() {
-                self.host.write(
-                    ctx,
-                    layer,
-                    b as u32,
-                    t,
-                    &rows[b * rb as usize..][..rb as usize],
-                )?;
+            let mut pass = timed_pass(enc, timer);
+            d.gather.iter().for_each(|g| g.record(&mut pass));
+            self.path_use.scatters += d.gather.len() as u64;
+            return Ok(());
+        }
+        for b in 0..self.shape.batch as usize {
+            for c in &copies[b * k..][..counts[b][0] as usize] {
+                let dst = ((b as u64) * self.shape.slots as u64 + c[1] as u64) * rb;
+                match self.host.buffer(layer, b as u32) {
+                    Some(host) => enc.copy_buffer_to_buffer(
+                        host,
+                        self.host.offset(b as u32, c[0]),
+                        &l.pool,
+                        dst,
+                        rb,
+                    ),
+                    None => ctx.write(&l.pool, dst, self.host.read_local(layer, b as u32, c[0])?),
+                }
+                self.path_use.row_copies += 1;
             }
         }
-        let c = &mut self.counters[layer as usize];
-        c.rows_d2h += self.shape.batch as u64;
-        c.bytes_d2h += self.shape.batch as u64 * rb;
         Ok(())
     }
 
-    /// Read the last fetch's (misses, hits) of `layer` (waits for the GPU), add them to the
-    /// counters and return them.
-    pub fn read_counts(&mut self, ctx: &GpuContext, layer: u32) -> Result<CacheCounters> {
-        let counts: Vec<[u32; 2]> = ctx.read(&self.layers[layer as usize].counts)?;
+    /// Add one resolve's `[B]` (misses, hits) of `layer` to the counters; returns them.
+    pub fn add_counts(&mut self, layer: u32, counts: &[[u32; 2]]) -> CacheCounters {
         let misses: u64 = counts.iter().map(|c| c[0] as u64).sum();
         let step = CacheCounters {
             hits: counts.iter().map(|c| c[1] as u64).sum(),
@@ -632,7 +687,44 @@ impl OffloadCache {
             ..Default::default()
         };
         self.counters[layer as usize] += step;
-        Ok(step)
+        step
+    }
+
+    /// Resolve `topk_indices` `[B, k]` for `layer` and bring the misses into the pool, now:
+    /// records, submits and waits. Returns this fetch's counters (also added to `counters`).
+    /// The engine records instead ([`OffloadCache::bind`]); this is for warm-up and tests.
+    pub fn fetch(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        topk_indices: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+    ) -> Result<CacheCounters> {
+        let unused = ctx.storage("no new rows", 16)?;
+        let d = self.bind(ctx, layer, topk_indices, seq, &unused);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.record_resolve(ctx, &mut enc, layer, &d, None);
+        if self.gather_needs_sync() {
+            ctx.submit(enc);
+            enc = ctx.device.create_command_encoder(&Default::default());
+        }
+        self.record_gather(ctx, &mut enc, layer, &d, None)?;
+        ctx.submit(enc);
+        let counts: Vec<[u32; 2]> = ctx.read(self.counts(layer))?;
+        Ok(self.add_counts(layer, &counts))
+    }
+
+    /// Write the newest rows of `layer` back, now: records, submits and waits.
+    pub fn write_back(&mut self, ctx: &GpuContext, layer: u32, new: &NewRows) -> Result<()> {
+        let unused = ctx.storage("no top-k", 16)?;
+        let d = self.bind(ctx, layer, &unused, new.seq, new.rows);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.record_write_back(&mut enc, layer, &d, None);
+        ctx.submit(enc);
+        if self.write_back_needs_sync() {
+            self.write_back_cpu(ctx, layer, new)?;
+        }
+        ctx.check()
     }
 
     /// The GPU LRU tables of `layer`, sequence `b`: (slot → (token, last use)), (token → slot).
@@ -653,7 +745,8 @@ impl OffloadCache {
     }
 
     /// LRU warm-up (the paper's LRU-Warmup): seed `layer`'s pools with the top-k ids of the last
-    /// prefill windows, oldest window first, as if they were decode steps. Returns their counters.
+    /// prefill windows, oldest window first, as if they were decode steps. Returns their counters,
+    /// which are not counted as decode traffic.
     pub fn warm(
         &mut self,
         ctx: &GpuContext,
@@ -662,15 +755,11 @@ impl OffloadCache {
         seq: &wgpu::Buffer,
     ) -> Result<CacheCounters> {
         let mut total = CacheCounters::default();
+        let before = self.counters[layer as usize];
         for w in windows {
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            self.fetch(ctx, &mut enc, layer, w, seq, None)?;
-            ctx.queue.submit([enc.finish()]);
-            let before = self.counters[layer as usize];
-            let step = self.read_counts(ctx, layer)?;
-            self.counters[layer as usize] = before; // warm-up is not counted as decode traffic
-            total += step;
+            total += self.fetch(ctx, layer, w, seq)?;
         }
+        self.counters[layer as usize] = before;
         Ok(total)
     }
 }

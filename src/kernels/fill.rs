@@ -32,7 +32,7 @@ pub struct FillRange {
 impl Fill {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(Fill {
-            pipeline: ctx.pipeline("fill", include_str!("../../shaders/fill.wgsl"), "main", &[])?,
+            pipeline: ctx.pipeline("fill", crate::shaders::FILL, "main", &[])?,
         })
     }
 
@@ -86,5 +86,38 @@ impl Fill {
             done += n;
         }
         Ok(out)
+    }
+
+    /// One row per sequence `b0 .. b0 + n`, as `table` (`[B]` of (base, start, count = 1, _),
+    /// indexed by global sequence and rewritten by the caller before each submit) says: bound
+    /// once, recorded every step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_table(
+        &self,
+        ctx: &GpuContext,
+        dest: &wgpu::Buffer,
+        table: &wgpu::Buffer,
+        words: u32,
+        salt: u32,
+        layer: u32,
+        b0: u32,
+        n: u32,
+    ) -> Dispatch {
+        let params = Params {
+            words,
+            salt,
+            layer,
+            b0,
+            scale: 1.0,
+            _pad: [0; 3],
+        };
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "fill",
+            &params,
+            &[table, dest],
+            [words.div_ceil(256), n, 1],
+        )
     }
 }

@@ -63,7 +63,7 @@ impl Indexer {
         }
         let pipeline = ctx.pipeline(
             "indexer",
-            include_str!("../../shaders/indexer.wgsl"),
+            crate::shaders::INDEXER,
             "main",
             &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
         )?;

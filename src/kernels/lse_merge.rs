@@ -32,12 +32,7 @@ pub struct LseMergeArgs<'a> {
 
 impl LseMerge {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let pipeline = ctx.pipeline(
-            "lse_merge",
-            include_str!("../../shaders/lse_merge.wgsl"),
-            "main",
-            &[],
-        )?;
+        let pipeline = ctx.pipeline("lse_merge", crate::shaders::LSE_MERGE, "main", &[])?;
         Ok(LseMerge { pipeline })
     }
 
@@ -48,12 +43,7 @@ impl LseMerge {
             _pad: [0; 2],
         };
         let groups = (a.rows as u64 * a.dim as u64).div_ceil(256) as u32;
-        // 2-D grid when the element count passes the 65535-workgroup limit of one dimension.
-        let grid = if groups <= 65535 {
-            [groups, 1, 1]
-        } else {
-            [65535, groups.div_ceil(65535), 1]
-        };
+        let grid = super::grid_2d(groups);
         dispatch(
             ctx,
             &self.pipeline,

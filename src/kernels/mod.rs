@@ -2,23 +2,37 @@
 //! and turns buffers + sizes into a [`Dispatch`] that records into a compute pass. Nothing here
 //! submits work: the caller decides what goes into which pass and command buffer.
 
+pub mod digest;
 pub mod fill;
 pub mod indexer;
 pub mod lse_merge;
+pub mod overlap;
 pub mod probe;
 pub mod resolve;
 pub mod sparse_mla;
 pub mod topk;
 pub mod transfer;
 
+pub use digest::Digest;
 pub use fill::Fill;
 pub use indexer::Indexer;
 pub use lse_merge::LseMerge;
+pub use overlap::Overlap;
 pub use probe::Probe;
 pub use resolve::Resolve;
 pub use sparse_mla::SparseMla;
 pub use topk::TopK;
 pub use transfer::Transfer;
+
+/// A grid of `groups` workgroups, folded into two dimensions past the 65,535 limit of one (the
+/// shader computes its index as `x + y · num_workgroups.x` and checks it against its size).
+pub fn grid_2d(groups: u32) -> [u32; 3] {
+    if groups <= 65535 {
+        [groups, 1, 1]
+    } else {
+        [65535, groups.div_ceil(65535), 1]
+    }
+}
 
 /// One or more pipelines with their bind groups and grids, recorded back to back into one pass
 /// (wgpu orders dispatches in a pass that touch the same buffers). Holds its uniform alive.
@@ -43,6 +57,19 @@ impl Dispatch {
             pass.set_pipeline(&s.pipeline);
             pass.set_bind_group(0, &s.bind_group, &[]);
             pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+        }
+    }
+
+    /// The uniform `Params` buffer all steps share (binding 0): per-step values are written into
+    /// it with `queue.write_buffer`, so a dispatch is bound once and recorded many times.
+    pub fn params(&self) -> &wgpu::Buffer {
+        &self._params
+    }
+
+    /// Change the grid of every step (the bind groups stay): for grids that follow a length.
+    pub fn set_grid(&mut self, workgroups: [u32; 3]) {
+        for s in &mut self.steps {
+            s.workgroups = workgroups;
         }
     }
 

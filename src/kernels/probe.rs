@@ -20,7 +20,7 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let src = include_str!("../../shaders/probe.wgsl");
+        let src = crate::shaders::PROBE;
         Ok(Probe {
             copy: ctx.pipeline("probe copy", src, "copy", &[])?,
             fma: ctx.pipeline("probe fma", src, "fma_rate", &[])?,

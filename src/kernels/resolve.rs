@@ -65,12 +65,8 @@ impl Resolve {
                 ),
             ));
         }
-        let pipeline = ctx.pipeline(
-            "resolve",
-            include_str!("../../shaders/resolve.wgsl"),
-            "main",
-            &[("WG", 256.0)],
-        )?;
+        let pipeline =
+            ctx.pipeline("resolve", crate::shaders::RESOLVE, "main", &[("WG", 256.0)])?;
         Ok(Resolve {
             pipeline,
             k,
@@ -105,5 +101,12 @@ impl Resolve {
             &buffers,
             [a.batch, 1, 1],
         )
+    }
+
+    /// Set the step number of a bound resolve (written into its `Params`; takes effect at the
+    /// next submit, in queue order).
+    pub fn set_step(&self, ctx: &GpuContext, d: &Dispatch, step: u32) {
+        let offset = std::mem::offset_of!(Params, step) as u64;
+        ctx.write(d.params(), offset, bytemuck::bytes_of(&step));
     }
 }

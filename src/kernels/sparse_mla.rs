@@ -122,7 +122,7 @@ impl SparseMla {
         if !rope.is_multiple_of(32) {
             return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
         }
-        let src = include_str!("../../shaders/sparse_mla.wgsl");
+        let src = crate::shaders::SPARSE_MLA;
         let constants = [
             ("KV", kv as f64),
             ("ROPE", rope as f64),

@@ -43,7 +43,7 @@ impl TopK {
         let workgroup_size = ctx.max_invocations.min(1024);
         let pipeline = ctx.pipeline(
             "topk",
-            include_str!("../../shaders/topk.wgsl"),
+            crate::shaders::TOPK,
             "main",
             &[("WG", workgroup_size as f64)],
         )?;

@@ -1,5 +1,5 @@
 //! Row transfers between the host store and the GPU staging pool: zero-copy gather, scatter of
-//! a CPU-packed staging upload, and append (newest row → reserved slot + write-back to host).
+//! a CPU-packed staging upload, and write-back (newest row → reserved slot + host store).
 //! Shader: `shaders/transfer.wgsl`.
 
 use super::{Dispatch, StepSpec, dispatch_steps};
@@ -21,8 +21,8 @@ struct Params {
 pub struct Transfer {
     gather: wgpu::ComputePipeline,
     scatter: wgpu::ComputePipeline,
-    append: wgpu::ComputePipeline,
-    append_pool: wgpu::ComputePipeline,
+    write_back: wgpu::ComputePipeline,
+    pool_newest: wgpu::ComputePipeline,
     /// 16-byte units per row.
     pub row_vecs: u32,
     pub k: u32,
@@ -57,12 +57,12 @@ impl Transfer {
                 "a positive multiple of 16",
             ));
         }
-        let src = include_str!("../../shaders/transfer.wgsl");
+        let src = crate::shaders::TRANSFER;
         Ok(Transfer {
             gather: ctx.pipeline("gather", src, "gather", &[])?,
             scatter: ctx.pipeline("scatter", src, "scatter", &[])?,
-            append: ctx.pipeline("append", src, "append", &[])?,
-            append_pool: ctx.pipeline("append_pool", src, "append_pool", &[])?,
+            write_back: ctx.pipeline("write_back", src, "write_back", &[])?,
+            pool_newest: ctx.pipeline("pool_newest", src, "pool_newest", &[])?,
             row_vecs: (row_bytes / 16) as u32,
             k,
             slots,
@@ -110,33 +110,33 @@ impl Transfer {
 
     /// The newest row of each sequence into the pool's reserved slot and, with `a.host`, into
     /// the host store at token T_b − 1 (write-back).
-    pub fn append(&self, ctx: &GpuContext, a: &AppendArgs) -> Dispatch {
+    pub fn write_back(&self, ctx: &GpuContext, a: &WriteBackArgs) -> Dispatch {
         let grid = [self.row_vecs.div_ceil(256), a.batch, 1];
         match a.host {
             Some(host) => {
                 let buffers = [(3, a.new_rows), (4, a.pool), (5, a.seq), (6, host)];
                 let step = StepSpec {
-                    pipeline: &self.append,
+                    pipeline: &self.write_back,
                     buffers: &buffers,
                     workgroups: grid,
                 };
-                dispatch_steps(ctx, "append", &self.params(a.b0), &[step])
+                dispatch_steps(ctx, "write_back", &self.params(a.b0), &[step])
             }
             None => {
                 let buffers = [(3, a.new_rows), (4, a.pool)];
                 let step = StepSpec {
-                    pipeline: &self.append_pool,
+                    pipeline: &self.pool_newest,
                     buffers: &buffers,
                     workgroups: grid,
                 };
-                dispatch_steps(ctx, "append_pool", &self.params(a.b0), &[step])
+                dispatch_steps(ctx, "pool_newest", &self.params(a.b0), &[step])
             }
         }
     }
 }
 
 /// The newest rows of sequences `b0 .. b0 + batch`.
-pub struct AppendArgs<'a> {
+pub struct WriteBackArgs<'a> {
     /// `[B, P, row]` the pool of one layer.
     pub pool: &'a wgpu::Buffer,
     /// `[B, row]` the new rows.

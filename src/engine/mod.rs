@@ -1,0 +1,1000 @@
+//! The decode engine: a batch of sequences through L layers, in **resident** mode (the whole latent
+//! cache on the GPU) or **offload** mode (host store + LRU staging pool). One decode step:
+//!
+//! ```text
+//!  for each layer, all sequences at once, one command buffer (zero-copy path: no CPU round trip):
+//!    new_token   the new token's indexer key → keys; its latent row → resident cache | new rows
+//!    write_back  (offload) the new latent row → pool slot P−1 and the host store (zero-copy)
+//!    indexer     q_I, w, keys (T_b each)      → index_score [B, T]
+//!    topk        index_score                  → topk_indices [B, k]          (token ids)
+//!    resolve     (offload) token ids          → slot ids, copy list          (GPU LRU)
+//!    gather      (offload) copy list          → pool rows, from host RAM     (zero-copy)
+//!    sparse_mla  the rows the ids name        → o_lat [B, H, KV], lse [B, H]
+//!  then, into one host-mapped buffer: timestamps, resolve counts (and top-k ids for a trace)
+//! ```
+//!
+//! **Bind once, record many.** Every dispatch of a step, with its bind groups, is built when the
+//! engine is made; kernels come from the context's pipeline cache (nothing compiles per engine).
+//! What changes from step to step — sequence lengths, the step number, the queries — reaches
+//! the shaders through `queue.write_buffer` into buffers that already exist. A step is one
+//! submit and no wait: its readback is mapped asynchronously ([`readback`]) and read when the
+//! CPU is a few steps ahead or at [`Engine::finish`]. The CPU transfer paths (staging, per-row,
+//! a process-memory host store) are the exception: they must see the GPU's copy list or rows,
+//! so the engine submits and waits where the cache says so.
+//!
+//! Both modes run the same sparse MLA kernel over the same ids in the same order on rows with the
+//! same bytes ([`inputs::Synthetic`]), so their outputs are bit-identical; `tests/engine.rs`
+//! checks it, and checks one layer against the CPU reference.
+
+pub mod inputs;
+mod options;
+mod plan;
+pub mod readback;
+mod stats;
+
+pub use inputs::{StepInputs, Synthetic};
+pub use options::{EngineOptions, Mode};
+pub use plan::MemoryPlan;
+pub use stats::{Stage, StageTimes, Stats};
+
+use crate::cache::{CacheCounters, CacheShape, LayerDispatches, NewRows, OffloadCache, PoolSize};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTimer, timed_pass};
+use crate::kernels::digest::DigestArgs;
+use crate::kernels::fill::FillRange;
+use crate::kernels::indexer::{IndexerArgs, KEYS_PER_WG};
+use crate::kernels::overlap::OverlapArgs;
+use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
+use crate::kernels::topk::TopKArgs;
+use crate::kernels::{Digest, Dispatch, Indexer, Overlap, SparseMla, TopK};
+use inputs::{Place, Queries, RowKind, RowTarget};
+use readback::ReadbackRing;
+use std::time::Instant;
+
+/// Steps the CPU may run ahead of the readbacks it has read.
+const READBACK_DEPTH: usize = 3;
+
+/// One layer's device buffers.
+struct Layer {
+    keys: Vec<wgpu::Buffer>,   // per group [n, cap, D_I] f16
+    latent: Vec<wgpu::Buffer>, // per group [n, cap, row] f16 (resident)
+    queries: Queries,
+    topk_indices: wgpu::Buffer, // [B, k] i32
+    o_lat: wgpu::Buffer,        // [B, H, KV] f32
+    lse: wgpu::Buffer,          // [B, H] f32
+}
+
+/// One layer's dispatches, bound once.
+struct LayerWork {
+    new_token: Vec<Dispatch>,
+    indexer: Vec<Dispatch>,
+    topk: Dispatch,
+    cache: Option<LayerDispatches>,
+    sparse_mla: Vec<Dispatch>,
+    /// Step-to-step overlap and output digests (untimed; only when asked for).
+    observe: Vec<Dispatch>,
+}
+
+/// Per layer `[B, capacity]` marks and `[B]` sums of [`crate::kernels::Overlap`].
+struct OverlapBuffers {
+    marks: Vec<wgpu::Buffer>,
+    sums: Vec<wgpu::Buffer>,
+}
+
+/// What a step's readback holds, besides its bytes.
+struct Submitted {
+    step: u32,
+    lens: Vec<u32>,
+}
+
+/// Byte offsets of one step's readback.
+#[derive(Clone, Copy)]
+struct ReadbackLayout {
+    timer: u64,
+    counts: u64,
+    topk: u64,
+    size: u64,
+}
+
+/// A batch being decoded.
+pub struct Engine {
+    pub opts: EngineOptions,
+    pub plan: MemoryPlan,
+    inputs: Box<dyn StepInputs>,
+    layers: Vec<Layer>,
+    work: Vec<LayerWork>,
+    /// Sequence groups (first, count) sharing one keys / latent buffer (binding limit).
+    groups: Vec<(u32, u32)>,
+    /// `[B, 2]` (first row of b in its group's buffer, T_b), rewritten every step.
+    seq: wgpu::Buffer,
+    /// `[4]` u32: the step number (from 1), rewritten every step.
+    clock: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    scratch: SparseMlaScratch,
+    new_rows: Option<wgpu::Buffer>,
+    pub cache: Option<OffloadCache>,
+    /// Offload: `[B, 2]` (first pool row b·P, _) for sparse MLA; fixed for the engine's life.
+    pool_seq: Option<wgpu::Buffer>,
+    overlap: Option<OverlapBuffers>,
+    /// `[L, 2, 2]` u32: the (o_lat, lse) digests of each layer, summed over steps.
+    digests: Option<wgpu::Buffer>,
+    lens: Vec<u32>,
+    /// Steps submitted (the readbacks may lag behind: see `stats.steps`).
+    submitted: u32,
+    timer: Option<GpuTimer>,
+    layout: ReadbackLayout,
+    readback: ReadbackRing<Submitted>,
+    /// When the steps not yet finished began.
+    running_since: Option<Instant>,
+    pub stats: Stats,
+    /// The recorded selections (with `record_trace`).
+    pub trace: Option<crate::trace::Trace>,
+}
+
+impl Engine {
+    /// Check the options, allocate (after checking the plan against `budget`), prefill, warm up.
+    pub fn new(ctx: &GpuContext, opts: &EngineOptions, budget: u64) -> Result<Self> {
+        opts.validate()?;
+        let rho = (0..opts.model.layers)
+            .map(|l| {
+                opts.layer_locality
+                    .get(l as usize)
+                    .copied()
+                    .unwrap_or(opts.locality)
+            })
+            .collect();
+        let inputs = Box::new(Synthetic::new(ctx, &opts.model, rho, opts.seed)?);
+        Self::with_inputs(ctx, opts, budget, inputs)
+    }
+
+    /// As [`Engine::new`], with the step inputs given.
+    pub fn with_inputs(
+        ctx: &GpuContext,
+        opts: &EngineOptions,
+        budget: u64,
+        mut inputs: Box<dyn StepInputs>,
+    ) -> Result<Self> {
+        opts.validate()?;
+        let m = &opts.model;
+        let plan = MemoryPlan::new(opts, m.batch)?;
+        plan.check(budget)?;
+        let (b, cap, nl) = (m.batch, opts.capacity(), m.layers);
+        let seq_bytes = cap as u64
+            * (m.key_bytes().max(if opts.mode == Mode::Resident {
+                m.row_bytes()
+            } else {
+                0
+            }));
+        if seq_bytes > ctx.max_binding() {
+            return Err(Error::Unsupported {
+                what: "one sequence's cache in one storage binding".into(),
+                need: format!("{seq_bytes} bytes"),
+                have: format!("{}", ctx.max_binding()),
+            });
+        }
+        let per_group = (ctx.max_binding() / seq_bytes).min(b as u64) as u32;
+        let groups: Vec<(u32, u32)> = (0..b)
+            .step_by(per_group as usize)
+            .map(|b0| (b0, per_group.min(b - b0)))
+            .collect();
+
+        let mut layers = Vec::new();
+        for l in 0..nl {
+            let group_buffers = |what: &str, bytes_per_seq: u64| -> Result<Vec<wgpu::Buffer>> {
+                groups
+                    .iter()
+                    .map(|&(b0, n)| {
+                        ctx.storage(
+                            &format!("{what} layer {l} seqs {b0}.."),
+                            n as u64 * bytes_per_seq,
+                        )
+                    })
+                    .collect()
+            };
+            layers.push(Layer {
+                keys: group_buffers("keys", cap as u64 * m.key_bytes())?,
+                latent: if opts.mode == Mode::Resident {
+                    group_buffers("latent", cap as u64 * m.row_bytes())?
+                } else {
+                    Vec::new()
+                },
+                queries: inputs.queries(ctx, l)?,
+                topk_indices: ctx.storage("topk_indices", b as u64 * m.topk as u64 * 4)?,
+                o_lat: ctx.storage(
+                    "o_lat",
+                    b as u64 * m.heads as u64 * m.kv_lora_rank as u64 * 4,
+                )?,
+                lse: ctx.storage("lse", b as u64 * m.heads as u64 * 4)?,
+            });
+        }
+        let sparse_mla = SparseMla::new(ctx, m)?;
+        // one scratch for the whole batch: the same split-k in both modes, whatever the groups
+        let scratch = sparse_mla.scratch(ctx, b)?;
+        let cache = match opts.mode {
+            Mode::Resident => None,
+            Mode::Offload => {
+                let shape = CacheShape {
+                    layers: nl,
+                    batch: b,
+                    capacity: cap,
+                    slots: opts.pool.slots(cap, m.topk)?,
+                    row_bytes: m.row_bytes(),
+                    topk: m.topk,
+                };
+                Some(OffloadCache::new(ctx, &shape, opts.transfer)?)
+            }
+        };
+        let pool_seq = match &cache {
+            Some(c) => {
+                let t: Vec<u32> = c.pool_first_rows().iter().flat_map(|&r| [r, 0]).collect();
+                Some(ctx.upload("pool seq", &t)?)
+            }
+            None => None,
+        };
+        let new_rows = match opts.mode {
+            Mode::Offload => Some(ctx.storage("new rows", b as u64 * m.row_bytes())?),
+            Mode::Resident => None,
+        };
+        let overlap = if opts.track_overlap {
+            let zeros = |what: &str, bytes: u64| -> Result<wgpu::Buffer> {
+                let buf = ctx.storage(what, bytes)?;
+                ctx.fill(&buf, 0);
+                Ok(buf)
+            };
+            Some(OverlapBuffers {
+                marks: (0..nl)
+                    .map(|_| zeros("overlap marks", b as u64 * cap as u64 * 4))
+                    .collect::<Result<_>>()?,
+                sums: (0..nl)
+                    .map(|_| zeros("overlap sums", b as u64 * 4))
+                    .collect::<Result<_>>()?,
+            })
+        } else {
+            None
+        };
+        let digests = if opts.digest_outputs {
+            let d = ctx.storage("output digests", nl as u64 * 16)?;
+            ctx.fill(&d, 0);
+            Some(d)
+        } else {
+            None
+        };
+        let timer = GpuTimer::new(ctx, nl * Stage::COUNT as u32);
+        let layout = {
+            let timer_bytes = timer.as_ref().map_or(0, |t| t.bytes());
+            let counts_bytes = if cache.is_some() { b as u64 * 8 } else { 0 };
+            let topk_bytes = if opts.record_trace {
+                b as u64 * m.topk as u64 * 4
+            } else {
+                0
+            };
+            ReadbackLayout {
+                timer: 0,
+                counts: timer_bytes,
+                topk: timer_bytes + nl as u64 * counts_bytes,
+                size: timer_bytes + nl as u64 * (counts_bytes + topk_bytes),
+            }
+        };
+        let mut engine = Engine {
+            opts: opts.clone(),
+            plan,
+            inputs: Box::new(NoInputs),
+            layers,
+            work: Vec::new(),
+            groups,
+            seq: ctx.storage("seq", b as u64 * 8)?,
+            clock: ctx.storage("clock", 16)?,
+            scores: ctx.storage("index scores", b as u64 * cap as u64 * 4)?,
+            scratch,
+            new_rows,
+            cache,
+            pool_seq,
+            overlap,
+            digests,
+            lens: opts.contexts.clone(),
+            submitted: 0,
+            timer,
+            layout,
+            readback: ReadbackRing::new(ctx, layout.size, READBACK_DEPTH),
+            running_since: None,
+            trace: opts
+                .record_trace
+                .then(|| crate::trace::Trace::new(m.layers, m.batch, m.topk, cap)),
+            stats: Stats {
+                counters: vec![CacheCounters::default(); nl as usize],
+                overlap_sum: vec![0.0; nl as usize],
+                ..Default::default()
+            },
+        };
+        engine.write_seq(ctx);
+        engine.work = (0..nl)
+            .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &sparse_mla))
+            .collect::<Result<_>>()?;
+        engine.inputs = inputs;
+        engine.prefill(ctx)?;
+        engine.warm_up(ctx)?;
+        Ok(engine)
+    }
+
+    /// Every dispatch of `layer`'s step, bound to the engine's buffers.
+    fn bind_layer(
+        &self,
+        ctx: &GpuContext,
+        inputs: &mut dyn StepInputs,
+        l: u32,
+        sparse_mla: &SparseMla,
+    ) -> Result<LayerWork> {
+        let m = &self.opts.model;
+        let (b, cap) = (m.batch, self.opts.capacity());
+        let layer = &self.layers[l as usize];
+        let per_group = self.groups[0].1;
+        let in_cache = Place::Cache {
+            capacity: cap,
+            per_group,
+        };
+        let mut new_token = Vec::new();
+        for (g, &(b0, n)) in self.groups.iter().enumerate() {
+            let mut targets = vec![(&layer.keys[g], RowKind::IndexerKey)];
+            if let Some(latent) = layer.latent.get(g) {
+                targets.push((latent, RowKind::Latent));
+            }
+            for (buffer, kind) in targets {
+                let t = RowTarget {
+                    buffer,
+                    kind,
+                    b0,
+                    n,
+                    place: in_cache,
+                };
+                new_token.push(inputs.newest_rows(ctx, &t, l)?);
+            }
+        }
+        if let Some(new_rows) = &self.new_rows {
+            let t = RowTarget {
+                buffer: new_rows,
+                kind: RowKind::Latent,
+                b0: 0,
+                n: b,
+                place: Place::Newest,
+            };
+            new_token.push(inputs.newest_rows(ctx, &t, l)?);
+        }
+        let indexer = Indexer::new(ctx, m.index_heads, m.index_head_dim, m.dtype)?;
+        let indexer = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, &(b0, n))| {
+                let args = IndexerArgs {
+                    q: &layer.queries.q_i,
+                    w: &layer.queries.w,
+                    keys: &layer.keys[g],
+                    seq: &self.seq,
+                    scores: &self.scores,
+                    b0,
+                    batch: n,
+                    max_len: self.max_len(),
+                    score_stride: cap,
+                };
+                indexer.bind(ctx, &args)
+            })
+            .collect();
+        let topk = TopK::new(ctx, m.topk)?.bind(
+            ctx,
+            &TopKArgs {
+                scores: &self.scores,
+                seq: &self.seq,
+                topk_indices: &layer.topk_indices,
+                b0: 0,
+                batch: b,
+                score_stride: cap,
+            },
+        );
+        let cache = match (&self.cache, &self.new_rows) {
+            (Some(c), Some(new_rows)) => {
+                Some(c.bind(ctx, l, &layer.topk_indices, &self.seq, new_rows))
+            }
+            _ => None,
+        };
+        let sparse_mla = match (&self.cache, &self.pool_seq) {
+            (Some(c), Some(pool_seq)) => vec![sparse_mla.bind(
+                ctx,
+                &SparseMlaArgs {
+                    q: &layer.queries.q,
+                    ids: c.slot_ids(l),
+                    seq: pool_seq,
+                    rows: c.pool(l),
+                    scratch: &self.scratch,
+                    o_lat: &layer.o_lat,
+                    lse: &layer.lse,
+                    b0: 0,
+                    batch: b,
+                },
+            )],
+            _ => self
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(g, &(b0, n))| {
+                    sparse_mla.bind(
+                        ctx,
+                        &SparseMlaArgs {
+                            q: &layer.queries.q,
+                            ids: &layer.topk_indices,
+                            seq: &self.seq,
+                            rows: &layer.latent[g],
+                            scratch: &self.scratch,
+                            o_lat: &layer.o_lat,
+                            lse: &layer.lse,
+                            b0,
+                            batch: n,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let mut observe = Vec::new();
+        if let Some(o) = &self.overlap {
+            observe.push(Overlap::new(ctx)?.bind(
+                ctx,
+                &OverlapArgs {
+                    clock: &self.clock,
+                    topk_indices: &layer.topk_indices,
+                    marks: &o.marks[l as usize],
+                    overlap_sum: &o.sums[l as usize],
+                    k: m.topk,
+                    capacity: cap,
+                    b0: 0,
+                    batch: b,
+                },
+            ));
+        }
+        if let Some(d) = &self.digests {
+            let digest = Digest::new(ctx)?;
+            for (i, out) in [&layer.o_lat, &layer.lse].into_iter().enumerate() {
+                let slot = 2 * l + i as u32;
+                observe.push(digest.bind(
+                    ctx,
+                    &DigestArgs {
+                        clock: &self.clock,
+                        data: out,
+                        digest: d,
+                        words: (out.size() / 4) as u32,
+                        slot,
+                        salt: 0x5eed_0000 ^ slot,
+                    },
+                ));
+            }
+        }
+        Ok(LayerWork {
+            new_token,
+            indexer,
+            topk,
+            cache,
+            sparse_mla,
+            observe,
+        })
+    }
+
+    /// The longest sequence now.
+    fn max_len(&self) -> u32 {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+
+    /// `[B, 2]` (first row of b in its group's buffer, T_b) for the current lengths: indexer,
+    /// top-k, resident sparse MLA, resolve and write-back read it.
+    fn write_seq(&self, ctx: &GpuContext) {
+        let (cap, per_group) = (self.opts.capacity(), self.groups[0].1);
+        let t: Vec<u32> = (0..self.lens.len() as u32)
+            .flat_map(|b| [(b % per_group) * cap, self.lens[b as usize]])
+            .collect();
+        ctx.write(&self.seq, 0, bytemuck::cast_slice(&t));
+    }
+
+    /// Write every layer's indexer keys and latent rows for the prefill contexts: keys and the
+    /// resident cache on the device; in offload mode the latent rows go straight into the host
+    /// store (zero-copy write by the shader) or, for a process-memory store, through a readback.
+    fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
+        let m = &self.opts.model;
+        let cap = self.opts.capacity();
+        let per_group = self.groups[0].1;
+        let whole = |b0: u32, n: u32, stride: u32| -> Vec<FillRange> {
+            (b0..b0 + n)
+                .map(|b| FillRange {
+                    base: (b - b0) * stride,
+                    start: 0,
+                    count: self.lens[b as usize],
+                })
+                .collect()
+        };
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        for l in 0..m.layers {
+            let layer = &self.layers[l as usize];
+            let mut dispatches = Vec::new();
+            for (g, &(b0, n)) in self.groups.iter().enumerate() {
+                let mut targets = vec![(&layer.keys[g], RowKind::IndexerKey)];
+                if let Some(latent) = layer.latent.get(g) {
+                    targets.push((latent, RowKind::Latent));
+                }
+                for (buffer, kind) in targets {
+                    let t = RowTarget {
+                        buffer,
+                        kind,
+                        b0,
+                        n,
+                        place: Place::Cache {
+                            capacity: cap,
+                            per_group,
+                        },
+                    };
+                    dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(b0, n, cap))?);
+                }
+            }
+            if let Some(cache) = &self.cache {
+                if cache.host.is_zero_copy() {
+                    for (b0, n) in cache.host.groups() {
+                        let t = RowTarget {
+                            buffer: cache.host.buffer(l, b0).expect("zero-copy store"),
+                            kind: RowKind::Latent,
+                            b0,
+                            n,
+                            place: Place::Cache {
+                                capacity: cap,
+                                per_group: n,
+                            },
+                        };
+                        dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(b0, n, cap))?);
+                    }
+                }
+            }
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            dispatches.iter().for_each(|d| d.record(&mut pass));
+        }
+        ctx.submit(enc);
+        ctx.check()?;
+        // process-memory host store: generate each sequence's rows on the device, copy them over
+        let memory_store = self.cache.as_ref().is_some_and(|c| !c.host.is_zero_copy());
+        if memory_store {
+            for l in 0..m.layers {
+                for b in 0..m.batch {
+                    let len = self.lens[b as usize];
+                    let tmp = ctx.storage("prefill rows", len as u64 * m.row_bytes())?;
+                    let t = RowTarget {
+                        buffer: &tmp,
+                        kind: RowKind::Latent,
+                        b0: b,
+                        n: 1,
+                        place: Place::Cache {
+                            capacity: len,
+                            per_group: 1,
+                        },
+                    };
+                    let ds = self.inputs.rows(ctx, &t, l, &whole(b, 1, len))?;
+                    ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))?;
+                    let bytes: Vec<u8> = ctx.read(&tmp)?;
+                    let host = &mut self.cache.as_mut().expect("offload cache").host;
+                    host.write(
+                        ctx,
+                        l,
+                        b,
+                        0,
+                        &bytes[..(len as u64 * m.row_bytes()) as usize],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Indexer + top-k of `layer` into its `topk_indices`, for the current queries and lengths.
+    fn record_selection(&self, enc: &mut wgpu::CommandEncoder, l: usize, timer: Option<&GpuTimer>) {
+        let w = &self.work[l];
+        let mark = |s: Stage| timer.map(|t| (t, s.mark(l as u32)));
+        {
+            let mut pass = timed_pass(enc, mark(Stage::Indexer));
+            w.indexer.iter().for_each(|d| d.record(&mut pass));
+        }
+        w.topk.record(&mut timed_pass(enc, mark(Stage::TopK)));
+    }
+
+    /// Grids that follow the longest sequence.
+    fn update_grids(&mut self) {
+        let x = self.max_len().div_ceil(KEYS_PER_WG);
+        for w in &mut self.work {
+            for (d, &(_, n)) in w.indexer.iter_mut().zip(&self.groups) {
+                d.set_grid([x, n, 1]);
+            }
+        }
+    }
+
+    /// LRU warm-up from the top-k of the last prefill windows (offload). Both modes advance the
+    /// query process the same way, so their decode steps see the same queries.
+    fn warm_up(&mut self, ctx: &GpuContext) -> Result<()> {
+        let (nl, w) = (self.opts.model.layers as usize, self.opts.warmup_windows);
+        let bytes = self.opts.model.batch as u64 * self.opts.model.topk as u64 * 4;
+        let mut windows: Vec<Vec<wgpu::Buffer>> = vec![Vec::new(); nl];
+        self.update_grids();
+        for _ in 0..w {
+            // the window's selections use the prefill lengths (no new token)
+            self.advance_queries(ctx);
+            if self.cache.is_none() {
+                continue;
+            }
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            for (l, win) in windows.iter_mut().enumerate() {
+                let out = ctx.storage("warm-up window", bytes)?;
+                self.record_selection(&mut enc, l, None);
+                enc.copy_buffer_to_buffer(&self.layers[l].topk_indices, 0, &out, 0, bytes);
+                win.push(out);
+            }
+            ctx.submit(enc);
+        }
+        if let Some(trace) = &mut self.trace {
+            for (l, win) in windows.iter().enumerate() {
+                for w in win {
+                    trace.push_selection(
+                        crate::trace::Kind::Warmup,
+                        0,
+                        l as u32,
+                        &self.lens,
+                        &ctx.read::<i32>(w)?,
+                    );
+                }
+            }
+        }
+        if let Some(cache) = &mut self.cache {
+            for (l, win) in windows.iter().enumerate() {
+                if !win.is_empty() {
+                    cache.warm(ctx, l as u32, win, &self.seq)?;
+                }
+            }
+        }
+        ctx.check()
+    }
+
+    /// The inputs' next queries, with the lengths as they are.
+    fn advance_queries(&mut self, ctx: &GpuContext) {
+        let queries: Vec<&Queries> = self.layers.iter().map(|l| &l.queries).collect();
+        self.inputs.advance(ctx, &queries, &self.lens);
+    }
+
+    /// One decode step of every sequence through every layer: recorded and submitted, not
+    /// waited for. [`Engine::finish`] (or [`Engine::outputs`]) waits for the steps in flight.
+    pub fn step(&mut self, ctx: &GpuContext) -> Result<()> {
+        self.running_since.get_or_insert_with(Instant::now);
+        let (done, _) = self.readback.next_buffer(ctx)?;
+        if let Some((s, bytes)) = done {
+            self.absorb(&s, &bytes)?;
+        }
+        for len in self.lens.iter_mut() {
+            *len += 1;
+        }
+        self.submitted += 1;
+        self.advance_queries(ctx);
+        self.write_seq(ctx);
+        ctx.write(&self.clock, 0, bytemuck::bytes_of(&self.submitted));
+        self.update_grids();
+        let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
+        let timer = self.timer.take();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        for l in 0..self.opts.model.layers {
+            let li = l as usize;
+            let mark = |s: Stage| timer.as_ref().map(|t| (t, s.mark(l)));
+            {
+                let mut pass = timed_pass(&mut enc, mark(Stage::NewToken));
+                self.work[li]
+                    .new_token
+                    .iter()
+                    .for_each(|d| d.record(&mut pass));
+            }
+            if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
+                cache.record_write_back(&mut enc, l, d, mark(Stage::WriteBack));
+                if cache.write_back_needs_sync() {
+                    enc = resubmit(ctx, enc);
+                    let new = NewRows {
+                        rows: self.new_rows.as_ref().expect("offload new rows"),
+                        seq: &self.seq,
+                        newest: &newest,
+                    };
+                    cache.write_back_cpu(ctx, l, &new)?;
+                }
+            }
+            self.record_selection(&mut enc, li, timer.as_ref());
+            if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
+                cache.record_resolve(ctx, &mut enc, l, d, mark(Stage::Resolve));
+                if cache.gather_needs_sync() {
+                    enc = resubmit(ctx, enc);
+                }
+                cache.record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))?;
+            }
+            let w = &self.work[li];
+            {
+                let mut pass = timed_pass(&mut enc, mark(Stage::SparseMla));
+                w.sparse_mla.iter().for_each(|d| d.record(&mut pass));
+            }
+            if !w.observe.is_empty() {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                w.observe.iter().for_each(|d| d.record(&mut pass));
+            }
+        }
+        // this step's readback: timestamps, counts, top-k ids, in one buffer
+        let (_, dest) = self.readback.next_buffer(ctx)?;
+        let lay = self.layout;
+        if let Some(t) = &timer {
+            t.record_copy(&mut enc, dest, lay.timer);
+        }
+        let b = self.opts.model.batch as u64;
+        for l in 0..self.opts.model.layers {
+            if let Some(cache) = &self.cache {
+                let off = lay.counts + l as u64 * b * 8;
+                enc.copy_buffer_to_buffer(cache.counts(l), 0, dest, off, b * 8);
+            }
+            if self.trace.is_some() {
+                let bytes = self.layers[l as usize].topk_indices.size();
+                let off = lay.topk + l as u64 * bytes;
+                enc.copy_buffer_to_buffer(
+                    &self.layers[l as usize].topk_indices,
+                    0,
+                    dest,
+                    off,
+                    bytes,
+                );
+            }
+        }
+        self.timer = timer;
+        let index = ctx.submit(enc);
+        self.readback.submitted(
+            index,
+            Submitted {
+                step: self.submitted,
+                lens: self.lens.clone(),
+            },
+        );
+        ctx.poll();
+        ctx.errors()
+    }
+
+    /// Wait for every step in flight, take in its readback, and stop the wall clock.
+    pub fn finish(&mut self, ctx: &GpuContext) -> Result<()> {
+        for (s, bytes) in self.readback.drain(ctx)? {
+            self.absorb(&s, &bytes)?;
+        }
+        if let Some(t0) = self.running_since.take() {
+            self.stats.wall_s += t0.elapsed().as_secs_f64();
+        }
+        if let Some(o) = &self.overlap {
+            let b = self.opts.model.batch as f64;
+            for (l, sums) in o.sums.iter().enumerate() {
+                let s: Vec<f32> = ctx.read(sums)?;
+                self.stats.overlap_sum[l] = s.iter().map(|&x| x as f64).sum::<f64>() / b;
+            }
+            self.stats.overlap_steps = self.stats.steps.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Take one step's readback into the stats, the cache counters and the trace.
+    fn absorb(&mut self, s: &Submitted, bytes: &[u8]) -> Result<()> {
+        let lay = self.layout;
+        if let Some(t) = &self.timer {
+            let ticks: Vec<u64> =
+                bytemuck::pod_collect_to_vec(&bytes[lay.timer as usize..lay.counts as usize]);
+            for (i, secs) in t.seconds(&ticks).into_iter().enumerate() {
+                self.stats.stage_s.0[i % Stage::COUNT] += secs;
+            }
+        }
+        let b = self.opts.model.batch as usize;
+        let k = self.opts.model.topk as usize;
+        for l in 0..self.opts.model.layers {
+            if let Some(cache) = &mut self.cache {
+                let off = lay.counts as usize + l as usize * b * 8;
+                let counts: Vec<[u32; 2]> = bytemuck::pod_collect_to_vec(&bytes[off..][..b * 8]);
+                cache.add_counts(l, &counts);
+            }
+            if let Some(trace) = &mut self.trace {
+                let off = lay.topk as usize + l as usize * b * k * 4;
+                let ids: Vec<i32> = bytemuck::pod_collect_to_vec(&bytes[off..][..b * k * 4]);
+                trace.push_selection(crate::trace::Kind::Step, s.step, l, &s.lens, &ids);
+            }
+        }
+        if let Some(cache) = &self.cache {
+            self.stats.counters = cache.counters.clone();
+        }
+        self.stats.steps += 1;
+        Ok(())
+    }
+
+    /// Bits of `o_lat` and `lse` of `layer` after the last step (waits for it).
+    pub fn outputs(&mut self, ctx: &GpuContext, layer: u32) -> Result<(Vec<u32>, Vec<u32>)> {
+        self.finish(ctx)?;
+        let l = &self.layers[layer as usize];
+        Ok((ctx.read(&l.o_lat)?, ctx.read(&l.lse)?))
+    }
+
+    /// Every layer's (o_lat, lse) 64-bit digests summed over the steps so far (with
+    /// `digest_outputs`): `[L]` of `[o_lat lane 0, lane 1, lse lane 0, lane 1]`.
+    pub fn digests(&mut self, ctx: &GpuContext) -> Result<Option<Vec<[u32; 4]>>> {
+        self.finish(ctx)?;
+        match &self.digests {
+            Some(d) => Ok(Some(ctx.read(d)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Layer `layer`'s inputs and outputs after the last step, to recompute them on the CPU:
+    /// (q `[B, H, KV + rope]` f32, topk_indices `[B, k]`, the latent row of every selected
+    /// token, o_lat, lse). Rows come from where this mode keeps them (resident cache, or the
+    /// host store for offload), so they check the cache as well as the kernel.
+    pub fn layer_snapshot(&mut self, ctx: &GpuContext, layer: u32) -> Result<LayerSnapshot> {
+        self.finish(ctx)?;
+        let m = &self.opts.model;
+        let l = &self.layers[layer as usize];
+        let q: Vec<f32> = ctx.read(&l.queries.q)?;
+        let topk_indices: Vec<i32> = ctx.read(&l.topk_indices)?;
+        let (k, rb) = (m.topk as usize, m.row_bytes() as usize);
+        let cap = self.opts.capacity() as u64;
+        let per_group = self.groups[0].1;
+        let mut rows = vec![0u8; m.batch as usize * k * rb];
+        let latent: Vec<Vec<u8>> = l
+            .latent
+            .iter()
+            .map(|buf| ctx.read(buf))
+            .collect::<Result<_>>()?;
+        for b in 0..m.batch as usize {
+            for (i, &t) in topk_indices[b * k..][..k].iter().enumerate() {
+                if t < 0 {
+                    continue;
+                }
+                let dst = &mut rows[(b * k + i) * rb..][..rb];
+                match &self.cache {
+                    Some(c) => {
+                        dst.copy_from_slice(&c.host.read(ctx, layer, b as u32, t as u32, 1)?)
+                    }
+                    None => {
+                        let g = b / per_group as usize;
+                        let row = (b as u64 % per_group as u64) * cap + t as u64;
+                        dst.copy_from_slice(&latent[g][row as usize * rb..][..rb]);
+                    }
+                }
+            }
+        }
+        let (o_lat, lse) = (ctx.read(&l.o_lat)?, ctx.read(&l.lse)?);
+        Ok(LayerSnapshot {
+            q,
+            topk_indices,
+            rows,
+            o_lat,
+            lse,
+        })
+    }
+
+    /// Tokens decoded per second of GPU time (all stages).
+    pub fn tokens_per_gpu_s(&self) -> f64 {
+        self.stats.steps as f64 * self.opts.model.batch as f64 / self.stats.gpu_s()
+    }
+
+    /// Tokens decoded per second of wall-clock time.
+    pub fn tokens_per_wall_s(&self) -> f64 {
+        self.stats.steps as f64 * self.opts.model.batch as f64 / self.stats.wall_s
+    }
+
+    /// Device bytes the engine holds (as planned).
+    pub fn device_bytes(&self) -> u64 {
+        self.plan.total()
+    }
+
+    /// Device bytes of every storage buffer the engine actually allocated (the plan's check).
+    pub fn allocated_bytes(&self) -> u64 {
+        let mut bufs: Vec<&wgpu::Buffer> = vec![&self.seq, &self.clock, &self.scores];
+        bufs.extend([
+            &self.scratch.scores,
+            &self.scratch.partials,
+            &self.scratch.part_lse,
+        ]);
+        for l in &self.layers {
+            bufs.extend(l.keys.iter().chain(&l.latent));
+            bufs.extend([
+                &l.queries.q_i,
+                &l.queries.w,
+                &l.queries.q,
+                &l.topk_indices,
+                &l.o_lat,
+                &l.lse,
+            ]);
+        }
+        bufs.extend(
+            self.new_rows
+                .iter()
+                .chain(&self.pool_seq)
+                .chain(&self.digests),
+        );
+        if let Some(o) = &self.overlap {
+            bufs.extend(o.marks.iter().chain(&o.sums));
+        }
+        bufs.iter().map(|b| b.size()).sum::<u64>()
+            + self.cache.as_ref().map_or(0, |c| c.device_bytes())
+            + self.inputs.device_bytes()
+    }
+}
+
+/// One layer's inputs and outputs after a step (see [`Engine::layer_snapshot`]).
+pub struct LayerSnapshot {
+    /// `[B, H, KV + rope]` f32.
+    pub q: Vec<f32>,
+    /// `[B, k]` token ids (−1 = none).
+    pub topk_indices: Vec<i32>,
+    /// `[B, k, row]` bytes: the latent row of each selected token (zeros where none).
+    pub rows: Vec<u8>,
+    /// `[B, H, KV]` f32 bits.
+    pub o_lat: Vec<f32>,
+    /// `[B, H]` f32.
+    pub lse: Vec<f32>,
+}
+
+/// Submit what `enc` holds and start a new encoder (for a CPU path that must see the GPU's work).
+fn resubmit(ctx: &GpuContext, enc: wgpu::CommandEncoder) -> wgpu::CommandEncoder {
+    ctx.submit(enc);
+    ctx.device.create_command_encoder(&Default::default())
+}
+
+/// Stand-in while the real inputs bind the engine's dispatches.
+struct NoInputs;
+
+impl StepInputs for NoInputs {
+    fn queries(&mut self, _: &GpuContext, _: u32) -> Result<Queries> {
+        Err(Error::Gpu("no step inputs".into()))
+    }
+    fn advance(&mut self, _: &GpuContext, _: &[&Queries], _: &[u32]) {}
+    fn rows(
+        &self,
+        _: &GpuContext,
+        _: &RowTarget,
+        _: u32,
+        _: &[FillRange],
+    ) -> Result<Vec<Dispatch>> {
+        Err(Error::Gpu("no step inputs".into()))
+    }
+    fn newest_rows(&mut self, _: &GpuContext, _: &RowTarget, _: u32) -> Result<Dispatch> {
+        Err(Error::Gpu("no step inputs".into()))
+    }
+    fn device_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// A recorded run at one context: its trace and measured per-layer overlap.
+pub struct Recording {
+    pub context: u32,
+    pub trace: crate::trace::Trace,
+    pub overlap: Vec<f64>,
+}
+
+/// Decode `base.steps` steps at `context` (all sequences) in offload mode, recording every
+/// layer's selections. The pool size does not change the selections (they depend only on the
+/// queries and keys); a ratio of 0.2 is used.
+pub fn record(ctx: &GpuContext, base: &EngineOptions, context: u32) -> Result<Recording> {
+    let m = &base.model;
+    let cap = context + base.steps;
+    let slots = PoolSize::Ratio(0.2)
+        .slots(cap, m.topk)
+        .unwrap_or(m.topk + 1)
+        .max(m.topk + 1);
+    let opts = EngineOptions {
+        contexts: vec![context; m.batch as usize],
+        mode: Mode::Offload,
+        pool: PoolSize::Slots(slots),
+        record_trace: true,
+        track_overlap: true,
+        ..base.clone()
+    };
+    let mut e = Engine::new(ctx, &opts, u64::MAX)?;
+    for _ in 0..opts.steps {
+        e.step(ctx)?;
+    }
+    e.finish(ctx)?;
+    Ok(Recording {
+        context,
+        overlap: e.stats.overlap(),
+        trace: e.trace.take().expect("recording"),
+    })
+}

@@ -1,0 +1,115 @@
+//! The device memory a batch needs, item by item, before anything is allocated.
+
+use super::{EngineOptions, Mode};
+use crate::cache::TransferPath;
+use crate::error::{Error, Result};
+use crate::kernels::sparse_mla::scratch_bytes_for;
+
+/// Every buffer the engine allocates on the device, by name and bytes, for a batch: the single
+/// source of the memory arithmetic (batch sizing uses it before allocating anything).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemoryPlan {
+    pub mode: Mode,
+    pub batch: u32,
+    pub items: Vec<(String, u64)>,
+}
+
+impl MemoryPlan {
+    pub fn new(opts: &EngineOptions, batch: u32) -> Result<Self> {
+        let m = &opts.model;
+        let (b, cap, l) = (batch as u64, opts.capacity() as u64, m.layers as u64);
+        let (hi, di, h, k) = (
+            m.index_heads as u64,
+            m.index_head_dim as u64,
+            m.heads as u64,
+            m.topk as u64,
+        );
+        let (kv, dq, row) = (m.kv_lora_rank as u64, m.row_dim() as u64, m.row_bytes());
+        let mut items = vec![
+            ("indexer keys".to_string(), l * b * cap * di * 2),
+            (
+                "queries, weights, top-k, outputs".to_string(),
+                l * b * (hi * di * 4 + hi * 4 + h * dq * 4 + k * 4 + h * kv * 4 + h * 4),
+            ),
+            ("index scores".to_string(), b * cap * 4),
+            (
+                "sparse MLA scratch".to_string(),
+                scratch_bytes_for(m.heads, m.topk, m.kv_lora_rank, batch),
+            ),
+        ];
+        match opts.mode {
+            Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),
+            Mode::Offload => {
+                let p = opts.pool.slots(opts.capacity(), m.topk)? as u64;
+                items.push(("staging pools".to_string(), l * b * p * row));
+                items.push((
+                    "LRU tables".to_string(),
+                    l * b * (p * 8 + cap * 4 + k * 16 + 8),
+                ));
+                items.push(("new rows".to_string(), b * row));
+                if opts.transfer == TransferPath::Staging {
+                    items.push(("staging upload".to_string(), b * k * row));
+                }
+            }
+        }
+        Ok(MemoryPlan {
+            mode: opts.mode,
+            batch,
+            items,
+        })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.items.iter().map(|(_, b)| b).sum()
+    }
+
+    /// Host memory of the mode (the offloaded latent cache).
+    pub fn host_bytes(opts: &EngineOptions, batch: u32) -> u64 {
+        match opts.mode {
+            Mode::Resident => 0,
+            Mode::Offload => {
+                opts.model.layers as u64
+                    * batch as u64
+                    * opts.capacity() as u64
+                    * opts.model.row_bytes()
+            }
+        }
+    }
+
+    /// The largest batch whose plan fits `budget` bytes (0 if none).
+    pub fn largest_batch(opts: &EngineOptions, budget: u64) -> Result<u32> {
+        let (mut lo, mut hi) = (0u32, 65535u32);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if MemoryPlan::new(opts, mid)?.total() <= budget {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// An error showing the arithmetic, when this plan does not fit `budget`.
+    pub fn check(&self, budget: u64) -> Result<()> {
+        if self.total() <= budget {
+            return Ok(());
+        }
+        let lines: Vec<String> = self
+            .items
+            .iter()
+            .map(|(n, b)| format!("{n} {:.1} MiB", *b as f64 / 1048576.0))
+            .collect();
+        Err(Error::config(
+            "batch",
+            self.batch,
+            format!(
+                "a batch whose device memory fits the budget; {} mode needs {} = {:.1} MiB > budget {:.1} MiB",
+                self.mode,
+                lines.join(" + "),
+                self.total() as f64 / 1048576.0,
+                budget as f64 / 1048576.0
+            ),
+        ))
+    }
+}

@@ -1,0 +1,101 @@
+//! One readback per step, without waiting for it: a ring of host-mapped buffers.
+//!
+//! Each step copies what the CPU needs from it (timestamps, resolve counts, and the top-k ids
+//! when a trace is recorded) into the next buffer of the ring, inside the step's own command
+//! buffer, and asks for it to be mapped. The CPU goes on recording the next steps; a buffer is
+//! read when the ring comes round to it again (or at [`ReadbackRing::drain`]). So the GPU is
+//! never idle waiting for the CPU to read a step, and the CPU waits only when it is `depth`
+//! steps ahead.
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+type MapResult = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+
+struct InFlight<T> {
+    slot: usize,
+    index: wgpu::SubmissionIndex,
+    mapped: MapResult,
+    tag: T,
+}
+
+/// `depth` buffers of `size` bytes; `T` says what a buffer holds (the step it came from).
+pub struct ReadbackRing<T> {
+    buffers: Vec<wgpu::Buffer>,
+    in_flight: VecDeque<InFlight<T>>,
+    next: usize,
+}
+
+impl<T> ReadbackRing<T> {
+    pub fn new(ctx: &GpuContext, size: u64, depth: usize) -> Self {
+        ReadbackRing {
+            buffers: (0..depth.max(1))
+                .map(|i| ctx.readback_buffer(&format!("step readback {i}"), size))
+                .collect(),
+            in_flight: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// The buffer the next step copies into. If it still holds an unread step, that step is
+    /// waited for and returned first (oldest first), so nothing is overwritten unread.
+    pub fn next_buffer(
+        &mut self,
+        ctx: &GpuContext,
+    ) -> Result<(Option<(T, Vec<u8>)>, &wgpu::Buffer)> {
+        let done = if self.in_flight.len() == self.buffers.len() {
+            self.pop(ctx)?
+        } else {
+            None
+        };
+        Ok((done, &self.buffers[self.next]))
+    }
+
+    /// The buffer given by [`ReadbackRing::next_buffer`] was written by submission `index`.
+    pub fn submitted(&mut self, index: wgpu::SubmissionIndex, tag: T) {
+        let buffer = &self.buffers[self.next];
+        let mapped: MapResult = Arc::new(Mutex::new(None));
+        let sink = mapped.clone();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            *sink.lock().unwrap() = Some(r);
+        });
+        self.in_flight.push_back(InFlight {
+            slot: self.next,
+            index,
+            mapped,
+            tag,
+        });
+        self.next = (self.next + 1) % self.buffers.len();
+    }
+
+    /// Every unread step, oldest first (waits for the GPU).
+    pub fn drain(&mut self, ctx: &GpuContext) -> Result<Vec<(T, Vec<u8>)>> {
+        let mut out = Vec::new();
+        while let Some(d) = self.pop(ctx)? {
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    fn pop(&mut self, ctx: &GpuContext) -> Result<Option<(T, Vec<u8>)>> {
+        let Some(f) = self.in_flight.pop_front() else {
+            return Ok(None);
+        };
+        ctx.wait_for(f.index)?;
+        let result = f.mapped.lock().unwrap().take();
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("readback map failed: {e}"))),
+            None => return Err(Error::Gpu("readback map callback never ran".into())),
+        }
+        let buffer = &self.buffers[f.slot];
+        let bytes = buffer
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
+            .to_vec();
+        buffer.unmap();
+        Ok(Some((f.tag, bytes)))
+    }
+}

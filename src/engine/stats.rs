@@ -1,0 +1,133 @@
+//! What a run measures: the stages a step is timed by, GPU time per stage, wall time, cache
+//! counters and the step-to-step overlap of the selections. Plain data, no GPU.
+
+use crate::cache::CacheCounters;
+use std::ops::{Index, IndexMut};
+
+/// The stages of one layer of a decode step, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Stage {
+    /// The new token's indexer key and latent row written where they live.
+    NewToken,
+    /// Offload: the new latent row into the pool's reserved slot and the host store.
+    WriteBack,
+    /// Lightning indexer over every cached key.
+    Indexer,
+    /// Top-k of the index scores → `topk_indices`.
+    TopK,
+    /// Offload: top-k token ids → pool slot ids, evictions and a copy list (GPU LRU).
+    Resolve,
+    /// Offload: the missed rows host → pool.
+    Gather,
+    /// Sparse MLA over the rows the ids name → `o_lat`, `lse`.
+    SparseMla,
+}
+
+impl Stage {
+    pub const COUNT: usize = 7;
+    pub const ALL: [Stage; Stage::COUNT] = [
+        Stage::NewToken,
+        Stage::WriteBack,
+        Stage::Indexer,
+        Stage::TopK,
+        Stage::Resolve,
+        Stage::Gather,
+        Stage::SparseMla,
+    ];
+
+    /// The name used in tables, CSV columns and JSON keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::NewToken => "new_token",
+            Stage::WriteBack => "write_back",
+            Stage::Indexer => "indexer",
+            Stage::TopK => "topk",
+            Stage::Resolve => "resolve",
+            Stage::Gather => "gather",
+            Stage::SparseMla => "sparse_mla",
+        }
+    }
+
+    /// Timer mark of this stage in `layer`: marks are numbered layer by layer.
+    pub fn mark(self, layer: u32) -> u32 {
+        layer * Stage::COUNT as u32 + self as u32
+    }
+}
+
+/// A value per stage (seconds, milliseconds per step, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes(pub [f64; Stage::COUNT]);
+
+impl StageTimes {
+    pub fn total(&self) -> f64 {
+        self.0.iter().sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Stage, f64)> + '_ {
+        Stage::ALL.iter().map(|&s| (s, self[s]))
+    }
+
+    /// Every value times `f`.
+    pub fn scaled(&self, f: f64) -> StageTimes {
+        StageTimes(self.0.map(|x| x * f))
+    }
+}
+
+impl Index<Stage> for StageTimes {
+    type Output = f64;
+    fn index(&self, s: Stage) -> &f64 {
+        &self.0[s as usize]
+    }
+}
+
+impl IndexMut<Stage> for StageTimes {
+    fn index_mut(&mut self, s: Stage) -> &mut f64 {
+        &mut self.0[s as usize]
+    }
+}
+
+/// Serialised as `{ "new_token": …, "write_back": …, … }`.
+impl serde::Serialize for StageTimes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(Stage::COUNT))?;
+        for (stage, v) in self.iter() {
+            m.serialize_entry(stage.name(), &v)?;
+        }
+        m.end()
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub steps: u32,
+    /// GPU seconds per stage, summed over layers and steps (timestamps around each stage's pass).
+    pub stage_s: StageTimes,
+    /// Wall-clock seconds from the first step's start until its results were all back.
+    pub wall_s: f64,
+    /// Per layer, summed over steps (offload).
+    pub counters: Vec<CacheCounters>,
+    /// Per layer: Σ over steps ≥ 2 of the mean (over sequences) |K_{t−1} ∩ K_t| / |K_t|.
+    pub overlap_sum: Vec<f64>,
+    pub overlap_steps: u32,
+}
+
+impl Stats {
+    pub fn gpu_s(&self) -> f64 {
+        self.stage_s.total()
+    }
+
+    pub fn overlap(&self) -> Vec<f64> {
+        self.overlap_sum
+            .iter()
+            .map(|s| {
+                if self.overlap_steps == 0 {
+                    f64::NAN
+                } else {
+                    s / self.overlap_steps as f64
+                }
+            })
+            .collect()
+    }
+}
