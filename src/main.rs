@@ -607,8 +607,16 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 
 fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
     println!(
-        "{:>8} {:<17} {:>6} {:>7} {:>14} {:>9} {:>11}",
-        "context", "mode", "batch", "slots", "tokens/s (GPU)", "hit rate", "device MiB"
+        "{:>8} {:<17} {:>6} {:>7} {:>14} {:>15} {:>10} {:>9} {:>11}",
+        "context",
+        "mode",
+        "batch",
+        "slots",
+        "tokens/s (GPU)",
+        "tokens/s (wall)",
+        "wall/GPU",
+        "hit rate",
+        "device MiB"
     );
     let name = |p: &ess_wgpu::decode::SweepPoint| match (p.mode, p.admission) {
         (_, true) => "offload+admission".to_string(),
@@ -616,13 +624,15 @@ fn print_sweep(points: &[ess_wgpu::decode::SweepPoint]) {
     };
     for p in points {
         println!(
-            "{:>8} {:<17} {:>6}{} {:>6} {:>14.1} {:>8.1}% {:>11.1}",
+            "{:>8} {:<17} {:>6}{} {:>6} {:>14.1} {:>15.1} {:>9.1}% {:>8.1}% {:>11.1}",
             p.context,
             name(p),
             p.batch,
             if p.largest { "*" } else { " " },
             p.slots,
             p.tokens_per_s_gpu,
+            p.tokens_per_s_wall,
+            100.0 * p.tokens_per_s_wall / p.tokens_per_s_gpu,
             100.0 * p.hit_rate,
             p.device_bytes as f64 / 1048576.0
         );

@@ -356,3 +356,220 @@ fn admission_trades_batch_for_hit_rate() {
         offload.hit_rate
     );
 }
+
+/// One layer of a decode step, recomputed on the CPU from what the engine selected: the rows of
+/// the selected tokens are read from where the mode keeps them (the resident cache, or the host
+/// store), so this checks the cache and the kernel against the reference, not one mode against
+/// the other.
+#[test]
+fn engine_layer_equals_the_cpu_reference() {
+    use ess_wgpu::compare::compare;
+    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL};
+    let ctx = ctx();
+    let mut model = Config::preset("tiny").unwrap();
+    model.batch = 3;
+    model.layers = 2;
+    let (b, h, k) = (3usize, model.heads as usize, model.topk as usize);
+    let (kv, rope) = (model.kv_lora_rank as usize, model.qk_rope_head_dim as usize);
+    for mode in [Mode::Resident, Mode::Offload] {
+        let mut opts = options(
+            model.clone(),
+            vec![130, 9, 61],
+            PoolSize::Slots(40),
+            TransferPath::ZeroCopy,
+            0.5,
+            3,
+        );
+        opts.mode = mode;
+        let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+        for _ in 0..opts.steps {
+            e.step(ctx).unwrap();
+        }
+        let snap = e.layer_snapshot(ctx, 1).unwrap();
+        // the contract of the selection: min(k, T_b) distinct valid ids < T_b, then −1
+        for (s, len) in [133usize, 12, 64].into_iter().enumerate() {
+            let ids = &snap.topk_indices[s * k..][..k];
+            let valid: Vec<i32> = ids.iter().copied().filter(|&t| t >= 0).collect();
+            assert_eq!(valid.len(), k.min(len), "{mode}: sequence {s}");
+            assert!(valid.iter().all(|&t| (t as usize) < len));
+            let distinct: std::collections::HashSet<_> = valid.iter().collect();
+            assert_eq!(distinct.len(), valid.len(), "{mode}: repeated ids");
+        }
+        let rows: Vec<f32> = snap
+            .rows
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        let ids: Vec<i32> = snap
+            .topk_indices
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| if t >= 0 { (i % k) as i32 } else { -1 })
+            .collect();
+        let row_base: Vec<usize> = (0..b).map(|s| s * k).collect();
+        let (want_o, want_lse) = ess_wgpu::reference::sparse_mla(
+            &snap.q,
+            &ids,
+            &row_base,
+            &rows,
+            b,
+            h,
+            kv,
+            rope,
+            k,
+            model.softmax_scale(),
+        );
+        let (oa, or) = SPARSE_MLA_O_LAT_TOL;
+        let (la, lr) = SPARSE_MLA_LSE_TOL;
+        let eo = compare("o_lat", &snap.o_lat, &want_o, oa, or)
+            .unwrap_or_else(|err| panic!("{mode}: {err}"));
+        let el = compare("lse", &snap.lse, &want_lse, la, lr)
+            .unwrap_or_else(|err| panic!("{mode}: {err}"));
+        eprintln!("engine {mode}: max err o_lat {eo:e}, lse {el:e}");
+    }
+}
+
+/// The memory plan is what the engine allocates, byte for byte, in every configuration.
+#[test]
+fn memory_plan_is_what_the_engine_allocates() {
+    let ctx = ctx();
+    let mut model = Config::preset("tiny").unwrap();
+    model.batch = 3;
+    for (mode, transfer, overlap, digest) in [
+        (Mode::Resident, TransferPath::ZeroCopy, false, false),
+        (Mode::Resident, TransferPath::ZeroCopy, true, true),
+        (Mode::Offload, TransferPath::ZeroCopy, true, true),
+        (Mode::Offload, TransferPath::Staging, false, false),
+        (Mode::Offload, TransferPath::PerRow, true, false),
+    ] {
+        let mut opts = options(
+            model.clone(),
+            vec![50, 70, 20],
+            PoolSize::Slots(30),
+            transfer,
+            0.5,
+            2,
+        );
+        (opts.mode, opts.track_overlap, opts.digest_outputs) = (mode, overlap, digest);
+        let e = Engine::new(ctx, &opts, BUDGET).unwrap();
+        assert_eq!(
+            e.allocated_bytes(),
+            e.plan.total(),
+            "{mode} {transfer} overlap {overlap} digest {digest}: {:?}",
+            e.plan.items
+        );
+    }
+}
+
+/// The overlap the GPU measures equals the one computed on the CPU from the recorded trace.
+#[test]
+fn gpu_overlap_equals_the_trace() {
+    let ctx = ctx();
+    let mut opts = options(
+        Config::preset("tiny").unwrap(),
+        vec![100; 2],
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        0.7,
+        5,
+    );
+    (opts.mode, opts.record_trace, opts.track_overlap) = (Mode::Offload, true, true);
+    let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+    for _ in 0..opts.steps {
+        e.step(ctx).unwrap();
+    }
+    e.finish(ctx).unwrap();
+    let trace = e.trace.clone().unwrap();
+    let gpu = e.stats.overlap();
+    for (l, got) in gpu.iter().enumerate() {
+        let sel = |step: u32, seq: u32| {
+            trace
+                .entries
+                .iter()
+                .find(|x| {
+                    x.kind == ess_wgpu::trace::Kind::Step
+                        && (x.step, x.layer, x.seq) == (step, l as u32, seq)
+                })
+                .unwrap()
+                .ids
+                .clone()
+        };
+        let mut sum = 0.0;
+        for step in 2..=opts.steps {
+            let mean: f64 = (0..2)
+                .map(|s| ess_wgpu::reference::topk_overlap(&sel(step - 1, s), &sel(step, s)))
+                .sum::<f64>()
+                / 2.0;
+            sum += mean;
+        }
+        let want = sum / (opts.steps - 1) as f64;
+        assert!(
+            (got - want).abs() < 1e-6,
+            "layer {l}: GPU {got} vs trace {want}"
+        );
+        assert!(
+            want > 0.05 && want < 0.999,
+            "layer {l}: overlap {want} tests nothing"
+        );
+    }
+}
+
+/// The main job reports both clocks: GPU time from timestamps (where the adapter has them) and
+/// wall time from the first step to the last readback, and the modes' digests agree.
+#[test]
+fn decode_reports_wall_and_gpu_time_and_agrees() {
+    let ctx = ctx();
+    let mut opts = options(
+        Config::preset("tiny").unwrap(),
+        vec![100; 2],
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        0.9,
+        4,
+    );
+    opts.track_overlap = true;
+    let r = ess_wgpu::decode::decode(
+        ctx,
+        &opts,
+        &[Mode::Resident, Mode::Offload],
+        true,
+        BUDGET,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.identical, Some(true));
+    for m in &r.modes {
+        assert_eq!(m.steps, 4);
+        assert!(m.tokens_per_s_wall.is_finite() && m.tokens_per_s_wall > 0.0);
+        if ctx.timestamps {
+            assert!(m.tokens_per_s_gpu.is_finite() && m.tokens_per_s_gpu > 0.0);
+        }
+    }
+    let text = r.to_string();
+    assert!(text.contains("tokens/s (GPU)") && text.contains("tokens/s (wall)"));
+}
+
+/// Digests tell different outputs apart: two runs with different seeds disagree.
+#[test]
+fn digests_tell_different_runs_apart() {
+    let ctx = ctx();
+    let mut opts = options(
+        Config::preset("tiny").unwrap(),
+        vec![100; 2],
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        0.9,
+        2,
+    );
+    opts.digest_outputs = true;
+    let mut digests = Vec::new();
+    for seed in [7, 8] {
+        opts.seed = seed;
+        let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+        for _ in 0..opts.steps {
+            e.step(ctx).unwrap();
+        }
+        digests.push(e.digests(ctx).unwrap().unwrap());
+    }
+    assert_ne!(digests[0], digests[1]);
+}

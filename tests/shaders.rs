@@ -70,7 +70,10 @@ fn every_unit_validates_and_writes_spirv() {
             }
         }
     }
-    assert!(checked >= 20, "only {checked} (unit, entry, constants) checked");
+    assert!(
+        checked >= 20,
+        "only {checked} (unit, entry, constants) checked"
+    );
 }
 
 #[test]
@@ -81,14 +84,20 @@ fn every_wgsl_file_is_in_a_unit() {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
-                let rel = path.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
+                let rel = path
+                    .strip_prefix(&dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
                 files.push(rel);
             }
         }
     }
     for f in &files {
         assert!(
-            UNITS.iter().any(|(_, _, parts)| parts.contains(&f.as_str())),
+            UNITS
+                .iter()
+                .any(|(_, _, parts)| parts.contains(&f.as_str())),
             "shaders/{f} is compiled by no unit (ess_wgpu::shaders::UNITS)"
         );
     }

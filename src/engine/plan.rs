@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::kernels::sparse_mla::scratch_bytes_for;
 
 /// Every buffer the engine allocates on the device, by name and bytes, for a batch: the single
-/// source of the memory arithmetic (batch sizing uses it before allocating anything).
+/// source of the memory arithmetic (batch sizing uses it before allocating anything). A test
+/// holds it to what the engine actually allocates ([`super::Engine::allocated_bytes`]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct MemoryPlan {
     pub mode: Mode,
@@ -37,6 +38,19 @@ impl MemoryPlan {
                 scratch_bytes_for(m.heads, m.topk, m.kv_lora_rank, batch),
             ),
         ];
+        // sequence table, step clock, and the inputs' newest-row tables (cache rows; and the
+        // new rows of offload, with the pool's sequence table)
+        let tables = match opts.mode {
+            Mode::Resident => b * 8 + 16 + b * 16,
+            Mode::Offload => b * 8 + 16 + 2 * b * 16 + b * 8,
+        };
+        items.push(("step tables".to_string(), tables));
+        if opts.track_overlap {
+            items.push(("overlap marks".to_string(), l * b * (cap * 4 + 4)));
+        }
+        if opts.digest_outputs {
+            items.push(("output digests".to_string(), l * 16));
+        }
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),
             Mode::Offload => {
@@ -44,7 +58,7 @@ impl MemoryPlan {
                 items.push(("staging pools".to_string(), l * b * p * row));
                 items.push((
                     "LRU tables".to_string(),
-                    l * b * (p * 8 + cap * 4 + k * 16 + 8),
+                    l * b * (p * 8 + cap * 4 + k * 12 + 8),
                 ));
                 items.push(("new rows".to_string(), b * row));
                 if opts.transfer == TransferPath::Staging {

@@ -12,6 +12,9 @@ use crate::gpu::GpuContext;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+/// A step's tag and the bytes its readback held.
+pub type Readout<T> = (T, Vec<u8>);
+
 type MapResult = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
 
 struct InFlight<T> {
@@ -41,10 +44,7 @@ impl<T> ReadbackRing<T> {
 
     /// The buffer the next step copies into. If it still holds an unread step, that step is
     /// waited for and returned first (oldest first), so nothing is overwritten unread.
-    pub fn next_buffer(
-        &mut self,
-        ctx: &GpuContext,
-    ) -> Result<(Option<(T, Vec<u8>)>, &wgpu::Buffer)> {
+    pub fn next_buffer(&mut self, ctx: &GpuContext) -> Result<(Option<Readout<T>>, &wgpu::Buffer)> {
         let done = if self.in_flight.len() == self.buffers.len() {
             self.pop(ctx)?
         } else {
@@ -71,7 +71,7 @@ impl<T> ReadbackRing<T> {
     }
 
     /// Every unread step, oldest first (waits for the GPU).
-    pub fn drain(&mut self, ctx: &GpuContext) -> Result<Vec<(T, Vec<u8>)>> {
+    pub fn drain(&mut self, ctx: &GpuContext) -> Result<Vec<Readout<T>>> {
         let mut out = Vec::new();
         while let Some(d) = self.pop(ctx)? {
             out.push(d);
@@ -79,7 +79,7 @@ impl<T> ReadbackRing<T> {
         Ok(out)
     }
 
-    fn pop(&mut self, ctx: &GpuContext) -> Result<Option<(T, Vec<u8>)>> {
+    fn pop(&mut self, ctx: &GpuContext) -> Result<Option<Readout<T>>> {
         let Some(f) = self.in_flight.pop_front() else {
             return Ok(None);
         };
