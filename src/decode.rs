@@ -135,19 +135,43 @@ impl fmt::Display for DecodeReport {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<9} {:>5} {:>14} {:>15} {:>11} {:>10}",
-            "mode", "batch", "tokens/s (GPU)", "tokens/s (wall)", "device MiB", "host MiB"
+            "{:<9} {:>5} {:>14} {:>15} {:>9} {:>11} {:>10}",
+            "mode",
+            "batch",
+            "tokens/s (GPU)",
+            "tokens/s (wall)",
+            "wall/GPU",
+            "device MiB",
+            "host MiB"
         )?;
         for m in &self.modes {
             writeln!(
                 f,
-                "{:<9} {:>5} {:>14.1} {:>15.1} {:>11.1} {:>10.1}",
+                "{:<9} {:>5} {:>14.1} {:>15.1} {:>8.1}% {:>11.1} {:>10.1}",
                 m.mode.to_string(),
                 m.batch,
                 m.tokens_per_s_gpu,
                 m.tokens_per_s_wall,
+                100.0 * m.tokens_per_s_wall / m.tokens_per_s_gpu,
                 mib(m.device_bytes),
                 mib(m.host_bytes)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "ms per step   GPU stages   GPU span (stages + gaps)   host recording   wall"
+        )?;
+        for m in &self.modes {
+            let per = |x: f64| 1e3 * x / m.stats.steps.max(1) as f64;
+            writeln!(
+                f,
+                "{:<13} {:>10.3} {:>26.3} {:>16.3} {:>6.3}",
+                m.mode.to_string(),
+                per(m.stats.gpu_s()),
+                per(m.stats.span_s),
+                per(m.stats.host_s),
+                per(m.stats.wall_s)
             )?;
         }
         writeln!(f)?;

@@ -719,6 +719,18 @@ impl GpuTimer {
             .collect()
     }
 
+    /// Seconds from the earliest begin to the latest end among the written slots of `ticks`
+    /// (slots never written read as zero and are skipped).
+    pub fn span(&self, ticks: &[u64]) -> f64 {
+        let written = ticks.chunks(2).filter(|p| p[0] > 0 && p[1] >= p[0]);
+        let first = written.clone().map(|p| p[0]).min();
+        let last = written.map(|p| p[1]).max();
+        match (first, last) {
+            (Some(a), Some(b)) => (b - a) as f64 * self.period_ns * 1e-9,
+            _ => 0.0,
+        }
+    }
+
     /// Seconds each slot's pass took.
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
         let mut enc = ctx.device.create_command_encoder(&Default::default());

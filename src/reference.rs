@@ -168,6 +168,16 @@ pub fn digest(data: &[u32], step: u32, salt: u32) -> [u32; 2] {
     d
 }
 
+/// One step of the synthetic queries' random walk (`shaders/walk.wgsl`): `q` in place.
+pub fn walk_step(q: &mut [f32], salt: u32, layer: u32, walk_step: u32, rho: f32) {
+    let keep = (1.0 - rho * rho).max(0.0).sqrt();
+    for (i, x) in q.iter_mut().enumerate() {
+        let h = hash32(hash32(hash32(salt ^ layer) ^ walk_step) ^ i as u32);
+        let u = ((h >> 8) as f32 / 16_777_216.0 * 2.0 - 1.0) * 1.732_050_8;
+        *x = rho * *x + keep * u;
+    }
+}
+
 /// Step-to-step overlap of one sequence's top-k: `|prev ∩ cur| / max(|cur|, 1)` over the valid
 /// (≥ 0) ids (`shaders/overlap.wgsl` sums it over steps ≥ 2).
 pub fn topk_overlap(prev: &[i32], cur: &[i32]) -> f64 {

@@ -15,6 +15,7 @@ macro_rules! unit {
 pub const FILL: &str = unit!("lib/hash.wgsl", "fill.wgsl");
 pub const DIGEST: &str = unit!("lib/hash.wgsl", "digest.wgsl");
 pub const OVERLAP: &str = unit!("overlap.wgsl");
+pub const WALK: &str = unit!("lib/hash.wgsl", "walk.wgsl");
 pub const INDEXER: &str = unit!("indexer.wgsl");
 pub const TOPK: &str = unit!("topk.wgsl");
 pub const SPARSE_MLA: &str = unit!("sparse_mla.wgsl");
@@ -28,6 +29,7 @@ pub const UNITS: &[(&str, &str, &[&str])] = &[
     ("fill", FILL, &["lib/hash.wgsl", "fill.wgsl"]),
     ("digest", DIGEST, &["lib/hash.wgsl", "digest.wgsl"]),
     ("overlap", OVERLAP, &["overlap.wgsl"]),
+    ("walk", WALK, &["lib/hash.wgsl", "walk.wgsl"]),
     ("indexer", INDEXER, &["indexer.wgsl"]),
     ("topk", TOPK, &["topk.wgsl"]),
     ("sparse_mla", SPARSE_MLA, &["sparse_mla.wgsl"]),

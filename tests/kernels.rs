@@ -359,3 +359,33 @@ fn overlap_matches_reference() {
     // f32 sums of 4 ratios in step order against f64: a few ulps
     compare("overlap_sum", &got, &want, 1e-6, 1e-6).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
+
+/// One step of the synthetic queries' random walk equals the reference (f32 on both sides; the
+/// GPU may fuse the multiply-add, so a few ulps), on a size that is not a multiple of 256.
+#[test]
+fn walk_matches_reference() {
+    use ess_wgpu::kernels::Walk;
+    use ess_wgpu::kernels::walk::WalkArgs;
+    let ctx = ctx();
+    let seed = fresh_seed(33);
+    let mut rng = ess_wgpu::workload::Rng::new(seed);
+    let n = 5_000usize;
+    let mut want = rng.vec(n);
+    let q = ctx.upload("q", &want).unwrap();
+    let clock = ctx.upload("clock", &[0u32, 7, 0, 0]).unwrap();
+    let d = Walk::new(ctx).unwrap().bind(
+        ctx,
+        &WalkArgs {
+            clock: &clock,
+            q: &q,
+            n: n as u32,
+            layer: 3,
+            salt: 0x1234,
+            rho: 0.9,
+        },
+    );
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    ess_wgpu::reference::walk_step(&mut want, 0x1234, 3, 7, 0.9);
+    let got: Vec<f32> = ctx.read(&q).unwrap();
+    compare("q", &got, &want, 1e-6, 1e-6).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+}

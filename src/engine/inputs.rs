@@ -4,14 +4,16 @@
 //! [`StepInputs`] is what the engine asks for; [`Synthetic`] is today's implementation (the
 //! model's weights will be another): rows are generated on the GPU by `shaders/fill.wgsl` from a
 //! hash of (seed, layer, sequence, token), so every mode receives identical bytes, and the
-//! indexer queries follow a random walk with temporal locality:
-//! `q ← ρ·q + √(1−ρ²)·noise`, ρ per layer (1 = identical top-k sets, 0 = independent).
+//! indexer queries follow a random walk with temporal locality, also on the GPU
+//! (`shaders/walk.wgsl`): `q ← ρ·q + √(1−ρ²)·noise`, ρ per layer (1 = identical top-k sets,
+//! 0 = independent).
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::fill::FillRange;
-use crate::kernels::{Dispatch, Fill};
+use crate::kernels::walk::WalkArgs;
+use crate::kernels::{Dispatch, Fill, Walk};
 use crate::workload::Rng;
 
 /// One layer's query buffers (f32), written by the inputs and read by the kernels.
@@ -57,9 +59,18 @@ pub struct RowTarget<'a> {
 pub trait StepInputs {
     /// Layer `layer`'s query buffers, holding the first step's queries.
     fn queries(&mut self, ctx: &GpuContext, layer: u32) -> Result<Queries>;
-    /// Move on to the next token: every layer's queries (written into `queries[l]`) and the
-    /// rows [`StepInputs::newest_rows`] writes (token `lens[b] − 1` of each sequence).
-    fn advance(&mut self, ctx: &GpuContext, queries: &[&Queries], lens: &[u32]);
+    /// Move on to the next token: point what [`StepInputs::newest_rows`] writes at token
+    /// `lens[b] − 1` of each sequence (CPU side, before the step's submit).
+    fn advance(&mut self, ctx: &GpuContext, lens: &[u32]);
+    /// Dispatches that move `layer`'s queries on to the next token, bound once and recorded
+    /// first in every step (and warm-up window); `clock[1]` numbers the moves.
+    fn next_queries(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        queries: &Queries,
+        clock: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>>;
     /// Dispatches writing the rows of tokens `ranges[i]` of sequence `target.b0 + i` (prefill).
     fn rows(
         &self,
@@ -78,6 +89,7 @@ pub trait StepInputs {
 
 const SALT_KEYS: u32 = 0x6b65_7973;
 const SALT_LATENT: u32 = 0x6c61_7465;
+const SALT_WALK: u32 = 0x7761_6c6b;
 
 /// Hash-generated rows and random-walk queries (see the module docs).
 pub struct Synthetic {
@@ -86,8 +98,6 @@ pub struct Synthetic {
     rng: Rng,
     /// ρ of each layer.
     rho: Vec<f32>,
-    /// Each layer's q_I on the CPU, the state of its random walk.
-    q_i: Vec<Vec<f32>>,
     key_words: u32,
     row_words: u32,
     batch: usize,
@@ -106,7 +116,6 @@ impl Synthetic {
             seed,
             rng: Rng::new(seed),
             rho,
-            q_i: Vec::new(),
             key_words: model.index_head_dim / 2,
             row_words: model.row_dim() / 2,
             batch: model.batch as usize,
@@ -140,16 +149,32 @@ impl StepInputs for Synthetic {
         let q: Vec<f32> = (0..b * self.heads * self.row_dim)
             .map(|_| rng.range(-0.5, 0.5))
             .collect();
-        let out = Queries {
+        Ok(Queries {
             q_i: ctx.upload("q_I", &q_i)?,
             w: ctx.upload("w", &w)?,
             q: ctx.upload("q", &q)?,
-        };
-        self.q_i.push(q_i);
-        Ok(out)
+        })
     }
 
-    fn advance(&mut self, ctx: &GpuContext, queries: &[&Queries], lens: &[u32]) {
+    fn next_queries(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        queries: &Queries,
+        clock: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let args = WalkArgs {
+            clock,
+            q: &queries.q_i,
+            n: (queries.q_i.size() / 4) as u32,
+            layer,
+            salt: SALT_WALK ^ self.seed as u32,
+            rho: self.rho[layer as usize],
+        };
+        Ok(vec![Walk::new(ctx)?.bind(ctx, &args)])
+    }
+
+    fn advance(&mut self, ctx: &GpuContext, lens: &[u32]) {
         for (place, table) in &self.newest {
             let rows: Vec<[u32; 4]> = (0..lens.len() as u32)
                 .map(|b| {
@@ -165,14 +190,6 @@ impl StepInputs for Synthetic {
                 })
                 .collect();
             ctx.write(table, 0, bytemuck::cast_slice(&rows));
-        }
-        for (l, (state, out)) in self.q_i.iter_mut().zip(queries).enumerate() {
-            let rho = self.rho[l];
-            let keep = (1.0 - rho * rho).max(0.0).sqrt();
-            for x in state.iter_mut() {
-                *x = rho * *x + keep * self.rng.range(-UNIT, UNIT);
-            }
-            ctx.write(&out.q_i, 0, bytemuck::cast_slice(state));
         }
     }
 

@@ -66,6 +66,8 @@ struct Layer {
 
 /// One layer's dispatches, bound once.
 struct LayerWork {
+    /// The inputs' move to the next token's queries, then its key and row.
+    next_queries: Vec<Dispatch>,
     new_token: Vec<Dispatch>,
     indexer: Vec<Dispatch>,
     topk: Dispatch,
@@ -107,8 +109,10 @@ pub struct Engine {
     groups: Vec<(u32, u32)>,
     /// `[B, 2]` (first row of b in its group's buffer, T_b), rewritten every step.
     seq: wgpu::Buffer,
-    /// `[4]` u32: the step number (from 1), rewritten every step.
+    /// `[4]` u32: (step number from 1, query moves from 1, _, _), rewritten every step.
     clock: wgpu::Buffer,
+    /// Query moves so far (warm-up windows and steps).
+    moves: u32,
     scores: wgpu::Buffer,
     scratch: SparseMlaScratch,
     new_rows: Option<wgpu::Buffer>,
@@ -284,6 +288,7 @@ impl Engine {
             groups,
             seq: ctx.storage("seq", b as u64 * 8)?,
             clock: ctx.storage("clock", 16)?,
+            moves: 0,
             scores: ctx.storage("index scores", b as u64 * cap as u64 * 4)?,
             scratch,
             new_rows,
@@ -332,6 +337,7 @@ impl Engine {
             capacity: cap,
             per_group,
         };
+        let next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
         let mut new_token = Vec::new();
         for (g, &(b0, n)) in self.groups.iter().enumerate() {
             let mut targets = vec![(&layer.keys[g], RowKind::IndexerKey)];
@@ -467,6 +473,7 @@ impl Engine {
             }
         }
         Ok(LayerWork {
+            next_queries,
             new_token,
             indexer,
             topk,
@@ -615,12 +622,20 @@ impl Engine {
         let mut windows: Vec<Vec<wgpu::Buffer>> = vec![Vec::new(); nl];
         self.update_grids();
         for _ in 0..w {
-            // the window's selections use the prefill lengths (no new token)
-            self.advance_queries(ctx);
+            // the window's selections use the prefill lengths (no new token); both modes move
+            // their queries the same way
+            self.advance_inputs(ctx);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for w in &self.work {
+                    w.next_queries.iter().for_each(|d| d.record(&mut pass));
+                }
+            }
             if self.cache.is_none() {
+                ctx.submit(enc);
                 continue;
             }
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
             for (l, win) in windows.iter_mut().enumerate() {
                 let out = ctx.storage("warm-up window", bytes)?;
                 self.record_selection(&mut enc, l, None);
@@ -652,10 +667,13 @@ impl Engine {
         ctx.check()
     }
 
-    /// The inputs' next queries, with the lengths as they are.
-    fn advance_queries(&mut self, ctx: &GpuContext) {
-        let queries: Vec<&Queries> = self.layers.iter().map(|l| &l.queries).collect();
-        self.inputs.advance(ctx, &queries, &self.lens);
+    /// Move the inputs on to the next token (CPU side: the clock and the inputs' tables); the
+    /// layers' `next_queries` dispatches do the rest in the submit that follows.
+    fn advance_inputs(&mut self, ctx: &GpuContext) {
+        self.moves += 1;
+        let clock = [self.submitted, self.moves, 0, 0];
+        ctx.write(&self.clock, 0, bytemuck::cast_slice(&clock));
+        self.inputs.advance(ctx, &self.lens);
     }
 
     /// One decode step of every sequence through every layer: recorded and submitted, not
@@ -666,13 +684,13 @@ impl Engine {
         if let Some((s, bytes)) = done {
             self.absorb(&s, &bytes)?;
         }
+        let recording = Instant::now();
         for len in self.lens.iter_mut() {
             *len += 1;
         }
         self.submitted += 1;
-        self.advance_queries(ctx);
+        self.advance_inputs(ctx);
         self.write_seq(ctx);
-        ctx.write(&self.clock, 0, bytemuck::bytes_of(&self.submitted));
         self.update_grids();
         let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
         let timer = self.timer.take();
@@ -682,9 +700,10 @@ impl Engine {
             let mark = |s: Stage| timer.as_ref().map(|t| (t, s.mark(l)));
             {
                 let mut pass = timed_pass(&mut enc, mark(Stage::NewToken));
-                self.work[li]
-                    .new_token
+                let w = &self.work[li];
+                w.next_queries
                     .iter()
+                    .chain(&w.new_token)
                     .for_each(|d| d.record(&mut pass));
             }
             if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
@@ -751,6 +770,7 @@ impl Engine {
             },
         );
         ctx.poll();
+        self.stats.host_s += recording.elapsed().as_secs_f64();
         ctx.errors()
     }
 
@@ -782,6 +802,7 @@ impl Engine {
             for (i, secs) in t.seconds(&ticks).into_iter().enumerate() {
                 self.stats.stage_s.0[i % Stage::COUNT] += secs;
             }
+            self.stats.span_s += t.span(&ticks);
         }
         let b = self.opts.model.batch as usize;
         let k = self.opts.model.topk as usize;
@@ -944,7 +965,16 @@ impl StepInputs for NoInputs {
     fn queries(&mut self, _: &GpuContext, _: u32) -> Result<Queries> {
         Err(Error::Gpu("no step inputs".into()))
     }
-    fn advance(&mut self, _: &GpuContext, _: &[&Queries], _: &[u32]) {}
+    fn advance(&mut self, _: &GpuContext, _: &[u32]) {}
+    fn next_queries(
+        &mut self,
+        _: &GpuContext,
+        _: u32,
+        _: &Queries,
+        _: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        Err(Error::Gpu("no step inputs".into()))
+    }
     fn rows(
         &self,
         _: &GpuContext,

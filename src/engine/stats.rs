@@ -7,7 +7,8 @@ use std::ops::{Index, IndexMut};
 /// The stages of one layer of a decode step, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Stage {
-    /// The new token's indexer key and latent row written where they live.
+    /// The next token's inputs: queries moved on, its indexer key and latent row written where
+    /// they live.
     NewToken,
     /// Offload: the new latent row into the pool's reserved slot and the host store.
     WriteBack,
@@ -106,6 +107,11 @@ pub struct Stats {
     pub stage_s: StageTimes,
     /// Wall-clock seconds from the first step's start until its results were all back.
     pub wall_s: f64,
+    /// GPU seconds from each step's first timestamp to its last: the stages and the gaps
+    /// between them (barriers, dispatch latency), which `stage_s` does not see.
+    pub span_s: f64,
+    /// CPU seconds spent recording and submitting steps (waits for readbacks excluded).
+    pub host_s: f64,
     /// Per layer, summed over steps (offload).
     pub counters: Vec<CacheCounters>,
     /// Per layer: Σ over steps ≥ 2 of the mean (over sequences) |K_{t−1} ∩ K_t| / |K_t|.

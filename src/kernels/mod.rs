@@ -12,6 +12,7 @@ pub mod resolve;
 pub mod sparse_mla;
 pub mod topk;
 pub mod transfer;
+pub mod walk;
 
 pub use digest::Digest;
 pub use fill::Fill;
@@ -23,6 +24,7 @@ pub use resolve::Resolve;
 pub use sparse_mla::SparseMla;
 pub use topk::TopK;
 pub use transfer::Transfer;
+pub use walk::Walk;
 
 /// A grid of `groups` workgroups, folded into two dimensions past the 65,535 limit of one (the
 /// shader computes its index as `x + y · num_workgroups.x` and checks it against its size).
