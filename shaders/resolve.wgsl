@@ -31,11 +31,11 @@ struct Params {
     k: u32,          // ids per sequence
     slots: u32,      // P per sequence (≥ 2; slot P−1 reserved)
     capacity: u32,   // tokens per sequence the token → slot table covers
-    step: u32,       // this step's number (≥ 1, increasing)
     b0: u32,         // first sequence of this dispatch
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -46,6 +46,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> slot_ids: array<i32>;    // [B, k] output
 @group(0) @binding(6) var<storage, read_write> copies: array<vec2<u32>>; // [B, k] (token, slot) per miss
 @group(0) @binding(7) var<storage, read_write> counts: array<vec2<u32>>; // [B] (misses, hits)
+// x = this step's number (≥ 1, larger than every earlier step's on these tables). Its own small
+// uniform, written once per step for all layers, so the bound dispatch stays as it is.
+@group(0) @binding(8) var<uniform> clock: vec4<u32>;
 
 var<workgroup> used: array<atomic<u32>, 512>;  // bitmask over MAX_SLOTS slots
 var<workgroup> hist: array<atomic<u32>, 256>;
@@ -78,7 +81,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let K = params.k;
     let P = params.slots;
     let R = P - 1u;                       // regular slots; P − 1 is reserved
-    let t = i32(params.step);
+    let t = i32(clock.x);
     let b = params.b0 + wg.x;
     let newest = i32(seq[2u * b + 1u]) - 1;
     let sb = b * P;                       // this sequence's slot_state base

@@ -28,7 +28,6 @@ pub struct ModeReport {
 impl ModeReport {
     fn new(engine: &Engine) -> Self {
         let s = &engine.stats;
-        let steps = s.steps.max(1) as f64;
         let o = &engine.opts;
         ModeReport {
             mode: o.mode,
@@ -37,7 +36,7 @@ impl ModeReport {
             context: o.contexts.iter().copied().max().unwrap_or(0),
             tokens_per_s_gpu: engine.tokens_per_gpu_s(),
             tokens_per_s_wall: engine.tokens_per_wall_s(),
-            stage_ms_per_step: s.stage_s.scaled(1e3 / steps),
+            stage_ms_per_step: s.stage_s_per_step().scaled(1e3),
             device_bytes: engine.device_bytes(),
             host_bytes: MemoryPlan::host_bytes(o, o.model.batch),
             cache: engine.cache.as_ref().map(|c| {
@@ -168,8 +167,8 @@ impl fmt::Display for DecodeReport {
                 f,
                 "{:<13} {:>10.3} {:>26.3} {:>16.3} {:>6.3}",
                 m.mode.to_string(),
-                per(m.stats.gpu_s()),
-                per(m.stats.span_s),
+                1e3 * m.stats.gpu_s_per_step(),
+                1e3 * m.stats.span_s_per_step(),
                 per(m.stats.host_s),
                 per(m.stats.wall_s)
             )?;

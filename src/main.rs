@@ -113,12 +113,12 @@ struct EngineArgs {
     /// Decode steps.
     #[arg(long, default_value_t = 32)]
     steps: u32,
-    /// Pool slots per layer and sequence (≥ top-k + 1); overrides --pool-ratio.
+    /// Pool slots per layer and sequence (≥ top-k + 1); overrides --sparse-memory-ratio.
     #[arg(long)]
     pool_slots: Option<u32>,
-    /// Sparse memory ratio: pool / full latent cache of a sequence.
-    #[arg(long, default_value_t = 0.2)]
-    pool_ratio: f64,
+    /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob).
+    #[arg(long, alias = "pool-ratio", default_value_t = 0.2)]
+    sparse_memory_ratio: f64,
     /// zero-copy, staging or per-row.
     #[arg(long, default_value = "zero-copy")]
     transfer: String,
@@ -142,6 +142,10 @@ struct EngineArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Timestamp the stages of every N-th step, counted back from the last (1 = every step;
+    /// timestamps slow the steps that carry them).
+    #[arg(long, default_value_t = 8)]
+    time_every: u32,
 }
 
 const DEFAULT_BUDGET: u64 = 2 << 30;
@@ -157,7 +161,7 @@ impl EngineArgs {
         let contexts = contexts.unwrap_or_else(|| vec![model.context; model.batch as usize]);
         let pool = match self.pool_slots {
             Some(n) => PoolSize::Slots(n),
-            None => PoolSize::Ratio(self.pool_ratio),
+            None => PoolSize::Ratio(self.sparse_memory_ratio),
         };
         let opts = EngineOptions {
             model,
@@ -173,6 +177,7 @@ impl EngineArgs {
             seed: self.seed,
             track_overlap,
             digest_outputs: false,
+            time_every: self.time_every,
         };
         opts.validate()?;
         Ok((opts, self.device_budget.unwrap_or(DEFAULT_BUDGET)))
@@ -257,8 +262,8 @@ enum TraceCommand {
         #[arg(long)]
         pool_slots: Option<u32>,
         /// Or a sparse memory ratio of the trace's capacity.
-        #[arg(long, default_value_t = 0.2)]
-        pool_ratio: f64,
+        #[arg(long, alias = "pool-ratio", default_value_t = 0.2)]
+        sparse_memory_ratio: f64,
         /// Skip the warm-up windows.
         #[arg(long)]
         no_warmup: bool,
@@ -489,13 +494,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Trace(TraceCommand::Replay {
             file,
             pool_slots,
-            pool_ratio,
+            sparse_memory_ratio,
             no_warmup,
         }) => {
             let trace = ess_wgpu::trace::Trace::read(&file)?;
             let slots = match pool_slots {
                 Some(n) => n,
-                None => PoolSize::Ratio(pool_ratio).slots(trace.capacity, trace.topk)?,
+                None => PoolSize::Ratio(sparse_memory_ratio).slots(trace.capacity, trace.topk)?,
             };
             let r = trace.replay(slots, !no_warmup)?;
             println!(

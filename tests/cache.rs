@@ -63,7 +63,9 @@ fn check_trace(t: &Trace, seed: u64) {
         for buf in [&slot_ids, &copies, &counts] {
             ctx.fill(buf, POISON_U32);
         }
+        let clock = Resolve::clock(ctx, step as u32);
         let args = ResolveArgs {
+            clock: &clock,
             topk_indices: &topk_buf,
             seq: &seq,
             slot_state: &slot_state,
@@ -73,7 +75,6 @@ fn check_trace(t: &Trace, seed: u64) {
             counts: &counts,
             b0: 0,
             batch: b as u32,
-            step: step as u32,
         };
         ctx.run_pass(None, |pass| resolve.bind(ctx, &args).record(pass))
             .unwrap();

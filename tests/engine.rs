@@ -32,6 +32,7 @@ fn options(
         seed: 7,
         track_overlap: false,
         digest_outputs: false,
+        time_every: 1,
     }
 }
 

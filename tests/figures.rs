@@ -27,6 +27,7 @@ fn options() -> FigureOptions {
         seed: 3,
         track_overlap: false,
         digest_outputs: false,
+        time_every: 1,
         record_trace: false,
     };
     FigureOptions {

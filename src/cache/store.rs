@@ -321,7 +321,6 @@ struct LayerPool {
     slot_ids: wgpu::Buffer,   // [B, k]
     copies: wgpu::Buffer,     // [B, k] (token, slot)
     counts: wgpu::Buffer,     // [B] (misses, hits)
-    step: u32,
 }
 
 /// One step's new latent rows: `rows` `[B, row]`, the sequence table `seq` `[B, 2]` (_, T_b) whose
@@ -375,6 +374,9 @@ pub struct OffloadCache {
     /// What the transfers actually recorded.
     pub path_use: PathUse,
     staging: Option<wgpu::Buffer>,
+    /// Resolve's step number, the same for every layer's tables ([`OffloadCache::next_step`]).
+    step: u32,
+    clock: wgpu::Buffer,
 }
 
 impl OffloadCache {
@@ -415,7 +417,6 @@ impl OffloadCache {
                 slot_ids: ctx.storage(&format!("slot_ids {l}"), b * k * 4)?,
                 copies: ctx.storage(&format!("copies {l}"), b * k * 8)?,
                 counts: ctx.storage(&format!("counts {l}"), b * 8)?,
-                step: 0,
             });
         }
         let staging = match path {
@@ -433,6 +434,8 @@ impl OffloadCache {
             counters: vec![CacheCounters::default(); shape.layers as usize],
             path_use: PathUse::default(),
             staging,
+            step: 0,
+            clock: Resolve::clock(ctx, 0),
         })
     }
 
@@ -507,9 +510,9 @@ impl OffloadCache {
                 slot_ids: &l.slot_ids,
                 copies: &l.copies,
                 counts: &l.counts,
+                clock: &self.clock,
                 b0: 0,
                 batch,
-                step: 0,
             },
         );
         let targs = TransferArgs {
@@ -605,18 +608,21 @@ impl OffloadCache {
         Ok(())
     }
 
-    /// Resolve `layer`'s top-k into slot ids, evictions and a copy list, on the GPU.
+    /// Number the next resolves (of every layer) one step later than the last: once per decode
+    /// step, before its submit. Recency in the pools is ordered by these numbers.
+    pub fn next_step(&mut self, ctx: &GpuContext) {
+        self.step += 1;
+        Resolve::set_step(ctx, &self.clock, self.step);
+    }
+
+    /// Resolve `layer`'s top-k into slot ids, evictions and a copy list, on the GPU, at the step
+    /// number [`OffloadCache::next_step`] set.
     pub fn record_resolve(
         &mut self,
-        ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
-        layer: u32,
         d: &LayerDispatches,
         timer: Option<(&GpuTimer, u32)>,
     ) {
-        let l = &mut self.layers[layer as usize];
-        l.step += 1;
-        self.resolve.set_step(ctx, &d.resolve, l.step);
         d.resolve.record(&mut timed_pass(enc, timer));
     }
 
@@ -703,7 +709,8 @@ impl OffloadCache {
         let unused = ctx.storage("no new rows", 16)?;
         let d = self.bind(ctx, layer, topk_indices, seq, &unused);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        self.record_resolve(ctx, &mut enc, layer, &d, None);
+        self.next_step(ctx);
+        self.record_resolve(&mut enc, &d, None);
         if self.gather_needs_sync() {
             ctx.submit(enc);
             enc = ctx.device.create_command_encoder(&Default::default());

@@ -47,7 +47,7 @@ use crate::kernels::overlap::OverlapArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
 use crate::kernels::topk::TopKArgs;
 use crate::kernels::{Digest, Dispatch, Indexer, Overlap, SparseMla, TopK};
-use inputs::{Place, Queries, RowKind, RowTarget};
+use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
 use std::time::Instant;
 
@@ -87,6 +87,8 @@ struct OverlapBuffers {
 struct Submitted {
     step: u32,
     lens: Vec<u32>,
+    /// The step carried timestamps (see [`EngineOptions::time_every`]).
+    timed: bool,
 }
 
 /// Byte offsets of one step's readback.
@@ -332,11 +334,6 @@ impl Engine {
         let m = &self.opts.model;
         let (b, cap) = (m.batch, self.opts.capacity());
         let layer = &self.layers[l as usize];
-        let per_group = self.groups[0].1;
-        let in_cache = Place::Cache {
-            capacity: cap,
-            per_group,
-        };
         let next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
         let mut new_token = Vec::new();
         for (g, &(b0, n)) in self.groups.iter().enumerate() {
@@ -350,9 +347,8 @@ impl Engine {
                     kind,
                     b0,
                     n,
-                    place: in_cache,
                 };
-                new_token.push(inputs.newest_rows(ctx, &t, l)?);
+                new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::CacheRow, l, &self.seq)?);
             }
         }
         if let Some(new_rows) = &self.new_rows {
@@ -361,9 +357,8 @@ impl Engine {
                 kind: RowKind::Latent,
                 b0: 0,
                 n: b,
-                place: Place::Newest,
             };
-            new_token.push(inputs.newest_rows(ctx, &t, l)?);
+            new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::BatchRow, l, &self.seq)?);
         }
         let indexer = Indexer::new(ctx, m.index_heads, m.index_head_dim, m.dtype)?;
         let indexer = self
@@ -504,7 +499,6 @@ impl Engine {
     fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
         let m = &self.opts.model;
         let cap = self.opts.capacity();
-        let per_group = self.groups[0].1;
         let whole = |b0: u32, n: u32, stride: u32| -> Vec<FillRange> {
             (b0..b0 + n)
                 .map(|b| FillRange {
@@ -529,10 +523,6 @@ impl Engine {
                         kind,
                         b0,
                         n,
-                        place: Place::Cache {
-                            capacity: cap,
-                            per_group,
-                        },
                     };
                     dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(b0, n, cap))?);
                 }
@@ -545,10 +535,6 @@ impl Engine {
                             kind: RowKind::Latent,
                             b0,
                             n,
-                            place: Place::Cache {
-                                capacity: cap,
-                                per_group: n,
-                            },
                         };
                         dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(b0, n, cap))?);
                     }
@@ -571,10 +557,6 @@ impl Engine {
                         kind: RowKind::Latent,
                         b0: b,
                         n: 1,
-                        place: Place::Cache {
-                            capacity: len,
-                            per_group: 1,
-                        },
                     };
                     let ds = self.inputs.rows(ctx, &t, l, &whole(b, 1, len))?;
                     ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))?;
@@ -667,13 +649,12 @@ impl Engine {
         ctx.check()
     }
 
-    /// Move the inputs on to the next token (CPU side: the clock and the inputs' tables); the
-    /// layers' `next_queries` dispatches do the rest in the submit that follows.
+    /// Number the next move of the inputs (the layers' `next_queries` dispatches make it in the
+    /// submit that follows).
     fn advance_inputs(&mut self, ctx: &GpuContext) {
         self.moves += 1;
         let clock = [self.submitted, self.moves, 0, 0];
         ctx.write(&self.clock, 0, bytemuck::cast_slice(&clock));
-        self.inputs.advance(ctx, &self.lens);
     }
 
     /// One decode step of every sequence through every layer: recorded and submitted, not
@@ -692,12 +673,21 @@ impl Engine {
         self.advance_inputs(ctx);
         self.write_seq(ctx);
         self.update_grids();
+        if let Some(cache) = &mut self.cache {
+            cache.next_step(ctx);
+        }
         let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
-        let timer = self.timer.take();
+        // timed steps are counted back from the last, which is always timed
+        let every = self.opts.time_every.max(1);
+        let to_go = self.opts.steps.saturating_sub(self.submitted);
+        let timed = self.timer.is_some() && to_go.is_multiple_of(every);
+        // the timer is taken out for the step (the passes borrow it while `self` is mutated)
+        let owned_timer = self.timer.take();
+        let timer = owned_timer.as_ref().filter(|_| timed);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         for l in 0..self.opts.model.layers {
             let li = l as usize;
-            let mark = |s: Stage| timer.as_ref().map(|t| (t, s.mark(l)));
+            let mark = |s: Stage| timer.map(|t| (t, s.mark(l)));
             {
                 let mut pass = timed_pass(&mut enc, mark(Stage::NewToken));
                 let w = &self.work[li];
@@ -718,9 +708,9 @@ impl Engine {
                     cache.write_back_cpu(ctx, l, &new)?;
                 }
             }
-            self.record_selection(&mut enc, li, timer.as_ref());
+            self.record_selection(&mut enc, li, timer);
             if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
-                cache.record_resolve(ctx, &mut enc, l, d, mark(Stage::Resolve));
+                cache.record_resolve(&mut enc, d, mark(Stage::Resolve));
                 if cache.gather_needs_sync() {
                     enc = resubmit(ctx, enc);
                 }
@@ -739,7 +729,7 @@ impl Engine {
         // this step's readback: timestamps, counts, top-k ids, in one buffer
         let (_, dest) = self.readback.next_buffer(ctx)?;
         let lay = self.layout;
-        if let Some(t) = &timer {
+        if let Some(t) = timer {
             t.record_copy(&mut enc, dest, lay.timer);
         }
         let b = self.opts.model.batch as u64;
@@ -760,13 +750,14 @@ impl Engine {
                 );
             }
         }
-        self.timer = timer;
+        self.timer = owned_timer;
         let index = ctx.submit(enc);
         self.readback.submitted(
             index,
             Submitted {
                 step: self.submitted,
                 lens: self.lens.clone(),
+                timed,
             },
         );
         ctx.poll();
@@ -796,7 +787,8 @@ impl Engine {
     /// Take one step's readback into the stats, the cache counters and the trace.
     fn absorb(&mut self, s: &Submitted, bytes: &[u8]) -> Result<()> {
         let lay = self.layout;
-        if let Some(t) = &self.timer {
+        if let (Some(t), true) = (&self.timer, s.timed) {
+            self.stats.timed_steps += 1;
             let ticks: Vec<u64> =
                 bytemuck::pod_collect_to_vec(&bytes[lay.timer as usize..lay.counts as usize]);
             for (i, secs) in t.seconds(&ticks).into_iter().enumerate() {
@@ -889,9 +881,9 @@ impl Engine {
         })
     }
 
-    /// Tokens decoded per second of GPU time (all stages).
+    /// Tokens decoded per second of GPU time (all stages; NaN without timestamps).
     pub fn tokens_per_gpu_s(&self) -> f64 {
-        self.stats.steps as f64 * self.opts.model.batch as f64 / self.stats.gpu_s()
+        self.opts.model.batch as f64 / self.stats.gpu_s_per_step()
     }
 
     /// Tokens decoded per second of wall-clock time.
@@ -934,7 +926,6 @@ impl Engine {
         }
         bufs.iter().map(|b| b.size()).sum::<u64>()
             + self.cache.as_ref().map_or(0, |c| c.device_bytes())
-            + self.inputs.device_bytes()
     }
 }
 
@@ -965,7 +956,6 @@ impl StepInputs for NoInputs {
     fn queries(&mut self, _: &GpuContext, _: u32) -> Result<Queries> {
         Err(Error::Gpu("no step inputs".into()))
     }
-    fn advance(&mut self, _: &GpuContext, _: &[u32]) {}
     fn next_queries(
         &mut self,
         _: &GpuContext,
@@ -984,11 +974,15 @@ impl StepInputs for NoInputs {
     ) -> Result<Vec<Dispatch>> {
         Err(Error::Gpu("no step inputs".into()))
     }
-    fn newest_rows(&mut self, _: &GpuContext, _: &RowTarget, _: u32) -> Result<Dispatch> {
+    fn newest_rows(
+        &mut self,
+        _: &GpuContext,
+        _: &RowTarget,
+        _: NewestAt,
+        _: u32,
+        _: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
         Err(Error::Gpu("no step inputs".into()))
-    }
-    fn device_bytes(&self) -> u64 {
-        0
     }
 }
 

@@ -38,11 +38,10 @@ impl MemoryPlan {
                 scratch_bytes_for(m.heads, m.topk, m.kv_lora_rank, batch),
             ),
         ];
-        // sequence table, step clock, and the inputs' newest-row tables (cache rows; and the
-        // new rows of offload, with the pool's sequence table)
+        // sequence table and step clock; offload: the pool's sequence table
         let tables = match opts.mode {
-            Mode::Resident => b * 8 + 16 + b * 16,
-            Mode::Offload => b * 8 + 16 + 2 * b * 16 + b * 8,
+            Mode::Resident => b * 8 + 16,
+            Mode::Offload => b * 8 + 16 + b * 8,
         };
         items.push(("step tables".to_string(), tables));
         if opts.track_overlap {

@@ -103,11 +103,14 @@ impl serde::Serialize for StageTimes {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
     pub steps: u32,
-    /// GPU seconds per stage, summed over layers and steps (timestamps around each stage's pass).
+    /// Steps that carried timestamps (every [`super::EngineOptions::time_every`]-th step).
+    pub timed_steps: u32,
+    /// GPU seconds per stage, summed over layers and the timed steps (timestamps around each
+    /// stage's pass).
     pub stage_s: StageTimes,
     /// Wall-clock seconds from the first step's start until its results were all back.
     pub wall_s: f64,
-    /// GPU seconds from each step's first timestamp to its last: the stages and the gaps
+    /// GPU seconds from each timed step's first timestamp to its last: the stages and the gaps
     /// between them (barriers, dispatch latency), which `stage_s` does not see.
     pub span_s: f64,
     /// CPU seconds spent recording and submitting steps (waits for readbacks excluded).
@@ -120,8 +123,19 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn gpu_s(&self) -> f64 {
-        self.stage_s.total()
+    /// GPU seconds of a step, all stages (the mean over the timed steps).
+    pub fn gpu_s_per_step(&self) -> f64 {
+        self.stage_s.total() / self.timed_steps as f64
+    }
+
+    /// GPU span of a step (the mean over the timed steps).
+    pub fn span_s_per_step(&self) -> f64 {
+        self.span_s / self.timed_steps as f64
+    }
+
+    /// GPU seconds per stage of a step (the mean over the timed steps).
+    pub fn stage_s_per_step(&self) -> StageTimes {
+        self.stage_s.scaled(1.0 / self.timed_steps.max(1) as f64)
     }
 
     pub fn overlap(&self) -> Vec<f64> {

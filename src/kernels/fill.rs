@@ -13,12 +13,14 @@ struct Params {
     layer: u32,
     b0: u32,
     scale: f32,
-    _pad: [u32; 3],
+    batch_rows: u32,
+    _pad: [u32; 2],
 }
 
 #[derive(Debug)]
 pub struct Fill {
     pipeline: wgpu::ComputePipeline,
+    newest: wgpu::ComputePipeline,
 }
 
 /// One sequence's part of a fill: rows `dest[base + i] = row(token = start + i)` for `i < count`.
@@ -33,6 +35,7 @@ impl Fill {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(Fill {
             pipeline: ctx.pipeline("fill", crate::shaders::FILL, "main", &[])?,
+            newest: ctx.pipeline("fill newest", crate::shaders::FILL, "newest", &[])?,
         })
     }
 
@@ -73,7 +76,8 @@ impl Fill {
                 layer,
                 b0,
                 scale,
-                _pad: [0; 3],
+                batch_rows: 0,
+                _pad: [0; 2],
             };
             out.push(dispatch(
                 ctx,
@@ -88,20 +92,21 @@ impl Fill {
         Ok(out)
     }
 
-    /// One row per sequence `b0 .. b0 + n`, as `table` (`[B]` of (base, start, count = 1, _),
-    /// indexed by global sequence and rewritten by the caller before each submit) says: bound
-    /// once, recorded every step.
+    /// Each sequence `b0 .. b0 + n`'s newest row (token T_b − 1, as `seq` `[B, 2]` (first row,
+    /// T_b) says) into `dest`: at row `first_row + T_b − 1`, or at row b with `batch_rows`.
+    /// Bound once; each step only the sequence table changes.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind_table(
+    pub fn bind_newest(
         &self,
         ctx: &GpuContext,
         dest: &wgpu::Buffer,
-        table: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
         words: u32,
         salt: u32,
         layer: u32,
         b0: u32,
         n: u32,
+        batch_rows: bool,
     ) -> Dispatch {
         let params = Params {
             words,
@@ -109,15 +114,19 @@ impl Fill {
             layer,
             b0,
             scale: 1.0,
-            _pad: [0; 3],
+            batch_rows: batch_rows as u32,
+            _pad: [0; 2],
         };
-        dispatch(
+        let buffers = [(2, dest), (3, seq)];
+        super::dispatch_steps(
             ctx,
-            &self.pipeline,
-            "fill",
+            "fill newest",
             &params,
-            &[table, dest],
-            [words.div_ceil(256), n, 1],
+            &[super::StepSpec {
+                pipeline: &self.newest,
+                buffers: &buffers,
+                workgroups: [words.div_ceil(256), n, 1],
+            }],
         )
     }
 }

@@ -15,9 +15,8 @@ struct Params {
     k: u32,
     slots: u32,
     capacity: u32,
-    step: u32,
     b0: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 4],
 }
 
 #[derive(Debug)]
@@ -44,10 +43,11 @@ pub struct ResolveArgs<'a> {
     pub copies: &'a wgpu::Buffer,
     /// `[B]` (u32 misses, u32 hits) output.
     pub counts: &'a wgpu::Buffer,
+    /// `[4]` u32 uniform, x = this step's number: ≥ 1 and larger than every earlier step's on
+    /// these tables ([`Resolve::clock`], rewritten before each submit).
+    pub clock: &'a wgpu::Buffer,
     pub b0: u32,
     pub batch: u32,
-    /// This step's number: ≥ 1 and larger than every earlier step's on these tables.
-    pub step: u32,
 }
 
 impl Resolve {
@@ -80,9 +80,8 @@ impl Resolve {
             k: self.k,
             slots: self.slots,
             capacity: self.capacity,
-            step: a.step,
             b0: a.b0,
-            _pad: [0; 3],
+            _pad: [0; 4],
         };
         let buffers = [
             a.topk_indices,
@@ -92,6 +91,7 @@ impl Resolve {
             a.slot_ids,
             a.copies,
             a.counts,
+            a.clock,
         ];
         dispatch(
             ctx,
@@ -103,10 +103,13 @@ impl Resolve {
         )
     }
 
-    /// Set the step number of a bound resolve (written into its `Params`; takes effect at the
-    /// next submit, in queue order).
-    pub fn set_step(&self, ctx: &GpuContext, d: &Dispatch, step: u32) {
-        let offset = std::mem::offset_of!(Params, step) as u64;
-        ctx.write(d.params(), offset, bytemuck::bytes_of(&step));
+    /// A step-number uniform for [`ResolveArgs::clock`], holding `step`.
+    pub fn clock(ctx: &GpuContext, step: u32) -> wgpu::Buffer {
+        ctx.uniform("resolve clock", &[step, 0, 0, 0])
+    }
+
+    /// Set the step number every resolve bound to `clock` sees at the next submit.
+    pub fn set_step(ctx: &GpuContext, clock: &wgpu::Buffer, step: u32) {
+        ctx.write(clock, 0, bytemuck::bytes_of(&[step, 0, 0, 0]));
     }
 }
