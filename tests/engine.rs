@@ -32,7 +32,8 @@ fn options(
         seed: 7,
         track_overlap: false,
         digest_outputs: false,
-        time_every: 1,
+        // a mix of timestamped steps (a pass per stage) and untimed ones (one pass per step)
+        time_every: 2,
     }
 }
 
@@ -573,4 +574,31 @@ fn digests_tell_different_runs_apart() {
         digests.push(e.digests(ctx).unwrap().unwrap());
     }
     assert_ne!(digests[0], digests[1]);
+}
+
+/// A step recorded in one pass (untimed) and pass by pass (timestamped) computes the same bits.
+#[test]
+fn one_pass_and_staged_steps_agree() {
+    let ctx = ctx();
+    let mut opts = options(
+        Config::preset("tiny").unwrap(),
+        vec![100, 37],
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        0.8,
+        5,
+    );
+    (opts.mode, opts.digest_outputs, opts.track_overlap) = (Mode::Offload, true, true);
+    let mut runs = Vec::new();
+    for every in [1, 100] {
+        opts.time_every = every;
+        let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+        for _ in 0..opts.steps {
+            e.step(ctx).unwrap();
+        }
+        let digests = e.digests(ctx).unwrap().unwrap();
+        runs.push((digests, e.stats.counters.clone(), e.stats.overlap()));
+        assert_eq!(e.stats.timed_steps, if every == 1 { 5 } else { 1 });
+    }
+    assert_eq!(runs[0], runs[1]);
 }

@@ -591,9 +591,38 @@ impl OffloadCache {
     ) {
         let mut pass = timed_pass(enc, timer);
         d.write_back.iter().for_each(|w| w.record(&mut pass));
+        self.count_write_back(layer);
+    }
+
+    fn count_write_back(&mut self, layer: u32) {
         let c = &mut self.counters[layer as usize];
         c.rows_d2h += self.shape.batch as u64;
         c.bytes_d2h += self.shape.batch as u64 * self.shape.row_bytes;
+    }
+
+    /// The whole fetch and write-back of `layer` needs no CPU: zero-copy store and path.
+    pub fn gpu_only(&self) -> bool {
+        !self.write_back_needs_sync() && !self.gather_needs_sync()
+    }
+
+    /// `layer`'s write-back, resolve and gather recorded into `pass`, around `between`
+    /// (what runs after the write-back and before the resolve: the selection). Only where
+    /// [`OffloadCache::gpu_only`]; the engine uses it for its untimed steps, which it records in
+    /// one pass.
+    pub fn record_in_pass(
+        &mut self,
+        pass: &mut wgpu::ComputePass,
+        layer: u32,
+        d: &LayerDispatches,
+        between: impl FnOnce(&mut wgpu::ComputePass),
+    ) {
+        debug_assert!(self.gpu_only());
+        d.write_back.iter().for_each(|w| w.record(pass));
+        self.count_write_back(layer);
+        between(pass);
+        d.resolve.record(pass);
+        d.gather.iter().for_each(|g| g.record(pass));
+        self.path_use.gathers += d.gather.len() as u64;
     }
 
     /// Process-memory store: copy the new rows (already written by the GPU and submitted) into

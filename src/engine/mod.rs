@@ -676,7 +676,6 @@ impl Engine {
         if let Some(cache) = &mut self.cache {
             cache.next_step(ctx);
         }
-        let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
         // timed steps are counted back from the last, which is always timed
         let every = self.opts.time_every.max(1);
         let to_go = self.opts.steps.saturating_sub(self.submitted);
@@ -685,6 +684,85 @@ impl Engine {
         let owned_timer = self.timer.take();
         let timer = owned_timer.as_ref().filter(|_| timed);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let gpu_only = self.cache.as_ref().is_none_or(|c| c.gpu_only());
+        if timer.is_none() && gpu_only {
+            self.record_step_in_one_pass(&mut enc);
+        } else {
+            enc = self.record_step_by_stage(ctx, enc, timer)?;
+        }
+        // this step's readback: timestamps, counts, top-k ids, in one buffer
+        let (_, dest) = self.readback.next_buffer(ctx)?;
+        let lay = self.layout;
+        if let Some(t) = timer {
+            t.record_copy(&mut enc, dest, lay.timer);
+        }
+        let b = self.opts.model.batch as u64;
+        for l in 0..self.opts.model.layers {
+            if let Some(cache) = &self.cache {
+                let off = lay.counts + l as u64 * b * 8;
+                enc.copy_buffer_to_buffer(cache.counts(l), 0, dest, off, b * 8);
+            }
+            if self.trace.is_some() {
+                let bytes = self.layers[l as usize].topk_indices.size();
+                let off = lay.topk + l as u64 * bytes;
+                enc.copy_buffer_to_buffer(
+                    &self.layers[l as usize].topk_indices,
+                    0,
+                    dest,
+                    off,
+                    bytes,
+                );
+            }
+        }
+        self.timer = owned_timer;
+        let index = ctx.submit(enc);
+        self.readback.submitted(
+            index,
+            Submitted {
+                step: self.submitted,
+                lens: self.lens.clone(),
+                timed,
+            },
+        );
+        ctx.poll();
+        self.stats.host_s += recording.elapsed().as_secs_f64();
+        ctx.errors()
+    }
+
+    /// An untimed step whose every stage runs on the GPU: all of it in one compute pass (wgpu
+    /// still orders the dispatches that depend on each other), which costs the CPU less to
+    /// record than a pass per stage.
+    fn record_step_in_one_pass(&mut self, enc: &mut wgpu::CommandEncoder) {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for (l, w) in self.work.iter().enumerate() {
+            w.next_queries
+                .iter()
+                .chain(&w.new_token)
+                .for_each(|d| d.record(&mut pass));
+            let selection = |pass: &mut wgpu::ComputePass| {
+                w.indexer.iter().for_each(|d| d.record(pass));
+                w.topk.record(pass);
+            };
+            match (&mut self.cache, &w.cache) {
+                (Some(cache), Some(d)) => cache.record_in_pass(&mut pass, l as u32, d, selection),
+                _ => selection(&mut pass),
+            }
+            w.sparse_mla
+                .iter()
+                .chain(&w.observe)
+                .for_each(|d| d.record(&mut pass));
+        }
+    }
+
+    /// A step with a compute pass per stage (timestamped when `timer` is given), submitting
+    /// where a CPU path must see the GPU's results. Returns the encoder to go on with.
+    fn record_step_by_stage(
+        &mut self,
+        ctx: &GpuContext,
+        mut enc: wgpu::CommandEncoder,
+        timer: Option<&GpuTimer>,
+    ) -> Result<wgpu::CommandEncoder> {
+        let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
         for l in 0..self.opts.model.layers {
             let li = l as usize;
             let mark = |s: Stage| timer.map(|t| (t, s.mark(l)));
@@ -726,43 +804,7 @@ impl Engine {
                 w.observe.iter().for_each(|d| d.record(&mut pass));
             }
         }
-        // this step's readback: timestamps, counts, top-k ids, in one buffer
-        let (_, dest) = self.readback.next_buffer(ctx)?;
-        let lay = self.layout;
-        if let Some(t) = timer {
-            t.record_copy(&mut enc, dest, lay.timer);
-        }
-        let b = self.opts.model.batch as u64;
-        for l in 0..self.opts.model.layers {
-            if let Some(cache) = &self.cache {
-                let off = lay.counts + l as u64 * b * 8;
-                enc.copy_buffer_to_buffer(cache.counts(l), 0, dest, off, b * 8);
-            }
-            if self.trace.is_some() {
-                let bytes = self.layers[l as usize].topk_indices.size();
-                let off = lay.topk + l as u64 * bytes;
-                enc.copy_buffer_to_buffer(
-                    &self.layers[l as usize].topk_indices,
-                    0,
-                    dest,
-                    off,
-                    bytes,
-                );
-            }
-        }
-        self.timer = owned_timer;
-        let index = ctx.submit(enc);
-        self.readback.submitted(
-            index,
-            Submitted {
-                step: self.submitted,
-                lens: self.lens.clone(),
-                timed,
-            },
-        );
-        ctx.poll();
-        self.stats.host_s += recording.elapsed().as_secs_f64();
-        ctx.errors()
+        Ok(enc)
     }
 
     /// Wait for every step in flight, take in its readback, and stop the wall clock.
