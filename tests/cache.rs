@@ -322,6 +322,20 @@ mod offload {
         .into_iter()
         .map(|p| {
             let (cache, _, _) = run(p, &sh, &[60, 200, 33], 7, 0.5, s);
+            // the path asked for is the path that ran (lavapipe offers host-RAM buffers)
+            assert_eq!(cache.path, p, "{:?}", cache.fallback);
+            let u = cache.path_use;
+            let ran = match p {
+                TransferPath::ZeroCopy => (u.gathers > 0, u.scatters, u.row_copies),
+                TransferPath::Staging => (u.gathers > 0, u.scatters.min(1), u.row_copies),
+                TransferPath::PerRow => (u.gathers > 0, u.scatters, u.row_copies.min(1)),
+            };
+            let want = match p {
+                TransferPath::ZeroCopy => (true, 0, 0),
+                TransferPath::Staging => (false, 1, 0),
+                TransferPath::PerRow => (false, 0, 1),
+            };
+            assert_eq!(ran, want, "{p}: {u:?}");
             (0..sh.layers)
                 .map(|l| ctx.read(cache.pool(l)).unwrap())
                 .collect()
