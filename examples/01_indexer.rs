@@ -1,14 +1,15 @@
-//! 01 — the lightning indexer.
+//! 01 — the lightning indexer, version 1 and the tuned kernel.
 //!
 //! `index_score[b, s] = Σ_j w[b, j] · ReLU(q[b, j, :] · k_b[s, :])` for a ragged batch, on the
-//! default adapter, compared with the plain-Rust reference.
+//! default adapter. First `indexer_naive.wgsl` (one thread per key, the equation as a loop), then
+//! `indexer.wgsl` (a tiled GEMM, docs/PERF.md), each compared with the plain-Rust reference.
 //!
 //!     cargo run --release --example 01_indexer
 
 use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::GpuTimer;
-use ess_wgpu::kernels::Indexer;
-use ess_wgpu::problems::IndexerProblem;
+use ess_wgpu::kernels::{Indexer, IndexerNaive};
+use ess_wgpu::problems::{INDEXER_TOL, IndexerProblem};
 use ess_wgpu::{Config, GpuContext};
 
 fn main() -> ess_wgpu::Result<()> {
@@ -21,22 +22,31 @@ fn main() -> ess_wgpu::Result<()> {
         "indexer: {heads} heads x {dim} dims, {} keys, contexts {lens:?}",
         cfg.dtype
     );
-
-    let kernel = Indexer::new(&ctx, heads, dim, cfg.dtype)?;
     let problem = IndexerProblem::random(heads as usize, dim as usize, cfg.dtype, &lens, 1);
+    let want = problem.reference();
+    let (atol, rtol) = INDEXER_TOL;
     let timer = GpuTimer::new(&ctx, 1);
-    let got = problem.run(&ctx, &kernel, timer.as_ref())?;
-    let time = timer.map(|t| t.read(&ctx)).transpose()?.map(|t| t[0]);
+    let time = |timer: &Option<GpuTimer>| -> ess_wgpu::Result<String> {
+        Ok(match timer {
+            Some(t) => format!("{:.1} us", t.read(&ctx)?[0] * 1e6),
+            None => "n/a (no timestamps)".into(),
+        })
+    };
 
-    let err = compare("index_score", &got, &problem.reference(), 1e-4, 1e-4)
-        .map_err(ess_wgpu::Error::Gpu)?;
+    let naive = IndexerNaive::new(&ctx, heads, dim, cfg.dtype)?;
+    let got = problem.run_naive(&ctx, &naive, timer.as_ref())?;
+    let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
     println!(
-        "GPU time {}",
-        time.map_or("n/a (no timestamps)".into(), |t| format!(
-            "{:.1} us",
-            t * 1e6
-        ))
+        "version 1 (indexer_naive): GPU time {}, max abs error vs CPU reference {err:.2e} -> matches",
+        time(&timer)?
     );
-    println!("max abs error vs CPU reference: {err:.2e}  -> matches");
+
+    let tuned = Indexer::new(&ctx, heads, dim, cfg.dtype)?;
+    let got = problem.run(&ctx, &tuned, timer.as_ref())?;
+    let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
+    println!(
+        "tuned (indexer):           GPU time {}, max abs error vs CPU reference {err:.2e} -> matches",
+        time(&timer)?
+    );
     Ok(())
 }

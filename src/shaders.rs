@@ -17,8 +17,10 @@ pub const DIGEST: &str = unit!("lib/hash.wgsl", "digest.wgsl");
 pub const OVERLAP: &str = unit!("overlap.wgsl");
 pub const WALK: &str = unit!("lib/hash.wgsl", "walk.wgsl");
 pub const INDEXER: &str = unit!("indexer.wgsl");
+pub const INDEXER_NAIVE: &str = unit!("indexer_naive.wgsl");
 pub const TOPK: &str = unit!("topk.wgsl");
 pub const SPARSE_MLA: &str = unit!("sparse_mla.wgsl");
+pub const SPARSE_MLA_NAIVE: &str = unit!("sparse_mla_naive.wgsl");
 pub const LSE_MERGE: &str = unit!("lse_merge.wgsl");
 pub const RESOLVE: &str = unit!("resolve.wgsl");
 pub const TRANSFER: &str = unit!("transfer.wgsl");
@@ -31,8 +33,14 @@ pub const UNITS: &[(&str, &str, &[&str])] = &[
     ("overlap", OVERLAP, &["overlap.wgsl"]),
     ("walk", WALK, &["lib/hash.wgsl", "walk.wgsl"]),
     ("indexer", INDEXER, &["indexer.wgsl"]),
+    ("indexer_naive", INDEXER_NAIVE, &["indexer_naive.wgsl"]),
     ("topk", TOPK, &["topk.wgsl"]),
     ("sparse_mla", SPARSE_MLA, &["sparse_mla.wgsl"]),
+    (
+        "sparse_mla_naive",
+        SPARSE_MLA_NAIVE,
+        &["sparse_mla_naive.wgsl"],
+    ),
     ("lse_merge", LSE_MERGE, &["lse_merge.wgsl"]),
     ("resolve", RESOLVE, &["resolve.wgsl"]),
     ("transfer", TRANSFER, &["transfer.wgsl"]),

@@ -6,10 +6,10 @@ mod common;
 use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
 use ess_wgpu::kernels::sparse_mla::ScoresTile;
-use ess_wgpu::kernels::{Indexer, LseMerge, SparseMla, TopK};
+use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use ess_wgpu::problems::{
-    IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL, SparseMlaProblem,
-    TopKProblem,
+    INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
+    SparseMlaProblem, TopKProblem,
 };
 use ess_wgpu::{Config, Dtype};
 
@@ -28,9 +28,17 @@ fn indexer_matches_reference() {
         let lens = [0usize, 1, 255, 257, 700, 33];
         let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
         let got = p.run(ctx, &kernel, None).unwrap();
-        let err = compare("index_score", &got, &p.reference(), 1e-4, 1e-4)
+        let (atol, rtol) = INDEXER_TOL;
+        let want = p.reference();
+        let err = compare("index_score", &got, &want, atol, rtol)
             .unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer {heads}x{dim} {dtype}: max err {err:e}");
+        // version 1, the same problem and tolerance
+        let naive = IndexerNaive::new(ctx, heads as u32, dim as u32, dtype).unwrap();
+        let got = p.run_naive(ctx, &naive, None).unwrap();
+        let err = compare("index_score (naive)", &got, &want, atol, rtol)
+            .unwrap_or_else(|e| panic!("naive {heads}x{dim} {dtype}: {e}"));
+        eprintln!("indexer_naive {heads}x{dim} {dtype}: max err {err:e}");
     }
 }
 
@@ -82,6 +90,16 @@ fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], 
             .unwrap_or_else(|e| panic!("{cfg}, {tile:?}: {e}"));
         eprintln!("sparse_mla {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
     }
+    // version 1, the same problem and tolerances
+    let naive = SparseMlaNaive::new(ctx, cfg).unwrap();
+    let (o_lat, lse) = p.run_naive(ctx, &naive, None).unwrap();
+    let (oa, or) = SPARSE_MLA_O_LAT_TOL;
+    let (la, lr) = SPARSE_MLA_LSE_TOL;
+    let eo = compare("o_lat (naive)", &o_lat, &want_o, oa, or)
+        .unwrap_or_else(|e| panic!("naive {cfg}: {e}"));
+    let el = compare("lse (naive)", &lse, &want_lse, la, lr)
+        .unwrap_or_else(|e| panic!("naive {cfg}: {e}"));
+    eprintln!("sparse_mla_naive {cfg}: max err o_lat {eo:e}, lse {el:e}");
 }
 
 #[test]

@@ -1,0 +1,66 @@
+//! The lightning indexer, version 1: one thread per (sequence, key), the equation as a loop.
+//! Shader: `shaders/indexer_naive.wgsl`. Reference: [`crate::reference::indexer`]. Same
+//! arguments as the tuned [`super::Indexer`]; read this one first.
+
+use super::indexer::IndexerArgs;
+use super::{Dispatch, dispatch};
+use crate::config::Dtype;
+use crate::error::Result;
+use crate::gpu::GpuContext;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    heads: u32,
+    dim: u32,
+    b0: u32,
+    score_stride: u32,
+}
+
+#[derive(Debug)]
+pub struct IndexerNaive {
+    pipeline: wgpu::ComputePipeline,
+    pub heads: u32,
+    pub dim: u32,
+}
+
+impl IndexerNaive {
+    /// Any head count and even key width (f16 keys are packed in pairs).
+    pub fn new(ctx: &GpuContext, heads: u32, dim: u32, dtype: Dtype) -> Result<Self> {
+        if heads == 0 || dim == 0 || !dim.is_multiple_of(2) {
+            return Err(crate::Error::config(
+                "index_heads × index_head_dim",
+                format!("{heads} × {dim}"),
+                "heads ≥ 1, an even dim ≥ 2",
+            ));
+        }
+        let pipeline = ctx.pipeline(
+            "indexer_naive",
+            crate::shaders::INDEXER_NAIVE,
+            "main",
+            &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
+        )?;
+        Ok(IndexerNaive {
+            pipeline,
+            heads,
+            dim,
+        })
+    }
+
+    pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
+        let params = Params {
+            heads: self.heads,
+            dim: self.dim,
+            b0: a.b0,
+            score_stride: a.score_stride,
+        };
+        dispatch(
+            ctx,
+            &self.pipeline,
+            "indexer_naive",
+            &params,
+            &[a.q, a.w, a.keys, a.seq, a.scores],
+            [a.max_len.div_ceil(256), a.batch, 1],
+        )
+    }
+}
