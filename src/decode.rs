@@ -406,6 +406,80 @@ pub fn sweep(
     Ok(points)
 }
 
+/// A sweep's points, printed as a table with each context's gain.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct SweepReport {
+    pub points: Vec<SweepPoint>,
+}
+
+impl fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let points = &self.points;
+        writeln!(
+            f,
+            "{:>8} {:<17} {:>6} {:>7} {:>14} {:>15} {:>10} {:>9} {:>11}",
+            "context",
+            "mode",
+            "batch",
+            "slots",
+            "tokens/s (GPU)",
+            "tokens/s (wall)",
+            "wall/GPU",
+            "hit rate",
+            "device MiB"
+        )?;
+        let name = |p: &SweepPoint| match (p.mode, p.admission) {
+            (_, true) => "offload+admission".to_string(),
+            (m, false) => m.to_string(),
+        };
+        for p in points {
+            writeln!(
+                f,
+                "{:>8} {:<17} {:>6}{} {:>6} {:>14.1} {:>15.1} {:>9.1}% {:>8.1}% {:>11.1}",
+                p.context,
+                name(p),
+                p.batch,
+                if p.largest { "*" } else { " " },
+                p.slots,
+                p.tokens_per_s_gpu,
+                p.tokens_per_s_wall,
+                100.0 * p.tokens_per_s_wall / p.tokens_per_s_gpu,
+                100.0 * p.hit_rate,
+                mib(p.device_bytes)
+            )?;
+        }
+        let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
+        contexts.dedup();
+        for c in contexts {
+            let best = |m: Mode, adm: bool| {
+                points
+                    .iter()
+                    .find(|p| p.context == c && p.mode == m && p.largest && p.admission == adm)
+            };
+            let Some(r) = best(Mode::Resident, false) else {
+                continue;
+            };
+            for (label, o) in [
+                ("offload", best(Mode::Offload, false)),
+                ("offload+admission", best(Mode::Offload, true)),
+            ] {
+                if let Some(o) = o {
+                    writeln!(
+                        f,
+                        "context {c}: largest batch resident {} vs {label} {}; throughput gain {:+.1}%, hit rate {:.1}%",
+                        r.batch,
+                        o.batch,
+                        100.0 * (o.tokens_per_s_gpu / r.tokens_per_s_gpu - 1.0),
+                        100.0 * o.hit_rate
+                    )?;
+                }
+            }
+        }
+        writeln!(f, "(* = the largest batch of the mode in the budget)")
+    }
+}
+
 /// The sweep as CSV.
 pub fn sweep_csv(points: &[SweepPoint]) -> String {
     let mut s = String::from(

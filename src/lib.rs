@@ -14,7 +14,6 @@ pub mod cache;
 pub mod compare;
 pub mod config;
 pub mod decode;
-pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod figures;

@@ -58,6 +58,30 @@ pub struct Replay {
     pub warmup_misses: u64,
 }
 
+/// Hits, misses and hit rate per layer, as a table.
+impl std::fmt::Display for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:>6} {:>10} {:>10} {:>9}",
+            "layer", "hits", "misses", "hit rate"
+        )?;
+        for (l, (h, m)) in self
+            .hits_per_layer()
+            .iter()
+            .zip(self.misses_per_layer())
+            .enumerate()
+        {
+            writeln!(
+                f,
+                "{l:>6} {h:>10} {m:>10} {:>8.1}%",
+                100.0 * *h as f64 / (h + m).max(1) as f64
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Replay {
     /// Misses per layer summed over steps.
     pub fn misses_per_layer(&self) -> Vec<u64> {

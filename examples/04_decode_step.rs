@@ -1,3 +1,5 @@
+//! 04 — one decode step's kernels chained on the GPU: upload → bind → dispatch → read, by hand.
+//!
 //! One decode step's kernels chained on the GPU, for one batch of sequences with a resident cache:
 //!
 //!   indexer:    q_I, w, k_I (all T_b keys)  → index_score [B, T]
@@ -7,21 +9,32 @@
 //! The three dispatches go into one command buffer with no CPU round trip between them. Each
 //! stage is then checked against its CPU reference fed with the previous *GPU* stage's output
 //! (so a near-tie in the scores cannot make top-k sets differ for float-rounding reasons).
+//!
+//!     cargo run --release --example 04_decode_step [tiny|small|v32]
 
-use crate::compare::compare;
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTimer};
-use crate::kernels::indexer::IndexerArgs;
-use crate::kernels::sparse_mla::SparseMlaArgs;
-use crate::kernels::topk::TopKArgs;
-use crate::kernels::{Indexer, SparseMla, TopK};
-use crate::problems::{POISON_F32, POISON_U32, pack_seqs, seq_table};
-use crate::reference;
-use crate::workload::{Rng, storage_bytes, stored_values};
+use ess_wgpu::compare::compare;
+use ess_wgpu::config::Config;
+use ess_wgpu::error::{Error, Result};
+use ess_wgpu::gpu::{GpuContext, GpuTimer};
+use ess_wgpu::kernels::indexer::IndexerArgs;
+use ess_wgpu::kernels::sparse_mla::SparseMlaArgs;
+use ess_wgpu::kernels::topk::TopKArgs;
+use ess_wgpu::kernels::{Indexer, SparseMla, TopK};
+use ess_wgpu::problems::{POISON_F32, POISON_U32, pack_seqs, seq_table};
+use ess_wgpu::reference;
+use ess_wgpu::workload::{Rng, storage_bytes, stored_values};
 use std::io::Write;
 
-pub fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
+fn main() -> Result<()> {
+    let preset = std::env::args().nth(1).unwrap_or_else(|| "small".into());
+    let cfg = Config::preset(&preset)?;
+    cfg.validate()?;
+    let ctx = GpuContext::new()?;
+    println!("{}\n{cfg}", ctx.report);
+    run(&ctx, &cfg, &mut std::io::stdout())
+}
+
+fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
         path: "stdout".into(),
         source: e,
