@@ -10,14 +10,14 @@ use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::GpuTimer;
 use ess_wgpu::kernels::{Indexer, IndexerNaive};
 use ess_wgpu::problems::{INDEXER_TOL, IndexerProblem};
-use ess_wgpu::{Config, GpuContext};
+use ess_wgpu::{GpuContext, RunConfig};
 
 fn main() -> ess_wgpu::Result<()> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    let cfg = Config::small();
+    let cfg = RunConfig::small();
     let lens = [4096, 1000, 2500, 17]; // ragged: one dispatch covers all four sequences
-    let (heads, dim) = (cfg.index_heads, cfg.index_head_dim);
+    let (heads, dim) = (cfg.model.index_heads, cfg.model.index_head_dim);
     println!(
         "indexer: {heads} heads x {dim} dims, {} keys, contexts {lens:?}",
         cfg.dtype
@@ -33,7 +33,7 @@ fn main() -> ess_wgpu::Result<()> {
         })
     };
 
-    let naive = IndexerNaive::new(&ctx, heads, dim, cfg.dtype)?;
+    let naive = IndexerNaive::new(&ctx, &cfg.indexer_shape())?;
     let got = problem.run_naive(&ctx, &naive, timer.as_ref())?;
     let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
     println!(
@@ -41,7 +41,7 @@ fn main() -> ess_wgpu::Result<()> {
         time(&timer)?
     );
 
-    let tuned = Indexer::new(&ctx, heads, dim, cfg.dtype)?;
+    let tuned = Indexer::new(&ctx, &cfg.indexer_shape())?;
     let got = problem.run(&ctx, &tuned, timer.as_ref())?;
     let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
     println!(

@@ -9,16 +9,16 @@
 use ess_wgpu::gpu::GpuTimer;
 use ess_wgpu::kernels::TopK;
 use ess_wgpu::problems::TopKProblem;
-use ess_wgpu::{Config, GpuContext};
+use ess_wgpu::{GpuContext, RunConfig};
 
 fn main() -> ess_wgpu::Result<()> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    let k = Config::small().topk as usize;
+    let k = RunConfig::small().model.topk as usize;
     let lens = [16384, 4096, k - 1, 300];
     println!("top-k: k = {k}, rows of length {lens:?}");
 
-    let kernel = TopK::new(&ctx, k as u32)?;
+    let kernel = TopK::new(&ctx, &RunConfig::small().topk_shape())?;
     for (what, distinct) in [
         ("continuous scores", 0),
         ("only 7 distinct scores (ties)", 7),

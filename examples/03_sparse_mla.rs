@@ -12,12 +12,12 @@ use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::GpuTimer;
 use ess_wgpu::kernels::{SparseMla, SparseMlaNaive};
 use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL, SparseMlaProblem};
-use ess_wgpu::{Config, Error, GpuContext};
+use ess_wgpu::{Error, GpuContext, RunConfig};
 
 fn main() -> ess_wgpu::Result<()> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    let cfg = Config::small();
+    let cfg = RunConfig::small();
     println!("{cfg}");
     // 4096 cached rows, 5% of ids invalid (-1), sequence 2 with no valid id at all
     let problem = SparseMlaProblem::random(&cfg, 4096, 0.05, &[2], 3);
@@ -31,7 +31,7 @@ fn main() -> ess_wgpu::Result<()> {
         })
     };
 
-    let naive = SparseMlaNaive::new(&ctx, &cfg)?;
+    let naive = SparseMlaNaive::new(&ctx, &cfg.sparse_mla_shape())?;
     let (o_lat, lse) = problem.run_naive(&ctx, &naive, timer.as_ref())?;
     let e_o = compare("o_lat", &o_lat, &want_o, oa, or).map_err(Error::Gpu)?;
     let e_l = compare("lse", &lse, &want_lse, la, lr).map_err(Error::Gpu)?;
@@ -40,7 +40,7 @@ fn main() -> ess_wgpu::Result<()> {
         time(&timer)?
     );
 
-    let tuned = SparseMla::new(&ctx, &cfg)?;
+    let tuned = SparseMla::new(&ctx, &cfg.sparse_mla_shape())?;
     let (o_lat, lse) = problem.run(&ctx, &tuned, timer.as_ref())?;
     let e_o = compare("o_lat", &o_lat, &want_o, oa, or).map_err(Error::Gpu)?;
     let e_l = compare("lse", &lse, &want_lse, la, lr).map_err(Error::Gpu)?;
@@ -50,7 +50,7 @@ fn main() -> ess_wgpu::Result<()> {
     );
     println!(
         "sequence 2 (all ids -1): lse = {} (contract: -inf, o_lat = 0)",
-        lse[2 * cfg.heads as usize]
+        lse[2 * cfg.model.heads as usize]
     );
     Ok(())
 }

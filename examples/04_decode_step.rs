@@ -13,7 +13,7 @@
 //!     cargo run --release --example 04_decode_step [tiny|small|v32]
 
 use ess_wgpu::compare::compare;
-use ess_wgpu::config::Config;
+use ess_wgpu::config::RunConfig;
 use ess_wgpu::error::{Error, Result};
 use ess_wgpu::gpu::{GpuContext, GpuTimer};
 use ess_wgpu::kernels::indexer::IndexerArgs;
@@ -27,23 +27,27 @@ use std::io::Write;
 
 fn main() -> Result<()> {
     let preset = std::env::args().nth(1).unwrap_or_else(|| "small".into());
-    let cfg = Config::preset(&preset)?;
+    let cfg = RunConfig::preset(&preset)?;
     cfg.validate()?;
     let ctx = GpuContext::new()?;
     println!("{}\n{cfg}", ctx.report);
     run(&ctx, &cfg, &mut std::io::stdout())
 }
 
-fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
+fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
         path: "stdout".into(),
         source: e,
     };
-    let (b, h, k) = (cfg.batch as usize, cfg.heads as usize, cfg.topk as usize);
+    let (b, h, k) = (
+        cfg.batch as usize,
+        cfg.model.heads as usize,
+        cfg.model.topk as usize,
+    );
     let (ih, id, dq) = (
-        cfg.index_heads as usize,
-        cfg.index_head_dim as usize,
-        cfg.row_dim() as usize,
+        cfg.model.index_heads as usize,
+        cfg.model.index_head_dim as usize,
+        cfg.model.row_dim() as usize,
     );
     // ragged contexts: the last sequence is the longest, at cfg.context
     let lens: Vec<usize> = (0..b)
@@ -64,9 +68,9 @@ fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
     let q = rng.vec(b * h * dq); // [B, H, KV + ROPE]
     let latent = stored_values(&rng.vec(total * dq), cfg.dtype); // [ΣT, KV + ROPE]
 
-    let indexer = Indexer::new(ctx, cfg.index_heads, cfg.index_head_dim, cfg.dtype)?;
-    let topk = TopK::new(ctx, cfg.topk)?;
-    let mla = SparseMla::new(ctx, cfg)?;
+    let indexer = Indexer::new(ctx, &cfg.indexer_shape())?;
+    let topk = TopK::new(ctx, &cfg.topk_shape())?;
+    let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape())?;
 
     let seq = ctx.upload("seq", &seq_table(&seqs))?;
     let (q_i_buf, w_buf) = (ctx.upload("q_I", &q_i)?, ctx.upload("w", &w)?);
@@ -75,7 +79,10 @@ fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
     let ids = ctx.storage("topk_indices", (b * k * 4) as u64)?;
     let q_buf = ctx.upload("q", &q)?;
     let rows = ctx.upload("latent", &storage_bytes(&latent, cfg.dtype))?;
-    let o_lat = ctx.storage("o_lat", (b * h * cfg.kv_lora_rank as usize * 4) as u64)?;
+    let o_lat = ctx.storage(
+        "o_lat",
+        (b * h * cfg.model.kv_lora_rank as usize * 4) as u64,
+    )?;
     let lse = ctx.storage("lse", (b * h * 4) as u64)?;
     let scratch = mla.scratch(ctx, cfg.batch)?;
     for (buf, poison) in [
@@ -160,7 +167,7 @@ fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
         .collect();
     let ids_match = got_ids[..b * k] == want_ids[..];
     let base: Vec<usize> = seqs.iter().map(|s| s.first_row).collect();
-    let kv = cfg.kv_lora_rank as usize;
+    let kv = cfg.model.kv_lora_rank as usize;
     let (want_o, want_lse) = reference::sparse_mla(
         &q,
         &got_ids,
@@ -171,7 +178,7 @@ fn run(ctx: &GpuContext, cfg: &Config, out: &mut impl Write) -> Result<()> {
         kv,
         dq - kv,
         k,
-        cfg.softmax_scale(),
+        cfg.model.softmax_scale(),
     );
     let e_o = compare("o_lat", &got_o, &want_o, 2e-5, 1e-4).map_err(Error::Gpu)?;
     let e_l = compare("lse", &got_lse[..b * h], &want_lse, 2e-5, 1e-5).map_err(Error::Gpu)?;

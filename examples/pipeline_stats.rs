@@ -18,18 +18,18 @@
 use ash::vk;
 use ess_wgpu::gpu::{GpuContext, PipelineSource, ShaderChecks};
 use ess_wgpu::kernels::{Indexer, LseMerge, SparseMla, TopK};
-use ess_wgpu::{Config, Error, Result};
+use ess_wgpu::{Error, Result, RunConfig};
 use std::ffi::CStr;
 
 fn main() -> Result<()> {
     let preset = std::env::args().nth(1).unwrap_or_else(|| "v32".into());
-    let cfg = Config::preset(&preset)?;
+    let cfg = RunConfig::preset(&preset)?;
     let ctx = GpuContext::new()?;
     println!("{}\n{cfg}\n", ctx.report);
     // The pipelines of one decode step's kernels (the probe kernels are the benchmark's own).
-    Indexer::new(&ctx, cfg.index_heads, cfg.index_head_dim, cfg.dtype)?;
-    TopK::new(&ctx, cfg.topk)?;
-    SparseMla::new(&ctx, &cfg)?;
+    Indexer::new(&ctx, &cfg.indexer_shape())?;
+    TopK::new(&ctx, &cfg.topk_shape())?;
+    SparseMla::new(&ctx, &cfg.sparse_mla_shape())?;
     LseMerge::new(&ctx)?;
     ess_wgpu::kernels::Probe::new(&ctx)?;
     let sources = ctx.pipelines_built();

@@ -1,10 +1,17 @@
-//! Model and run configuration: named presets, per-field overrides, and validation that names the
-//! field, the value and the allowed range.
+//! Model and run configuration: [`ModelConfig`] (the model's dimensions, as a checkpoint's
+//! `config.json` gives them) and [`RunConfig`] (a run of it: layers, batch, context, cache
+//! storage), named presets, per-field overrides, and validation that names the field, the value
+//! and the allowed range.
 //!
-//! The dims follow DeepSeek-V3.2 (BRIEF.md §2). Kernel constraints live here as plain ranges so a
-//! bad value fails before any GPU work: see [`Config::validate`].
+//! The dims follow DeepSeek-V3.2 (BRIEF.md §2). Each kernel states its own limits in a `Shape`
+//! with a `validate()` ([`IndexerShape`], [`TopKShape`], [`SparseMlaShape`], and the cache's
+//! `ResolveShape`); [`RunConfig::validate`] asks them, so a bad value fails before any GPU work
+//! with the same message wherever it is caught.
 
 use crate::error::{Error, Result};
+pub use crate::kernels::indexer::IndexerShape;
+pub use crate::kernels::sparse_mla::SparseMlaShape;
+pub use crate::kernels::topk::{MAX_TOPK, TopKShape};
 use std::fmt;
 
 /// Storage type of the indexer keys and latent rows on the GPU. Math is always f32.
@@ -33,10 +40,13 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// Dims of one layer of the model plus the size of a run.
+/// The model's dimensions: what a checkpoint's `config.json` fixes, nothing about a run. Field
+/// names follow DeepSeek's `ModelArgs` (the Hugging Face names differ in places: `n_heads` is
+/// `num_attention_heads`, `topk` is `index_topk`, `index_heads` is `index_n_heads`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Config {
-    pub preset: String,
+pub struct ModelConfig {
+    /// The preset it came from.
+    pub name: String,
     /// Query heads of MLA (128 in V3.2).
     pub heads: u32,
     /// Latent dims c_kv (512).
@@ -51,17 +61,41 @@ pub struct Config {
     pub index_head_dim: u32,
     /// Tokens selected per query (2048).
     pub topk: u32,
-    /// Layers simulated (the model has 61; the presets keep a few).
+    /// Decoder layers of the model (61 in V3.2).
+    pub layers: u32,
+}
+
+impl ModelConfig {
+    /// Dims of one latent row: c_kv ‖ k_pe.
+    pub fn row_dim(&self) -> u32 {
+        self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    /// (qk_nope + qk_rope)^-1/2, the MLA softmax scale without YaRN.
+    pub fn softmax_scale(&self) -> f32 {
+        1.0 / ((self.qk_nope_head_dim + self.qk_rope_head_dim) as f32).sqrt()
+    }
+}
+
+/// A run of a model: how many of its layers, how many sequences of what context, and how the
+/// caches are stored. Presets are a model and a run's default sizes; `--set FIELD=VALUE` changes
+/// either (see [`FIELDS`]). The engine's options ([`crate::engine::EngineOptions`]) add the
+/// per-sequence contexts, steps, mode and pool on top.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    /// Layers run (the model's first ones; the presets keep a few).
     pub layers: u32,
     /// Context length T of each sequence.
     pub context: u32,
     /// Sequences decoded together.
     pub batch: u32,
-    /// Storage of keys and latent rows.
+    /// Storage of the indexer keys and latent rows.
     pub dtype: Dtype,
 }
 
-/// Every field `Config::set` accepts, in the order `--help` lists them.
+/// Every field `RunConfig::set` accepts, in the order `--help` lists them: the model's dims,
+/// then the run's sizes.
 pub const FIELDS: &[&str] = &[
     "heads",
     "kv_lora_rank",
@@ -76,23 +110,24 @@ pub const FIELDS: &[&str] = &[
     "dtype",
 ];
 
-/// Largest k the top-k kernel sorts in workgroup memory.
-pub const MAX_TOPK: u32 = 2048;
 /// Largest context a sequence may have (top-k and indexer index with u32; 1 Mi tokens).
 pub const MAX_CONTEXT: u32 = 1 << 20;
 
-impl Config {
+impl RunConfig {
     /// Test-sized: runs in milliseconds on a software adapter.
     pub fn tiny() -> Self {
-        Config {
-            preset: "tiny".into(),
-            heads: 8,
-            kv_lora_rank: 64,
-            qk_rope_head_dim: 32,
-            qk_nope_head_dim: 32,
-            index_heads: 8,
-            index_head_dim: 32,
-            topk: 16,
+        RunConfig {
+            model: ModelConfig {
+                name: "tiny".into(),
+                heads: 8,
+                kv_lora_rank: 64,
+                qk_rope_head_dim: 32,
+                qk_nope_head_dim: 32,
+                index_heads: 8,
+                index_head_dim: 32,
+                topk: 16,
+                layers: 2,
+            },
             layers: 2,
             context: 100,
             batch: 2,
@@ -102,15 +137,18 @@ impl Config {
 
     /// A laptop demo: the real latent width, fewer heads, a few thousand tokens.
     pub fn small() -> Self {
-        Config {
-            preset: "small".into(),
-            heads: 16,
-            kv_lora_rank: 512,
-            qk_rope_head_dim: 64,
-            qk_nope_head_dim: 128,
-            index_heads: 16,
-            index_head_dim: 64,
-            topk: 256,
+        RunConfig {
+            model: ModelConfig {
+                name: "small".into(),
+                heads: 16,
+                kv_lora_rank: 512,
+                qk_rope_head_dim: 64,
+                qk_nope_head_dim: 128,
+                index_heads: 16,
+                index_head_dim: 64,
+                topk: 256,
+                layers: 4,
+            },
             layers: 4,
             context: 4096,
             batch: 4,
@@ -118,17 +156,20 @@ impl Config {
         }
     }
 
-    /// DeepSeek-V3.2's per-layer dims.
+    /// DeepSeek-V3.2's per-layer dims (61 layers; a run keeps 4).
     pub fn v32() -> Self {
-        Config {
-            preset: "v32".into(),
-            heads: 128,
-            kv_lora_rank: 512,
-            qk_rope_head_dim: 64,
-            qk_nope_head_dim: 128,
-            index_heads: 64,
-            index_head_dim: 128,
-            topk: 2048,
+        RunConfig {
+            model: ModelConfig {
+                name: "v32".into(),
+                heads: 128,
+                kv_lora_rank: 512,
+                qk_rope_head_dim: 64,
+                qk_nope_head_dim: 128,
+                index_heads: 64,
+                index_head_dim: 128,
+                topk: 2048,
+                layers: 61,
+            },
             layers: 4,
             context: 32768,
             batch: 16,
@@ -146,7 +187,8 @@ impl Config {
     }
 
     /// Override one field from text, e.g. `set("topk", "512")`. Validates nothing beyond parsing:
-    /// call [`Config::validate`] once all overrides are in.
+    /// call [`RunConfig::validate`] once all overrides are in. `layers` sets the layers run (and
+    /// the model's, when it asks for more than the model has: the presets are stand-ins).
     pub fn set(&mut self, field: &str, value: &str) -> Result<()> {
         if field == "dtype" {
             self.dtype = match value {
@@ -156,14 +198,15 @@ impl Config {
             };
             return Ok(());
         }
+        let m = &mut self.model;
         let slot = match field {
-            "heads" => &mut self.heads,
-            "kv_lora_rank" => &mut self.kv_lora_rank,
-            "qk_rope_head_dim" => &mut self.qk_rope_head_dim,
-            "qk_nope_head_dim" => &mut self.qk_nope_head_dim,
-            "index_heads" => &mut self.index_heads,
-            "index_head_dim" => &mut self.index_head_dim,
-            "topk" => &mut self.topk,
+            "heads" => &mut m.heads,
+            "kv_lora_rank" => &mut m.kv_lora_rank,
+            "qk_rope_head_dim" => &mut m.qk_rope_head_dim,
+            "qk_nope_head_dim" => &mut m.qk_nope_head_dim,
+            "index_heads" => &mut m.index_heads,
+            "index_head_dim" => &mut m.index_head_dim,
+            "topk" => &mut m.topk,
             "layers" => &mut self.layers,
             "context" => &mut self.context,
             "batch" => &mut self.batch,
@@ -176,6 +219,7 @@ impl Config {
                 "a non-negative integer (suffix K = 1024 allowed)",
             )
         })?;
+        self.model.layers = self.model.layers.max(self.layers);
         Ok(())
     }
 
@@ -191,64 +235,82 @@ impl Config {
         Ok(self)
     }
 
-    /// Check every field against what the kernels can handle.
+    /// Check every field against what the kernels can handle: each kernel's shape says its own
+    /// limits ([`IndexerShape`], [`TopKShape`], [`SparseMlaShape`]); the run's sizes are checked
+    /// here.
     pub fn validate(&self) -> Result<()> {
-        check(self.heads, "heads", 1, 1024, 1)?;
-        check(self.kv_lora_rank, "kv_lora_rank", 64, 512, 64)?;
-        check(self.qk_rope_head_dim, "qk_rope_head_dim", 0, 256, 32)?;
-        check(self.qk_nope_head_dim, "qk_nope_head_dim", 1, 1024, 1)?;
-        check(self.index_heads, "index_heads", 8, 64, 8)?;
-        check(self.index_head_dim, "index_head_dim", 32, 1024, 32)?;
-        check(self.topk, "topk", 1, MAX_TOPK, 1)?;
-        check(self.layers, "layers", 1, 256, 1)?;
+        self.indexer_shape().validate()?;
+        self.topk_shape().validate()?;
+        self.sparse_mla_shape().validate()?;
+        check(self.model.qk_nope_head_dim, "qk_nope_head_dim", 1, 1024, 1)?;
+        check(self.layers, "layers", 1, self.model.layers.min(256), 1)?;
         check(self.context, "context", 1, MAX_CONTEXT, 1)?;
         check(self.batch, "batch", 1, 65535, 1)?;
         Ok(())
     }
 
-    /// Dims of one latent row: c_kv ‖ k_pe.
-    pub fn row_dim(&self) -> u32 {
-        self.kv_lora_rank + self.qk_rope_head_dim
+    /// The lightning indexer's shape for this run.
+    pub fn indexer_shape(&self) -> IndexerShape {
+        IndexerShape {
+            heads: self.model.index_heads,
+            dim: self.model.index_head_dim,
+            dtype: self.dtype,
+        }
+    }
+
+    /// The top-k's shape for this run.
+    pub fn topk_shape(&self) -> TopKShape {
+        TopKShape { k: self.model.topk }
+    }
+
+    /// Sparse MLA's shape for this run.
+    pub fn sparse_mla_shape(&self) -> SparseMlaShape {
+        SparseMlaShape {
+            heads: self.model.heads,
+            kv: self.model.kv_lora_rank,
+            rope: self.model.qk_rope_head_dim,
+            topk: self.model.topk,
+            dtype: self.dtype,
+            softmax_scale: self.model.softmax_scale(),
+        }
     }
 
     /// Bytes of one latent row in the configured storage type.
     pub fn row_bytes(&self) -> u64 {
-        self.row_dim() as u64 * self.dtype.bytes()
+        self.model.row_dim() as u64 * self.dtype.bytes()
     }
 
     /// Bytes of one indexer key.
     pub fn key_bytes(&self) -> u64 {
-        self.index_head_dim as u64 * self.dtype.bytes()
-    }
-
-    /// (qk_nope + qk_rope)^-1/2, the MLA softmax scale without YaRN.
-    pub fn softmax_scale(&self) -> f32 {
-        1.0 / ((self.qk_nope_head_dim + self.qk_rope_head_dim) as f32).sqrt()
+        self.model.index_head_dim as u64 * self.dtype.bytes()
     }
 }
 
-impl fmt::Display for Config {
+impl fmt::Display for RunConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.model;
         write!(
             f,
             "preset {}: heads {}, latent {} + rope {} ({}), indexer {} heads x {}, top-k {}, \
-             layers {}, context {}, batch {}",
-            self.preset,
-            self.heads,
-            self.kv_lora_rank,
-            self.qk_rope_head_dim,
+             layers {} of {}, context {}, batch {}",
+            m.name,
+            m.heads,
+            m.kv_lora_rank,
+            m.qk_rope_head_dim,
             self.dtype,
-            self.index_heads,
-            self.index_head_dim,
-            self.topk,
+            m.index_heads,
+            m.index_head_dim,
+            m.topk,
             self.layers,
+            m.layers,
             self.context,
             self.batch
         )
     }
 }
 
-fn check(value: u32, field: &str, min: u32, max: u32, multiple: u32) -> Result<()> {
+/// `value` of `field` in `min ..= max` and a multiple of `multiple`, or the error that says so.
+pub(crate) fn check(value: u32, field: &str, min: u32, max: u32, multiple: u32) -> Result<()> {
     if value < min || value > max || !value.is_multiple_of(multiple) {
         let allowed = if multiple > 1 {
             format!("{min} ..= {max}, a multiple of {multiple}")
@@ -278,28 +340,28 @@ mod tests {
     #[test]
     fn presets_are_valid() {
         for p in ["tiny", "small", "v32"] {
-            Config::preset(p).unwrap().validate().unwrap();
+            RunConfig::preset(p).unwrap().validate().unwrap();
         }
     }
 
     #[test]
     fn bad_values_name_the_field() {
-        let e = Config::tiny()
+        let e = RunConfig::tiny()
             .with_overrides(&["topk=0"])
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("topk = 0"), "{e}");
-        let e = Config::tiny()
+        let e = RunConfig::tiny()
             .with_overrides(&["kv_lora_rank=100"])
             .unwrap()
             .validate();
         assert!(e.unwrap_err().to_string().contains("multiple of 64"));
-        assert!(Config::tiny().with_overrides(&["heads=x"]).is_err());
-        assert!(Config::tiny().with_overrides(&["nope=1"]).is_err());
-        assert!(Config::tiny().with_overrides(&["heads"]).is_err());
-        assert!(Config::preset("huge").is_err());
-        let c = Config::tiny()
+        assert!(RunConfig::tiny().with_overrides(&["heads=x"]).is_err());
+        assert!(RunConfig::tiny().with_overrides(&["nope=1"]).is_err());
+        assert!(RunConfig::tiny().with_overrides(&["heads"]).is_err());
+        assert!(RunConfig::preset("huge").is_err());
+        let c = RunConfig::tiny()
             .with_overrides(&["context=4K", "dtype=f32"])
             .unwrap();
         assert_eq!((c.context, c.dtype), (4096, Dtype::F32));

@@ -31,14 +31,14 @@ impl ModeReport {
         let o = &engine.opts;
         ModeReport {
             mode: o.mode,
-            batch: o.model.batch,
+            batch: o.run.batch,
             steps: s.steps,
             context: o.contexts.iter().copied().max().unwrap_or(0),
             tokens_per_s_gpu: engine.tokens_per_gpu_s(),
             tokens_per_s_wall: engine.tokens_per_wall_s(),
             stage_ms_per_step: s.stage_s_per_step().scaled(1e3),
             device_bytes: engine.device_bytes(),
-            host_bytes: MemoryPlan::host_bytes(o, o.model.batch),
+            host_bytes: MemoryPlan::host_bytes(o, o.run.batch),
             cache: engine.cache.as_ref().map(|c| {
                 let fb = c
                     .fallback
@@ -98,7 +98,7 @@ pub fn decode(
         e.finish(ctx)?;
         reports.push(ModeReport::new(&e));
         if verify {
-            let last: Vec<_> = (0..opts.model.layers)
+            let last: Vec<_> = (0..opts.run.layers)
                 .map(|l| e.outputs(ctx, l))
                 .collect::<Result<_>>()?;
             fingerprints.push((e.digests(ctx)?, last));
@@ -118,7 +118,7 @@ pub fn decode(
 fn describe(o: &EngineOptions) -> String {
     format!(
         "{}\ncontexts {:?}, {} decode steps, locality {}, LRU warm-up {} windows, seed {}",
-        o.model, o.contexts, o.steps, o.locality, o.warmup_windows, o.seed
+        o.run, o.contexts, o.steps, o.locality, o.warmup_windows, o.seed
     )
 }
 
@@ -267,9 +267,9 @@ fn at(opts: &EngineOptions, mode: Mode, context: u32, batch: u32) -> EngineOptio
     EngineOptions {
         mode,
         contexts: vec![context; batch as usize],
-        model: crate::Config {
+        run: crate::RunConfig {
             batch,
-            ..opts.model.clone()
+            ..opts.run.clone()
         },
         ..opts.clone()
     }
@@ -295,7 +295,7 @@ fn run_point(
     Ok(SweepPoint {
         context: o.contexts[0],
         mode: o.mode,
-        batch: o.model.batch,
+        batch: o.run.batch,
         largest,
         slots: e.cache.as_ref().map_or(0, |c| c.shape.slots),
         admission,
@@ -364,16 +364,16 @@ pub fn sweep(
             ));
             let probe = EngineOptions {
                 steps: window.max(1),
-                model: crate::Config {
+                run: crate::RunConfig {
                     batch: 2,
-                    ..opts.model.clone()
+                    ..opts.run.clone()
                 },
                 ..opts.clone()
             };
             let ws = crate::engine::record(ctx, &probe, context)?
                 .trace
                 .working_set(window);
-            let configured = opts.pool.slots(context + opts.steps, opts.model.topk)?;
+            let configured = opts.pool.slots(context + opts.steps, opts.run.model.topk)?;
             let slots = (ws + 1)
                 .max(configured)
                 .min(crate::kernels::resolve::MAX_SLOTS);

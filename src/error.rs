@@ -19,7 +19,7 @@ pub enum Error {
         have: String,
     },
     /// A configuration value outside what the kernels can handle.
-    Config {
+    RunConfig {
         field: String,
         value: String,
         allowed: String,
@@ -44,7 +44,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn config(field: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
-        Error::Config {
+        Error::RunConfig {
             field: field.to_string(),
             value: value.to_string(),
             allowed: allowed.into(),
@@ -77,7 +77,7 @@ impl fmt::Display for Error {
                     "the adapter does not support {what}: need {need}, have {have}"
                 )
             }
-            Error::Config {
+            Error::RunConfig {
                 field,
                 value,
                 allowed,

@@ -63,7 +63,7 @@ pub fn similarity(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
         .iter()
         .map(|&c| record(ctx, &fo.base, c))
         .collect::<Result<_>>()?;
-    let layers = fo.base.model.layers as usize;
+    let layers = fo.base.run.layers as usize;
     let mut csv = String::from("layer,target,context,overlap\n");
     let mut table = format!("{:>5} {:>7}", "layer", "target");
     for r in &recs {

@@ -27,6 +27,6 @@ pub mod svg;
 pub mod trace;
 pub mod workload;
 
-pub use config::{Config, Dtype};
+pub use config::{Dtype, ModelConfig, RunConfig};
 pub use error::{Error, Result};
 pub use gpu::GpuContext;

@@ -74,16 +74,16 @@ pub const CALIBRATION_RHOS: [f32; 10] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0
 /// Measured mean step-to-step overlap for each ρ of `rhos`, at the shapes of `opts` (one layer,
 /// up to 4 sequences, resident mode, 6 steps).
 pub fn calibrate(ctx: &GpuContext, opts: &EngineOptions, rhos: &[f32]) -> Result<Vec<(f32, f64)>> {
-    let batch = opts.model.batch.min(4);
-    let model = crate::Config {
+    let batch = opts.run.batch.min(4);
+    let run = crate::RunConfig {
         layers: 1,
         batch,
-        ..opts.model.clone()
+        ..opts.run.clone()
     };
     let mut table = Vec::new();
     for &rho in rhos {
         let o = EngineOptions {
-            model: model.clone(),
+            run: run.clone(),
             contexts: opts.contexts.iter().copied().take(batch as usize).collect(),
             steps: 6,
             mode: Mode::Resident,

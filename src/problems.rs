@@ -2,7 +2,7 @@
 //! check step: build inputs, upload them, poison the outputs, dispatch, read back, and compute the
 //! CPU reference. One code path, so what the tests check is what the examples show.
 
-use crate::config::{Config, Dtype};
+use crate::config::{Dtype, RunConfig};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTimer};
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
@@ -219,7 +219,7 @@ impl TopKProblem {
 /// Sequence b's ids are relative to its own first row `seqs[b].first_row`; the sequences'
 /// ranges overlap, as a test that the base is applied.
 pub struct SparseMlaProblem {
-    pub cfg: Config,
+    pub cfg: RunConfig,
     pub q: Vec<f32>,   // [B, H, KV + ROPE]
     pub ids: Vec<i32>, // [B, k]
     pub seqs: Vec<SeqKeys>,
@@ -228,13 +228,19 @@ pub struct SparseMlaProblem {
 
 impl SparseMlaProblem {
     /// `invalid`: the fraction of ids set to -1; a sequence listed in `empty` gets only -1.
-    pub fn random(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) -> Self {
+    pub fn random(
+        cfg: &RunConfig,
+        n_rows: usize,
+        invalid: f32,
+        empty: &[usize],
+        seed: u64,
+    ) -> Self {
         let mut rng = Rng::new(seed);
         let (b, h, k, dq) = (
             cfg.batch as usize,
-            cfg.heads as usize,
-            cfg.topk as usize,
-            cfg.row_dim() as usize,
+            cfg.model.heads as usize,
+            cfg.model.topk as usize,
+            cfg.model.row_dim() as usize,
         );
         let seqs: Vec<SeqKeys> = (0..b)
             .map(|s| {
@@ -279,11 +285,11 @@ impl SparseMlaProblem {
             &self.seqs.iter().map(|s| s.first_row).collect::<Vec<_>>(),
             &self.rows,
             c.batch as usize,
-            c.heads as usize,
-            c.kv_lora_rank as usize,
-            c.qk_rope_head_dim as usize,
-            c.topk as usize,
-            c.softmax_scale(),
+            c.model.heads as usize,
+            c.model.kv_lora_rank as usize,
+            c.model.qk_rope_head_dim as usize,
+            c.model.topk as usize,
+            c.model.softmax_scale(),
         )
     }
 
@@ -323,8 +329,11 @@ impl SparseMlaProblem {
         wgpu::Buffer,
     )> {
         let c = &self.cfg;
-        let o_lat = ctx.storage("o_lat", (c.batch * c.heads * c.kv_lora_rank * 4) as u64)?;
-        let lse = ctx.storage("lse", (c.batch * c.heads * 4) as u64)?;
+        let o_lat = ctx.storage(
+            "o_lat",
+            (c.batch * c.model.heads * c.model.kv_lora_rank * 4) as u64,
+        )?;
+        let lse = ctx.storage("lse", (c.batch * c.model.heads * 4) as u64)?;
         ctx.fill(&o_lat, POISON_F32);
         ctx.fill(&lse, POISON_F32);
         Ok((
@@ -362,7 +371,7 @@ impl SparseMlaProblem {
         };
         run_one(ctx, &kernel.bind(ctx, &args), timer)?;
         let mut lse_v: Vec<f32> = ctx.read(&lse)?;
-        lse_v.truncate((c.batch * c.heads) as usize);
+        lse_v.truncate((c.batch * c.model.heads) as usize);
         Ok((ctx.read(&o_lat)?, lse_v))
     }
 }

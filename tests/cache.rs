@@ -6,7 +6,7 @@ mod common;
 use common::{ctx, seed};
 use ess_wgpu::cache::LruPool;
 use ess_wgpu::kernels::Resolve;
-use ess_wgpu::kernels::resolve::ResolveArgs;
+use ess_wgpu::kernels::resolve::{ResolveArgs, ResolveShape};
 use ess_wgpu::problems::{POISON_U32, seq_table};
 use ess_wgpu::reference::SeqKeys;
 use ess_wgpu::workload::{Rng, next_selection};
@@ -25,7 +25,15 @@ struct Trace {
 fn check_trace(t: &Trace, seed: u64) {
     let ctx = ctx();
     let (k, p, cap, b) = (t.k, t.slots, t.capacity, t.lens.len());
-    let resolve = Resolve::new(ctx, k as u32, p as u32, cap as u32).unwrap();
+    let resolve = Resolve::new(
+        ctx,
+        &ResolveShape {
+            k: k as u32,
+            slots: p as u32,
+            capacity: cap as u32,
+        },
+    )
+    .unwrap();
     let init_state: Vec<[i32; 2]> = vec![[-1, 0]; b * p];
     let slot_state = ctx.upload("slot_state", &init_state).unwrap();
     let token_slot = ctx.upload("token_slot", &vec![-1i32; b * cap]).unwrap();
@@ -169,9 +177,14 @@ fn gpu_resolve_equals_oracle_at_v32_top_k() {
 
 #[test]
 fn pools_smaller_than_k_plus_one_are_errors() {
-    let e = Resolve::new(ctx(), 64, 64, 100).unwrap_err().to_string();
+    let shape = |slots| ResolveShape {
+        k: 64,
+        slots,
+        capacity: 100,
+    };
+    let e = Resolve::new(ctx(), &shape(64)).unwrap_err().to_string();
     assert!(e.contains("pool slots = 64") && e.contains("65 ..="), "{e}");
-    assert!(Resolve::new(ctx(), 64, 65, 100).is_ok());
+    assert!(Resolve::new(ctx(), &shape(65)).is_ok());
 }
 
 mod offload {

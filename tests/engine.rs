@@ -4,14 +4,14 @@
 mod common;
 
 use common::ctx;
-use ess_wgpu::Config;
+use ess_wgpu::RunConfig;
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{Engine, EngineOptions, MemoryPlan, Mode};
 
 const BUDGET: u64 = 1 << 30;
 
 fn options(
-    model: Config,
+    run: RunConfig,
     contexts: Vec<u32>,
     pool: PoolSize,
     transfer: TransferPath,
@@ -19,7 +19,7 @@ fn options(
     steps: u32,
 ) -> EngineOptions {
     EngineOptions {
-        model,
+        run,
         contexts,
         steps,
         mode: Mode::Resident,
@@ -61,7 +61,7 @@ fn check_bit_identical(opts: &EngineOptions) {
     for step in 1..=opts.steps {
         resident.step(ctx).unwrap();
         offload.step(ctx).unwrap();
-        for l in 0..opts.model.layers {
+        for l in 0..opts.run.layers {
             let (ro, rl) = resident.outputs(ctx, l).unwrap();
             let (oo, ol) = offload.outputs(ctx, l).unwrap();
             let first = ro.iter().zip(&oo).position(|(a, b)| a != b);
@@ -83,7 +83,7 @@ fn check_bit_identical(opts: &EngineOptions) {
     );
     eprintln!(
         "{} | {} | layer 0 hit rate {:.2}, misses {}",
-        opts.model,
+        opts.run,
         opts.transfer,
         c.hit_rate(),
         c.misses
@@ -93,12 +93,12 @@ fn check_bit_identical(opts: &EngineOptions) {
 #[test]
 fn modes_are_bit_identical_with_a_thrashing_pool() {
     // pool of exactly k + 1 slots: every step evicts
-    let model = Config::tiny()
+    let run = RunConfig::tiny()
         .with_overrides(&["batch=3", "layers=2"])
         .unwrap();
-    let k = model.topk;
+    let k = run.model.topk;
     check_bit_identical(&options(
-        model,
+        run,
         vec![100, 37, 250],
         PoolSize::Slots(k + 1),
         TransferPath::ZeroCopy,
@@ -109,7 +109,7 @@ fn modes_are_bit_identical_with_a_thrashing_pool() {
 
 #[test]
 fn modes_are_bit_identical_on_every_transfer_path() {
-    let model = Config::tiny()
+    let run = RunConfig::tiny()
         .with_overrides(&["batch=2", "layers=2", "topk=40"])
         .unwrap();
     for transfer in [
@@ -118,7 +118,7 @@ fn modes_are_bit_identical_on_every_transfer_path() {
         TransferPath::PerRow,
     ] {
         check_bit_identical(&options(
-            model.clone(),
+            run.clone(),
             vec![300, 129],
             PoolSize::Ratio(0.3),
             transfer,
@@ -131,7 +131,7 @@ fn modes_are_bit_identical_on_every_transfer_path() {
 #[test]
 fn modes_are_bit_identical_at_the_real_latent_width() {
     // 512 + 64 latent, 40 heads (one partial head block), k not a multiple of any tile
-    let model = Config::small()
+    let run = RunConfig::small()
         .with_overrides(&[
             "batch=2",
             "layers=1",
@@ -141,7 +141,7 @@ fn modes_are_bit_identical_at_the_real_latent_width() {
         ])
         .unwrap();
     check_bit_identical(&options(
-        model,
+        run,
         vec![700, 333],
         PoolSize::Slots(150),
         TransferPath::ZeroCopy,
@@ -152,9 +152,9 @@ fn modes_are_bit_identical_at_the_real_latent_width() {
 
 #[test]
 fn batches_that_do_not_fit_are_refused_with_the_arithmetic() {
-    let model = Config::small().with_overrides(&["batch=8"]).unwrap();
+    let run = RunConfig::small().with_overrides(&["batch=8"]).unwrap();
     let mut opts = options(
-        model,
+        run,
         vec![4096; 8],
         PoolSize::Ratio(0.2),
         TransferPath::ZeroCopy,
@@ -186,9 +186,9 @@ fn batches_that_do_not_fit_are_refused_with_the_arithmetic() {
 
 #[test]
 fn bad_engine_options_are_errors() {
-    let model = Config::tiny();
+    let run = RunConfig::tiny();
     let ok = options(
-        model.clone(),
+        run.clone(),
         vec![50, 50],
         PoolSize::Ratio(0.5),
         TransferPath::ZeroCopy,
@@ -214,13 +214,13 @@ fn bad_engine_options_are_errors() {
         },
         EngineOptions {
             mode: Mode::Offload,
-            pool: PoolSize::Slots(model.topk),
+            pool: PoolSize::Slots(run.model.topk),
             ..ok.clone()
         },
         EngineOptions {
-            model: Config {
+            run: RunConfig {
                 dtype: ess_wgpu::Dtype::F32,
-                ..model.clone()
+                ..run.clone()
             },
             ..ok.clone()
         },
@@ -235,11 +235,11 @@ fn bad_engine_options_are_errors() {
 #[test]
 fn trace_replay_equals_the_gpu_counts() {
     use ess_wgpu::trace::Trace;
-    let model = Config::tiny()
+    let run = RunConfig::tiny()
         .with_overrides(&["batch=3", "layers=2", "topk=24"])
         .unwrap();
     let mut opts = options(
-        model,
+        run,
         vec![200, 90, 150],
         PoolSize::Slots(40),
         TransferPath::ZeroCopy,
@@ -331,10 +331,10 @@ fn working_set_of_a_trace() {
 /// than a thrashing k + 1 pool in the same budget.
 #[test]
 fn admission_trades_batch_for_hit_rate() {
-    let model = Config::tiny().with_overrides(&["layers=2"]).unwrap();
-    let k = model.topk;
+    let run = RunConfig::tiny().with_overrides(&["layers=2"]).unwrap();
+    let k = run.model.topk;
     let mut opts = options(
-        model,
+        run,
         vec![300],
         PoolSize::Slots(k + 1),
         TransferPath::ZeroCopy,
@@ -368,14 +368,17 @@ fn engine_layer_equals_the_cpu_reference() {
     use ess_wgpu::compare::compare;
     use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL};
     let ctx = ctx();
-    let mut model = Config::preset("tiny").unwrap();
-    model.batch = 3;
-    model.layers = 2;
-    let (b, h, k) = (3usize, model.heads as usize, model.topk as usize);
-    let (kv, rope) = (model.kv_lora_rank as usize, model.qk_rope_head_dim as usize);
+    let mut run = RunConfig::preset("tiny").unwrap();
+    run.batch = 3;
+    run.layers = 2;
+    let (b, h, k) = (3usize, run.model.heads as usize, run.model.topk as usize);
+    let (kv, rope) = (
+        run.model.kv_lora_rank as usize,
+        run.model.qk_rope_head_dim as usize,
+    );
     for mode in [Mode::Resident, Mode::Offload] {
         let mut opts = options(
-            model.clone(),
+            run.clone(),
             vec![130, 9, 61],
             PoolSize::Slots(40),
             TransferPath::ZeroCopy,
@@ -419,7 +422,7 @@ fn engine_layer_equals_the_cpu_reference() {
             kv,
             rope,
             k,
-            model.softmax_scale(),
+            run.model.softmax_scale(),
         );
         let (oa, or) = SPARSE_MLA_O_LAT_TOL;
         let (la, lr) = SPARSE_MLA_LSE_TOL;
@@ -435,8 +438,8 @@ fn engine_layer_equals_the_cpu_reference() {
 #[test]
 fn memory_plan_is_what_the_engine_allocates() {
     let ctx = ctx();
-    let mut model = Config::preset("tiny").unwrap();
-    model.batch = 3;
+    let mut run = RunConfig::preset("tiny").unwrap();
+    run.batch = 3;
     for (mode, transfer, overlap, digest) in [
         (Mode::Resident, TransferPath::ZeroCopy, false, false),
         (Mode::Resident, TransferPath::ZeroCopy, true, true),
@@ -445,7 +448,7 @@ fn memory_plan_is_what_the_engine_allocates() {
         (Mode::Offload, TransferPath::PerRow, true, false),
     ] {
         let mut opts = options(
-            model.clone(),
+            run.clone(),
             vec![50, 70, 20],
             PoolSize::Slots(30),
             transfer,
@@ -468,7 +471,7 @@ fn memory_plan_is_what_the_engine_allocates() {
 fn gpu_overlap_equals_the_trace() {
     let ctx = ctx();
     let mut opts = options(
-        Config::preset("tiny").unwrap(),
+        RunConfig::preset("tiny").unwrap(),
         vec![100; 2],
         PoolSize::Slots(30),
         TransferPath::ZeroCopy,
@@ -522,7 +525,7 @@ fn gpu_overlap_equals_the_trace() {
 fn decode_reports_wall_and_gpu_time_and_agrees() {
     let ctx = ctx();
     let mut opts = options(
-        Config::preset("tiny").unwrap(),
+        RunConfig::preset("tiny").unwrap(),
         vec![100; 2],
         PoolSize::Slots(30),
         TransferPath::ZeroCopy,
@@ -556,7 +559,7 @@ fn decode_reports_wall_and_gpu_time_and_agrees() {
 fn digests_tell_different_runs_apart() {
     let ctx = ctx();
     let mut opts = options(
-        Config::preset("tiny").unwrap(),
+        RunConfig::preset("tiny").unwrap(),
         vec![100; 2],
         PoolSize::Slots(30),
         TransferPath::ZeroCopy,
@@ -581,7 +584,7 @@ fn digests_tell_different_runs_apart() {
 fn one_pass_and_staged_steps_agree() {
     let ctx = ctx();
     let mut opts = options(
-        Config::preset("tiny").unwrap(),
+        RunConfig::preset("tiny").unwrap(),
         vec![100, 37],
         PoolSize::Slots(30),
         TransferPath::ZeroCopy,

@@ -3,18 +3,18 @@
 mod common;
 
 use common::ctx;
-use ess_wgpu::Config;
+use ess_wgpu::RunConfig;
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{EngineOptions, Mode};
 use ess_wgpu::figures::{FigureOptions, misses_vs_ratio, warmup};
 use ess_wgpu::locality::paper_profile;
 
 fn options() -> FigureOptions {
-    let model = Config::tiny()
+    let run = RunConfig::tiny()
         .with_overrides(&["layers=4", "batch=2", "topk=16"])
         .unwrap();
     let base = EngineOptions {
-        model,
+        run,
         contexts: vec![200, 200],
         steps: 10,
         mode: Mode::Offload,

@@ -5,13 +5,15 @@ mod common;
 
 use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
+use ess_wgpu::kernels::indexer::IndexerShape;
 use ess_wgpu::kernels::sparse_mla::ScoresTile;
+use ess_wgpu::kernels::topk::TopKShape;
 use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
     SparseMlaProblem, TopKProblem,
 };
-use ess_wgpu::{Config, Dtype};
+use ess_wgpu::{Dtype, RunConfig};
 
 #[test]
 fn indexer_matches_reference() {
@@ -23,7 +25,12 @@ fn indexer_matches_reference() {
         (24, 96, Dtype::F32),
     ];
     for (i, &(heads, dim, dtype)) in shapes.iter().enumerate() {
-        let kernel = Indexer::new(ctx, heads as u32, dim as u32, dtype).unwrap();
+        let shape = IndexerShape {
+            heads: heads as u32,
+            dim: dim as u32,
+            dtype,
+        };
+        let kernel = Indexer::new(ctx, &shape).unwrap();
         // ragged: empty, single key, around the 256-key tile, and a long one
         let lens = [0usize, 1, 255, 257, 700, 33];
         let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
@@ -34,7 +41,7 @@ fn indexer_matches_reference() {
             .unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer {heads}x{dim} {dtype}: max err {err:e}");
         // version 1, the same problem and tolerance
-        let naive = IndexerNaive::new(ctx, heads as u32, dim as u32, dtype).unwrap();
+        let naive = IndexerNaive::new(ctx, &shape).unwrap();
         let got = p.run_naive(ctx, &naive, None).unwrap();
         let err = compare("index_score (naive)", &got, &want, atol, rtol)
             .unwrap_or_else(|e| panic!("naive {heads}x{dim} {dtype}: {e}"));
@@ -46,7 +53,7 @@ fn indexer_matches_reference() {
 fn topk_matches_reference_on_edge_lengths_and_ties() {
     let ctx = ctx();
     for (i, &k) in [1usize, 16, 100, 2048].iter().enumerate() {
-        let kernel = TopK::new(ctx, k as u32).unwrap();
+        let kernel = TopK::new(ctx, &TopKShape { k: k as u32 }).unwrap();
         let lens = [0, 1, k.saturating_sub(1), k, k + 1, 1000, 5003];
         for distinct in [0u64, 3, 1] {
             let p = TopKProblem::random(k, &lens, distinct, fresh_seed(i as u64 * 10 + distinct));
@@ -66,16 +73,16 @@ fn topk_matches_reference_on_edge_lengths_and_ties() {
 #[test]
 fn topk_handles_long_rows() {
     let ctx = ctx();
-    let kernel = TopK::new(ctx, 2048).unwrap();
+    let kernel = TopK::new(ctx, &TopKShape { k: 2048 }).unwrap();
     let p = TopKProblem::random(2048, &[262_144, 131_071], 0, fresh_seed(99));
     assert_eq!(p.run(ctx, &kernel, None).unwrap(), p.reference());
     let ties = TopKProblem::random(2048, &[200_000], 50, fresh_seed(98));
     assert_eq!(ties.run(ctx, &kernel, None).unwrap(), ties.reference());
 }
 
-fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {
+fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {
     let ctx = ctx();
-    let mut kernel = SparseMla::new(ctx, cfg).unwrap();
+    let mut kernel = SparseMla::new(ctx, &cfg.sparse_mla_shape()).unwrap();
     let p = SparseMlaProblem::random(cfg, n_rows, invalid, empty, seed);
     let (want_o, want_lse) = p.reference();
     // both `scores` tiles, whatever the grid size would pick
@@ -91,7 +98,7 @@ fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], 
         eprintln!("sparse_mla {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
     }
     // version 1, the same problem and tolerances
-    let naive = SparseMlaNaive::new(ctx, cfg).unwrap();
+    let naive = SparseMlaNaive::new(ctx, &cfg.sparse_mla_shape()).unwrap();
     let (o_lat, lse) = p.run_naive(ctx, &naive, None).unwrap();
     let (oa, or) = SPARSE_MLA_O_LAT_TOL;
     let (la, lr) = SPARSE_MLA_LSE_TOL;
@@ -105,51 +112,56 @@ fn check_sparse_mla(cfg: &Config, n_rows: usize, invalid: f32, empty: &[usize], 
 #[test]
 fn sparse_mla_matches_reference() {
     // tiny dims; heads below one workgroup's 32; k not a multiple of the 64-row tile
-    let tiny = Config::tiny()
+    let tiny = RunConfig::tiny()
         .with_overrides(&["batch=3", "topk=77"])
         .unwrap();
     check_sparse_mla(&tiny, 500, 0.1, &[], fresh_seed(1));
-    let tiny32 = Config {
+    let tiny32 = RunConfig {
         dtype: Dtype::F32,
         ..tiny.clone()
     };
     check_sparse_mla(&tiny32, 300, 0.3, &[1], fresh_seed(2));
     // the real latent width; 40 heads = one full and one partial workgroup of heads
-    let wide = Config::small()
+    let wide = RunConfig::small()
         .with_overrides(&["heads=40", "batch=2", "topk=130"])
         .unwrap();
     check_sparse_mla(&wide, 1000, 0.05, &[], fresh_seed(3));
-    let wide32 = Config {
+    let wide32 = RunConfig {
         dtype: Dtype::F32,
         ..wide.clone()
     };
     check_sparse_mla(&wide32, 257, 0.0, &[], fresh_seed(4));
     // 70 heads: two 64-head `attend` workgroups, the second with one partial warp (heads 64..69)
     // and seven warps without a head
-    let heads70 = Config::small()
+    let heads70 = RunConfig::small()
         .with_overrides(&["heads=70", "batch=2", "topk=90"])
         .unwrap();
     check_sparse_mla(&heads70, 500, 0.1, &[], fresh_seed(12));
     // 128 heads: whole workgroups, compiled without the per-warp head test (PART_HEADS = false)
-    let heads128 = Config::small()
+    let heads128 = RunConfig::small()
         .with_overrides(&["heads=128", "batch=1", "topk=70"])
         .unwrap();
     check_sparse_mla(&heads128, 300, 0.1, &[], fresh_seed(13));
     // a latent width whose f32 V chunk (16 half rows × 40 vec4s) is not a multiple of the 256
     // threads
-    let odd32 = Config::small()
+    let odd32 = RunConfig::small()
         .with_overrides(&["kv_lora_rank=320", "dtype=f32", "batch=2", "topk=100"])
         .unwrap();
     check_sparse_mla(&odd32, 400, 0.1, &[], fresh_seed(5));
     // batch 1 with k = 300: `attend` splits the ids into 4 slices of whole 64-id score tiles
     // (split-k): 128, 128, 44 and an empty one
-    let split = Config::small()
+    let split = RunConfig::small()
         .with_overrides(&["batch=1", "topk=300"])
         .unwrap();
-    assert_eq!(SparseMla::new(ctx(), &split).unwrap().splits(1), 4);
+    assert_eq!(
+        SparseMla::new(ctx(), &split.sparse_mla_shape())
+            .unwrap()
+            .splits(1),
+        4
+    );
     check_sparse_mla(&split, 2000, 0.1, &[], fresh_seed(10));
     check_sparse_mla(
-        &Config {
+        &RunConfig {
             dtype: Dtype::F32,
             ..split
         },
@@ -159,7 +171,7 @@ fn sparse_mla_matches_reference() {
         fresh_seed(11),
     );
     // other legal dims: kv 192 (24 dim groups of 8), no rope
-    let odd = Config::tiny()
+    let odd = RunConfig::tiny()
         .with_overrides(&[
             "kv_lora_rank=192",
             "qk_rope_head_dim=0",
@@ -172,7 +184,7 @@ fn sparse_mla_matches_reference() {
 
 #[test]
 fn sparse_mla_all_ids_invalid_gives_zero_and_neg_inf() {
-    let cfg = Config::tiny()
+    let cfg = RunConfig::tiny()
         .with_overrides(&["batch=2", "topk=70"])
         .unwrap();
     check_sparse_mla(&cfg, 10, 1.0, &[], fresh_seed(6));
@@ -197,11 +209,11 @@ fn lse_merge_matches_reference() {
 #[test]
 fn split_attention_then_merge_equals_one_pass() {
     let ctx = ctx();
-    let cfg = Config::small()
+    let cfg = RunConfig::small()
         .with_overrides(&["heads=16", "batch=2", "topk=96"])
         .unwrap();
     let full = SparseMlaProblem::random(&cfg, 400, 0.0, &[], fresh_seed(9));
-    let k = cfg.topk as usize;
+    let k = cfg.model.topk as usize;
     let half = |first: bool| {
         let mut p = SparseMlaProblem {
             cfg: cfg.clone(),
@@ -217,13 +229,13 @@ fn split_attention_then_merge_equals_one_pass() {
         }
         p
     };
-    let mla = SparseMla::new(ctx, &cfg).unwrap();
+    let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape()).unwrap();
     let (a, b) = (
         half(true).run(ctx, &mla, None).unwrap(),
         half(false).run(ctx, &mla, None).unwrap(),
     );
     let merged = LseMergeProblem {
-        dim: cfg.kv_lora_rank as usize,
+        dim: cfg.model.kv_lora_rank as usize,
         parts: [a, b],
     }
     .run(ctx, &LseMerge::new(ctx).unwrap())
@@ -233,28 +245,47 @@ fn split_attention_then_merge_equals_one_pass() {
     compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
 }
 
+/// Each kernel's shape states its limits once: the kernel, the configuration and the engine all
+/// give the same message, naming the field, the value and the allowed range.
 #[test]
 fn kernels_reject_shapes_they_cannot_handle() {
     let ctx = ctx();
-    assert!(
-        Indexer::new(ctx, 12, 64, Dtype::F16)
-            .unwrap_err()
-            .to_string()
-            .contains("index_heads = 12")
-    );
-    assert!(Indexer::new(ctx, 16, 40, Dtype::F16).is_err());
-    assert!(TopK::new(ctx, 0).is_err());
-    assert!(TopK::new(ctx, 4096).is_err());
-    let bad = Config {
-        kv_lora_rank: 520,
-        ..Config::tiny()
+    let indexer = |heads, dim| IndexerShape {
+        heads,
+        dim,
+        dtype: Dtype::F16,
     };
+    let e = Indexer::new(ctx, &indexer(12, 64)).unwrap_err().to_string();
     assert!(
-        SparseMla::new(ctx, &bad)
-            .unwrap_err()
-            .to_string()
-            .contains("kv_lora_rank")
+        e.contains("index_heads = 12") && e.contains("8 ..= 64, a multiple of 8"),
+        "{e}"
     );
+    let e = IndexerNaive::new(ctx, &indexer(16, 40))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("index_head_dim = 40") && e.contains("multiple of 32"),
+        "{e}"
+    );
+    for k in [0, 4096] {
+        let e = TopK::new(ctx, &TopKShape { k }).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("topk = {k}")) && e.contains("1 ..= 2048"),
+            "{e}"
+        );
+    }
+    let mut bad = RunConfig::tiny();
+    bad.model.kv_lora_rank = 520;
+    let from_kernel = SparseMla::new(ctx, &bad.sparse_mla_shape())
+        .unwrap_err()
+        .to_string();
+    let from_naive = SparseMlaNaive::new(ctx, &bad.sparse_mla_shape())
+        .unwrap_err()
+        .to_string();
+    let from_config = bad.validate().unwrap_err().to_string();
+    assert!(from_kernel.contains("kv_lora_rank = 520") && from_kernel.contains("64 ..= 512"));
+    assert_eq!(from_kernel, from_config);
+    assert_eq!(from_kernel, from_naive);
 }
 
 /// In CI the adapter must be the Vulkan one: a silent fall-back to GL would hide failures.

@@ -7,7 +7,7 @@
 //! because its work depends on their distribution. Tests never time anything; this does.
 
 use crate::compare::compare;
-use crate::config::Config;
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
 use crate::kernels::indexer::IndexerArgs;
@@ -15,7 +15,10 @@ use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::sparse_mla::SparseMlaArgs;
 use crate::kernels::topk::TopKArgs;
 use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
-use crate::problems::{IndexerProblem, LseMergeProblem, SparseMlaProblem, TopKProblem, seq_table};
+use crate::problems::{
+    INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
+    SparseMlaProblem, TopKProblem, seq_table,
+};
 use crate::reference::SeqKeys;
 use crate::workload::{Rng, storage_bytes};
 use std::time::Instant;
@@ -25,7 +28,7 @@ pub mod transfer;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    pub presets: Vec<Config>,
+    pub presets: Vec<RunConfig>,
     /// Per preset: batches and contexts; empty = the preset's defaults (see [`default_shapes`]).
     pub batches: Vec<u32>,
     pub contexts: Vec<u32>,
@@ -34,8 +37,8 @@ pub struct BenchOptions {
 
 /// The shapes the issue asks for: v32 at batch {1, 16, 64} × context {8K, 32K, 128K}; small at
 /// batch {1, 4, 16} × context {4K, 16K}; tiny at its own size.
-pub fn default_shapes(cfg: &Config) -> (Vec<u32>, Vec<u32>) {
-    match cfg.preset.as_str() {
+pub fn default_shapes(cfg: &RunConfig) -> (Vec<u32>, Vec<u32>) {
+    match cfg.model.name.as_str() {
         "v32" => (vec![1, 16, 64], vec![8 << 10, 32 << 10, 128 << 10]),
         "small" => (vec![1, 4, 16], vec![4 << 10, 16 << 10]),
         _ => (vec![cfg.batch], vec![cfg.context]),
@@ -175,33 +178,39 @@ pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
 }
 
 /// Check each kernel at a reduced case of `cfg` against the CPU reference.
-pub fn check_kernels(ctx: &GpuContext, cfg: &Config) -> Result<Vec<CheckResult>> {
+pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResult>> {
     let fail = |e: String| Error::Gpu(format!("check failed, not timing: {e}"));
     let mut out = Vec::new();
     let mut push = |kernel: &str, case: String, err: f32| {
         out.push(CheckResult {
             kernel: kernel.into(),
-            preset: cfg.preset.clone(),
+            preset: cfg.model.name.clone(),
             case,
             max_abs_err: err,
         });
     };
-    let (ih, id) = (cfg.index_heads as usize, cfg.index_head_dim as usize);
+    let (ih, id) = (
+        cfg.model.index_heads as usize,
+        cfg.model.index_head_dim as usize,
+    );
     let p = IndexerProblem::random(ih, id, cfg.dtype, &[1500, 333], 11);
-    let got = p.run(
-        ctx,
-        &Indexer::new(ctx, ih as u32, id as u32, cfg.dtype)?,
-        None,
-    )?;
+    let got = p.run(ctx, &Indexer::new(ctx, &cfg.indexer_shape())?, None)?;
     push(
         "indexer",
         "T = 1500, 333".into(),
-        compare("index_score", &got, &p.reference(), 1e-4, 1e-4).map_err(fail)?,
+        compare(
+            "index_score",
+            &got,
+            &p.reference(),
+            INDEXER_TOL.0,
+            INDEXER_TOL.1,
+        )
+        .map_err(fail)?,
     );
 
-    let k = cfg.topk as usize;
+    let k = cfg.model.topk as usize;
     let p = TopKProblem::random(k, &[4 * k + 7, k - 1], 0, 12);
-    let got = p.run(ctx, &TopK::new(ctx, k as u32)?, None)?;
+    let got = p.run(ctx, &TopK::new(ctx, &cfg.topk_shape())?, None)?;
     if got != p.reference() {
         return Err(fail(format!(
             "top-k k = {k}: indices differ from the reference"
@@ -209,18 +218,19 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &Config) -> Result<Vec<CheckResult>>
     }
     push("topk", format!("T = {}, {}", 4 * k + 7, k - 1), 0.0);
 
-    let small = Config {
+    let small = RunConfig {
         batch: 2,
         ..cfg.clone()
     };
     let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
-    let (o, lse) = p.run(ctx, &SparseMla::new(ctx, &small)?, None)?;
+    let (o, lse) = p.run(ctx, &SparseMla::new(ctx, &small.sparse_mla_shape())?, None)?;
     let (want_o, want_lse) = p.reference();
-    let e = compare("o_lat", &o, &want_o, 2e-5, 1e-4).map_err(fail)?;
-    let e2 = compare("lse", &lse, &want_lse, 2e-5, 1e-5).map_err(fail)?;
+    let ((oa, or), (la, lr)) = (SPARSE_MLA_O_LAT_TOL, SPARSE_MLA_LSE_TOL);
+    let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
+    let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
     push("sparse_mla", format!("batch 2, {} rows", 3 * k), e.max(e2));
 
-    let p = LseMergeProblem::random(1000, cfg.kv_lora_rank as usize, &[3], &[3, 4], 14);
+    let p = LseMergeProblem::random(1000, cfg.model.kv_lora_rank as usize, &[3], &[3, 4], 14);
     let (o, lse) = p.run(ctx, &LseMerge::new(ctx)?)?;
     let (want_o, want_lse) = p.reference();
     let e = compare("o", &o, &want_o, 1e-6, 1e-5)
@@ -231,7 +241,7 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &Config) -> Result<Vec<CheckResult>>
 }
 
 struct Shape<'a> {
-    cfg: &'a Config,
+    cfg: &'a RunConfig,
     batch: u32,
     context: u32,
 }
@@ -248,7 +258,7 @@ fn timing(
         (bytes as f64 / (c.copy_gb_per_s * 1e9)).max(flops as f64 / (c.fma_gflop_per_s * 1e9));
     KernelTiming {
         kernel: kernel.into(),
-        preset: s.cfg.preset.clone(),
+        preset: s.cfg.model.name.clone(),
         batch: s.batch,
         context: s.context,
         time_us: t * 1e6,
@@ -270,14 +280,14 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let mut out = Vec::new();
 
     // --- indexer: keys split into as many buffers as the binding limit needs
-    let indexer = Indexer::new(ctx, cfg.index_heads, cfg.index_head_dim, cfg.dtype)?;
+    let indexer = Indexer::new(ctx, &cfg.indexer_shape())?;
     let seq_bytes = t as u64 * cfg.key_bytes();
     let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
     let q = ctx.upload(
         "q",
-        &rng.vec((b * cfg.index_heads * cfg.index_head_dim) as usize),
+        &rng.vec((b * cfg.model.index_heads * cfg.model.index_head_dim) as usize),
     )?;
-    let w = ctx.upload("w", &rng.vec((b * cfg.index_heads) as usize))?;
+    let w = ctx.upload("w", &rng.vec((b * cfg.model.index_heads) as usize))?;
     let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
     let mut keep = Vec::new();
     let mut dispatches = Vec::new();
@@ -320,7 +330,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     drop((dispatches, keep));
 
     // --- top-k over random scores
-    let topk = TopK::new(ctx, cfg.topk)?;
+    let topk = TopK::new(ctx, &cfg.topk_shape())?;
     let host_scores: Vec<f32> = (0..total_keys).map(|_| rng.range(-4.0, 4.0)).collect();
     ctx.write(&scores, 0, bytemuck::cast_slice(&host_scores));
     let seqs: Vec<SeqKeys> = (0..b)
@@ -330,7 +340,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         })
         .collect();
     let seq = ctx.upload("seq", &seq_table(&seqs))?;
-    let topk_indices = ctx.storage("topk_indices", b as u64 * cfg.topk as u64 * 4)?;
+    let topk_indices = ctx.storage("topk_indices", b as u64 * cfg.model.topk as u64 * 4)?;
     let d = topk.bind(
         ctx,
         &TopKArgs {
@@ -352,28 +362,25 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     ));
 
     // --- sparse MLA: random ids into a row buffer of up to 1 GiB (its cost does not depend on T)
-    let mla = SparseMla::new(
-        ctx,
-        &Config {
-            batch: b,
-            ..cfg.clone()
-        },
-    )?;
+    let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape())?;
     let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))
-        .max(cfg.topk as u64);
+        .max(cfg.model.topk as u64);
     let rows = random_buffer(ctx, "rows", rows_n * cfg.row_bytes(), cfg.dtype, 7)?;
-    let ids: Vec<i32> = (0..b as u64 * cfg.topk as u64)
+    let ids: Vec<i32> = (0..b as u64 * cfg.model.topk as u64)
         .map(|_| rng.below(rows_n) as i32)
         .collect();
     let ids = ctx.upload("ids", &ids)?;
     let zero_base = ctx.upload("seq", &vec![0u32; 2 * b as usize])?;
-    let dq = cfg.row_dim() as u64;
-    let q = ctx.upload("q", &rng.vec((b as u64 * cfg.heads as u64 * dq) as usize))?;
+    let dq = cfg.model.row_dim() as u64;
+    let q = ctx.upload(
+        "q",
+        &rng.vec((b as u64 * cfg.model.heads as u64 * dq) as usize),
+    )?;
     let o_lat = ctx.storage(
         "o_lat",
-        b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4,
+        b as u64 * cfg.model.heads as u64 * cfg.model.kv_lora_rank as u64 * 4,
     )?;
-    let lse = ctx.storage("lse", b as u64 * cfg.heads as u64 * 4)?;
+    let lse = ctx.storage("lse", b as u64 * cfg.model.heads as u64 * 4)?;
     let scratch = mla.scratch(ctx, b)?;
     let args = SparseMlaArgs {
         q: &q,
@@ -400,14 +407,18 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
     let steps = d.steps();
     let score_flops = mla.score_flops(b as u64);
-    let scores_bytes = b as u64 * cfg.heads as u64 * cfg.topk as u64 * 4;
+    let scores_bytes = b as u64 * cfg.model.heads as u64 * cfg.model.topk as u64 * 4;
     // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
     let partial_bytes = if steps.len() > 2 {
-        scratch.splits as u64 * b as u64 * cfg.heads as u64 * cfg.kv_lora_rank as u64 * 4
+        scratch.splits as u64
+            * b as u64
+            * cfg.model.heads as u64
+            * cfg.model.kv_lora_rank as u64
+            * 4
     } else {
         0
     };
-    let kv_share = cfg.kv_lora_rank as u64 * bytes / cfg.row_dim() as u64;
+    let kv_share = cfg.model.kv_lora_rank as u64 * bytes / cfg.model.row_dim() as u64;
     let t = time_pass(ctx, &[&steps[0]], reps)?;
     out.push(timing(
         if mla.wide_scores(b) {
@@ -448,7 +459,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         ctx.storage("o", o_lat.size())?,
         ctx.storage("lse", lse.size())?,
     );
-    let rows_bh = b * cfg.heads;
+    let rows_bh = b * cfg.model.heads;
     let args = LseMergeArgs {
         o0: &o_lat,
         lse0: &lse,
@@ -457,16 +468,16 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         o: &o2,
         lse: &lse2,
         rows: rows_bh,
-        dim: cfg.kv_lora_rank,
+        dim: cfg.model.kv_lora_rank,
     };
     let d = merge.bind(ctx, &args);
-    let bytes = rows_bh as u64 * (cfg.kv_lora_rank as u64 * 12 + 12);
+    let bytes = rows_bh as u64 * (cfg.model.kv_lora_rank as u64 * 12 + 12);
     out.push(timing(
         "lse_merge",
         s,
         time_pass(ctx, &[&d], reps)?,
         bytes,
-        rows_bh as u64 * cfg.kv_lora_rank as u64 * 6,
+        rows_bh as u64 * cfg.model.kv_lora_rank as u64 * 6,
         c,
     ));
     Ok(out)
@@ -500,7 +511,10 @@ pub fn run(
         };
         for &batch in &batches {
             for &context in &contexts {
-                progress(&format!("{} batch {batch} context {context}", cfg.preset));
+                progress(&format!(
+                    "{} batch {batch} context {context}",
+                    cfg.model.name
+                ));
                 timings.extend(time_shape(
                     ctx,
                     &Shape {

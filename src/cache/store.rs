@@ -21,7 +21,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
-use crate::kernels::resolve::ResolveArgs;
+use crate::kernels::resolve::{ResolveArgs, ResolveShape};
 use crate::kernels::transfer::{TransferArgs, WriteBackArgs};
 use crate::kernels::{Dispatch, Resolve, Transfer};
 use std::fmt;
@@ -73,21 +73,11 @@ impl PoolSize {
             PoolSize::Ratio(r) if r > 0.0 && r <= 1.0 => (r * capacity as f64).ceil() as u32,
             PoolSize::Ratio(r) => return Err(Error::config("sparse_memory_ratio", r, "(0, 1]")),
         };
-        if slots <= topk || slots > crate::kernels::resolve::MAX_SLOTS {
-            let what = match self {
-                PoolSize::Slots(_) => format!("{slots}"),
-                PoolSize::Ratio(r) => format!("{slots} (ratio {r} × context {capacity})"),
-            };
-            return Err(Error::config(
-                "pool slots",
-                what,
-                format!(
-                    "{} ..= {} (top-k {topk} + 1 reserved for the newest token)",
-                    topk + 1,
-                    crate::kernels::resolve::MAX_SLOTS
-                ),
-            ));
-        }
+        let what = match self {
+            PoolSize::Slots(_) => format!("{slots}"),
+            PoolSize::Ratio(r) => format!("{slots} (ratio {r} × context {capacity})"),
+        };
+        crate::kernels::resolve::check_slots(slots, topk, &what)?;
         Ok(slots)
     }
 }
@@ -393,7 +383,14 @@ impl OffloadCache {
         };
         let zero_copy_store = ctx.mappable && path != TransferPath::Staging;
         let host = HostStore::new(ctx, shape, zero_copy_store)?;
-        let resolve = Resolve::new(ctx, shape.topk, shape.slots, shape.capacity)?;
+        let resolve = Resolve::new(
+            ctx,
+            &ResolveShape {
+                k: shape.topk,
+                slots: shape.slots,
+                capacity: shape.capacity,
+            },
+        )?;
         let transfer = Transfer::new(
             ctx,
             shape.row_bytes,

@@ -42,7 +42,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let contexts = (!args.contexts.is_empty()).then(|| args.contexts.clone());
     let (mut opts, budget) = args.engine.options(None, true)?;
     if let Some(c) = contexts {
-        opts.model.batch = c.len() as u32;
+        opts.run.batch = c.len() as u32;
         opts.contexts = c;
         opts.validate()?;
     }

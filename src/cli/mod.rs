@@ -11,7 +11,7 @@ mod trace;
 use clap::{Parser, Subcommand, ValueEnum};
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{EngineOptions, Mode};
-use ess_wgpu::{Config, GpuContext, Result, config::parse_count};
+use ess_wgpu::{GpuContext, Result, RunConfig, config::parse_count};
 
 #[derive(Parser)]
 #[command(
@@ -104,8 +104,8 @@ impl From<TransferArg> for TransferPath {
 }
 
 /// A preset with `--set FIELD=VALUE` overrides, validated.
-pub fn preset_config(preset: PresetArg, overrides: &[String]) -> Result<Config> {
-    let cfg = Config::preset(preset.name())?.with_overrides(overrides)?;
+pub fn preset_config(preset: PresetArg, overrides: &[String]) -> Result<RunConfig> {
+    let cfg = RunConfig::preset(preset.name())?.with_overrides(overrides)?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -164,15 +164,14 @@ impl EngineArgs {
         contexts: Option<Vec<u32>>,
         track_overlap: bool,
     ) -> Result<(EngineOptions, u64)> {
-        let model = Config::preset(self.preset.name())?.with_overrides(&self.overrides)?;
-        model.validate()?;
-        let contexts = contexts.unwrap_or_else(|| vec![model.context; model.batch as usize]);
+        let run = preset_config(self.preset, &self.overrides)?;
+        let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = match self.pool_slots {
             Some(n) => PoolSize::Slots(n),
             None => PoolSize::Ratio(self.sparse_memory_ratio),
         };
         let opts = EngineOptions {
-            model,
+            run,
             contexts,
             steps: self.steps,
             mode: Mode::Offload,
@@ -245,7 +244,7 @@ pub fn apply_profile(
         return Ok(Vec::new());
     };
     let targets = if spec == "paper" {
-        ess_wgpu::locality::paper_profile(opts.model.layers)
+        ess_wgpu::locality::paper_profile(opts.run.layers)
     } else {
         let text = std::fs::read_to_string(spec).map_err(|e| ess_wgpu::Error::Io {
             path: spec.into(),
@@ -253,11 +252,11 @@ pub fn apply_profile(
         })?;
         ess_wgpu::locality::parse_profile(&text, spec)?
     };
-    if targets.len() != opts.model.layers as usize {
+    if targets.len() != opts.run.layers as usize {
         return Err(ess_wgpu::Error::config(
             "profile",
             format!("{} values", targets.len()),
-            format!("one per layer ({})", opts.model.layers),
+            format!("one per layer ({})", opts.run.layers),
         ));
     }
     eprintln!("... calibrating overlap -> rho on this adapter");

@@ -55,7 +55,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     };
     let title = format!(
         "{}: decode throughput at a {budget_text} device budget",
-        opts.model.preset
+        opts.run.model.name
     );
     std::fs::write(&svg, ess_wgpu::decode::sweep_svg(&points, &title)).map_err(|e| io(&svg, e))?;
     print_report(&SweepReport { points }, args.engine.json);

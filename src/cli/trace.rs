@@ -73,7 +73,7 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
 fn record(engine: EngineArgs, contexts: Vec<u32>, out: std::path::PathBuf) -> Result<()> {
     let (mut opts, budget) = engine.options(None, true)?;
     if !contexts.is_empty() {
-        opts.model.batch = contexts.len() as u32;
+        opts.run.batch = contexts.len() as u32;
         opts.contexts = contexts;
     }
     opts.record_trace = true;

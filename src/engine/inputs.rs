@@ -8,7 +8,7 @@
 //! locality (`shaders/walk.wgsl`): `q ← ρ·q + √(1−ρ²)·noise`, ρ per layer (1 = identical top-k
 //! sets, 0 = independent).
 
-use crate::config::Config;
+use crate::config::RunConfig;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::fill::FillRange;
@@ -108,20 +108,20 @@ pub struct Synthetic {
 }
 
 impl Synthetic {
-    pub fn new(ctx: &GpuContext, model: &Config, rho: Vec<f32>, seed: u64) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, run: &RunConfig, rho: Vec<f32>, seed: u64) -> Result<Self> {
         Ok(Synthetic {
             fill: Fill::new(ctx)?,
             walk: Walk::new(ctx)?,
             seed,
             rng: Rng::new(seed),
             rho,
-            key_words: model.index_head_dim / 2,
-            row_words: model.row_dim() / 2,
-            batch: model.batch as usize,
-            index_heads: model.index_heads as usize,
-            index_dim: model.index_head_dim as usize,
-            heads: model.heads as usize,
-            row_dim: model.row_dim() as usize,
+            key_words: run.model.index_head_dim / 2,
+            row_words: run.model.row_dim() / 2,
+            batch: run.batch as usize,
+            index_heads: run.model.index_heads as usize,
+            index_dim: run.model.index_head_dim as usize,
+            heads: run.model.heads as usize,
+            row_dim: run.model.row_dim() as usize,
         })
     }
 

@@ -141,7 +141,7 @@ impl Engine {
     /// Check the options, allocate (after checking the plan against `budget`), prefill, warm up.
     pub fn new(ctx: &GpuContext, opts: &EngineOptions, budget: u64) -> Result<Self> {
         opts.validate()?;
-        let rho = (0..opts.model.layers)
+        let rho = (0..opts.run.layers)
             .map(|l| {
                 opts.layer_locality
                     .get(l as usize)
@@ -149,7 +149,7 @@ impl Engine {
                     .unwrap_or(opts.locality)
             })
             .collect();
-        let inputs = Box::new(Synthetic::new(ctx, &opts.model, rho, opts.seed)?);
+        let inputs = Box::new(Synthetic::new(ctx, &opts.run, rho, opts.seed)?);
         Self::with_inputs(ctx, opts, budget, inputs)
     }
 
@@ -161,7 +161,7 @@ impl Engine {
         mut inputs: Box<dyn StepInputs>,
     ) -> Result<Self> {
         opts.validate()?;
-        let m = &opts.model;
+        let m = &opts.run;
         let plan = MemoryPlan::new(opts, m.batch)?;
         plan.check(budget)?;
         let (b, cap, nl) = (m.batch, opts.capacity(), m.layers);
@@ -205,15 +205,15 @@ impl Engine {
                     Vec::new()
                 },
                 queries: inputs.queries(ctx, l)?,
-                topk_indices: ctx.storage("topk_indices", b as u64 * m.topk as u64 * 4)?,
+                topk_indices: ctx.storage("topk_indices", b as u64 * m.model.topk as u64 * 4)?,
                 o_lat: ctx.storage(
                     "o_lat",
-                    b as u64 * m.heads as u64 * m.kv_lora_rank as u64 * 4,
+                    b as u64 * m.model.heads as u64 * m.model.kv_lora_rank as u64 * 4,
                 )?,
-                lse: ctx.storage("lse", b as u64 * m.heads as u64 * 4)?,
+                lse: ctx.storage("lse", b as u64 * m.model.heads as u64 * 4)?,
             });
         }
-        let sparse_mla = SparseMla::new(ctx, m)?;
+        let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
         let cache = match opts.mode {
@@ -223,9 +223,9 @@ impl Engine {
                     layers: nl,
                     batch: b,
                     capacity: cap,
-                    slots: opts.pool.slots(cap, m.topk)?,
+                    slots: opts.pool.slots(cap, m.model.topk)?,
                     row_bytes: m.row_bytes(),
-                    topk: m.topk,
+                    topk: m.model.topk,
                 };
                 Some(OffloadCache::new(ctx, &shape, opts.transfer)?)
             }
@@ -270,7 +270,7 @@ impl Engine {
             let timer_bytes = timer.as_ref().map_or(0, |t| t.bytes());
             let counts_bytes = if cache.is_some() { b as u64 * 8 } else { 0 };
             let topk_bytes = if opts.record_trace {
-                b as u64 * m.topk as u64 * 4
+                b as u64 * m.model.topk as u64 * 4
             } else {
                 0
             };
@@ -306,7 +306,7 @@ impl Engine {
             running_since: None,
             trace: opts
                 .record_trace
-                .then(|| crate::trace::Trace::new(m.layers, m.batch, m.topk, cap)),
+                .then(|| crate::trace::Trace::new(m.layers, m.batch, m.model.topk, cap)),
             stats: Stats {
                 counters: vec![CacheCounters::default(); nl as usize],
                 overlap_sum: vec![0.0; nl as usize],
@@ -331,7 +331,7 @@ impl Engine {
         l: u32,
         sparse_mla: &SparseMla,
     ) -> Result<LayerWork> {
-        let m = &self.opts.model;
+        let m = &self.opts.run;
         let (b, cap) = (m.batch, self.opts.capacity());
         let layer = &self.layers[l as usize];
         let next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
@@ -360,7 +360,7 @@ impl Engine {
             };
             new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::BatchRow, l, &self.seq)?);
         }
-        let indexer = Indexer::new(ctx, m.index_heads, m.index_head_dim, m.dtype)?;
+        let indexer = Indexer::new(ctx, &m.indexer_shape())?;
         let indexer = self
             .groups
             .iter()
@@ -380,7 +380,7 @@ impl Engine {
                 indexer.bind(ctx, &args)
             })
             .collect();
-        let topk = TopK::new(ctx, m.topk)?.bind(
+        let topk = TopK::new(ctx, &m.topk_shape())?.bind(
             ctx,
             &TopKArgs {
                 scores: &self.scores,
@@ -443,7 +443,7 @@ impl Engine {
                     topk_indices: &layer.topk_indices,
                     marks: &o.marks[l as usize],
                     overlap_sum: &o.sums[l as usize],
-                    k: m.topk,
+                    k: m.model.topk,
                     capacity: cap,
                     b0: 0,
                     batch: b,
@@ -497,7 +497,7 @@ impl Engine {
     /// resident cache on the device; in offload mode the latent rows go straight into the host
     /// store (zero-copy write by the shader) or, for a process-memory store, through a readback.
     fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
-        let m = &self.opts.model;
+        let m = &self.opts.run;
         let cap = self.opts.capacity();
         let whole = |b0: u32, n: u32, stride: u32| -> Vec<FillRange> {
             (b0..b0 + n)
@@ -599,8 +599,8 @@ impl Engine {
     /// LRU warm-up from the top-k of the last prefill windows (offload). Both modes advance the
     /// query process the same way, so their decode steps see the same queries.
     fn warm_up(&mut self, ctx: &GpuContext) -> Result<()> {
-        let (nl, w) = (self.opts.model.layers as usize, self.opts.warmup_windows);
-        let bytes = self.opts.model.batch as u64 * self.opts.model.topk as u64 * 4;
+        let (nl, w) = (self.opts.run.layers as usize, self.opts.warmup_windows);
+        let bytes = self.opts.run.batch as u64 * self.opts.run.model.topk as u64 * 4;
         let mut windows: Vec<Vec<wgpu::Buffer>> = vec![Vec::new(); nl];
         self.update_grids();
         for _ in 0..w {
@@ -696,8 +696,8 @@ impl Engine {
         if let Some(t) = timer {
             t.record_copy(&mut enc, dest, lay.timer);
         }
-        let b = self.opts.model.batch as u64;
-        for l in 0..self.opts.model.layers {
+        let b = self.opts.run.batch as u64;
+        for l in 0..self.opts.run.layers {
             if let Some(cache) = &self.cache {
                 let off = lay.counts + l as u64 * b * 8;
                 enc.copy_buffer_to_buffer(cache.counts(l), 0, dest, off, b * 8);
@@ -763,7 +763,7 @@ impl Engine {
         timer: Option<&GpuTimer>,
     ) -> Result<wgpu::CommandEncoder> {
         let newest: Vec<u32> = self.lens.iter().map(|&t| t - 1).collect();
-        for l in 0..self.opts.model.layers {
+        for l in 0..self.opts.run.layers {
             let li = l as usize;
             let mark = |s: Stage| timer.map(|t| (t, s.mark(l)));
             {
@@ -816,7 +816,7 @@ impl Engine {
             self.stats.wall_s += t0.elapsed().as_secs_f64();
         }
         if let Some(o) = &self.overlap {
-            let b = self.opts.model.batch as f64;
+            let b = self.opts.run.batch as f64;
             for (l, sums) in o.sums.iter().enumerate() {
                 let s: Vec<f32> = ctx.read(sums)?;
                 self.stats.overlap_sum[l] = s.iter().map(|&x| x as f64).sum::<f64>() / b;
@@ -838,9 +838,9 @@ impl Engine {
             }
             self.stats.span_s += t.span(&ticks);
         }
-        let b = self.opts.model.batch as usize;
-        let k = self.opts.model.topk as usize;
-        for l in 0..self.opts.model.layers {
+        let b = self.opts.run.batch as usize;
+        let k = self.opts.run.model.topk as usize;
+        for l in 0..self.opts.run.layers {
             if let Some(cache) = &mut self.cache {
                 let off = lay.counts as usize + l as usize * b * 8;
                 let counts: Vec<[u32; 2]> = bytemuck::pod_collect_to_vec(&bytes[off..][..b * 8]);
@@ -882,11 +882,11 @@ impl Engine {
     /// host store for offload), so they check the cache as well as the kernel.
     pub fn layer_snapshot(&mut self, ctx: &GpuContext, layer: u32) -> Result<LayerSnapshot> {
         self.finish(ctx)?;
-        let m = &self.opts.model;
+        let m = &self.opts.run;
         let l = &self.layers[layer as usize];
         let q: Vec<f32> = ctx.read(&l.queries.q)?;
         let topk_indices: Vec<i32> = ctx.read(&l.topk_indices)?;
-        let (k, rb) = (m.topk as usize, m.row_bytes() as usize);
+        let (k, rb) = (m.model.topk as usize, m.row_bytes() as usize);
         let cap = self.opts.capacity() as u64;
         let per_group = self.groups[0].1;
         let mut rows = vec![0u8; m.batch as usize * k * rb];
@@ -925,12 +925,12 @@ impl Engine {
 
     /// Tokens decoded per second of GPU time (all stages; NaN without timestamps).
     pub fn tokens_per_gpu_s(&self) -> f64 {
-        self.opts.model.batch as f64 / self.stats.gpu_s_per_step()
+        self.opts.run.batch as f64 / self.stats.gpu_s_per_step()
     }
 
     /// Tokens decoded per second of wall-clock time.
     pub fn tokens_per_wall_s(&self) -> f64 {
-        self.stats.steps as f64 * self.opts.model.batch as f64 / self.stats.wall_s
+        self.stats.steps as f64 * self.opts.run.batch as f64 / self.stats.wall_s
     }
 
     /// Device bytes the engine holds (as planned).
@@ -1039,12 +1039,12 @@ pub struct Recording {
 /// layer's selections. The pool size does not change the selections (they depend only on the
 /// queries and keys); a ratio of 0.2 is used.
 pub fn record(ctx: &GpuContext, base: &EngineOptions, context: u32) -> Result<Recording> {
-    let m = &base.model;
+    let m = &base.run;
     let cap = context + base.steps;
     let slots = PoolSize::Ratio(0.2)
-        .slots(cap, m.topk)
-        .unwrap_or(m.topk + 1)
-        .max(m.topk + 1);
+        .slots(cap, m.model.topk)
+        .unwrap_or(m.model.topk + 1)
+        .max(m.model.topk + 1);
     let opts = EngineOptions {
         contexts: vec![context; m.batch as usize],
         mode: Mode::Offload,

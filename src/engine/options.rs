@@ -1,7 +1,7 @@
 //! What a decode run is asked to do: [`EngineOptions`] and its validation, and [`Mode`].
 
 use crate::cache::{PoolSize, TransferPath};
-use crate::config::{Config, Dtype, MAX_CONTEXT};
+use crate::config::{Dtype, MAX_CONTEXT, RunConfig};
 use crate::error::{Error, Result};
 use std::fmt;
 
@@ -23,9 +23,10 @@ impl fmt::Display for Mode {
 
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// Dims, layers, top-k, batch; `dtype` must be f16 (the generated cache is f16).
-    pub model: Config,
-    /// Context of each sequence before decoding (ragged); `model.batch` of them.
+    /// The model and the run's layers, batch and cache storage; `dtype` must be f16 (the
+    /// generated cache is f16).
+    pub run: RunConfig,
+    /// Context of each sequence before decoding (ragged); `run.batch` of them.
     pub contexts: Vec<u32>,
     pub steps: u32,
     pub mode: Mode,
@@ -60,19 +61,19 @@ impl EngineOptions {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.model.validate()?;
-        if self.model.dtype != Dtype::F16 {
+        self.run.validate()?;
+        if self.run.dtype != Dtype::F16 {
             return Err(Error::config(
                 "dtype",
-                self.model.dtype,
+                self.run.dtype,
                 "f16 (the engine generates an f16 cache)",
             ));
         }
-        if self.contexts.len() != self.model.batch as usize {
+        if self.contexts.len() != self.run.batch as usize {
             return Err(Error::config(
                 "contexts",
                 self.contexts.len(),
-                format!("one per sequence ({})", self.model.batch),
+                format!("one per sequence ({})", self.run.batch),
             ));
         }
         if let Some(&c) = self.contexts.iter().find(|&&c| c == 0) {
@@ -94,13 +95,12 @@ impl EngineOptions {
         if !(0.0..=1.0).contains(&self.locality) {
             return Err(Error::config("locality", self.locality, "0 ..= 1"));
         }
-        if !self.layer_locality.is_empty()
-            && self.layer_locality.len() != self.model.layers as usize
+        if !self.layer_locality.is_empty() && self.layer_locality.len() != self.run.layers as usize
         {
             return Err(Error::config(
                 "locality profile",
                 format!("{} values", self.layer_locality.len()),
-                format!("one per layer ({})", self.model.layers),
+                format!("one per layer ({})", self.run.layers),
             ));
         }
         if let Some(r) = self
@@ -111,7 +111,7 @@ impl EngineOptions {
             return Err(Error::config("locality profile value", r, "0 ..= 1"));
         }
         if self.mode == Mode::Offload {
-            self.pool.slots(self.capacity(), self.model.topk)?;
+            self.pool.slots(self.capacity(), self.run.model.topk)?;
         }
         Ok(())
     }

@@ -17,15 +17,19 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     pub fn new(opts: &EngineOptions, batch: u32) -> Result<Self> {
-        let m = &opts.model;
+        let m = &opts.run;
         let (b, cap, l) = (batch as u64, opts.capacity() as u64, m.layers as u64);
         let (hi, di, h, k) = (
-            m.index_heads as u64,
-            m.index_head_dim as u64,
-            m.heads as u64,
-            m.topk as u64,
+            m.model.index_heads as u64,
+            m.model.index_head_dim as u64,
+            m.model.heads as u64,
+            m.model.topk as u64,
         );
-        let (kv, dq, row) = (m.kv_lora_rank as u64, m.row_dim() as u64, m.row_bytes());
+        let (kv, dq, row) = (
+            m.model.kv_lora_rank as u64,
+            m.model.row_dim() as u64,
+            m.row_bytes(),
+        );
         let mut items = vec![
             ("indexer keys".to_string(), l * b * cap * di * 2),
             (
@@ -35,7 +39,7 @@ impl MemoryPlan {
             ("index scores".to_string(), b * cap * 4),
             (
                 "sparse MLA scratch".to_string(),
-                scratch_bytes_for(m.heads, m.topk, m.kv_lora_rank, batch),
+                scratch_bytes_for(m.model.heads, m.model.topk, m.model.kv_lora_rank, batch),
             ),
         ];
         // sequence table and step clock; offload: the pool's sequence table
@@ -53,7 +57,7 @@ impl MemoryPlan {
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),
             Mode::Offload => {
-                let p = opts.pool.slots(opts.capacity(), m.topk)? as u64;
+                let p = opts.pool.slots(opts.capacity(), m.model.topk)? as u64;
                 items.push(("staging pools".to_string(), l * b * p * row));
                 items.push((
                     "LRU tables".to_string(),
@@ -81,10 +85,10 @@ impl MemoryPlan {
         match opts.mode {
             Mode::Resident => 0,
             Mode::Offload => {
-                opts.model.layers as u64
+                opts.run.layers as u64
                     * batch as u64
                     * opts.capacity() as u64
-                    * opts.model.row_bytes()
+                    * opts.run.row_bytes()
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::GpuContext;
 
 /// Keys per workgroup (KEYS_PER_WG in the shader).
@@ -45,22 +45,26 @@ pub struct IndexerArgs<'a> {
     pub score_stride: u32,
 }
 
+/// What the indexer can be built for: `heads` (H_I) 8 ..= 64 in eights (a thread owns 8 heads),
+/// `dim` (d_I) 32 ..= 1024 in 32s (the f16 chunk), keys stored as `dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexerShape {
+    pub heads: u32,
+    pub dim: u32,
+    pub dtype: Dtype,
+}
+
+impl IndexerShape {
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check(self.heads, "index_heads", 8, 64, 8)?;
+        crate::config::check(self.dim, "index_head_dim", 32, 1024, 32)
+    }
+}
+
 impl Indexer {
-    pub fn new(ctx: &GpuContext, heads: u32, dim: u32, dtype: Dtype) -> Result<Self> {
-        if heads == 0 || !heads.is_multiple_of(8) || heads > 64 {
-            return Err(Error::config(
-                "index_heads",
-                heads,
-                "8 ..= 64, a multiple of 8",
-            ));
-        }
-        if dim == 0 || !dim.is_multiple_of(32) {
-            return Err(Error::config(
-                "index_head_dim",
-                dim,
-                "a positive multiple of 32",
-            ));
-        }
+    pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
+        shape.validate()?;
+        let IndexerShape { heads, dim, dtype } = *shape;
         let pipeline = ctx.pipeline(
             "indexer",
             crate::shaders::INDEXER,

@@ -2,7 +2,7 @@
 //! Shader: `shaders/indexer_naive.wgsl`. Reference: [`crate::reference::indexer`]. Same
 //! arguments as the tuned [`super::Indexer`]; read this one first.
 
-use super::indexer::IndexerArgs;
+use super::indexer::{IndexerArgs, IndexerShape};
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
 use crate::error::Result;
@@ -25,15 +25,10 @@ pub struct IndexerNaive {
 }
 
 impl IndexerNaive {
-    /// Any head count and even key width (f16 keys are packed in pairs).
-    pub fn new(ctx: &GpuContext, heads: u32, dim: u32, dtype: Dtype) -> Result<Self> {
-        if heads == 0 || dim == 0 || !dim.is_multiple_of(2) {
-            return Err(crate::Error::config(
-                "index_heads × index_head_dim",
-                format!("{heads} × {dim}"),
-                "heads ≥ 1, an even dim ≥ 2",
-            ));
-        }
+    /// The tuned kernel's shapes (it could take more: any head count, any even width).
+    pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
+        shape.validate()?;
+        let IndexerShape { heads, dim, dtype } = *shape;
         let pipeline = ctx.pipeline(
             "indexer_naive",
             crate::shaders::INDEXER_NAIVE,

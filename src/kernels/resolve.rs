@@ -2,7 +2,6 @@
 //! Shader: `shaders/resolve.wgsl`. Oracle: [`crate::cache::lru::LruPool`].
 
 use super::{Dispatch, dispatch};
-use crate::config::MAX_TOPK;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
@@ -50,21 +49,42 @@ pub struct ResolveArgs<'a> {
     pub batch: u32,
 }
 
+/// What resolve can be built for: top-k `k`, `slots` P per pool (k + 1 ..= MAX_SLOTS: slot
+/// P − 1 is reserved for the newest token), `capacity` tokens per sequence in the token table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveShape {
+    pub k: u32,
+    pub slots: u32,
+    pub capacity: u32,
+}
+
+impl ResolveShape {
+    pub fn validate(&self) -> Result<()> {
+        super::topk::TopKShape { k: self.k }.validate()?;
+        check_slots(self.slots, self.k, &self.slots.to_string())
+    }
+}
+
+/// The pool-size limit, with `what` saying where `slots` came from (a count, or a ratio's
+/// arithmetic): the one message for it.
+pub fn check_slots(slots: u32, k: u32, what: &str) -> Result<()> {
+    if slots <= k || slots > MAX_SLOTS {
+        return Err(Error::config(
+            "pool slots",
+            what,
+            format!(
+                "{} ..= {MAX_SLOTS} (top-k {k} + 1 reserved for the newest token)",
+                k + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Resolve {
-    pub fn new(ctx: &GpuContext, k: u32, slots: u32, capacity: u32) -> Result<Self> {
-        if k == 0 || k > MAX_TOPK {
-            return Err(Error::config("topk", k, format!("1 ..= {MAX_TOPK}")));
-        }
-        if slots < k + 1 || slots > MAX_SLOTS {
-            return Err(Error::config(
-                "pool slots",
-                slots,
-                format!(
-                    "{} ..= {MAX_SLOTS} (top-k {k} + 1 slot reserved for the newest token)",
-                    k + 1
-                ),
-            ));
-        }
+    pub fn new(ctx: &GpuContext, shape: &ResolveShape) -> Result<Self> {
+        shape.validate()?;
+        let ResolveShape { k, slots, capacity } = *shape;
         let pipeline =
             ctx.pipeline("resolve", crate::shaders::RESOLVE, "main", &[("WG", 256.0)])?;
         Ok(Resolve {

@@ -4,8 +4,8 @@
 //! Reference: [`crate::reference::sparse_mla`].
 
 use super::{Dispatch, StepSpec, dispatch_steps};
-use crate::config::{Config, Dtype};
-use crate::error::{Error, Result};
+use crate::config::Dtype;
+use crate::error::Result;
 use crate::gpu::GpuContext;
 
 /// `scores`: heads and ids per workgroup (HT, RW in the shader).
@@ -109,27 +109,40 @@ pub struct SparseMlaScratch {
     pub splits: u32,
 }
 
+/// What sparse MLA can be built for: `heads` 1 ..= 1024, latent `kv` 64 ..= 512 in 64s (a
+/// thread's 8 dims × 8 per half row), `rope` 0 ..= 256 in 32s (the f16 chunk), `topk` ids as
+/// the top-k kernel allows, rows stored as `dtype`, scores scaled by `softmax_scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SparseMlaShape {
+    pub heads: u32,
+    pub kv: u32,
+    pub rope: u32,
+    pub topk: u32,
+    pub dtype: Dtype,
+    pub softmax_scale: f32,
+}
+
+impl SparseMlaShape {
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check(self.heads, "heads", 1, 1024, 1)?;
+        crate::config::check(self.kv, "kv_lora_rank", 64, 512, 64)?;
+        crate::config::check(self.rope, "qk_rope_head_dim", 0, 256, 32)?;
+        super::topk::TopKShape { k: self.topk }.validate()
+    }
+}
+
 impl SparseMla {
-    pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
-        let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
-        if kv == 0 || !kv.is_multiple_of(64) || kv > 512 {
-            return Err(Error::config(
-                "kv_lora_rank",
-                kv,
-                "64 ..= 512, a multiple of 64",
-            ));
-        }
-        if !rope.is_multiple_of(32) {
-            return Err(Error::config("qk_rope_head_dim", rope, "a multiple of 32"));
-        }
+    pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        shape.validate()?;
+        let (kv, rope) = (shape.kv, shape.rope);
         let src = crate::shaders::SPARSE_MLA;
         let constants = [
             ("KV", kv as f64),
             ("ROPE", rope as f64),
-            ("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64),
+            ("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64),
             (
                 "PART_HEADS",
-                !cfg.heads.is_multiple_of(ATTEND_HEADS_PER_WG) as u32 as f64,
+                !shape.heads.is_multiple_of(ATTEND_HEADS_PER_WG) as u32 as f64,
             ),
         ];
         Ok(SparseMla {
@@ -143,12 +156,12 @@ impl SparseMla {
             )?,
             attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
             reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
-            heads: cfg.heads,
+            heads: shape.heads,
             kv,
             rope,
-            topk: cfg.topk,
-            dtype: cfg.dtype,
-            softmax_scale: cfg.softmax_scale(),
+            topk: shape.topk,
+            dtype: shape.dtype,
+            softmax_scale: shape.softmax_scale,
         })
     }
 

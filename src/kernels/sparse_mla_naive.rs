@@ -2,9 +2,10 @@
 //! selected rows. Shader: `shaders/sparse_mla_naive.wgsl`. Reference:
 //! [`crate::reference::sparse_mla`]. Read this one before the tuned [`super::SparseMla`].
 
+use super::sparse_mla::SparseMlaShape;
 use super::{Dispatch, dispatch};
-use crate::config::{Config, Dtype};
-use crate::error::{Error, Result};
+use crate::config::Dtype;
+use crate::error::Result;
 use crate::gpu::GpuContext;
 
 #[repr(C)]
@@ -45,30 +46,25 @@ pub struct SparseMlaNaiveArgs<'a> {
 }
 
 impl SparseMlaNaive {
-    pub fn new(ctx: &GpuContext, cfg: &Config) -> Result<Self> {
-        let (kv, rope) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
-        if kv == 0 || kv > 512 || !(kv + rope).is_multiple_of(2) {
-            return Err(Error::config(
-                "kv_lora_rank",
-                kv,
-                "1 ..= 512 (8 dims a thread × 64 threads), kv + rope even",
-            ));
-        }
+    /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads).
+    pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        shape.validate()?;
+        let (kv, rope) = (shape.kv, shape.rope);
         let pipeline = ctx.pipeline(
             "sparse_mla_naive",
             crate::shaders::SPARSE_MLA_NAIVE,
             "main",
-            &[("ROWS_F16", (cfg.dtype == Dtype::F16) as u32 as f64)],
+            &[("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64)],
         )?;
         Ok(SparseMlaNaive {
             pipeline,
             params: Params {
-                heads: cfg.heads,
+                heads: shape.heads,
                 kv,
                 rope,
-                k: cfg.topk,
+                k: shape.topk,
                 b0: 0,
-                scale: cfg.softmax_scale(),
+                scale: shape.softmax_scale,
                 _pad: [0; 2],
             },
         })

@@ -2,8 +2,7 @@
 //! Shader: `shaders/topk.wgsl`. Reference: [`crate::reference::topk`].
 
 use super::{Dispatch, dispatch};
-use crate::config::MAX_TOPK;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::GpuContext;
 
 #[repr(C)]
@@ -35,11 +34,25 @@ pub struct TopKArgs<'a> {
     pub score_stride: u32,
 }
 
+/// Largest k the top-k kernel sorts in workgroup memory.
+pub const MAX_TOPK: u32 = 2048;
+
+/// What the top-k kernel can be built for: k ids per row, `1 ..= MAX_TOPK`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopKShape {
+    pub k: u32,
+}
+
+impl TopKShape {
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check(self.k, "topk", 1, MAX_TOPK, 1)
+    }
+}
+
 impl TopK {
-    pub fn new(ctx: &GpuContext, k: u32) -> Result<Self> {
-        if k == 0 || k > MAX_TOPK {
-            return Err(Error::config("topk", k, format!("1 ..= {MAX_TOPK}")));
-        }
+    pub fn new(ctx: &GpuContext, shape: &TopKShape) -> Result<Self> {
+        shape.validate()?;
+        let k = shape.k;
         let workgroup_size = ctx.max_invocations.min(1024);
         let pipeline = ctx.pipeline(
             "topk",
