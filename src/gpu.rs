@@ -615,7 +615,7 @@ impl GpuContext {
     }
 
     /// Run `record` in one compute pass, submit, and wait. With `timer`, the pass is timestamped
-    /// into slot `slot` of it.
+    /// into mark `mark` of it.
     pub fn run_pass(
         &self,
         timer: Option<(&GpuTimer, u32)>,
@@ -625,7 +625,7 @@ impl GpuContext {
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: timer.map(|(t, slot)| t.writes(slot)),
+                timestamp_writes: timer.map(|(t, mark)| t.writes(mark)),
             });
             record(&mut pass);
         }
@@ -634,84 +634,85 @@ impl GpuContext {
     }
 }
 
-/// A compute pass, timestamped into slot `slot` of the timer when there is one.
+/// A compute pass, timestamped into mark `mark` of the timer when there is one.
 pub fn timed_pass<'e>(
     enc: &'e mut wgpu::CommandEncoder,
     timer: Option<(&'e GpuTimer, u32)>,
 ) -> wgpu::ComputePass<'e> {
     enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: None,
-        timestamp_writes: timer.map(|(t, slot)| t.writes(slot)),
+        timestamp_writes: timer.map(|(t, mark)| t.writes(mark)),
     })
 }
 
-/// GPU timestamps around compute passes: slot i owns queries 2i (begin) and 2i+1 (end).
+/// GPU timestamps around compute passes: mark i owns queries 2i (begin) and 2i+1 (end). (A
+/// "mark" is a timer's unit; a pool's rows are its "slots".)
 pub struct GpuTimer {
     query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
-    slots: u32,
+    marks: u32,
     period_ns: f64,
 }
 
 impl GpuTimer {
     /// `None` when the device has no timestamp queries (callers fall back to wall clock).
-    pub fn new(ctx: &GpuContext, slots: u32) -> Option<Self> {
+    pub fn new(ctx: &GpuContext, marks: u32) -> Option<Self> {
         if !ctx.timestamps {
             return None;
         }
         let query_set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("timer"),
             ty: wgpu::QueryType::Timestamp,
-            count: 2 * slots,
+            count: 2 * marks,
         });
         let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("timer resolve"),
-            size: 16 * slots as u64,
+            size: 16 * marks as u64,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         Some(GpuTimer {
             query_set,
             resolve,
-            slots,
+            marks,
             period_ns: ctx.queue.get_timestamp_period() as f64,
         })
     }
 
-    pub fn writes(&self, slot: u32) -> wgpu::ComputePassTimestampWrites<'_> {
+    pub fn writes(&self, mark: u32) -> wgpu::ComputePassTimestampWrites<'_> {
         wgpu::ComputePassTimestampWrites {
             query_set: &self.query_set,
-            beginning_of_pass_write_index: Some(2 * slot),
-            end_of_pass_write_index: Some(2 * slot + 1),
+            beginning_of_pass_write_index: Some(2 * mark),
+            end_of_pass_write_index: Some(2 * mark + 1),
         }
     }
 
-    /// Timestamp slot `slot` around whatever `record` puts into `enc` (buffer copies included).
+    /// Timestamp mark `mark` around whatever `record` puts into `enc` (buffer copies included).
     /// Needs `TIMESTAMP_QUERY_INSIDE_ENCODERS` ([`GpuContext::encoder_timestamps`]).
     pub fn around(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        slot: u32,
+        mark: u32,
         record: impl FnOnce(&mut wgpu::CommandEncoder),
     ) {
-        enc.write_timestamp(&self.query_set, 2 * slot);
+        enc.write_timestamp(&self.query_set, 2 * mark);
         record(enc);
-        enc.write_timestamp(&self.query_set, 2 * slot + 1);
+        enc.write_timestamp(&self.query_set, 2 * mark + 1);
     }
 
-    /// Bytes [`GpuTimer::record_copy`] writes: two u64 ticks per slot.
+    /// Bytes [`GpuTimer::record_copy`] writes: two u64 ticks per mark.
     pub fn bytes(&self) -> u64 {
-        16 * self.slots as u64
+        16 * self.marks as u64
     }
 
-    /// Record resolving every slot's ticks and copying them into `dest` at `offset`, inside the
+    /// Record resolving every mark's ticks and copying them into `dest` at `offset`, inside the
     /// caller's command buffer (so they come back with the step's other results).
     pub fn record_copy(&self, enc: &mut wgpu::CommandEncoder, dest: &wgpu::Buffer, offset: u64) {
-        enc.resolve_query_set(&self.query_set, 0..2 * self.slots, &self.resolve, 0);
+        enc.resolve_query_set(&self.query_set, 0..2 * self.marks, &self.resolve, 0);
         enc.copy_buffer_to_buffer(&self.resolve, 0, dest, offset, self.bytes());
     }
 
-    /// Seconds of each slot from ticks copied by [`GpuTimer::record_copy`].
+    /// Seconds of each mark from ticks copied by [`GpuTimer::record_copy`].
     pub fn seconds(&self, ticks: &[u64]) -> Vec<f64> {
         ticks
             .chunks(2)
@@ -719,8 +720,8 @@ impl GpuTimer {
             .collect()
     }
 
-    /// Seconds from the earliest begin to the latest end among the written slots of `ticks`
-    /// (slots never written read as zero and are skipped).
+    /// Seconds from the earliest begin to the latest end among the written marks of `ticks`
+    /// (marks never written read as zero and are skipped).
     pub fn span(&self, ticks: &[u64]) -> f64 {
         let written = ticks.chunks(2).filter(|p| p[0] > 0 && p[1] >= p[0]);
         let first = written.clone().map(|p| p[0]).min();
@@ -731,10 +732,10 @@ impl GpuTimer {
         }
     }
 
-    /// Seconds each slot's pass took.
+    /// Seconds each mark's pass took.
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        enc.resolve_query_set(&self.query_set, 0..2 * self.slots, &self.resolve, 0);
+        enc.resolve_query_set(&self.query_set, 0..2 * self.marks, &self.resolve, 0);
         ctx.queue.submit([enc.finish()]);
         let ticks: Vec<u64> = ctx.read(&self.resolve)?;
         Ok(ticks

@@ -10,7 +10,7 @@ use crate::kernels::{Dispatch, Indexer, IndexerNaive, LseMerge, SparseMla, Spars
 use crate::kernels::{
     indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs,
 };
-use crate::reference::{self, SeqKeys};
+use crate::reference::{self, SeqRows};
 use crate::workload::{Rng, storage_bytes, stored_values};
 
 /// The indexer against [`crate::reference::indexer`]: (atol, rtol). f32 sums over H × D ≤
@@ -30,7 +30,7 @@ pub const POISON_F32: u32 = 0x7FC0_0BAD;
 pub const POISON_U32: u32 = 0xFFFF_FFFF;
 
 /// The `[B, 2]` (first row, length) table the indexer and top-k read.
-pub fn seq_table(seqs: &[SeqKeys]) -> Vec<u32> {
+pub fn seq_table(seqs: &[SeqRows]) -> Vec<u32> {
     seqs.iter()
         .flat_map(|s| [s.first_row as u32, s.len as u32])
         .collect()
@@ -38,11 +38,11 @@ pub fn seq_table(seqs: &[SeqKeys]) -> Vec<u32> {
 
 /// Pack ragged lengths back to back, with a gap of `gap` unused rows between sequences so that
 /// an off-by-one in the kernel reads the wrong data rather than the right data by luck.
-pub fn pack_seqs(lens: &[usize], gap: usize) -> Vec<SeqKeys> {
+pub fn pack_seqs(lens: &[usize], gap: usize) -> Vec<SeqRows> {
     let mut first_row = gap;
     lens.iter()
         .map(|&len| {
-            let s = SeqKeys { first_row, len };
+            let s = SeqRows { first_row, len };
             first_row += len + gap;
             s
         })
@@ -61,7 +61,7 @@ pub struct IndexerProblem {
     pub q: Vec<f32>,    // [B, H, D]
     pub w: Vec<f32>,    // [B, H]
     pub keys: Vec<f32>, // [rows, D], as stored
-    pub seqs: Vec<SeqKeys>,
+    pub seqs: Vec<SeqRows>,
     pub score_stride: usize,
 }
 
@@ -192,10 +192,10 @@ impl TopKProblem {
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<i32>> {
         let scores = ctx.upload("scores", &self.scores)?;
-        let seqs: Vec<SeqKeys> = self
+        let seqs: Vec<SeqRows> = self
             .lens
             .iter()
-            .map(|&len| SeqKeys { first_row: 0, len })
+            .map(|&len| SeqRows { first_row: 0, len })
             .collect();
         let seq = ctx.upload("seq", &seq_table(&seqs))?;
         let out = ctx.storage("topk_indices", (self.lens.len() * self.k * 4) as u64)?;
@@ -222,7 +222,7 @@ pub struct SparseMlaProblem {
     pub cfg: RunConfig,
     pub q: Vec<f32>,   // [B, H, KV + ROPE]
     pub ids: Vec<i32>, // [B, k]
-    pub seqs: Vec<SeqKeys>,
+    pub seqs: Vec<SeqRows>,
     pub rows: Vec<f32>, // [R, KV + ROPE], as stored
 }
 
@@ -242,10 +242,10 @@ impl SparseMlaProblem {
             cfg.model.topk as usize,
             cfg.model.row_dim() as usize,
         );
-        let seqs: Vec<SeqKeys> = (0..b)
+        let seqs: Vec<SeqRows> = (0..b)
             .map(|s| {
                 let first_row = (s * 37) % n_rows.div_ceil(2);
-                SeqKeys {
+                SeqRows {
                     first_row,
                     len: n_rows - first_row,
                 }

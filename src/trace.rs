@@ -19,8 +19,8 @@
 //! different layers and sequences may interleave freely. Any engine that can write these lines
 //! can have its selections replayed.
 
-use crate::cache::LruPool;
 use crate::error::{Error, Result};
+use crate::reference::LruPool;
 use std::fmt::Write as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,14 +4,14 @@
 mod common;
 
 use common::{ctx, seed};
-use ess_wgpu::cache::LruPool;
 use ess_wgpu::kernels::Resolve;
 use ess_wgpu::kernels::resolve::{ResolveArgs, ResolveShape};
 use ess_wgpu::problems::{POISON_U32, seq_table};
-use ess_wgpu::reference::SeqKeys;
+use ess_wgpu::reference::LruPool;
+use ess_wgpu::reference::SeqRows;
 use ess_wgpu::workload::{Rng, next_selection};
 
-struct Trace {
+struct SelectionTrace {
     k: usize,
     slots: usize,
     capacity: usize,
@@ -22,7 +22,7 @@ struct Trace {
 }
 
 /// Run `t.steps` decode steps of resolve on the GPU and in the oracle; compare everything.
-fn check_trace(t: &Trace, seed: u64) {
+fn check_trace(t: &SelectionTrace, seed: u64) {
     let ctx = ctx();
     let (k, p, cap, b) = (t.k, t.slots, t.capacity, t.lens.len());
     let resolve = Resolve::new(
@@ -62,9 +62,9 @@ fn check_trace(t: &Trace, seed: u64) {
                 topk.swap(s * k + j, s * k + rng.below(j as u64 + 1) as usize);
             }
         }
-        let seqs: Vec<SeqKeys> = lens
+        let seqs: Vec<SeqRows> = lens
             .iter()
-            .map(|&len| SeqKeys { first_row: 0, len })
+            .map(|&len| SeqRows { first_row: 0, len })
             .collect();
         let topk_buf = ctx.upload("topk", &topk).unwrap();
         let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
@@ -143,7 +143,7 @@ fn gpu_resolve_equals_lru_oracle() {
     for &(k, mult) in &[(16usize, 1.0f32), (16, 1.5), (37, 2.0), (64, 4.0)] {
         for &overlap in &[0.0f32, 0.35, 0.8, 1.0] {
             let slots = ((k as f32 * mult) as usize).max(k + 1);
-            let t = Trace {
+            let t = SelectionTrace {
                 k,
                 slots,
                 capacity: 700,
@@ -162,7 +162,7 @@ fn gpu_resolve_equals_lru_oracle() {
 fn gpu_resolve_equals_oracle_at_v32_top_k() {
     // k = 2048 with a pool of exactly k + 1 slots (maximum thrashing) and of 2k
     for (i, slots) in [2049usize, 4096].into_iter().enumerate() {
-        let t = Trace {
+        let t = SelectionTrace {
             k: 2048,
             slots,
             capacity: 9000,
@@ -191,7 +191,7 @@ mod offload {
     use super::{ctx, seed};
     use ess_wgpu::cache::{CacheShape, NewRows, OffloadCache, PoolSize, TransferPath};
     use ess_wgpu::problems::seq_table;
-    use ess_wgpu::reference::SeqKeys;
+    use ess_wgpu::reference::SeqRows;
     use ess_wgpu::workload::{Rng, next_selection};
 
     /// A decode-like run: prefill rows into the host store, then each step appends a new row and
@@ -226,9 +226,9 @@ mod offload {
             for len in lens.iter_mut() {
                 *len += 1;
             }
-            let seqs: Vec<SeqKeys> = lens
+            let seqs: Vec<SeqRows> = lens
                 .iter()
-                .map(|&len| SeqKeys { first_row: 0, len })
+                .map(|&len| SeqRows { first_row: 0, len })
                 .collect();
             let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
             let newest: Vec<u32> = lens.iter().map(|&l| l as u32 - 1).collect();
@@ -411,7 +411,7 @@ mod warmup {
     use super::{ctx, seed};
     use ess_wgpu::cache::{CacheShape, OffloadCache, TransferPath};
     use ess_wgpu::problems::seq_table;
-    use ess_wgpu::reference::SeqKeys;
+    use ess_wgpu::reference::SeqRows;
     use ess_wgpu::workload::{Rng, next_selection};
 
     /// LRU warm-up seeds the pool from the last prefill windows' top-k: the first decode step,
@@ -444,9 +444,9 @@ mod warmup {
             windows.push(w);
         }
         let decode = windows.pop().unwrap();
-        let seqs: Vec<SeqKeys> = lens
+        let seqs: Vec<SeqRows> = lens
             .iter()
-            .map(|&len| SeqKeys { first_row: 0, len })
+            .map(|&len| SeqRows { first_row: 0, len })
             .collect();
         let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
         let first_step_misses = |warm: bool| {

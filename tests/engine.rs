@@ -411,11 +411,11 @@ fn engine_layer_equals_the_cpu_reference() {
             .enumerate()
             .map(|(i, &t)| if t >= 0 { (i % k) as i32 } else { -1 })
             .collect();
-        let row_base: Vec<usize> = (0..b).map(|s| s * k).collect();
+        let first_rows: Vec<usize> = (0..b).map(|s| s * k).collect();
         let (want_o, want_lse) = ess_wgpu::reference::sparse_mla(
             &snap.q,
             &ids,
-            &row_base,
+            &first_rows,
             &rows,
             b,
             h,

@@ -19,7 +19,7 @@ use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
     SparseMlaProblem, TopKProblem, seq_table,
 };
-use crate::reference::SeqKeys;
+use crate::reference::SeqRows;
 use crate::workload::{Rng, storage_bytes};
 use std::time::Instant;
 
@@ -333,8 +333,8 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let topk = TopK::new(ctx, &cfg.topk_shape())?;
     let host_scores: Vec<f32> = (0..total_keys).map(|_| rng.range(-4.0, 4.0)).collect();
     ctx.write(&scores, 0, bytemuck::cast_slice(&host_scores));
-    let seqs: Vec<SeqKeys> = (0..b)
-        .map(|_| SeqKeys {
+    let seqs: Vec<SeqRows> = (0..b)
+        .map(|_| SeqRows {
             first_row: 0,
             len: t as usize,
         })

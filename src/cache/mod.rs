@@ -1,10 +1,9 @@
-//! The offloaded latent cache (the ESS design, BRIEF.md §3): the policy in plain Rust ([`lru`]),
-//! the GPU tables and transfers built on it.
+//! The offloaded latent cache (the ESS design, BRIEF.md §3): host store, GPU pools and tables,
+//! resolve and transfers. The policy they implement is defined in plain Rust by the oracle
+//! [`crate::reference::LruPool`].
 
-pub mod lru;
 pub mod store;
 
-pub use lru::{LruPool, Resolved};
 pub use store::{
     CacheCounters, CacheShape, HostStore, LayerDispatches, NewRows, OffloadCache, PathUse,
     PoolSize, TransferPath,

@@ -1,5 +1,5 @@
 //! LRU resolve of the staging pool: top-k token ids → slot ids, copy list, counts.
-//! Shader: `shaders/resolve.wgsl`. Oracle: [`crate::cache::lru::LruPool`].
+//! Shader: `shaders/resolve.wgsl`. Oracle: [`crate::reference::LruPool`].
 
 use super::{Dispatch, dispatch};
 use crate::error::{Error, Result};

@@ -1,10 +1,14 @@
 //! Plain-Rust CPU references for every kernel, written to be read: plain loops, f64 accumulation,
 //! the model's variable names, a shape comment on every array. The GPU kernels are tested
-//! against these, and these define the edge-case contract.
+//! against these, and these define the edge-case contract. [`lru`] is the exact-LRU policy of the
+//! staging pool: the oracle the GPU resolve must equal.
 
-/// One sequence's key range inside a key buffer: rows `first_row .. first_row + len`.
+pub mod lru;
+pub use lru::{LruPool, Resolved};
+
+/// One sequence's rows inside a row buffer (keys, scores or latent rows): rows `first_row .. first_row + len`.
 #[derive(Clone, Copy, Debug)]
-pub struct SeqKeys {
+pub struct SeqRows {
     pub first_row: usize,
     pub len: usize,
 }
@@ -18,7 +22,7 @@ pub fn indexer(
     q: &[f32],
     w: &[f32],
     keys: &[f32],
-    seqs: &[SeqKeys],
+    seqs: &[SeqRows],
     heads: usize,
     dim: usize,
     score_stride: usize,
@@ -54,7 +58,7 @@ pub fn topk(index_score: &[f32], k: usize) -> Vec<i32> {
 /// Sparse MLA decode, absorbed mode.
 ///
 /// - `q`: `[B, H, KV + ROPE]` = q_abs ‖ q_pe; `topk_indices`: `[B, k]` ids, `-1` skipped, id i of
-///   sequence b naming row `row_base[b] + i` of `rows`: `[R, KV + ROPE]` = c_kv ‖ k_pe.
+///   sequence b naming row `first_rows[b] + i` of `rows`: `[R, KV + ROPE]` = c_kv ‖ k_pe.
 /// - `score[h, s] = (q_abs[h]·c_kv[s] + q_pe[h]·k_pe[s]) · softmax_scale`;
 ///   `o_lat[h] = Σ_s softmax(score[h])_s · c_kv[s]`; `lse[h] = log Σ_s exp(score[h, s])`.
 /// - A sequence with no valid id gives `o_lat = 0`, `lse = -inf`.
@@ -64,7 +68,7 @@ pub fn topk(index_score: &[f32], k: usize) -> Vec<i32> {
 pub fn sparse_mla(
     q: &[f32],
     topk_indices: &[i32],
-    row_base: &[usize],
+    first_rows: &[usize],
     rows: &[f32],
     batch: usize,
     heads: usize,
@@ -80,7 +84,7 @@ pub fn sparse_mla(
         let ids: Vec<usize> = topk_indices[b * k..][..k]
             .iter()
             .filter(|&&i| i >= 0)
-            .map(|&i| row_base[b] + i as usize)
+            .map(|&i| first_rows[b] + i as usize)
             .collect();
         if ids.is_empty() {
             continue;
