@@ -1,7 +1,7 @@
 // resolve.wgsl — the LRU staging pool on the GPU: top-k token ids → pool slot ids, for every
 // sequence of a batch in one dispatch, with no CPU round trip.
 //
-// The policy is src/cache/lru.rs (the oracle this shader is tested against), for a pool of
+// The policy is src/reference/lru.rs (the oracle this shader is tested against), for a pool of
 // P slots per sequence where slot P−1 is reserved for the newest token:
 //   1. -1 stays -1; the newest token maps to the reserved slot (a hit);
 //   2. a token already in a slot is a hit; its slot is used at this step;
@@ -16,16 +16,15 @@
 //      slots); a workgroup scan of (misses, hits) gives each thread its first miss rank;
 //   b. victims: an exact radix select (4 × 8-bit histograms) of the m-th smallest last-use step
 //      among unused slots, an ordered compaction of the chosen slots (in slot order, so ties go to
-//      the lower slot), and a bitonic sort by (last use, slot) — the same machinery as topk.wgsl;
+//      the lower slot), and a bitonic sort by (last use, slot) — lib/select.wgsl, shared with
+//      topk.wgsl (this file gives it the candidates, `select_key`, and the order);
 //   c. each thread walks its segment again, giving its r-th miss the r-th victim.
 //
 // Left out: pools over MAX_SLOTS slots, k over MAX_K.
 
 override WG: u32 = 256u;
 
-const MAX_K: u32 = 2048u;
 const MAX_SLOTS: u32 = 16384u;
-const PAD: u32 = 0xffffffffu;
 
 struct Params {
     k: u32,          // ids per sequence
@@ -51,29 +50,25 @@ struct Params {
 @group(0) @binding(8) var<uniform> clock: vec4<u32>;
 
 var<workgroup> used: array<atomic<u32>, 512>;  // bitmask over MAX_SLOTS slots
-var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> scan: array<vec2<u32>, 1024>;
-var<workgroup> cand_key: array<u32, MAX_K>;
-var<workgroup> cand_idx: array<u32, MAX_K>;
-var<workgroup> select_state: vec2<u32>;
 var<workgroup> totals: vec2<u32>;
+var<private> sb: u32;                          // this sequence's slot_state base
 
 fn is_used(s: u32) -> bool {
     return (atomicLoad(&used[s / 32u]) & (1u << (s % 32u))) != 0u;
 }
 
-// Exclusive prefix sums of one vec2 per thread, in place; returns this thread's exclusive sum.
-fn scan_exclusive(lid: u32, mine: vec2<u32>) -> vec2<u32> {
-    scan[lid] = mine;
-    workgroupBarrier();   // all inputs in before neighbours are read
-    for (var off = 1u; off < WG; off <<= 1u) {
-        var add = vec2<u32>(0u);
-        if (lid >= off) { add = scan[lid - off]; }
-        workgroupBarrier();   // everyone read before anyone writes this round
-        scan[lid] += add;
-        workgroupBarrier();   // this round written before the next reads
-    }
-    return scan[lid] - mine;
+// lib/select.wgsl hooks: the unused regular slots are the candidates, keyed by last use; the
+// smallest win; the victims are ordered by (last use, slot) ascending.
+fn select_key(s: u32) -> vec2<u32> {
+    return vec2<u32>(u32(slot_state[sb + s].y), u32(!is_used(s)));
+}
+
+fn select_largest() -> bool {
+    return false;
+}
+
+fn sorts_before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
+    return ka < kb || (ka == kb && ia <= ib);
 }
 
 @compute @workgroup_size(WG)
@@ -84,7 +79,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let t = i32(clock.x);
     let b = params.b0 + wg.x;
     let newest = i32(seq[2u * b + 1u]) - 1;
-    let sb = b * P;                       // this sequence's slot_state base
+    sb = b * P;
     let tb = b * params.capacity;         // this sequence's token_slot base
 
     for (var i = lid; i < (P + 31u) / 32u; i += WG) { atomicStore(&used[i], 0u); }
@@ -121,97 +116,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     // ---- b. victims: the m unused regular slots with the smallest (last use, slot)
     if (m > 0u) {
-        var st = vec2<u32>(0u, m);        // (prefix of the threshold so far, still needed in it)
-        for (var digit_pass = 0u; digit_pass < 4u; digit_pass++) {
-            let shift = 24u - 8u * digit_pass;
-            let high_mask = select(~((1u << (shift + 8u)) - 1u), 0u, digit_pass == 0u);
-            for (var i = lid; i < 256u; i += WG) { atomicStore(&hist[i], 0u); }
-            workgroupBarrier();   // histogram cleared before anyone counts
-            for (var s = lid; s < R; s += WG) {
-                let key = u32(slot_state[sb + s].y);
-                if (!is_used(s) && (key & high_mask) == st.x) {
-                    atomicAdd(&hist[(key >> shift) & 255u], 1u);
-                }
-            }
-            workgroupBarrier();   // histogram complete before it is walked
-            if (lid == 0u) {
-                var prefix = st.x;
-                var remaining = st.y;
-                for (var d = 0u; d < 256u; d++) {   // smallest first
-                    let c = atomicLoad(&hist[d]);
-                    if (remaining <= c) {
-                        prefix |= d << shift;
-                        break;
-                    }
-                    remaining -= c;
-                }
-                select_state = vec2<u32>(prefix, remaining);
-            }
-            st = workgroupUniformLoad(&select_state);   // broadcast (also a barrier)
-        }
-        let thr = st.x;
-        let need_eq = st.y;
-
-        // ordered compaction of the chosen slots, in slot order
-        let sseg = (R + WG - 1u) / WG;
-        let slo = min(lid * sseg, R);
-        let shi = min(slo + sseg, R);
-        var cnt = vec2<u32>(0u);          // (last use < thr, == thr) among my unused slots
-        for (var s = slo; s < shi; s++) {
-            if (!is_used(s)) {
-                let key = u32(slot_state[sb + s].y);
-                cnt += vec2<u32>(u32(key < thr), u32(key == thr));
-            }
-        }
-        let cb = scan_exclusive(lid, cnt);
-        var lt_before = cb.x;
-        var eq_before = cb.y;
-        for (var s = slo; s < shi; s++) {
-            if (!is_used(s)) {
-                let key = u32(slot_state[sb + s].y);
-                if (key < thr) {
-                    let pos = lt_before + min(eq_before, need_eq);
-                    cand_key[pos] = key;
-                    cand_idx[pos] = s;
-                    lt_before++;
-                } else if (key == thr) {
-                    if (eq_before < need_eq) {
-                        cand_key[lt_before + eq_before] = key;
-                        cand_idx[lt_before + eq_before] = s;
-                    }
-                    eq_before++;
-                }
-            }
-        }
-        // bitonic sort of the m victims by (last use, slot) ascending
-        var n = 1u;
-        while (n < m) { n <<= 1u; }
-        for (var i = m + lid; i < n; i += WG) {
-            cand_key[i] = PAD;
-            cand_idx[i] = PAD;
-        }
-        workgroupBarrier();   // candidates and padding written before sorting
-        for (var size = 2u; size <= n; size <<= 1u) {
-            for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
-                for (var x = lid; x < n / 2u; x += WG) {
-                    let i = 2u * stride * (x / stride) + x % stride;
-                    let j = i + stride;
-                    let ka = cand_key[i];
-                    let ia = cand_idx[i];
-                    let kb = cand_key[j];
-                    let ib = cand_idx[j];
-                    let in_order = ka < kb || (ka == kb && ia <= ib);
-                    let forward = (i & size) == 0u;
-                    if (in_order != forward) {
-                        cand_key[i] = kb;
-                        cand_idx[i] = ib;
-                        cand_key[j] = ka;
-                        cand_idx[j] = ia;
-                    }
-                }
-                workgroupBarrier();   // this compare-exchange round done before the next
-            }
-        }
+        let chosen = radix_select(lid, R, m);
+        compact(lid, R, chosen.x, chosen.y, false);
+        bitonic_sort(lid, m, PAD);
     }
     storageBarrier();     // hits' table writes done before misses touch the tables
     workgroupBarrier();

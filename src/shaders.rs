@@ -18,11 +18,11 @@ pub const OVERLAP: &str = unit!("overlap.wgsl");
 pub const WALK: &str = unit!("lib/hash.wgsl", "walk.wgsl");
 pub const INDEXER: &str = unit!("indexer.wgsl");
 pub const INDEXER_NAIVE: &str = unit!("indexer_naive.wgsl");
-pub const TOPK: &str = unit!("topk.wgsl");
+pub const TOPK: &str = unit!("lib/select.wgsl", "topk.wgsl");
 pub const SPARSE_MLA: &str = unit!("sparse_mla.wgsl");
 pub const SPARSE_MLA_NAIVE: &str = unit!("sparse_mla_naive.wgsl");
 pub const LSE_MERGE: &str = unit!("lse_merge.wgsl");
-pub const RESOLVE: &str = unit!("resolve.wgsl");
+pub const RESOLVE: &str = unit!("lib/select.wgsl", "resolve.wgsl");
 pub const TRANSFER: &str = unit!("transfer.wgsl");
 pub const PROBE: &str = unit!("probe.wgsl");
 
@@ -34,7 +34,7 @@ pub const UNITS: &[(&str, &str, &[&str])] = &[
     ("walk", WALK, &["lib/hash.wgsl", "walk.wgsl"]),
     ("indexer", INDEXER, &["indexer.wgsl"]),
     ("indexer_naive", INDEXER_NAIVE, &["indexer_naive.wgsl"]),
-    ("topk", TOPK, &["topk.wgsl"]),
+    ("topk", TOPK, &["lib/select.wgsl", "topk.wgsl"]),
     ("sparse_mla", SPARSE_MLA, &["sparse_mla.wgsl"]),
     (
         "sparse_mla_naive",
@@ -42,7 +42,7 @@ pub const UNITS: &[(&str, &str, &[&str])] = &[
         &["sparse_mla_naive.wgsl"],
     ),
     ("lse_merge", LSE_MERGE, &["lse_merge.wgsl"]),
-    ("resolve", RESOLVE, &["resolve.wgsl"]),
+    ("resolve", RESOLVE, &["lib/select.wgsl", "resolve.wgsl"]),
     ("transfer", TRANSFER, &["transfer.wgsl"]),
     ("probe", PROBE, &["probe.wgsl"]),
 ];
