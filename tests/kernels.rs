@@ -303,8 +303,8 @@ fn ci_runs_on_vulkan() {
     );
 }
 
-/// The output digest equals the reference bit for bit, over steps, on a size that is not a
-/// multiple of the workgroup, and a one-bit change changes it.
+/// The output digests equal the reference bit for bit, over steps, for two buffers in one
+/// dispatch whose sizes are not multiples of the workgroup, and a one-bit change changes them.
 #[test]
 fn digest_matches_reference() {
     use ess_wgpu::kernels::Digest;
@@ -312,34 +312,44 @@ fn digest_matches_reference() {
     let ctx = ctx();
     let seed = fresh_seed(31);
     let mut rng = ess_wgpu::workload::Rng::new(seed);
-    let words = 70_001usize;
+    let (words, words2) = (70_001usize, 333usize);
     let data: Vec<u32> = (0..words).map(|_| rng.next_u64() as u32).collect();
+    let data2: Vec<u32> = (0..words2).map(|_| rng.next_u64() as u32).collect();
     let buf = ctx.upload("data", &data).unwrap();
+    let buf2 = ctx.upload("data2", &data2).unwrap();
     let clock = ctx.storage("clock", 16).unwrap();
-    let digest = ctx.upload("digest", &[0u32; 6]).unwrap();
-    let kernel = Digest::new(ctx).unwrap();
-    let d = kernel.bind(
+    let digest = ctx.upload("digest", &[0u32; 8]).unwrap();
+    let d = Digest::new(ctx).unwrap().bind(
         ctx,
         &DigestArgs {
             clock: &clock,
             data: &buf,
-            digest: &digest,
             words: words as u32,
+            data2: &buf2,
+            words2: words2 as u32,
+            digest: &digest,
             slot: 1,
             salt: 77,
         },
     );
-    let mut want = [0u32; 2];
+    let mut want = [0u32; 4];
+    let add = |w: &mut [u32], r: [u32; 2]| {
+        w[0] = w[0].wrapping_add(r[0]);
+        w[1] = w[1].wrapping_add(r[1]);
+    };
     for step in [1u32, 2, 9] {
         ctx.write(&clock, 0, bytemuck::bytes_of(&step));
         ctx.run_pass(None, |p| d.record(p)).unwrap();
-        let r = ess_wgpu::reference::digest(&data, step, 77);
-        want = [want[0].wrapping_add(r[0]), want[1].wrapping_add(r[1])];
+        add(&mut want[..2], ess_wgpu::reference::digest(&data, step, 77));
+        add(
+            &mut want[2..],
+            ess_wgpu::reference::digest(&data2, step, 78),
+        );
     }
     let got: Vec<u32> = ctx.read(&digest).unwrap();
-    assert_eq!(&got[2..4], &want, "seed {seed}");
+    assert_eq!(&got[2..6], &want, "seed {seed}");
     assert_eq!(
-        (got[0], got[1], got[4], got[5]),
+        (got[0], got[1], got[6], got[7]),
         (0, 0, 0, 0),
         "other slots written"
     );

@@ -152,7 +152,7 @@ pub struct EngineArgs {
     pub json: bool,
     /// Timestamp the stages of every N-th step, counted back from the last (1 = every step;
     /// timestamps slow the steps that carry them).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub time_every: u32,
 }
 

@@ -451,21 +451,20 @@ impl Engine {
             ));
         }
         if let Some(d) = &self.digests {
-            let digest = Digest::new(ctx)?;
-            for (i, out) in [&layer.o_lat, &layer.lse].into_iter().enumerate() {
-                let slot = 2 * l + i as u32;
-                observe.push(digest.bind(
-                    ctx,
-                    &DigestArgs {
-                        clock: &self.clock,
-                        data: out,
-                        digest: d,
-                        words: (out.size() / 4) as u32,
-                        slot,
-                        salt: 0x5eed_0000 ^ slot,
-                    },
-                ));
-            }
+            // o_lat into slot 2l, lse into 2l + 1, one dispatch
+            observe.push(Digest::new(ctx)?.bind(
+                ctx,
+                &DigestArgs {
+                    clock: &self.clock,
+                    data: &layer.o_lat,
+                    words: (layer.o_lat.size() / 4) as u32,
+                    data2: &layer.lse,
+                    words2: (layer.lse.size() / 4) as u32,
+                    digest: d,
+                    slot: 2 * l,
+                    salt: 0x5eed_0000 ^ (2 * l),
+                },
+            ));
         }
         Ok(LayerWork {
             next_queries,

@@ -10,12 +10,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 
 /// A step's tag and the bytes its readback held.
 pub type Readout<T> = (T, Vec<u8>);
 
-type MapResult = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+type MapResult = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
 
 struct InFlight<T> {
     slot: usize,
@@ -56,10 +55,9 @@ impl<T> ReadbackRing<T> {
     /// The buffer given by [`ReadbackRing::next_buffer`] was written by submission `index`.
     pub fn submitted(&mut self, index: wgpu::SubmissionIndex, tag: T) {
         let buffer = &self.buffers[self.next];
-        let mapped: MapResult = Arc::new(Mutex::new(None));
-        let sink = mapped.clone();
+        let (sink, mapped) = std::sync::mpsc::channel();
         buffer.map_async(wgpu::MapMode::Read, .., move |r| {
-            *sink.lock().unwrap() = Some(r);
+            let _ = sink.send(r);
         });
         self.in_flight.push_back(InFlight {
             slot: self.next,
@@ -84,12 +82,13 @@ impl<T> ReadbackRing<T> {
             return Ok(None);
         };
         ctx.wait_for(f.index)?;
-        let result = f.mapped.lock().unwrap().take();
-        match result {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Gpu(format!("readback map failed: {e}"))),
-            None => return Err(Error::Gpu("readback map callback never ran".into())),
-        }
+        // The callback runs in whichever thread's poll saw the submission finish: with a context
+        // shared between threads it may still be on its way when our wait returns.
+        let result = f
+            .mapped
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|_| Error::Gpu("readback map callback never ran".into()))?;
+        result.map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
         let buffer = &self.buffers[f.slot];
         let bytes = buffer
             .get_mapped_range(..)

@@ -11,7 +11,7 @@ struct Params {
     words: u32,
     slot: u32,
     salt: u32,
-    _pad: u32,
+    words2: u32,
 }
 
 #[derive(Debug)]
@@ -19,13 +19,16 @@ pub struct Digest {
     pipeline: wgpu::ComputePipeline,
 }
 
-/// One digest: `data`'s first `words` u32 words into slot `slot` of `digest` `[slots, 2]` u32,
+/// Two digests in one dispatch: `data`'s first `words` u32 words into slot `slot` of `digest`
+/// `[slots, 2]` u32 (with `salt`), and `data2`'s `words2` into slot `slot + 1` (with `salt + 1`),
 /// at the step number in `clock[0]`.
 pub struct DigestArgs<'a> {
     pub clock: &'a wgpu::Buffer,
     pub data: &'a wgpu::Buffer,
-    pub digest: &'a wgpu::Buffer,
     pub words: u32,
+    pub data2: &'a wgpu::Buffer,
+    pub words2: u32,
+    pub digest: &'a wgpu::Buffer,
     pub slot: u32,
     pub salt: u32,
 }
@@ -41,15 +44,15 @@ impl Digest {
             words: a.words,
             slot: a.slot,
             salt: a.salt,
-            _pad: 0,
+            words2: a.words2,
         };
         dispatch(
             ctx,
             &self.pipeline,
             "digest",
             &params,
-            &[a.clock, a.data, a.digest],
-            super::grid_2d(a.words.div_ceil(256)),
+            &[a.clock, a.data, a.digest, a.data2],
+            super::grid_2d(a.words.div_ceil(256) + a.words2.div_ceil(256)),
         )
     }
 }
