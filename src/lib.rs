@@ -5,9 +5,23 @@
 //! built to live in host memory behind a GPU-side LRU staging pool (the ESS design,
 //! arXiv 2512.10576).
 //!
-//! Rooms, top to bottom (nothing imports upward): [`gpu`] (context, buffers, timing) →
-//! [`kernels`] (one type per shader) → [`bench`]; [`reference`], [`workload`] and [`compare`]
-//! never see wgpu.
+//! Rooms, top to bottom (docs/ARCHITECTURE.md draws them with their arrows):
+//!
+//! ```text
+//!  decode, figures, locality, bench      measurements and reports (each report owns its Display)
+//!        │
+//!  engine (inputs, readback, plan)       a batch being decoded: bound once, one readback a step
+//!        │
+//!  cache                                 host store, GPU pools, resolve, gather, write-back
+//!        │
+//!  kernels (+ their Shapes) ─ shaders    one type per WGSL unit; units composed from shaders/
+//!        │
+//!  gpu                                   context, pipeline cache, submit / wait, timer
+//!
+//!  pure, no wgpu: reference (+ the LRU oracle), workload, trace, svg, compare, config
+//! ```
+//!
+//! The command line (`src/cli/`) sits on top and is the only room that knows terminals and files.
 
 pub mod bench;
 pub mod cache;
