@@ -58,7 +58,7 @@ pub trait StepInputs {
     /// Layer `layer`'s query buffers, holding the first step's queries.
     fn queries(&mut self, ctx: &GpuContext, layer: u32) -> Result<Queries>;
     /// Dispatches that move `layer`'s queries on to the next token, bound once and recorded
-    /// first in every step (and warm-up window); `clock` `[4]` u32 has the move's number at [1].
+    /// first in every step (and warm-up window); `clock` `[4]` u32 has the move's number at index 1.
     fn next_queries(
         &mut self,
         ctx: &GpuContext,
