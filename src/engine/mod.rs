@@ -336,20 +336,8 @@ impl Engine {
         let layer = &self.layers[l as usize];
         let next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
         let mut new_token = Vec::new();
-        for (g, &(b0, n)) in self.groups.iter().enumerate() {
-            let mut targets = vec![(&layer.keys[g], RowKind::IndexerKey)];
-            if let Some(latent) = layer.latent.get(g) {
-                targets.push((latent, RowKind::Latent));
-            }
-            for (buffer, kind) in targets {
-                let t = RowTarget {
-                    buffer,
-                    kind,
-                    b0,
-                    n,
-                };
-                new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::CacheRow, l, &self.seq)?);
-            }
+        for t in self.device_row_targets(l) {
+            new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::CacheRow, l, &self.seq)?);
         }
         if let Some(new_rows) = &self.new_rows {
             let t = RowTarget {
@@ -477,6 +465,26 @@ impl Engine {
         })
     }
 
+    /// The device buffers that receive `layer`'s rows, per sequence group: the indexer keys, and
+    /// in resident mode the latent cache.
+    fn device_row_targets(&self, layer: u32) -> Vec<RowTarget<'_>> {
+        let l = &self.layers[layer as usize];
+        let mut targets = Vec::new();
+        for (g, &(b0, n)) in self.groups.iter().enumerate() {
+            let target = |buffer, kind| RowTarget {
+                buffer,
+                kind,
+                b0,
+                n,
+            };
+            targets.push(target(&l.keys[g], RowKind::IndexerKey));
+            if let Some(latent) = l.latent.get(g) {
+                targets.push(target(latent, RowKind::Latent));
+            }
+        }
+        targets
+    }
+
     /// The longest sequence now.
     fn max_len(&self) -> u32 {
         self.lens.iter().copied().max().unwrap_or(0)
@@ -509,22 +517,9 @@ impl Engine {
         };
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         for l in 0..m.layers {
-            let layer = &self.layers[l as usize];
             let mut dispatches = Vec::new();
-            for (g, &(b0, n)) in self.groups.iter().enumerate() {
-                let mut targets = vec![(&layer.keys[g], RowKind::IndexerKey)];
-                if let Some(latent) = layer.latent.get(g) {
-                    targets.push((latent, RowKind::Latent));
-                }
-                for (buffer, kind) in targets {
-                    let t = RowTarget {
-                        buffer,
-                        kind,
-                        b0,
-                        n,
-                    };
-                    dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(b0, n, cap))?);
-                }
+            for t in self.device_row_targets(l) {
+                dispatches.extend(self.inputs.rows(ctx, &t, l, &whole(t.b0, t.n, cap))?);
             }
             if let Some(cache) = &self.cache {
                 if cache.host.is_zero_copy() {

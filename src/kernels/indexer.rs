@@ -9,13 +9,25 @@ use crate::gpu::GpuContext;
 /// Keys per workgroup (KEYS_PER_WG in the shader).
 pub const KEYS_PER_WG: u32 = 256;
 
+/// The uniform both indexer kernels (tuned and version 1) read.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(super) struct Params {
     heads: u32,
     dim: u32,
     b0: u32,
     score_stride: u32,
+}
+
+impl Params {
+    pub(super) fn new(heads: u32, dim: u32, a: &IndexerArgs) -> Self {
+        Params {
+            heads,
+            dim,
+            b0: a.b0,
+            score_stride: a.score_stride,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -80,12 +92,7 @@ impl Indexer {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params {
-            heads: self.heads,
-            dim: self.dim,
-            b0: a.b0,
-            score_stride: a.score_stride,
-        };
+        let params = Params::new(self.heads, self.dim, a);
         let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
         dispatch(
             ctx,

@@ -2,20 +2,11 @@
 //! Shader: `shaders/indexer_naive.wgsl`. Reference: [`crate::reference::indexer`]. Same
 //! arguments as the tuned [`super::Indexer`]; read this one first.
 
-use super::indexer::{IndexerArgs, IndexerShape};
+use super::indexer::{IndexerArgs, IndexerShape, Params};
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    heads: u32,
-    dim: u32,
-    b0: u32,
-    score_stride: u32,
-}
 
 #[derive(Debug)]
 pub struct IndexerNaive {
@@ -43,12 +34,7 @@ impl IndexerNaive {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params {
-            heads: self.heads,
-            dim: self.dim,
-            b0: a.b0,
-            score_stride: a.score_stride,
-        };
+        let params = Params::new(self.heads, self.dim, a);
         dispatch(
             ctx,
             &self.pipeline,

@@ -69,12 +69,8 @@ pub struct SparseMla {
     scores_narrow: wgpu::ComputePipeline,
     attend: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
-    pub heads: u32,
-    pub kv: u32,
-    pub rope: u32,
-    pub topk: u32,
-    pub dtype: Dtype,
-    pub softmax_scale: f32,
+    /// What it was built for.
+    pub shape: SparseMlaShape,
 }
 
 pub struct SparseMlaArgs<'a> {
@@ -156,12 +152,7 @@ impl SparseMla {
             )?,
             attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
             reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
-            heads: shape.heads,
-            kv,
-            rope,
-            topk: shape.topk,
-            dtype: shape.dtype,
-            softmax_scale: shape.softmax_scale,
+            shape: *shape,
         })
     }
 
@@ -170,7 +161,7 @@ impl SparseMla {
     /// made of whole 64-id score tiles, so a trailing slice may be empty). Depends only on the
     /// batch and the shape, so a run's results do not depend on anything else.
     pub fn splits(&self, batch: u32) -> u32 {
-        splits_for(self.heads, self.topk, batch)
+        splits_for(self.shape.heads, self.shape.topk, batch)
     }
 
     /// Whether a dispatch of `batch` sequences runs the wide `scores` tile (else `scores_narrow`).
@@ -187,28 +178,28 @@ impl SparseMla {
     /// The wide `scores` tile's grid for `batch` sequences.
     fn wide_grid(&self, batch: u32) -> [u32; 3] {
         [
-            self.topk.div_ceil(SCORE_IDS_PER_WG),
-            self.heads.div_ceil(SCORE_HEADS_PER_WG),
+            self.shape.topk.div_ceil(SCORE_IDS_PER_WG),
+            self.shape.heads.div_ceil(SCORE_HEADS_PER_WG),
             batch,
         ]
     }
 
     /// Bytes of working space for `batch` sequences.
     pub fn scratch_bytes(&self, batch: u32) -> u64 {
-        scratch_bytes_for(self.heads, self.topk, self.kv, batch)
+        scratch_bytes_for(self.shape.heads, self.shape.topk, self.shape.kv, batch)
     }
 
     pub fn scratch(&self, ctx: &GpuContext, batch: u32) -> Result<SparseMlaScratch> {
         let splits = self.splits(batch);
-        let (b, h) = (batch as u64, self.heads as u64);
+        let (b, h) = (batch as u64, self.shape.heads as u64);
         Ok(SparseMlaScratch {
             scores: ctx.storage(
                 "sparse_mla scores",
-                b * h * (self.topk + 2 * self.topk.div_ceil(SCORE_TILE_IDS)) as u64 * 4,
+                b * h * (self.shape.topk + 2 * self.shape.topk.div_ceil(SCORE_TILE_IDS)) as u64 * 4,
             )?,
             partials: ctx.storage(
                 "sparse_mla partials",
-                splits as u64 * b * h * self.kv as u64 * 4,
+                splits as u64 * b * h * self.shape.kv as u64 * 4,
             )?,
             part_lse: ctx.storage("sparse_mla part_lse", splits as u64 * b * h * 4)?,
             batch,
@@ -226,10 +217,10 @@ impl SparseMla {
         );
         let splits = a.scratch.splits;
         let params = Params {
-            heads: self.heads,
-            topk: self.topk,
+            heads: self.shape.heads,
+            topk: self.shape.topk,
             b0: a.b0,
-            softmax_scale: self.softmax_scale,
+            softmax_scale: self.shape.softmax_scale,
             batch: a.batch,
             splits,
             zero: 0,
@@ -239,18 +230,19 @@ impl SparseMla {
             (&self.scores, self.wide_grid(a.batch))
         } else {
             let narrow = [
-                self.topk.div_ceil(NARROW_IDS_PER_WG),
-                self.heads.div_ceil(NARROW_HEADS_PER_WG),
+                self.shape.topk.div_ceil(NARROW_IDS_PER_WG),
+                self.shape.heads.div_ceil(NARROW_HEADS_PER_WG),
                 a.batch,
             ];
             (&self.scores_narrow, narrow)
         };
         let attend_grid = [
-            ATTEND_DIM_SPLITS * self.heads.div_ceil(ATTEND_HEADS_PER_WG),
+            ATTEND_DIM_SPLITS * self.shape.heads.div_ceil(ATTEND_HEADS_PER_WG),
             a.batch,
             splits,
         ];
-        let vec4s = (a.batch as u64 * self.heads as u64 * self.kv as u64 / 4).div_ceil(256) as u32;
+        let vec4s = (a.batch as u64 * self.shape.heads as u64 * self.shape.kv as u64 / 4)
+            .div_ceil(256) as u32;
         let reduce_grid = if vec4s <= 65535 {
             [vec4s, 1, 1]
         } else {
@@ -301,20 +293,28 @@ impl SparseMla {
 
     /// FLOPs per call: per (sequence, head, row) a (KV+ROPE)-dot and a KV-wide accumulate.
     pub fn flops(&self, batch: u64) -> u64 {
-        batch * self.heads as u64 * self.topk as u64 * 2 * (2 * self.kv as u64 + self.rope as u64)
+        batch
+            * self.shape.heads as u64
+            * self.shape.topk as u64
+            * 2
+            * (2 * self.shape.kv as u64 + self.shape.rope as u64)
     }
 
     /// FLOPs of the `scores` step alone (the (KV+ROPE)-dots); `attend` does the rest.
     pub fn score_flops(&self, batch: u64) -> u64 {
-        batch * self.heads as u64 * self.topk as u64 * 2 * (self.kv + self.rope) as u64
+        batch
+            * self.shape.heads as u64
+            * self.shape.topk as u64
+            * 2
+            * (self.shape.kv + self.shape.rope) as u64
     }
 
     /// Bytes at least: every selected row once per sequence, q in, o_lat and lse out. (The
     /// scores' round trip through `scratch` is the implementation's, not the problem's.)
     pub fn bytes(&self, batch: u64) -> u64 {
-        let dq = (self.kv + self.rope) as u64;
-        let per_seq_rows = self.topk as u64 * (dq * self.dtype.bytes() + 4);
-        let per_seq_heads = self.heads as u64 * (dq * 4 + self.kv as u64 * 4 + 4);
+        let dq = (self.shape.kv + self.shape.rope) as u64;
+        let per_seq_rows = self.shape.topk as u64 * (dq * self.shape.dtype.bytes() + 4);
+        let per_seq_heads = self.shape.heads as u64 * (dq * 4 + self.shape.kv as u64 * 4 + 4);
         batch * (per_seq_rows + per_seq_heads)
     }
 }
