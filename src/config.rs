@@ -357,10 +357,23 @@ mod tests {
             .unwrap()
             .validate();
         assert!(e.unwrap_err().to_string().contains("multiple of 64"));
-        assert!(RunConfig::tiny().with_overrides(&["heads=x"]).is_err());
-        assert!(RunConfig::tiny().with_overrides(&["nope=1"]).is_err());
-        assert!(RunConfig::tiny().with_overrides(&["heads"]).is_err());
-        assert!(RunConfig::preset("huge").is_err());
+        let names = |r: Result<RunConfig>, what: &str| {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains(what), "{e} does not name {what}");
+        };
+        names(RunConfig::tiny().with_overrides(&["heads=x"]), "heads = x");
+        names(
+            RunConfig::tiny().with_overrides(&["nope=1"]),
+            "field = nope",
+        );
+        names(
+            RunConfig::tiny().with_overrides(&["heads"]),
+            "override = heads",
+        );
+        names(
+            RunConfig::preset("huge"),
+            "preset = huge; allowed: tiny, small, v32",
+        );
         let c = RunConfig::tiny()
             .with_overrides(&["context=4K", "dtype=f32"])
             .unwrap();

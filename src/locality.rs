@@ -152,8 +152,13 @@ mod tests {
             e.contains("p.txt: line 3 (byte offset 8)") && e.contains("\"abc\""),
             "{e}"
         );
-        assert!(parse_profile("1.5", "x").is_err());
-        assert!(parse_profile("", "x").is_err());
+        let e = parse_profile("1.5", "x").unwrap_err().to_string();
+        assert!(
+            e.contains("line 1") && e.contains("overlap 1.5 outside 0 ..= 1"),
+            "{e}"
+        );
+        let e = parse_profile("", "x").unwrap_err().to_string();
+        assert!(e.contains("no values"), "{e}");
     }
 
     #[test]

@@ -393,8 +393,16 @@ mod offload {
             e.contains("1639 (ratio 0.05 × context 32768)") && e.contains("2049 ..="),
             "{e}"
         );
-        assert!(PoolSize::Slots(2048).slots(32768, 2048).is_err());
-        assert!(PoolSize::Ratio(1.5).slots(100, 10).is_err());
+        let e = PoolSize::Slots(2048).slots(32768, 2048).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("pool slots = 2048; allowed: 2049 ..= 16384")
+        );
+        let e = PoolSize::Ratio(1.5).slots(100, 10).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("sparse_memory_ratio = 1.5; allowed: (0, 1]")
+        );
         let bad = CacheShape {
             layers: 1,
             batch: 1,
@@ -403,7 +411,14 @@ mod offload {
             row_bytes: 650,
             topk: 4,
         };
-        assert!(OffloadCache::new(ctx(), &bad, TransferPath::ZeroCopy).is_err()); // rows not 16-byte
+        let e = OffloadCache::new(ctx(), &bad, TransferPath::ZeroCopy)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("row bytes = 650; allowed: a positive multiple of 16"),
+            "{e}"
+        );
     }
 }
 

@@ -195,38 +195,65 @@ fn bad_engine_options_are_errors() {
         0.5,
         2,
     );
+    // each bad option, and what its error must name
     let bad = [
-        EngineOptions {
-            contexts: vec![50],
-            ..ok.clone()
-        },
-        EngineOptions {
-            contexts: vec![0, 5],
-            ..ok.clone()
-        },
-        EngineOptions {
-            locality: 1.5,
-            ..ok.clone()
-        },
-        EngineOptions {
-            steps: 0,
-            ..ok.clone()
-        },
-        EngineOptions {
-            mode: Mode::Offload,
-            pool: PoolSize::Slots(run.model.topk),
-            ..ok.clone()
-        },
-        EngineOptions {
-            run: RunConfig {
-                dtype: ess_wgpu::Dtype::F32,
-                ..run.clone()
+        (
+            EngineOptions {
+                contexts: vec![50],
+                ..ok.clone()
             },
-            ..ok.clone()
-        },
+            "contexts = 1; allowed: one per sequence (2)",
+        ),
+        (
+            EngineOptions {
+                contexts: vec![0, 5],
+                ..ok.clone()
+            },
+            "context = 0",
+        ),
+        (
+            EngineOptions {
+                locality: 1.5,
+                ..ok.clone()
+            },
+            "locality = 1.5; allowed: 0 ..= 1",
+        ),
+        (
+            EngineOptions {
+                steps: 0,
+                ..ok.clone()
+            },
+            "steps = 0",
+        ),
+        (
+            EngineOptions {
+                mode: Mode::Offload,
+                pool: PoolSize::Slots(run.model.topk),
+                ..ok.clone()
+            },
+            "pool slots = 16; allowed: 17 ..=",
+        ),
+        (
+            EngineOptions {
+                run: RunConfig {
+                    dtype: ess_wgpu::Dtype::F32,
+                    ..run.clone()
+                },
+                ..ok.clone()
+            },
+            "dtype = f32",
+        ),
+        (
+            EngineOptions {
+                time_every: 0,
+                ..ok.clone()
+            },
+            "time-every = 0",
+        ),
     ];
-    for o in bad {
-        assert!(Engine::new(ctx(), &o, BUDGET).is_err(), "{o:?}");
+    for (o, names) in bad {
+        let e = Engine::new(ctx(), &o, BUDGET).err().unwrap().to_string();
+        assert!(e.contains(names), "{e} does not name {names}: {o:?}");
     }
 }
 
