@@ -37,6 +37,20 @@ fn options(
     }
 }
 
+/// The tiny preset with a 30-slot pool on the zero-copy path (resident mode until changed).
+fn tiny_options(contexts: Vec<u32>, locality: f32, steps: u32) -> EngineOptions {
+    let mut run = RunConfig::tiny();
+    run.batch = contexts.len() as u32;
+    options(
+        run,
+        contexts,
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        locality,
+        steps,
+    )
+}
+
 /// Run both modes step by step and compare o_lat and lse bits at every layer and step.
 fn check_bit_identical(opts: &EngineOptions) {
     let ctx = ctx();
@@ -497,14 +511,7 @@ fn memory_plan_is_what_the_engine_allocates() {
 #[test]
 fn gpu_overlap_equals_the_trace() {
     let ctx = ctx();
-    let mut opts = options(
-        RunConfig::preset("tiny").unwrap(),
-        vec![100; 2],
-        PoolSize::Slots(30),
-        TransferPath::ZeroCopy,
-        0.7,
-        5,
-    );
+    let mut opts = tiny_options(vec![100; 2], 0.7, 5);
     (opts.mode, opts.record_trace, opts.track_overlap) = (Mode::Offload, true, true);
     let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
     for _ in 0..opts.steps {
@@ -551,14 +558,7 @@ fn gpu_overlap_equals_the_trace() {
 #[test]
 fn decode_reports_wall_and_gpu_time_and_agrees() {
     let ctx = ctx();
-    let mut opts = options(
-        RunConfig::preset("tiny").unwrap(),
-        vec![100; 2],
-        PoolSize::Slots(30),
-        TransferPath::ZeroCopy,
-        0.9,
-        4,
-    );
+    let mut opts = tiny_options(vec![100; 2], 0.9, 4);
     opts.track_overlap = true;
     let r = ess_wgpu::decode::decode(
         ctx,
@@ -585,14 +585,7 @@ fn decode_reports_wall_and_gpu_time_and_agrees() {
 #[test]
 fn digests_tell_different_runs_apart() {
     let ctx = ctx();
-    let mut opts = options(
-        RunConfig::preset("tiny").unwrap(),
-        vec![100; 2],
-        PoolSize::Slots(30),
-        TransferPath::ZeroCopy,
-        0.9,
-        2,
-    );
+    let mut opts = tiny_options(vec![100; 2], 0.9, 2);
     opts.digest_outputs = true;
     let mut digests = Vec::new();
     for seed in [7, 8] {
@@ -610,14 +603,7 @@ fn digests_tell_different_runs_apart() {
 #[test]
 fn one_pass_and_staged_steps_agree() {
     let ctx = ctx();
-    let mut opts = options(
-        RunConfig::preset("tiny").unwrap(),
-        vec![100, 37],
-        PoolSize::Slots(30),
-        TransferPath::ZeroCopy,
-        0.8,
-        5,
-    );
+    let mut opts = tiny_options(vec![100, 37], 0.8, 5);
     (opts.mode, opts.digest_outputs, opts.track_overlap) = (Mode::Offload, true, true);
     let mut runs = Vec::new();
     for every in [1, 100] {
