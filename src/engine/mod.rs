@@ -165,54 +165,10 @@ impl Engine {
         let plan = MemoryPlan::new(opts, m.batch)?;
         plan.check(budget)?;
         let (b, cap, nl) = (m.batch, opts.capacity(), m.layers);
-        let seq_bytes = cap as u64
-            * (m.key_bytes().max(if opts.mode == Mode::Resident {
-                m.row_bytes()
-            } else {
-                0
-            }));
-        if seq_bytes > ctx.max_binding() {
-            return Err(Error::Unsupported {
-                what: "one sequence's cache in one storage binding".into(),
-                need: format!("{seq_bytes} bytes"),
-                have: format!("{}", ctx.max_binding()),
-            });
-        }
-        let per_group = (ctx.max_binding() / seq_bytes).min(b as u64) as u32;
-        let groups: Vec<(u32, u32)> = (0..b)
-            .step_by(per_group as usize)
-            .map(|b0| (b0, per_group.min(b - b0)))
-            .collect();
-
-        let mut layers = Vec::new();
-        for l in 0..nl {
-            let group_buffers = |what: &str, bytes_per_seq: u64| -> Result<Vec<wgpu::Buffer>> {
-                groups
-                    .iter()
-                    .map(|&(b0, n)| {
-                        ctx.storage(
-                            &format!("{what} layer {l} seqs {b0}.."),
-                            n as u64 * bytes_per_seq,
-                        )
-                    })
-                    .collect()
-            };
-            layers.push(Layer {
-                keys: group_buffers("keys", cap as u64 * m.key_bytes())?,
-                latent: if opts.mode == Mode::Resident {
-                    group_buffers("latent", cap as u64 * m.row_bytes())?
-                } else {
-                    Vec::new()
-                },
-                queries: inputs.queries(ctx, l)?,
-                topk_indices: ctx.storage("topk_indices", b as u64 * m.model.topk as u64 * 4)?,
-                o_lat: ctx.storage(
-                    "o_lat",
-                    b as u64 * m.model.heads as u64 * m.model.kv_lora_rank as u64 * 4,
-                )?,
-                lse: ctx.storage("lse", b as u64 * m.model.heads as u64 * 4)?,
-            });
-        }
+        let groups = sequence_groups(ctx, opts)?;
+        let layers = (0..nl)
+            .map(|l| Layer::new(ctx, opts, &groups, l, inputs.queries(ctx, l)?))
+            .collect::<Result<Vec<_>>>()?;
         let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
@@ -241,22 +197,9 @@ impl Engine {
             Mode::Offload => Some(ctx.storage("new rows", b as u64 * m.row_bytes())?),
             Mode::Resident => None,
         };
-        let overlap = if opts.track_overlap {
-            let zeros = |what: &str, bytes: u64| -> Result<wgpu::Buffer> {
-                let buf = ctx.storage(what, bytes)?;
-                ctx.fill(&buf, 0);
-                Ok(buf)
-            };
-            Some(OverlapBuffers {
-                marks: (0..nl)
-                    .map(|_| zeros("overlap marks", b as u64 * cap as u64 * 4))
-                    .collect::<Result<_>>()?,
-                sums: (0..nl)
-                    .map(|_| zeros("overlap sums", b as u64 * 4))
-                    .collect::<Result<_>>()?,
-            })
-        } else {
-            None
+        let overlap = match opts.track_overlap {
+            true => Some(OverlapBuffers::new(ctx, nl, b, cap)?),
+            false => None,
         };
         let digests = if opts.digest_outputs {
             let d = ctx.storage("output digests", nl as u64 * 16)?;
@@ -266,21 +209,7 @@ impl Engine {
             None
         };
         let timer = GpuTimer::new(ctx, nl * Stage::COUNT as u32);
-        let layout = {
-            let timer_bytes = timer.as_ref().map_or(0, |t| t.bytes());
-            let counts_bytes = if cache.is_some() { b as u64 * 8 } else { 0 };
-            let topk_bytes = if opts.record_trace {
-                b as u64 * m.model.topk as u64 * 4
-            } else {
-                0
-            };
-            ReadbackLayout {
-                timer: 0,
-                counts: timer_bytes,
-                topk: timer_bytes + nl as u64 * counts_bytes,
-                size: timer_bytes + nl as u64 * (counts_bytes + topk_bytes),
-            }
-        };
+        let layout = ReadbackLayout::new(opts, timer.as_ref(), cache.is_some());
         let mut engine = Engine {
             opts: opts.clone(),
             plan,
@@ -962,6 +891,105 @@ impl Engine {
         }
         bufs.iter().map(|b| b.size()).sum::<u64>()
             + self.cache.as_ref().map_or(0, |c| c.device_bytes())
+    }
+}
+
+/// Sequence groups (first, count) sharing one keys / latent buffer: as many sequences as one
+/// storage binding holds.
+fn sequence_groups(ctx: &GpuContext, opts: &EngineOptions) -> Result<Vec<(u32, u32)>> {
+    let (m, b, cap) = (&opts.run, opts.run.batch, opts.capacity());
+    let row = match opts.mode {
+        Mode::Resident => m.row_bytes(),
+        Mode::Offload => 0,
+    };
+    let seq_bytes = cap as u64 * m.key_bytes().max(row);
+    if seq_bytes > ctx.max_binding() {
+        return Err(Error::Unsupported {
+            what: "one sequence's cache in one storage binding".into(),
+            need: format!("{seq_bytes} bytes"),
+            have: format!("{}", ctx.max_binding()),
+        });
+    }
+    let per_group = (ctx.max_binding() / seq_bytes).min(b as u64) as u32;
+    Ok((0..b)
+        .step_by(per_group as usize)
+        .map(|b0| (b0, per_group.min(b - b0)))
+        .collect())
+}
+
+impl Layer {
+    /// Layer `l`'s buffers: keys (and the resident latent cache) per sequence group, the
+    /// selection and the outputs; `queries` from the inputs.
+    fn new(
+        ctx: &GpuContext,
+        opts: &EngineOptions,
+        groups: &[(u32, u32)],
+        l: u32,
+        queries: Queries,
+    ) -> Result<Self> {
+        let (m, b, cap) = (&opts.run, opts.run.batch as u64, opts.capacity() as u64);
+        let group_buffers = |what: &str, bytes_per_seq: u64| -> Result<Vec<wgpu::Buffer>> {
+            groups
+                .iter()
+                .map(|&(b0, n)| {
+                    let label = format!("{what} layer {l} seqs {b0}..");
+                    ctx.storage(&label, n as u64 * bytes_per_seq)
+                })
+                .collect()
+        };
+        let (h, kv) = (m.model.heads as u64, m.model.kv_lora_rank as u64);
+        Ok(Layer {
+            keys: group_buffers("keys", cap * m.key_bytes())?,
+            latent: match opts.mode {
+                Mode::Resident => group_buffers("latent", cap * m.row_bytes())?,
+                Mode::Offload => Vec::new(),
+            },
+            queries,
+            topk_indices: ctx.storage("topk_indices", b * m.model.topk as u64 * 4)?,
+            o_lat: ctx.storage("o_lat", b * h * kv * 4)?,
+            lse: ctx.storage("lse", b * h * 4)?,
+        })
+    }
+}
+
+impl OverlapBuffers {
+    /// Zeroed marks `[B, capacity]` and sums `[B]` for each of `layers`.
+    fn new(ctx: &GpuContext, layers: u32, batch: u32, capacity: u32) -> Result<Self> {
+        let zeros = |what: &str, bytes: u64| -> Result<wgpu::Buffer> {
+            let buf = ctx.storage(what, bytes)?;
+            ctx.fill(&buf, 0);
+            Ok(buf)
+        };
+        let (b, cap) = (batch as u64, capacity as u64);
+        Ok(OverlapBuffers {
+            marks: (0..layers)
+                .map(|_| zeros("overlap marks", b * cap * 4))
+                .collect::<Result<_>>()?,
+            sums: (0..layers)
+                .map(|_| zeros("overlap sums", b * 4))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+impl ReadbackLayout {
+    /// Timestamps (if timed), then per layer the resolve counts (offload), then per layer the
+    /// top-k ids (traces).
+    fn new(opts: &EngineOptions, timer: Option<&GpuTimer>, counts: bool) -> Self {
+        let (b, layers) = (opts.run.batch as u64, opts.run.layers as u64);
+        let timer_bytes = timer.map_or(0, |t| t.bytes());
+        let counts_bytes = if counts { b * 8 } else { 0 };
+        let topk_bytes = if opts.record_trace {
+            b * opts.run.model.topk as u64 * 4
+        } else {
+            0
+        };
+        ReadbackLayout {
+            timer: 0,
+            counts: timer_bytes,
+            topk: timer_bytes + layers * counts_bytes,
+            size: timer_bytes + layers * (counts_bytes + topk_bytes),
+        }
     }
 }
 
