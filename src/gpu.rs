@@ -345,8 +345,10 @@ impl GpuContext {
             .map_err(|e| Error::Gpu(format!("poll failed: {e}")))
     }
 
-    /// Submit one command buffer. With [`GpuContext::wait_for`] and [`GpuContext::errors`], this
-    /// is how the engine runs steps without waiting for each.
+    /// Submit one command buffer: every submission of the crate goes through here (the engine,
+    /// the cache's one-off helpers, the benchmarks, `read` and `run_pass`). With
+    /// [`GpuContext::wait_for`] and [`GpuContext::errors`], this is how the engine runs steps
+    /// without waiting for each.
     pub fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
         self.queue.submit([enc.finish()])
     }
@@ -513,7 +515,7 @@ impl GpuContext {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        self.submit(enc);
         Ok(bytemuck::pod_collect_to_vec(
             &self.map_read(&staging, 0..size)?,
         ))
@@ -629,7 +631,7 @@ impl GpuContext {
             });
             record(&mut pass);
         }
-        self.queue.submit([enc.finish()]);
+        self.submit(enc);
         self.check()
     }
 }
@@ -736,7 +738,7 @@ impl GpuTimer {
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         enc.resolve_query_set(&self.query_set, 0..2 * self.marks, &self.resolve, 0);
-        ctx.queue.submit([enc.finish()]);
+        ctx.submit(enc);
         let ticks: Vec<u64> = ctx.read(&self.resolve)?;
         Ok(ticks
             .chunks(2)

@@ -137,7 +137,7 @@ fn random_buffer(
         enc.copy_buffer_to_buffer(&block, 0, &buf, off, n);
         off += n;
     }
-    ctx.queue.submit([enc.finish()]);
+    ctx.submit(enc);
     ctx.check()?;
     Ok(buf)
 }

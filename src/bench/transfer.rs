@@ -91,7 +91,7 @@ fn copy_time(
             }),
             None => enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes),
         }
-        ctx.queue.submit([enc.finish()]);
+        ctx.submit(enc);
         ctx.check()?;
         if let Some(t) = &timer {
             gpu.push(t.read(ctx)?[0]);
@@ -231,7 +231,7 @@ fn time_rows(
         for c in &copies {
             enc.copy_buffer_to_buffer(&host, c[0] as u64 * rb, &pool, c[1] as u64 * rb, rb);
         }
-        ctx.queue.submit([enc.finish()]);
+        ctx.submit(enc);
         ctx.check()
     })?;
     if ctx.read::<u8>(&pool)? != got {
