@@ -106,15 +106,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 var kb: vec4<f32>;
                 var ka2: vec4<f32>;
                 var kb2: vec4<f32>;
-                if (KEYS_F16) {
-                    let a0 = unpack2x16float(pa.x); let a1 = unpack2x16float(pa.y);
-                    let a2 = unpack2x16float(pa.z); let a3 = unpack2x16float(pa.w);
-                    let b0 = unpack2x16float(pb.x); let b1 = unpack2x16float(pb.y);
-                    let b2 = unpack2x16float(pb.z); let b3 = unpack2x16float(pb.w);
-                    ka = vec4<f32>(a0.x, a1.x, a2.x, a3.x);
-                    ka2 = vec4<f32>(a0.y, a1.y, a2.y, a3.y);
-                    kb = vec4<f32>(b0.x, b1.x, b2.x, b3.x);
-                    kb2 = vec4<f32>(b0.y, b1.y, b2.y, b3.y);
+                if (KEYS_F16) {   // lib/f16.wgsl
+                    let ua = unpack_pairs(pa);
+                    let ub = unpack_pairs(pb);
+                    ka = ua[0];
+                    ka2 = ua[1];
+                    kb = ub[0];
+                    kb2 = ub[1];
                 } else {
                     ka = bitcast<vec4<f32>>(pa);
                     kb = bitcast<vec4<f32>>(pb);

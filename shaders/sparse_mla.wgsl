@@ -158,15 +158,13 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             var rb: vec4<f32>;   // ids b at dim d
             var ra2: vec4<f32>;  // … at dim d + 1 (f16 only)
             var rb2: vec4<f32>;
-            if (ROWS_F16) {
-                let x0 = unpack2x16float(pa.x); let x1 = unpack2x16float(pa.y);
-                let x2 = unpack2x16float(pa.z); let x3 = unpack2x16float(pa.w);
-                let y0 = unpack2x16float(pb.x); let y1 = unpack2x16float(pb.y);
-                let y2 = unpack2x16float(pb.z); let y3 = unpack2x16float(pb.w);
-                ra = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
-                ra2 = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
-                rb = vec4<f32>(y0.x, y1.x, y2.x, y3.x);
-                rb2 = vec4<f32>(y0.y, y1.y, y2.y, y3.y);
+            if (ROWS_F16) {   // lib/f16.wgsl
+                let ua = unpack_pairs(pa);
+                let ub = unpack_pairs(pb);
+                ra = ua[0];
+                ra2 = ua[1];
+                rb = ub[0];
+                rb2 = ub[1];
             } else {
                 ra = bitcast<vec4<f32>>(pa);
                 rb = bitcast<vec4<f32>>(pb);
@@ -394,11 +392,10 @@ fn scores_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
             let pr = nr_s[wd * 16u + rg];
             var r0: vec4<f32>;   // rows 4·rg ..+3 at dim d
             var r1: vec4<f32>;   // … at dim d + 1 (f16 only)
-            if (ROWS_F16) {
-                let u0 = unpack2x16float(pr.x); let u1 = unpack2x16float(pr.y);
-                let u2 = unpack2x16float(pr.z); let u3 = unpack2x16float(pr.w);
-                r0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
-                r1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            if (ROWS_F16) {   // lib/f16.wgsl
+                let u = unpack_pairs(pr);
+                r0 = u[0];
+                r1 = u[1];
             } else {
                 r0 = bitcast<vec4<f32>>(pr);
             }
@@ -612,10 +609,10 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 let pb = p_s[r * (HB / 4u) + hg * 2u + 1u];   // heads 8·hg+4 ..+7
                 var va: vec4<f32>;
                 var vb: vec4<f32>;
-                if (ROWS_F16) {
-                    let wv = v_s[r * VW + dg];
-                    va = vec4<f32>(unpack2x16float(wv.x), unpack2x16float(wv.y));
-                    vb = vec4<f32>(unpack2x16float(wv.z), unpack2x16float(wv.w));
+                if (ROWS_F16) {   // lib/f16.wgsl
+                    let v8 = unpack_row8(v_s[r * VW + dg]);
+                    va = v8[0];
+                    vb = v8[1];
                 } else {
                     va = bitcast<vec4<f32>>(v_s[r * VW + dg]);
                     vb = bitcast<vec4<f32>>(v_s[r * VW + VW / 2u + dg]);

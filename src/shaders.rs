@@ -6,43 +6,30 @@
 //! the GPU compiles is in a `.wgsl` file; nothing is templated. `tests/shaders.rs` validates each
 //! unit with naga and runs naga's SPIR-V writer over it, without an adapter.
 
-macro_rules! unit {
-    ($($file:literal),+) => {
-        concat!($(include_str!(concat!("../shaders/", $file))),+)
+/// Defines each unit as a `&str` const and lists them all, with their files, in [`UNITS`].
+macro_rules! units {
+    ($($name:ident = $label:literal: [$($file:literal),+];)*) => {
+        $(
+            #[doc = concat!("The `", $label, "` unit: ", $("`shaders/", $file, "` "),+)]
+            pub const $name: &str = concat!($(include_str!(concat!("../shaders/", $file))),+);
+        )*
+        /// Every unit by name, with the files it is made of (for the naga test and the docs).
+        pub const UNITS: &[(&str, &str, &[&str])] = &[$(($label, $name, &[$($file),+])),*];
     };
 }
 
-pub const FILL: &str = unit!("lib/hash.wgsl", "fill.wgsl");
-pub const DIGEST: &str = unit!("lib/hash.wgsl", "digest.wgsl");
-pub const OVERLAP: &str = unit!("overlap.wgsl");
-pub const WALK: &str = unit!("lib/hash.wgsl", "walk.wgsl");
-pub const INDEXER: &str = unit!("indexer.wgsl");
-pub const INDEXER_NAIVE: &str = unit!("indexer_naive.wgsl");
-pub const TOPK: &str = unit!("lib/select.wgsl", "topk.wgsl");
-pub const SPARSE_MLA: &str = unit!("sparse_mla.wgsl");
-pub const SPARSE_MLA_NAIVE: &str = unit!("sparse_mla_naive.wgsl");
-pub const LSE_MERGE: &str = unit!("lse_merge.wgsl");
-pub const RESOLVE: &str = unit!("lib/select.wgsl", "resolve.wgsl");
-pub const TRANSFER: &str = unit!("transfer.wgsl");
-pub const PROBE: &str = unit!("probe.wgsl");
-
-/// Every unit by name, with the files it is made of (for the naga test and the docs).
-pub const UNITS: &[(&str, &str, &[&str])] = &[
-    ("fill", FILL, &["lib/hash.wgsl", "fill.wgsl"]),
-    ("digest", DIGEST, &["lib/hash.wgsl", "digest.wgsl"]),
-    ("overlap", OVERLAP, &["overlap.wgsl"]),
-    ("walk", WALK, &["lib/hash.wgsl", "walk.wgsl"]),
-    ("indexer", INDEXER, &["indexer.wgsl"]),
-    ("indexer_naive", INDEXER_NAIVE, &["indexer_naive.wgsl"]),
-    ("topk", TOPK, &["lib/select.wgsl", "topk.wgsl"]),
-    ("sparse_mla", SPARSE_MLA, &["sparse_mla.wgsl"]),
-    (
-        "sparse_mla_naive",
-        SPARSE_MLA_NAIVE,
-        &["sparse_mla_naive.wgsl"],
-    ),
-    ("lse_merge", LSE_MERGE, &["lse_merge.wgsl"]),
-    ("resolve", RESOLVE, &["lib/select.wgsl", "resolve.wgsl"]),
-    ("transfer", TRANSFER, &["transfer.wgsl"]),
-    ("probe", PROBE, &["probe.wgsl"]),
-];
+units! {
+    FILL = "fill": ["lib/hash.wgsl", "fill.wgsl"];
+    DIGEST = "digest": ["lib/hash.wgsl", "digest.wgsl"];
+    OVERLAP = "overlap": ["overlap.wgsl"];
+    WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
+    INDEXER = "indexer": ["lib/f16.wgsl", "indexer.wgsl"];
+    INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
+    TOPK = "topk": ["lib/select.wgsl", "topk.wgsl"];
+    SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "sparse_mla.wgsl"];
+    SPARSE_MLA_NAIVE = "sparse_mla_naive": ["sparse_mla_naive.wgsl"];
+    LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
+    RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
+    TRANSFER = "transfer": ["transfer.wgsl"];
+    PROBE = "probe": ["probe.wgsl"];
+}
