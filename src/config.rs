@@ -110,8 +110,7 @@ pub const FIELDS: &[&str] = &[
     "dtype",
 ];
 
-/// Largest context a sequence may have (top-k and indexer index with u32; 1 Mi tokens).
-pub const MAX_CONTEXT: u32 = 1 << 20;
+pub use crate::limits::{MAX_CONTEXT, parse_count};
 
 impl RunConfig {
     /// Test-sized: runs in milliseconds on a software adapter.
@@ -245,7 +244,7 @@ impl RunConfig {
         check(self.model.qk_nope_head_dim, "qk_nope_head_dim", 1, 1024, 1)?;
         check(self.layers, "layers", 1, self.model.layers.min(256), 1)?;
         check(self.context, "context", 1, MAX_CONTEXT, 1)?;
-        check(self.batch, "batch", 1, 65535, 1)?;
+        check(self.batch, "batch", 1, crate::limits::MAX_BATCH, 1)?;
         Ok(())
     }
 
@@ -320,17 +319,6 @@ pub(crate) fn check(value: u32, field: &str, min: u32, max: u32, multiple: u32) 
         return Err(Error::config(field, value, allowed));
     }
     Ok(())
-}
-
-/// "4096" or "4K" (= 4096).
-pub fn parse_count(s: &str) -> Option<u32> {
-    let s = s.trim();
-    let (digits, mul) = match s.strip_suffix(['K', 'k']) {
-        Some(d) => (d, 1024u64),
-        None => (s, 1),
-    };
-    let v = digits.parse::<u64>().ok()? * mul;
-    u32::try_from(v).ok()
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod error;
 pub mod figures;
 pub mod gpu;
 pub mod kernels;
+pub mod limits;
 pub mod locality;
 pub mod problems;
 pub mod reference;

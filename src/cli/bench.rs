@@ -1,6 +1,9 @@
 //! `ess-wgpu bench kernels | transfer`.
 
-use super::{PresetArg, parse_count_arg, preset_config, print_report};
+use super::{
+    PresetArg, batch_arg, context_arg, preset_config, print_report, reps_arg, row_bytes_arg,
+    rows_arg,
+};
 use clap::Subcommand;
 use ess_wgpu::bench::{self, BenchOptions};
 use ess_wgpu::{GpuContext, Result};
@@ -12,14 +15,15 @@ pub enum BenchCommand {
         /// Presets to run (repeatable); default: v32 and small.
         #[arg(long = "preset", value_enum)]
         presets: Vec<PresetArg>,
-        /// Batches (comma list); default: the preset's (v32: 1,16,64; small: 1,4,16).
-        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+        /// Batches, 1 ..= 65535 (comma list); default: the preset's (v32: 1,16,64; small: 1,4,16).
+        #[arg(long, value_delimiter = ',', value_parser = batch_arg)]
         batch: Vec<u32>,
-        /// Contexts (comma list, K = 1024); default: the preset's (v32: 8K,32K,128K; small: 4K,16K).
-        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+        /// Contexts, 1 ..= 1M (comma list, K = 1024); default: the preset's (v32: 8K,32K,128K;
+        /// small: 4K,16K).
+        #[arg(long, value_delimiter = ',', value_parser = context_arg)]
         context: Vec<u32>,
-        /// Timed repetitions per measurement (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Timed repetitions per measurement, 1 ..= 1000 (the median is reported).
+        #[arg(long, default_value_t = 5, value_parser = reps_arg)]
         reps: u32,
         /// Override a configuration field of every preset (repeatable).
         #[arg(long = "set", value_name = "FIELD=VALUE")]
@@ -30,15 +34,15 @@ pub enum BenchCommand {
     },
     /// Move latent rows host <-> device by each transfer path, against the measured bus peaks.
     Transfer {
-        /// Row sizes in bytes (comma list, multiples of 16).
-        #[arg(long, value_delimiter = ',', default_values_t = [656u64, 1152])]
+        /// Row sizes in bytes, 16 ..= 65536, multiples of 16 (comma list).
+        #[arg(long, value_delimiter = ',', value_parser = row_bytes_arg, default_values_t = [656u64, 1152])]
         row_bytes: Vec<u64>,
-        /// Missed rows per dispatch (comma list, K = 1024).
-        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg,
+        /// Missed rows per dispatch, 1 ..= 1M (comma list, K = 1024).
+        #[arg(long, value_delimiter = ',', value_parser = rows_arg,
               default_values_t = [64u32, 256, 1024, 4096, 16384, 65536])]
         rows: Vec<u32>,
-        /// Timed repetitions per measurement (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Timed repetitions per measurement, 1 ..= 1000 (the median is reported).
+        #[arg(long, default_value_t = 5, value_parser = reps_arg)]
         reps: u32,
         /// Print JSON instead of the table.
         #[arg(long)]
@@ -73,7 +77,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 reps,
             };
             let report = bench::run(&ctx, &opts, |what| eprintln!("... {what}"))?;
-            print_report(&report, json);
+            print_report(&report, json)?;
         }
         BenchCommand::Transfer {
             row_bytes,
@@ -88,7 +92,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 reps,
             };
             let report = bench::transfer::run(&ctx, &opts, |what| eprintln!("... {what}"))?;
-            print_report(&report, json);
+            print_report(&report, json)?;
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `ess-wgpu decode` (the main job): both modes, compared bit for bit, with their report.
 
-use super::{EngineArgs, apply_profile, parse_count_arg, print_report, progress_bar};
+use super::{EngineArgs, apply_profile, context_arg, print_report, progress_bar};
 use clap::ValueEnum;
 use ess_wgpu::engine::Mode;
 use ess_wgpu::{GpuContext, Result};
@@ -9,8 +9,9 @@ use ess_wgpu::{GpuContext, Result};
 pub struct DecodeArgs {
     #[command(flatten)]
     engine: EngineArgs,
-    /// Context per sequence (comma list, one per sequence; K = 1024); default: the preset's.
-    #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+    /// Context per sequence, 1 ..= 1M (comma list, one per sequence; K = 1024); default: the
+    /// preset's.
+    #[arg(long, value_delimiter = ',', value_parser = context_arg)]
     contexts: Vec<u32>,
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,
@@ -63,7 +64,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     bar.finish_and_clear();
     let mut report = report?;
     report.profile = profile;
-    print_report(&report, args.engine.json);
+    print_report(&report, args.engine.json)?;
     if report.identical == Some(false) {
         return Err(ess_wgpu::Error::Gpu(
             "resident and offload outputs differ".into(),

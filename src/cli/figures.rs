@@ -1,8 +1,11 @@
 //! `ess-wgpu figures NAME`: one of the paper's observations as CSV, SVG and a table.
 
-use super::{EngineArgs, apply_profile, parse_count_arg};
+use super::{
+    EngineArgs, apply_profile, batch_arg, context_arg, out, output_dir, ratio_arg,
+    write_all_or_none,
+};
 use clap::ValueEnum;
-use ess_wgpu::{Error, GpuContext, Result};
+use ess_wgpu::{GpuContext, Result};
 
 #[derive(clap::Args, Clone)]
 pub struct FiguresArgs {
@@ -10,14 +13,14 @@ pub struct FiguresArgs {
     figure: FigureArg,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Contexts (comma list, K = 1024); the first is used by `warmup`.
-    #[arg(long, value_delimiter = ',', value_parser = parse_count_arg, default_values_t = [2048u32, 4096])]
+    /// Contexts, 1 ..= 1M each (comma list, K = 1024); the first is used by `warmup`.
+    #[arg(long, value_delimiter = ',', value_parser = context_arg, default_values_t = [2048u32, 4096])]
     contexts: Vec<u32>,
-    /// Sparse memory ratios to replay (comma list).
-    #[arg(long, value_delimiter = ',', default_values_t = [0.05f64, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9])]
+    /// Sparse memory ratios to replay, each in (0, 1] (comma list).
+    #[arg(long, value_delimiter = ',', value_parser = ratio_arg, allow_negative_numbers = true, default_values_t = [0.05f64, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9])]
     ratios: Vec<f64>,
-    /// batch-throughput: extra batches below each mode's largest.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4])]
+    /// batch-throughput: extra batches below each mode's largest, 1 ..= 65535.
+    #[arg(long, value_delimiter = ',', value_parser = batch_arg, default_values_t = [1u32, 2, 4])]
     batches: Vec<u32>,
     /// Folder for the CSV and SVG files.
     #[arg(long, default_value = "figures")]
@@ -41,6 +44,7 @@ enum FigureArg {
 
 pub fn run(args: FiguresArgs) -> Result<()> {
     let (mut base, budget) = args.engine.options(None, false)?;
+    output_dir(&args.out)?;
     let ctx = GpuContext::new()?;
     let spec = args
         .engine
@@ -53,11 +57,9 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         s => apply_profile(&ctx, Some(s), &mut base)?,
     };
     if profile.is_empty() {
-        println!("locality: one ρ = {} for every layer", base.locality);
+        say!("locality: one ρ = {} for every layer", base.locality)?;
     } else {
-        println!(
-            "locality profile {spec}: target overlap per layer, calibrated to ρ on this adapter"
-        );
+        say!("locality profile {spec}: target overlap per layer, calibrated to ρ on this adapter")?;
     }
     let fo = ess_wgpu::figures::FigureOptions {
         base,
@@ -73,19 +75,15 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         FigureArg::MissesVsRatio => f::misses_vs_ratio(&ctx, &fo)?,
         FigureArg::BatchThroughput => f::batch_throughput(&ctx, &fo, &args.batches, budget)?,
     };
-    let io = |path: &std::path::Path, e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
-    std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
     let csv = args.out.join(format!("{}.csv", fig.name.replace('-', "_")));
-    std::fs::write(&csv, &fig.csv).map_err(|e| io(&csv, e))?;
-    print!("{}", fig.table);
-    println!("wrote {}", csv.display());
+    let mut files = vec![(csv.clone(), fig.csv.clone().into_bytes())];
     for (name, svg) in &fig.svgs {
-        let path = args.out.join(name);
-        std::fs::write(&path, svg).map_err(|e| io(&path, e))?;
-        println!("wrote {}", path.display());
+        files.push((args.out.join(name), svg.clone().into_bytes()));
+    }
+    write_all_or_none(&files)?;
+    out(format_args!("{}", fig.table))?;
+    for (path, _) in &files {
+        say!("wrote {}", path.display())?;
     }
     Ok(())
 }

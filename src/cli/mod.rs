@@ -2,6 +2,11 @@
 //! and prints what the library's reports say (`Display`) or their JSON; no measurement or policy
 //! lives here.
 
+/// `println!` that returns an error instead of panicking (see [`out`]).
+macro_rules! say {
+    ($($t:tt)*) => { $crate::cli::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod bench;
 mod decode;
 mod figures;
@@ -11,7 +16,8 @@ mod trace;
 use clap::{Parser, Subcommand, ValueEnum};
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{EngineOptions, Mode};
-use ess_wgpu::{GpuContext, Result, RunConfig, config::parse_count};
+use ess_wgpu::{Error, GpuContext, Result, RunConfig, limits};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -53,8 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Info => {
             let ctx = GpuContext::new()?;
-            println!("{}", ctx.report);
-            Ok(())
+            say!("{}", ctx.report)
         }
         Command::Decode(args) => decode::run(args),
         Command::Sweep(args) => sweep::run(args),
@@ -118,41 +123,42 @@ pub struct EngineArgs {
     /// Override a configuration field: --set batch=8 (repeatable).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
-    /// Decode steps.
-    #[arg(long, default_value_t = 32)]
+    /// Decode steps, 1 ..= 1M (context + steps ≤ 1M).
+    #[arg(long, default_value_t = 32, value_parser = steps_arg)]
     pub steps: u32,
-    /// Pool slots per layer and sequence (≥ top-k + 1); overrides --sparse-memory-ratio.
-    #[arg(long)]
+    /// Pool slots per layer and sequence, top-k + 1 ..= 16384; overrides --sparse-memory-ratio
+    /// (offload only).
+    #[arg(long, value_parser = slots_arg)]
     pub pool_slots: Option<u32>,
-    /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob).
-    #[arg(long, alias = "pool-ratio", default_value_t = 0.2)]
+    /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob), (0, 1].
+    #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
     pub sparse_memory_ratio: f64,
     /// How missed rows move host → device.
     #[arg(long, value_enum, default_value_t = TransferArg::ZeroCopy)]
     pub transfer: TransferArg,
-    /// Step-to-step similarity of the queries (0 independent … 1 identical).
-    #[arg(long, default_value_t = 0.95)]
+    /// Step-to-step similarity of the queries, 0 (independent) ..= 1 (identical).
+    #[arg(long, default_value_t = 0.95, value_parser = locality_arg, allow_negative_numbers = true)]
     pub locality: f32,
     /// Per-layer target overlap instead of one --locality: `paper` (shaped like the paper's
     /// Fig. 2) or a file (JSON array or one number per line); calibrated to ρ on this adapter.
     /// `figures` use `paper` unless given `none`.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Prefill windows seeding the pools (LRU warm-up); 0 turns it off.
-    #[arg(long, default_value_t = 2)]
+    /// Prefill windows seeding the pools (LRU warm-up), 0 ..= 64; 0 turns it off.
+    #[arg(long, default_value_t = 2, value_parser = warmup_arg)]
     pub warmup: u32,
-    /// Device memory the engine may use, e.g. 2G (default: 2 GiB, a conservative guess: wgpu
-    /// cannot tell how much memory the adapter has).
-    #[arg(long, value_parser = parse_bytes)]
+    /// Device memory the engine may use, 1M ..= 64T, e.g. 2G (default: 2 GiB, a conservative
+    /// guess: wgpu cannot tell how much memory the adapter has).
+    #[arg(long, value_parser = budget_arg, allow_negative_numbers = true)]
     pub device_budget: Option<u64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Timestamp the stages of every N-th step, counted back from the last (1 = every step;
-    /// timestamps slow the steps that carry them).
-    #[arg(long, default_value_t = 16)]
+    /// Timestamp the stages of every N-th step, counted back from the last, 1 ..= 1M (1 = every
+    /// step; timestamps slow the steps that carry them).
+    #[arg(long, default_value_t = 16, value_parser = time_every_arg)]
     pub time_every: u32,
 }
 
@@ -191,36 +197,171 @@ impl EngineArgs {
     }
 }
 
-pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<f64>()
-        .map(|v| (v * mul as f64) as u64)
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8G, 512M)"))
+// Parse-time checks: each concept's range is `ess_wgpu::limits`' (the library checks the same
+// values again where it takes them, with the same message).
+
+fn arg<T>(r: Result<T>) -> std::result::Result<T, String> {
+    r.map_err(|e| e.to_string())
 }
 
-pub fn parse_count_arg(s: &str) -> std::result::Result<u32, String> {
-    match parse_count(s) {
-        Some(0) => Err("must be at least 1".into()),
-        Some(n) => Ok(n),
-        None => Err(format!("{s:?} is not a count (e.g. 4096 or 4K)")),
+fn number(field: &str, s: &str) -> std::result::Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{field} = {}: not a number", limits::shown(s)))
+}
+
+pub fn steps_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("steps", s, 1, limits::MAX_STEPS))
+}
+
+pub fn context_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("context", s, 1, limits::MAX_CONTEXT))
+}
+
+pub fn batch_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("batch", s, 1, limits::MAX_BATCH))
+}
+
+pub fn warmup_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("warmup", s, 0, limits::MAX_WARMUP))
+}
+
+pub fn reps_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("reps", s, 1, limits::MAX_REPS))
+}
+
+pub fn time_every_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("time-every", s, 1, limits::MAX_STEPS))
+}
+
+pub fn slots_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count(
+        "pool-slots",
+        s,
+        2,
+        ess_wgpu::kernels::resolve::MAX_SLOTS,
+    ))
+}
+
+pub fn window_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("admission", s, 1, 1024))
+}
+
+pub fn rows_arg(s: &str) -> std::result::Result<u32, String> {
+    arg(limits::count("rows", s, 1, limits::MAX_TRANSFER_ROWS))
+}
+
+pub fn row_bytes_arg(s: &str) -> std::result::Result<u64, String> {
+    let max = limits::MAX_ROW_BYTES as u32;
+    let v = arg(limits::count("row-bytes", s, 16, max))?;
+    if !v.is_multiple_of(16) {
+        return Err(format!(
+            "row-bytes = {v}: allowed 16 ..= {max}, a multiple of 16"
+        ));
     }
+    Ok(v as u64)
+}
+
+pub fn ratio_arg(s: &str) -> std::result::Result<f64, String> {
+    arg(limits::ratio(
+        "sparse-memory-ratio",
+        number("sparse-memory-ratio", s)?,
+    ))
+}
+
+pub fn locality_arg(s: &str) -> std::result::Result<f32, String> {
+    Ok(arg(limits::unit("locality", number("locality", s)?))? as f32)
+}
+
+pub fn budget_arg(s: &str) -> std::result::Result<u64, String> {
+    arg(limits::budget("device-budget", s))
+}
+
+/// The folder a command will write into, created and checked writable before any GPU work, so
+/// that a bad path fails in a second, not after the run.
+pub fn output_dir(dir: &Path) -> Result<()> {
+    let io = |e| Error::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(format!(".ess-wgpu-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(io)?;
+    std::fs::remove_file(&probe).map_err(io)
+}
+
+/// The file a command will write: its folder checked as [`output_dir`], and not a folder itself.
+pub fn output_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other("is a folder; give a file name"),
+        });
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    output_dir(parent)
+}
+
+/// Write every file or none: each goes to a temporary file beside it first, and only when all
+/// are written are they renamed into place. A full disk or a bad path leaves earlier files as
+/// they were.
+pub fn write_all_or_none(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let mut written: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    let result = (|| {
+        for (path, bytes) in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+            let io = |e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            };
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            written.push((tmp, path));
+            use std::io::Write;
+            f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
+        }
+        for (tmp, path) in &written {
+            std::fs::rename(tmp, path).map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (tmp, _) in &written {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+    result
+}
+
+/// Write to stdout: a closed pipe or a full disk is an error (exit status 1), never a panic.
+pub fn out(args: std::fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|_| o.flush())
+        .map_err(|e| Error::Io {
+            path: "stdout".into(),
+            source: e,
+        })
 }
 
 /// A report as JSON (`--json`) or as its table.
-pub fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) {
+pub fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> Result<()> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report).expect("report serialises")
-        );
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| Error::Gpu(format!("the report does not serialise: {e}")))?;
+        say!("{text}")
     } else {
-        print!("{report}");
+        out(format_args!("{report}"))
     }
 }
 

@@ -1,10 +1,13 @@
 //! `ess-wgpu trace record | replay`: selections written by a GPU run, replayed through the LRU
 //! policy alone.
 
-use super::{EngineArgs, apply_profile, parse_count_arg};
+use super::{
+    EngineArgs, apply_profile, context_arg, out, output_file, ratio_arg, slots_arg,
+    write_all_or_none,
+};
 use clap::Subcommand;
 use ess_wgpu::cache::PoolSize;
-use ess_wgpu::{Error, GpuContext, Result};
+use ess_wgpu::{GpuContext, Result};
 
 #[derive(Subcommand)]
 pub enum TraceCommand {
@@ -12,8 +15,8 @@ pub enum TraceCommand {
     Record {
         #[command(flatten)]
         engine: EngineArgs,
-        /// Context per sequence (comma list); default: the preset's.
-        #[arg(long, value_delimiter = ',', value_parser = parse_count_arg)]
+        /// Context per sequence, 1 ..= 1M (comma list); default: the preset's.
+        #[arg(long, value_delimiter = ',', value_parser = context_arg)]
         contexts: Vec<u32>,
         /// The trace file to write.
         #[arg(long)]
@@ -23,11 +26,11 @@ pub enum TraceCommand {
     Replay {
         /// The trace file (format in src/trace.rs and the README).
         file: std::path::PathBuf,
-        /// Pool slots per layer and sequence.
-        #[arg(long)]
+        /// Pool slots per layer and sequence, top-k + 1 ..= 16384.
+        #[arg(long, value_parser = slots_arg)]
         pool_slots: Option<u32>,
-        /// Or a sparse memory ratio of the trace's capacity.
-        #[arg(long, alias = "pool-ratio", default_value_t = 0.2)]
+        /// Or a sparse memory ratio of the trace's capacity, (0, 1].
+        #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
         sparse_memory_ratio: f64,
         /// Skip the warm-up windows.
         #[arg(long)]
@@ -54,7 +57,7 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
                 None => PoolSize::Ratio(sparse_memory_ratio).slots(trace.capacity, trace.topk)?,
             };
             let r = trace.replay(slots, !no_warmup)?;
-            println!(
+            say!(
                 "{}: {} layers, {} sequences, top-k {}, capacity {}; pool {slots} slots; {} decode steps; warm-up misses {}",
                 file.display(),
                 trace.layers,
@@ -63,9 +66,8 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
                 trace.capacity,
                 r.steps.len(),
                 r.warmup_misses
-            );
-            print!("{r}");
-            Ok(())
+            )?;
+            out(format_args!("{r}"))
         }
     }
 }
@@ -78,6 +80,7 @@ fn record(engine: EngineArgs, contexts: Vec<u32>, out: std::path::PathBuf) -> Re
     }
     opts.record_trace = true;
     opts.validate()?;
+    output_file(&out)?;
     let ctx = GpuContext::new()?;
     apply_profile(&ctx, engine.profile.as_deref(), &mut opts)?;
     let mut e = ess_wgpu::engine::Engine::new(&ctx, &opts, budget)?;
@@ -86,21 +89,17 @@ fn record(engine: EngineArgs, contexts: Vec<u32>, out: std::path::PathBuf) -> Re
     }
     e.finish(&ctx)?;
     let trace = e.trace.take().expect("recording");
-    std::fs::write(&out, trace.to_text()).map_err(|e| Error::Io {
-        path: out.display().to_string(),
-        source: e,
-    })?;
+    write_all_or_none(&[(out.clone(), trace.to_text().into_bytes())])?;
     let gpu: Vec<String> = e
         .stats
         .counters
         .iter()
         .map(|c| format!("{}/{}", c.hits, c.misses))
         .collect();
-    println!(
+    say!(
         "wrote {} ({} records); GPU hits/misses per layer: {}",
         out.display(),
         trace.entries.len(),
         gpu.join(" ")
-    );
-    Ok(())
+    )
 }

@@ -3,6 +3,7 @@
 use crate::cache::{PoolSize, TransferPath};
 use crate::config::{Dtype, MAX_CONTEXT, RunConfig};
 use crate::error::{Error, Result};
+use crate::limits;
 use std::fmt;
 
 /// Where the latent cache lives.
@@ -55,9 +56,11 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// Tokens each sequence can hold: its longest context plus the steps.
+    /// Tokens each sequence can hold: its longest context plus the steps (saturating: `validate`
+    /// refuses anything past [`MAX_CONTEXT`]).
     pub fn capacity(&self) -> u32 {
-        self.contexts.iter().copied().max().unwrap_or(0) + self.steps
+        let longest = self.contexts.iter().copied().max().unwrap_or(0);
+        longest.saturating_add(self.steps)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -76,25 +79,35 @@ impl EngineOptions {
                 format!("one per sequence ({})", self.run.batch),
             ));
         }
-        if let Some(&c) = self.contexts.iter().find(|&&c| c == 0) {
-            return Err(Error::config("context", c, "≥ 1"));
+        for &c in &self.contexts {
+            limits::in_range("context", c as u64, 1, MAX_CONTEXT as u64)?;
         }
-        if self.capacity() > MAX_CONTEXT {
+        limits::in_range("steps", self.steps as u64, 1, limits::MAX_STEPS as u64)?;
+        let longest = self.contexts.iter().copied().max().unwrap_or(0) as u64;
+        if longest + self.steps as u64 > MAX_CONTEXT as u64 {
             return Err(Error::config(
                 "context + steps",
-                self.capacity(),
-                format!("≤ {MAX_CONTEXT}"),
+                format!(
+                    "{longest} + {} = {}",
+                    self.steps,
+                    longest + self.steps as u64
+                ),
+                format!("≤ {MAX_CONTEXT} (every sequence holds its context and the new tokens)"),
             ));
         }
-        if self.steps == 0 {
-            return Err(Error::config("steps", 0, "≥ 1"));
-        }
-        if self.time_every == 0 {
-            return Err(Error::config("time-every", 0, "≥ 1"));
-        }
-        if !(0.0..=1.0).contains(&self.locality) {
-            return Err(Error::config("locality", self.locality, "0 ..= 1"));
-        }
+        limits::in_range(
+            "time-every",
+            self.time_every as u64,
+            1,
+            limits::MAX_STEPS as u64,
+        )?;
+        limits::in_range(
+            "warmup",
+            self.warmup_windows as u64,
+            0,
+            limits::MAX_WARMUP as u64,
+        )?;
+        limits::unit("locality", self.locality as f64)?;
         if !self.layer_locality.is_empty() && self.layer_locality.len() != self.run.layers as usize
         {
             return Err(Error::config(
@@ -103,12 +116,8 @@ impl EngineOptions {
                 format!("one per layer ({})", self.run.layers),
             ));
         }
-        if let Some(r) = self
-            .layer_locality
-            .iter()
-            .find(|r| !(0.0..=1.0).contains(*r))
-        {
-            return Err(Error::config("locality profile value", r, "0 ..= 1"));
+        for &r in &self.layer_locality {
+            limits::unit("locality profile value", r as f64)?;
         }
         if self.mode == Mode::Offload {
             self.pool.slots(self.capacity(), self.run.model.topk)?;
