@@ -122,6 +122,35 @@ fn describe(o: &EngineOptions) -> String {
     )
 }
 
+/// A rate or ratio as table text: `n/a` where it is not a finite number (no GPU timestamps).
+fn num(x: f64, width: usize, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:>width$.decimals$}")
+    } else {
+        format!("{:>width$}", "n/a")
+    }
+}
+
+/// A CSV field: empty where the value is not a finite number.
+fn csv_num(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        String::new()
+    }
+}
+
+impl SweepPoint {
+    /// Tokens/s by GPU time where the adapter has timestamps, else by wall clock.
+    pub fn tokens_per_s(&self) -> f64 {
+        if self.tokens_per_s_gpu.is_finite() {
+            self.tokens_per_s_gpu
+        } else {
+            self.tokens_per_s_wall
+        }
+    }
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
@@ -146,12 +175,12 @@ impl fmt::Display for DecodeReport {
         for m in &self.modes {
             writeln!(
                 f,
-                "{:<9} {:>5} {:>14.1} {:>15.1} {:>8.1}% {:>11.1} {:>10.1}",
+                "{:<9} {:>5} {} {} {}% {:>11.1} {:>10.1}",
                 m.mode.to_string(),
                 m.batch,
-                m.tokens_per_s_gpu,
-                m.tokens_per_s_wall,
-                100.0 * m.tokens_per_s_wall / m.tokens_per_s_gpu,
+                num(m.tokens_per_s_gpu, 14, 1),
+                num(m.tokens_per_s_wall, 15, 1),
+                num(100.0 * m.tokens_per_s_wall / m.tokens_per_s_gpu, 8, 1),
                 mib(m.device_bytes),
                 mib(m.host_bytes)
             )?;
@@ -165,10 +194,10 @@ impl fmt::Display for DecodeReport {
             let per = |x: f64| 1e3 * x / m.stats.steps.max(1) as f64;
             writeln!(
                 f,
-                "{:<13} {:>10.3} {:>26.3} {:>16.3} {:>6.3}",
+                "{:<13} {} {} {:>16.3} {:>6.3}",
                 m.mode.to_string(),
-                1e3 * m.stats.gpu_s_per_step(),
-                1e3 * m.stats.span_s_per_step(),
+                num(1e3 * m.stats.gpu_s_per_step(), 10, 3),
+                num(1e3 * m.stats.span_s_per_step(), 26, 3),
                 per(m.stats.host_s),
                 per(m.stats.wall_s)
             )?;
@@ -436,15 +465,15 @@ impl fmt::Display for SweepReport {
         for p in points {
             writeln!(
                 f,
-                "{:>8} {:<17} {:>6}{} {:>6} {:>14.1} {:>15.1} {:>9.1}% {:>8.1}% {:>11.1}",
+                "{:>8} {:<17} {:>6}{} {:>6} {} {} {}% {:>8.1}% {:>11.1}",
                 p.context,
                 name(p),
                 p.batch,
                 if p.largest { "*" } else { " " },
                 p.slots,
-                p.tokens_per_s_gpu,
-                p.tokens_per_s_wall,
-                100.0 * p.tokens_per_s_wall / p.tokens_per_s_gpu,
+                num(p.tokens_per_s_gpu, 14, 1),
+                num(p.tokens_per_s_wall, 15, 1),
+                num(100.0 * p.tokens_per_s_wall / p.tokens_per_s_gpu, 9, 1),
                 100.0 * p.hit_rate,
                 mib(p.device_bytes)
             )?;
@@ -470,7 +499,7 @@ impl fmt::Display for SweepReport {
                         "context {c}: largest batch resident {} vs {label} {}; throughput gain {:+.1}%, hit rate {:.1}%",
                         r.batch,
                         o.batch,
-                        100.0 * (o.tokens_per_s_gpu / r.tokens_per_s_gpu - 1.0),
+                        100.0 * (o.tokens_per_s() / r.tokens_per_s() - 1.0),
                         100.0 * o.hit_rate
                     )?;
                 }
@@ -491,20 +520,20 @@ pub fn sweep_csv(points: &[SweepPoint]) -> String {
     s += "\n";
     for p in points {
         s += &format!(
-            "{},{},{},{},{},{},{:.3},{:.3},{:.4},{}",
+            "{},{},{},{},{},{},{},{},{:.4},{}",
             p.context,
             p.mode,
             p.batch,
             p.largest,
             p.slots,
             p.admission,
-            p.tokens_per_s_gpu,
-            p.tokens_per_s_wall,
+            csv_num(p.tokens_per_s_gpu, 3),
+            csv_num(p.tokens_per_s_wall, 3),
             p.hit_rate,
             p.device_bytes
         );
         for (_, t) in p.stage_ms_per_step.iter() {
-            s += &format!(",{t:.4}");
+            s += &format!(",{}", csv_num(t, 4));
         }
         s += "\n";
     }
@@ -521,7 +550,8 @@ pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
             let mut pts: Vec<(f64, f64)> = points
                 .iter()
                 .filter(|p| p.context == c && p.mode == mode && !p.admission)
-                .map(|p| (p.batch as f64, p.tokens_per_s_gpu))
+                .map(|p| (p.batch as f64, p.tokens_per_s()))
+                .filter(|p| p.1.is_finite())
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             series.push(crate::svg::Series {
@@ -537,15 +567,14 @@ pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
                 "offload + admission ({} slots), context {}",
                 p.slots, p.context
             ),
-            points: vec![(p.batch as f64, p.tokens_per_s_gpu)],
+            points: vec![(p.batch as f64, p.tokens_per_s())],
             dashed: false,
         });
     }
-    crate::svg::lines(
-        title,
-        "batch (sequences)",
-        "decode tokens/s (GPU time)",
-        &series,
-        &[],
-    )
+    let clock = if points.iter().all(|p| p.tokens_per_s_gpu.is_finite()) {
+        "decode tokens/s (GPU time)"
+    } else {
+        "decode tokens/s (wall clock: no GPU timestamps)"
+    };
+    crate::svg::lines(title, "batch (sequences)", clock, &series, &[])
 }

@@ -58,6 +58,13 @@ fn slots_for(rec: &Recording, ratio: f64) -> Option<u32> {
 }
 
 pub fn similarity(ctx: &GpuContext, fo: &FigureOptions) -> Result<Figure> {
+    if fo.base.steps < 2 {
+        return Err(crate::Error::config(
+            "steps",
+            fo.base.steps,
+            "≥ 2 (the overlap compares consecutive steps)",
+        ));
+    }
     let recs: Vec<Recording> = fo
         .contexts
         .iter()
@@ -332,7 +339,7 @@ pub fn batch_throughput(
             p.mode.to_string(),
             p.batch,
             if p.largest { "*" } else { " " },
-            p.tokens_per_s_gpu
+            p.tokens_per_s()
         );
     }
     let title = format!(

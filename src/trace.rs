@@ -20,8 +20,23 @@
 //! can have its selections replayed.
 
 use crate::error::{Error, Result};
+use crate::limits::shown;
 use crate::reference::LruPool;
 use std::fmt::Write as _;
+
+/// The header's allowed values: (field, min, max). A trace is plain text from any engine, so
+/// top-k may exceed the GPU kernel's 2048 (the replay is plain Rust); the context limit is the
+/// engine's.
+const HEADER_LIMITS: [(&str, u32, u32); 4] = [
+    ("layers", 1, 4096),
+    ("batch", 1, crate::limits::MAX_BATCH),
+    ("topk", 1, 65536),
+    ("capacity", 1, crate::limits::MAX_CONTEXT),
+];
+
+/// Most LRU table entries a replay may allocate (token → slot and slot tables of every pool):
+/// 1 Gi entries, 4 GiB.
+pub const REPLAY_MAX_ENTRIES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -173,7 +188,7 @@ impl Trace {
             return Err(err(
                 l,
                 o,
-                format!("expected `ess-trace 1`, found {magic:?}"),
+                format!("expected `ess-trace 1`, found {:?}", shown(magic)),
             ));
         }
         let (l, o, header, _) = it
@@ -186,13 +201,28 @@ impl Trace {
                     l,
                     o,
                     format!(
-                        "header: expected `layers L batch B topk K capacity C`, found {header:?}"
+                        "header: expected `layers L batch B topk K capacity C`, found {:?}",
+                        shown(header)
                     ),
                 ));
             }
-            f.get(idx + 1)
+            let (min, max) = HEADER_LIMITS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|&(_, lo, hi)| (lo, hi))
+                .expect("a header field");
+            let v: u32 = f
+                .get(idx + 1)
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| err(l, o, format!("header: {name} needs a whole number")))
+                .ok_or_else(|| err(l, o, format!("header: {name} needs a whole number")))?;
+            if v < min || v > max {
+                return Err(err(
+                    l,
+                    o,
+                    format!("header: {name} {v} outside {min} ..= {max}"),
+                ));
+            }
+            Ok(v)
         };
         let mut trace = Trace::new(
             num(0, "layers")?,
@@ -221,26 +251,33 @@ impl Trace {
                     ));
                 }
             };
-            let mut nums = Vec::with_capacity(k + 4);
+            // no allocation sized by the header: the record's own numbers decide
+            let mut nums = Vec::new();
             for tok in f {
+                if nums.len() > 4 + k {
+                    break; // too many: reported below
+                }
                 nums.push(
                     tok.parse::<i64>()
-                        .map_err(|_| err(l, o, format!("{tok:?} is not a number")))?,
+                        .map_err(|_| err(l, o, format!("{:?} is not a number", shown(tok))))?,
                 );
             }
             if nums.len() != 4 + k {
                 let hint = if terminated { "" } else { " (truncated file?)" };
+                let found = if nums.len() > 4 + k {
+                    "more than that".to_string()
+                } else {
+                    format!("{} numbers", nums.len())
+                };
                 return Err(err(
                     l,
                     o,
-                    format!(
-                        "{} numbers, expected step layer seq len + {k} ids{hint}",
-                        nums.len()
-                    ),
+                    format!("{found}, expected step layer seq len + {k} ids{hint}"),
                 ));
             }
             let (step, layer, seq, len) = (nums[0], nums[1], nums[2], nums[3]);
             if step < 0
+                || step > u32::MAX as i64
                 || layer < 0
                 || layer >= trace.layers as i64
                 || seq < 0
@@ -316,17 +353,33 @@ impl Trace {
                 format!("≥ top-k + 1 = {}", self.topk + 1),
             ));
         }
-        let mut pools: Vec<LruPool> = (0..self.layers * self.batch)
-            .map(|_| LruPool::new(slots as usize, self.capacity as usize))
-            .collect();
+        // a pool per (layer, sequence) that has records, made when first needed; their token
+        // tables together stay under REPLAY_MAX_ENTRIES
+        let mut pools: std::collections::HashMap<(u32, u32), LruPool> = Default::default();
+        let per_pool = self.capacity as u64 + slots as u64;
         let mut out = Replay::default();
         let mut step_index = std::collections::HashMap::new();
         for e in &self.entries {
             if e.kind == Kind::Warmup && !warmup {
                 continue;
             }
-            let r =
-                pools[(e.layer * self.batch + e.seq) as usize].resolve(&e.ids, e.len as i32 - 1);
+            if !pools.contains_key(&(e.layer, e.seq))
+                && (pools.len() as u64 + 1) * per_pool > REPLAY_MAX_ENTRIES
+            {
+                return Err(Error::config(
+                    "trace size",
+                    format!(
+                        "{} pools × (capacity {} + {slots} slots)",
+                        pools.len() + 1,
+                        self.capacity
+                    ),
+                    format!("at most {REPLAY_MAX_ENTRIES} table entries in all (4 bytes each)"),
+                ));
+            }
+            let pool = pools
+                .entry((e.layer, e.seq))
+                .or_insert_with(|| LruPool::new(slots as usize, self.capacity as usize));
+            let r = pool.resolve(&e.ids, e.len as i32 - 1);
             let misses = r.copies.len() as u64;
             match e.kind {
                 Kind::Warmup => out.warmup_misses += misses,
