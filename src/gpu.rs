@@ -172,7 +172,29 @@ impl GpuContext {
     }
 
     async fn new_async() -> Result<Self> {
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let backends = match std::env::var("WGPU_BACKEND") {
+            Ok(names) => {
+                let b = wgpu::Backends::from_comma_list(&names);
+                // every name must be one wgpu knows: an unknown one is not silently dropped
+                let known = [
+                    "vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "gl", "opengl", "gles",
+                    "webgpu",
+                ];
+                let unknown = names
+                    .split(',')
+                    .map(|n| n.trim().to_lowercase())
+                    .find(|n| !known.contains(&n.as_str()));
+                if b.is_empty() || unknown.is_some() {
+                    return Err(Error::config(
+                        "WGPU_BACKEND",
+                        crate::limits::shown(&names),
+                        "a comma list of vulkan, metal, dx12, gl (webgpu in a browser)",
+                    ));
+                }
+                b
+            }
+            Err(_) => wgpu::Backends::all(),
+        };
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);

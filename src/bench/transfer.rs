@@ -116,6 +116,25 @@ pub fn run(
             have: "not offered by this adapter".into(),
         });
     }
+    // every (rows, row size) checked before anything is allocated: the pool of a measurement is one
+    // storage binding, and its gather grid has at most 65,535 × 256 threads of 16 bytes
+    let limit = ctx.max_binding().min(65535 * 256 * 16);
+    for &rb in &opts.row_bytes {
+        crate::limits::in_range("row-bytes", rb, 16, crate::limits::MAX_ROW_BYTES)?;
+        if !rb.is_multiple_of(16) {
+            return Err(Error::config("row-bytes", rb, "a multiple of 16"));
+        }
+        for &n in &opts.rows {
+            let bytes = (n as u64 + 1) * rb;
+            if n == 0 || bytes > limit {
+                return Err(Error::config(
+                    "rows × row-bytes",
+                    format!("({n} + 1) × {rb} = {bytes} bytes"),
+                    format!("1 ..= {limit} bytes (one storage binding and one dispatch grid)"),
+                ));
+            }
+        }
+    }
     progress("measuring the host <-> device copy peaks");
     let peak_bytes = (256u64 << 20).min(ctx.max_binding()) / 16 * 16;
     let host = ctx.host_buffer("peak host", peak_bytes)?;

@@ -18,7 +18,7 @@ pub enum BenchCommand {
         /// Batches, 1 ..= 65535 (comma list); default: the preset's (v32: 1,16,64; small: 1,4,16).
         #[arg(long, value_delimiter = ',', value_parser = batch_arg)]
         batch: Vec<u32>,
-        /// Contexts, 1 ..= 1M (comma list, K = 1024); default: the preset's (v32: 8K,32K,128K;
+        /// Contexts, 1 ..= 1024K (comma list, K = 1024); default: the preset's (v32: 8K,32K,128K;
         /// small: 4K,16K).
         #[arg(long, value_delimiter = ',', value_parser = context_arg)]
         context: Vec<u32>,
@@ -37,7 +37,7 @@ pub enum BenchCommand {
         /// Row sizes in bytes, 16 ..= 65536, multiples of 16 (comma list).
         #[arg(long, value_delimiter = ',', value_parser = row_bytes_arg, default_values_t = [656u64, 1152])]
         row_bytes: Vec<u64>,
-        /// Missed rows per dispatch, 1 ..= 1M (comma list, K = 1024).
+        /// Missed rows per dispatch, 1 ..= 1024K (comma list, K = 1024).
         #[arg(long, value_delimiter = ',', value_parser = rows_arg,
               default_values_t = [64u32, 256, 1024, 4096, 16384, 65536])]
         rows: Vec<u32>,

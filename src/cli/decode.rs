@@ -2,14 +2,14 @@
 
 use super::{EngineArgs, apply_profile, context_arg, print_report, progress_bar};
 use clap::ValueEnum;
-use ess_wgpu::engine::Mode;
+use ess_wgpu::engine::{EngineOptions, Mode};
 use ess_wgpu::{GpuContext, Result};
 
 #[derive(clap::Args, Clone)]
 pub struct DecodeArgs {
     #[command(flatten)]
     engine: EngineArgs,
-    /// Context per sequence, 1 ..= 1M (comma list, one per sequence; K = 1024); default: the
+    /// Context per sequence, 1 ..= 1024K (comma list, one per sequence; K = 1024); default: the
     /// preset's.
     #[arg(long, value_delimiter = ',', value_parser = context_arg)]
     contexts: Vec<u32>,
@@ -46,6 +46,14 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         opts.run.batch = c.len() as u32;
         opts.contexts = c;
         opts.validate()?;
+    }
+    // every requested mode's options checked before any GPU work (the pool only matters offload)
+    for &mode in &args.mode.modes() {
+        EngineOptions {
+            mode,
+            ..opts.clone()
+        }
+        .validate()?;
     }
     let ctx = GpuContext::new()?;
     let profile = apply_profile(&ctx, args.engine.profile.as_deref(), &mut opts)?;

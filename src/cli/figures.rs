@@ -13,7 +13,7 @@ pub struct FiguresArgs {
     figure: FigureArg,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Contexts, 1 ..= 1M each (comma list, K = 1024); the first is used by `warmup`.
+    /// Contexts, 1 ..= 1024K each (comma list, K = 1024); the first is used by `warmup`.
     #[arg(long, value_delimiter = ',', value_parser = context_arg, default_values_t = [2048u32, 4096])]
     contexts: Vec<u32>,
     /// Sparse memory ratios to replay, each in (0, 1] (comma list).

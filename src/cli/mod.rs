@@ -123,7 +123,7 @@ pub struct EngineArgs {
     /// Override a configuration field: --set batch=8 (repeatable).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
-    /// Decode steps, 1 ..= 1M (context + steps ≤ 1M).
+    /// Decode steps, 1 ..= 1024K (context + steps ≤ 1024K).
     #[arg(long, default_value_t = 32, value_parser = steps_arg)]
     pub steps: u32,
     /// Pool slots per layer and sequence, top-k + 1 ..= 16384; overrides --sparse-memory-ratio
@@ -156,7 +156,7 @@ pub struct EngineArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Timestamp the stages of every N-th step, counted back from the last, 1 ..= 1M (1 = every
+    /// Timestamp the stages of every N-th step, counted back from the last, 1 ..= 1024K (1 = every
     /// step; timestamps slow the steps that carry them).
     #[arg(long, default_value_t = 16, value_parser = time_every_arg)]
     pub time_every: u32,
@@ -180,7 +180,8 @@ impl EngineArgs {
             run,
             contexts,
             steps: self.steps,
-            mode: Mode::Offload,
+            // each command sets the mode it runs; the pool is checked where offload runs
+            mode: Mode::Resident,
             pool,
             transfer: self.transfer.into(),
             locality: self.locality,

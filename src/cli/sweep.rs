@@ -11,7 +11,7 @@ use ess_wgpu::{GpuContext, Result};
 pub struct SweepArgs {
     #[command(flatten)]
     engine: EngineArgs,
-    /// Contexts to sweep, 1 ..= 1M each (comma list, K = 1024).
+    /// Contexts to sweep, 1 ..= 1024K each (comma list, K = 1024).
     #[arg(long, value_delimiter = ',', value_parser = context_arg, default_values_t = [4096u32])]
     contexts: Vec<u32>,
     /// Extra batches to run below each mode's largest, 1 ..= 65535 (comma list).
@@ -32,6 +32,23 @@ pub struct SweepArgs {
 pub fn run(args: SweepArgs) -> Result<()> {
     let (mut opts, budget) = args.engine.options(None, false)?;
     let (csv, svg) = (args.out.join("sweep.csv"), args.out.join("sweep.svg"));
+    // offload's pool at every context, before any GPU work
+    for &c in &args.contexts {
+        let capacity = c.checked_add(opts.steps).ok_or_else(|| {
+            ess_wgpu::Error::config(
+                "context + steps",
+                format!("{c} + {}", opts.steps),
+                "≤ 1048576",
+            )
+        })?;
+        ess_wgpu::limits::in_range(
+            "context + steps",
+            capacity as u64,
+            1,
+            ess_wgpu::limits::MAX_CONTEXT as u64,
+        )?;
+        opts.pool.slots(capacity, opts.run.model.topk)?;
+    }
     output_dir(&args.out)?;
     let ctx = GpuContext::new()?;
     apply_profile(&ctx, args.engine.profile.as_deref(), &mut opts)?;

@@ -15,7 +15,7 @@ pub enum TraceCommand {
     Record {
         #[command(flatten)]
         engine: EngineArgs,
-        /// Context per sequence, 1 ..= 1M (comma list); default: the preset's.
+        /// Context per sequence, 1 ..= 1024K (comma list); default: the preset's.
         #[arg(long, value_delimiter = ',', value_parser = context_arg)]
         contexts: Vec<u32>,
         /// The trace file to write.
@@ -79,6 +79,7 @@ fn record(engine: EngineArgs, contexts: Vec<u32>, out: std::path::PathBuf) -> Re
         opts.contexts = contexts;
     }
     opts.record_trace = true;
+    opts.mode = ess_wgpu::engine::Mode::Offload;
     opts.validate()?;
     output_file(&out)?;
     let ctx = GpuContext::new()?;
