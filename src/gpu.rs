@@ -416,21 +416,45 @@ impl GpuContext {
     /// A storage buffer of `size` bytes (rounded up to 4), readable back and writable from the CPU.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
         let size = size.max(4).next_multiple_of(4);
-        if size > self.device.limits().max_buffer_size {
+        // every storage buffer here is bound whole: over the binding limit it could be made but
+        // not used, and wgpu would report it later as a cascade of validation errors
+        if size > self.max_binding() {
             return Err(Error::Unsupported {
-                what: format!("a buffer for {label}"),
+                what: format!("{label} in one storage binding (reduce the batch or the context)"),
                 need: format!("{size} bytes"),
-                have: format!("max_buffer_size {}", self.device.limits().max_buffer_size),
+                have: format!("a binding limit of {} bytes", self.max_binding()),
             });
         }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        self.allocate(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
-        }))
+        })
+    }
+
+    /// Create a buffer, catching an out-of-memory or validation error of this one allocation and
+    /// reporting it as such, once, with its label and size (not as a cascade of later errors).
+    fn allocate(&self, desc: &wgpu::BufferDescriptor) -> Result<wgpu::Buffer> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(desc);
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        let label = desc.label.unwrap_or("a buffer");
+        let mib = desc.size as f64 / 1048576.0;
+        if oom.is_some() {
+            return Err(Error::Gpu(format!(
+                "out of memory allocating {label} ({mib:.1} MiB): reduce the batch, the context \
+                 or the layers (--set batch=…, --set context=…, --set layers=…), or the device budget"
+            )));
+        }
+        if let Some(e) = invalid {
+            return Err(Error::Gpu(format!("allocating {label} ({mib:.1} MiB): {e}")));
+        }
+        Ok(buffer)
     }
 
     /// A storage buffer in host RAM that shaders read and write over the bus (zero-copy), and
@@ -452,7 +476,7 @@ impl GpuContext {
                 have: format!("max storage binding {}", self.max_binding()),
             });
         }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        self.allocate(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::MAP_READ
@@ -460,7 +484,7 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
-        }))
+        })
     }
 
     /// Read `len` bytes at `offset` of a host buffer by mapping it (waits for the GPU).

@@ -44,6 +44,13 @@ enum FigureArg {
 
 pub fn run(args: FiguresArgs) -> Result<()> {
     let (mut base, budget) = args.engine.options(None, false)?;
+    if args.figure == FigureArg::Similarity && base.steps < 2 {
+        return Err(ess_wgpu::Error::config(
+            "steps",
+            base.steps,
+            "≥ 2 (the overlap compares consecutive steps)",
+        ));
+    }
     output_dir(&args.out)?;
     let ctx = GpuContext::new()?;
     let spec = args
