@@ -110,7 +110,7 @@ pub const FIELDS: &[&str] = &[
     "dtype",
 ];
 
-pub use crate::limits::{MAX_CONTEXT, parse_count};
+pub use crate::limits::{MAX_CONTEXT, parse_count, shown};
 
 impl RunConfig {
     /// Test-sized: runs in milliseconds on a software adapter.
@@ -181,7 +181,7 @@ impl RunConfig {
             "tiny" => Ok(Self::tiny()),
             "small" => Ok(Self::small()),
             "v32" => Ok(Self::v32()),
-            _ => Err(Error::config("preset", name, "tiny, small, v32")),
+            _ => Err(Error::config("preset", shown(name), "tiny, small, v32")),
         }
     }
 
@@ -193,7 +193,7 @@ impl RunConfig {
             self.dtype = match value {
                 "f16" => Dtype::F16,
                 "f32" => Dtype::F32,
-                _ => return Err(Error::config("dtype", value, "f16, f32")),
+                _ => return Err(Error::config("dtype", shown(value), "f16, f32")),
             };
             return Ok(());
         }
@@ -209,12 +209,12 @@ impl RunConfig {
             "layers" => &mut self.layers,
             "context" => &mut self.context,
             "batch" => &mut self.batch,
-            _ => return Err(Error::config("field", field, FIELDS.join(", "))),
+            _ => return Err(Error::config("field", shown(field), FIELDS.join(", "))),
         };
         *slot = parse_count(value).ok_or_else(|| {
             Error::config(
                 field,
-                value,
+                shown(value),
                 "a non-negative integer (suffix K = 1024 allowed)",
             )
         })?;
@@ -228,7 +228,7 @@ impl RunConfig {
             let o = o.as_ref();
             let (field, value) = o
                 .split_once('=')
-                .ok_or_else(|| Error::config("override", o, "field=value"))?;
+                .ok_or_else(|| Error::config("override", shown(o), "field=value"))?;
             self.set(field.trim(), value.trim())?;
         }
         Ok(self)

@@ -452,7 +452,9 @@ impl GpuContext {
             )));
         }
         if let Some(e) = invalid {
-            return Err(Error::Gpu(format!("allocating {label} ({mib:.1} MiB): {e}")));
+            return Err(Error::Gpu(format!(
+                "allocating {label} ({mib:.1} MiB): {e}"
+            )));
         }
         Ok(buffer)
     }

@@ -16,14 +16,14 @@ pub enum BenchCommand {
         #[arg(long = "preset", value_enum)]
         presets: Vec<PresetArg>,
         /// Batches, 1 ..= 65535 (comma list); default: the preset's (v32: 1,16,64; small: 1,4,16).
-        #[arg(long, value_delimiter = ',', value_parser = batch_arg)]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = batch_arg)]
         batch: Vec<u32>,
         /// Contexts, 1 ..= 1024K (comma list, K = 1024); default: the preset's (v32: 8K,32K,128K;
         /// small: 4K,16K).
-        #[arg(long, value_delimiter = ',', value_parser = context_arg)]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg)]
         context: Vec<u32>,
         /// Timed repetitions per measurement, 1 ..= 1000 (the median is reported).
-        #[arg(long, default_value_t = 5, value_parser = reps_arg)]
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = reps_arg)]
         reps: u32,
         /// Override a configuration field of every preset (repeatable).
         #[arg(long = "set", value_name = "FIELD=VALUE")]
@@ -35,14 +35,14 @@ pub enum BenchCommand {
     /// Move latent rows host <-> device by each transfer path, against the measured bus peaks.
     Transfer {
         /// Row sizes in bytes, 16 ..= 65536, multiples of 16 (comma list).
-        #[arg(long, value_delimiter = ',', value_parser = row_bytes_arg, default_values_t = [656u64, 1152])]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = row_bytes_arg, default_values_t = [656u64, 1152])]
         row_bytes: Vec<u64>,
         /// Missed rows per dispatch, 1 ..= 1024K (comma list, K = 1024).
-        #[arg(long, value_delimiter = ',', value_parser = rows_arg,
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = rows_arg,
               default_values_t = [64u32, 256, 1024, 4096, 16384, 65536])]
         rows: Vec<u32>,
         /// Timed repetitions per measurement, 1 ..= 1000 (the median is reported).
-        #[arg(long, default_value_t = 5, value_parser = reps_arg)]
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = reps_arg)]
         reps: u32,
         /// Print JSON instead of the table.
         #[arg(long)]

@@ -11,7 +11,7 @@ pub struct DecodeArgs {
     engine: EngineArgs,
     /// Context per sequence, 1 ..= 1024K (comma list, one per sequence; K = 1024); default: the
     /// preset's.
-    #[arg(long, value_delimiter = ',', value_parser = context_arg)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg)]
     contexts: Vec<u32>,
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,

@@ -14,13 +14,13 @@ pub struct FiguresArgs {
     #[command(flatten)]
     engine: EngineArgs,
     /// Contexts, 1 ..= 1024K each (comma list, K = 1024); the first is used by `warmup`.
-    #[arg(long, value_delimiter = ',', value_parser = context_arg, default_values_t = [2048u32, 4096])]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg, default_values_t = [2048u32, 4096])]
     contexts: Vec<u32>,
     /// Sparse memory ratios to replay, each in (0, 1] (comma list).
     #[arg(long, value_delimiter = ',', value_parser = ratio_arg, allow_negative_numbers = true, default_values_t = [0.05f64, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9])]
     ratios: Vec<f64>,
     /// batch-throughput: extra batches below each mode's largest, 1 ..= 65535.
-    #[arg(long, value_delimiter = ',', value_parser = batch_arg, default_values_t = [1u32, 2, 4])]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = batch_arg, default_values_t = [1u32, 2, 4])]
     batches: Vec<u32>,
     /// Folder for the CSV and SVG files.
     #[arg(long, default_value = "figures")]

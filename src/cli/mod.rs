@@ -124,11 +124,11 @@ pub struct EngineArgs {
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
     /// Decode steps, 1 ..= 1024K (context + steps ≤ 1024K).
-    #[arg(long, default_value_t = 32, value_parser = steps_arg)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = steps_arg)]
     pub steps: u32,
     /// Pool slots per layer and sequence, top-k + 1 ..= 16384; overrides --sparse-memory-ratio
     /// (offload only).
-    #[arg(long, value_parser = slots_arg)]
+    #[arg(long, allow_negative_numbers = true, value_parser = slots_arg)]
     pub pool_slots: Option<u32>,
     /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob), (0, 1].
     #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
@@ -145,7 +145,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// Prefill windows seeding the pools (LRU warm-up), 0 ..= 64; 0 turns it off.
-    #[arg(long, default_value_t = 2, value_parser = warmup_arg)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = warmup_arg)]
     pub warmup: u32,
     /// Device memory the engine may use, 1M ..= 64T, e.g. 2G (default: 2 GiB, a conservative
     /// guess: wgpu cannot tell how much memory the adapter has).
@@ -158,7 +158,7 @@ pub struct EngineArgs {
     pub json: bool,
     /// Timestamp the stages of every N-th step, counted back from the last, 1 ..= 1024K (1 = every
     /// step; timestamps slow the steps that carry them).
-    #[arg(long, default_value_t = 16, value_parser = time_every_arg)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = time_every_arg)]
     pub time_every: u32,
 }
 

@@ -12,17 +12,17 @@ pub struct SweepArgs {
     #[command(flatten)]
     engine: EngineArgs,
     /// Contexts to sweep, 1 ..= 1024K each (comma list, K = 1024).
-    #[arg(long, value_delimiter = ',', value_parser = context_arg, default_values_t = [4096u32])]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg, default_values_t = [4096u32])]
     contexts: Vec<u32>,
     /// Extra batches to run below each mode's largest, 1 ..= 65535 (comma list).
-    #[arg(long, value_delimiter = ',', value_parser = batch_arg)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = batch_arg)]
     batches: Vec<u32>,
     /// Cap on the batch, 1 ..= 65535.
-    #[arg(long, default_value_t = 1024, value_parser = batch_arg)]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = batch_arg)]
     max_batch: u32,
     /// Working-set-aware admission: also run offload with its pool sized to the working set over
     /// this many steps, 1 ..= 1024 (measured by a probe run), at the largest batch that then fits.
-    #[arg(long, value_parser = window_arg)]
+    #[arg(long, allow_negative_numbers = true, value_parser = window_arg)]
     admission: Option<u32>,
     /// Folder for sweep.csv and sweep.svg.
     #[arg(long, default_value = ".")]

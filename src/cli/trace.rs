@@ -16,7 +16,7 @@ pub enum TraceCommand {
         #[command(flatten)]
         engine: EngineArgs,
         /// Context per sequence, 1 ..= 1024K (comma list); default: the preset's.
-        #[arg(long, value_delimiter = ',', value_parser = context_arg)]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg)]
         contexts: Vec<u32>,
         /// The trace file to write.
         #[arg(long)]
@@ -27,7 +27,7 @@ pub enum TraceCommand {
         /// The trace file (format in src/trace.rs and the README).
         file: std::path::PathBuf,
         /// Pool slots per layer and sequence, top-k + 1 ..= 16384.
-        #[arg(long, value_parser = slots_arg)]
+        #[arg(long, allow_negative_numbers = true, value_parser = slots_arg)]
         pool_slots: Option<u32>,
         /// Or a sparse memory ratio of the trace's capacity, (0, 1].
         #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
