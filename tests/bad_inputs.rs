@@ -310,7 +310,8 @@ fn bad_options_and_values_name_the_cause() {
 /// The environment: an unknown backend, adapter or checks setting is named.
 #[test]
 fn bad_environment_is_named() {
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec![("WGPU_BACKEND", "nonsense")],
             vec!["WGPU_BACKEND = nonsense"],
