@@ -22,7 +22,7 @@ proptest! {
     fn budgets_from_numbers(v in proptest::num::f64::ANY, unit in "[KMGTkmgt]?") {
         let text = format!("{v}{unit}");
         if let Ok(b) = limits::budget("b", &text) {
-            prop_assert!(b >= 1 << 20 && b <= limits::MAX_BUDGET);
+            prop_assert!((1 << 20..=limits::MAX_BUDGET).contains(&b));
         }
     }
 
