@@ -173,10 +173,28 @@ impl HostStore {
             }
             HostKind::Buffers(layers)
         } else {
-            HostKind::Memory(vec![
-                vec![0u8; (shape.batch as u64 * seq_bytes) as usize];
-                shape.layers as usize
-            ])
+            // process memory, reserved fallibly: a store larger than the host can give is an
+            // error naming its size, not an abort
+            let per_layer = shape.batch as u64 * seq_bytes;
+            let mut layers = Vec::new();
+            for _ in 0..shape.layers {
+                let mut rows: Vec<u8> = Vec::new();
+                let n = usize::try_from(per_layer).ok();
+                if n.is_none_or(|n| rows.try_reserve_exact(n).is_err()) {
+                    return Err(Error::config(
+                        "host store",
+                        format!(
+                            "{} layers × {:.1} MiB",
+                            shape.layers,
+                            per_layer as f64 / 1048576.0
+                        ),
+                        "what the host can allocate (reduce the batch, the context or the layers)",
+                    ));
+                }
+                rows.resize(per_layer as usize, 0);
+                layers.push(rows);
+            }
+            HostKind::Memory(layers)
         };
         let seqs_per_group = match &kind {
             HostKind::Buffers(_) => (ctx.max_binding() / seq_bytes).min(shape.batch as u64) as u32,
