@@ -285,6 +285,12 @@ pub fn output_dir(dir: &Path) -> Result<()> {
         path: dir.display().to_string(),
         source: e,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other("a file is in the way of the output folder"),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(io)?;
     let probe = dir.join(format!(".ess-wgpu-probe-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(io)?;
