@@ -100,6 +100,8 @@ pub struct AdapterReport {
     pub subgroup_size: (u32, u32),
     pub timestamp_period_ns: f32,
     pub shader_checks: ShaderChecks,
+    /// The matrix path in use and why.
+    pub matrix: String,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -138,8 +140,68 @@ impl std::fmt::Display for AdapterReport {
                     "trusted: wgpu's runtime checks off (ESS_SHADER_CHECKS=on restores them)",
                 ShaderChecks::Checked => "wgpu's runtime checks on (ESS_SHADER_CHECKS=on)",
             }
-        )
+        )?;
+        write!(f, "\nmatrix    {}", self.matrix)
     }
+}
+
+/// Which units the matrix kernels multiply on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MatrixPath {
+    /// Cooperative matrices (tensor cores): 16 × 16 × 16, f16 operands, f32 accumulation.
+    Coop,
+    /// The f32 FMA units (every adapter).
+    Fma,
+}
+
+impl std::fmt::Display for MatrixPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MatrixPath::Coop => "coop",
+            MatrixPath::Fma => "fma",
+        })
+    }
+}
+
+/// `ESS_MATRIX`: `auto` (the default: coop where the adapter offers it), `coop` (an error where
+/// it does not) or `fma`.
+fn matrix_choice() -> Result<Option<MatrixPath>> {
+    match std::env::var("ESS_MATRIX").as_deref() {
+        Err(_) | Ok("auto") | Ok("") => Ok(None),
+        Ok("coop") => Ok(Some(MatrixPath::Coop)),
+        Ok("fma") => Ok(Some(MatrixPath::Fma)),
+        Ok(other) => Err(Error::config(
+            "ESS_MATRIX",
+            crate::limits::shown(other),
+            "auto, coop, fma",
+        )),
+    }
+}
+
+/// Why the adapter cannot run the coop path (`None`: it can). It needs the experimental
+/// cooperative-matrix feature with a 16 × 16 × 16 f16 → f32 configuration, f16 in shaders, and
+/// subgroups of exactly 32 (the kernels map 32 invocations to one subgroup).
+fn coop_missing(adapter: &wgpu::Adapter) -> Option<String> {
+    let need = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    if !adapter.features().contains(need) {
+        return Some("no cooperative matrices or no f16 in shaders".into());
+    }
+    let f16_f32 = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !f16_f32 {
+        return Some("no 16×16×16 f16 → f32 configuration".into());
+    }
+    let info = adapter.get_info();
+    if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        return Some(format!(
+            "subgroups of {}..{} invocations (the kernels need 32)",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    None
 }
 
 /// Owns adapter, device and queue; created once, shared by every kernel.
@@ -152,6 +214,8 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// Max threads per workgroup granted (≥ 256); top-k uses up to 1024.
     pub max_invocations: u32,
+    /// Where the matrix kernels multiply ([`MatrixPath`], chosen by `ESS_MATRIX`).
+    pub matrix: MatrixPath,
     /// `MAPPABLE_PRIMARY_BUFFERS` is on: storage buffers can live in host RAM (see
     /// [`GpuContext::host_buffer`]), so shaders read and write host memory directly.
     pub mappable: bool,
@@ -283,13 +347,36 @@ impl GpuContext {
         let optional = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
-        let features = adapter.features() & optional;
+        let mut features = adapter.features() & optional;
+        let missing = coop_missing(&adapter);
+        let matrix = match (matrix_choice()?, &missing) {
+            (Some(MatrixPath::Fma), _) | (None, Some(_)) => MatrixPath::Fma,
+            (Some(MatrixPath::Coop), Some(why)) => {
+                return Err(Error::Unsupported {
+                    what: "the coop matrix path (ESS_MATRIX=coop)".into(),
+                    need: "cooperative matrices 16×16×16 f16 → f32, f16, subgroups of 32".into(),
+                    have: why.clone(),
+                });
+            }
+            (_, None) => MatrixPath::Coop,
+        };
+        let experimental = match matrix {
+            MatrixPath::Coop => {
+                features |=
+                    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+                // SAFETY: wgpu's experimental cooperative matrices; the kernels use only the
+                // configuration the adapter lists (checked by `coop_missing`), and the coop
+                // path is tested against the reference on the GPU that runs it.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            }
+            MatrixPath::Fma => wgpu::ExperimentalFeatures::disabled(),
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ess-wgpu"),
                 required_features: features,
                 required_limits: limits,
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: experimental,
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -323,6 +410,11 @@ impl GpuContext {
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             timestamp_period_ns: queue.get_timestamp_period(),
             shader_checks: ShaderChecks::from_env()?,
+            matrix: match (matrix, &missing) {
+                (MatrixPath::Coop, _) => "coop: cooperative matrices 16×16×16 f16 → f32 (ESS_MATRIX=fma for the FMA path)".into(),
+                (MatrixPath::Fma, Some(why)) => format!("fma: f32 FMA units ({why})"),
+                (MatrixPath::Fma, None) => "fma: f32 FMA units (ESS_MATRIX=fma; the adapter offers coop)".into(),
+            },
         };
         Ok(GpuContext {
             adapter,
@@ -332,6 +424,7 @@ impl GpuContext {
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_invocations,
             mappable: features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            matrix,
             errors,
             built: Mutex::new(Vec::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -32,4 +32,6 @@ units! {
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];
+    GEMM_FMA = "gemm_fma": ["gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
+    GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/common.wgsl"];
 }

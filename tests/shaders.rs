@@ -17,6 +17,10 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             .map(|&wg| vec![("WG", wg)])
             .collect(),
         "resolve" => vec![vec![("WG", 256.0)]],
+        "gemm_fma" | "gemm_coop" => [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
+            .iter()
+            .map(|&(a, b)| vec![("A_F16", a), ("B_F16", b)])
+            .collect(),
         "sparse_mla" => {
             let mut sets = Vec::new();
             for (kv, rope) in [(512.0, 64.0), (64.0, 32.0), (320.0, 64.0), (128.0, 0.0)] {
@@ -41,9 +45,17 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
 fn every_unit_validates_and_writes_spirv() {
     // The strictest target we support: no optional capability except unpack2x16float's
     // (SHADER_FLOAT16_IN_FLOAT32, which every Vulkan/Metal/DX12 adapter has).
-    let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    let base = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let mut checked = 0;
     for (name, src, _) in UNITS {
+        // the tensor-core kernels also need f16 and cooperative matrices (never on lavapipe:
+        // here is where CI checks them)
+        let caps = if name.contains("coop") {
+            base | naga::valid::Capabilities::SHADER_FLOAT16
+                | naga::valid::Capabilities::COOPERATIVE_MATRIX
+        } else {
+            base
+        };
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
@@ -80,7 +92,7 @@ fn every_unit_validates_and_writes_spirv() {
 fn every_wgsl_file_is_in_a_unit() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut files = Vec::new();
-    for sub in ["", "lib"] {
+    for sub in ["", "lib", "gemm"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {

@@ -4,6 +4,7 @@
 
 pub mod digest;
 pub mod fill;
+pub mod gemm;
 pub mod indexer;
 pub mod indexer_naive;
 pub mod lse_merge;
@@ -18,6 +19,7 @@ pub mod walk;
 
 pub use digest::Digest;
 pub use fill::Fill;
+pub use gemm::Gemm;
 pub use indexer::Indexer;
 pub use indexer_naive::IndexerNaive;
 pub use lse_merge::LseMerge;

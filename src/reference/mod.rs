@@ -146,6 +146,39 @@ pub fn lse_merge(
     (o, lse)
 }
 
+/// `C[b, i, j] (+)= Σ_k A[b, i, k] · B[b, k, j]` in f64, with A and B given as f32 values already
+/// rounded the way the kernels round them (to f16). `a`: `[batch, m, k]`, `b`: `[batch, k, n]`,
+/// `c`: `[batch, m, n]` (read when `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; batch * m * n]; // [batch, m, n]
+    for bt in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f64;
+                for kk in 0..k {
+                    acc += a[(bt * m + i) * k + kk] as f64 * b[(bt * k + kk) * n + j] as f64;
+                }
+                let at = (bt * m + i) * n + j;
+                if accumulate {
+                    acc += c[at] as f64;
+                }
+                out[at] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
 /// The 32-bit hash of `shaders/lib/hash.wgsl` (lowbias32), bit for bit.
 pub fn hash32(x: u32) -> u32 {
     let mut h = x;

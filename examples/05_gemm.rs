@@ -1,0 +1,77 @@
+//! 05 — the GEMM family on both matrix paths: checked against the reference on a small shape
+//! with tails, then timed at square and decoder-layer shapes (f16 operands, f32 accumulation).
+//!
+//!     cargo run --release --example 05_gemm            # the context's path (ESS_MATRIX=auto)
+//!
+//! On an adapter without cooperative matrices only the FMA path runs.
+
+use ess_wgpu::gpu::{GpuTimer, MatrixPath};
+use ess_wgpu::kernels::Gemm;
+use ess_wgpu::kernels::gemm::{GemmArgs, GemmShape, Layout};
+use ess_wgpu::{Dtype, GpuContext, Result};
+
+fn main() -> Result<()> {
+    let ctx = GpuContext::new()?;
+    println!("{}", ctx.report);
+    let mut paths = vec![MatrixPath::Fma];
+    if ctx.matrix == MatrixPath::Coop {
+        paths.insert(0, MatrixPath::Coop);
+    }
+    let timer = GpuTimer::new(&ctx, 1);
+    // (M, N, K): square, then decode rows against weights [out, in]
+    let shapes = [
+        (4096, 4096, 4096),
+        (8192, 8192, 8192),
+        (64, 24576, 1536),
+        (64, 1536, 7168),
+        (256, 7168, 2048),
+    ];
+    for path in paths {
+        for &(m, n, k) in &shapes {
+            let shape = GemmShape {
+                m,
+                n,
+                k,
+                batch: 1,
+                a: Layout::row_major(Dtype::F16, m, k),
+                b: Layout::transposed(Dtype::F16, k, n),
+                accumulate: false,
+            };
+            let gemm = Gemm::on(&ctx, &shape, path)?;
+            let a = ctx.storage("a", m as u64 * k as u64 * 2)?;
+            let b = ctx.storage("b", k as u64 * n as u64 * 2)?;
+            let c = ctx.storage("c", m as u64 * n as u64 * 4)?;
+            ctx.fill(&a, 0x3c00_3c00); // 1.0 in f16 pairs
+            ctx.fill(&b, 0x3800_3800); // 0.5
+            let d = gemm.bind(
+                &ctx,
+                &GemmArgs {
+                    a: &a,
+                    b: &b,
+                    c: &c,
+                },
+            );
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t0 = std::time::Instant::now();
+                ctx.run_pass(timer.as_ref().map(|t| (t, 0)), |p| d.record(p))?;
+                times.push(match &timer {
+                    Some(t) => t.read(&ctx)?[0],
+                    None => t0.elapsed().as_secs_f64(),
+                });
+            }
+            times.sort_by(f64::total_cmp);
+            let s = times[times.len() / 2];
+            let got: Vec<f32> = ctx.read(&c)?;
+            let want = 0.5 * k as f32;
+            let ok = got.iter().all(|&x| x == want);
+            println!(
+                "{path:>4} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, C = {want}: {}",
+                s * 1e6,
+                shape.flops() as f64 / s / 1e12,
+                if ok { "exact" } else { "WRONG" }
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+// gemm/common.wgsl — what both GEMM kernels share: the parameters, the operand bindings and
+// their loads (f16 pairs or f32 words, any strides), composed in front of gemm_fma.wgsl and
+// gemm_coop.wgsl.
+//
+//   C[b, i, j] = (accumulate ? C[b, i, j] : 0) + Σ_k A[b, i, k] · B[b, k, j]
+//
+// A[b, i, k] is element  b·a_bs + i·a_rs + k·a_cs  of `a`; B[b, k, j] is  b·b_bs + k·b_ks + j·b_ns
+// of `b` (a weight stored [out, in] as PyTorch does is B with b_ks = 1, b_ns = in). C is
+// row-major [batch, M, N]. Operands are rounded to f16 (the tensor cores' input type) in both
+// kernels, so they differ only in how they sum; accumulation is f32.
+
+override A_F16: bool = true;   // `a` holds f16 pairs (else f32 words)
+override B_F16: bool = true;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,   // 1: add to C; 0: overwrite it
+    a_rs: u32,
+    a_cs: u32,
+    a_bs: u32,
+    b_ks: u32,
+    b_ns: u32,
+    b_bs: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;   // [batch, M, N]
+
+// element e of an f16-pair or f32 buffer, as f32 rounded to f16
+fn word_value(w: u32, e: u32, is_f16: bool) -> f32 {
+    if (is_f16) {
+        return unpack2x16float(w)[e % 2u];
+    }
+    // round an f32 operand to f16, as the f16 inputs of the tensor cores would
+    return unpack2x16float(pack2x16float(vec2<f32>(bitcast<f32>(w), 0.0))).x;
+}
+
+// A[bt, i, kk], 0 outside M × K
+fn load_a(bt: u32, i: u32, kk: u32) -> f32 {
+    if (i >= params.m || kk >= params.k) { return 0.0; }
+    let e = bt * params.a_bs + i * params.a_rs + kk * params.a_cs;
+    return word_value(a[select(e, e / 2u, A_F16)], e, A_F16);
+}
+
+// B[bt, kk, j], 0 outside K × N
+fn load_b(bt: u32, kk: u32, j: u32) -> f32 {
+    if (kk >= params.k || j >= params.n) { return 0.0; }
+    let e = bt * params.b_bs + kk * params.b_ks + j * params.b_ns;
+    return word_value(b[select(e, e / 2u, B_F16)], e, B_F16);
+}
+
+// the result of C[bt, i, j] (inside M × N)
+fn store_c(bt: u32, i: u32, j: u32, v: f32) {
+    let idx = (bt * params.m + i) * params.n + j;
+    c[idx] = select(v, c[idx] + v, params.accumulate == 1u);
+}

@@ -1,0 +1,143 @@
+//! The GEMM family against `reference::gemm`, on every matrix path the adapter has (lavapipe:
+//! fma; a GPU with cooperative matrices: coop and fma): skinny decode shapes, tails on every
+//! dimension, batches, transposed weights, f16 and f32 operands, accumulation, outputs poisoned.
+
+mod common;
+
+use common::{ctx, seed};
+use ess_wgpu::Dtype;
+use ess_wgpu::compare::compare;
+use ess_wgpu::gpu::MatrixPath;
+use ess_wgpu::kernels::Gemm;
+use ess_wgpu::kernels::gemm::{GemmArgs, GemmShape, Layout};
+use ess_wgpu::problems::{GEMM_TOL, POISON_F32};
+use ess_wgpu::workload::{Rng, storage_bytes};
+use half::f16;
+
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// One GEMM: logical A `[batch, m, k]` and B `[batch, k, n]` stored as the layouts say.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    path: MatrixPath,
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_dtype: Dtype,
+    b_dtype: Dtype,
+    b_transposed: bool,
+    accumulate: bool,
+    seed: u64,
+) -> f32 {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed);
+    let (bu, mu, nu, ku) = (batch as usize, m as usize, n as usize, k as usize);
+    let a: Vec<f32> = rng.vec(bu * mu * ku);
+    let b: Vec<f32> = rng.vec(bu * ku * nu);
+    let c0: Vec<f32> = rng.vec(bu * mu * nu);
+    let a_layout = Layout::row_major(a_dtype, m, k);
+    let b_layout = if b_transposed {
+        Layout::transposed(b_dtype, k, n)
+    } else {
+        Layout::row_major(b_dtype, k, n)
+    };
+    // B as stored: row-major [k, n], or [n, k] (a weight [out, in])
+    let b_stored: Vec<f32> = if b_transposed {
+        (0..bu)
+            .flat_map(|bt| {
+                let b = &b;
+                (0..nu).flat_map(move |j| (0..ku).map(move |kk| b[(bt * ku + kk) * nu + j]))
+            })
+            .collect()
+    } else {
+        b.clone()
+    };
+    let shape = GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        a: a_layout,
+        b: b_layout,
+        accumulate,
+    };
+    let gemm = Gemm::on(ctx, &shape, path).unwrap();
+    let a_buf = ctx.upload("a", &storage_bytes(&a, a_dtype)).unwrap();
+    let b_buf = ctx.upload("b", &storage_bytes(&b_stored, b_dtype)).unwrap();
+    let c_buf = ctx.storage("c", (bu * mu * nu * 4) as u64).unwrap();
+    if accumulate {
+        ctx.write(&c_buf, 0, bytemuck::cast_slice(&c0));
+    } else {
+        ctx.fill(&c_buf, POISON_F32);
+    }
+    let d = gemm.bind(
+        ctx,
+        &GemmArgs {
+            a: &a_buf,
+            b: &b_buf,
+            c: &c_buf,
+        },
+    );
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    let got: Vec<f32> = ctx.read(&c_buf).unwrap();
+    let ra: Vec<f32> = a.iter().map(|&x| round_f16(x)).collect();
+    let rb: Vec<f32> = b.iter().map(|&x| round_f16(x)).collect();
+    let want = ess_wgpu::reference::gemm(&ra, &rb, &c0, bu, mu, nu, ku, accumulate);
+    let (atol, rtol) = GEMM_TOL;
+    let what = format!(
+        "{path} gemm {batch}×{m}×{n}×{k} A {a_dtype} B {b_dtype}{} acc {accumulate}",
+        if b_transposed { "ᵀ" } else { "" }
+    );
+    compare(&what, &got, &want, atol, rtol).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+}
+
+#[test]
+fn gemm_matches_reference_on_every_path() {
+    let ctx = ctx();
+    let mut paths = vec![MatrixPath::Fma];
+    if ctx.matrix == MatrixPath::Coop {
+        paths.push(MatrixPath::Coop);
+    }
+    use Dtype::{F16, F32};
+    // (batch, m, n, k, A dtype, B dtype, B transposed, accumulate)
+    let cases = [
+        (1, 1, 129, 70, F16, F32, true, false), // a decode row against a weight [out, in]
+        (3, 67, 45, 33, F32, F16, false, true), // tails everywhere, batches, accumulate
+        (1, 130, 7, 300, F16, F16, true, false), // long K, narrow N
+        (2, 64, 64, 64, F32, F32, false, false), // whole tiles
+        (1, 5, 300, 1000, F16, F16, true, true), // skinny M, long K
+    ];
+    for path in paths {
+        for (i, &(batch, m, n, k, ad, bd, bt, acc)) in cases.iter().enumerate() {
+            let err = check(path, batch, m, n, k, ad, bd, bt, acc, seed(900 + i as u64));
+            eprintln!("{path} gemm case {i}: max err {err:e}");
+        }
+    }
+}
+
+#[test]
+fn gemm_shapes_are_checked() {
+    let ctx = ctx();
+    let l = Layout::row_major(Dtype::F16, 4, 4);
+    let bad = GemmShape {
+        m: 0,
+        n: 4,
+        k: 4,
+        batch: 1,
+        a: l,
+        b: l,
+        accumulate: false,
+    };
+    let e = Gemm::new(ctx, &bad).unwrap_err().to_string();
+    assert!(e.contains("gemm m = 0"), "{e}");
+    if ctx.matrix == MatrixPath::Fma {
+        let ok = GemmShape { m: 4, ..bad };
+        let e = Gemm::on(ctx, &ok, MatrixPath::Coop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("coop"), "{e}");
+    }
+}
