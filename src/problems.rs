@@ -14,8 +14,8 @@ use crate::reference::{self, SeqRows};
 use crate::workload::{Rng, storage_bytes, stored_values};
 
 /// The GEMM family against [`crate::reference::gemm`] (f16-rounded operands, f32 sums against
-/// f64, K ≤ 1000 products of values in [-1, 1)): (atol, rtol). The largest error `tests/gemm.rs`
-/// printed on lavapipe is 4.0e-5 (K = 1000).
+/// f64, K ≤ 1000 products of values in [-1, 1)): (atol, rtol). The largest errors `tests/gemm.rs`
+/// printed are 5.7e-5 on the H200 (K = 1000, coop and fma alike) and 4.0e-5 on lavapipe.
 pub const GEMM_TOL: (f32, f32) = (1e-4, 1e-4);
 
 /// The indexer against [`crate::reference::indexer`]: (atol, rtol). f32 sums over H × D ≤

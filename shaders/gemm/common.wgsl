@@ -32,13 +32,22 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;   // [batch, M, N]
 
+// An f32 rounded to f16's 11 significant bits, to nearest even (the reference's rounding).
+// Not pack2x16float: its rounding mode is the driver's (NVIDIA's differs from lavapipe's, by an
+// f16 ulp). Exact for values in f16's normal range; subnormals and overflow are not reproduced.
+fn round_f16(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    let even = (u >> 13u) & 1u;
+    return bitcast<f32>((u + 0xfffu + even) & 0xffffe000u);
+}
+
 // element e of an f16-pair or f32 buffer, as f32 rounded to f16
 fn word_value(w: u32, e: u32, is_f16: bool) -> f32 {
     if (is_f16) {
         return unpack2x16float(w)[e % 2u];
     }
-    // round an f32 operand to f16, as the f16 inputs of the tensor cores would
-    return unpack2x16float(pack2x16float(vec2<f32>(bitcast<f32>(w), 0.0))).x;
+    // an f32 operand rounded to f16, as the tensor cores' f16 inputs are
+    return round_f16(bitcast<f32>(w));
 }
 
 // A[bt, i, kk], 0 outside M × K
