@@ -1,5 +1,5 @@
-//! 05 — the GEMM family on both matrix paths: checked against the reference on a small shape
-//! with tails, then timed at square and decoder-layer shapes (f16 operands, f32 accumulation).
+//! 05 — the GEMM family, every kernel the adapter has (coop-f16, coop, fma), timed at square and
+//! decoder-layer shapes (f16 operands, f32 accumulation) and checked exactly on constant inputs.
 //!
 //!     cargo run --release --example 05_gemm            # the context's path (ESS_MATRIX=auto)
 //!
@@ -7,26 +7,29 @@
 
 use ess_wgpu::gpu::{GpuTimer, MatrixPath};
 use ess_wgpu::kernels::Gemm;
-use ess_wgpu::kernels::gemm::{GemmArgs, GemmShape, Layout};
+use ess_wgpu::kernels::gemm::{GemmArgs, GemmKernel, GemmShape, Layout};
 use ess_wgpu::{Dtype, GpuContext, Result};
 
 fn main() -> Result<()> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    let mut paths = vec![MatrixPath::Fma];
+    let mut kernels = vec![GemmKernel::Fma];
     if ctx.matrix == MatrixPath::Coop {
-        paths.insert(0, MatrixPath::Coop);
+        kernels.splice(0..0, [GemmKernel::CoopF16, GemmKernel::Coop]);
     }
     let timer = GpuTimer::new(&ctx, 1);
-    // (M, N, K): square, then decode rows against weights [out, in]
-    let shapes = [
-        (4096, 4096, 4096),
-        (8192, 8192, 8192),
-        (64, 24576, 1536),
-        (64, 1536, 7168),
-        (256, 7168, 2048),
-    ];
-    for path in paths {
+    // (M, N, K): square, then decode rows (batch 64 and 256) against the decoder layer's weights
+    // [out, in]: q down 7168 → 1536, q up 1536 → 24576, o 16384 → 7168, an expert's 7168 → 2048
+    let mut shapes = vec![(4096, 4096, 4096), (8192, 8192, 8192)];
+    for m in [64, 256] {
+        shapes.extend([
+            (m, 1536, 7168),
+            (m, 24576, 1536),
+            (m, 7168, 16384),
+            (m, 2048, 7168),
+        ]);
+    }
+    for kernel in kernels {
         for &(m, n, k) in &shapes {
             let shape = GemmShape {
                 m,
@@ -37,7 +40,7 @@ fn main() -> Result<()> {
                 b: Layout::transposed(Dtype::F16, k, n),
                 accumulate: false,
             };
-            let gemm = Gemm::on(&ctx, &shape, path)?;
+            let gemm = Gemm::with(&ctx, &shape, kernel)?;
             let a = ctx.storage("a", m as u64 * k as u64 * 2)?;
             let b = ctx.storage("b", k as u64 * n as u64 * 2)?;
             let c = ctx.storage("c", m as u64 * n as u64 * 4)?;
@@ -66,7 +69,8 @@ fn main() -> Result<()> {
             let want = 0.5 * k as f32;
             let ok = got.iter().all(|&x| x == want);
             println!(
-                "{path:>4} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, C = {want}: {}",
+                "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, C = {want}: {}",
+                kernel.name(),
                 s * 1e6,
                 shape.flops() as f64 / s / 1e12,
                 if ok { "exact" } else { "WRONG" }

@@ -34,4 +34,5 @@ units! {
     PROBE = "probe": ["probe.wgsl"];
     GEMM_FMA = "gemm_fma": ["gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
     GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/common.wgsl"];
+    GEMM_COOP_F16 = "gemm_coop_f16": ["gemm/gemm_coop_f16.wgsl"];
 }

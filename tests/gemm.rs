@@ -9,7 +9,7 @@ use ess_wgpu::Dtype;
 use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::MatrixPath;
 use ess_wgpu::kernels::Gemm;
-use ess_wgpu::kernels::gemm::{GemmArgs, GemmShape, Layout};
+use ess_wgpu::kernels::gemm::{GemmArgs, GemmKernel, GemmShape, Layout};
 use ess_wgpu::problems::{GEMM_TOL, POISON_F32};
 use ess_wgpu::workload::{Rng, storage_bytes};
 use half::f16;
@@ -21,7 +21,7 @@ fn round_f16(x: f32) -> f32 {
 /// One GEMM: logical A `[batch, m, k]` and B `[batch, k, n]` stored as the layouts say.
 #[allow(clippy::too_many_arguments)]
 fn check(
-    path: MatrixPath,
+    kernel: GemmKernel,
     batch: u32,
     m: u32,
     n: u32,
@@ -64,7 +64,7 @@ fn check(
         b: b_layout,
         accumulate,
     };
-    let gemm = Gemm::on(ctx, &shape, path).unwrap();
+    let gemm = Gemm::with(ctx, &shape, kernel).unwrap();
     let a_buf = ctx.upload("a", &storage_bytes(&a, a_dtype)).unwrap();
     let b_buf = ctx.upload("b", &storage_bytes(&b_stored, b_dtype)).unwrap();
     let c_buf = ctx.storage("c", (bu * mu * nu * 4) as u64).unwrap();
@@ -88,8 +88,9 @@ fn check(
     let want = ess_wgpu::reference::gemm(&ra, &rb, &c0, bu, mu, nu, ku, accumulate);
     let (atol, rtol) = GEMM_TOL;
     let what = format!(
-        "{path} gemm {batch}×{m}×{n}×{k} A {a_dtype} B {b_dtype}{} acc {accumulate}",
-        if b_transposed { "ᵀ" } else { "" }
+        "{} gemm {batch}×{m}×{n}×{k} A {a_dtype} B {b_dtype}{} acc {accumulate}",
+        if b_transposed { "ᵀ" } else { "" },
+        kernel.name()
     );
     compare(&what, &got, &want, atol, rtol).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
 }
@@ -97,9 +98,9 @@ fn check(
 #[test]
 fn gemm_matches_reference_on_every_path() {
     let ctx = ctx();
-    let mut paths = vec![MatrixPath::Fma];
+    let mut kernels = vec![GemmKernel::Fma];
     if ctx.matrix == MatrixPath::Coop {
-        paths.push(MatrixPath::Coop);
+        kernels.extend([GemmKernel::Coop, GemmKernel::CoopF16]);
     }
     use Dtype::{F16, F32};
     // (batch, m, n, k, A dtype, B dtype, B transposed, accumulate)
@@ -109,11 +110,44 @@ fn gemm_matches_reference_on_every_path() {
         (1, 130, 7, 300, F16, F16, true, false), // long K, narrow N
         (2, 64, 64, 64, F32, F32, false, false), // whole tiles
         (1, 5, 300, 1000, F16, F16, true, true), // skinny M, long K
+        // shapes for the coop-f16 kernel (whole quads of 8 f16), tails past its 128 × 256 tile
+        (2, 75, 300, 264, F16, F16, true, true), // batches, accumulate, B [N, K]
+        (1, 130, 264, 40, F16, F16, false, false), // B [K, N], K not a multiple of 32
+        (1, 200, 600, 1000, F16, F16, true, false), // tails on M, N and K
+        (1, 1, 520, 8, F16, F16, true, false),   // one row, one quad of K
     ];
-    for path in paths {
+    for kernel in kernels {
         for (i, &(batch, m, n, k, ad, bd, bt, acc)) in cases.iter().enumerate() {
-            let err = check(path, batch, m, n, k, ad, bd, bt, acc, seed(900 + i as u64));
-            eprintln!("{path} gemm case {i}: max err {err:e}");
+            let b = if bt {
+                Layout::transposed(bd, k, n)
+            } else {
+                Layout::row_major(bd, k, n)
+            };
+            let shape = GemmShape {
+                m,
+                n,
+                k,
+                batch,
+                a: Layout::row_major(ad, m, k),
+                b,
+                accumulate: acc,
+            };
+            if kernel == GemmKernel::CoopF16 && !shape.fits_coop_f16() {
+                continue;
+            }
+            let err = check(
+                kernel,
+                batch,
+                m,
+                n,
+                k,
+                ad,
+                bd,
+                bt,
+                acc,
+                seed(900 + i as u64),
+            );
+            eprintln!("{} gemm case {i}: max err {err:e}", kernel.name());
         }
     }
 }
@@ -133,6 +167,29 @@ fn gemm_shapes_are_checked() {
     };
     let e = Gemm::new(ctx, &bad).unwrap_err().to_string();
     assert!(e.contains("gemm m = 0"), "{e}");
+    // the coop-f16 kernel takes only f16 operands on quads of 8: K = 7 does not fit
+    let odd = GemmShape {
+        m: 4,
+        n: 8,
+        k: 7,
+        a: Layout::row_major(Dtype::F16, 4, 7),
+        b: Layout::transposed(Dtype::F16, 7, 8),
+        ..bad
+    };
+    assert!(!odd.fits_coop_f16());
+    assert!(
+        GemmShape {
+            k: 8,
+            a: Layout::row_major(Dtype::F16, 4, 8),
+            b: Layout::transposed(Dtype::F16, 8, 8),
+            ..odd
+        }
+        .fits_coop_f16()
+    );
+    let e = Gemm::with(ctx, &odd, GemmKernel::CoopF16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("quads of 8"), "{e}");
     if ctx.matrix == MatrixPath::Fma {
         let ok = GemmShape { m: 4, ..bad };
         let e = Gemm::on(ctx, &ok, MatrixPath::Coop)

@@ -17,6 +17,7 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             .map(|&wg| vec![("WG", wg)])
             .collect(),
         "resolve" => vec![vec![("WG", 256.0)]],
+        "gemm_coop_f16" => vec![vec![("B_NK", 1.0)], vec![("B_NK", 0.0)]],
         "gemm_fma" | "gemm_coop" => [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
             .iter()
             .map(|&(a, b)| vec![("A_F16", a), ("B_F16", b)])

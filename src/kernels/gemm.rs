@@ -1,7 +1,9 @@
 //! The GEMM family: `C = A · B (+ C)` with f16 operands (from f16 or f32 buffers), f32
 //! accumulation, strided batches, any transposes, any M, N, K (tails included).
-//! Shaders: `shaders/gemm/gemm_coop.wgsl` (cooperative matrices, the tensor cores) and
-//! `shaders/gemm/gemm_fma.wgsl` (the f32 FMA units), sharing `shaders/gemm/common.wgsl`.
+//! Shaders: `shaders/gemm/gemm_coop.wgsl` (cooperative matrices, the tensor cores, any layout),
+//! `shaders/gemm/gemm_coop_f16.wgsl` (the tensor cores' fast path for contiguous f16 operands,
+//! [`GemmKernel::CoopF16`]) and `shaders/gemm/gemm_fma.wgsl` (the f32 FMA units); the first and
+//! last share `shaders/gemm/common.wgsl`.
 //! Reference: [`crate::reference::gemm`]. The path is the context's ([`GpuContext::matrix`]).
 
 use super::{Dispatch, dispatch};
@@ -96,9 +98,53 @@ impl GemmShape {
         Ok(())
     }
 
+    /// Whether [`GemmKernel::CoopF16`] can take this shape: f16 operands, A row-major, B
+    /// `[N, K]` or `[K, N]` contiguous along K or N, every row (and batch) starting on a quad of
+    /// 8 f16, and K (for `[K, N]`, N) a multiple of 8 so a quad is all in bounds or all out.
+    pub fn fits_coop_f16(&self) -> bool {
+        let quad = |x: u32| x.is_multiple_of(8);
+        let batches = |l: &Layout| self.batch == 1 || quad(l.batch);
+        let (a, b) = (&self.a, &self.b);
+        let a_ok = a.dtype == Dtype::F16 && a.col == 1 && quad(a.row) && batches(a);
+        let b_nk = b.row == 1 && quad(b.col);
+        let b_kn = b.col == 1 && quad(b.row) && quad(self.n);
+        a_ok && quad(self.k) && b.dtype == Dtype::F16 && batches(b) && (b_nk || b_kn)
+    }
+
     /// 2·M·N·K per batch: a multiply and an add per product.
     pub fn flops(&self) -> u64 {
         2 * self.batch as u64 * self.m as u64 * self.n as u64 * self.k as u64
+    }
+}
+
+/// The kernels of the family. [`Gemm::on`] takes `CoopF16` on the coop path wherever the shape
+/// allows it ([`GemmShape::fits_coop_f16`]), `Coop` elsewhere, and `Fma` on the fma path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// The f32 FMA units; any layout, f16 or f32 operands. Tile 64 × 64.
+    Fma,
+    /// Cooperative matrices; any layout, f16 or f32 operands. Tile 64 × 64.
+    Coop,
+    /// Cooperative matrices; contiguous f16 operands in whole quads of 8. Tile 128 × 256, the
+    /// next K tile prefetched.
+    CoopF16,
+}
+
+impl GemmKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmKernel::Fma => "fma",
+            GemmKernel::Coop => "coop",
+            GemmKernel::CoopF16 => "coop-f16",
+        }
+    }
+
+    /// The C tile of one workgroup (rows, columns).
+    fn tile(self) -> (u32, u32) {
+        match self {
+            GemmKernel::Fma | GemmKernel::Coop => (64, 64),
+            GemmKernel::CoopF16 => (128, 256),
+        }
     }
 }
 
@@ -106,6 +152,7 @@ impl GemmShape {
 pub struct Gemm {
     pipeline: wgpu::ComputePipeline,
     pub path: MatrixPath,
+    pub kernel: GemmKernel,
     pub shape: GemmShape,
 }
 
@@ -116,9 +163,6 @@ pub struct GemmArgs<'a> {
     pub c: &'a wgpu::Buffer,
 }
 
-/// The C tile of a workgroup in both kernels.
-const TILE: u32 = 64;
-
 impl Gemm {
     /// The GEMM of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &GemmShape) -> Result<Self> {
@@ -127,7 +171,29 @@ impl Gemm {
 
     /// On a given path: `Coop` where the context has cooperative matrices, else an error.
     pub fn on(ctx: &GpuContext, shape: &GemmShape, path: MatrixPath) -> Result<Self> {
+        let kernel = match path {
+            MatrixPath::Fma => GemmKernel::Fma,
+            MatrixPath::Coop if shape.fits_coop_f16() => GemmKernel::CoopF16,
+            MatrixPath::Coop => GemmKernel::Coop,
+        };
+        Self::with(ctx, shape, kernel)
+    }
+
+    /// A given kernel of the family (for benchmarks and tests): an error where the context lacks
+    /// cooperative matrices for a coop kernel, or the shape does not fit `CoopF16`.
+    pub fn with(ctx: &GpuContext, shape: &GemmShape, kernel: GemmKernel) -> Result<Self> {
         shape.validate()?;
+        let path = match kernel {
+            GemmKernel::Fma => MatrixPath::Fma,
+            GemmKernel::Coop | GemmKernel::CoopF16 => MatrixPath::Coop,
+        };
+        if kernel == GemmKernel::CoopF16 && !shape.fits_coop_f16() {
+            return Err(Error::config(
+                "gemm kernel",
+                kernel.name(),
+                "f16 operands, A row-major, B contiguous along K or N, rows on quads of 8",
+            ));
+        }
         if path == MatrixPath::Coop && ctx.matrix != MatrixPath::Coop {
             return Err(Error::Unsupported {
                 what: "the coop GEMM".into(),
@@ -135,16 +201,19 @@ impl Gemm {
                 have: ctx.report.matrix.clone(),
             });
         }
-        let (label, source) = match path {
-            MatrixPath::Coop => ("gemm_coop", crate::shaders::GEMM_COOP),
-            MatrixPath::Fma => ("gemm_fma", crate::shaders::GEMM_FMA),
-        };
         let f16 = |l: &Layout| (l.dtype == Dtype::F16) as u32 as f64;
-        let constants = [("A_F16", f16(&shape.a)), ("B_F16", f16(&shape.b))];
-        let pipeline = ctx.pipeline(label, source, "main", &constants)?;
+        let operands = [("A_F16", f16(&shape.a)), ("B_F16", f16(&shape.b))];
+        let b_nk = [("B_NK", (shape.b.row == 1) as u32 as f64)];
+        let (label, source, constants): (_, _, &[(&str, f64)]) = match kernel {
+            GemmKernel::Coop => ("gemm_coop", crate::shaders::GEMM_COOP, &operands),
+            GemmKernel::Fma => ("gemm_fma", crate::shaders::GEMM_FMA, &operands),
+            GemmKernel::CoopF16 => ("gemm_coop_f16", crate::shaders::GEMM_COOP_F16, &b_nk),
+        };
+        let pipeline = ctx.pipeline(label, source, "main", constants)?;
         Ok(Gemm {
             pipeline,
             path,
+            kernel,
             shape: *shape,
         })
     }
@@ -164,7 +233,8 @@ impl Gemm {
             b_bs: s.b.batch,
             _pad: [0; 2],
         };
-        let grid = [s.n.div_ceil(TILE), s.m.div_ceil(TILE), s.batch];
+        let (tm, tn) = self.kernel.tile();
+        let grid = [s.n.div_ceil(tn), s.m.div_ceil(tm), s.batch];
         dispatch(
             ctx,
             &self.pipeline,

@@ -1,0 +1,220 @@
+// gemm_coop_f16.wgsl — the GEMM on the tensor cores, version 2: the fast path for contiguous f16
+// operands, the layout of a model's projections. A is row-major f16 [batch, M, K]; B is f16,
+// either a weight stored [N, K] (PyTorch's [out, in]; B_NK) or row-major [K, N]; C row-major f32.
+// The host takes this kernel only when every row of A and B starts on a whole quad of 8 f16
+// (16 bytes), so tiles are copied as vec4<u32> and a quad is either all in bounds or all out.
+//
+// Mapping: workgroup (x, y, z) = (256 columns of C, 128 rows, batch z), 256 threads = 8
+// subgroups of 32 (the host requires a subgroup size of 32); subgroup s owns the 64 × 64 block
+// (s / 4, s % 4) as 4 × 4 accumulator fragments of 16 × 16. K is streamed 32 at a time through
+// workgroup memory (A [128 × 32], B [256 × 32] or [32 × 256], zero past M, N, K), and the next
+// tile is fetched into registers while the current one multiplies (the prefetch that took the
+// first probe from 179 to 230 TFLOP/s, ../shared/design/GPU.md). The epilogue writes each
+// fragment through a 16 × 16 staging slot of its subgroup, bounded, with accumulation.
+// The parameters are gemm/common.wgsl's (same layout); the operands are bound as quads here.
+
+enable f16;
+enable wgpu_cooperative_matrix;
+
+override B_NK: bool = true;   // B stored [N, K] (else [K, N])
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+    a_rs: u32,
+    a_cs: u32,
+    a_bs: u32,
+    b_ks: u32,
+    b_ns: u32,
+    b_bs: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+const TM: u32 = 128u;
+const TN: u32 = 256u;
+const TK: u32 = 32u;
+
+var<workgroup> a_s: array<f16, 4096>;   // [TM][TK] row-major
+var<workgroup> b_s: array<f16, 8192>;   // B_NK: [TN][TK] (column j of B contiguous); else [TK][TN]
+var<workgroup> c_s: array<f32, 2048>;   // 8 subgroups × a 16 × 16 staging slot
+
+// quad (8 f16 from element `e`, a multiple of 8) of a row-major f16 operand, or zeros
+fn quad_a(ok: bool, e: u32) -> vec4<u32> {
+    if (!ok) { return vec4<u32>(0u); }
+    return a[e / 8u];
+}
+
+fn quad_b(ok: bool, e: u32) -> vec4<u32> {
+    if (!ok) { return vec4<u32>(0u); }
+    return b[e / 8u];
+}
+
+// the 8 f16 of a quad into workgroup memory at `at`
+fn put_a(at: u32, q: vec4<u32>) {
+    for (var w = 0u; w < 4u; w++) {
+        let h = vec2<f16>(unpack2x16float(q[w]));   // exact: every f16 is an f32
+        a_s[at + 2u * w] = h[0];
+        a_s[at + 2u * w + 1u] = h[1];
+    }
+}
+
+fn put_b(at: u32, q: vec4<u32>) {
+    for (var w = 0u; w < 4u; w++) {
+        let h = vec2<f16>(unpack2x16float(q[w]));   // exact: every f16 is an f32
+        b_s[at + 2u * w] = h[0];
+        b_s[at + 2u * w + 1u] = h[1];
+    }
+}
+
+// A's quad `e` (of 512 in a tile: row e / 4, k quad e % 4) of the tile at k0
+fn fetch_a(bt: u32, m0: u32, k0: u32, e: u32) -> vec4<u32> {
+    let row = m0 + e / 4u;
+    let kk = k0 + 8u * (e % 4u);
+    return quad_a(row < params.m && kk < params.k, bt * params.a_bs + row * params.a_rs + kk);
+}
+
+// B's quad `e` (of 1024 in a tile) of the tile at k0: B_NK, column e / 4 and k quad e % 4;
+// else row e / 32 and column quad e % 32
+fn fetch_b(bt: u32, n0: u32, k0: u32, e: u32) -> vec4<u32> {
+    if (B_NK) {
+        let col = n0 + e / 4u;
+        let kk = k0 + 8u * (e % 4u);
+        return quad_b(col < params.n && kk < params.k, bt * params.b_bs + col * params.b_ns + kk);
+    }
+    let kk = k0 + e / 32u;
+    let col = n0 + 8u * (e % 32u);
+    return quad_b(col < params.n && kk < params.k, bt * params.b_bs + kk * params.b_ks + col);
+}
+
+// where B's quad `e` goes in b_s
+fn b_at(e: u32) -> u32 {
+    if (B_NK) { return (e / 4u) * TK + 8u * (e % 4u); }
+    return (e / 32u) * TN + 8u * (e % 32u);
+}
+
+// a fragment staged in the subgroup's slot, written to C[fi.., fj..] within bounds
+fn flush(bt: u32, slot: u32, lane: u32, fi: u32, fj: u32) {
+    for (var e = lane; e < 256u; e += 32u) {
+        let i = fi + e / 16u;
+        let j = fj + e % 16u;
+        if (i < params.m && j < params.n) {
+            let o = (bt * params.m + i) * params.n + j;
+            c[o] = select(0.0, c[o], params.accumulate != 0u) + c_s[slot + e];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let bt = wg.z;
+    let m0 = wg.y * TM;
+    let n0 = wg.x * TN;
+    let s = lid / 32u;
+    let lane = lid % 32u;
+    let r0 = (s / 4u) * 64u;   // the subgroup's block: rows r0 .. r0+64, columns c0 .. c0+64
+    let c0 = (s % 4u) * 64u;
+    var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();
+    var c02 = coop_mat16x16<f32, C>(); var c03 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>(); var c11 = coop_mat16x16<f32, C>();
+    var c12 = coop_mat16x16<f32, C>(); var c13 = coop_mat16x16<f32, C>();
+    var c20 = coop_mat16x16<f32, C>(); var c21 = coop_mat16x16<f32, C>();
+    var c22 = coop_mat16x16<f32, C>(); var c23 = coop_mat16x16<f32, C>();
+    var c30 = coop_mat16x16<f32, C>(); var c31 = coop_mat16x16<f32, C>();
+    var c32 = coop_mat16x16<f32, C>(); var c33 = coop_mat16x16<f32, C>();
+    // the first tile in registers: 2 quads of A and 4 of B a thread
+    var qa0 = fetch_a(bt, m0, 0u, lid);
+    var qa1 = fetch_a(bt, m0, 0u, lid + 256u);
+    var qb0 = fetch_b(bt, n0, 0u, lid);
+    var qb1 = fetch_b(bt, n0, 0u, lid + 256u);
+    var qb2 = fetch_b(bt, n0, 0u, lid + 512u);
+    var qb3 = fetch_b(bt, n0, 0u, lid + 768u);
+    for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        put_a((lid / 4u) * TK + 8u * (lid % 4u), qa0);
+        put_a(((lid + 256u) / 4u) * TK + 8u * (lid % 4u), qa1);
+        put_b(b_at(lid), qb0);
+        put_b(b_at(lid + 256u), qb1);
+        put_b(b_at(lid + 512u), qb2);
+        put_b(b_at(lid + 768u), qb3);
+        workgroupBarrier();   // tiles staged before the fragments are loaded
+        // the next tile's loads are in flight while this one multiplies
+        let k1 = k0 + TK;
+        qa0 = fetch_a(bt, m0, k1, lid);
+        qa1 = fetch_a(bt, m0, k1, lid + 256u);
+        qb0 = fetch_b(bt, n0, k1, lid);
+        qb1 = fetch_b(bt, n0, k1, lid + 256u);
+        qb2 = fetch_b(bt, n0, k1, lid + 512u);
+        qb3 = fetch_b(bt, n0, k1, lid + 768u);
+        for (var kk = 0u; kk < TK; kk += 16u) {
+            let ia0 = r0 * TK + kk;
+            let ia1 = (r0 + 16u) * TK + kk;
+            let ia2 = (r0 + 32u) * TK + kk;
+            let ia3 = (r0 + 48u) * TK + kk;
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia0], TK);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia1], TK);
+            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia2], TK);
+            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia3], TK);
+            var b0: coop_mat16x16<f16, B>;
+            var b1: coop_mat16x16<f16, B>;
+            var b2: coop_mat16x16<f16, B>;
+            var b3: coop_mat16x16<f16, B>;
+            if (B_NK) {
+                let ib0 = c0 * TK + kk;
+                let ib1 = (c0 + 16u) * TK + kk;
+                let ib2 = (c0 + 32u) * TK + kk;
+                let ib3 = (c0 + 48u) * TK + kk;
+                b0 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib0], TK);
+                b1 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib1], TK);
+                b2 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib2], TK);
+                b3 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib3], TK);
+            } else {
+                let ib0 = kk * TN + c0;
+                let ib1 = kk * TN + c0 + 16u;
+                let ib2 = kk * TN + c0 + 32u;
+                let ib3 = kk * TN + c0 + 48u;
+                b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib0], TN);
+                b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib1], TN);
+                b2 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib2], TN);
+                b3 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib3], TN);
+            }
+            c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+            c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+            c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+            c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+            c20 = coopMultiplyAdd(a2, b0, c20); c21 = coopMultiplyAdd(a2, b1, c21);
+            c22 = coopMultiplyAdd(a2, b2, c22); c23 = coopMultiplyAdd(a2, b3, c23);
+            c30 = coopMultiplyAdd(a3, b0, c30); c31 = coopMultiplyAdd(a3, b1, c31);
+            c32 = coopMultiplyAdd(a3, b2, c32); c33 = coopMultiplyAdd(a3, b3, c33);
+        }
+        workgroupBarrier();   // fragments read before the next tiles overwrite them
+    }
+    // epilogue: each fragment through the subgroup's slot (index and stride bound to lets:
+    // naga 30's SPIR-V writer panics on inline ones)
+    let slot = s * 256u;
+    let st = 16u;
+    let fi = m0 + r0;
+    let fj = n0 + c0;
+    coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj); workgroupBarrier();
+    coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 16u); workgroupBarrier();
+    coopStoreT(c02, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 32u); workgroupBarrier();
+    coopStoreT(c03, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 48u); workgroupBarrier();
+    coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj); workgroupBarrier();
+    coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 16u); workgroupBarrier();
+    coopStoreT(c12, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 32u); workgroupBarrier();
+    coopStoreT(c13, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 48u); workgroupBarrier();
+    coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj); workgroupBarrier();
+    coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 16u); workgroupBarrier();
+    coopStoreT(c22, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 32u); workgroupBarrier();
+    coopStoreT(c23, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 48u); workgroupBarrier();
+    coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj); workgroupBarrier();
+    coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 16u); workgroupBarrier();
+    coopStoreT(c32, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 32u); workgroupBarrier();
+    coopStoreT(c33, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 48u); workgroupBarrier();
+}
