@@ -53,7 +53,7 @@ fn main() -> Result<()> {
                     b: &b,
                     c: &c,
                 },
-            );
+            )?;
             let mut times = Vec::new();
             for _ in 0..5 {
                 let t0 = std::time::Instant::now();
@@ -67,12 +67,17 @@ fn main() -> Result<()> {
             let s = times[times.len() / 2];
             let got: Vec<f32> = ctx.read(&c)?;
             let want = 0.5 * k as f32;
+            // the operands read once (f16) and C written once (f32): the bandwidth floor
+            let bytes = (m as u64 * k as u64 + k as u64 * n as u64) * 2 + m as u64 * n as u64 * 4;
             let ok = got.iter().all(|&x| x == want);
             println!(
-                "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, C = {want}: {}",
+                "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, {:>5.0} GB/s, \
+                 splits {:>2}, C = {want}: {}",
                 kernel.name(),
                 s * 1e6,
                 shape.flops() as f64 / s / 1e12,
+                bytes as f64 / s / 1e9,
+                gemm.splits,
                 if ok { "exact" } else { "WRONG" }
             );
         }

@@ -35,4 +35,5 @@ units! {
     GEMM_FMA = "gemm_fma": ["gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
     GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/common.wgsl"];
     GEMM_COOP_F16 = "gemm_coop_f16": ["gemm/gemm_coop_f16.wgsl"];
+    GEMM_REDUCE = "gemm_reduce": ["gemm/gemm_reduce.wgsl"];
 }

@@ -23,8 +23,10 @@ struct Params {
     b_ks: u32,
     b_ns: u32,
     b_bs: u32,
-    _pad0: u32,
-    _pad1: u32,
+    k_chunk: u32,   // (gemm_coop_f16.wgsl's split K; unused here)
+    batches: u32,
+    splits: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

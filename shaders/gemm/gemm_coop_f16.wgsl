@@ -11,6 +11,9 @@
 // tile is fetched into registers while the current one multiplies (the prefetch that took the
 // first probe from 179 to 230 TFLOP/s, ../shared/design/GPU.md). The epilogue writes each
 // fragment through a 16 × 16 staging slot of its subgroup, bounded, with accumulation.
+// Split K (skinny decode shapes, whose tile grid alone would leave most of the GPU idle): grid z
+// is split · batches + batch, each split sums K in [split · k_chunk, + k_chunk) and writes its own
+// slice of C (then a scratch [splits, batches, M, N] that gemm_reduce.wgsl sums into C).
 // The parameters are gemm/common.wgsl's (same layout); the operands are bound as quads here.
 
 enable f16;
@@ -29,8 +32,10 @@ struct Params {
     b_ks: u32,
     b_ns: u32,
     b_bs: u32,
-    _pad0: u32,
-    _pad1: u32,
+    k_chunk: u32,   // K of one split, a multiple of 32
+    batches: u32,
+    splits: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -74,24 +79,24 @@ fn put_b(at: u32, q: vec4<u32>) {
     }
 }
 
-// A's quad `e` (of 512 in a tile: row e / 4, k quad e % 4) of the tile at k0
-fn fetch_a(bt: u32, m0: u32, k0: u32, e: u32) -> vec4<u32> {
+// A's quad `e` (of 512 in a tile: row e / 4, k quad e % 4) of the tile at k0, zero from ke on
+fn fetch_a(bt: u32, m0: u32, k0: u32, ke: u32, e: u32) -> vec4<u32> {
     let row = m0 + e / 4u;
     let kk = k0 + 8u * (e % 4u);
-    return quad_a(row < params.m && kk < params.k, bt * params.a_bs + row * params.a_rs + kk);
+    return quad_a(row < params.m && kk < ke, bt * params.a_bs + row * params.a_rs + kk);
 }
 
 // B's quad `e` (of 1024 in a tile) of the tile at k0: B_NK, column e / 4 and k quad e % 4;
 // else row e / 32 and column quad e % 32
-fn fetch_b(bt: u32, n0: u32, k0: u32, e: u32) -> vec4<u32> {
+fn fetch_b(bt: u32, n0: u32, k0: u32, ke: u32, e: u32) -> vec4<u32> {
     if (B_NK) {
         let col = n0 + e / 4u;
         let kk = k0 + 8u * (e % 4u);
-        return quad_b(col < params.n && kk < params.k, bt * params.b_bs + col * params.b_ns + kk);
+        return quad_b(col < params.n && kk < ke, bt * params.b_bs + col * params.b_ns + kk);
     }
     let kk = k0 + e / 32u;
     let col = n0 + 8u * (e % 32u);
-    return quad_b(col < params.n && kk < params.k, bt * params.b_bs + kk * params.b_ks + col);
+    return quad_b(col < params.n && kk < ke, bt * params.b_bs + kk * params.b_ks + col);
 }
 
 // where B's quad `e` goes in b_s
@@ -100,21 +105,26 @@ fn b_at(e: u32) -> u32 {
     return (e / 32u) * TN + 8u * (e % 32u);
 }
 
-// a fragment staged in the subgroup's slot, written to C[fi.., fj..] within bounds
-fn flush(bt: u32, slot: u32, lane: u32, fi: u32, fj: u32) {
+// a fragment staged in the subgroup's slot, written to slice z of C at [fi.., fj..] within
+// bounds (accumulating only without splits: a split's slice is scratch)
+fn flush(z: u32, slot: u32, lane: u32, fi: u32, fj: u32) {
+    let acc = params.accumulate != 0u && params.splits == 1u;
     for (var e = lane; e < 256u; e += 32u) {
         let i = fi + e / 16u;
         let j = fj + e % 16u;
         if (i < params.m && j < params.n) {
-            let o = (bt * params.m + i) * params.n + j;
-            c[o] = select(0.0, c[o], params.accumulate != 0u) + c_s[slot + e];
+            let o = (z * params.m + i) * params.n + j;
+            c[o] = select(0.0, c[o], acc) + c_s[slot + e];
         }
     }
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let bt = wg.z;
+    let z = wg.z;
+    let bt = z % params.batches;
+    let kb = (z / params.batches) * params.k_chunk;   // this split's K
+    let ke = min(params.k, kb + params.k_chunk);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
     let s = lid / 32u;
@@ -130,13 +140,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c30 = coop_mat16x16<f32, C>(); var c31 = coop_mat16x16<f32, C>();
     var c32 = coop_mat16x16<f32, C>(); var c33 = coop_mat16x16<f32, C>();
     // the first tile in registers: 2 quads of A and 4 of B a thread
-    var qa0 = fetch_a(bt, m0, 0u, lid);
-    var qa1 = fetch_a(bt, m0, 0u, lid + 256u);
-    var qb0 = fetch_b(bt, n0, 0u, lid);
-    var qb1 = fetch_b(bt, n0, 0u, lid + 256u);
-    var qb2 = fetch_b(bt, n0, 0u, lid + 512u);
-    var qb3 = fetch_b(bt, n0, 0u, lid + 768u);
-    for (var k0 = 0u; k0 < params.k; k0 += TK) {
+    var qa0 = fetch_a(bt, m0, kb, ke, lid);
+    var qa1 = fetch_a(bt, m0, kb, ke, lid + 256u);
+    var qb0 = fetch_b(bt, n0, kb, ke, lid);
+    var qb1 = fetch_b(bt, n0, kb, ke, lid + 256u);
+    var qb2 = fetch_b(bt, n0, kb, ke, lid + 512u);
+    var qb3 = fetch_b(bt, n0, kb, ke, lid + 768u);
+    for (var k0 = kb; k0 < ke; k0 += TK) {
         put_a((lid / 4u) * TK + 8u * (lid % 4u), qa0);
         put_a(((lid + 256u) / 4u) * TK + 8u * (lid % 4u), qa1);
         put_b(b_at(lid), qb0);
@@ -146,12 +156,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         workgroupBarrier();   // tiles staged before the fragments are loaded
         // the next tile's loads are in flight while this one multiplies
         let k1 = k0 + TK;
-        qa0 = fetch_a(bt, m0, k1, lid);
-        qa1 = fetch_a(bt, m0, k1, lid + 256u);
-        qb0 = fetch_b(bt, n0, k1, lid);
-        qb1 = fetch_b(bt, n0, k1, lid + 256u);
-        qb2 = fetch_b(bt, n0, k1, lid + 512u);
-        qb3 = fetch_b(bt, n0, k1, lid + 768u);
+        qa0 = fetch_a(bt, m0, k1, ke, lid);
+        qa1 = fetch_a(bt, m0, k1, ke, lid + 256u);
+        qb0 = fetch_b(bt, n0, k1, ke, lid);
+        qb1 = fetch_b(bt, n0, k1, ke, lid + 256u);
+        qb2 = fetch_b(bt, n0, k1, ke, lid + 512u);
+        qb3 = fetch_b(bt, n0, k1, ke, lid + 768u);
         for (var kk = 0u; kk < TK; kk += 16u) {
             let ia0 = r0 * TK + kk;
             let ia1 = (r0 + 16u) * TK + kk;
@@ -201,20 +211,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let st = 16u;
     let fi = m0 + r0;
     let fj = n0 + c0;
-    coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj); workgroupBarrier();
-    coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 16u); workgroupBarrier();
-    coopStoreT(c02, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 32u); workgroupBarrier();
-    coopStoreT(c03, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi, fj + 48u); workgroupBarrier();
-    coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj); workgroupBarrier();
-    coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 16u); workgroupBarrier();
-    coopStoreT(c12, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 32u); workgroupBarrier();
-    coopStoreT(c13, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 16u, fj + 48u); workgroupBarrier();
-    coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj); workgroupBarrier();
-    coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 16u); workgroupBarrier();
-    coopStoreT(c22, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 32u); workgroupBarrier();
-    coopStoreT(c23, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 32u, fj + 48u); workgroupBarrier();
-    coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj); workgroupBarrier();
-    coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 16u); workgroupBarrier();
-    coopStoreT(c32, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 32u); workgroupBarrier();
-    coopStoreT(c33, &c_s[slot], st); workgroupBarrier(); flush(bt, slot, lane, fi + 48u, fj + 48u); workgroupBarrier();
+    coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj); workgroupBarrier();
+    coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 16u); workgroupBarrier();
+    coopStoreT(c02, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 32u); workgroupBarrier();
+    coopStoreT(c03, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 48u); workgroupBarrier();
+    coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj); workgroupBarrier();
+    coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 16u); workgroupBarrier();
+    coopStoreT(c12, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 32u); workgroupBarrier();
+    coopStoreT(c13, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 48u); workgroupBarrier();
+    coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj); workgroupBarrier();
+    coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 16u); workgroupBarrier();
+    coopStoreT(c22, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 32u); workgroupBarrier();
+    coopStoreT(c23, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 48u); workgroupBarrier();
+    coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj); workgroupBarrier();
+    coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 16u); workgroupBarrier();
+    coopStoreT(c32, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 32u); workgroupBarrier();
+    coopStoreT(c33, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 48u); workgroupBarrier();
 }

@@ -6,7 +6,7 @@
 //! last share `shaders/gemm/common.wgsl`.
 //! Reference: [`crate::reference::gemm`]. The path is the context's ([`GpuContext::matrix`]).
 
-use super::{Dispatch, dispatch};
+use super::{Dispatch, StepSpec, dispatch, dispatch_steps};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, MatrixPath};
@@ -24,7 +24,10 @@ struct Params {
     b_ks: u32,
     b_ns: u32,
     b_bs: u32,
-    _pad: [u32; 2],
+    k_chunk: u32,
+    batches: u32,
+    splits: u32,
+    _pad: [u32; 3],
 }
 
 /// How an operand is laid out: element (row r, column c) of batch b is at `b·batch + r·row +
@@ -151,9 +154,33 @@ impl GemmKernel {
 #[derive(Debug)]
 pub struct Gemm {
     pipeline: wgpu::ComputePipeline,
+    /// The split-K sum (`shaders/gemm/gemm_reduce.wgsl`), where K is split.
+    reduce: Option<wgpu::ComputePipeline>,
     pub path: MatrixPath,
     pub kernel: GemmKernel,
     pub shape: GemmShape,
+    /// How many slices K is cut into (1: none), each `k_chunk` long but the last.
+    pub splits: u32,
+    pub k_chunk: u32,
+}
+
+/// Split K until the grid has this many workgroups (two per SM on a 132-SM H200; a skinny
+/// decode GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256).
+const SPLIT_TARGET_WORKGROUPS: u32 = 264;
+/// The split-K scratch stays under this size (it is `splits · batch · M · N` f32).
+const SPLIT_SCRATCH_MAX: u64 = 256 << 20;
+
+/// (splits, k_chunk) for the coop-f16 kernel: enough splits of whole 32-deep K tiles to fill the
+/// GPU, none where the tile grid already does.
+fn split_k(shape: &GemmShape) -> (u32, u32) {
+    let tiles = shape.n.div_ceil(256) * shape.m.div_ceil(128) * shape.batch;
+    let k_tiles = shape.k.div_ceil(32);
+    let c = shape.batch as u64 * shape.m as u64 * shape.n as u64 * 4;
+    let most = (SPLIT_SCRATCH_MAX / c).clamp(1, 64) as u32;
+    let want = SPLIT_TARGET_WORKGROUPS.div_ceil(tiles);
+    let want = want.min(k_tiles).min(most).min(65535 / shape.batch).max(1);
+    let k_chunk = k_tiles.div_ceil(want) * 32;
+    (shape.k.div_ceil(k_chunk), k_chunk)
 }
 
 /// The buffers of one GEMM: `a`, `b` as the shape's layouts say, `c` `[batch, M, N]` f32.
@@ -210,15 +237,37 @@ impl Gemm {
             GemmKernel::CoopF16 => ("gemm_coop_f16", crate::shaders::GEMM_COOP_F16, &b_nk),
         };
         let pipeline = ctx.pipeline(label, source, "main", constants)?;
+        let (splits, k_chunk) = match kernel {
+            GemmKernel::CoopF16 => split_k(shape),
+            _ => (1, shape.k),
+        };
+        let reduce = match splits {
+            1 => None,
+            _ => Some(ctx.pipeline("gemm_reduce", crate::shaders::GEMM_REDUCE, "main", &[])?),
+        };
         Ok(Gemm {
             pipeline,
+            reduce,
             path,
             kernel,
             shape: *shape,
+            splits,
+            k_chunk,
         })
     }
 
-    pub fn bind(&self, ctx: &GpuContext, args: &GemmArgs) -> Dispatch {
+    /// The same GEMM with K in one piece (for tests and benchmarks of the split).
+    pub fn unsplit(self) -> Self {
+        Gemm {
+            reduce: None,
+            splits: 1,
+            k_chunk: self.shape.k,
+            ..self
+        }
+    }
+
+    /// The dispatch of this GEMM on `args` (with split K, it owns its scratch).
+    pub fn bind(&self, ctx: &GpuContext, args: &GemmArgs) -> Result<Dispatch> {
         let s = &self.shape;
         let params = Params {
             m: s.m,
@@ -231,17 +280,43 @@ impl Gemm {
             b_ks: s.b.row,
             b_ns: s.b.col,
             b_bs: s.b.batch,
-            _pad: [0; 2],
+            k_chunk: self.k_chunk,
+            batches: s.batch,
+            splits: self.splits,
+            _pad: [0; 3],
         };
         let (tm, tn) = self.kernel.tile();
-        let grid = [s.n.div_ceil(tn), s.m.div_ceil(tm), s.batch];
-        dispatch(
+        let grid = [s.n.div_ceil(tn), s.m.div_ceil(tm), s.batch * self.splits];
+        let Some(reduce) = &self.reduce else {
+            let buffers = [args.a, args.b, args.c];
+            return Ok(dispatch(
+                ctx,
+                &self.pipeline,
+                "gemm",
+                &params,
+                &buffers,
+                grid,
+            ));
+        };
+        let c = s.batch as u64 * s.m as u64 * s.n as u64;
+        let scratch = ctx.storage("gemm split-k", self.splits as u64 * c * 4)?;
+        let sum_grid = [c.div_ceil(256).min(65535) as u32, 1, 1];
+        Ok(dispatch_steps(
             ctx,
-            &self.pipeline,
             "gemm",
             &params,
-            &[args.a, args.b, args.c],
-            grid,
-        )
+            &[
+                StepSpec {
+                    pipeline: &self.pipeline,
+                    buffers: &[(1, args.a), (2, args.b), (3, &scratch)],
+                    workgroups: grid,
+                },
+                StepSpec {
+                    pipeline: reduce,
+                    buffers: &[(1, &scratch), (2, args.c)],
+                    workgroups: sum_grid,
+                },
+            ],
+        ))
     }
 }
