@@ -18,13 +18,15 @@ fn main() -> Result<()> {
         kernels.splice(0..0, [GemmKernel::CoopF16, GemmKernel::Coop]);
     }
     let timer = GpuTimer::new(&ctx, 1);
-    // (M, N, K): square, then decode rows (batch 64 and 256) against the decoder layer's weights
-    // [out, in]: q down 7168 → 1536, q up 1536 → 24576, o 16384 → 7168, an expert's 7168 → 2048
+    // (M, N, K): square, then decode rows (batch 1, 16, 64, 256) against the decoder layer's
+    // weights [out, in]: q down 7168 → 1536, q up 1536 → 24576, kv down 7168 → 576, o 16384 →
+    // 7168, an expert's 7168 → 2048 (the shapes of docs/bench/torch_peer.py)
     let mut shapes = vec![(4096, 4096, 4096), (8192, 8192, 8192)];
-    for m in [64, 256] {
+    for m in [1, 16, 64, 256] {
         shapes.extend([
             (m, 1536, 7168),
             (m, 24576, 1536),
+            (m, 576, 7168),
             (m, 7168, 16384),
             (m, 2048, 7168),
         ]);
