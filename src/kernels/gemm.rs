@@ -164,9 +164,11 @@ pub struct Gemm {
     pub k_chunk: u32,
 }
 
-/// Split K until the grid has this many workgroups (two per SM on a 132-SM H200; a skinny
-/// decode GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256).
-const SPLIT_TARGET_WORKGROUPS: u32 = 264;
+/// Split K until the grid has this many workgroups: one per SM of a 132-SM H200 (a skinny decode
+/// GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256). Measured on the H200 against 264, 528
+/// and 1056 (docs/PERF.md): every split adds a prologue, a 16-fragment epilogue and scratch
+/// traffic, so the fewest splits that fill the GPU once won at 17 of the 20 decode shapes.
+const SPLIT_TARGET_WORKGROUPS: u32 = 132;
 /// The split-K scratch stays under this size (it is `splits · batch · M · N` f32).
 const SPLIT_SCRATCH_MAX: u64 = 256 << 20;
 
