@@ -46,9 +46,15 @@ struct Params {
 const TM: u32 = 128u;
 const TN: u32 = 256u;
 const TK: u32 = 32u;
+// Row strides in workgroup memory, padded by 8 f16 (16 bytes) so the rows a fragment load
+// reads start in different banks.
+const PAD: u32 = 8u;
+const SA: u32 = TK + PAD;     // a_s: [TM][SA]
+const SBK: u32 = TK + PAD;    // b_s with B_NK: [TN][SBK]
+const SBN: u32 = TN + PAD;    // b_s else: [TK][SBN]
 
-var<workgroup> a_s: array<f16, 4096>;   // [TM][TK] row-major
-var<workgroup> b_s: array<f16, 8192>;   // B_NK: [TN][TK] (column j of B contiguous); else [TK][TN]
+var<workgroup> a_s: array<f16, 5120>;    // [TM][SA] row-major
+var<workgroup> b_s: array<f16, 10240>;   // B_NK: [TN][SBK] (column j of B contiguous); else [TK][SBN]
 var<workgroup> c_s: array<f32, 2048>;   // 8 subgroups × a 16 × 16 staging slot
 
 // quad (8 f16 from element `e`, a multiple of 8) of a row-major f16 operand, or zeros
@@ -101,8 +107,8 @@ fn fetch_b(bt: u32, n0: u32, k0: u32, ke: u32, e: u32) -> vec4<u32> {
 
 // where B's quad `e` goes in b_s
 fn b_at(e: u32) -> u32 {
-    if (B_NK) { return (e / 4u) * TK + 8u * (e % 4u); }
-    return (e / 32u) * TN + 8u * (e % 32u);
+    if (B_NK) { return (e / 4u) * SBK + 8u * (e % 4u); }
+    return (e / 32u) * SBN + 8u * (e % 32u);
 }
 
 // a fragment staged in the subgroup's slot, written to slice z of C at [fi.., fj..] within
@@ -147,8 +153,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var qb2 = fetch_b(bt, n0, kb, ke, lid + 512u);
     var qb3 = fetch_b(bt, n0, kb, ke, lid + 768u);
     for (var k0 = kb; k0 < ke; k0 += TK) {
-        put_a((lid / 4u) * TK + 8u * (lid % 4u), qa0);
-        put_a(((lid + 256u) / 4u) * TK + 8u * (lid % 4u), qa1);
+        put_a((lid / 4u) * SA + 8u * (lid % 4u), qa0);
+        put_a(((lid + 256u) / 4u) * SA + 8u * (lid % 4u), qa1);
         put_b(b_at(lid), qb0);
         put_b(b_at(lid + 256u), qb1);
         put_b(b_at(lid + 512u), qb2);
@@ -163,36 +169,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         qb2 = fetch_b(bt, n0, k1, ke, lid + 512u);
         qb3 = fetch_b(bt, n0, k1, ke, lid + 768u);
         for (var kk = 0u; kk < TK; kk += 16u) {
-            let ia0 = r0 * TK + kk;
-            let ia1 = (r0 + 16u) * TK + kk;
-            let ia2 = (r0 + 32u) * TK + kk;
-            let ia3 = (r0 + 48u) * TK + kk;
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia0], TK);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia1], TK);
-            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia2], TK);
-            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia3], TK);
+            let ia0 = r0 * SA + kk;
+            let ia1 = (r0 + 16u) * SA + kk;
+            let ia2 = (r0 + 32u) * SA + kk;
+            let ia3 = (r0 + 48u) * SA + kk;
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia0], SA);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia1], SA);
+            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia2], SA);
+            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[ia3], SA);
             var b0: coop_mat16x16<f16, B>;
             var b1: coop_mat16x16<f16, B>;
             var b2: coop_mat16x16<f16, B>;
             var b3: coop_mat16x16<f16, B>;
             if (B_NK) {
-                let ib0 = c0 * TK + kk;
-                let ib1 = (c0 + 16u) * TK + kk;
-                let ib2 = (c0 + 32u) * TK + kk;
-                let ib3 = (c0 + 48u) * TK + kk;
-                b0 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib0], TK);
-                b1 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib1], TK);
-                b2 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib2], TK);
-                b3 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib3], TK);
+                let ib0 = c0 * SBK + kk;
+                let ib1 = (c0 + 16u) * SBK + kk;
+                let ib2 = (c0 + 32u) * SBK + kk;
+                let ib3 = (c0 + 48u) * SBK + kk;
+                b0 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib0], SBK);
+                b1 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib1], SBK);
+                b2 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib2], SBK);
+                b3 = coopLoad<coop_mat16x16<f16, B>>(&b_s[ib3], SBK);
             } else {
-                let ib0 = kk * TN + c0;
-                let ib1 = kk * TN + c0 + 16u;
-                let ib2 = kk * TN + c0 + 32u;
-                let ib3 = kk * TN + c0 + 48u;
-                b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib0], TN);
-                b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib1], TN);
-                b2 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib2], TN);
-                b3 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib3], TN);
+                let ib0 = kk * SBN + c0;
+                let ib1 = kk * SBN + c0 + 16u;
+                let ib2 = kk * SBN + c0 + 32u;
+                let ib3 = kk * SBN + c0 + 48u;
+                b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib0], SBN);
+                b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib1], SBN);
+                b2 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib2], SBN);
+                b3 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[ib3], SBN);
             }
             c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);

@@ -164,6 +164,11 @@ pub struct Gemm {
     pub k_chunk: u32,
 }
 
+/// The workgroup memory of `gemm_coop_f16.wgsl` (A [128][40] and B [256][40] f16, padded rows,
+/// and 8 × 256 f32 of epilogue staging): more than the 32 KiB `GpuContext` guarantees, so an
+/// adapter with less takes the `Coop` kernel.
+const COOP_F16_WORKGROUP_BYTES: u32 = (128 * 40 + 256 * 40) * 2 + 8 * 256 * 4;
+
 /// Split K until the grid has this many workgroups: one per SM of a 132-SM H200 (a skinny decode
 /// GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256). Measured on the H200 against 264, 528
 /// and 1056 (docs/PERF.md): every split adds a prologue, a 16-fragment epilogue and scratch
@@ -200,9 +205,10 @@ impl Gemm {
 
     /// On a given path: `Coop` where the context has cooperative matrices, else an error.
     pub fn on(ctx: &GpuContext, shape: &GemmShape, path: MatrixPath) -> Result<Self> {
+        let room = ctx.report.max_compute_workgroup_storage_size >= COOP_F16_WORKGROUP_BYTES;
         let kernel = match path {
             MatrixPath::Fma => GemmKernel::Fma,
-            MatrixPath::Coop if shape.fits_coop_f16() => GemmKernel::CoopF16,
+            MatrixPath::Coop if room && shape.fits_coop_f16() => GemmKernel::CoopF16,
             MatrixPath::Coop => GemmKernel::Coop,
         };
         Self::with(ctx, shape, kernel)
@@ -222,6 +228,14 @@ impl Gemm {
                 kernel.name(),
                 "f16 operands, A row-major, B contiguous along K or N, rows on quads of 8",
             ));
+        }
+        let have = ctx.report.max_compute_workgroup_storage_size;
+        if kernel == GemmKernel::CoopF16 && have < COOP_F16_WORKGROUP_BYTES {
+            return Err(Error::Unsupported {
+                what: "the coop-f16 GEMM".into(),
+                need: format!("{COOP_F16_WORKGROUP_BYTES} bytes of workgroup memory"),
+                have: format!("{have}"),
+            });
         }
         if path == MatrixPath::Coop && ctx.matrix != MatrixPath::Coop {
             return Err(Error::Unsupported {
