@@ -32,8 +32,8 @@ units! {
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];
-    GEMM_FMA = "gemm_fma": ["gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
-    GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/common.wgsl"];
-    GEMM_COOP_F16 = "gemm_coop_f16": ["gemm/gemm_coop_f16.wgsl"];
-    GEMM_REDUCE = "gemm_reduce": ["gemm/gemm_reduce.wgsl"];
+    GEMM_FMA = "gemm_fma": ["gemm/params.wgsl", "gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
+    GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/params.wgsl", "gemm/common.wgsl"];
+    GEMM_COOP_F16 = "gemm_coop_f16": ["gemm/gemm_coop_f16.wgsl", "gemm/params.wgsl"];
+    GEMM_REDUCE = "gemm_reduce": ["gemm/params.wgsl", "gemm/gemm_reduce.wgsl"];
 }

@@ -1,6 +1,6 @@
-// gemm/common.wgsl — what both GEMM kernels share: the parameters, the operand bindings and
-// their loads (f16 pairs or f32 words, any strides), composed in front of gemm_fma.wgsl and
-// gemm_coop.wgsl.
+// gemm/common.wgsl — what the fma and version-1 coop GEMM kernels share: the operand bindings and
+// their loads (f16 pairs or f32 words, any strides), composed after gemm/params.wgsl and in front
+// of gemm_fma.wgsl and gemm_coop.wgsl.
 //
 //   C[b, i, j] = (accumulate ? C[b, i, j] : 0) + Σ_k A[b, i, k] · B[b, k, j]
 //
@@ -12,24 +12,6 @@
 override A_F16: bool = true;   // `a` holds f16 pairs (else f32 words)
 override B_F16: bool = true;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32,   // 1: add to C; 0: overwrite it
-    a_rs: u32,
-    a_cs: u32,
-    a_bs: u32,
-    b_ks: u32,
-    b_ns: u32,
-    b_bs: u32,
-    k_chunk: u32,   // (gemm_coop_f16.wgsl's split K; unused here)
-    batches: u32,
-    splits: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;   // [batch, M, N]

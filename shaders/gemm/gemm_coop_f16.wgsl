@@ -14,31 +14,13 @@
 // Split K (skinny decode shapes, whose tile grid alone would leave most of the GPU idle): grid z
 // is split · batches + batch, each split sums K in [split · k_chunk, + k_chunk) and writes its own
 // slice of C (then a scratch [splits, batches, M, N] that gemm_reduce.wgsl sums into C).
-// The parameters are gemm/common.wgsl's (same layout); the operands are bound as quads here.
+// The parameters are gemm/params.wgsl's; the operands are bound as quads here.
 
 enable f16;
 enable wgpu_cooperative_matrix;
 
 override B_NK: bool = true;   // B stored [N, K] (else [K, N])
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32,
-    a_rs: u32,
-    a_cs: u32,
-    a_bs: u32,
-    b_ks: u32,
-    b_ns: u32,
-    b_bs: u32,
-    k_chunk: u32,   // K of one split, a multiple of 32
-    batches: u32,
-    splits: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -57,31 +39,24 @@ var<workgroup> a_s: array<f16, 5120>;    // [TM][SA] row-major
 var<workgroup> b_s: array<f16, 10240>;   // B_NK: [TN][SBK] (column j of B contiguous); else [TK][SBN]
 var<workgroup> c_s: array<f32, 2048>;   // 8 subgroups × a 16 × 16 staging slot
 
-// quad (8 f16 from element `e`, a multiple of 8) of a row-major f16 operand, or zeros
-fn quad_a(ok: bool, e: u32) -> vec4<u32> {
+// quad (8 f16 from element `e`, a multiple of 8) of the row-major f16 A (else B), or zeros
+fn quad(from_a: bool, ok: bool, e: u32) -> vec4<u32> {
     if (!ok) { return vec4<u32>(0u); }
-    return a[e / 8u];
-}
-
-fn quad_b(ok: bool, e: u32) -> vec4<u32> {
-    if (!ok) { return vec4<u32>(0u); }
+    if (from_a) { return a[e / 8u]; }
     return b[e / 8u];
 }
 
-// the 8 f16 of a quad into workgroup memory at `at`
-fn put_a(at: u32, q: vec4<u32>) {
+// the 8 f16 of a quad into a_s (else b_s) at `at`
+fn put(to_a: bool, at: u32, q: vec4<u32>) {
     for (var w = 0u; w < 4u; w++) {
         let h = vec2<f16>(unpack2x16float(q[w]));   // exact: every f16 is an f32
-        a_s[at + 2u * w] = h[0];
-        a_s[at + 2u * w + 1u] = h[1];
-    }
-}
-
-fn put_b(at: u32, q: vec4<u32>) {
-    for (var w = 0u; w < 4u; w++) {
-        let h = vec2<f16>(unpack2x16float(q[w]));   // exact: every f16 is an f32
-        b_s[at + 2u * w] = h[0];
-        b_s[at + 2u * w + 1u] = h[1];
+        if (to_a) {
+            a_s[at + 2u * w] = h[0];
+            a_s[at + 2u * w + 1u] = h[1];
+        } else {
+            b_s[at + 2u * w] = h[0];
+            b_s[at + 2u * w + 1u] = h[1];
+        }
     }
 }
 
@@ -89,7 +64,7 @@ fn put_b(at: u32, q: vec4<u32>) {
 fn fetch_a(bt: u32, m0: u32, k0: u32, ke: u32, e: u32) -> vec4<u32> {
     let row = m0 + e / 4u;
     let kk = k0 + 8u * (e % 4u);
-    return quad_a(row < params.m && kk < ke, bt * params.a_bs + row * params.a_rs + kk);
+    return quad(true, row < params.m && kk < ke, bt * params.a_bs + row * params.a_rs + kk);
 }
 
 // B's quad `e` (of 1024 in a tile) of the tile at k0: B_NK, column e / 4 and k quad e % 4;
@@ -98,11 +73,11 @@ fn fetch_b(bt: u32, n0: u32, k0: u32, ke: u32, e: u32) -> vec4<u32> {
     if (B_NK) {
         let col = n0 + e / 4u;
         let kk = k0 + 8u * (e % 4u);
-        return quad_b(col < params.n && kk < ke, bt * params.b_bs + col * params.b_ns + kk);
+        return quad(false, col < params.n && kk < ke, bt * params.b_bs + col * params.b_ns + kk);
     }
     let kk = k0 + e / 32u;
     let col = n0 + 8u * (e % 32u);
-    return quad_b(col < params.n && kk < ke, bt * params.b_bs + kk * params.b_ks + col);
+    return quad(false, col < params.n && kk < ke, bt * params.b_bs + kk * params.b_ks + col);
 }
 
 // where B's quad `e` goes in b_s
@@ -153,12 +128,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var qb2 = fetch_b(bt, n0, kb, ke, lid + 512u);
     var qb3 = fetch_b(bt, n0, kb, ke, lid + 768u);
     for (var k0 = kb; k0 < ke; k0 += TK) {
-        put_a((lid / 4u) * SA + 8u * (lid % 4u), qa0);
-        put_a(((lid + 256u) / 4u) * SA + 8u * (lid % 4u), qa1);
-        put_b(b_at(lid), qb0);
-        put_b(b_at(lid + 256u), qb1);
-        put_b(b_at(lid + 512u), qb2);
-        put_b(b_at(lid + 768u), qb3);
+        put(true, (lid / 4u) * SA + 8u * (lid % 4u), qa0);
+        put(true, ((lid + 256u) / 4u) * SA + 8u * (lid % 4u), qa1);
+        put(false, b_at(lid), qb0);
+        put(false, b_at(lid + 256u), qb1);
+        put(false, b_at(lid + 512u), qb2);
+        put(false, b_at(lid + 768u), qb3);
         workgroupBarrier();   // tiles staged before the fragments are loaded
         // the next tile's loads are in flight while this one multiplies
         let k1 = k0 + TK;

@@ -1,26 +1,8 @@
 // gemm_reduce.wgsl — the second step of a split-K GEMM: C (+)= the sum of the splits' partial
 // products, in split order (deterministic). `partial` is [splits, batches, M, N] f32, C
 // [batches, M, N]. A grid-stride loop over C's elements, so any size fits the grid.
-// The parameters are gemm/common.wgsl's (the same uniform as the product step).
+// The parameters are gemm/params.wgsl's (the same uniform as the product step).
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32,
-    a_rs: u32,
-    a_cs: u32,
-    a_bs: u32,
-    b_ks: u32,
-    b_ns: u32,
-    b_bs: u32,
-    k_chunk: u32,
-    batches: u32,
-    splits: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
