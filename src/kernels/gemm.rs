@@ -4,7 +4,7 @@
 //! `shaders/gemm/gemm_coop_f16.wgsl` (the tensor cores' fast path for contiguous f16 operands,
 //! [`GemmKernel::CoopF16`]) and `shaders/gemm/gemm_fma.wgsl` (the f32 FMA units); the first and
 //! last share `shaders/gemm/common.wgsl`, all share `shaders/gemm/params.wgsl` (the uniform
-//! [`Params`] mirrors), and split K adds `shaders/gemm/gemm_reduce.wgsl`.
+//! that `Params` here mirrors), and split K adds `shaders/gemm/gemm_reduce.wgsl`.
 //! Reference: [`crate::reference::gemm`]. The path is the context's ([`GpuContext::matrix`]).
 
 use super::{Dispatch, StepSpec, dispatch, dispatch_steps};
