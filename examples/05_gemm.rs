@@ -1,5 +1,6 @@
 //! 05 — the GEMM family, every kernel the adapter has (coop-f16, coop, fma), timed at square and
-//! decoder-layer shapes (f16 operands, f32 accumulation) and checked exactly on constant inputs.
+//! decoder-layer shapes (f16 operands, f32 accumulation), checked exactly on constant inputs and
+//! set against the roofline of the probes (copy bandwidth; the FMA or tensor-core rate).
 //!
 //!     cargo run --release --example 05_gemm            # the context's path (ESS_MATRIX=auto)
 //!
@@ -13,6 +14,17 @@ use ess_wgpu::{Dtype, GpuContext, Result};
 fn main() -> Result<()> {
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
+    // the roofline: copy bandwidth, and the FLOP rate of the units each kernel uses
+    let ceilings = ess_wgpu::bench::measure_ceilings(&ctx, 3)?;
+    println!(
+        "ceilings  copy {:.0} GB/s, f32 FMA {:.1} TFLOP/s, tensor cores {}",
+        ceilings.copy_gb_per_s,
+        ceilings.fma_gflop_per_s / 1e3,
+        match ceilings.coop_gflop_per_s {
+            Some(r) => format!("{:.1} TFLOP/s", r / 1e3),
+            None => "absent".into(),
+        }
+    );
     let mut kernels = vec![GemmKernel::Fma];
     if ctx.matrix == MatrixPath::Coop {
         kernels.splice(0..0, [GemmKernel::CoopF16, GemmKernel::Coop]);
@@ -72,13 +84,22 @@ fn main() -> Result<()> {
             // the operands read once (f16) and C written once (f32): the bandwidth floor
             let bytes = (m as u64 * k as u64 + k as u64 * n as u64) * 2 + m as u64 * n as u64 * 4;
             let ok = got.iter().all(|&x| x == want);
+            let rate = match kernel {
+                GemmKernel::Fma => ceilings.fma_gflop_per_s,
+                _ => ceilings
+                    .coop_gflop_per_s
+                    .unwrap_or(ceilings.fma_gflop_per_s),
+            };
+            let floor = (bytes as f64 / (ceilings.copy_gb_per_s * 1e9))
+                .max(shape.flops() as f64 / (rate * 1e9));
             println!(
                 "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, {:>5.0} GB/s, \
-                 splits {:>2}, C = {want}: {}",
+                 {:>5.1}% of roofline, splits {:>2}, C = {want}: {}",
                 kernel.name(),
                 s * 1e6,
                 shape.flops() as f64 / s / 1e12,
                 bytes as f64 / s / 1e9,
+                100.0 * floor / s,
                 gemm.splits,
                 if ok { "exact" } else { "WRONG" }
             );

@@ -32,6 +32,7 @@ units! {
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];
+    PROBE_COOP = "probe_coop": ["probe_coop.wgsl", "probe.wgsl"];
     GEMM_FMA = "gemm_fma": ["gemm/params.wgsl", "gemm/common.wgsl", "gemm/gemm_fma.wgsl"];
     GEMM_COOP = "gemm_coop": ["gemm/gemm_coop.wgsl", "gemm/params.wgsl", "gemm/common.wgsl"];
     GEMM_COOP_F16 = "gemm_coop_f16": ["gemm/gemm_coop_f16.wgsl", "gemm/params.wgsl"];

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
 use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::lse_merge::LseMergeArgs;
+use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
 use crate::kernels::topk::TopKArgs;
 use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
@@ -52,6 +53,8 @@ pub struct Ceilings {
     pub copy_gb_per_s: f64,
     /// f32 FMA throughput, counting an FMA as 2 FLOPs.
     pub fma_gflop_per_s: f64,
+    /// Cooperative-matrix f16 → f32 throughput (the tensor cores); `None` off the coop path.
+    pub coop_gflop_per_s: Option<f64>,
 }
 
 /// Result of the check step for one kernel at one preset.
@@ -159,22 +162,36 @@ pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
     let (t_copy, _) = time_pass(ctx, &[&copy], reps)?;
     let copy_gb_per_s = 2.0 * bytes as f64 / t_copy / 1e9;
 
-    // FMA: grow the work until one pass takes ≥ 20 ms, so launch overhead does not count.
+    // FMA and coop: grow the work until one pass takes ≥ 20 ms, so launch overhead does not count.
     let workgroups = 2048u32;
-    let out = ctx.storage("probe fma out", workgroups as u64 * 256 * 16)?;
-    let mut iters = 64u32;
-    loop {
-        let d = probe.fma(ctx, &src, &out, workgroups, iters);
-        let (t, _) = time_pass(ctx, &[&d], reps)?;
-        if t > 0.02 || iters >= 1 << 16 {
-            let flops = 2.0 * 64.0 * iters as f64 * workgroups as f64 * 256.0;
-            return Ok(Ceilings {
-                copy_gb_per_s,
-                fma_gflop_per_s: flops / t / 1e9,
-            });
-        }
-        iters *= if t < 0.002 { 8 } else { 2 };
-    }
+    let out = ctx.storage("probe out", workgroups as u64 * 256 * 16)?;
+    let rate =
+        |flops_per_iter: f64, make: &dyn Fn(u32) -> Option<Dispatch>| -> Result<Option<f64>> {
+            let mut iters = 64u32;
+            loop {
+                let Some(d) = make(iters) else {
+                    return Ok(None);
+                };
+                let (t, _) = time_pass(ctx, &[&d], reps)?;
+                if t > 0.02 || iters >= 1 << 16 {
+                    return Ok(Some(flops_per_iter * iters as f64 / t / 1e9));
+                }
+                iters *= if t < 0.002 { 8 } else { 2 };
+            }
+        };
+    let threads = workgroups as f64 * 256.0;
+    let fma = rate(2.0 * 64.0 * threads, &|n| {
+        Some(probe.fma(ctx, &src, &out, workgroups, n))
+    })?;
+    let subgroups = workgroups as f64 * 8.0;
+    let coop = rate(COOP_FLOPS_PER_TRIP * subgroups, &|n| {
+        probe.coop(ctx, &src, &out, workgroups, n)
+    })?;
+    Ok(Ceilings {
+        copy_gb_per_s,
+        fma_gflop_per_s: fma.ok_or_else(|| Error::Gpu("the FMA probe made no dispatch".into()))?,
+        coop_gflop_per_s: coop,
+    })
 }
 
 /// Check each kernel at a reduced case of `cfg` against the CPU reference.
@@ -552,6 +569,12 @@ impl std::fmt::Display for BenchReport {
             "ceilings: copy {:.1} GB/s (read + write), f32 FMA {:.1} GFLOP/s",
             self.ceilings.copy_gb_per_s, self.ceilings.fma_gflop_per_s
         )?;
+        if let Some(coop) = self.ceilings.coop_gflop_per_s {
+            writeln!(
+                f,
+                "          tensor cores (coop f16 → f32) {coop:.1} GFLOP/s"
+            )?;
+        }
         writeln!(
             f,
             "{:<16} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",

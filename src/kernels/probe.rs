@@ -1,9 +1,9 @@
-//! Probe kernels for the roofline: memory copy bandwidth and f32 FMA rate.
-//! Shader: `shaders/probe.wgsl`.
+//! Probe kernels for the roofline: memory copy bandwidth, f32 FMA rate and, on the coop matrix
+//! path, the tensor cores' f16 → f32 rate. Shaders: `shaders/probe.wgsl`, `shaders/probe_coop.wgsl`.
 
 use super::{Dispatch, dispatch};
 use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, MatrixPath};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -16,14 +16,26 @@ struct Params {
 pub struct Probe {
     copy: wgpu::ComputePipeline,
     fma: wgpu::ComputePipeline,
+    /// Only on the coop matrix path.
+    coop: Option<wgpu::ComputePipeline>,
 }
+
+/// FLOPs of one trip of the coop probe's loop in one subgroup: 8 products of 16 × 16 × 16.
+pub const COOP_FLOPS_PER_TRIP: f64 = 8.0 * 2.0 * 4096.0;
 
 impl Probe {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let src = crate::shaders::PROBE;
+        let coop = match ctx.matrix {
+            MatrixPath::Coop => {
+                Some(ctx.pipeline("probe coop", crate::shaders::PROBE_COOP, "coop_rate", &[])?)
+            }
+            MatrixPath::Fma => None,
+        };
         Ok(Probe {
             copy: ctx.pipeline("probe copy", src, "copy", &[])?,
             fma: ctx.pipeline("probe fma", src, "fma_rate", &[])?,
+            coop,
         })
     }
 
@@ -66,5 +78,31 @@ impl Probe {
             &[src, dst],
             [workgroups, 1, 1],
         )
+    }
+
+    /// `workgroups · 8` subgroups, each [`COOP_FLOPS_PER_TRIP`] · `iters` FLOPs on the tensor
+    /// cores; `None` off the coop path. `src` holds at least 64 vec4, `dst` one per thread.
+    pub fn coop(
+        &self,
+        ctx: &GpuContext,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        workgroups: u32,
+        iters: u32,
+    ) -> Option<Dispatch> {
+        let params = Params {
+            n: iters,
+            _pad: [0; 3],
+        };
+        let grid = [workgroups, 1, 1];
+        let pipeline = self.coop.as_ref()?;
+        Some(dispatch(
+            ctx,
+            pipeline,
+            "probe coop",
+            &params,
+            &[src, dst],
+            grid,
+        ))
     }
 }
