@@ -13,7 +13,8 @@
 // fragment through a 16 × 16 staging slot of its subgroup, bounded, with accumulation.
 // Split K (skinny decode shapes, whose tile grid alone would leave most of the GPU idle): grid z
 // is split · batches + batch, each split sums K in [split · k_chunk, + k_chunk) and writes its own
-// slice of C (then a scratch [splits, batches, M, N] that gemm_reduce.wgsl sums into C).
+// slice of a scratch [splits · batches, c_rows, c_cols] (M, N padded to whole tiles) that
+// gemm_reduce.wgsl sums into C.
 // The parameters are gemm/params.wgsl's; the operands are bound as quads here.
 
 enable f16;
@@ -86,10 +87,10 @@ fn b_at(e: u32) -> u32 {
     return (e / 32u) * SBN + 8u * (e % 32u);
 }
 
-// a fragment staged in the subgroup's slot, written to slice z of C at [fi.., fj..] within
-// bounds (accumulating only without splits: a split's slice is scratch)
+// a fragment staged in the subgroup's slot, written to C[z, fi.., fj..] within bounds (the
+// unsplit epilogue: a split stores its fragments straight into the scratch)
 fn flush(z: u32, slot: u32, lane: u32, fi: u32, fj: u32) {
-    let acc = params.accumulate != 0u && params.splits == 1u;
+    let acc = params.accumulate != 0u;
     for (var e = lane; e < 256u; e += 32u) {
         let i = fi + e / 16u;
         let j = fj + e % 16u;
@@ -186,26 +187,74 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();   // fragments read before the next tiles overwrite them
     }
-    // epilogue: each fragment through the subgroup's slot (index and stride bound to lets:
-    // naga 30's SPIR-V writer panics on inline ones)
-    let slot = s * 256u;
-    let st = 16u;
-    let fi = m0 + r0;
-    let fj = n0 + c0;
-    coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj); workgroupBarrier();
-    coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 16u); workgroupBarrier();
-    coopStoreT(c02, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 32u); workgroupBarrier();
-    coopStoreT(c03, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 48u); workgroupBarrier();
-    coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj); workgroupBarrier();
-    coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 16u); workgroupBarrier();
-    coopStoreT(c12, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 32u); workgroupBarrier();
-    coopStoreT(c13, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 48u); workgroupBarrier();
-    coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj); workgroupBarrier();
-    coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 16u); workgroupBarrier();
-    coopStoreT(c22, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 32u); workgroupBarrier();
-    coopStoreT(c23, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 48u); workgroupBarrier();
-    coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj); workgroupBarrier();
-    coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 16u); workgroupBarrier();
-    coopStoreT(c32, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 32u); workgroupBarrier();
-    coopStoreT(c33, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 48u); workgroupBarrier();
+    if (params.splits > 1u) {
+        // split K: the scratch is padded to whole tiles ([splits · batches, c_rows, c_cols]), so
+        // every fragment lies inside it and is stored straight from registers, no staging and
+        // no barriers; fragment rows wholly past M are skipped (gemm_reduce.wgsl reads M × N)
+        let cs = params.c_cols;
+        let base = (z * params.c_rows + m0 + r0) * cs + n0 + c0;
+        if (m0 + r0 < params.m) {
+            let o00 = base;
+            let o01 = base + 16u;
+            let o02 = base + 32u;
+            let o03 = base + 48u;
+            coopStoreT(c00, &c[o00], cs);
+            coopStoreT(c01, &c[o01], cs);
+            coopStoreT(c02, &c[o02], cs);
+            coopStoreT(c03, &c[o03], cs);
+        }
+        if (m0 + r0 + 16u < params.m) {
+            let o10 = base + 16u * cs;
+            let o11 = base + 16u * cs + 16u;
+            let o12 = base + 16u * cs + 32u;
+            let o13 = base + 16u * cs + 48u;
+            coopStoreT(c10, &c[o10], cs);
+            coopStoreT(c11, &c[o11], cs);
+            coopStoreT(c12, &c[o12], cs);
+            coopStoreT(c13, &c[o13], cs);
+        }
+        if (m0 + r0 + 32u < params.m) {
+            let o20 = base + 32u * cs;
+            let o21 = base + 32u * cs + 16u;
+            let o22 = base + 32u * cs + 32u;
+            let o23 = base + 32u * cs + 48u;
+            coopStoreT(c20, &c[o20], cs);
+            coopStoreT(c21, &c[o21], cs);
+            coopStoreT(c22, &c[o22], cs);
+            coopStoreT(c23, &c[o23], cs);
+        }
+        if (m0 + r0 + 48u < params.m) {
+            let o30 = base + 48u * cs;
+            let o31 = base + 48u * cs + 16u;
+            let o32 = base + 48u * cs + 32u;
+            let o33 = base + 48u * cs + 48u;
+            coopStoreT(c30, &c[o30], cs);
+            coopStoreT(c31, &c[o31], cs);
+            coopStoreT(c32, &c[o32], cs);
+            coopStoreT(c33, &c[o33], cs);
+        }
+    } else {
+        // no split: each fragment through the subgroup's slot (index and stride bound to lets:
+        // naga 30's SPIR-V writer panics on inline ones)
+        let slot = s * 256u;
+        let st = 16u;
+        let fi = m0 + r0;
+        let fj = n0 + c0;
+        coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj); workgroupBarrier();
+        coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 16u); workgroupBarrier();
+        coopStoreT(c02, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 32u); workgroupBarrier();
+        coopStoreT(c03, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi, fj + 48u); workgroupBarrier();
+        coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj); workgroupBarrier();
+        coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 16u); workgroupBarrier();
+        coopStoreT(c12, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 32u); workgroupBarrier();
+        coopStoreT(c13, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 16u, fj + 48u); workgroupBarrier();
+        coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj); workgroupBarrier();
+        coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 16u); workgroupBarrier();
+        coopStoreT(c22, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 32u); workgroupBarrier();
+        coopStoreT(c23, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 32u, fj + 48u); workgroupBarrier();
+        coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj); workgroupBarrier();
+        coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 16u); workgroupBarrier();
+        coopStoreT(c32, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 32u); workgroupBarrier();
+        coopStoreT(c33, &c_s[slot], st); workgroupBarrier(); flush(z, slot, lane, fi + 48u, fj + 48u); workgroupBarrier();
+    }
 }

@@ -18,7 +18,10 @@ struct Params {
     k_chunk: u32,      // split K (gemm_coop_f16.wgsl): K of one split, a multiple of 32
     batches: u32,
     splits: u32,       // 1: K whole
-    _pad: u32,
+    c_rows: u32,       // split K: the scratch's rows and columns, M and N padded to whole tiles
+    c_cols: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

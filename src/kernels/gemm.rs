@@ -28,7 +28,9 @@ struct Params {
     k_chunk: u32,
     batches: u32,
     splits: u32,
-    _pad: [u32; 3],
+    c_rows: u32,
+    c_cols: u32,
+    _pad: [u32; 2],
 }
 
 /// How an operand is laid out: element (row r, column c) of batch b is at `b·batch + r·row +
@@ -175,15 +177,24 @@ const COOP_F16_WORKGROUP_BYTES: u32 = (128 * 40 + 256 * 40) * 2 + 8 * 256 * 4;
 /// and 1056 (docs/PERF.md): every split adds a prologue, a 16-fragment epilogue and scratch
 /// traffic, so the fewest splits that fill the GPU once won at 17 of the 20 decode shapes.
 const SPLIT_TARGET_WORKGROUPS: u32 = 132;
-/// The split-K scratch stays under this size (it is `splits · batch · M · N` f32).
+/// The split-K scratch stays under this size (it is `splits · batch · M · N` f32, M and N padded
+/// to whole 128 × 256 tiles).
 const SPLIT_SCRATCH_MAX: u64 = 256 << 20;
+
+/// The rows and columns of one slice of the split-K scratch: M and N padded to whole tiles, so
+/// the kernel stores whole fragments without bounds.
+fn split_scratch(shape: &GemmShape) -> (u32, u32) {
+    let (tm, tn) = GemmKernel::CoopF16.tile();
+    (shape.m.div_ceil(tm) * tm, shape.n.div_ceil(tn) * tn)
+}
 
 /// (splits, k_chunk) for the coop-f16 kernel: enough splits of whole 32-deep K tiles to fill the
 /// GPU, none where the tile grid already does.
 fn split_k(shape: &GemmShape) -> (u32, u32) {
     let tiles = shape.n.div_ceil(256) * shape.m.div_ceil(128) * shape.batch;
     let k_tiles = shape.k.div_ceil(32);
-    let c = shape.batch as u64 * shape.m as u64 * shape.n as u64 * 4;
+    let (rows, cols) = split_scratch(shape);
+    let c = shape.batch as u64 * rows as u64 * cols as u64 * 4;
     let most = (SPLIT_SCRATCH_MAX / c).clamp(1, 64) as u32;
     let want = SPLIT_TARGET_WORKGROUPS.div_ceil(tiles);
     let want = want.min(k_tiles).min(most).min(65535 / shape.batch).max(1);
@@ -300,7 +311,9 @@ impl Gemm {
             k_chunk: self.k_chunk,
             batches: s.batch,
             splits: self.splits,
-            _pad: [0; 3],
+            c_rows: split_scratch(s).0,
+            c_cols: split_scratch(s).1,
+            _pad: [0; 2],
         };
         let (tm, tn) = self.kernel.tile();
         let grid = [s.n.div_ceil(tn), s.m.div_ceil(tm), s.batch * self.splits];
@@ -316,7 +329,9 @@ impl Gemm {
             ));
         };
         let c = s.batch as u64 * s.m as u64 * s.n as u64;
-        let scratch = ctx.storage("gemm split-k", self.splits as u64 * c * 4)?;
+        let (rows, cols) = split_scratch(s);
+        let slice = s.batch as u64 * rows as u64 * cols as u64;
+        let scratch = ctx.storage("gemm split-k", self.splits as u64 * slice * 4)?;
         let sum_grid = [c.div_ceil(256).min(65535) as u32, 1, 1];
         Ok(dispatch_steps(
             ctx,
