@@ -175,7 +175,8 @@ const COOP_F16_WORKGROUP_BYTES: u32 = (128 * 40 + 256 * 40) * 2 + 8 * 256 * 4;
 /// Split K until the grid has this many workgroups: one per SM of a 132-SM H200 (a skinny decode
 /// GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256). Measured on the H200 against 264, 528
 /// and 1056 (docs/PERF.md): every split adds a prologue, a 16-fragment epilogue and scratch
-/// traffic, so the fewest splits that fill the GPU once won at 17 of the 20 decode shapes.
+/// traffic, so the fewest splits that fill the GPU once won at 17 of the 20 decode shapes
+/// (measured before splits stored their fragments directly; not re-measured since).
 const SPLIT_TARGET_WORKGROUPS: u32 = 132;
 /// The split-K scratch stays under this size (it is `splits · batch · M · N` f32, M and N padded
 /// to whole 128 × 256 tiles).
