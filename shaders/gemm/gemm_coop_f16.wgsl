@@ -191,6 +191,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // split K: the scratch is padded to whole tiles ([splits · batches, c_rows, c_cols]), so
         // every fragment lies inside it and is stored straight from registers, no staging and
         // no barriers; fragment rows wholly past M are skipped (gemm_reduce.wgsl reads M × N)
+        // (written out fragment by fragment, here and below: the kernel keeps its accumulators
+        // in named variables, not arrays of cooperative matrices or function arguments)
         let cs = params.c_cols;
         let base = (z * params.c_rows + m0 + r0) * cs + n0 + c0;
         if (m0 + r0 < params.m) {

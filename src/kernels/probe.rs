@@ -48,14 +48,7 @@ impl Probe {
         workgroups: u32,
     ) -> Dispatch {
         let n = (src.size().min(dst.size()) / 16) as u32;
-        dispatch(
-            ctx,
-            &self.copy,
-            "probe copy",
-            &Params { n, _pad: [0; 3] },
-            &[src, dst],
-            [workgroups, 1, 1],
-        )
+        probe(ctx, &self.copy, "probe copy", src, dst, workgroups, n)
     }
 
     /// `workgroups · 256` threads, each `2 · 64 · iters` FLOPs. `dst` must hold one vec4 per thread.
@@ -67,17 +60,7 @@ impl Probe {
         workgroups: u32,
         iters: u32,
     ) -> Dispatch {
-        dispatch(
-            ctx,
-            &self.fma,
-            "probe fma",
-            &Params {
-                n: iters,
-                _pad: [0; 3],
-            },
-            &[src, dst],
-            [workgroups, 1, 1],
-        )
+        probe(ctx, &self.fma, "probe fma", src, dst, workgroups, iters)
     }
 
     /// `workgroups · 8` subgroups, each [`COOP_FLOPS_PER_TRIP`] · `iters` FLOPs on the tensor
@@ -90,19 +73,36 @@ impl Probe {
         workgroups: u32,
         iters: u32,
     ) -> Option<Dispatch> {
-        let params = Params {
-            n: iters,
-            _pad: [0; 3],
-        };
-        let grid = [workgroups, 1, 1];
         let pipeline = self.coop.as_ref()?;
-        Some(dispatch(
+        Some(probe(
             ctx,
             pipeline,
             "probe coop",
-            &params,
-            &[src, dst],
-            grid,
+            src,
+            dst,
+            workgroups,
+            iters,
         ))
     }
+}
+
+/// One probe: `n` in the parameters, `src` and `dst` bound, a 1-D grid.
+fn probe(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    workgroups: u32,
+    n: u32,
+) -> Dispatch {
+    let params = Params { n, _pad: [0; 3] };
+    dispatch(
+        ctx,
+        pipeline,
+        label,
+        &params,
+        &[src, dst],
+        [workgroups, 1, 1],
+    )
 }
