@@ -18,11 +18,10 @@ fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-/// One GEMM: logical A `[batch, m, k]` and B `[batch, k, n]` stored as the layouts say.
+/// The GEMM of one case: logical A `[batch, m, k]` row-major, B `[batch, k, n]` stored
+/// row-major or as a weight `[n, k]` (`b_transposed`).
 #[allow(clippy::too_many_arguments)]
-fn check(
-    kernel: GemmKernel,
-    split: bool,
+fn case_shape(
     batch: u32,
     m: u32,
     n: u32,
@@ -31,20 +30,40 @@ fn check(
     b_dtype: Dtype,
     b_transposed: bool,
     accumulate: bool,
-    seed: u64,
-) -> f32 {
-    let ctx = ctx();
-    let mut rng = Rng::new(seed);
-    let (bu, mu, nu, ku) = (batch as usize, m as usize, n as usize, k as usize);
-    let a: Vec<f32> = rng.vec(bu * mu * ku);
-    let b: Vec<f32> = rng.vec(bu * ku * nu);
-    let c0: Vec<f32> = rng.vec(bu * mu * nu);
-    let a_layout = Layout::row_major(a_dtype, m, k);
-    let b_layout = if b_transposed {
+) -> GemmShape {
+    let b = if b_transposed {
         Layout::transposed(b_dtype, k, n)
     } else {
         Layout::row_major(b_dtype, k, n)
     };
+    GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        a: Layout::row_major(a_dtype, m, k),
+        b,
+        accumulate,
+    }
+}
+
+/// One GEMM of `shape` (from [`case_shape`]) on `kernel`, against the reference.
+fn check(kernel: GemmKernel, split: bool, shape: &GemmShape, b_transposed: bool, seed: u64) -> f32 {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed);
+    let &GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        accumulate,
+        ..
+    } = shape;
+    let (a_dtype, b_dtype) = (shape.a.dtype, shape.b.dtype);
+    let (bu, mu, nu, ku) = (batch as usize, m as usize, n as usize, k as usize);
+    let a: Vec<f32> = rng.vec(bu * mu * ku);
+    let b: Vec<f32> = rng.vec(bu * ku * nu);
+    let c0: Vec<f32> = rng.vec(bu * mu * nu);
     // B as stored: row-major [k, n], or [n, k] (a weight [out, in])
     let b_stored: Vec<f32> = if b_transposed {
         (0..bu)
@@ -56,16 +75,7 @@ fn check(
     } else {
         b.clone()
     };
-    let shape = GemmShape {
-        m,
-        n,
-        k,
-        batch,
-        a: a_layout,
-        b: b_layout,
-        accumulate,
-    };
-    let mut gemm = Gemm::with(ctx, &shape, kernel).unwrap();
+    let mut gemm = Gemm::with(ctx, shape, kernel).unwrap();
     if !split {
         gemm = gemm.unsplit();
     }
@@ -95,9 +105,9 @@ fn check(
     let (atol, rtol) = GEMM_TOL;
     let what = format!(
         "{} (splits {}) gemm {batch}×{m}×{n}×{k} A {a_dtype} B {b_dtype}{} acc {accumulate}",
-        if b_transposed { "ᵀ" } else { "" },
         kernel.name(),
-        gemm.splits
+        gemm.splits,
+        if b_transposed { "ᵀ" } else { "" }
     );
     compare(&what, &got, &want, atol, rtol).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
 }
@@ -125,20 +135,7 @@ fn gemm_matches_reference_on_every_path() {
     ];
     for kernel in kernels {
         for (i, &(batch, m, n, k, ad, bd, bt, acc)) in cases.iter().enumerate() {
-            let b = if bt {
-                Layout::transposed(bd, k, n)
-            } else {
-                Layout::row_major(bd, k, n)
-            };
-            let shape = GemmShape {
-                m,
-                n,
-                k,
-                batch,
-                a: Layout::row_major(ad, m, k),
-                b,
-                accumulate: acc,
-            };
+            let shape = case_shape(batch, m, n, k, ad, bd, bt, acc);
             if kernel == GemmKernel::CoopF16 && !shape.fits_coop_f16() {
                 continue;
             }
@@ -149,7 +146,7 @@ fn gemm_matches_reference_on_every_path() {
             };
             for &split in splits {
                 let s = seed(900 + i as u64);
-                let err = check(kernel, split, batch, m, n, k, ad, bd, bt, acc, s);
+                let err = check(kernel, split, &shape, bt, s);
                 eprintln!(
                     "{} gemm case {i} split {split}: max err {err:e}",
                     kernel.name()

@@ -171,6 +171,13 @@ pub struct Gemm {
 /// and 8 × 256 f32 of epilogue staging): more than the 32 KiB `GpuContext` guarantees, so an
 /// adapter with less takes the `Coop` kernel.
 const COOP_F16_WORKGROUP_BYTES: u32 = (128 * 40 + 256 * 40) * 2 + 8 * 256 * 4;
+/// The K step of `gemm_coop_f16.wgsl` (`TK`): splits are whole steps.
+const COOP_F16_TK: u32 = 32;
+
+/// Whether the context has the workgroup memory `gemm_coop_f16.wgsl` needs.
+fn coop_f16_room(ctx: &GpuContext) -> bool {
+    ctx.report.max_compute_workgroup_storage_size >= COOP_F16_WORKGROUP_BYTES
+}
 
 /// Split K until the grid has this many workgroups: one per SM of a 132-SM H200 (a skinny decode
 /// GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256). Measured on the H200 against 264, 528
@@ -192,14 +199,15 @@ fn split_scratch(shape: &GemmShape) -> (u32, u32) {
 /// (splits, k_chunk) for the coop-f16 kernel: enough splits of whole 32-deep K tiles to fill the
 /// GPU, none where the tile grid already does.
 fn split_k(shape: &GemmShape) -> (u32, u32) {
-    let tiles = shape.n.div_ceil(256) * shape.m.div_ceil(128) * shape.batch;
-    let k_tiles = shape.k.div_ceil(32);
+    let (tm, tn) = GemmKernel::CoopF16.tile();
+    let tiles = shape.n.div_ceil(tn) * shape.m.div_ceil(tm) * shape.batch;
+    let k_tiles = shape.k.div_ceil(COOP_F16_TK);
     let (rows, cols) = split_scratch(shape);
     let c = shape.batch as u64 * rows as u64 * cols as u64 * 4;
     let most = (SPLIT_SCRATCH_MAX / c).clamp(1, 64) as u32;
     let want = SPLIT_TARGET_WORKGROUPS.div_ceil(tiles);
     let want = want.min(k_tiles).min(most).min(65535 / shape.batch).max(1);
-    let k_chunk = k_tiles.div_ceil(want) * 32;
+    let k_chunk = k_tiles.div_ceil(want) * COOP_F16_TK;
     (shape.k.div_ceil(k_chunk), k_chunk)
 }
 
@@ -218,10 +226,9 @@ impl Gemm {
 
     /// On a given path: `Coop` where the context has cooperative matrices, else an error.
     pub fn on(ctx: &GpuContext, shape: &GemmShape, path: MatrixPath) -> Result<Self> {
-        let room = ctx.report.max_compute_workgroup_storage_size >= COOP_F16_WORKGROUP_BYTES;
         let kernel = match path {
             MatrixPath::Fma => GemmKernel::Fma,
-            MatrixPath::Coop if room && shape.fits_coop_f16() => GemmKernel::CoopF16,
+            MatrixPath::Coop if coop_f16_room(ctx) && shape.fits_coop_f16() => GemmKernel::CoopF16,
             MatrixPath::Coop => GemmKernel::Coop,
         };
         Self::with(ctx, shape, kernel)
@@ -242,12 +249,11 @@ impl Gemm {
                 "f16 operands, A row-major, B contiguous along K or N, rows on quads of 8",
             ));
         }
-        let have = ctx.report.max_compute_workgroup_storage_size;
-        if kernel == GemmKernel::CoopF16 && have < COOP_F16_WORKGROUP_BYTES {
+        if kernel == GemmKernel::CoopF16 && !coop_f16_room(ctx) {
             return Err(Error::Unsupported {
                 what: "the coop-f16 GEMM".into(),
                 need: format!("{COOP_F16_WORKGROUP_BYTES} bytes of workgroup memory"),
-                have: format!("{have}"),
+                have: format!("{}", ctx.report.max_compute_workgroup_storage_size),
             });
         }
         if path == MatrixPath::Coop && ctx.matrix != MatrixPath::Coop {
@@ -298,6 +304,7 @@ impl Gemm {
     /// The dispatch of this GEMM on `args` (with split K, it owns its scratch).
     pub fn bind(&self, ctx: &GpuContext, args: &GemmArgs) -> Result<Dispatch> {
         let s = &self.shape;
+        let (c_rows, c_cols) = split_scratch(s);
         let params = Params {
             m: s.m,
             n: s.n,
@@ -312,8 +319,8 @@ impl Gemm {
             k_chunk: self.k_chunk,
             batches: s.batch,
             splits: self.splits,
-            c_rows: split_scratch(s).0,
-            c_cols: split_scratch(s).1,
+            c_rows,
+            c_cols,
             _pad: [0; 2],
         };
         let (tm, tn) = self.kernel.tile();
@@ -330,8 +337,7 @@ impl Gemm {
             ));
         };
         let c = s.batch as u64 * s.m as u64 * s.n as u64;
-        let (rows, cols) = split_scratch(s);
-        let slice = s.batch as u64 * rows as u64 * cols as u64;
+        let slice = s.batch as u64 * c_rows as u64 * c_cols as u64;
         let scratch = ctx.storage("gemm split-k", self.splits as u64 * slice * 4)?;
         let sum_grid = [c.div_ceil(256).min(65535) as u32, 1, 1];
         Ok(dispatch_steps(
