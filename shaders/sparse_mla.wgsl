@@ -51,20 +51,13 @@
 // Left out: FP8 rows, tensor cores. Ids ≥ the number of rows are not checked (robust access
 // makes them read junk).
 
-override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
-override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
-override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
-override DQ: u32 = KV + ROPE;     // dims of one row / one query
 override VV: u32 = select(KV / 4u, KV / 8u, ROWS_F16);   // vec4<u32> of c_kv per row
 
 const HT: u32 = 64u;              // scores: heads per workgroup
 const NHT: u32 = 128u;            // scores_narrow: heads per workgroup (RT ids)
 const RW: u32 = 256u;             // scores: ids per workgroup
-const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
 const SW: u32 = 16u;              // scores: u32 words per row per chunk
 override DC: u32 = select(SW, 2u * SW, ROWS_F16);   // scores: dims per chunk (32 f16, 16 f32)
-const AT: u32 = 256u;             // attend: threads per workgroup
-const HB: u32 = 64u;              // attend: heads per workgroup (and half the KV dims)
 const VR: u32 = 16u;              // attend: rows per V chunk (8 KiB f16, 16 KiB f32), 4 ids of P a thread
 const_assert VR * HB == 4u * AT;
 // attend: V chunk vec4s per thread, rounded up (f16 rows: 2; f32: 4)
@@ -72,34 +65,6 @@ override VW: u32 = VV / 2u;      // attend: vec4<u32> of a half row of c_kv
 override VPT: u32 = (VR * VW + AT - 1u) / AT;
 override PART_HEADS: bool = true;   // attend: H is not a multiple of HB (set by the host)
 
-struct Params {
-    heads: u32,          // H (any; workgroups mask heads ≥ H)
-    topk: u32,           // ids per sequence
-    b0: u32,             // first sequence of this dispatch
-    softmax_scale: f32,
-    batch: u32,          // sequences in this dispatch
-    splits: u32,         // slices of the k ids in `attend`
-    // Always 0. Added to the inner loops' constant bounds so that the driver cannot unroll them
-    // completely: fully unrolled, NVIDIA's compiler keeps more values live (`scores`: 168
-    // registers a thread instead of 128), which halves the workgroups per SM and costs 30%.
-    zero: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;          // [B, H, DQ] = q_abs ‖ q_pe
-@group(0) @binding(2) var<storage, read> ids: array<i32>;              // [B, topk], -1 = none
-@group(0) @binding(3) var<storage, read> seq: array<u32>;              // [B, 2] = (first row, _)
-@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
-@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [batch, H, topk] scores,
-                                                                      // then [batch, H, tiles, 2] tile stats
-@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]
-@group(0) @binding(7) var<storage, read_write> part_lse: array<f32>;   // [splits, batch, H]
-@group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
-@group(0) @binding(9) var<storage, read_write> lse: array<f32>;        // [B, H]
-
-fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
-fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words per row
 
 // ============================================================================ scores
 
@@ -231,12 +196,6 @@ fn store8(bl: u32, h: u32, j: u32, hl: u32, kg: u32, valid: vec4<bool>, s0: vec4
     store_scores(bl, h + 7u, j, hl + 7u, kg, valid, s7);
 }
 
-// Absolute row of id j of sequence b, or −1 (id −1, or j past k).
-fn row_of(b: u32, j: u32) -> i32 {
-    if (j >= params.topk) { return -1i; }
-    let id = ids[b * params.topk + j];
-    return select(-1i, id + i32(seq[2u * b]), id >= 0i);
-}
 
 // Which of ids j .. j+3 of sequence b are real (not −1, not past k).
 fn valid4(b: u32, j: u32) -> vec4<bool> {
@@ -244,13 +203,6 @@ fn valid4(b: u32, j: u32) -> vec4<bool> {
                       row_of(b, j + 3u) >= 0i);
 }
 
-// Score tiles per sequence (RT ids each).
-fn tiles() -> u32 { return (params.topk + RT - 1u) / RT; }
-
-// Where tile t's (max, sum) of head h of the dispatch's sequence bl is: after all the scores.
-fn stats_at(bl: u32, h: u32, t: u32) -> u32 {
-    return params.batch * params.heads * params.topk + 2u * ((bl * params.heads + h) * tiles() + t);
-}
 
 // The statistics scratch in r_s: partial i (of 16) of local head hl of the tile being folded:
 // the max at float hl · 16 + i, the sum 1024 floats later.
@@ -496,11 +448,6 @@ fn nstore_r(idx: u32, v: vec4<u32>) {
 
 var<workgroup> v_s: array<vec4<u32>, VR * VW>;   // [VR][VW]: half rows, f16 pairs or f32 bits (8 KiB f16, 16 KiB f32)
 var<workgroup> p_s: array<vec4<f32>, VR * HB / 4u>;   // [VR][HB / 4] probabilities of the chunk
-var<workgroup> red_m: array<f32, AT>;         // [HB][4] partial maxima
-var<workgroup> red_l: array<f32, AT>;         // [HB][4] partial sums
-var<workgroup> m_s: array<f32, HB>;           // max score per head
-var<workgroup> l_s: array<f32, HB>;           // Σ exp(score − max) per head
-var<workgroup> il_s: array<f32, HB>;          // 1 / l_s (0 for a head without a valid id)
 
 @compute @workgroup_size(AT)
 fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -509,48 +456,11 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let b = params.b0 + wg.y;
     let h0 = (wg.x / 2u) * HB;
     let dz = wg.x % 2u;                          // which half of the KV dims
-    // Slices are whole score tiles (RT ids), so the tiles' statistics add up to the slice's.
-    let per_split = ((K + params.splits - 1u) / params.splits + RT - 1u) / RT * RT;
-    let js = min(wg.z * per_split, K);           // this slice: ids js .. je
-    let je = min(js + per_split, K);
+    let slice = slice_ids(wg.z);
+    let js = slice.x;                            // this slice: ids js .. je
+    let je = slice.y;
 
-    // ---- softmax statistics of the slice from the tiles' (max, sum): thread (sh, sp) folds
-    // tiles t0+sp, t0+sp+4, … of head sh
-    {
-        let sh = lid / 4u;
-        let sp = lid % 4u;
-        var m = neg_inf();
-        var l = 0.0;
-        if (h0 + sh < H && js < je) {   // (an empty slice at the end starts at k, inside a tile)
-            for (var t = js / RT + sp; t * RT < je; t += 4u) {
-                let at = stats_at(wg.y, h0 + sh, t);
-                let tm = scratch[at];
-                if (tm != neg_inf()) {
-                    let m_new = max(m, tm);
-                    l = l * exp(m - m_new) + scratch[at + 1u] * exp(tm - m_new);
-                    m = m_new;
-                }
-            }
-        }
-        red_m[lid] = m;
-        red_l[lid] = l;
-        workgroupBarrier();   // all partial (max, sum) pairs visible
-        if (sp == 0u) {
-            var mm = neg_inf();
-            for (var i = 0u; i < 4u; i++) { mm = max(mm, red_m[sh * 4u + i]); }
-            var ll = 0.0;
-            if (mm != neg_inf()) {
-                for (var i = 0u; i < 4u; i++) {
-                    let mi = red_m[sh * 4u + i];
-                    if (mi != neg_inf()) { ll += red_l[sh * 4u + i] * exp(mi - mm); }
-                }
-            }
-            m_s[sh] = mm;
-            l_s[sh] = ll;
-            il_s[sh] = select(0.0, 1.0 / ll, ll > 0.0);
-        }
-        workgroupBarrier();   // m_s and l_s final before probabilities are formed
-    }
+    slice_stats(wg.y, h0, js, je, lid);   // lib/mla.wgsl: m_s, l_s, il_s
 
     // ---- O = P · V over this workgroup's half of the dims
     let hg = lid / 32u;   // heads h0 + 8·hg ..+7 (one head group a warp: P reads broadcast)

@@ -5,13 +5,15 @@
 use crate::config::{Dtype, RunConfig};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTimer};
+use crate::kernels::indexer::IndexerKernel;
+use crate::kernels::sparse_mla::SparseMlaKernel;
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::{Dispatch, Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use crate::kernels::{
     indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs,
 };
 use crate::reference::{self, SeqRows};
-use crate::workload::{Rng, storage_bytes, stored_values};
+use crate::workload::{Rng, round_f16, storage_bytes, stored_values};
 
 /// The GEMM family against [`crate::reference::gemm`] (f16-rounded operands, f32 sums against
 /// f64, K ≤ 1000 products of values in [-1, 1)): (atol, rtol). The largest errors `tests/gemm.rs`
@@ -28,6 +30,16 @@ pub const INDEXER_TOL: (f32, f32) = (1e-4, 1e-4);
 /// version-1 kernels alike.
 pub const SPARSE_MLA_O_LAT_TOL: (f32, f32) = (2e-5, 1e-4);
 pub const SPARSE_MLA_LSE_TOL: (f32, f32) = (2e-5, 1e-5);
+/// The coop kernel's `o_lat` against the reference of its f16-rounded q, for k ids (its `lse`
+/// keeps [`SPARSE_MLA_LSE_TOL`]): P is rounded to f16 before `P · V`, an error of at most 2^-11
+/// of each p (≤ 1), or 2^-25 for a subnormal one, so |Δo| ≤ (2^-11 + k · 2^-25) · max |v|; with
+/// values in [-1, 1) and the f32 allowance of [`SPARSE_MLA_O_LAT_TOL`] on top: 5.2e-4 at k =
+/// 300, 5.7e-4 at k = 2048. The bound, not a fit to what was seen: the errors printed by
+/// `tests/kernels.rs` on the H200 are in docs/PERF.md.
+pub fn sparse_mla_coop_o_lat_tol(k: usize) -> (f32, f32) {
+    let bound = (2f32.powi(-11) + k as f32 * 2f32.powi(-25)) + SPARSE_MLA_O_LAT_TOL.0;
+    (bound, SPARSE_MLA_O_LAT_TOL.1)
+}
 
 /// Poison for f32 outputs: a NaN any unwritten element shows.
 pub const POISON_F32: u32 = 0x7FC0_0BAD;
@@ -90,8 +102,21 @@ impl IndexerProblem {
     }
 
     pub fn reference(&self) -> Vec<f32> {
+        self.reference_of(&self.q)
+    }
+
+    /// The reference of what `kernel` computes: the coop kernel rounds q to f16 as it stages it
+    /// (its one rounding: the products of f16 values are exact in f32), the fma kernel does not.
+    pub fn reference_for(&self, kernel: IndexerKernel) -> Vec<f32> {
+        match kernel {
+            IndexerKernel::Fma => self.reference(),
+            IndexerKernel::Coop => self.reference_of(&round_f16(&self.q)),
+        }
+    }
+
+    fn reference_of(&self, q: &[f32]) -> Vec<f32> {
         reference::indexer(
-            &self.q,
+            q,
             &self.w,
             &self.keys,
             &self.seqs,
@@ -283,9 +308,22 @@ impl SparseMlaProblem {
     }
 
     pub fn reference(&self) -> (Vec<f32>, Vec<f32>) {
+        self.reference_of(&self.q)
+    }
+
+    /// The reference of what `kernel` computes from its inputs: the coop kernel rounds q to f16
+    /// as it stages it (P's rounding is the error [`sparse_mla_coop_o_lat_tol`] bounds).
+    pub fn reference_for(&self, kernel: SparseMlaKernel) -> (Vec<f32>, Vec<f32>) {
+        match kernel {
+            SparseMlaKernel::Fma => self.reference(),
+            SparseMlaKernel::Coop => self.reference_of(&round_f16(&self.q)),
+        }
+    }
+
+    fn reference_of(&self, q: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let c = &self.cfg;
         reference::sparse_mla(
-            &self.q,
+            q,
             &self.ids,
             &self.seqs.iter().map(|s| s.first_row).collect::<Vec<_>>(),
             &self.rows,

@@ -24,9 +24,11 @@ units! {
     OVERLAP = "overlap": ["overlap.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
     INDEXER = "indexer": ["lib/f16.wgsl", "indexer.wgsl"];
+    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
     TOPK = "topk": ["lib/select.wgsl", "topk.wgsl"];
-    SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "sparse_mla.wgsl"];
+    SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "lib/mla.wgsl", "sparse_mla.wgsl"];
+    SPARSE_MLA_COOP = "sparse_mla_coop": ["sparse_mla_coop.wgsl", "lib/mla.wgsl"];
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];

@@ -5,16 +5,19 @@ mod common;
 
 use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
-use ess_wgpu::kernels::indexer::IndexerShape;
-use ess_wgpu::kernels::sparse_mla::ScoresTile;
+use ess_wgpu::gpu::MatrixPath;
+use ess_wgpu::kernels::indexer::{IndexerKernel, IndexerShape};
+use ess_wgpu::kernels::sparse_mla::{ScoresTile, SparseMlaKernel};
 use ess_wgpu::kernels::topk::TopKShape;
 use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
-    SparseMlaProblem, TopKProblem,
+    SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol,
 };
 use ess_wgpu::{Dtype, RunConfig};
 
+/// Every indexer kernel the adapter has (lavapipe: fma; a coop GPU: fma and, for f16 keys,
+/// coop), each against the reference of what it computes, and version 1.
 #[test]
 fn indexer_matches_reference() {
     let ctx = ctx();
@@ -23,6 +26,7 @@ fn indexer_matches_reference() {
         (16, 64, Dtype::F32),
         (64, 128, Dtype::F16),
         (24, 96, Dtype::F32),
+        (40, 160, Dtype::F16),
     ];
     for (i, &(heads, dim, dtype)) in shapes.iter().enumerate() {
         let shape = IndexerShape {
@@ -30,20 +34,28 @@ fn indexer_matches_reference() {
             dim: dim as u32,
             dtype,
         };
-        let kernel = Indexer::new(ctx, &shape).unwrap();
         // ragged: empty, single key, around the 256-key tile, and a long one
         let lens = [0usize, 1, 255, 257, 700, 33];
         let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
-        let got = p.run(ctx, &kernel, None).unwrap();
         let (atol, rtol) = INDEXER_TOL;
-        let want = p.reference();
-        let err = compare("index_score", &got, &want, atol, rtol)
-            .unwrap_or_else(|e| panic!("{heads}x{dim} {dtype}: {e}"));
-        eprintln!("indexer {heads}x{dim} {dtype}: max err {err:e}");
+        let mut kernels = vec![IndexerKernel::Fma];
+        if ctx.matrix == MatrixPath::Coop && dtype == Dtype::F16 {
+            kernels.push(IndexerKernel::Coop);
+        }
+        for k in kernels {
+            let kernel = Indexer::with(ctx, &shape, k).unwrap();
+            let got = p.run(ctx, &kernel, None).unwrap();
+            let name = k.name();
+            let err = compare("index_score", &got, &p.reference_for(k), atol, rtol)
+                .unwrap_or_else(|e| panic!("{name} {heads}x{dim} {dtype}: {e}"));
+            // what the coop kernel's f16 q costs against the exact reference (reported)
+            let exact = compare("index_score", &got, &p.reference(), 1.0, 1.0).unwrap();
+            eprintln!("indexer {name} {heads}x{dim} {dtype}: max err {err:e} ({exact:e} vs f32 q)");
+        }
         // version 1, the same problem and tolerance
         let naive = IndexerNaive::new(ctx, &shape).unwrap();
         let got = p.run_naive(ctx, &naive, None).unwrap();
-        let err = compare("index_score (naive)", &got, &want, atol, rtol)
+        let err = compare("index_score (naive)", &got, &p.reference(), atol, rtol)
             .unwrap_or_else(|e| panic!("naive {heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer_naive {heads}x{dim} {dtype}: max err {err:e}");
     }
@@ -82,20 +94,36 @@ fn topk_handles_long_rows() {
 
 fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {
     let ctx = ctx();
-    let mut kernel = SparseMla::new(ctx, &cfg.sparse_mla_shape()).unwrap();
     let p = SparseMlaProblem::random(cfg, n_rows, invalid, empty, seed);
     let (want_o, want_lse) = p.reference();
-    // both `scores` tiles, whatever the grid size would pick
-    for tile in [ScoresTile::Wide, ScoresTile::Narrow] {
+    // the fma kernel with both `scores` tiles, whatever the grid size would pick; the coop
+    // kernel (f16 rows on a coop adapter) against the reference of its f16-rounded q
+    let shape = cfg.sparse_mla_shape();
+    let mut runs = vec![
+        (SparseMlaKernel::Fma, ScoresTile::Wide),
+        (SparseMlaKernel::Fma, ScoresTile::Narrow),
+    ];
+    if ctx.matrix == MatrixPath::Coop && cfg.dtype == Dtype::F16 {
+        runs.push((SparseMlaKernel::Coop, ScoresTile::Wide));
+    }
+    for (k, tile) in runs {
+        let mut kernel = SparseMla::with(ctx, &shape, k).unwrap();
         kernel.scores_tile = tile;
         let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
-        let (oa, or) = SPARSE_MLA_O_LAT_TOL;
-        let (la, lr) = SPARSE_MLA_LSE_TOL;
+        let (want_o, want_lse) = p.reference_for(k);
+        let ((oa, or), (la, lr)) = match k {
+            SparseMlaKernel::Fma => (SPARSE_MLA_O_LAT_TOL, SPARSE_MLA_LSE_TOL),
+            SparseMlaKernel::Coop => (
+                sparse_mla_coop_o_lat_tol(cfg.model.topk as usize),
+                SPARSE_MLA_LSE_TOL,
+            ),
+        };
+        let name = k.name();
         let eo = compare("o_lat", &o_lat, &want_o, oa, or)
-            .unwrap_or_else(|e| panic!("{cfg}, {tile:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{name} {cfg}, {tile:?}: {e}"));
         let el = compare("lse", &lse, &want_lse, la, lr)
-            .unwrap_or_else(|e| panic!("{cfg}, {tile:?}: {e}"));
-        eprintln!("sparse_mla {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
+            .unwrap_or_else(|e| panic!("{name} {cfg}, {tile:?}: {e}"));
+        eprintln!("sparse_mla {name} {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
     }
     // version 1, the same problem and tolerances
     let naive = SparseMlaNaive::new(ctx, &cfg.sparse_mla_shape()).unwrap();
@@ -229,20 +257,32 @@ fn split_attention_then_merge_equals_one_pass() {
         }
         p
     };
-    let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape()).unwrap();
-    let (a, b) = (
-        half(true).run(ctx, &mla, None).unwrap(),
-        half(false).run(ctx, &mla, None).unwrap(),
-    );
-    let merged = LseMergeProblem {
-        dim: cfg.model.kv_lora_rank as usize,
-        parts: [a, b],
+    let mut kernels = vec![SparseMlaKernel::Fma];
+    if ctx.matrix == MatrixPath::Coop {
+        kernels.push(SparseMlaKernel::Coop);
     }
-    .run(ctx, &LseMerge::new(ctx).unwrap())
-    .unwrap();
-    let one_pass = full.run(ctx, &mla, None).unwrap();
-    compare("merged o", &merged.0, &one_pass.0, 1e-5, 1e-4).unwrap();
-    compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
+    for kernel in kernels {
+        let mla = SparseMla::with(ctx, &cfg.sparse_mla_shape(), kernel).unwrap();
+        let (a, b) = (
+            half(true).run(ctx, &mla, None).unwrap(),
+            half(false).run(ctx, &mla, None).unwrap(),
+        );
+        let merged = LseMergeProblem {
+            dim: cfg.model.kv_lora_rank as usize,
+            parts: [a, b],
+        }
+        .run(ctx, &LseMerge::new(ctx).unwrap())
+        .unwrap();
+        let one_pass = full.run(ctx, &mla, None).unwrap();
+        // the coop kernel rounds each part's P to f16 on its own: the two sides may differ by
+        // twice its bound
+        let o_atol = match kernel {
+            SparseMlaKernel::Fma => 1e-5,
+            SparseMlaKernel::Coop => 2.0 * sparse_mla_coop_o_lat_tol(k).0,
+        };
+        compare("merged o", &merged.0, &one_pass.0, o_atol, 1e-4).unwrap();
+        compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
+    }
 }
 
 /// Each kernel's shape states its limits once: the kernel, the configuration and the engine all

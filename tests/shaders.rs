@@ -18,6 +18,10 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             .collect(),
         "resolve" => vec![vec![("WG", 256.0)]],
         "gemm_coop_f16" => vec![vec![("B_NK", 1.0)], vec![("B_NK", 0.0)]],
+        "sparse_mla_coop" => [(512.0, 64.0), (64.0, 32.0), (192.0, 0.0)]
+            .iter()
+            .map(|&(kv, rope)| vec![("KV", kv), ("ROPE", rope)])
+            .collect(),
         "gemm_fma" | "gemm_coop" => [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
             .iter()
             .map(|&(a, b)| vec![("A_F16", a), ("B_F16", b)])
@@ -40,6 +44,32 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
         }
         _ => vec![vec![]],
     }
+}
+
+/// The workgroup memory every kernel may use: the 32 KiB `GpuContext` guarantees (lavapipe's
+/// limit); the coop kernels run only on GPUs with cooperative matrices, which have 48 KiB (the
+/// H100 and H200 through Vulkan). A pipeline over its adapter's limit is not rejected by wgpu 30:
+/// on the H200 its dispatch hung (docs/PERF.md), so it is checked here, without an adapter.
+const WORKGROUP_MAX: u32 = 32 << 10;
+const COOP_WORKGROUP_MAX: u32 = 48 << 10;
+
+/// Bytes of workgroup memory entry point `entry` uses: every workgroup variable it names,
+/// itself or through the functions it calls (what a driver reserves for its pipeline).
+fn workgroup_bytes(m: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str) -> u32 {
+    let (index, _) = m
+        .entry_points
+        .iter()
+        .enumerate()
+        .find(|(_, ep)| ep.name == entry)
+        .unwrap();
+    let uses = info.get_entry_point(index);
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(m.to_ctx()).unwrap();
+    m.global_variables
+        .iter()
+        .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+        .map(|(_, v)| layouter[v.ty].size)
+        .sum()
 }
 
 #[test]
@@ -79,6 +109,17 @@ fn every_unit_validates_and_writes_spirv() {
                 };
                 spv::write_vec(&m, &i, &spv::Options::default(), Some(&pipeline))
                     .unwrap_or_else(|e| panic!("{name}/{} {constants:?}: {e:?}", ep.name));
+                let bytes = workgroup_bytes(&m, &i, &ep.name);
+                let most = if name.contains("coop") {
+                    COOP_WORKGROUP_MAX
+                } else {
+                    WORKGROUP_MAX
+                };
+                assert!(
+                    bytes <= most,
+                    "{name}/{} {constants:?}: {bytes} bytes of workgroup memory, more than {most}",
+                    ep.name
+                );
                 checked += 1;
             }
         }

@@ -9,21 +9,25 @@
 use crate::compare::compare;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::gpu::{AdapterReport, GpuContext, GpuTimer};
+use crate::gpu::{AdapterReport, GpuContext, GpuTimer, MatrixPath};
+use crate::kernels::gemm::GemmKernel;
 use crate::kernels::indexer::IndexerArgs;
+use crate::kernels::indexer::IndexerKernel;
 use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
+use crate::kernels::sparse_mla::SparseMlaKernel;
 use crate::kernels::topk::TopKArgs;
 use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
 use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
-    SparseMlaProblem, TopKProblem, seq_table,
+    SparseMlaProblem, TopKProblem, seq_table, sparse_mla_coop_o_lat_tol,
 };
 use crate::reference::SeqRows;
 use crate::workload::{Rng, storage_bytes};
 use std::time::Instant;
 
+pub mod gemm;
 pub mod transfer;
 
 /// What to run.
@@ -211,19 +215,21 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
         cfg.model.index_head_dim as usize,
     );
     let p = IndexerProblem::random(ih, id, cfg.dtype, &[1500, 333], 11);
-    let got = p.run(ctx, &Indexer::new(ctx, &cfg.indexer_shape())?, None)?;
-    push(
-        "indexer",
-        "T = 1500, 333".into(),
-        compare(
-            "index_score",
-            &got,
-            &p.reference(),
-            INDEXER_TOL.0,
-            INDEXER_TOL.1,
-        )
-        .map_err(fail)?,
-    );
+    for units in paths(ctx, cfg) {
+        let kernel = match units {
+            MatrixPath::Fma => IndexerKernel::Fma,
+            MatrixPath::Coop => IndexerKernel::Coop,
+        };
+        let got = p.run(
+            ctx,
+            &Indexer::with(ctx, &cfg.indexer_shape(), kernel)?,
+            None,
+        )?;
+        let (atol, rtol) = INDEXER_TOL;
+        let want = p.reference_for(kernel);
+        let e = compare("index_score", &got, &want, atol, rtol).map_err(fail)?;
+        push(&labelled("indexer", units), "T = 1500, 333".into(), e);
+    }
 
     let k = cfg.model.topk as usize;
     let p = TopKProblem::random(k, &[4 * k + 7, k - 1], 0, 12);
@@ -240,12 +246,20 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
         ..cfg.clone()
     };
     let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
-    let (o, lse) = p.run(ctx, &SparseMla::new(ctx, &small.sparse_mla_shape())?, None)?;
-    let (want_o, want_lse) = p.reference();
-    let ((oa, or), (la, lr)) = (SPARSE_MLA_O_LAT_TOL, SPARSE_MLA_LSE_TOL);
-    let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
-    let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
-    push("sparse_mla", format!("batch 2, {} rows", 3 * k), e.max(e2));
+    for units in paths(ctx, cfg) {
+        let (kernel, o_tol) = match units {
+            MatrixPath::Fma => (SparseMlaKernel::Fma, SPARSE_MLA_O_LAT_TOL),
+            MatrixPath::Coop => (SparseMlaKernel::Coop, sparse_mla_coop_o_lat_tol(k)),
+        };
+        let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
+        let (o, lse) = p.run(ctx, &mla, None)?;
+        let (want_o, want_lse) = p.reference_for(kernel);
+        let ((oa, or), (la, lr)) = (o_tol, SPARSE_MLA_LSE_TOL);
+        let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
+        let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
+        let case = format!("batch 2, {} rows", 3 * k);
+        push(&labelled("sparse_mla", units), case, e.max(e2));
+    }
 
     let p = LseMergeProblem::random(1000, cfg.model.kv_lora_rank as usize, &[3], &[3, 4], 14);
     let (o, lse) = p.run(ctx, &LseMerge::new(ctx)?)?;
@@ -263,6 +277,34 @@ struct Shape<'a> {
     context: u32,
 }
 
+/// The FLOP rate of the units a kernel multiplies on (GFLOP/s): the FMA probe's, or the
+/// cooperative-matrix probe's.
+fn rate(c: &Ceilings, units: MatrixPath) -> f64 {
+    match units {
+        MatrixPath::Fma => c.fma_gflop_per_s,
+        MatrixPath::Coop => c.coop_gflop_per_s.unwrap_or(c.fma_gflop_per_s),
+    }
+}
+
+/// A kernel's name in the report: coop kernels carry their path.
+fn labelled(kernel: &str, units: MatrixPath) -> String {
+    match units {
+        MatrixPath::Fma => kernel.to_string(),
+        MatrixPath::Coop => format!("{kernel} coop"),
+    }
+}
+
+/// The kernels paths a benchmark times side by side: fma always, coop where the context has it
+/// and the stored dtype is f16 (the coop kernels' input).
+fn paths(ctx: &GpuContext, cfg: &RunConfig) -> Vec<MatrixPath> {
+    let mut p = vec![MatrixPath::Fma];
+    if ctx.matrix == MatrixPath::Coop && cfg.dtype == crate::Dtype::F16 {
+        p.push(MatrixPath::Coop);
+    }
+    p
+}
+
+#[allow(clippy::too_many_arguments)]
 fn timing(
     kernel: &str,
     s: &Shape,
@@ -270,14 +312,41 @@ fn timing(
     bytes: u64,
     flops: u64,
     c: &Ceilings,
+    units: MatrixPath,
 ) -> KernelTiming {
-    let roof =
-        (bytes as f64 / (c.copy_gb_per_s * 1e9)).max(flops as f64 / (c.fma_gflop_per_s * 1e9));
+    KernelTiming {
+        preset: s.cfg.model.name.clone(),
+        ..row(
+            &labelled(kernel, units),
+            s.batch,
+            s.context,
+            (t, clock),
+            bytes,
+            flops,
+            c,
+            units,
+        )
+    }
+}
+
+/// One row of the report, against the roofline of `units`.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    kernel: &str,
+    batch: u32,
+    context: u32,
+    (t, clock): (f64, &str),
+    bytes: u64,
+    flops: u64,
+    c: &Ceilings,
+    units: MatrixPath,
+) -> KernelTiming {
+    let roof = (bytes as f64 / (c.copy_gb_per_s * 1e9)).max(flops as f64 / (rate(c, units) * 1e9));
     KernelTiming {
         kernel: kernel.into(),
-        preset: s.cfg.model.name.clone(),
-        batch: s.batch,
-        context: s.context,
+        preset: String::new(),
+        batch,
+        context,
         time_us: t * 1e6,
         bytes,
         flops,
@@ -296,8 +365,8 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let mut rng = Rng::new(b as u64 * 1000 + t as u64);
     let mut out = Vec::new();
 
-    // --- indexer: keys split into as many buffers as the binding limit needs
-    let indexer = Indexer::new(ctx, &cfg.indexer_shape())?;
+    // --- indexer: keys split into as many buffers as the binding limit needs; each path's
+    // kernel on the same buffers
     let seq_bytes = t as u64 * cfg.key_bytes();
     let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
     let q = ctx.upload(
@@ -306,8 +375,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     )?;
     let w = ctx.upload("w", &rng.vec((b * cfg.model.index_heads) as usize))?;
     let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
-    let mut keep = Vec::new();
-    let mut dispatches = Vec::new();
+    let mut parts = Vec::new(); // (b0, batch, keys, seq)
     let mut b0 = 0;
     while b0 < b {
         let nb = per_buf.min(b - b0);
@@ -318,33 +386,45 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
             table[2 * (b0 + i) as usize] = i * t;
             table[2 * (b0 + i) as usize + 1] = t;
         }
-        let seq = ctx.upload("seq", &table)?;
-        let args = IndexerArgs {
-            q: &q,
-            w: &w,
-            keys: &keys,
-            seq: &seq,
-            scores: &scores,
-            b0,
-            batch: nb,
-            max_len: t,
-            score_stride: t,
-        };
-        dispatches.push(indexer.bind(ctx, &args));
-        keep.push((keys, seq));
+        parts.push((b0, nb, keys, ctx.upload("seq", &table)?));
         b0 += nb;
     }
-    let refs: Vec<&Dispatch> = dispatches.iter().collect();
     let total_keys = b as u64 * t as u64;
-    out.push(timing(
-        "indexer",
-        s,
-        time_pass(ctx, &refs, reps)?,
-        indexer.bytes(total_keys),
-        indexer.flops(total_keys),
-        c,
-    ));
-    drop((dispatches, keep));
+    for units in paths(ctx, cfg) {
+        let kernel = match units {
+            MatrixPath::Fma => IndexerKernel::Fma,
+            MatrixPath::Coop => IndexerKernel::Coop,
+        };
+        let indexer = Indexer::with(ctx, &cfg.indexer_shape(), kernel)?;
+        let dispatches: Vec<Dispatch> = parts
+            .iter()
+            .map(|(b0, nb, keys, seq)| {
+                let args = IndexerArgs {
+                    q: &q,
+                    w: &w,
+                    keys,
+                    seq,
+                    scores: &scores,
+                    b0: *b0,
+                    batch: *nb,
+                    max_len: t,
+                    score_stride: t,
+                };
+                indexer.bind(ctx, &args)
+            })
+            .collect();
+        let refs: Vec<&Dispatch> = dispatches.iter().collect();
+        out.push(timing(
+            "indexer",
+            s,
+            time_pass(ctx, &refs, reps)?,
+            indexer.bytes(total_keys),
+            indexer.flops(total_keys),
+            c,
+            units,
+        ));
+    }
+    drop(parts);
 
     // --- top-k over random scores
     let topk = TopK::new(ctx, &cfg.topk_shape())?;
@@ -376,10 +456,10 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         topk.bytes(total_keys, b as u64),
         0,
         c,
+        MatrixPath::Fma,
     ));
 
     // --- sparse MLA: random ids into a row buffer of up to 1 GiB (its cost does not depend on T)
-    let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape())?;
     let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))
         .max(cfg.model.topk as u64);
     let rows = random_buffer(ctx, "rows", rows_n * cfg.row_bytes(), cfg.dtype, 7)?;
@@ -398,76 +478,87 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         b as u64 * cfg.model.heads as u64 * cfg.model.kv_lora_rank as u64 * 4,
     )?;
     let lse = ctx.storage("lse", b as u64 * cfg.model.heads as u64 * 4)?;
-    let scratch = mla.scratch(ctx, b)?;
-    let args = SparseMlaArgs {
-        q: &q,
-        ids: &ids,
-        seq: &zero_base,
-        rows: &rows,
-        scratch: &scratch,
-        o_lat: &o_lat,
-        lse: &lse,
-        b0: 0,
-        batch: b,
-    };
-    let d = mla.bind(ctx, &args);
-    let (flops, bytes) = (mla.flops(b as u64), mla.bytes(b as u64));
-    out.push(timing(
-        "sparse_mla",
-        s,
-        time_pass(ctx, &[&d], reps)?,
-        bytes,
-        flops,
-        c,
-    ));
-    // The steps apart: `scores` reads every row and writes the scores; `attend` reads the scores
-    // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
-    let steps = d.steps();
-    let score_flops = mla.score_flops(b as u64);
-    let scores_bytes = b as u64 * cfg.model.heads as u64 * cfg.model.topk as u64 * 4;
-    // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
-    let partial_bytes = if steps.len() > 2 {
-        scratch.splits as u64
-            * b as u64
-            * cfg.model.heads as u64
-            * cfg.model.kv_lora_rank as u64
-            * 4
-    } else {
-        0
-    };
-    let kv_share = cfg.model.kv_lora_rank as u64 * bytes / cfg.model.row_dim() as u64;
-    let t = time_pass(ctx, &[&steps[0]], reps)?;
-    out.push(timing(
-        if mla.wide_scores(b) {
-            "  .scores"
-        } else {
-            "  .scores_narrow"
-        },
-        s,
-        t,
-        bytes + scores_bytes,
-        score_flops,
-        c,
-    ));
-    let t = time_pass(ctx, &[&steps[1]], reps)?;
-    out.push(timing(
-        "  .attend",
-        s,
-        t,
-        kv_share + scores_bytes + partial_bytes,
-        flops - score_flops,
-        c,
-    ));
-    if let Some(reduce) = steps.get(2) {
-        let t = time_pass(ctx, &[reduce], reps)?;
+    for units in paths(ctx, cfg) {
+        let kernel = match units {
+            MatrixPath::Fma => SparseMlaKernel::Fma,
+            MatrixPath::Coop => SparseMlaKernel::Coop,
+        };
+        let mla = SparseMla::with(ctx, &cfg.sparse_mla_shape(), kernel)?;
+        let scratch = mla.scratch(ctx, b)?;
+        let args = SparseMlaArgs {
+            q: &q,
+            ids: &ids,
+            seq: &zero_base,
+            rows: &rows,
+            scratch: &scratch,
+            o_lat: &o_lat,
+            lse: &lse,
+            b0: 0,
+            batch: b,
+        };
+        let d = mla.bind(ctx, &args);
+        let (flops, bytes) = (mla.flops(b as u64), mla.bytes(b as u64));
         out.push(timing(
-            "  .reduce",
+            "sparse_mla",
+            s,
+            time_pass(ctx, &[&d], reps)?,
+            bytes,
+            flops,
+            c,
+            units,
+        ));
+        // The steps apart: `scores` reads every row and writes the scores; `attend` reads the scores
+        // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
+        let steps = d.steps();
+        let score_flops = mla.score_flops(b as u64);
+        let scores_bytes = b as u64 * cfg.model.heads as u64 * cfg.model.topk as u64 * 4;
+        // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
+        let partial_bytes = if steps.len() > 2 {
+            scratch.splits as u64
+                * b as u64
+                * cfg.model.heads as u64
+                * cfg.model.kv_lora_rank as u64
+                * 4
+        } else {
+            0
+        };
+        let kv_share = cfg.model.kv_lora_rank as u64 * bytes / cfg.model.row_dim() as u64;
+        let t = time_pass(ctx, &[&steps[0]], reps)?;
+        out.push(timing(
+            if mla.wide_scores(b) {
+                "  .scores"
+            } else {
+                "  .scores_narrow"
+            },
             s,
             t,
-            partial_bytes + partial_bytes / scratch.splits as u64,
-            0,
+            bytes + scores_bytes,
+            score_flops,
             c,
+            units,
         ));
+        let t = time_pass(ctx, &[&steps[1]], reps)?;
+        out.push(timing(
+            "  .attend",
+            s,
+            t,
+            kv_share + scores_bytes + partial_bytes,
+            flops - score_flops,
+            c,
+            units,
+        ));
+        if let Some(reduce) = steps.get(2) {
+            let t = time_pass(ctx, &[reduce], reps)?;
+            out.push(timing(
+                "  .reduce",
+                s,
+                t,
+                partial_bytes + partial_bytes / scratch.splits as u64,
+                0,
+                c,
+                units,
+            ));
+        }
     }
 
     // --- lse merge of two such results
@@ -496,6 +587,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         bytes,
         rows_bh as u64 * cfg.model.kv_lora_rank as u64 * 6,
         c,
+        MatrixPath::Fma,
     ));
     Ok(out)
 }
@@ -542,6 +634,27 @@ pub fn run(
                     &ceilings,
                     opts.reps,
                 )?);
+            }
+        }
+    }
+    // The GEMM family at 8192³ and at the decoder layer's shapes (the v32 model's), on each
+    // path's kernel, its result checked exactly.
+    if opts.presets.iter().any(|c| c.model.name == "v32") {
+        let mut kernels = vec![GemmKernel::Fma];
+        if ctx.matrix == MatrixPath::Coop {
+            kernels.insert(0, GemmKernel::CoopF16);
+        }
+        let mut shapes = vec![(8192, 8192, 8192)];
+        shapes.extend(gemm::decoder_shapes());
+        for kernel in kernels {
+            progress(&format!("gemm {}", kernel.name()));
+            for &mnk in &shapes {
+                let (mut t, exact) = gemm::time_gemm(ctx, kernel, mnk, &ceilings, opts.reps)?;
+                if !exact {
+                    return Err(Error::Gpu(format!("{}: C is not K / 2", t.kernel)));
+                }
+                t.preset = "v32".into();
+                timings.push(t);
             }
         }
     }

@@ -1,10 +1,11 @@
 //! Lightning indexer: `index_score[b, s] = Σ_j w[b, j] · ReLU(q[b, j, :] · k_b[s, :])`.
-//! Shader: `shaders/indexer.wgsl`. Reference: [`crate::reference::indexer`].
+//! Shaders: `shaders/indexer.wgsl` (the f32 FMA units) and `shaders/indexer_coop.wgsl` (the
+//! tensor cores, f16 keys, q rounded to f16). Reference: [`crate::reference::indexer`].
 
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
-use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, MatrixPath};
 
 /// Keys per workgroup (KEYS_PER_WG in the shader).
 pub const KEYS_PER_WG: u32 = 256;
@@ -30,9 +31,33 @@ impl Params {
     }
 }
 
+/// The two indexer kernels. [`Indexer::new`] takes `Coop` on the coop path for f16 keys, `Fma`
+/// everywhere else (f32 keys would be rounded to f16 on the tensor cores: they stay exact).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexerKernel {
+    /// The f32 FMA units (`indexer.wgsl`); f16 or f32 keys.
+    Fma,
+    /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys, q rounded to f16.
+    Coop,
+}
+
+impl IndexerKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexerKernel::Fma => "fma",
+            IndexerKernel::Coop => "coop",
+        }
+    }
+}
+
+/// The workgroup memory of `indexer_coop.wgsl`: Q [64][40] and K [256][40] f16, 8 × 256 f32 of
+/// epilogue staging and 64 f32 weights.
+const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 256 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
+
 #[derive(Debug)]
 pub struct Indexer {
     pipeline: wgpu::ComputePipeline,
+    pub kernel: IndexerKernel,
     pub heads: u32,
     pub dim: u32,
     pub dtype: Dtype,
@@ -74,17 +99,56 @@ impl IndexerShape {
 }
 
 impl Indexer {
+    /// The indexer of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
+        let coop = ctx.matrix == MatrixPath::Coop
+            && shape.dtype == Dtype::F16
+            && ctx.report.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES;
+        let kernel = if coop {
+            IndexerKernel::Coop
+        } else {
+            IndexerKernel::Fma
+        };
+        Self::with(ctx, shape, kernel)
+    }
+
+    /// A given kernel (for tests and benchmarks): an error where the context or the shape
+    /// cannot take it.
+    pub fn with(ctx: &GpuContext, shape: &IndexerShape, kernel: IndexerKernel) -> Result<Self> {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
-        let pipeline = ctx.pipeline(
-            "indexer",
-            crate::shaders::INDEXER,
-            "main",
-            &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
-        )?;
+        let pipeline = match kernel {
+            IndexerKernel::Fma => ctx.pipeline(
+                "indexer",
+                crate::shaders::INDEXER,
+                "main",
+                &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
+            )?,
+            IndexerKernel::Coop => {
+                if ctx.matrix != MatrixPath::Coop {
+                    return Err(Error::Unsupported {
+                        what: "the coop indexer".into(),
+                        need: "a context on the coop matrix path".into(),
+                        have: ctx.report.matrix.clone(),
+                    });
+                }
+                if dtype != Dtype::F16 {
+                    return Err(Error::config("coop indexer keys", dtype, "f16"));
+                }
+                let have = ctx.report.max_compute_workgroup_storage_size;
+                if have < COOP_WORKGROUP_BYTES {
+                    return Err(Error::Unsupported {
+                        what: "the coop indexer".into(),
+                        need: format!("{COOP_WORKGROUP_BYTES} bytes of workgroup memory"),
+                        have: format!("{have}"),
+                    });
+                }
+                ctx.pipeline("indexer_coop", crate::shaders::INDEXER_COOP, "main", &[])?
+            }
+        };
         Ok(Indexer {
             pipeline,
+            kernel,
             heads,
             dim,
             dtype,

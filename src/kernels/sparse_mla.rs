@@ -1,12 +1,14 @@
 //! Sparse MLA decode, absorbed (MQA) mode: every head attends to the same k latent rows.
-//! Shader: `shaders/sparse_mla.wgsl` (entry points `scores`, `attend`, `reduce`, recorded as one
-//! dispatch).
+//! Shaders: `shaders/sparse_mla.wgsl` (the f32 FMA units: entry points `scores`,
+//! `scores_narrow`, `attend`, `reduce`) and `shaders/sparse_mla_coop.wgsl` (the tensor cores,
+//! f16 rows: `scores`, `attend`; its slices merged by the former's `reduce`), both on
+//! `shaders/lib/mla.wgsl`; a call's steps are recorded as one dispatch.
 //! Reference: [`crate::reference::sparse_mla`].
 
 use super::{Dispatch, StepSpec, dispatch_steps};
 use crate::config::Dtype;
-use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, MatrixPath};
 
 /// `scores`: heads and ids per workgroup (HT, RW in the shader).
 pub const SCORE_HEADS_PER_WG: u32 = 64;
@@ -61,12 +63,38 @@ pub enum ScoresTile {
     Narrow,
 }
 
+/// The two sparse MLA kernels. [`SparseMla::new`] takes `Coop` on the coop path for f16 rows,
+/// `Fma` everywhere else (f32 rows would be rounded to f16 on the tensor cores: they stay exact).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseMlaKernel {
+    /// The f32 FMA units (`sparse_mla.wgsl`); f16 or f32 rows.
+    Fma,
+    /// Cooperative matrices (`sparse_mla_coop.wgsl`); f16 rows, q and P rounded to f16.
+    Coop,
+}
+
+impl SparseMlaKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SparseMlaKernel::Fma => "fma",
+            SparseMlaKernel::Coop => "coop",
+        }
+    }
+}
+
+/// The workgroup memory of `sparse_mla_coop.wgsl`'s larger step (`scores`: Q [64][40] and rows
+/// [256][40] f16, 256 row ids, 8 × 256 f32 of staging; `attend` needs 32.5 KiB).
+const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 256 * 40) * 2 + 256 * 4 + 8 * 256 * 4;
+
 #[derive(Debug)]
 pub struct SparseMla {
-    /// The `scores` tile; `Auto` unless a test or benchmark pins one.
+    /// The `scores` tile; `Auto` unless a test or benchmark pins one (the fma kernel's: the coop
+    /// kernel has one tile).
     pub scores_tile: ScoresTile,
+    pub kernel: SparseMlaKernel,
     scores: wgpu::ComputePipeline,
-    scores_narrow: wgpu::ComputePipeline,
+    /// The fma kernel's narrow tile (none on the coop kernel).
+    scores_narrow: Option<wgpu::ComputePipeline>,
     attend: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
     /// What it was built for.
@@ -128,7 +156,22 @@ impl SparseMlaShape {
 }
 
 impl SparseMla {
+    /// Sparse MLA of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        let coop = ctx.matrix == MatrixPath::Coop
+            && shape.dtype == Dtype::F16
+            && ctx.report.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES;
+        let kernel = if coop {
+            SparseMlaKernel::Coop
+        } else {
+            SparseMlaKernel::Fma
+        };
+        Self::with(ctx, shape, kernel)
+    }
+
+    /// A given kernel (for tests and benchmarks): an error where the context or the shape
+    /// cannot take it.
+    pub fn with(ctx: &GpuContext, shape: &SparseMlaShape, kernel: SparseMlaKernel) -> Result<Self> {
         shape.validate()?;
         let (kv, rope) = (shape.kv, shape.rope);
         let src = crate::shaders::SPARSE_MLA;
@@ -141,17 +184,50 @@ impl SparseMla {
                 !shape.heads.is_multiple_of(ATTEND_HEADS_PER_WG) as u32 as f64,
             ),
         ];
+        let reduce = ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?;
+        if kernel == SparseMlaKernel::Fma {
+            return Ok(SparseMla {
+                scores_tile: ScoresTile::Auto,
+                kernel,
+                scores: ctx.pipeline("sparse_mla scores", src, "scores", &constants)?,
+                scores_narrow: Some(ctx.pipeline(
+                    "sparse_mla scores_narrow",
+                    src,
+                    "scores_narrow",
+                    &constants,
+                )?),
+                attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
+                reduce,
+                shape: *shape,
+            });
+        }
+        if ctx.matrix != MatrixPath::Coop {
+            return Err(Error::Unsupported {
+                what: "the coop sparse MLA".into(),
+                need: "a context on the coop matrix path".into(),
+                have: ctx.report.matrix.clone(),
+            });
+        }
+        if shape.dtype != Dtype::F16 {
+            return Err(Error::config("coop sparse MLA rows", shape.dtype, "f16"));
+        }
+        let have = ctx.report.max_compute_workgroup_storage_size;
+        if have < COOP_WORKGROUP_BYTES {
+            return Err(Error::Unsupported {
+                what: "the coop sparse MLA".into(),
+                need: format!("{COOP_WORKGROUP_BYTES} bytes of workgroup memory"),
+                have: format!("{have}"),
+            });
+        }
+        let coop = crate::shaders::SPARSE_MLA_COOP;
+        let constants = [("KV", kv as f64), ("ROPE", rope as f64)];
         Ok(SparseMla {
-            scores_tile: ScoresTile::Auto,
-            scores: ctx.pipeline("sparse_mla scores", src, "scores", &constants)?,
-            scores_narrow: ctx.pipeline(
-                "sparse_mla scores_narrow",
-                src,
-                "scores_narrow",
-                &constants,
-            )?,
-            attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
-            reduce: ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?,
+            scores_tile: ScoresTile::Wide,
+            kernel,
+            scores: ctx.pipeline("sparse_mla_coop scores", coop, "scores", &constants)?,
+            scores_narrow: None,
+            attend: ctx.pipeline("sparse_mla_coop attend", coop, "attend", &constants)?,
+            reduce,
             shape: *shape,
         })
     }
@@ -166,6 +242,9 @@ impl SparseMla {
 
     /// Whether a dispatch of `batch` sequences runs the wide `scores` tile (else `scores_narrow`).
     pub fn wide_scores(&self, batch: u32) -> bool {
+        if self.scores_narrow.is_none() {
+            return true;
+        }
         match self.scores_tile {
             ScoresTile::Auto => {
                 self.wide_grid(batch).iter().product::<u32>() >= SCORES_WIDE_MIN_WORKGROUPS
@@ -226,15 +305,16 @@ impl SparseMla {
             zero: 0,
             _pad: 0,
         };
-        let (scores, score_grid) = if self.wide_scores(a.batch) {
-            (&self.scores, self.wide_grid(a.batch))
-        } else {
-            let narrow = [
-                self.shape.topk.div_ceil(NARROW_IDS_PER_WG),
-                self.shape.heads.div_ceil(NARROW_HEADS_PER_WG),
-                a.batch,
-            ];
-            (&self.scores_narrow, narrow)
+        let (scores, score_grid) = match &self.scores_narrow {
+            Some(narrow) if !self.wide_scores(a.batch) => {
+                let grid = [
+                    self.shape.topk.div_ceil(NARROW_IDS_PER_WG),
+                    self.shape.heads.div_ceil(NARROW_HEADS_PER_WG),
+                    a.batch,
+                ];
+                (narrow, grid)
+            }
+            _ => (&self.scores, self.wide_grid(a.batch)),
         };
         let attend_grid = [
             ATTEND_DIM_SPLITS * self.shape.heads.div_ceil(ATTEND_HEADS_PER_WG),

@@ -1,0 +1,115 @@
+// lib/mla.wgsl — what the sparse MLA kernels share: the row layout, the uniform and bindings of
+// the three steps, the ids → rows map, where each score tile's softmax statistics live, and the
+// fold of a slice's statistics from its tiles'. Composed in front of sparse_mla.wgsl (f32 FMA
+// units) and sparse_mla_coop.wgsl (tensor cores), which write the same scratch the same way, so
+// `reduce` and the slices' arithmetic are one.
+
+override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
+override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
+override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
+override DQ: u32 = KV + ROPE;     // dims of one row / one query
+const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
+const AT: u32 = 256u;             // attend: threads per workgroup
+const HB: u32 = 64u;              // attend: heads per workgroup (and half the KV dims)
+
+struct Params {
+    heads: u32,          // H (any; workgroups mask heads ≥ H)
+    topk: u32,           // ids per sequence
+    b0: u32,             // first sequence of this dispatch
+    softmax_scale: f32,
+    batch: u32,          // sequences in this dispatch
+    splits: u32,         // slices of the k ids in `attend`
+    // Always 0. Added to the inner loops' constant bounds so that the driver cannot unroll them
+    // completely: fully unrolled, NVIDIA's compiler keeps more values live (`scores`: 168
+    // registers a thread instead of 128), which halves the workgroups per SM and costs 30%.
+    zero: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;          // [B, H, DQ] = q_abs ‖ q_pe
+@group(0) @binding(2) var<storage, read> ids: array<i32>;              // [B, topk], -1 = none
+@group(0) @binding(3) var<storage, read> seq: array<u32>;              // [B, 2] = (first row, _)
+@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [batch, H, topk] scores,
+                                                                      // then [batch, H, tiles, 2] tile stats
+@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]
+@group(0) @binding(7) var<storage, read_write> part_lse: array<f32>;   // [splits, batch, H]
+@group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
+@group(0) @binding(9) var<storage, read_write> lse: array<f32>;        // [B, H]
+
+fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words per row
+
+// Absolute row of id j of sequence b, or −1 (id −1, or j past k).
+fn row_of(b: u32, j: u32) -> i32 {
+    if (j >= params.topk) { return -1i; }
+    let id = ids[b * params.topk + j];
+    return select(-1i, id + i32(seq[2u * b]), id >= 0i);
+}
+
+// Score tiles per sequence (RT ids each).
+fn tiles() -> u32 { return (params.topk + RT - 1u) / RT; }
+
+// Where tile t's (max, sum) of head h of the dispatch's sequence bl is: after all the scores.
+fn stats_at(bl: u32, h: u32, t: u32) -> u32 {
+    return params.batch * params.heads * params.topk + 2u * ((bl * params.heads + h) * tiles() + t);
+}
+
+// Slice z's ids (js, je) of a sequence: slices are whole score tiles (RT ids), so the tiles'
+// statistics add up to the slice's; a trailing slice may be empty (js = je = k).
+fn slice_ids(z: u32) -> vec2<u32> {
+    let K = params.topk;
+    let per_split = ((K + params.splits - 1u) / params.splits + RT - 1u) / RT * RT;
+    let js = min(z * per_split, K);
+    return vec2<u32>(js, min(js + per_split, K));
+}
+
+// ---- attend's softmax statistics of a slice (ids js .. je of head group h0 of the dispatch's
+// sequence bl)
+
+var<workgroup> red_m: array<f32, AT>;         // [HB][4] partial maxima
+var<workgroup> red_l: array<f32, AT>;         // [HB][4] partial sums
+var<workgroup> m_s: array<f32, HB>;           // max score per head
+var<workgroup> l_s: array<f32, HB>;           // Σ exp(score − max) per head
+var<workgroup> il_s: array<f32, HB>;          // 1 / l_s (0 for a head without a valid id)
+
+// The slice's (max, Σ exp(score − max)) per head into m_s, l_s (and 1 / l into il_s), folded
+// from its tiles' statistics: thread (sh, sp) folds tiles t0+sp, t0+sp+4, … of head sh. Every
+// thread of the workgroup calls it (it has barriers).
+fn slice_stats(bl: u32, h0: u32, js: u32, je: u32, lid: u32) {
+    let H = params.heads;
+    let sh = lid / 4u;
+    let sp = lid % 4u;
+    var m = neg_inf();
+    var l = 0.0;
+    if (h0 + sh < H && js < je) {   // (an empty slice at the end starts at k, inside a tile)
+        for (var t = js / RT + sp; t * RT < je; t += 4u) {
+            let at = stats_at(bl, h0 + sh, t);
+            let tm = scratch[at];
+            if (tm != neg_inf()) {
+                let m_new = max(m, tm);
+                l = l * exp(m - m_new) + scratch[at + 1u] * exp(tm - m_new);
+                m = m_new;
+            }
+        }
+    }
+    red_m[lid] = m;
+    red_l[lid] = l;
+    workgroupBarrier();   // all partial (max, sum) pairs visible
+    if (sp == 0u) {
+        var mm = neg_inf();
+        for (var i = 0u; i < 4u; i++) { mm = max(mm, red_m[sh * 4u + i]); }
+        var ll = 0.0;
+        if (mm != neg_inf()) {
+            for (var i = 0u; i < 4u; i++) {
+                let mi = red_m[sh * 4u + i];
+                if (mi != neg_inf()) { ll += red_l[sh * 4u + i] * exp(mi - mm); }
+            }
+        }
+        m_s[sh] = mm;
+        l_s[sh] = ll;
+        il_s[sh] = select(0.0, 1.0 / ll, ll > 0.0);
+    }
+    workgroupBarrier();   // m_s and l_s final before probabilities are formed
+}
