@@ -113,6 +113,7 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
         topk.bind(
             ctx,
             &TopKArgs {
+                scratch: None,
                 scores: &scores,
                 seq: &seq,
                 topk_indices: &ids,
@@ -120,7 +121,7 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
                 batch,
                 score_stride: cfg.context,
             },
-        ),
+        )?,
         mla.bind(
             ctx,
             &SparseMlaArgs {

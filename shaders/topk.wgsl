@@ -15,45 +15,18 @@
 //      Walking in index order is what sends ties to the lower index.
 //   3. bitonic sort of the ≤ MAX_K candidates by (key desc, index asc), then write indices.
 // The three steps are lib/select.wgsl's (shared with resolve.wgsl); this file gives them the
-// candidates (`select_key`: a row's scores as order-preserving keys) and the order.
+// candidates (`select_key`: a row's scores as order-preserving keys), lib/topk_order.wgsl the
+// order (shared with topk_split.wgsl, the multi-workgroup select of long rows).
 //
 // Left out: k > 2048 (the candidates must fit workgroup memory), NaN scores (they order as
 // the largest or smallest values by their sign bit; the indexer never makes them).
 
-override WG: u32 = 256u;   // threads per workgroup, a power of two ≤ 1024
-
-struct Params {
-    k: u32,             // selected per row, 1 ..= MAX_K
-    score_stride: u32,  // row stride of `scores`
-    b0: u32,            // first row of this dispatch
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> scores: array<f32>;            // [B, score_stride]
-@group(0) @binding(2) var<storage, read> seq: array<u32>;               // [B, 2] = (first row, T_b)
-@group(0) @binding(3) var<storage, read_write> topk_indices: array<i32>; // [B, k]
-
 var<private> row_base: u32;   // this workgroup's row of `scores`
 
-// Monotone map f32 → u32: a > b as floats ⇔ key(a) > key(b) as integers.
-fn order_key(x: f32) -> u32 {
-    let u = bitcast<u32>(x);
-    return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u);
-}
-
-// lib/select.wgsl hooks: every score of the row is a candidate; the largest keys win; the output
-// is by key descending, then index ascending.
+// lib/select.wgsl's candidate hook: every score of the row (the order, select_largest and
+// sorts_before, is lib/topk_order.wgsl's)
 fn select_key(i: u32) -> vec2<u32> {
     return vec2<u32>(order_key(scores[row_base + i]), 1u);
-}
-
-fn select_largest() -> bool {
-    return true;
-}
-
-fn sorts_before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
-    return ka > kb || (ka == kb && ia <= ib);
 }
 
 @compute @workgroup_size(WG)

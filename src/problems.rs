@@ -231,6 +231,7 @@ impl TopKProblem {
         let out = ctx.storage("topk_indices", (self.lens.len() * self.k * 4) as u64)?;
         ctx.fill(&out, POISON_U32);
         let args = TopKArgs {
+            scratch: None,
             scores: &scores,
             seq: &seq,
             topk_indices: &out,
@@ -238,7 +239,7 @@ impl TopKProblem {
             batch: self.lens.len() as u32,
             score_stride: self.score_stride as u32,
         };
-        run_one(ctx, &kernel.bind(ctx, &args), timer)?;
+        run_one(ctx, &kernel.bind(ctx, &args)?, timer)?;
         let mut got: Vec<i32> = ctx.read(&out)?;
         got.truncate(self.lens.len() * self.k);
         Ok(got)

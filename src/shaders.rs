@@ -26,7 +26,8 @@ units! {
     INDEXER = "indexer": ["lib/f16.wgsl", "indexer.wgsl"];
     INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
-    TOPK = "topk": ["lib/select.wgsl", "topk.wgsl"];
+    TOPK = "topk": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk.wgsl"];
+    TOPK_SPLIT = "topk_split": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk_split.wgsl"];
     SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "lib/mla.wgsl", "sparse_mla.wgsl"];
     SPARSE_MLA_COOP = "sparse_mla_coop": ["sparse_mla_coop.wgsl", "lib/mla.wgsl"];
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["sparse_mla_naive.wgsl"];

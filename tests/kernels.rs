@@ -8,7 +8,7 @@ use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::MatrixPath;
 use ess_wgpu::kernels::indexer::{IndexerKernel, IndexerShape};
 use ess_wgpu::kernels::sparse_mla::{ScoresTile, SparseMlaKernel};
-use ess_wgpu::kernels::topk::TopKShape;
+use ess_wgpu::kernels::topk::{TopKShape, TopKSplit};
 use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
@@ -61,35 +61,58 @@ fn indexer_matches_reference() {
     }
 }
 
+/// Both top-k kernels (a row a workgroup; split over 3 or 7 workgroups, segments that are not
+/// multiples of the 256-thread workgroup) against the reference, ties included.
 #[test]
 fn topk_matches_reference_on_edge_lengths_and_ties() {
     let ctx = ctx();
     for (i, &k) in [1usize, 16, 100, 2048].iter().enumerate() {
-        let kernel = TopK::new(ctx, &TopKShape { k: k as u32 }).unwrap();
+        let mut kernel = TopK::new(ctx, &TopKShape { k: k as u32 }).unwrap();
         let lens = [0, 1, k.saturating_sub(1), k, k + 1, 1000, 5003];
         for distinct in [0u64, 3, 1] {
             let p = TopKProblem::random(k, &lens, distinct, fresh_seed(i as u64 * 10 + distinct));
-            let got = p.run(ctx, &kernel, None).unwrap();
             let want = p.reference();
-            if got != want {
-                let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap();
-                panic!(
-                    "k {k}, distinct {distinct}: first mismatch at {first}: got {} want {}",
-                    got[first], want[first]
-                );
+            for split in [
+                TopKSplit::Never,
+                TopKSplit::Segments(3),
+                TopKSplit::Segments(7),
+            ] {
+                kernel.split = split;
+                let got = p.run(ctx, &kernel, None).unwrap();
+                if got != want {
+                    let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap();
+                    panic!(
+                        "k {k}, distinct {distinct}, {split:?}: first mismatch at {first}: got {} \
+                         want {}",
+                        got[first], want[first]
+                    );
+                }
             }
         }
     }
 }
 
+/// Rows long enough for `Auto` to split them, and the same rows in one workgroup each.
 #[test]
 fn topk_handles_long_rows() {
     let ctx = ctx();
-    let kernel = TopK::new(ctx, &TopKShape { k: 2048 }).unwrap();
+    let mut kernel = TopK::new(ctx, &TopKShape { k: 2048 }).unwrap();
     let p = TopKProblem::random(2048, &[262_144, 131_071], 0, fresh_seed(99));
-    assert_eq!(p.run(ctx, &kernel, None).unwrap(), p.reference());
     let ties = TopKProblem::random(2048, &[200_000], 50, fresh_seed(98));
-    assert_eq!(ties.run(ctx, &kernel, None).unwrap(), ties.reference());
+    assert!(kernel.segments(2, 262_144) > 1, "Auto splits rows of 256K");
+    for split in [TopKSplit::Auto, TopKSplit::Never] {
+        kernel.split = split;
+        assert_eq!(
+            p.run(ctx, &kernel, None).unwrap(),
+            p.reference(),
+            "{split:?}"
+        );
+        assert_eq!(
+            ties.run(ctx, &kernel, None).unwrap(),
+            ties.reference(),
+            "{split:?} ties"
+        );
+    }
 }
 
 fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize], seed: u64) {

@@ -17,7 +17,7 @@ use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
 use crate::kernels::sparse_mla::SparseMlaKernel;
-use crate::kernels::topk::TopKArgs;
+use crate::kernels::topk::{TopKArgs, TopKSplit, split_segments};
 use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
 use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
@@ -427,7 +427,6 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     drop(parts);
 
     // --- top-k over random scores
-    let topk = TopK::new(ctx, &cfg.topk_shape())?;
     let host_scores: Vec<f32> = (0..total_keys).map(|_| rng.range(-4.0, 4.0)).collect();
     ctx.write(&scores, 0, bytemuck::cast_slice(&host_scores));
     let seqs: Vec<SeqRows> = (0..b)
@@ -438,26 +437,34 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         .collect();
     let seq = ctx.upload("seq", &seq_table(&seqs))?;
     let topk_indices = ctx.storage("topk_indices", b as u64 * cfg.model.topk as u64 * 4)?;
-    let d = topk.bind(
-        ctx,
-        &TopKArgs {
+    // both kernels: one workgroup a row, and split over several (what `Auto` takes from
+    // SPLIT_MIN_LEN on)
+    let mut topk = TopK::new(ctx, &cfg.topk_shape())?;
+    for (label, split) in [
+        ("topk", TopKSplit::Never),
+        ("topk split", TopKSplit::Segments(split_segments(b, t))),
+    ] {
+        topk.split = split;
+        let args = TopKArgs {
+            scratch: None,
             scores: &scores,
             seq: &seq,
             topk_indices: &topk_indices,
             b0: 0,
             batch: b,
             score_stride: t,
-        },
-    );
-    out.push(timing(
-        "topk",
-        s,
-        time_pass(ctx, &[&d], reps)?,
-        topk.bytes(total_keys, b as u64),
-        0,
-        c,
-        MatrixPath::Fma,
-    ));
+        };
+        let d = topk.bind(ctx, &args)?;
+        out.push(timing(
+            label,
+            s,
+            time_pass(ctx, &[&d], reps)?,
+            topk.bytes(total_keys, b as u64),
+            0,
+            c,
+            MatrixPath::Fma,
+        ));
+    }
 
     // --- sparse MLA: random ids into a row buffer of up to 1 GiB (its cost does not depend on T)
     let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))

@@ -45,7 +45,7 @@ use crate::kernels::fill::FillRange;
 use crate::kernels::indexer::{IndexerArgs, KEYS_PER_WG};
 use crate::kernels::overlap::OverlapArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
-use crate::kernels::topk::TopKArgs;
+use crate::kernels::topk::{TopKArgs, TopKScratch};
 use crate::kernels::{Digest, Dispatch, Indexer, Overlap, SparseMla, TopK};
 use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
@@ -117,6 +117,10 @@ pub struct Engine {
     moves: u32,
     scores: wgpu::Buffer,
     scratch: SparseMlaScratch,
+    /// The top-k kernel, and its split kernel's working space where rows are long enough to
+    /// take it (one for all layers: their steps run in order).
+    topk: TopK,
+    topk_scratch: Option<TopKScratch>,
     new_rows: Option<wgpu::Buffer>,
     pub cache: Option<OffloadCache>,
     /// Offload: `[B, 2]` (first pool row b·P, _) for sparse MLA; fixed for the engine's life.
@@ -172,6 +176,11 @@ impl Engine {
         let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
+        let topk = TopK::new(ctx, &m.topk_shape())?;
+        let topk_scratch = match topk.segments(b, cap) {
+            1 => None,
+            _ => Some(topk.scratch(ctx, b, cap)?),
+        };
         let cache = match opts.mode {
             Mode::Resident => None,
             Mode::Offload => {
@@ -222,6 +231,8 @@ impl Engine {
             moves: 0,
             scores: ctx.storage("index scores", b as u64 * cap as u64 * 4)?,
             scratch,
+            topk,
+            topk_scratch,
             new_rows,
             cache,
             pool_seq,
@@ -297,9 +308,10 @@ impl Engine {
                 indexer.bind(ctx, &args)
             })
             .collect();
-        let topk = TopK::new(ctx, &m.topk_shape())?.bind(
+        let topk = self.topk.bind(
             ctx,
             &TopKArgs {
+                scratch: self.topk_scratch.as_ref(),
                 scores: &self.scores,
                 seq: &self.seq,
                 topk_indices: &layer.topk_indices,
@@ -307,7 +319,7 @@ impl Engine {
                 batch: b,
                 score_stride: cap,
             },
-        );
+        )?;
         let cache = match (&self.cache, &self.new_rows) {
             (Some(c), Some(new_rows)) => {
                 Some(c.bind(ctx, l, &layer.topk_indices, &self.seq, new_rows))

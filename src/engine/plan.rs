@@ -38,6 +38,10 @@ impl MemoryPlan {
             ),
             ("index scores".to_string(), b * cap * 4),
             (
+                "top-k scratch".to_string(),
+                crate::kernels::topk::scratch_bytes_for(m.model.topk, batch, cap as u32),
+            ),
+            (
                 "sparse MLA scratch".to_string(),
                 scratch_bytes_for(m.model.heads, m.model.topk, m.model.kv_lora_rank, batch),
             ),
