@@ -407,11 +407,15 @@ fn admission_trades_batch_for_hit_rate() {
 #[test]
 fn engine_layer_equals_the_cpu_reference() {
     use ess_wgpu::compare::compare;
-    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL};
+    use ess_wgpu::kernels::{SparseMla, sparse_mla::SparseMlaKernel};
+    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL, sparse_mla_coop_o_lat_tol};
     let ctx = ctx();
     let mut run = RunConfig::preset("tiny").unwrap();
     run.batch = 3;
     run.layers = 2;
+    // the engine's sparse MLA kernel (on a coop adapter, the tensor cores': the reference of its
+    // f16-rounded q, and its o_lat tolerance)
+    let kernel = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().kernel;
     let (b, h, k) = (3usize, run.model.heads as usize, run.model.topk as usize);
     let (kv, rope) = (
         run.model.kv_lora_rank as usize,
@@ -453,8 +457,12 @@ fn engine_layer_equals_the_cpu_reference() {
             .map(|(i, &t)| if t >= 0 { (i % k) as i32 } else { -1 })
             .collect();
         let first_rows: Vec<usize> = (0..b).map(|s| s * k).collect();
+        let q = match kernel {
+            SparseMlaKernel::Fma => snap.q.clone(),
+            SparseMlaKernel::Coop => ess_wgpu::workload::round_f16(&snap.q),
+        };
         let (want_o, want_lse) = ess_wgpu::reference::sparse_mla(
-            &snap.q,
+            &q,
             &ids,
             &first_rows,
             &rows,
@@ -465,13 +473,16 @@ fn engine_layer_equals_the_cpu_reference() {
             k,
             run.model.softmax_scale(),
         );
-        let (oa, or) = SPARSE_MLA_O_LAT_TOL;
+        let (oa, or) = match kernel {
+            SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
+            SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
+        };
         let (la, lr) = SPARSE_MLA_LSE_TOL;
         let eo = compare("o_lat", &snap.o_lat, &want_o, oa, or)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
         let el = compare("lse", &snap.lse, &want_lse, la, lr)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
-        eprintln!("engine {mode}: max err o_lat {eo:e}, lse {el:e}");
+        eprintln!("engine {mode} ({kernel:?}): max err o_lat {eo:e}, lse {el:e}");
     }
 }
 

@@ -19,7 +19,7 @@ struct Params {
 /// Rows at least this long (the score stride, which bounds every T_b) go to the split kernel.
 /// On the H200 at batch 64, k 2048 (docs/PERF.md): one workgroup a row takes 98 µs at 32K and
 /// 274 µs at 128K, because 64 rows keep 64 of 132 SMs busy; the split kernel spreads the passes.
-pub const SPLIT_MIN_LEN: u32 = 64 << 10;
+pub const SPLIT_MIN_LEN: u32 = 32 << 10;
 /// The split kernel cuts rows until about this many workgroups run (four per SM of an H200)…
 pub const SPLIT_TARGET_WORKGROUPS: u32 = 528;
 /// …into segments of at least this many scores.
