@@ -6,10 +6,13 @@
 //   score[h, j] = (q_abs[h] · c_kv[s_j] + q_pe[h] · k_pe[s_j]) · softmax_scale   s_j = row of id j
 //   o_lat[h]    = Σ_j p[h, j] · c_kv[s_j],   p = softmax over the slice's ids;   lse per head
 //
-// What the tensor cores change: q is rounded to f16 as it is staged, and so is p (in [0, 1],
-// normalised over the slice). Products of f16 values are exact in f32 and every sum is f32, so
-// those two roundings are the only error this path adds: ≤ 2^-11 relative in each p, hence at
-// most 2^-11 · max |c_kv| in o_lat (src/problems.rs states the tolerances).
+// What the tensor cores change: q is rounded to f16 as it is staged, and so is p. Products of
+// f16 values are exact in f32 and every sum is f32, so those roundings are the error this path
+// adds (src/problems.rs bounds it). P goes in unnormalised and scaled, P_SCALE · exp(score −
+// max) ∈ (0, 1024], and O is divided by P_SCALE · Σ exp at the end (as flash attention does):
+// a normalised p of a long slice sits near f16's subnormal range (2^-14), where rounding loses
+// relative precision and tensor cores may flush to zero; scaled, only terms below 2^-24 of the
+// largest do.
 // Subgroups of 32 (the host requires it), 256 threads = 8 subgroups a workgroup.
 //
 // `scores`  workgroup (x, y, z) = (256 ids 256x.., heads 64y.., sequence b0 + z). S[64 heads ×
@@ -23,7 +26,7 @@
 // `attend`  workgroup (x, y, z) = (heads 64(x/2).. × half x%2 of the KV dims, sequence b0 + y,
 //           slice z of the ids), as sparse_mla.wgsl. The slice's statistics from its tiles'
 //           (slice_stats), then O[64 heads × KV/2] = P · V streamed 32 ids at a time: P [64][32]
-//           f16 formed from the scores as they are staged, V [32][KV/2] the rows' half c_kv;
+//           f16 formed from the scores as they are staged (scaled, unnormalised), V [32][KV/2] the rows' half c_kv;
 //           subgroup s owns dims 32s .. +32 of the half for all 64 heads (4 × 2 fragments;
 //           subgroups past KV/2 multiply padding and store nothing). The epilogue stages each
 //           fragment and writes the heads < H: o_lat and lse with one slice, else the slice's
@@ -39,6 +42,7 @@ const AR: u32 = 32u;          // attend: ids per chunk
 const PAD: u32 = 8u;          // f16 of padding a staged row
 const SQ: u32 = CD + PAD;     // row stride of cq_s, cr_s and cp_s (f16)
 const SV: u32 = 256u + PAD;   // row stride of cv_s: the largest half row (KV = 512)
+const P_SCALE: f32 = 1024.0;  // P's scale on the tensor cores (see the top)
 
 var<workgroup> cq_s: array<f16, 2560>;    // scores: [CH][SQ] the q chunk
 var<workgroup> cr_s: array<f16, 10240>;   // scores: [CT][SQ] the rows' chunk, a row's dims contiguous
@@ -209,10 +213,10 @@ fn cfetch_s(bl: u32, h0: u32, j0: u32, je: u32, e: u32) -> vec4<f32> {
     return v;
 }
 
-// the 4 probabilities of P-part `e` into cp_s as f16: exp(score − max) / sum, 0 for −inf
+// the 4 weights of P-part `e` into cp_s as f16: P_SCALE · exp(score − max), 0 for −inf
 fn cput_p(e: u32, sc: vec4<f32>) {
     let hl = e / 8u;
-    let p = select(exp(sc - m_s[hl]) * il_s[hl], vec4<f32>(0.0), sc == vec4<f32>(neg_inf()));
+    let p = select(P_SCALE * exp(sc - m_s[hl]), vec4<f32>(0.0), sc == vec4<f32>(neg_inf()));
     let at = hl * SQ + 4u * (e % 8u);
     cp_s[at] = f16(p.x);
     cp_s[at + 1u] = f16(p.y);
@@ -243,16 +247,17 @@ fn cput_v(e: u32, v: vec4<u32>) {
     }
 }
 
-// the staged O fragment (heads hl0 .., dims dl0 .. of the half) written for heads < H and dims
-// inside the half: to o_lat, or to the slice's partial
+// the staged O fragment (heads hl0 .., dims dl0 .. of the half), normalised (÷ P_SCALE · Σ exp),
+// written for heads < H and dims inside the half: to o_lat, or to the slice's partial
 fn cput_o(b: u32, h0: u32, dz: u32, pslot: u32, slot: u32, lane: u32, hl0: u32, dl0: u32) {
     let H = params.heads;
     for (var e = lane; e < 256u; e += 32u) {
-        let h = h0 + hl0 + e / 16u;
+        let hl = hl0 + e / 16u;
+        let h = h0 + hl;
         let dl = dl0 + e % 16u;
         if (h < H && dl < KV / 2u) {
             let d = dz * (KV / 2u) + dl;
-            let v = cc_s[slot + e];
+            let v = cc_s[slot + e] * (il_s[hl] / P_SCALE);
             if (params.splits == 1u) {
                 let o = (b * H + h) * KV + d;
                 o_lat[o / 4u][o % 4u] = v;
