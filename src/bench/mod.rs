@@ -1,6 +1,9 @@
 //! `bench kernels`: check each kernel against its reference on a small case, measure the device's
 //! ceilings with the probe kernels, then time every kernel at the requested shapes and report it
-//! against the roofline: `fraction = max(bytes / copy bandwidth, FLOPs / FMA rate) / time`.
+//! against the roofline: `fraction = max(bytes / copy bandwidth, FLOPs / rate) / time`, the rate
+//! of the units the kernel multiplies on (the f32 FMA probe's, or on the coop path the
+//! cooperative-matrix probe's for the `coop` rows, which are timed beside the FMA kernels). With
+//! the v32 preset it also times the GEMM family at 8192³ and the decoder layer's shapes.
 //!
 //! Inputs for the timed shapes are made on the GPU side cheaply (a random block tiled by buffer
 //! copies) since their values do not change the work done; top-k gets truly random scores,
@@ -149,7 +152,8 @@ fn random_buffer(
     Ok(buf)
 }
 
-/// Measure copy bandwidth and FMA rate with the probe kernels.
+/// Measure copy bandwidth, the FMA rate and (on the coop path) the tensor cores' rate with the
+/// probe kernels.
 pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
     let probe = Probe::new(ctx)?;
     let bytes = (256u64 << 20)
@@ -610,7 +614,7 @@ pub fn run(
     for cfg in &opts.presets {
         checks.extend(check_kernels(ctx, cfg)?);
     }
-    progress("measuring copy bandwidth and FMA rate");
+    progress("measuring copy bandwidth and FLOP rates");
     let ceilings = measure_ceilings(ctx, opts.reps)?;
     let mut timings = Vec::new();
     for cfg in &opts.presets {

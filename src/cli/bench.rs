@@ -10,7 +10,8 @@ use ess_wgpu::{GpuContext, Result};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Time each kernel against the roofline of the measured copy bandwidth and FMA rate.
+    /// Time each kernel (both matrix paths where the adapter has both) against the roofline of the
+    /// measured copy bandwidth and the FLOP rate of its units.
     Kernels {
         /// Presets to run (repeatable); default: v32 and small.
         #[arg(long = "preset", value_enum)]
