@@ -460,7 +460,45 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let js = slice.x;                            // this slice: ids js .. je
     let je = slice.y;
 
-    slice_stats(wg.y, h0, js, je, lid);   // lib/mla.wgsl: m_s, l_s, il_s
+    // ---- softmax statistics of the slice from the tiles' (max, sum): thread (sh, sp) folds
+    // tiles t0+sp, t0+sp+4, … of head sh. (lib/mla.wgsl's slice_stats computes the same for
+    // sparse_mla_coop.wgsl; called here instead of written out, it made this kernel 3% slower on
+    // the H200, 650 against 631 µs at v32 batch 64, in two runs of one lease: docs/PERF.md.)
+    {
+        let sh = lid / 4u;
+        let sp = lid % 4u;
+        var m = neg_inf();
+        var l = 0.0;
+        if (h0 + sh < H && js < je) {   // (an empty slice at the end starts at k, inside a tile)
+            for (var t = js / RT + sp; t * RT < je; t += 4u) {
+                let at = stats_at(wg.y, h0 + sh, t);
+                let tm = scratch[at];
+                if (tm != neg_inf()) {
+                    let m_new = max(m, tm);
+                    l = l * exp(m - m_new) + scratch[at + 1u] * exp(tm - m_new);
+                    m = m_new;
+                }
+            }
+        }
+        red_m[lid] = m;
+        red_l[lid] = l;
+        workgroupBarrier();   // all partial (max, sum) pairs visible
+        if (sp == 0u) {
+            var mm = neg_inf();
+            for (var i = 0u; i < 4u; i++) { mm = max(mm, red_m[sh * 4u + i]); }
+            var ll = 0.0;
+            if (mm != neg_inf()) {
+                for (var i = 0u; i < 4u; i++) {
+                    let mi = red_m[sh * 4u + i];
+                    if (mi != neg_inf()) { ll += red_l[sh * 4u + i] * exp(mi - mm); }
+                }
+            }
+            m_s[sh] = mm;
+            l_s[sh] = ll;
+            il_s[sh] = select(0.0, 1.0 / ll, ll > 0.0);
+        }
+        workgroupBarrier();   // m_s and l_s final before probabilities are formed
+    }
 
     // ---- O = P · V over this workgroup's half of the dims
     let hg = lid / 32u;   // heads h0 + 8·hg ..+7 (one head group a warp: P reads broadcast)

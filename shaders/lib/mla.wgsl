@@ -76,7 +76,8 @@ var<workgroup> il_s: array<f32, HB>;          // 1 / l_s (0 for a head without a
 
 // The slice's (max, Σ exp(score − max)) per head into m_s, l_s (and 1 / l into il_s), folded
 // from its tiles' statistics: thread (sh, sp) folds tiles t0+sp, t0+sp+4, … of head sh. Every
-// thread of the workgroup calls it (it has barriers).
+// thread of the workgroup calls it (it has barriers). sparse_mla_coop.wgsl's `attend` calls it;
+// sparse_mla.wgsl's writes the same fold out (the call cost that kernel 3% on the H200).
 fn slice_stats(bl: u32, h0: u32, js: u32, je: u32, lid: u32) {
     let H = params.heads;
     let sh = lid / 4u;
