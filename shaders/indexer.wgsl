@@ -32,19 +32,7 @@ const WG: u32 = 256u;
 const KEYS_PER_WG: u32 = 256u;
 const WORDS: u32 = 16u;                            // u32 words per key per chunk
 
-struct Params {
-    heads: u32,         // H, a multiple of 8, ≤ 64
-    dim: u32,           // D, a multiple of DC
-    b0: u32,            // first sequence of this dispatch (global index into q, w, seq, scores)
-    score_stride: u32,  // row stride of `scores`, ≥ max T_b
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // [B, H, D]
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // [B, H]
-@group(0) @binding(3) var<storage, read> keys: array<vec4<u32>>;   // [rows, D] (f16 pairs or f32)
-@group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>; // [B, score_stride]
+// (the uniform and the bindings: lib/indexer_io.wgsl)
 
 var<workgroup> q_s: array<vec4<f32>, 512>;   // [DC][H / 4]; after the loop: [H/8][256 keys / 4] head sums
 var<workgroup> k_s: array<vec4<u32>, 1024>;  // [WORDS][KEYS_PER_WG / 4]   (24 KiB in all)

@@ -27,19 +27,7 @@ const DC: u32 = 32u;             // dims per chunk
 const PAD: u32 = 8u;
 const SR: u32 = DC + PAD;        // row stride of q_s and k_s (f16)
 
-struct Params {
-    heads: u32,         // H, a multiple of 8, ≤ 64
-    dim: u32,           // D, a multiple of 32
-    b0: u32,            // first sequence of this dispatch
-    score_stride: u32,  // row stride of `scores`, ≥ max T_b
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // [B, H, D]
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // [B, H]
-@group(0) @binding(3) var<storage, read> keys: array<vec4<u32>>;   // [rows, D] f16 pairs
-@group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>; // [B, score_stride]
+// (the uniform and the bindings: lib/indexer_io.wgsl)
 
 var<workgroup> q_s: array<f16, 2560>;    // [HEADS][SR]
 var<workgroup> k_s: array<f16, 10240>;   // [KEYS_PER_WG][SR]: key j's dims contiguous

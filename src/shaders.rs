@@ -23,8 +23,8 @@ units! {
     DIGEST = "digest": ["lib/hash.wgsl", "digest.wgsl"];
     OVERLAP = "overlap": ["overlap.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
-    INDEXER = "indexer": ["lib/f16.wgsl", "indexer.wgsl"];
-    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl"];
+    INDEXER = "indexer": ["lib/f16.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
+    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/indexer_io.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
     TOPK = "topk": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk.wgsl"];
     TOPK_SPLIT = "topk_split": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk_split.wgsl"];

@@ -174,11 +174,6 @@ const COOP_F16_WORKGROUP_BYTES: u32 = (128 * 40 + 256 * 40) * 2 + 8 * 256 * 4;
 /// The K step of `gemm_coop_f16.wgsl` (`TK`): splits are whole steps.
 const COOP_F16_TK: u32 = 32;
 
-/// Whether the context has the workgroup memory `gemm_coop_f16.wgsl` needs.
-fn coop_f16_room(ctx: &GpuContext) -> bool {
-    ctx.report.max_compute_workgroup_storage_size >= COOP_F16_WORKGROUP_BYTES
-}
-
 /// Split K until the grid has this many workgroups: one per SM of a 132-SM H200 (a skinny decode
 /// GEMM, M = 64 × N = 1536, has 6 tiles of 128 × 256). Measured on the H200 against 264, 528
 /// and 1056 (docs/PERF.md): every split adds a prologue, a 16-fragment epilogue and scratch
@@ -228,7 +223,11 @@ impl Gemm {
     pub fn on(ctx: &GpuContext, shape: &GemmShape, path: MatrixPath) -> Result<Self> {
         let kernel = match path {
             MatrixPath::Fma => GemmKernel::Fma,
-            MatrixPath::Coop if coop_f16_room(ctx) && shape.fits_coop_f16() => GemmKernel::CoopF16,
+            MatrixPath::Coop
+                if super::coop_fits(ctx, COOP_F16_WORKGROUP_BYTES) && shape.fits_coop_f16() =>
+            {
+                GemmKernel::CoopF16
+            }
             MatrixPath::Coop => GemmKernel::Coop,
         };
         Self::with(ctx, shape, kernel)
@@ -249,19 +248,12 @@ impl Gemm {
                 "f16 operands, A row-major, B contiguous along K or N, rows on quads of 8",
             ));
         }
-        if kernel == GemmKernel::CoopF16 && !coop_f16_room(ctx) {
-            return Err(Error::Unsupported {
-                what: "the coop-f16 GEMM".into(),
-                need: format!("{COOP_F16_WORKGROUP_BYTES} bytes of workgroup memory"),
-                have: format!("{}", ctx.report.max_compute_workgroup_storage_size),
-            });
-        }
-        if path == MatrixPath::Coop && ctx.matrix != MatrixPath::Coop {
-            return Err(Error::Unsupported {
-                what: "the coop GEMM".into(),
-                need: "a context on the coop matrix path".into(),
-                have: ctx.report.matrix.clone(),
-            });
+        match kernel {
+            GemmKernel::CoopF16 => {
+                super::require_coop(ctx, "the coop-f16 GEMM", COOP_F16_WORKGROUP_BYTES)?
+            }
+            GemmKernel::Coop => super::require_coop(ctx, "the coop GEMM", 0)?,
+            GemmKernel::Fma => {}
         }
         let f16 = |l: &Layout| (l.dtype == Dtype::F16) as u32 as f64;
         let operands = [("A_F16", f16(&shape.a)), ("B_F16", f16(&shape.b))];

@@ -5,7 +5,7 @@
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, MatrixPath};
+use crate::gpu::GpuContext;
 
 /// Keys per workgroup (KEYS_PER_WG in the shader).
 pub const KEYS_PER_WG: u32 = 256;
@@ -101,10 +101,7 @@ impl IndexerShape {
 impl Indexer {
     /// The indexer of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
-        let coop = ctx.matrix == MatrixPath::Coop
-            && shape.dtype == Dtype::F16
-            && ctx.report.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES;
-        let kernel = if coop {
+        let kernel = if shape.dtype == Dtype::F16 && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
             IndexerKernel::Coop
         } else {
             IndexerKernel::Fma
@@ -125,23 +122,9 @@ impl Indexer {
                 &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
             )?,
             IndexerKernel::Coop => {
-                if ctx.matrix != MatrixPath::Coop {
-                    return Err(Error::Unsupported {
-                        what: "the coop indexer".into(),
-                        need: "a context on the coop matrix path".into(),
-                        have: ctx.report.matrix.clone(),
-                    });
-                }
+                super::require_coop(ctx, "the coop indexer", COOP_WORKGROUP_BYTES)?;
                 if dtype != Dtype::F16 {
                     return Err(Error::config("coop indexer keys", dtype, "f16"));
-                }
-                let have = ctx.report.max_compute_workgroup_storage_size;
-                if have < COOP_WORKGROUP_BYTES {
-                    return Err(Error::Unsupported {
-                        what: "the coop indexer".into(),
-                        need: format!("{COOP_WORKGROUP_BYTES} bytes of workgroup memory"),
-                        have: format!("{have}"),
-                    });
                 }
                 ctx.pipeline("indexer_coop", crate::shaders::INDEXER_COOP, "main", &[])?
             }

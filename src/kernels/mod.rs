@@ -32,6 +32,39 @@ pub use topk::TopK;
 pub use transfer::Transfer;
 pub use walk::Walk;
 
+/// Whether the context can run a cooperative-matrix kernel that needs `workgroup_bytes` of
+/// workgroup memory (what `new` asks before it picks one).
+pub(crate) fn coop_fits(ctx: &crate::gpu::GpuContext, workgroup_bytes: u32) -> bool {
+    ctx.matrix == crate::gpu::MatrixPath::Coop
+        && ctx.report.max_compute_workgroup_storage_size >= workgroup_bytes
+}
+
+/// The error for a cooperative-matrix kernel `what` (forced with `with`) the context cannot run:
+/// no coop matrix path, or less workgroup memory than `workgroup_bytes`.
+pub(crate) fn require_coop(
+    ctx: &crate::gpu::GpuContext,
+    what: &str,
+    workgroup_bytes: u32,
+) -> crate::error::Result<()> {
+    use crate::error::Error;
+    if ctx.matrix != crate::gpu::MatrixPath::Coop {
+        return Err(Error::Unsupported {
+            what: what.into(),
+            need: "a context on the coop matrix path".into(),
+            have: ctx.report.matrix.clone(),
+        });
+    }
+    let have = ctx.report.max_compute_workgroup_storage_size;
+    if have < workgroup_bytes {
+        return Err(Error::Unsupported {
+            what: what.into(),
+            need: format!("{workgroup_bytes} bytes of workgroup memory"),
+            have: format!("{have}"),
+        });
+    }
+    Ok(())
+}
+
 /// A grid of `groups` workgroups, folded into two dimensions past the 65,535 limit of one (the
 /// shader computes its index as `x + y · num_workgroups.x` and checks it against its size).
 pub fn grid_2d(groups: u32) -> [u32; 3] {

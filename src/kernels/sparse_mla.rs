@@ -8,7 +8,7 @@
 use super::{Dispatch, StepSpec, dispatch_steps};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, MatrixPath};
+use crate::gpu::GpuContext;
 
 /// `scores`: heads and ids per workgroup (HT, RW in the shader).
 pub const SCORE_HEADS_PER_WG: u32 = 64;
@@ -158,10 +158,7 @@ impl SparseMlaShape {
 impl SparseMla {
     /// Sparse MLA of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        let coop = ctx.matrix == MatrixPath::Coop
-            && shape.dtype == Dtype::F16
-            && ctx.report.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES;
-        let kernel = if coop {
+        let kernel = if shape.dtype == Dtype::F16 && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
             SparseMlaKernel::Coop
         } else {
             SparseMlaKernel::Fma
@@ -201,23 +198,9 @@ impl SparseMla {
                 shape: *shape,
             });
         }
-        if ctx.matrix != MatrixPath::Coop {
-            return Err(Error::Unsupported {
-                what: "the coop sparse MLA".into(),
-                need: "a context on the coop matrix path".into(),
-                have: ctx.report.matrix.clone(),
-            });
-        }
+        super::require_coop(ctx, "the coop sparse MLA", COOP_WORKGROUP_BYTES)?;
         if shape.dtype != Dtype::F16 {
             return Err(Error::config("coop sparse MLA rows", shape.dtype, "f16"));
-        }
-        let have = ctx.report.max_compute_workgroup_storage_size;
-        if have < COOP_WORKGROUP_BYTES {
-            return Err(Error::Unsupported {
-                what: "the coop sparse MLA".into(),
-                need: format!("{COOP_WORKGROUP_BYTES} bytes of workgroup memory"),
-                have: format!("{have}"),
-            });
         }
         let coop = crate::shaders::SPARSE_MLA_COOP;
         let constants = [("KV", kv as f64), ("ROPE", rope as f64)];
