@@ -3,6 +3,7 @@
 //! against these, and these define the edge-case contract. [`lru`] is the exact-LRU policy of the
 //! staging pool: the oracle the GPU resolve must equal.
 
+pub mod fp8;
 pub mod lru;
 pub use lru::{LruPool, Resolved};
 

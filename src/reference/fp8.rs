@@ -1,0 +1,352 @@
+//! FP8 e4m3 values and the block quantisation of DeepSeek-V3.2's production caches, in plain
+//! Rust: the reference the GPU quantisers (issue 13) must equal byte for byte.
+//!
+//! **e4m3** (`float8_e4m3fn`): 1 sign bit, 4 exponent bits (bias 7), 3 mantissa bits, no
+//! infinities. Normal values are `(1 + m/8) · 2^(e−7)` for e = 1 … 15, subnormals `m/8 · 2^-6`;
+//! `0x7F` / `0xFF` are NaN, so the largest finite value is 448 (`0x7E`). Encoding rounds to
+//! nearest, ties to even, and saturates to ±448 (CUDA's `cvt.rn.satfinite`, which the
+//! quantiser's clamp makes moot); a NaN encodes as NaN with its sign.
+//!
+//! **Block quantisation** (`act_quant` in DeepSeek's inference code, `kernel.py`, after its
+//! November 2025 fixes; the model rounds the MLA latent through it before caching, and
+//! quantises the indexer's keys and queries with it): blocks of [`BLOCK`] values; `amax` is the
+//! block's largest magnitude, floored at 1e-4; the scale is
+//! - [`ScaleRule::Ue8m0`] (the model's `scale_fmt = "ue8m0"`): `2^ceil(log2(amax · (1/448)))`,
+//!   the product taken in f32 and the ceiling read from its bits (exponent, plus one if any
+//!   mantissa bit is set), so a scale is a power of two;
+//! - [`ScaleRule::Amax`]: `amax / 448` (FlashMLA's test quantiser `quantize_k_cache`, offered as
+//!   an option; FlashMLA divides in the input's dtype and has no floor, so an all-zero tile gives
+//!   a NaN there: here the 1e-4 floor applies to both rules);
+//!
+//! and each value is stored as `e4m3(clamp(x / scale, −448, 448))`; it reads back as
+//! `decode(byte) · scale`.
+//!
+//! **Layouts**: a latent row ([`pack_latent_row`], FlashMLA's "V32 FP8", 656 B at v32) is the
+//! kv values as e4m3 bytes, then one little-endian f32 scale per 128 of them, then the rope
+//! values as little-endian bf16 (rounded to nearest even). An indexer key ([`pack_index_key`],
+//! 132 B at v32) is its e4m3 bytes then one f32 scale.
+
+/// Values per scale.
+pub const BLOCK: usize = 128;
+/// The largest finite e4m3 value.
+pub const E4M3_MAX: f32 = 448.0;
+/// The floor of a block's largest magnitude (no scale below 1e-4 / 448).
+pub const AMAX_FLOOR: f32 = 1e-4;
+
+/// How a block's scale is derived from its largest magnitude.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleRule {
+    /// A power of two, `2^ceil(log2(amax / 448))`: DeepSeek-V3.2's rule for its caches.
+    Ue8m0,
+    /// `amax / 448`: FlashMLA's test quantiser.
+    Amax,
+}
+
+/// The e4m3 byte of `x`: round to nearest even, saturate to ±448, NaN to NaN.
+pub fn e4m3_encode(x: f32) -> u8 {
+    let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    if x.is_nan() {
+        return sign | 0x7F;
+    }
+    let a = x.abs() as f64; // every step below is exact in f64
+    if a >= E4M3_MAX as f64 {
+        return sign | 0x7E;
+    }
+    // the quantum of a's binade: 2^-9 below 2^-6 (subnormals), else 2^(floor(log2 a) − 3)
+    let min_normal = 2f64.powi(-6);
+    let quantum = if a < min_normal {
+        2f64.powi(-9)
+    } else {
+        2f64.powi(a.log2().floor() as i32 - 3)
+    };
+    let q = (a / quantum).round_ties_even(); // the value in quanta
+    let v = q * quantum; // the rounded value, ≤ 448 since a < 448
+    // re-derive the code from the rounded value (a carry into the next binade is handled here)
+    let code = if v < min_normal {
+        (v / 2f64.powi(-9)) as u8 // 0 … 7, or 8 = the smallest normal, the same code
+    } else {
+        let e = v.log2().floor() as i32; // −6 … 8
+        let m = (v / 2f64.powi(e - 3)) as u8 - 8; // 0 … 7
+        (((e + 7) as u8) << 3) | m
+    };
+    sign | code
+}
+
+/// The value of an e4m3 byte.
+pub fn e4m3_decode(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let e = ((b >> 3) & 0xF) as i32;
+    let m = (b & 7) as f32;
+    if e == 15 && b & 7 == 7 {
+        return f32::from_bits(0x7FC0_0000 | ((b as u32 & 0x80) << 24)); // NaN, the byte's sign
+    }
+    let mag = if e == 0 {
+        m * 2f32.powi(-9)
+    } else {
+        (8.0 + m) * 2f32.powi(e - 10)
+    };
+    sign * mag
+}
+
+/// The scale of a block under `rule` (its largest magnitude floored at [`AMAX_FLOOR`]).
+pub fn block_scale(block: &[f32], rule: ScaleRule) -> f32 {
+    let amax = block
+        .iter()
+        .fold(0f32, |m, x| m.max(x.abs()))
+        .max(AMAX_FLOOR);
+    match rule {
+        ScaleRule::Ue8m0 => {
+            // as the kernel does it: an f32 product, then ceil(log2) from its bits
+            let inv = (1.0f64 / E4M3_MAX as f64) as f32;
+            let bits = (amax * inv).to_bits();
+            let exp = ((bits >> 23) & 0xFF) as i32 - 127 + (bits & 0x7F_FFFF != 0) as i32;
+            f32::from_bits(((exp + 127) as u32) << 23)
+        }
+        ScaleRule::Amax => amax / E4M3_MAX,
+    }
+}
+
+/// A block's e4m3 bytes under `scale`: `e4m3(clamp(x / scale, −448, 448))`.
+pub fn quantize_with(block: &[f32], scale: f32) -> Vec<u8> {
+    block
+        .iter()
+        .map(|&x| e4m3_encode((x / scale).clamp(-E4M3_MAX, E4M3_MAX)))
+        .collect()
+}
+
+/// A block's e4m3 bytes and its scale.
+pub fn quantize_block(block: &[f32], rule: ScaleRule) -> (Vec<u8>, f32) {
+    let scale = block_scale(block, rule);
+    (quantize_with(block, scale), scale)
+}
+
+/// The values a block of e4m3 bytes stands for under `scale`.
+pub fn dequantize_block(bytes: &[u8], scale: f32) -> Vec<f32> {
+    bytes.iter().map(|&b| e4m3_decode(b) * scale).collect()
+}
+
+/// Bytes of a latent row of `kv` + `rope` values: kv e4m3, kv / 128 f32 scales, rope bf16
+/// (656 at v32's 512 + 64).
+pub fn latent_row_bytes(kv: usize, rope: usize) -> usize {
+    kv + 4 * kv.div_ceil(BLOCK) + 2 * rope
+}
+
+/// Bytes of an indexer key of `dim` values: dim e4m3, dim / 128 f32 scales (132 at v32's 128).
+pub fn index_key_bytes(dim: usize) -> usize {
+    dim + 4 * dim.div_ceil(BLOCK)
+}
+
+/// Values and scales of `x` in blocks of 128 (the last may be shorter): e4m3 bytes, then the
+/// scales as little-endian f32.
+fn pack_blocks(x: &[f32], rule: ScaleRule, out: &mut Vec<u8>) {
+    let mut scales = Vec::new();
+    for block in x.chunks(BLOCK) {
+        let (bytes, scale) = quantize_block(block, rule);
+        out.extend_from_slice(&bytes);
+        scales.push(scale);
+    }
+    for s in scales {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+}
+
+/// The inverse of [`pack_blocks`]: the `n` dequantised values at the start of `bytes`, and the
+/// bytes after them.
+fn unpack_blocks(bytes: &[u8], n: usize) -> (Vec<f32>, &[u8]) {
+    let blocks = n.div_ceil(BLOCK);
+    let (values, rest) = bytes.split_at(n);
+    let (scales, rest) = rest.split_at(4 * blocks);
+    let mut out = Vec::with_capacity(n);
+    for (i, block) in values.chunks(BLOCK).enumerate() {
+        let s = f32::from_le_bytes(scales[4 * i..4 * i + 4].try_into().unwrap());
+        out.extend(dequantize_block(block, s));
+    }
+    (out, rest)
+}
+
+/// A latent row `c_kv ‖ k_pe` in FlashMLA's "V32 FP8" layout: `c_kv` as e4m3 bytes with one f32
+/// scale per 128 values, then `k_pe` as bf16.
+pub fn pack_latent_row(c_kv: &[f32], k_pe: &[f32], rule: ScaleRule) -> Vec<u8> {
+    let mut out = Vec::with_capacity(latent_row_bytes(c_kv.len(), k_pe.len()));
+    pack_blocks(c_kv, rule, &mut out);
+    for &x in k_pe {
+        out.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+    }
+    out
+}
+
+/// The values a packed latent row stands for: `c_kv` (dequantised) ‖ `k_pe`, `kv` + `rope` of
+/// them.
+pub fn unpack_latent_row(bytes: &[u8], kv: usize, rope: usize) -> Vec<f32> {
+    assert_eq!(bytes.len(), latent_row_bytes(kv, rope), "latent row size");
+    let (mut out, rest) = unpack_blocks(bytes, kv);
+    out.extend(
+        rest.chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+    );
+    out
+}
+
+/// An indexer key as e4m3 bytes with one f32 scale per 128 values.
+pub fn pack_index_key(k: &[f32], rule: ScaleRule) -> Vec<u8> {
+    let mut out = Vec::with_capacity(index_key_bytes(k.len()));
+    pack_blocks(k, rule, &mut out);
+    out
+}
+
+/// The values a packed indexer key of `dim` values stands for.
+pub fn unpack_index_key(bytes: &[u8], dim: usize) -> Vec<f32> {
+    assert_eq!(bytes.len(), index_key_bytes(dim), "index key size");
+    unpack_blocks(bytes, dim).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nearest finite e4m3 code to `x` by search over all of them, ties to the even code
+    /// (an even mantissa): an oracle independent of [`e4m3_encode`]'s arithmetic.
+    fn nearest(x: f32) -> u8 {
+        let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+        let a = x.abs().min(E4M3_MAX) as f64;
+        let mut best = 0u8;
+        let mut best_d = f64::INFINITY;
+        for code in 0u8..=0x7E {
+            let d = (e4m3_decode(code) as f64 - a).abs();
+            if d < best_d || (d == best_d && code % 2 == 0) {
+                best = code;
+                best_d = d;
+            }
+        }
+        sign | best
+    }
+
+    #[test]
+    fn every_code_reads_back_as_itself() {
+        for b in 0u8..=255 {
+            if b & 0x7F == 0x7F {
+                assert!(e4m3_decode(b).is_nan());
+                assert_eq!(e4m3_encode(e4m3_decode(b)), b, "NaN keeps its sign");
+                continue;
+            }
+            assert_eq!(e4m3_encode(e4m3_decode(b)), b, "code {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        assert_eq!(e4m3_encode(0.0), 0x00);
+        assert_eq!(e4m3_encode(-0.0), 0x80);
+        assert_eq!(e4m3_encode(1.0), 0x38);
+        assert_eq!(e4m3_encode(-2.0), 0xC0);
+        assert_eq!(e4m3_encode(448.0), 0x7E);
+        assert_eq!(e4m3_encode(-448.0), 0xFE);
+        assert_eq!(e4m3_encode(2f32.powi(-9)), 0x01); // the smallest subnormal
+        assert_eq!(e4m3_encode(2f32.powi(-6)), 0x08); // the smallest normal
+        assert_eq!(e4m3_encode(1e6), 0x7E); // saturates
+        assert_eq!(e4m3_encode(f32::INFINITY), 0x7E);
+        assert_eq!(e4m3_encode(f32::NEG_INFINITY), 0xFE);
+        assert_eq!(e4m3_decode(0x7E), 448.0);
+        assert_eq!(e4m3_decode(0x01), 2f32.powi(-9));
+    }
+
+    #[test]
+    fn ties_go_to_even() {
+        // halfway between 0 and the smallest subnormal: to 0
+        assert_eq!(e4m3_encode(2f32.powi(-10)), 0x00);
+        // halfway between subnormals 1 and 2 (2^-9, 2^-8): to 2
+        assert_eq!(e4m3_encode(3.0 * 2f32.powi(-10)), 0x02);
+        // halfway between 1.0 (m 0) and 1.125 (m 1): to 1.0; between 1.125 and 1.25: to 1.25
+        assert_eq!(e4m3_encode(1.0625), 0x38);
+        assert_eq!(e4m3_encode(1.1875), 0x3A);
+        // halfway between 448 and (the NaN slot's) 480: to 448
+        assert_eq!(e4m3_encode(464.0), 0x7E);
+        // just under the smallest normal, rounding up into it
+        assert_eq!(e4m3_encode(2f32.powi(-6) - 2f32.powi(-12)), 0x08);
+    }
+
+    #[test]
+    fn encode_is_the_nearest_code() {
+        // every f16 value in range, both signs: a dense sweep across all binades and subnormals
+        for bits in 0u16..=0x7BFF {
+            let x = half::f16::from_bits(bits).to_f32();
+            for x in [x, -x] {
+                assert_eq!(e4m3_encode(x), nearest(x), "x = {x:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn ue8m0_scales_are_powers_of_two_that_fit_the_block() {
+        let mut rng = crate::workload::Rng::new(5);
+        for i in 0..2000 {
+            let mag = 2f32.powi(i % 40 - 20);
+            let block: Vec<f32> = (0..BLOCK).map(|_| rng.range(-mag, mag)).collect();
+            let s = block_scale(&block, ScaleRule::Ue8m0);
+            assert_eq!(s.to_bits() & 0x7F_FFFF, 0, "a power of two: {s:e}");
+            let amax = block
+                .iter()
+                .fold(0f32, |m, x| m.max(x.abs()))
+                .max(AMAX_FLOOR);
+            // the smallest power of two ≥ amax / 448, up to the rounding of the f32 product
+            assert!(amax / s <= E4M3_MAX * (1.0 + 1e-6), "{amax:e} / {s:e}");
+            assert!(amax / s > E4M3_MAX / 2.0 * (1.0 - 1e-6), "{amax:e} / {s:e}");
+        }
+        // an all-zero block: amax floored at 1e-4, 1e-4 / 448 = 2^-22.1, so 2^-22; bytes all 0
+        let (bytes, s) = quantize_block(&[0.0; BLOCK], ScaleRule::Ue8m0);
+        assert_eq!(s, 2f32.powi(-22));
+        assert!(bytes.iter().all(|&b| b == 0));
+        // amax exactly 448 · 2^k: 448 · f32(1/448) rounds to exactly 1, so the scale is 2^k
+        assert_eq!(block_scale(&[448.0], ScaleRule::Ue8m0), 1.0);
+        assert_eq!(block_scale(&[-3584.0], ScaleRule::Ue8m0), 8.0);
+    }
+
+    #[test]
+    fn quantisation_error_is_within_half_a_step() {
+        let mut rng = crate::workload::Rng::new(6);
+        for rule in [ScaleRule::Ue8m0, ScaleRule::Amax] {
+            for _ in 0..200 {
+                let block: Vec<f32> = (0..BLOCK).map(|_| rng.range(-3.0, 3.0)).collect();
+                let (bytes, s) = quantize_block(&block, rule);
+                for (&x, &y) in block.iter().zip(&dequantize_block(&bytes, s)) {
+                    // a normal e4m3 value is off by at most 2^-4 of itself; a subnormal by
+                    // half its step, 2^-10 · s
+                    let bound = (x.abs() * 2f32.powi(-4)).max(2f32.powi(-10) * s) * (1.0 + 1e-6);
+                    assert!((x - y).abs() <= bound, "{rule:?}: {x} → {y} (scale {s:e})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn latent_row_layout() {
+        assert_eq!(latent_row_bytes(512, 64), 656);
+        assert_eq!(index_key_bytes(128), 132);
+        let mut rng = crate::workload::Rng::new(7);
+        let c_kv: Vec<f32> = (0..512)
+            .map(|i| rng.range(-1.0, 1.0) * (1 + i / 128) as f32)
+            .collect();
+        let k_pe: Vec<f32> = rng.vec(64);
+        let row = pack_latent_row(&c_kv, &k_pe, ScaleRule::Ue8m0);
+        assert_eq!(row.len(), 656);
+        // byte 512 .. 528: the four scales, in block order; 528 ..: k_pe as bf16
+        for t in 0..4 {
+            let s = f32::from_le_bytes(row[512 + 4 * t..516 + 4 * t].try_into().unwrap());
+            assert_eq!(
+                s,
+                block_scale(&c_kv[128 * t..128 * (t + 1)], ScaleRule::Ue8m0)
+            );
+            assert_eq!(
+                &row[128 * t..128 * (t + 1)],
+                &quantize_with(&c_kv[128 * t..128 * (t + 1)], s)[..]
+            );
+        }
+        let back = unpack_latent_row(&row, 512, 64);
+        for (i, &x) in k_pe.iter().enumerate() {
+            assert_eq!(back[512 + i], half::bf16::from_f32(x).to_f32());
+        }
+        let key = pack_index_key(&k_pe.repeat(2), ScaleRule::Ue8m0);
+        assert_eq!(key.len(), 132);
+        assert_eq!(unpack_index_key(&key, 128).len(), 128);
+    }
+}
