@@ -57,7 +57,7 @@ pub fn e4m3_encode(x: f32) -> u8 {
     let quantum = if a < min_normal {
         2f64.powi(-9)
     } else {
-        2f64.powi(a.log2().floor() as i32 - 3)
+        2f64.powi(binade(a) - 3)
     };
     let q = (a / quantum).round_ties_even(); // the value in quanta
     let v = q * quantum; // the rounded value, ≤ 448 since a < 448
@@ -65,11 +65,16 @@ pub fn e4m3_encode(x: f32) -> u8 {
     let code = if v < min_normal {
         (v / 2f64.powi(-9)) as u8 // 0 … 7, or 8 = the smallest normal, the same code
     } else {
-        let e = v.log2().floor() as i32; // −6 … 8
+        let e = binade(v); // −6 … 8
         let m = (v / 2f64.powi(e - 3)) as u8 - 8; // 0 … 7
         (((e + 7) as u8) << 3) | m
     };
     sign | code
+}
+
+/// floor(log2 x) of a normal, positive f64, from its exponent bits.
+fn binade(x: f64) -> i32 {
+    ((x.to_bits() >> 52) & 0x7FF) as i32 - 1023
 }
 
 /// The value of an e4m3 byte.
