@@ -4,6 +4,7 @@
 
 pub mod digest;
 pub mod fill;
+pub mod fp8_quant;
 pub mod gemm;
 pub mod indexer;
 pub mod indexer_naive;
@@ -19,6 +20,7 @@ pub mod walk;
 
 pub use digest::Digest;
 pub use fill::Fill;
+pub use fp8_quant::Fp8Quant;
 pub use gemm::Gemm;
 pub use indexer::Indexer;
 pub use indexer_naive::IndexerNaive;

@@ -1,0 +1,101 @@
+// fp8_quant.wgsl — rows of f32 values into DeepSeek-V3.2's FP8 cache layout, byte for byte what
+// reference::fp8::pack_latent_row (and pack_index_key, rope = 0) makes with ScaleRule::Ue8m0.
+//
+//   row in:  x[0 .. KV) ‖ x[KV .. KV + ROPE)                                        (f32)
+//   row out: e4m3(clamp(x / s_b, ±448)) for the KV values, b = block of 128 (the last may be
+//            shorter); the scales s_b as f32; the ROPE values as bf16 (round to nearest even)
+//   s_b = 2^ceil(log2(max(amax_b, 1e-4) · f32(1/448))), the ceiling read from the product's bits
+//
+// Every step is exact in f32 or done on integer bits, so the bytes do not depend on the GPU: the
+// product amax · (1/448) is a correctly rounded f32 multiply (WGSL requires it), dividing by a
+// power of two is multiplying by its exact reciprocal, e4m3 rounding is integer arithmetic on
+// the f32 bits (normal range) or `round` (ties to even, WGSL requires it) of an exact multiple of
+// 2^-9 (subnormal range), and bf16 rounding is integer arithmetic. (FlashMLA's amax / 448 rule
+// divides, which WGSL computes to 2.5 ulp: it is a CPU option only.)
+//
+// Mapping: one workgroup of 128 threads per row (grid folded past 65,535). Blocks go four at a
+// time, one per 32-thread group; a thread takes 4 consecutive values (one output word), the
+// group's largest magnitude is reduced through workgroup memory, lane 0 writes the scale.
+// The input values are finite (NaN is encoded as NaN, ±inf saturate; nothing makes them).
+
+struct Params {
+    rows: u32,
+    kv: u32,          // values quantised, a multiple of 4
+    rope: u32,        // values kept as bf16, even
+    row_words: u32,   // u32 words of an output row: kv / 4 + ⌈kv / 128⌉ + rope / 2
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;          // [rows, kv + rope]
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;    // [rows, row_words]
+
+const BLOCK: u32 = 128u;
+const INV_448: f32 = 0.002232142857142857;   // f32(1 / 448), as the reference's constant
+
+var<workgroup> red: array<f32, 128>;
+
+// The e4m3 byte of v (|v| ≤ 448 after the clamp): round to nearest even.
+fn e4m3(v: f32) -> u32 {
+    let b = bitcast<u32>(v);
+    let sign = (b >> 24u) & 0x80u;
+    let a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) { return sign | 0x7fu; }   // NaN
+    if (a >= 0x43e00000u) { return sign | 0x7eu; }  // 448 and up
+    if (a < 0x3c800000u) {                          // below 2^-6: subnormal, steps of 2^-9
+        return sign | u32(round(bitcast<f32>(a) * 512.0));   // 0 … 8 (8: the smallest normal)
+    }
+    // keep 3 mantissa bits, rounding to nearest even (a carry moves into the exponent); the
+    // e4m3 exponent is the f32 one less 120
+    let r = (a + 0x7ffffu + ((a >> 20u) & 1u)) >> 20u;
+    return sign | min(r - (120u << 3u), 0x7eu);
+}
+
+// bf16 bits of a finite x, rounded to nearest even.
+fn bf16(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= params.rows) { return; }   // uniform across the workgroup
+    let kv = params.kv;
+    let at = row * (kv + params.rope);
+    let out = row * params.row_words;
+    let blocks = (kv + BLOCK - 1u) / BLOCK;
+    let g = lid / 32u;
+    let lane = lid % 32u;
+    for (var b0 = 0u; b0 < blocks; b0 += 4u) {   // uniform: every thread runs every round
+        let bi = b0 + g;
+        let i = bi * BLOCK + 4u * lane;   // this thread's first value
+        let mine = bi < blocks && i < kv;
+        var x = vec4<f32>(0.0);
+        if (mine) { x = vec4<f32>(src[at + i], src[at + i + 1u], src[at + i + 2u], src[at + i + 3u]); }
+        let ax = abs(x);
+        red[lid] = max(max(ax.x, ax.y), max(ax.z, ax.w));
+        workgroupBarrier();   // every thread's maximum in before the group reduces them
+        for (var off = 16u; off > 0u; off >>= 1u) {
+            if (lane < off) { red[lid] = max(red[lid], red[lid + off]); }
+            workgroupBarrier();   // this step done before the next reads it
+        }
+        let amax = max(red[g * 32u], 1e-4);
+        workgroupBarrier();   // the maxima read before the next round overwrites them
+        // s = 2^e, e = ceil(log2(amax · (1/448))) from the product's bits; 1/s is exact
+        let p = bitcast<u32>(amax * INV_448);
+        let e = i32((p >> 23u) & 0xffu) - 127 + select(0, 1, (p & 0x7fffffu) != 0u);
+        let s = bitcast<f32>(u32(e + 127) << 23u);
+        let inv_s = bitcast<f32>(u32(127 - e) << 23u);
+        if (mine) {
+            let q = clamp(x * inv_s, vec4<f32>(-448.0), vec4<f32>(448.0));
+            dst[out + i / 4u] = e4m3(q.x) | (e4m3(q.y) << 8u) | (e4m3(q.z) << 16u) | (e4m3(q.w) << 24u);
+            if (lane == 0u) { dst[out + kv / 4u + bi] = bitcast<u32>(s); }
+        }
+    }
+    for (var j = lid; j < params.rope / 2u; j += 128u) {
+        let x0 = src[at + kv + 2u * j];
+        let x1 = src[at + kv + 2u * j + 1u];
+        dst[out + kv / 4u + blocks + j] = bf16(x0) | (bf16(x1) << 16u);
+    }
+}

@@ -1,0 +1,96 @@
+//! Rows of f32 values into DeepSeek-V3.2's FP8 cache layout (issue 13): kv values as e4m3 bytes
+//! with one power-of-two f32 scale per 128 of them, then rope values as bf16; a latent row of
+//! v32 is 656 bytes, an indexer key (rope 0) 132. Shader: `shaders/fp8_quant.wgsl`.
+//! Reference: [`crate::reference::fp8::pack_latent_row`] with [`ScaleRule::Ue8m0`], byte for
+//! byte.
+//!
+//! [`ScaleRule::Ue8m0`]: crate::reference::fp8::ScaleRule::Ue8m0
+
+use super::{Dispatch, dispatch};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    kv: u32,
+    rope: u32,
+    row_words: u32,
+}
+
+/// What a packed row holds: `kv` quantised values (a multiple of 4, at most 4096) and `rope`
+/// bf16 values (even, at most 256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fp8RowShape {
+    pub kv: u32,
+    pub rope: u32,
+}
+
+impl Fp8RowShape {
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check(self.kv, "fp8 kv values", 4, 4096, 4)?;
+        crate::config::check(self.rope, "fp8 rope values", 0, 256, 2)
+    }
+
+    /// Bytes of a packed row ([`crate::reference::fp8::latent_row_bytes`]).
+    pub fn row_bytes(&self) -> u64 {
+        crate::reference::fp8::latent_row_bytes(self.kv as usize, self.rope as usize) as u64
+    }
+}
+
+#[derive(Debug)]
+pub struct Fp8Quant {
+    pipeline: wgpu::ComputePipeline,
+    pub shape: Fp8RowShape,
+}
+
+impl Fp8Quant {
+    pub fn new(ctx: &GpuContext, shape: &Fp8RowShape) -> Result<Self> {
+        shape.validate()?;
+        let pipeline = ctx.pipeline("fp8_quant", crate::shaders::FP8_QUANT, "main", &[])?;
+        Ok(Fp8Quant {
+            pipeline,
+            shape: *shape,
+        })
+    }
+
+    /// Pack `rows` rows of `src` (`[rows, kv + rope]` f32) into `dst` (`[rows, row_bytes]`).
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        rows: u32,
+    ) -> Result<Dispatch> {
+        let Fp8RowShape { kv, rope } = self.shape;
+        let row_bytes = self.shape.row_bytes();
+        let need = [
+            ("fp8 source", src, rows as u64 * (kv + rope) as u64 * 4),
+            ("fp8 destination", dst, rows as u64 * row_bytes),
+        ];
+        for (what, buf, bytes) in need {
+            if buf.size() < bytes {
+                return Err(Error::config(
+                    what,
+                    buf.size(),
+                    format!("at least {bytes} bytes"),
+                ));
+            }
+        }
+        let params = Params {
+            rows,
+            kv,
+            rope,
+            row_words: (row_bytes / 4) as u32,
+        };
+        Ok(dispatch(
+            ctx,
+            &self.pipeline,
+            "fp8_quant",
+            &params,
+            &[src, dst],
+            super::grid_2d(rows),
+        ))
+    }
+}
