@@ -205,6 +205,44 @@ pub fn unpack_index_key(bytes: &[u8], dim: usize) -> Vec<f32> {
     unpack_blocks(bytes, dim).0
 }
 
+/// Rows of `dim` values quantised block by block ([`quantize_block`] under `rule`), as DeepSeek's
+/// model quantises the indexer's queries (a row a head: 128 values, one scale) and keys. Returns
+/// the e4m3 bytes `[rows, dim]` and the scales `[rows, ⌈dim / 128⌉]`.
+pub fn quantize_rows(x: &[f32], dim: usize, rule: ScaleRule) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = Vec::with_capacity(x.len());
+    let mut scales = Vec::new();
+    for row in x.chunks(dim) {
+        for block in row.chunks(BLOCK) {
+            let (b, s) = quantize_block(block, rule);
+            bytes.extend(b);
+            scales.push(s);
+        }
+    }
+    (bytes, scales)
+}
+
+/// The FP8 lightning indexer as DeepSeek's `fp8_index` computes it, for one key row:
+/// `index_score = k_s · Σ_h (w_h · q_s_h) · ReLU(Σ_d q̂[h, d] · k̂[d])`, with `q̂`, `k̂` the e4m3
+/// values (`q`: `[H, D]` bytes, one scale a head; `k`: `[D]` bytes, one scale), the sums in f64
+/// here (f32 in the model's kernel). `w` are the head weights with the model's scales folded in,
+/// as [`crate::reference::indexer`] takes them. Since the scales are positive and ReLU commutes
+/// with them, this equals [`crate::reference::indexer`] on the dequantised q and k (a test says
+/// so), which is how the kernels' tests use it.
+pub fn fp8_index_score(q: &[u8], q_s: &[f32], w: &[f32], k: &[u8], k_s: f32) -> f64 {
+    let dim = k.len();
+    let mut total = 0.0f64;
+    for (h, (&wh, &qs)) in w.iter().zip(q_s).enumerate() {
+        let qh = &q[h * dim..][..dim];
+        let dot: f64 = qh
+            .iter()
+            .zip(k)
+            .map(|(&a, &b)| e4m3_decode(a) as f64 * e4m3_decode(b) as f64)
+            .sum();
+        total += wh as f64 * qs as f64 * dot.max(0.0);
+    }
+    k_s as f64 * total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +358,40 @@ mod tests {
                     assert!((x - y).abs() <= bound, "{rule:?}: {x} → {y} (scale {s:e})");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fp8_index_equals_the_indexer_on_dequantised_values() {
+        use crate::reference::{SeqRows, indexer};
+        let (heads, dim, n) = (8, 128, 50);
+        let mut rng = crate::workload::Rng::new(8);
+        let q: Vec<f32> = rng.vec(heads * dim);
+        let w: Vec<f32> = rng.vec(heads);
+        let keys: Vec<f32> = (0..n * dim)
+            .map(|i| rng.range(-1.0, 1.0) * (1 + i % 7) as f32)
+            .collect();
+        let (qb, qs) = quantize_rows(&q, dim, ScaleRule::Ue8m0);
+        let (kb, ks) = quantize_rows(&keys, dim, ScaleRule::Ue8m0);
+        let deq = |b: &[u8], s: &[f32]| -> Vec<f32> {
+            b.chunks(BLOCK)
+                .zip(s)
+                .flat_map(|(c, &s)| dequantize_block(c, s))
+                .collect()
+        };
+        let seqs = [SeqRows {
+            first_row: 0,
+            len: n,
+        }];
+        let want = indexer(&deq(&qb, &qs), &w, &deq(&kb, &ks), &seqs, heads, dim, n);
+        for t in 0..n {
+            let got = fp8_index_score(&qb, &qs, &w, &kb[t * dim..][..dim], ks[t]);
+            let tol = 1e-6 * (1.0 + want[t].abs() as f64);
+            assert!(
+                (got - want[t] as f64).abs() <= tol,
+                "key {t}: {got} vs {}",
+                want[t]
+            );
         }
     }
 
