@@ -12,7 +12,7 @@ use naga::back::spv;
 fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
     match unit {
         "indexer" => vec![vec![("KEYS_F16", 1.0)], vec![("KEYS_F16", 0.0)]],
-        "topk" => [64.0, 128.0, 256.0, 512.0, 1024.0]
+        "topk" | "topk_split" => [64.0, 128.0, 256.0, 512.0, 1024.0]
             .iter()
             .map(|&wg| vec![("WG", wg)])
             .collect(),
