@@ -1,5 +1,6 @@
 // fp8_quant.wgsl — rows of f32 values into DeepSeek-V3.2's FP8 cache layout, byte for byte what
-// reference::fp8::pack_latent_row (and pack_index_key, rope = 0) makes with ScaleRule::Ue8m0.
+// reference::fp8::pack_latent_row (and pack_index_key, rope = 0) makes with ScaleRule::Ue8m0
+// (entry point `main`), and back (`dequant`). The bit-level e4m3 and bf16 are lib/fp8.wgsl's.
 //
 //   row in:  x[0 .. KV) ‖ x[KV .. KV + ROPE)                                        (f32)
 //   row out: e4m3(clamp(x / s_b, ±448)) for the KV values, b = block of 128 (the last may be
@@ -27,34 +28,11 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;          // [rows, kv + rope]
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;    // [rows, row_words]
+@group(0) @binding(2) var<storage, read_write> packed: array<u32>;    // [rows, row_words]
 
-const BLOCK: u32 = 128u;
 const INV_448: f32 = 0.002232142857142857;   // f32(1 / 448), as the reference's constant
 
 var<workgroup> red: array<f32, 128>;
-
-// The e4m3 byte of v (|v| ≤ 448 after the clamp): round to nearest even.
-fn e4m3(v: f32) -> u32 {
-    let b = bitcast<u32>(v);
-    let sign = (b >> 24u) & 0x80u;
-    let a = b & 0x7fffffffu;
-    if (a > 0x7f800000u) { return sign | 0x7fu; }   // NaN
-    if (a >= 0x43e00000u) { return sign | 0x7eu; }  // 448 and up
-    if (a < 0x3c800000u) {                          // below 2^-6: subnormal, steps of 2^-9
-        return sign | u32(round(bitcast<f32>(a) * 512.0));   // 0 … 8 (8: the smallest normal)
-    }
-    // keep 3 mantissa bits, rounding to nearest even (a carry moves into the exponent); the
-    // e4m3 exponent is the f32 one less 120
-    let r = (a + 0x7ffffu + ((a >> 20u) & 1u)) >> 20u;
-    return sign | min(r - (120u << 3u), 0x7eu);
-}
-
-// bf16 bits of a finite x, rounded to nearest even.
-fn bf16(x: f32) -> u32 {
-    let b = bitcast<u32>(x);
-    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
-}
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -89,13 +67,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let inv_s = bitcast<f32>(u32(127 - e) << 23u);
         if (mine) {
             let q = clamp(x * inv_s, vec4<f32>(-448.0), vec4<f32>(448.0));
-            dst[out + i / 4u] = e4m3(q.x) | (e4m3(q.y) << 8u) | (e4m3(q.z) << 16u) | (e4m3(q.w) << 24u);
-            if (lane == 0u) { dst[out + kv / 4u + bi] = bitcast<u32>(s); }
+            packed[out + i / 4u] = e4m3(q.x) | (e4m3(q.y) << 8u) | (e4m3(q.z) << 16u) | (e4m3(q.w) << 24u);
+            if (lane == 0u) { packed[out + kv / 4u + bi] = bitcast<u32>(s); }
         }
     }
     for (var j = lid; j < params.rope / 2u; j += 128u) {
         let x0 = src[at + kv + 2u * j];
         let x1 = src[at + kv + 2u * j + 1u];
-        dst[out + kv / 4u + blocks + j] = bf16(x0) | (bf16(x1) << 16u);
+        packed[out + kv / 4u + blocks + j] = bf16(x0) | (bf16(x1) << 16u);
+    }
+}
+
+// The inverse, for tests and readers: packed rows back to f32 values, `e4m3_value(byte) · s_b`
+// and the bf16 values, one thread per value.
+@group(0) @binding(3) var<storage, read_write> values: array<f32>;   // [rows, kv + rope]
+
+@compute @workgroup_size(256)
+fn dequant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let width = params.kv + params.rope;
+    let e = gid.x + gid.y * nwg.x * 256u;
+    if (e >= params.rows * width) { return; }
+    let row = e / width;
+    let d = e % width;
+    let kv = params.kv;
+    let at = row * params.row_words;
+    if (d < kv) {
+        let byte = (packed[at + d / 4u] >> (8u * (d % 4u))) & 0xffu;
+        values[e] = e4m3_value(byte) * bitcast<f32>(packed[at + kv / 4u + d / BLOCK]);
+    } else {
+        let j = d - kv;
+        let blocks = (kv + BLOCK - 1u) / BLOCK;
+        values[e] = bf16_value(packed[at + kv / 4u + blocks + j / 2u] >> (16u * (j % 2u)));
     }
 }

@@ -22,7 +22,7 @@ units! {
     FILL = "fill": ["lib/hash.wgsl", "fill.wgsl"];
     DIGEST = "digest": ["lib/hash.wgsl", "digest.wgsl"];
     OVERLAP = "overlap": ["overlap.wgsl"];
-    FP8_QUANT = "fp8_quant": ["fp8_quant.wgsl"];
+    FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
     INDEXER = "indexer": ["lib/f16.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
     INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/indexer_io.wgsl"];

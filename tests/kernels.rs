@@ -512,7 +512,7 @@ fn walk_matches_reference() {
     compare("q", &got, &want, 1e-6, 1e-6).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
 
-/// The GPU FP8 quantiser against reference::fp8, byte for byte: v32's latent row (512 + 64) and
+/// The GPU FP8 quantiser against reference::fp8, byte for byte, and its inverse value for value: v32's latent row (512 + 64) and
 /// indexer key (128 + 0), and a row whose last block is short (200 + 6). Rows of random values at
 /// magnitudes from 2^-20 to 2^12, and edge rows: all zero (the 1e-4 floor), negative zeros,
 /// values at 448 · 2^k (a scale of exactly 2^k), ties at the e4m3 step (1.0625, 1.1875 with
@@ -521,7 +521,7 @@ fn walk_matches_reference() {
 fn fp8_quant_matches_reference_byte_for_byte() {
     use ess_wgpu::kernels::Fp8Quant;
     use ess_wgpu::kernels::fp8_quant::Fp8RowShape;
-    use ess_wgpu::reference::fp8::{ScaleRule, pack_latent_row};
+    use ess_wgpu::reference::fp8::{ScaleRule, pack_latent_row, unpack_latent_row};
     use ess_wgpu::workload::Rng;
     let ctx = ctx();
     let mut rng = Rng::new(fresh_seed(40));
@@ -580,6 +580,23 @@ fn fp8_quant_matches_reference_byte_for_byte() {
                 );
             }
         }
-        eprintln!("fp8_quant {kv} + {rope}: {n} rows of {row} bytes, identical");
+        // and back: every value bit for bit what reference::fp8 reads from the same bytes
+        let values = ctx
+            .upload("fp8 values", &vec![f32::NAN; n * width])
+            .unwrap(); // poison
+        let d = kernel.bind_dequant(ctx, &dst, &values, n as u32).unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let back: Vec<f32> = ctx.read(&values).unwrap();
+        for r in 0..n {
+            let want = unpack_latent_row(&want[r * row..][..row], kv, rope);
+            for (i, (g, w)) in back[r * width..][..width].iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{kv} + {rope}, row {r}, value {i}: {g} vs {w}"
+                );
+            }
+        }
+        eprintln!("fp8_quant {kv} + {rope}: {n} rows of {row} bytes, identical, and back");
     }
 }

@@ -42,15 +42,18 @@ impl Fp8RowShape {
 #[derive(Debug)]
 pub struct Fp8Quant {
     pipeline: wgpu::ComputePipeline,
+    /// The inverse (`dequant`): packed rows back to f32 values.
+    dequant: wgpu::ComputePipeline,
     pub shape: Fp8RowShape,
 }
 
 impl Fp8Quant {
     pub fn new(ctx: &GpuContext, shape: &Fp8RowShape) -> Result<Self> {
         shape.validate()?;
-        let pipeline = ctx.pipeline("fp8_quant", crate::shaders::FP8_QUANT, "main", &[])?;
+        let unit = crate::shaders::FP8_QUANT;
         Ok(Fp8Quant {
-            pipeline,
+            pipeline: ctx.pipeline("fp8_quant", unit, "main", &[])?,
+            dequant: ctx.pipeline("fp8_dequant", unit, "dequant", &[])?,
             shape: *shape,
         })
     }
@@ -63,11 +66,47 @@ impl Fp8Quant {
         dst: &wgpu::Buffer,
         rows: u32,
     ) -> Result<Dispatch> {
+        let params = self.params(src, dst, rows)?;
+        Ok(dispatch(
+            ctx,
+            &self.pipeline,
+            "fp8_quant",
+            &params,
+            &[src, dst],
+            super::grid_2d(rows),
+        ))
+    }
+
+    /// The inverse: `rows` packed rows of `packed` back into `values` (`[rows, kv + rope]` f32),
+    /// each value `e4m3(byte) · scale` or its bf16.
+    pub fn bind_dequant(
+        &self,
+        ctx: &GpuContext,
+        packed: &wgpu::Buffer,
+        values: &wgpu::Buffer,
+        rows: u32,
+    ) -> Result<Dispatch> {
+        let params = self.params(values, packed, rows)?;
+        let n = rows as u64 * (self.shape.kv + self.shape.rope) as u64;
+        Ok(super::dispatch_steps(
+            ctx,
+            "fp8_dequant",
+            &params,
+            &[super::StepSpec {
+                pipeline: &self.dequant,
+                buffers: &[(2, packed), (3, values)],
+                workgroups: super::grid_2d(n.div_ceil(256) as u32),
+            }],
+        ))
+    }
+
+    /// The uniform of `rows` rows, once both buffers are checked to hold them.
+    fn params(&self, values: &wgpu::Buffer, packed: &wgpu::Buffer, rows: u32) -> Result<Params> {
         let Fp8RowShape { kv, rope } = self.shape;
         let row_bytes = self.shape.row_bytes();
         let need = [
-            ("fp8 source", src, rows as u64 * (kv + rope) as u64 * 4),
-            ("fp8 destination", dst, rows as u64 * row_bytes),
+            ("fp8 values", values, rows as u64 * (kv + rope) as u64 * 4),
+            ("fp8 packed rows", packed, rows as u64 * row_bytes),
         ];
         for (what, buf, bytes) in need {
             if buf.size() < bytes {
@@ -78,19 +117,11 @@ impl Fp8Quant {
                 ));
             }
         }
-        let params = Params {
+        Ok(Params {
             rows,
             kv,
             rope,
             row_words: (row_bytes / 4) as u32,
-        };
-        Ok(dispatch(
-            ctx,
-            &self.pipeline,
-            "fp8_quant",
-            &params,
-            &[src, dst],
-            super::grid_2d(rows),
-        ))
+        })
     }
 }
