@@ -30,7 +30,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<f32>;          // [rows, kv + rope]
 @group(0) @binding(2) var<storage, read_write> packed: array<u32>;    // [rows, row_words]
 
-const INV_448: f32 = 0.002232142857142857;   // f32(1 / 448), as the reference's constant
 
 var<workgroup> red: array<f32, 128>;
 
@@ -58,13 +57,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             if (lane < off) { red[lid] = max(red[lid], red[lid + off]); }
             workgroupBarrier();   // this step done before the next reads it
         }
-        let amax = max(red[g * 32u], 1e-4);
+        let sc = ue8m0(red[g * 32u]);   // lib/fp8.wgsl: (scale, 1 / scale)
+        let s = sc.x;
+        let inv_s = sc.y;
         workgroupBarrier();   // the maxima read before the next round overwrites them
-        // s = 2^e, e = ceil(log2(amax · (1/448))) from the product's bits; 1/s is exact
-        let p = bitcast<u32>(amax * INV_448);
-        let e = i32((p >> 23u) & 0xffu) - 127 + select(0, 1, (p & 0x7fffffu) != 0u);
-        let s = bitcast<f32>(u32(e + 127) << 23u);
-        let inv_s = bitcast<f32>(u32(127 - e) << 23u);
         if (mine) {
             let q = clamp(x * inv_s, vec4<f32>(-448.0), vec4<f32>(448.0));
             packed[out + i / 4u] = e4m3(q.x) | (e4m3(q.y) << 8u) | (e4m3(q.z) << 16u) | (e4m3(q.w) << 24u);

@@ -26,6 +26,7 @@ units! {
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
     INDEXER = "indexer": ["lib/f16.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
     INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/indexer_io.wgsl"];
+    INDEXER_FP8 = "indexer_fp8": ["lib/fp8.wgsl", "indexer_fp8.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
     TOPK = "topk": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk.wgsl"];
     TOPK_SPLIT = "topk_split": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk_split.wgsl"];

@@ -330,6 +330,18 @@ fn kernels_reject_shapes_they_cannot_handle() {
         e.contains("index_head_dim = 40") && e.contains("multiple of 32"),
         "{e}"
     );
+    // FP8 keys: one scale a key, so at most 128 dims
+    let fp8 = ess_wgpu::kernels::indexer_fp8::IndexerFp8Shape {
+        heads: 64,
+        dim: 144,
+    };
+    let e = ess_wgpu::kernels::IndexerFp8::new(ctx, &fp8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("index_head_dim (fp8 keys) = 144") && e.contains("16 ..= 128"),
+        "{e}"
+    );
     for k in [0, 4096] {
         let e = TopK::new(ctx, &TopKShape { k }).unwrap_err().to_string();
         assert!(
@@ -598,5 +610,84 @@ fn fp8_quant_matches_reference_byte_for_byte() {
             }
         }
         eprintln!("fp8_quant {kv} + {rope}: {n} rows of {row} bytes, identical, and back");
+    }
+}
+
+/// The FP8 indexer against DeepSeek's `fp8_index` formula (reference::fp8::fp8_index_score, in
+/// f64) on the queries quantised as the model does (reference::fp8::quantize_rows): the same
+/// ragged lengths as the f16 indexer's test, head counts that are not multiples of 8, key values
+/// of several magnitudes. The tolerance is the indexer's: f32 sums of exact e4m3 products.
+#[test]
+fn indexer_fp8_matches_reference() {
+    use ess_wgpu::kernels::IndexerFp8;
+    use ess_wgpu::kernels::indexer::IndexerArgs;
+    use ess_wgpu::kernels::indexer_fp8::IndexerFp8Shape;
+    use ess_wgpu::problems::{pack_seqs, seq_table};
+    use ess_wgpu::reference::fp8::{ScaleRule, fp8_index_score, pack_index_key, quantize_rows};
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    for (i, &(heads, dim)) in [(64usize, 128usize), (5, 64), (16, 32), (40, 112)]
+        .iter()
+        .enumerate()
+    {
+        let mut rng = Rng::new(fresh_seed(50 + i as u64));
+        let lens = [0usize, 1, 255, 257, 700, 33];
+        let (b, seqs) = (lens.len(), pack_seqs(&lens, 3));
+        let rows = seqs.last().map_or(0, |s| s.first_row + s.len + 3);
+        let q: Vec<f32> = rng.vec(b * heads * dim);
+        let w: Vec<f32> = rng.vec(b * heads);
+        let mut keys = Vec::new(); // packed, [rows, dim + 4] bytes
+        for r in 0..rows {
+            let mag = 2f32.powi(r as i32 % 9 - 4);
+            let k: Vec<f32> = (0..dim).map(|_| rng.range(-mag, mag)).collect();
+            keys.extend(pack_index_key(&k, ScaleRule::Ue8m0));
+        }
+        let stride = 700;
+        let kernel = IndexerFp8::new(
+            ctx,
+            &IndexerFp8Shape {
+                heads: heads as u32,
+                dim: dim as u32,
+            },
+        )
+        .unwrap();
+        let (qbuf, kbuf, wbuf) = (
+            ctx.upload("q", &q).unwrap(),
+            ctx.upload("keys", &keys).unwrap(),
+            ctx.upload("w", &w).unwrap(),
+        );
+        let seq = ctx.upload("seq", &seq_table(&seqs)).unwrap();
+        let scores = ctx.upload("scores", &vec![f32::NAN; b * stride]).unwrap(); // poison
+        let args = IndexerArgs {
+            q: &qbuf,
+            w: &wbuf,
+            keys: &kbuf,
+            seq: &seq,
+            scores: &scores,
+            b0: 0,
+            batch: b as u32,
+            max_len: 700,
+            score_stride: stride as u32,
+        };
+        let d = kernel.bind(ctx, &args);
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&scores).unwrap();
+        let (q_bytes, q_scales) = quantize_rows(&q, dim, ScaleRule::Ue8m0);
+        let key_bytes = dim + 4;
+        let mut want = vec![f32::NAN; b * stride];
+        for (bi, s) in seqs.iter().enumerate() {
+            let qh = &q_bytes[bi * heads * dim..][..heads * dim];
+            let qs = &q_scales[bi * heads..][..heads];
+            for t in 0..s.len {
+                let key = &keys[(s.first_row + t) * key_bytes..][..key_bytes];
+                let k_s = f32::from_le_bytes(key[dim..].try_into().unwrap());
+                let score = fp8_index_score(qh, qs, &w[bi * heads..][..heads], &key[..dim], k_s);
+                want[bi * stride + t] = score as f32;
+            }
+        }
+        let (atol, rtol) = INDEXER_TOL;
+        let err = compare("index_score (fp8)", &got, &want, atol, rtol)
+            .unwrap_or_else(|e| panic!("{heads}x{dim}: {e}"));
+        eprintln!("indexer_fp8 {heads}x{dim}: max err {err:e}");
     }
 }

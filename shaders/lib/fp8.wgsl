@@ -2,6 +2,15 @@
 // front of the kernels that write or read DeepSeek-V3.2's FP8 cache rows (fp8_quant.wgsl).
 
 const BLOCK: u32 = 128u;   // values per scale
+const INV_448: f32 = 0.002232142857142857;   // f32(1 / 448), as the reference's constant
+
+// A block's scale from its largest magnitude, and its inverse: s = 2^e, e = ceil(log2(max(amax,
+// 1e-4) · (1/448))) read from the f32 product's bits (a correctly rounded multiply); 1/s exact.
+fn ue8m0(amax: f32) -> vec2<f32> {
+    let p = bitcast<u32>(max(amax, 1e-4) * INV_448);
+    let e = i32((p >> 23u) & 0xffu) - 127 + select(0, 1, (p & 0x7fffffu) != 0u);
+    return vec2<f32>(bitcast<f32>(u32(e + 127) << 23u), bitcast<f32>(u32(127 - e) << 23u));
+}
 
 // The e4m3 byte of v (|v| ≤ 448 after the clamp): round to nearest even.
 fn e4m3(v: f32) -> u32 {

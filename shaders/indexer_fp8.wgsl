@@ -1,0 +1,92 @@
+// indexer_fp8.wgsl — the lightning indexer over FP8 keys, as DeepSeek-V3.2's `fp8_index`
+// computes it (issue 13; version 1: straightforward, not tuned):
+//
+//   index_score[b, s] = k_s · Σ_h (w[b, h] · q_s[b, h]) · ReLU( Σ_d q̂[b, h, d] · k̂_s[d] )
+//
+// Keys are stored as the production layout (reference::fp8::pack_index_key): D e4m3 bytes then
+// one f32 scale (132 bytes at D = 128). The queries arrive in f32 and are quantised here as the
+// model does, one ue8m0 block per head (reference::fp8::quantize_rows): q̂ = e4m3(q / q_s). The
+// products of two e4m3 values are exact in f32, the sums are f32.
+// One scale a key and a head, so D ≤ 128 (the model's 128; a multiple of 16).
+//
+// Mapping: workgroup (x, y) = (256 keys, sequence b0 + y), 256 threads. The prologue quantises
+// the sequence's H ≤ 64 query heads into workgroup memory (4 threads a head). Then thread t owns
+// key s0 + t: it walks the key's words, decodes 4 values a word and adds them into one dot
+// product per head (a private array of H ≤ 64 accumulators, which a driver may keep in local
+// memory: this version is for correctness, the tuned one is issue 13's next step).
+
+struct Params {
+    heads: u32,         // H ≤ 64
+    dim: u32,           // D ≤ 128, a multiple of 16
+    b0: u32,            // first sequence of this dispatch
+    score_stride: u32,  // row stride of `scores`
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;            // [B, H, D]
+@group(0) @binding(2) var<storage, read> w: array<f32>;            // [B, H]
+@group(0) @binding(3) var<storage, read> keys: array<u32>;         // [rows, D / 4 + 1] packed keys
+@group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>; // [B, score_stride]
+
+const KEYS_PER_WG: u32 = 256u;
+
+var<workgroup> qw_s: array<u32, 2048>;   // [H][D / 4] the quantised queries, 4 e4m3 a word
+var<workgroup> qs_s: array<f32, 64>;     // w · q_s per head
+var<workgroup> amax_s: array<f32, 256>;  // [H][4] partial maxima
+
+// The 4 values of a word of e4m3 bytes (lib/fp8.wgsl).
+fn e4m3x4(word: u32) -> vec4<f32> {
+    return vec4<f32>(e4m3_value(word), e4m3_value(word >> 8u), e4m3_value(word >> 16u), e4m3_value(word >> 24u));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let H = params.heads;
+    let D = params.dim;
+    let words = D / 4u;
+    let b = params.b0 + wg.y;
+    let row0 = seq[2u * b];
+    let T = seq[2u * b + 1u];
+    let s0 = wg.x * KEYS_PER_WG;
+    if (s0 >= T) { return; }   // uniform across the workgroup
+
+    // ---- the queries, quantised: thread (head lid / 4, quarter lid % 4) takes D / 4 values
+    let h = lid / 4u;
+    let part = lid % 4u;
+    let qa = (b * H + h) * D + part * (D / 4u);
+    var m = 0.0;
+    if (h < H) {
+        for (var d = 0u; d < D / 4u; d++) { m = max(m, abs(q[qa + d])); }
+    }
+    amax_s[lid] = m;
+    workgroupBarrier();   // every quarter's maximum in
+    let hb = h * 4u;
+    let sc = ue8m0(max(max(amax_s[hb], amax_s[hb + 1u]), max(amax_s[hb + 2u], amax_s[hb + 3u])));
+    if (h < H) {
+        for (var i = 0u; i < D / 16u; i++) {   // this quarter's words
+            let x = vec4<f32>(q[qa + 4u * i], q[qa + 4u * i + 1u], q[qa + 4u * i + 2u], q[qa + 4u * i + 3u]);
+            let v = clamp(x * sc.y, vec4<f32>(-448.0), vec4<f32>(448.0));
+            qw_s[h * words + part * (D / 16u) + i] = e4m3(v.x) | (e4m3(v.y) << 8u) | (e4m3(v.z) << 16u) | (e4m3(v.w) << 24u);
+        }
+        if (part == 0u) { qs_s[h] = w[b * H + h] * sc.x; }
+    }
+    workgroupBarrier();   // the queries staged before any key uses them
+
+    // ---- one key a thread
+    let s = s0 + lid;
+    if (s >= T) { return; }   // (no barrier below)
+    let kw = words + 1u;       // words of a packed key
+    let ka = (row0 + s) * kw;
+    var acc: array<f32, 64>;   // q̂_j · k̂ per head j
+    for (var j = 0u; j < H; j++) { acc[j] = 0.0; }
+    for (var i = 0u; i < words; i++) {
+        let k4 = e4m3x4(keys[ka + i]);
+        for (var j = 0u; j < H; j++) {
+            acc[j] += dot(e4m3x4(qw_s[j * words + i]), k4);
+        }
+    }
+    var total = 0.0;
+    for (var j = 0u; j < H; j++) { total += qs_s[j] * max(acc[j], 0.0); }
+    scores[b * params.score_stride + s] = bitcast<f32>(keys[ka + words]) * total;
+}
