@@ -83,16 +83,8 @@ fn dequant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let width = params.kv + params.rope;
     let e = gid.x + gid.y * nwg.x * 256u;
     if (e >= params.rows * width) { return; }
-    let row = e / width;
+    let at = (e / width) * params.row_words;
     let d = e % width;
-    let kv = params.kv;
-    let at = row * params.row_words;
-    if (d < kv) {
-        let byte = (packed[at + d / 4u] >> (8u * (d % 4u))) & 0xffu;
-        values[e] = e4m3_value(byte) * bitcast<f32>(packed[at + kv / 4u + d / BLOCK]);
-    } else {
-        let j = d - kv;
-        let blocks = (kv + BLOCK - 1u) / BLOCK;
-        values[e] = bf16_value(packed[at + kv / 4u + blocks + j / 2u] >> (16u * (j % 2u)));
-    }
+    let ix = fp8_row_at(params.kv, d);   // lib/fp8.wgsl
+    values[e] = fp8_row_value(params.kv, d, packed[at + ix.x], packed[at + ix.y]);
 }

@@ -16,6 +16,7 @@
 // Mapping: workgroup (x, y) = (head, sequence b0 + y), 64 threads; KV ≤ 512 (8 dims a thread).
 
 override ROWS_F16: bool = true;
+override ROWS_FP8: bool = false;   // rows in the FP8 layout (lib/fp8.wgsl; ROWS_F16 is then unused)
 
 const WG: u32 = 64u;
 
@@ -34,7 +35,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<f32>;             // [B, H, KV + ROPE]
 @group(0) @binding(2) var<storage, read> ids: array<i32>;           // [B, k]
 @group(0) @binding(3) var<storage, read> seq: array<u32>;           // [B, 2] = (first row, _)
-@group(0) @binding(4) var<storage, read> rows: array<u32>;          // [R, KV + ROPE] f16 pairs or f32 bits
+@group(0) @binding(4) var<storage, read> rows: array<u32>;          // [R, KV + ROPE] f16 pairs, f32 bits or FP8 rows
 @group(0) @binding(5) var<storage, read_write> o_lat: array<f32>;   // [B, H, KV]
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;     // [B, H]
 
@@ -43,6 +44,11 @@ var<workgroup> partial: array<f32, WG>;
 // dim d of row r
 fn row(r: u32, d: u32) -> f32 {
     let DQ = params.kv + params.rope;
+    if (ROWS_FP8) {
+        let at = r * fp8_row_words(params.kv, params.rope);
+        let ix = fp8_row_at(params.kv, d);
+        return fp8_row_value(params.kv, d, rows[at + ix.x], rows[at + ix.y]);
+    }
     if (ROWS_F16) {
         return unpack2x16float(rows[(r * DQ + d) / 2u])[d % 2u];
     }

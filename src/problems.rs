@@ -348,7 +348,48 @@ impl SparseMlaProblem {
         kernel: &SparseMlaNaive,
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx)?;
+        self.run_naive_on(
+            ctx,
+            kernel,
+            &storage_bytes(&self.rows, self.cfg.dtype),
+            timer,
+        )
+    }
+
+    /// The FP8 form of the problem (issue 13): every row packed by [`reference::fp8`]'s quantiser
+    /// (ue8m0), and the problem whose rows are what those bytes stand for, so its reference is
+    /// the reference of the FP8 rows. Needs a latent width in whole words (kv % 4 == 0).
+    pub fn fp8(&self) -> (Vec<u8>, SparseMlaProblem) {
+        use reference::fp8::{ScaleRule, pack_latent_row, unpack_latent_row};
+        let m = &self.cfg.model;
+        let (kv, dq) = (m.kv_lora_rank as usize, m.row_dim() as usize);
+        let mut packed = Vec::new();
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for row in self.rows.chunks(dq) {
+            let bytes = pack_latent_row(&row[..kv], &row[kv..], ScaleRule::Ue8m0);
+            rows.extend(unpack_latent_row(&bytes, kv, dq - kv));
+            packed.extend(bytes);
+        }
+        let problem = SparseMlaProblem {
+            cfg: self.cfg.clone(),
+            q: self.q.clone(),
+            ids: self.ids.clone(),
+            seqs: self.seqs.clone(),
+            rows,
+        };
+        (packed, problem)
+    }
+
+    /// Run the version-1 kernel on rows given as the bytes the kernel reads (f16, f32 or FP8).
+    pub fn run_naive_on(
+        &self,
+        ctx: &GpuContext,
+        kernel: &SparseMlaNaive,
+        row_bytes: &[u8],
+        timer: Option<&GpuTimer>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (q, ids, seq, _, o_lat, lse) = self.upload(ctx)?;
+        let rows = ctx.upload("rows", row_bytes)?;
         let args = SparseMlaNaiveArgs {
             q: &q,
             ids: &ids,

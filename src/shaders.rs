@@ -32,7 +32,7 @@ units! {
     TOPK_SPLIT = "topk_split": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk_split.wgsl"];
     SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "lib/mla.wgsl", "sparse_mla.wgsl"];
     SPARSE_MLA_COOP = "sparse_mla_coop": ["sparse_mla_coop.wgsl", "lib/mla.wgsl"];
-    SPARSE_MLA_NAIVE = "sparse_mla_naive": ["sparse_mla_naive.wgsl"];
+    SPARSE_MLA_NAIVE = "sparse_mla_naive": ["lib/fp8.wgsl", "sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];

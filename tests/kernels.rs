@@ -691,3 +691,46 @@ fn indexer_fp8_matches_reference() {
         eprintln!("indexer_fp8 {heads}x{dim}: max err {err:e}");
     }
 }
+
+/// Sparse MLA (version 1) over FP8 rows (issue 13): against the reference on the values the
+/// packed rows stand for, with the f32 kernel's tolerance (same inputs); and, reported, not
+/// asserted, how far FP8 rows move the result from f16 rows.
+#[test]
+fn sparse_mla_naive_reads_fp8_rows() {
+    use ess_wgpu::workload::round_f16;
+    let ctx = ctx();
+    let cases = [
+        RunConfig::small().with_overrides(&["heads=40", "batch=2", "topk=130"]),
+        RunConfig::tiny().with_overrides(&["batch=3", "topk=77"]),
+        RunConfig::small().with_overrides(&["kv_lora_rank=320", "batch=2", "topk=90"]),
+    ];
+    for (i, cfg) in cases.into_iter().enumerate() {
+        let cfg = RunConfig {
+            dtype: Dtype::F32, // the raw values, quantised by SparseMlaProblem::fp8
+            ..cfg.unwrap()
+        };
+        let p = SparseMlaProblem::random(&cfg, 700, 0.1, &[], fresh_seed(60 + i as u64));
+        let (packed, p8) = p.fp8();
+        let kernel = SparseMlaNaive::fp8_rows(ctx, &cfg.sparse_mla_shape()).unwrap();
+        let (o_lat, lse) = p8.run_naive_on(ctx, &kernel, &packed, None).unwrap();
+        let (want_o, want_lse) = p8.reference();
+        let (oa, or) = SPARSE_MLA_O_LAT_TOL;
+        let (la, lr) = SPARSE_MLA_LSE_TOL;
+        let eo = compare("o_lat (fp8 rows)", &o_lat, &want_o, oa, or)
+            .unwrap_or_else(|e| panic!("{cfg}: {e}"));
+        let el = compare("lse (fp8 rows)", &lse, &want_lse, la, lr)
+            .unwrap_or_else(|e| panic!("{cfg}: {e}"));
+        // what FP8 costs against f16 rows of the same values (reported)
+        let f16 = SparseMlaProblem {
+            rows: round_f16(&p.rows),
+            ..p.fp8().1
+        };
+        let (o16, l16) = f16.reference();
+        let qo = compare("o_lat fp8 vs f16", &want_o, &o16, 1.0, 1.0).unwrap();
+        let ql = compare("lse fp8 vs f16", &want_lse, &l16, 1.0, 1.0).unwrap();
+        eprintln!(
+            "sparse_mla_naive fp8 rows {cfg}: max err o_lat {eo:e}, lse {el:e}; \
+             fp8 against f16 rows: o_lat {qo:e}, lse {ql:e}"
+        );
+    }
+}

@@ -18,6 +18,11 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             .collect(),
         "resolve" => vec![vec![("WG", 256.0)]],
         "gemm_coop_f16" => vec![vec![("B_NK", 1.0)], vec![("B_NK", 0.0)]],
+        "sparse_mla_naive" => vec![
+            vec![("ROWS_F16", 1.0), ("ROWS_FP8", 0.0)],
+            vec![("ROWS_F16", 0.0), ("ROWS_FP8", 0.0)],
+            vec![("ROWS_FP8", 1.0)],
+        ],
         "sparse_mla_coop" => [(512.0, 64.0), (64.0, 32.0), (192.0, 0.0)]
             .iter()
             .map(|&(kv, rope)| vec![("KV", kv), ("ROPE", rope)])

@@ -49,3 +49,21 @@ fn e4m3_value(b: u32) -> f32 {
 fn bf16_value(h: u32) -> f32 {
     return bitcast<f32>((h & 0xffffu) << 16u);
 }
+
+// Where value d of a packed row (kv e4m3 bytes, ⌈kv / 128⌉ f32 scales, rope bf16) lives, in u32
+// words from the row's start: (the value's word, its scale's word; for a bf16 value the second is
+// unused), and the row's length in words (kv a multiple of 4, rope even).
+fn fp8_row_words(kv: u32, rope: u32) -> u32 {
+    return kv / 4u + (kv + BLOCK - 1u) / BLOCK + rope / 2u;
+}
+
+fn fp8_row_at(kv: u32, d: u32) -> vec2<u32> {
+    if (d < kv) { return vec2<u32>(d / 4u, kv / 4u + d / BLOCK); }
+    return vec2<u32>(kv / 4u + (kv + BLOCK - 1u) / BLOCK + (d - kv) / 2u, 0u);
+}
+
+// Value d of a packed row, given the two words fp8_row_at named.
+fn fp8_row_value(kv: u32, d: u32, word: u32, scale_word: u32) -> f32 {
+    if (d < kv) { return e4m3_value(word >> (8u * (d % 4u))) * bitcast<f32>(scale_word); }
+    return bf16_value(word >> (16u * ((d - kv) % 2u)));
+}

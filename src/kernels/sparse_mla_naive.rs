@@ -35,7 +35,7 @@ pub struct SparseMlaNaiveArgs<'a> {
     pub ids: &'a wgpu::Buffer,
     /// `[B, 2]` u32: (first row of sequence b in `rows`, unused).
     pub seq: &'a wgpu::Buffer,
-    /// `[R, KV + ROPE]` latent rows c_kv ‖ k_pe.
+    /// `[R, KV + ROPE]` latent rows c_kv ‖ k_pe (or `[R, row bytes]` packed FP8 rows).
     pub rows: &'a wgpu::Buffer,
     /// `[B, H, KV]` f32 output.
     pub o_lat: &'a wgpu::Buffer,
@@ -46,15 +46,29 @@ pub struct SparseMlaNaiveArgs<'a> {
 }
 
 impl SparseMlaNaive {
-    /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads).
+    /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads), rows in
+    /// `shape.dtype`.
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        Self::build(ctx, shape, false)
+    }
+
+    /// The same over rows in the FP8 layout (issue 13: [`crate::reference::fp8::pack_latent_row`],
+    /// 656 bytes at v32), dequantised as they are read; `shape.dtype` is not used.
+    pub fn fp8_rows(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        Self::build(ctx, shape, true)
+    }
+
+    fn build(ctx: &GpuContext, shape: &SparseMlaShape, fp8: bool) -> Result<Self> {
         shape.validate()?;
         let (kv, rope) = (shape.kv, shape.rope);
         let pipeline = ctx.pipeline(
             "sparse_mla_naive",
             crate::shaders::SPARSE_MLA_NAIVE,
             "main",
-            &[("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64)],
+            &[
+                ("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64),
+                ("ROWS_FP8", fp8 as u32 as f64),
+            ],
         )?;
         Ok(SparseMlaNaive {
             pipeline,
