@@ -16,12 +16,13 @@ use crate::gpu::{AdapterReport, GpuContext, GpuTimer, MatrixPath};
 use crate::kernels::gemm::GemmKernel;
 use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::indexer::IndexerKernel;
+use crate::kernels::indexer_fp8::IndexerFp8Shape;
 use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
 use crate::kernels::sparse_mla::SparseMlaKernel;
 use crate::kernels::topk::{TopKArgs, TopKSplit, split_segments};
-use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
+use crate::kernels::{Dispatch, Indexer, IndexerFp8, LseMerge, Probe, SparseMla, TopK};
 use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
     SparseMlaProblem, TopKProblem, seq_table, sparse_mla_coop_o_lat_tol,
@@ -136,15 +137,44 @@ fn random_buffer(
     dtype: crate::Dtype,
     seed: u64,
 ) -> Result<wgpu::Buffer> {
-    let buf = ctx.storage(label, size)?;
-    let block_bytes = (4u64 << 20).min(buf.size());
+    let block_bytes = (4u64 << 20).min(size);
     let values = Rng::new(seed).vec((block_bytes / dtype.bytes()) as usize);
-    let block = ctx.upload("random block", &storage_bytes(&values, dtype))?;
+    tiled_buffer(ctx, label, size, &storage_bytes(&values, dtype))
+}
+
+/// A buffer of `rows` packed FP8 rows of `kv` + `rope` random values in [-1, 1) (the layout of
+/// [`crate::reference::fp8::pack_latent_row`]; an indexer key is `rope` = 0), tiled from a block of
+/// whole rows.
+fn fp8_buffer(
+    ctx: &GpuContext,
+    label: &str,
+    rows: u64,
+    kv: usize,
+    rope: usize,
+    seed: u64,
+) -> Result<wgpu::Buffer> {
+    use crate::reference::fp8::{ScaleRule, latent_row_bytes, pack_latent_row};
+    let row_bytes = latent_row_bytes(kv, rope) as u64;
+    let block_rows = ((4u64 << 20) / row_bytes).clamp(1, rows.max(1));
+    let mut rng = Rng::new(seed);
+    let block: Vec<u8> = (0..block_rows)
+        .flat_map(|_| {
+            let x = rng.vec(kv + rope);
+            pack_latent_row(&x[..kv], &x[kv..], ScaleRule::Ue8m0)
+        })
+        .collect();
+    tiled_buffer(ctx, label, rows * row_bytes, &block)
+}
+
+/// A buffer of `size` bytes holding `block` over and over (the last copy cut short).
+fn tiled_buffer(ctx: &GpuContext, label: &str, size: u64, block: &[u8]) -> Result<wgpu::Buffer> {
+    let buf = ctx.storage(label, size)?;
+    let src = ctx.upload("block", block)?;
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     let mut off = 0;
     while off < buf.size() {
-        let n = block_bytes.min(buf.size() - off);
-        enc.copy_buffer_to_buffer(&block, 0, &buf, off, n);
+        let n = (block.len() as u64).min(buf.size() - off);
+        enc.copy_buffer_to_buffer(&src, 0, &buf, off, n);
         off += n;
     }
     ctx.submit(enc);
@@ -429,6 +459,55 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         ));
     }
     drop(parts);
+    // the indexer over FP8 keys (version 1, FMA units), where the shape allows it (dim ≤ 128)
+    let fp8_shape = IndexerFp8Shape {
+        heads: cfg.model.index_heads,
+        dim: cfg.model.index_head_dim,
+    };
+    if fp8_shape.validate().is_ok() {
+        let indexer = IndexerFp8::new(ctx, &fp8_shape)?;
+        let seq_bytes = t as u64 * fp8_shape.key_bytes();
+        let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
+        let mut keep = Vec::new();
+        let mut dispatches = Vec::new();
+        let mut b0 = 0;
+        while b0 < b {
+            let nb = per_buf.min(b - b0);
+            let dim = fp8_shape.dim as usize;
+            let keys = fp8_buffer(ctx, "fp8 keys", (nb * t) as u64, dim, 0, b0 as u64)?;
+            let mut table = vec![0u32; 2 * b as usize];
+            for i in 0..nb {
+                table[2 * (b0 + i) as usize] = i * t;
+                table[2 * (b0 + i) as usize + 1] = t;
+            }
+            let seq = ctx.upload("seq", &table)?;
+            let args = IndexerArgs {
+                q: &q,
+                w: &w,
+                keys: &keys,
+                seq: &seq,
+                scores: &scores,
+                b0,
+                batch: nb,
+                max_len: t,
+                score_stride: t,
+            };
+            dispatches.push(indexer.bind(ctx, &args));
+            keep.push((keys, seq));
+            b0 += nb;
+        }
+        let refs: Vec<&Dispatch> = dispatches.iter().collect();
+        let heads = fp8_shape.heads as u64;
+        out.push(timing(
+            "indexer fp8",
+            s,
+            time_pass(ctx, &refs, reps)?,
+            total_keys * (fp8_shape.key_bytes() + 4),
+            total_keys * heads * (2 * fp8_shape.dim as u64 + 3),
+            c,
+            MatrixPath::Fma,
+        ));
+    }
 
     // --- top-k over random scores
     let host_scores: Vec<f32> = (0..total_keys).map(|_| rng.range(-4.0, 4.0)).collect();
