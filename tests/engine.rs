@@ -516,6 +516,19 @@ fn memory_plan_is_what_the_engine_allocates() {
             e.plan.items
         );
     }
+    // a context long enough for the split top-k, whose working space the plan must count
+    let opts = options(
+        run.clone(),
+        vec![33_000, 70, 20],
+        PoolSize::Slots(30),
+        TransferPath::ZeroCopy,
+        0.5,
+        2,
+    );
+    let e = Engine::new(ctx, &opts, BUDGET).unwrap();
+    let split = e.plan.items.iter().find(|(what, _)| what == "top-k scratch");
+    assert!(split.is_some_and(|(_, bytes)| *bytes > 0), "{:?}", e.plan.items);
+    assert_eq!(e.allocated_bytes(), e.plan.total(), "{:?}", e.plan.items);
 }
 
 /// The overlap the GPU measures equals the one computed on the CPU from the recorded trace.

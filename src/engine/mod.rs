@@ -881,6 +881,7 @@ impl Engine {
             &self.scratch.partials,
             &self.scratch.part_lse,
         ]);
+        bufs.extend(self.topk_scratch.iter().flat_map(|t| t.buffers()));
         for l in &self.layers {
             bufs.extend(l.keys.iter().chain(&l.latent));
             bufs.extend([

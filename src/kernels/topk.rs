@@ -27,6 +27,13 @@ pub const SPLIT_MIN_SEGMENT: u32 = 4096;
 /// Bins of the split kernel's first histogram (BINS in the shader: the top 12 bits of a key).
 const SPLIT_BINS: u64 = 4096;
 
+impl TopKScratch {
+    /// Its buffers (for an owner that counts what it allocated).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 4] {
+        [&self.hist, &self.state, &self.sure, &self.maybe]
+    }
+}
+
 /// The split kernel's workgroups a row: about [`SPLIT_TARGET_WORKGROUPS`] in all, segments of
 /// at least [`SPLIT_MIN_SEGMENT`] scores, at least 2.
 pub fn split_segments(batch: u32, score_stride: u32) -> u32 {
