@@ -121,6 +121,25 @@ fn modes_are_bit_identical_with_a_thrashing_pool() {
     ));
 }
 
+/// Contexts long enough that the top-k runs its split kernel (rows of 32K scores and more), one
+/// sequence far shorter: the two modes still give the same bits.
+#[test]
+fn modes_are_bit_identical_with_the_split_top_k() {
+    let run = RunConfig::tiny()
+        .with_overrides(&["batch=2", "layers=2", "topk=40"])
+        .unwrap();
+    let opts = options(
+        run,
+        vec![33_000, 90],
+        PoolSize::Ratio(0.3),
+        TransferPath::ZeroCopy,
+        0.9,
+        3,
+    );
+    assert!(opts.capacity() >= ess_wgpu::kernels::topk::SPLIT_MIN_LEN);
+    check_bit_identical(&opts);
+}
+
 #[test]
 fn modes_are_bit_identical_on_every_transfer_path() {
     let run = RunConfig::tiny()
@@ -526,8 +545,16 @@ fn memory_plan_is_what_the_engine_allocates() {
         2,
     );
     let e = Engine::new(ctx, &opts, BUDGET).unwrap();
-    let split = e.plan.items.iter().find(|(what, _)| what == "top-k scratch");
-    assert!(split.is_some_and(|(_, bytes)| *bytes > 0), "{:?}", e.plan.items);
+    let split = e
+        .plan
+        .items
+        .iter()
+        .find(|(what, _)| what == "top-k scratch");
+    assert!(
+        split.is_some_and(|(_, bytes)| *bytes > 0),
+        "{:?}",
+        e.plan.items
+    );
     assert_eq!(e.allocated_bytes(), e.plan.total(), "{:?}", e.plan.items);
 }
 
