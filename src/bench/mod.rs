@@ -166,6 +166,72 @@ fn fp8_buffer(
     tiled_buffer(ctx, label, rows * row_bytes, &block)
 }
 
+/// One buffer of keys for sequences `b0 .. b0 + batch` (sequence b0 + i's `T` keys from row i·T)
+/// and the `[B, 2]` table that says so.
+struct KeyPart {
+    b0: u32,
+    batch: u32,
+    keys: wgpu::Buffer,
+    seq: wgpu::Buffer,
+}
+
+impl KeyPart {
+    /// The indexer's arguments over this part: queries `q`, weights `w`, `[B, t]` `scores`.
+    fn args<'a>(
+        &'a self,
+        q: &'a wgpu::Buffer,
+        w: &'a wgpu::Buffer,
+        scores: &'a wgpu::Buffer,
+        t: u32,
+    ) -> IndexerArgs<'a> {
+        IndexerArgs {
+            q,
+            w,
+            keys: &self.keys,
+            seq: &self.seq,
+            scores,
+            b0: self.b0,
+            batch: self.batch,
+            max_len: t,
+            score_stride: t,
+        }
+    }
+}
+
+/// `b` sequences of `t` keys of `key_bytes` each, in as few buffers as the binding limit allows;
+/// `make(keys, seed)` makes a buffer of that many keys.
+fn key_parts(
+    ctx: &GpuContext,
+    b: u32,
+    t: u32,
+    key_bytes: u64,
+    make: impl Fn(u64, u64) -> Result<wgpu::Buffer>,
+) -> Result<Vec<KeyPart>> {
+    let per_buf = (ctx.max_binding() / (t as u64 * key_bytes))
+        .max(1)
+        .min(b as u64) as u32;
+    let mut parts = Vec::new();
+    let mut b0 = 0;
+    while b0 < b {
+        let batch = per_buf.min(b - b0);
+        let keys = make(batch as u64 * t as u64, b0 as u64)?;
+        let mut table = vec![0u32; 2 * b as usize];
+        for i in 0..batch {
+            table[2 * (b0 + i) as usize] = i * t;
+            table[2 * (b0 + i) as usize + 1] = t;
+        }
+        let seq = ctx.upload("seq", &table)?;
+        parts.push(KeyPart {
+            b0,
+            batch,
+            keys,
+            seq,
+        });
+        b0 += batch;
+    }
+    Ok(parts)
+}
+
 /// A buffer of `size` bytes holding `block` over and over (the last copy cut short).
 fn tiled_buffer(ctx: &GpuContext, label: &str, size: u64, block: &[u8]) -> Result<wgpu::Buffer> {
     let buf = ctx.storage(label, size)?;
@@ -401,28 +467,15 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
 
     // --- indexer: keys split into as many buffers as the binding limit needs; each path's
     // kernel on the same buffers
-    let seq_bytes = t as u64 * cfg.key_bytes();
-    let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
     let q = ctx.upload(
         "q",
         &rng.vec((b * cfg.model.index_heads * cfg.model.index_head_dim) as usize),
     )?;
     let w = ctx.upload("w", &rng.vec((b * cfg.model.index_heads) as usize))?;
     let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
-    let mut parts = Vec::new(); // (b0, batch, keys, seq)
-    let mut b0 = 0;
-    while b0 < b {
-        let nb = per_buf.min(b - b0);
-        let keys = random_buffer(ctx, "keys", nb as u64 * seq_bytes, cfg.dtype, b0 as u64)?;
-        // rows of sequence b0 + i start at i·T in this buffer
-        let mut table = vec![0u32; 2 * b as usize];
-        for i in 0..nb {
-            table[2 * (b0 + i) as usize] = i * t;
-            table[2 * (b0 + i) as usize + 1] = t;
-        }
-        parts.push((b0, nb, keys, ctx.upload("seq", &table)?));
-        b0 += nb;
-    }
+    let parts = key_parts(ctx, b, t, cfg.key_bytes(), |n, b0| {
+        random_buffer(ctx, "keys", n * cfg.key_bytes(), cfg.dtype, b0)
+    })?;
     let total_keys = b as u64 * t as u64;
     for units in paths(ctx, cfg) {
         let kernel = match units {
@@ -432,26 +485,12 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         let indexer = Indexer::with(ctx, &cfg.indexer_shape(), kernel)?;
         let dispatches: Vec<Dispatch> = parts
             .iter()
-            .map(|(b0, nb, keys, seq)| {
-                let args = IndexerArgs {
-                    q: &q,
-                    w: &w,
-                    keys,
-                    seq,
-                    scores: &scores,
-                    b0: *b0,
-                    batch: *nb,
-                    max_len: t,
-                    score_stride: t,
-                };
-                indexer.bind(ctx, &args)
-            })
+            .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
             .collect();
-        let refs: Vec<&Dispatch> = dispatches.iter().collect();
         out.push(timing(
             "indexer",
             s,
-            time_pass(ctx, &refs, reps)?,
+            time_pass(ctx, &dispatches.iter().collect::<Vec<_>>(), reps)?,
             indexer.bytes(total_keys),
             indexer.flops(total_keys),
             c,
@@ -466,44 +505,20 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     };
     if fp8_shape.validate().is_ok() {
         let indexer = IndexerFp8::new(ctx, &fp8_shape)?;
-        let seq_bytes = t as u64 * fp8_shape.key_bytes();
-        let per_buf = (ctx.max_binding() / seq_bytes).max(1).min(b as u64) as u32;
-        let mut keep = Vec::new();
-        let mut dispatches = Vec::new();
-        let mut b0 = 0;
-        while b0 < b {
-            let nb = per_buf.min(b - b0);
-            let dim = fp8_shape.dim as usize;
-            let keys = fp8_buffer(ctx, "fp8 keys", (nb * t) as u64, dim, 0, b0 as u64)?;
-            let mut table = vec![0u32; 2 * b as usize];
-            for i in 0..nb {
-                table[2 * (b0 + i) as usize] = i * t;
-                table[2 * (b0 + i) as usize + 1] = t;
-            }
-            let seq = ctx.upload("seq", &table)?;
-            let args = IndexerArgs {
-                q: &q,
-                w: &w,
-                keys: &keys,
-                seq: &seq,
-                scores: &scores,
-                b0,
-                batch: nb,
-                max_len: t,
-                score_stride: t,
-            };
-            dispatches.push(indexer.bind(ctx, &args));
-            keep.push((keys, seq));
-            b0 += nb;
-        }
-        let refs: Vec<&Dispatch> = dispatches.iter().collect();
-        let heads = fp8_shape.heads as u64;
+        let dim = fp8_shape.dim as usize;
+        let parts = key_parts(ctx, b, t, fp8_shape.key_bytes(), |n, b0| {
+            fp8_buffer(ctx, "fp8 keys", n, dim, 0, b0)
+        })?;
+        let dispatches: Vec<Dispatch> = parts
+            .iter()
+            .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
+            .collect();
         out.push(timing(
             "indexer fp8",
             s,
-            time_pass(ctx, &refs, reps)?,
-            total_keys * (fp8_shape.key_bytes() + 4),
-            total_keys * heads * (2 * fp8_shape.dim as u64 + 3),
+            time_pass(ctx, &dispatches.iter().collect::<Vec<_>>(), reps)?,
+            indexer.bytes(total_keys),
+            indexer.flops(total_keys),
             c,
             MatrixPath::Fma,
         ));

@@ -60,4 +60,15 @@ impl IndexerFp8 {
             grid,
         )
     }
+
+    /// FLOPs of one call: a multiply-add per (head, dim, key), plus ReLU·w and the head sum (as
+    /// [`super::Indexer::flops`]).
+    pub fn flops(&self, total_keys: u64) -> u64 {
+        total_keys * self.shape.heads as u64 * (2 * self.shape.dim as u64 + 3)
+    }
+
+    /// Bytes one call must move at least: every packed key once, every score written once.
+    pub fn bytes(&self, total_keys: u64) -> u64 {
+        total_keys * (self.shape.key_bytes() + 4)
+    }
 }
