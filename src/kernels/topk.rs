@@ -49,7 +49,20 @@ pub fn scratch_bytes_for(k: u32, batch: u32, score_stride: u32) -> u64 {
     if score_stride < SPLIT_MIN_LEN {
         return 0;
     }
-    batch as u64 * (SPLIT_BINS * 4 + 16 + k as u64 * 4 + score_stride as u64 * 4)
+    scratch_sizes(k, batch, score_stride).iter().sum()
+}
+
+/// Bytes of the split kernel's four scratch buffers for `batch` rows of `score_stride` scores:
+/// the histograms `[batch, 4096]`, the states `[batch, 4]`, the sure `[batch, k]` and candidate
+/// `[batch, score_stride]` index lists, all u32.
+fn scratch_sizes(k: u32, batch: u32, score_stride: u32) -> [u64; 4] {
+    let b = batch as u64;
+    [
+        b * SPLIT_BINS * 4,
+        b * 16,
+        b * k as u64 * 4,
+        b * score_stride as u64 * 4,
+    ]
 }
 
 /// Which kernel [`TopK::bind`] records.
@@ -153,12 +166,12 @@ impl TopK {
 
     /// The split kernel's working space for `batch` rows of `score_stride` scores.
     pub fn scratch(&self, ctx: &GpuContext, batch: u32, score_stride: u32) -> Result<TopKScratch> {
-        let (b, s) = (batch as u64, score_stride as u64);
+        let [hist, state, sure, maybe] = scratch_sizes(self.k, batch, score_stride);
         Ok(TopKScratch {
-            hist: ctx.storage("topk hist", b * SPLIT_BINS * 4)?,
-            state: ctx.storage("topk state", b * 16)?,
-            sure: ctx.storage("topk sure", b * self.k as u64 * 4)?,
-            maybe: ctx.storage("topk maybe", b * s * 4)?,
+            hist: ctx.storage("topk hist", hist)?,
+            state: ctx.storage("topk state", state)?,
+            sure: ctx.storage("topk sure", sure)?,
+            maybe: ctx.storage("topk maybe", maybe)?,
             batch,
             score_stride,
         })
