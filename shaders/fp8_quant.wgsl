@@ -63,14 +63,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         workgroupBarrier();   // the maxima read before the next round overwrites them
         if (mine) {
             let q = clamp(x * inv_s, vec4<f32>(-448.0), vec4<f32>(448.0));
-            packed[out + i / 4u] = e4m3(q.x) | (e4m3(q.y) << 8u) | (e4m3(q.z) << 16u) | (e4m3(q.w) << 24u);
-            if (lane == 0u) { packed[out + kv / 4u + bi] = bitcast<u32>(s); }
+            let ix = fp8_row_at(kv, i);   // (the value's word, the block's scale word)
+            packed[out + ix.x] = e4m3x4(q);
+            if (lane == 0u) { packed[out + ix.y] = bitcast<u32>(s); }
         }
     }
     for (var j = lid; j < params.rope / 2u; j += 128u) {
         let x0 = src[at + kv + 2u * j];
         let x1 = src[at + kv + 2u * j + 1u];
-        packed[out + kv / 4u + blocks + j] = bf16(x0) | (bf16(x1) << 16u);
+        packed[out + fp8_row_at(kv, kv + 2u * j).x] = bf16(x0) | (bf16(x1) << 16u);
     }
 }
 

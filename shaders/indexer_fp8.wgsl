@@ -35,8 +35,8 @@ var<workgroup> qw_s: array<u32, 2048>;   // [H][D / 4] the quantised queries, 4 
 var<workgroup> qs_s: array<f32, 64>;     // w · q_s per head
 var<workgroup> amax_s: array<f32, 256>;  // [H][4] partial maxima
 
-// The 4 values of a word of e4m3 bytes (lib/fp8.wgsl).
-fn e4m3x4(word: u32) -> vec4<f32> {
+// The 4 values of a word of e4m3 bytes (lib/fp8.wgsl's e4m3x4 packs them).
+fn e4m3x4_values(word: u32) -> vec4<f32> {
     return vec4<f32>(e4m3_value(word), e4m3_value(word >> 8u), e4m3_value(word >> 16u), e4m3_value(word >> 24u));
 }
 
@@ -67,7 +67,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var i = 0u; i < D / 16u; i++) {   // this quarter's words
             let x = vec4<f32>(q[qa + 4u * i], q[qa + 4u * i + 1u], q[qa + 4u * i + 2u], q[qa + 4u * i + 3u]);
             let v = clamp(x * sc.y, vec4<f32>(-448.0), vec4<f32>(448.0));
-            qw_s[h * words + part * (D / 16u) + i] = e4m3(v.x) | (e4m3(v.y) << 8u) | (e4m3(v.z) << 16u) | (e4m3(v.w) << 24u);
+            qw_s[h * words + part * (D / 16u) + i] = e4m3x4(v);
         }
         if (part == 0u) { qs_s[h] = w[b * H + h] * sc.x; }
     }
@@ -81,9 +81,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc: array<f32, 64>;   // q̂_j · k̂ per head j
     for (var j = 0u; j < H; j++) { acc[j] = 0.0; }
     for (var i = 0u; i < words; i++) {
-        let k4 = e4m3x4(keys[ka + i]);
+        let k4 = e4m3x4_values(keys[ka + i]);
         for (var j = 0u; j < H; j++) {
-            acc[j] += dot(e4m3x4(qw_s[j * words + i]), k4);
+            acc[j] += dot(e4m3x4_values(qw_s[j * words + i]), k4);
         }
     }
     var total = 0.0;

@@ -28,6 +28,11 @@ fn e4m3(v: f32) -> u32 {
     return sign | min(r - (120u << 3u), 0x7eu);
 }
 
+// Four e4m3 bytes in one word, the first in the low byte.
+fn e4m3x4(v: vec4<f32>) -> u32 {
+    return e4m3(v.x) | (e4m3(v.y) << 8u) | (e4m3(v.z) << 16u) | (e4m3(v.w) << 24u);
+}
+
 // bf16 bits of a finite x, rounded to nearest even.
 fn bf16(x: f32) -> u32 {
     let b = bitcast<u32>(x);
