@@ -388,8 +388,7 @@ impl SparseMlaProblem {
         row_bytes: &[u8],
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (q, ids, seq, _, o_lat, lse) = self.upload(ctx)?;
-        let rows = ctx.upload("rows", row_bytes)?;
+        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, row_bytes)?;
         let args = SparseMlaNaiveArgs {
             q: &q,
             ids: &ids,
@@ -404,11 +403,13 @@ impl SparseMlaProblem {
         Ok((ctx.read(&o_lat)?, ctx.read(&lse)?))
     }
 
-    /// Inputs uploaded, outputs allocated and poisoned: (q, ids, seq, rows, o_lat, lse).
+    /// Inputs uploaded (the rows as the bytes the kernel reads), outputs allocated and
+    /// poisoned: (q, ids, seq, rows, o_lat, lse).
     #[allow(clippy::type_complexity)]
     fn upload(
         &self,
         ctx: &GpuContext,
+        row_bytes: &[u8],
     ) -> Result<(
         wgpu::Buffer,
         wgpu::Buffer,
@@ -429,7 +430,7 @@ impl SparseMlaProblem {
             ctx.upload("q", &self.q)?,
             ctx.upload("ids", &self.ids)?,
             ctx.upload("seq", &seq_table(&self.seqs))?,
-            ctx.upload("rows", &storage_bytes(&self.rows, c.dtype))?,
+            ctx.upload("rows", row_bytes)?,
             o_lat,
             lse,
         ))
@@ -442,7 +443,8 @@ impl SparseMlaProblem {
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = &self.cfg;
-        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx)?;
+        let stored = storage_bytes(&self.rows, c.dtype);
+        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, &stored)?;
         let scratch = kernel.scratch(ctx, c.batch)?;
         ctx.fill(&scratch.scores, POISON_F32);
         ctx.fill(&scratch.partials, POISON_F32);
