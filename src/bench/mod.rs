@@ -316,10 +316,7 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
     );
     let p = IndexerProblem::random(ih, id, cfg.dtype, &[1500, 333], 11);
     for units in paths(ctx, cfg) {
-        let kernel = match units {
-            MatrixPath::Fma => IndexerKernel::Fma,
-            MatrixPath::Coop => IndexerKernel::Coop,
-        };
+        let kernel = IndexerKernel::from(units);
         let got = p.run(
             ctx,
             &Indexer::with(ctx, &cfg.indexer_shape(), kernel)?,
@@ -347,9 +344,10 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
     };
     let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
     for units in paths(ctx, cfg) {
-        let (kernel, o_tol) = match units {
-            MatrixPath::Fma => (SparseMlaKernel::Fma, SPARSE_MLA_O_LAT_TOL),
-            MatrixPath::Coop => (SparseMlaKernel::Coop, sparse_mla_coop_o_lat_tol(k)),
+        let kernel = SparseMlaKernel::from(units);
+        let o_tol = match kernel {
+            SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
+            SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
         };
         let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
         let (o, lse) = p.run(ctx, &mla, None)?;
@@ -478,10 +476,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     })?;
     let total_keys = b as u64 * t as u64;
     for units in paths(ctx, cfg) {
-        let kernel = match units {
-            MatrixPath::Fma => IndexerKernel::Fma,
-            MatrixPath::Coop => IndexerKernel::Coop,
-        };
+        let kernel = IndexerKernel::from(units);
         let indexer = Indexer::with(ctx, &cfg.indexer_shape(), kernel)?;
         let dispatches: Vec<Dispatch> = parts
             .iter()
@@ -584,10 +579,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     )?;
     let lse = ctx.storage("lse", b as u64 * cfg.model.heads as u64 * 4)?;
     for units in paths(ctx, cfg) {
-        let kernel = match units {
-            MatrixPath::Fma => SparseMlaKernel::Fma,
-            MatrixPath::Coop => SparseMlaKernel::Coop,
-        };
+        let kernel = SparseMlaKernel::from(units);
         let mla = SparseMla::with(ctx, &cfg.sparse_mla_shape(), kernel)?;
         let scratch = mla.scratch(ctx, b)?;
         let args = SparseMlaArgs {

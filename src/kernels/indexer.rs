@@ -5,7 +5,7 @@
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, MatrixPath};
 
 /// Keys per workgroup (KEYS_PER_WG in the shader).
 pub const KEYS_PER_WG: u32 = 256;
@@ -39,6 +39,16 @@ pub enum IndexerKernel {
     Fma,
     /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys, q rounded to f16.
     Coop,
+}
+
+impl From<MatrixPath> for IndexerKernel {
+    /// The kernel of a matrix path.
+    fn from(path: MatrixPath) -> Self {
+        match path {
+            MatrixPath::Fma => IndexerKernel::Fma,
+            MatrixPath::Coop => IndexerKernel::Coop,
+        }
+    }
 }
 
 impl IndexerKernel {

@@ -8,7 +8,7 @@
 use super::{Dispatch, StepSpec, dispatch_steps};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, MatrixPath};
 
 /// `scores`: heads and ids per workgroup (HT, RW in the shader).
 pub const SCORE_HEADS_PER_WG: u32 = 64;
@@ -71,6 +71,16 @@ pub enum SparseMlaKernel {
     Fma,
     /// Cooperative matrices (`sparse_mla_coop.wgsl`); f16 rows, q and P rounded to f16.
     Coop,
+}
+
+impl From<MatrixPath> for SparseMlaKernel {
+    /// The kernel of a matrix path.
+    fn from(path: MatrixPath) -> Self {
+        match path {
+            MatrixPath::Fma => SparseMlaKernel::Fma,
+            MatrixPath::Coop => SparseMlaKernel::Coop,
+        }
+    }
 }
 
 impl SparseMlaKernel {
