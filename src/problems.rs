@@ -45,6 +45,15 @@ pub fn sparse_mla_coop_o_lat_tol(k: usize) -> (f32, f32) {
     (bound, SPARSE_MLA_O_LAT_TOL.1)
 }
 
+/// The `o_lat` tolerance of a sparse MLA kernel over k ids: [`SPARSE_MLA_O_LAT_TOL`] on the FMA
+/// units, [`sparse_mla_coop_o_lat_tol`] on the tensor cores.
+pub fn sparse_mla_o_lat_tol(kernel: SparseMlaKernel, k: usize) -> (f32, f32) {
+    match kernel {
+        SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
+        SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
+    }
+}
+
 /// Poison for f32 outputs: a NaN any unwritten element shows.
 pub const POISON_F32: u32 = 0x7FC0_0BAD;
 /// Poison for index outputs.

@@ -427,7 +427,7 @@ fn admission_trades_batch_for_hit_rate() {
 fn engine_layer_equals_the_cpu_reference() {
     use ess_wgpu::compare::compare;
     use ess_wgpu::kernels::{SparseMla, sparse_mla::SparseMlaKernel};
-    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL, sparse_mla_coop_o_lat_tol};
+    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, sparse_mla_o_lat_tol};
     let ctx = ctx();
     let mut run = RunConfig::preset("tiny").unwrap();
     run.batch = 3;
@@ -492,10 +492,7 @@ fn engine_layer_equals_the_cpu_reference() {
             k,
             run.model.softmax_scale(),
         );
-        let (oa, or) = match kernel {
-            SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
-            SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
-        };
+        let (oa, or) = sparse_mla_o_lat_tol(kernel, k);
         let (la, lr) = SPARSE_MLA_LSE_TOL;
         let eo = compare("o_lat", &snap.o_lat, &want_o, oa, or)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));

@@ -12,7 +12,7 @@ use ess_wgpu::kernels::topk::{TopKShape, TopKSplit};
 use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
-    SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol,
+    SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol, sparse_mla_o_lat_tol,
 };
 use ess_wgpu::{Dtype, RunConfig};
 
@@ -134,13 +134,8 @@ fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize
         kernel.scores_tile = tile;
         let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
         let (want_o, want_lse) = p.reference_for(k);
-        let ((oa, or), (la, lr)) = match k {
-            SparseMlaKernel::Fma => (SPARSE_MLA_O_LAT_TOL, SPARSE_MLA_LSE_TOL),
-            SparseMlaKernel::Coop => (
-                sparse_mla_coop_o_lat_tol(cfg.model.topk as usize),
-                SPARSE_MLA_LSE_TOL,
-            ),
-        };
+        let (oa, or) = sparse_mla_o_lat_tol(k, cfg.model.topk as usize);
+        let (la, lr) = SPARSE_MLA_LSE_TOL;
         let name = k.name();
         let eo = compare("o_lat", &o_lat, &want_o, oa, or)
             .unwrap_or_else(|e| panic!("{name} {cfg}, {tile:?}: {e}"));

@@ -24,8 +24,8 @@ use crate::kernels::sparse_mla::SparseMlaKernel;
 use crate::kernels::topk::{TopKArgs, TopKSplit, split_segments};
 use crate::kernels::{Dispatch, Indexer, IndexerFp8, LseMerge, Probe, SparseMla, TopK};
 use crate::problems::{
-    INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
-    SparseMlaProblem, TopKProblem, seq_table, sparse_mla_coop_o_lat_tol,
+    INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SparseMlaProblem,
+    TopKProblem, seq_table, sparse_mla_o_lat_tol,
 };
 use crate::reference::SeqRows;
 use crate::workload::{Rng, storage_bytes};
@@ -345,10 +345,7 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
     let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
     for units in paths(ctx, cfg) {
         let kernel = SparseMlaKernel::from(units);
-        let o_tol = match kernel {
-            SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
-            SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
-        };
+        let o_tol = sparse_mla_o_lat_tol(kernel, k);
         let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
         let (o, lse) = p.run(ctx, &mla, None)?;
         let (want_o, want_lse) = p.reference_for(kernel);
