@@ -20,9 +20,9 @@ fn main() -> ess_wgpu::Result<()> {
     let (heads, dim) = (cfg.model.index_heads, cfg.model.index_head_dim);
     println!(
         "indexer: {heads} heads x {dim} dims, {} keys, contexts {lens:?}",
-        cfg.dtype
+        cfg.key_dtype
     );
-    let problem = IndexerProblem::random(heads as usize, dim as usize, cfg.dtype, &lens, 1);
+    let problem = IndexerProblem::random(heads as usize, dim as usize, cfg.key_dtype, &lens, 1);
     let want = problem.reference();
     let (atol, rtol) = INDEXER_TOL;
     let timer = GpuTimer::new(&ctx, 1);
@@ -43,6 +43,8 @@ fn main() -> ess_wgpu::Result<()> {
 
     let tuned = Indexer::new(&ctx, &cfg.indexer_shape())?;
     let got = problem.run(&ctx, &tuned, timer.as_ref())?;
+    // (on the tensor cores: the reference of its f16-rounded q)
+    let want = problem.reference_for(tuned.kernel);
     let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
     println!(
         "tuned (indexer):           GPU time {}, max abs error vs CPU reference {err:.2e} -> matches",

@@ -16,13 +16,17 @@ use ess_wgpu::compare::compare;
 use ess_wgpu::config::RunConfig;
 use ess_wgpu::error::{Error, Result};
 use ess_wgpu::gpu::{GpuContext, GpuTimer};
-use ess_wgpu::kernels::indexer::IndexerArgs;
-use ess_wgpu::kernels::sparse_mla::SparseMlaArgs;
+use ess_wgpu::config::Dtype;
+use ess_wgpu::kernels::indexer::{IndexerArgs, IndexerKernel};
+use ess_wgpu::kernels::sparse_mla::{SparseMlaArgs, SparseMlaKernel};
 use ess_wgpu::kernels::topk::TopKArgs;
 use ess_wgpu::kernels::{Indexer, SparseMla, TopK};
-use ess_wgpu::problems::{POISON_F32, POISON_U32, pack_seqs, seq_table};
-use ess_wgpu::reference;
-use ess_wgpu::workload::{Rng, storage_bytes, stored_values};
+use ess_wgpu::problems::{
+    INDEXER_TOL, POISON_F32, POISON_U32, SPARSE_MLA_LSE_TOL, pack_seqs, seq_table,
+    sparse_mla_o_lat_tol,
+};
+use ess_wgpu::reference::{self, fp8};
+use ess_wgpu::workload::{Rng, RowLayout, round_f16, storage_bytes, stored_values};
 use std::io::Write;
 
 fn main() -> Result<()> {
@@ -64,9 +68,16 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
         .iter()
         .map(|x| x / ((ih * id) as f32).sqrt())
         .collect(); // [B, H_I]
-    let k_i = stored_values(&rng.vec(total * id), cfg.dtype); // [ΣT, D_I]
+    let (key_layout, row_layout) = (
+        RowLayout::Key { dim: id },
+        RowLayout::Latent {
+            kv: cfg.model.kv_lora_rank as usize,
+            rope: cfg.model.qk_rope_head_dim as usize,
+        },
+    );
+    let k_i = stored_values(&rng.vec(total * id), cfg.key_dtype, key_layout); // [ΣT, D_I]
     let q = rng.vec(b * h * dq); // [B, H, KV + ROPE]
-    let latent = stored_values(&rng.vec(total * dq), cfg.dtype); // [ΣT, KV + ROPE]
+    let latent = stored_values(&rng.vec(total * dq), cfg.latent_dtype, row_layout); // [ΣT, KV + ROPE]
 
     let indexer = Indexer::new(ctx, &cfg.indexer_shape())?;
     let topk = TopK::new(ctx, &cfg.topk_shape())?;
@@ -74,11 +85,11 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
 
     let seq = ctx.upload("seq", &seq_table(&seqs))?;
     let (q_i_buf, w_buf) = (ctx.upload("q_I", &q_i)?, ctx.upload("w", &w)?);
-    let keys = ctx.upload("k_I", &storage_bytes(&k_i, cfg.dtype))?;
+    let keys = ctx.upload("k_I", &storage_bytes(&k_i, cfg.key_dtype, key_layout))?;
     let scores = ctx.storage("index_score", (b * stride * 4) as u64)?;
     let ids = ctx.storage("topk_indices", (b * k * 4) as u64)?;
     let q_buf = ctx.upload("q", &q)?;
-    let rows = ctx.upload("latent", &storage_bytes(&latent, cfg.dtype))?;
+    let rows = ctx.upload("latent", &storage_bytes(&latent, cfg.latent_dtype, row_layout))?;
     let o_lat = ctx.storage(
         "o_lat",
         (b * h * cfg.model.kv_lora_rank as usize * 4) as u64,
@@ -160,17 +171,29 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let got_ids: Vec<i32> = ctx.read(&ids)?;
     let (got_o, got_lse): (Vec<f32>, Vec<f32>) = (ctx.read(&o_lat)?, ctx.read(&lse)?);
 
-    let want_scores = reference::indexer(&q_i, &w, &k_i, &seqs, ih, id, stride);
+    // the references of what the chosen kernels compute from these inputs: FP8 keys quantise q
+    // per head, the tensor cores round q to f16 (src/problems.rs says why, and the tolerances)
+    let q_i_used = match (cfg.key_dtype, indexer.kernel) {
+        (Dtype::Fp8, _) => fp8::round_rows(&q_i, id, fp8::ScaleRule::Ue8m0),
+        (_, IndexerKernel::Coop) => round_f16(&q_i),
+        _ => q_i.clone(),
+    };
+    let want_scores = reference::indexer(&q_i_used, &w, &k_i, &seqs, ih, id, stride);
+    let (atol, rtol) = INDEXER_TOL;
     let e_idx =
-        compare("index_score", &got_scores, &want_scores, 1e-4, 1e-4).map_err(Error::Gpu)?;
+        compare("index_score", &got_scores, &want_scores, atol, rtol).map_err(Error::Gpu)?;
     let want_ids: Vec<i32> = (0..b)
         .flat_map(|i| reference::topk(&got_scores[i * stride..][..lens[i]], k))
         .collect();
     let ids_match = got_ids[..b * k] == want_ids[..];
     let base: Vec<usize> = seqs.iter().map(|s| s.first_row).collect();
     let kv = cfg.model.kv_lora_rank as usize;
+    let q_used = match mla.kernel {
+        SparseMlaKernel::Coop => round_f16(&q),
+        SparseMlaKernel::Fma => q.clone(),
+    };
     let (want_o, want_lse) = reference::sparse_mla(
-        &q,
+        &q_used,
         &got_ids,
         &base,
         &latent,
@@ -181,8 +204,9 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
         k,
         cfg.model.softmax_scale(),
     );
-    let e_o = compare("o_lat", &got_o, &want_o, 2e-5, 1e-4).map_err(Error::Gpu)?;
-    let e_l = compare("lse", &got_lse[..b * h], &want_lse, 2e-5, 1e-5).map_err(Error::Gpu)?;
+    let ((oa, or), (la, lr)) = (sparse_mla_o_lat_tol(mla.kernel, k), SPARSE_MLA_LSE_TOL);
+    let e_o = compare("o_lat", &got_o, &want_o, oa, or).map_err(Error::Gpu)?;
+    let e_l = compare("lse", &got_lse[..b * h], &want_lse, la, lr).map_err(Error::Gpu)?;
 
     writeln!(out, "contexts {lens:?}, {total} cached tokens").map_err(io)?;
     writeln!(

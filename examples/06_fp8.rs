@@ -9,7 +9,7 @@
 
 use ess_wgpu::kernels::Fp8Quant;
 use ess_wgpu::kernels::fp8_quant::Fp8RowShape;
-use ess_wgpu::reference::fp8::{ScaleRule, pack_latent_row};
+use ess_wgpu::reference::fp8::{ScaleRule, pack_index_key, pack_latent_row};
 use ess_wgpu::workload::{Rng, round_f16};
 use ess_wgpu::{GpuContext, RunConfig};
 
@@ -29,9 +29,9 @@ fn main() -> ess_wgpu::Result<()> {
         let x: Vec<f32> = (0..rows * (kv + rope))
             .map(|i| rng.range(-1.0, 1.0) * 2f32.powi((i / (kv + rope)) as i32 % 7 - 3))
             .collect();
-        let shape = Fp8RowShape {
-            kv: kv as u32,
-            rope: rope as u32,
+        let shape = match rope {
+            0 => Fp8RowShape::key(kv as u32),
+            _ => Fp8RowShape::latent(kv as u32, rope as u32),
         };
         let kernel = Fp8Quant::new(&ctx, &shape)?;
         let src = ctx.upload("values", &x)?;
@@ -46,7 +46,10 @@ fn main() -> ess_wgpu::Result<()> {
         let bytes: Vec<u8> = ctx.read(&packed)?;
         let want: Vec<u8> = x
             .chunks(kv + rope)
-            .flat_map(|r| pack_latent_row(&r[..kv], &r[kv..], ScaleRule::Ue8m0))
+            .flat_map(|r| match rope {
+                0 => pack_index_key(r, ScaleRule::Ue8m0),
+                _ => pack_latent_row(&r[..kv], &r[kv..], ScaleRule::Ue8m0),
+            })
             .collect();
         let same = bytes == want;
         let y: Vec<f32> = ctx.read(&back)?;

@@ -1,6 +1,8 @@
 // fill.wgsl — synthetic cache rows, written by the GPU wherever they belong.
 //
-//   row(layer, b, token)[d] = uniform[-1, 1) from hash(salt, layer, b, token, d), stored as f16
+//   row(layer, b, token)[d] = uniform[-1, 1) from hash(salt, layer, b, token, d), stored as f16,
+//                             f32, or FP8 (quantised here, lib/fp8_pack.wgsl, as the model's
+//                             new_token quantises its latent row and indexer key)
 //
 // Without trained weights, the engine's prefill and each decode step's new token need indexer
 // keys and latent rows. This shader makes them from a hash, so the same (salt, layer, b, token)
@@ -14,16 +16,24 @@
 //   newest: sequence b writes its newest token's row, token T_b − 1 from the sequence table, at
 //           dest row first_row_b + T_b − 1 (a cache) or at row b (`batch_rows`, one row per
 //           sequence): each decode step, bound once, nothing for the CPU to write.
+//   main_fp8, newest_fp8: the same rows in the FP8 layout, a workgroup of 128 threads a row
+//           (x = row i of the sequence's range; newest: one workgroup a sequence). Latent rows
+//           are packed rows (lib/fp8.wgsl); keys go into the FP8 key cache of R = `key_rows`
+//           keys (lib/indexer_io.wgsl: values at row · D, the scale at R · D + row).
 
 struct Params {
-    words: u32,    // u32 words per row (2 f16 each)
+    words: u32,    // u32 words per row (f16: 2 values each; f32: 1; FP8: the packed row's)
     salt: u32,     // what kind of row (keys, latent) and the run's seed
     layer: u32,
     b0: u32,       // first sequence of this dispatch
     scale: f32,    // values are uniform in [-scale, scale)
     batch_rows: u32,   // newest: 1 = row b of a [B, row] buffer, 0 = the sequence's cache row
-    _pad1: u32,
-    _pad2: u32,
+    f32_values: u32,   // main, newest: 1 = f32 values, 0 = f16 pairs
+    kv: u32,       // FP8: values quantised (a latent row's c_kv, a key's D)
+    rope: u32,     // FP8: values kept as bf16 (a latent row's k_pe; keys: 0)
+    slots: u32,    // FP8: scale slots
+    key_rows: u32, // FP8: 0 = packed latent rows; else the key cache's R
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -46,10 +56,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let i = e / params.words;
     if (i >= f.z) { return; }
     let w = e % params.words;
-    let token = f.y + i;
+    dest[(f.x + i) * params.words + w] = word(b, f.y + i, w);
+}
+
+// Word w of token `token`'s row of sequence b: two f16 values, or one f32.
+fn word(b: u32, token: u32, w: u32) -> u32 {
+    if (params.f32_values == 1u) { return bitcast<u32>(value(params.layer, b, token, w)); }
     let lo = value(params.layer, b, token, 2u * w);
     let hi = value(params.layer, b, token, 2u * w + 1u);
-    dest[(f.x + i) * params.words + w] = pack2x16float(vec2<f32>(lo, hi));
+    return pack2x16float(vec2<f32>(lo, hi));
 }
 
 @compute @workgroup_size(256)
@@ -59,7 +74,32 @@ fn newest(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (w >= params.words) { return; }
     let token = seq[2u * b + 1u] - 1u;
     let row = select(seq[2u * b] + token, b, params.batch_rows == 1u);
-    let lo = value(params.layer, b, token, 2u * w);
-    let hi = value(params.layer, b, token, 2u * w + 1u);
-    dest[row * params.words + w] = pack2x16float(vec2<f32>(lo, hi));
+    dest[row * params.words + w] = word(b, token, w);
+}
+
+// ---- FP8 (lib/fp8_pack.wgsl's hooks: the source is (sequence, token), the destination a row)
+
+fn fp8_src(src: vec2<u32>, i: u32) -> f32 { return value(params.layer, src.x, src.y, i); }
+
+fn fp8_dst(row: u32, w: u32, word: u32) {
+    if (params.key_rows == 0u) { dest[row * params.words + w] = word; return; }
+    let vw = params.kv / 4u;   // a key's value words; its one scale goes after all R keys' values
+    if (w < vw) { dest[row * vw + w] = word; } else { dest[params.key_rows * vw + row] = word; }
+}
+
+@compute @workgroup_size(128)
+fn main_fp8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = params.b0 + wg.y;
+    let f = fill[b];
+    let i = wg.x;
+    if (i >= f.z) { return; }   // uniform across the workgroup
+    fp8_pack(lid, vec2<u32>(b, f.y + i), f.x + i, params.kv, params.slots, params.rope);
+}
+
+@compute @workgroup_size(128)
+fn newest_fp8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = params.b0 + wg.y;
+    let token = seq[2u * b + 1u] - 1u;
+    let row = select(seq[2u * b] + token, b, params.batch_rows == 1u);
+    fp8_pack(lid, vec2<u32>(b, token), row, params.kv, params.slots, params.rope);
 }

@@ -7,6 +7,16 @@
 // are exact in f32 and summed in f32, so the one rounding this path adds is q's: the model
 // itself feeds the indexer FP8 q and k).
 //
+// KEYS_FP8: the model's FP8 indexer, as DeepSeek's `fp8_index` computes it, over the FP8 key
+// cache (lib/indexer_io.wgsl; D ≤ 128, one scale a key and a head):
+//
+//   index_score[b, s] = k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU( q̂[b, j, :] · k̂_s )
+//
+// q is quantised here as the model does (one ue8m0 block per head: a prologue finds each head's
+// largest magnitude), q̂ = e4m3(q / q_s); q̂ and k̂ enter the tensor cores as f16 (every e4m3
+// value is a normal f16: exact), their products are exact in f32 and summed in f32, and the
+// scales are applied in the epilogue, never to the staged values.
+//
 // Mapping: workgroup (x, y) = (tile of 256 keys, sequence b0 + y), 256 threads = 8 subgroups of
 // 32 (the host requires a subgroup size of 32). The tile's product is C[64 heads × 256 keys] =
 // Q[64 × D] · K^T[D × 256]: subgroup s owns keys s·32 .. +32 for all 64 heads, as 4 × 2
@@ -21,6 +31,8 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
+override KEYS_FP8: bool = false;   // the FP8 key cache and in-kernel q quantisation (see the top)
+
 const KEYS_PER_WG: u32 = 256u;
 const HEADS: u32 = 64u;          // rows of Q in a tile: H ≤ 64, padded with zeros
 const DC: u32 = 32u;             // dims per chunk
@@ -32,7 +44,8 @@ const SR: u32 = DC + PAD;        // row stride of q_s and k_s (f16)
 var<workgroup> q_s: array<f16, 2560>;    // [HEADS][SR]
 var<workgroup> k_s: array<f16, 10240>;   // [KEYS_PER_WG][SR]: key j's dims contiguous
 var<workgroup> c_s: array<f32, 2048>;    // 8 subgroups × a 16 × 16 staging slot
-var<workgroup> w_s: array<f32, 64>;      // the head weights, zero past H
+var<workgroup> w_s: array<f32, 64>;      // the head weights, zero past H (FP8: times q_s)
+var<workgroup> qi_s: array<f32, 64>;     // FP8: 1 / q_s of each head
 
 // q's vec4 `e` (of 512 in a chunk: head e / 8, dims c + 4 · (e % 8)), zero past H
 fn fetch_q(b: u32, c: u32, e: u32) -> vec4<f32> {
@@ -41,22 +54,45 @@ fn fetch_q(b: u32, c: u32, e: u32) -> vec4<f32> {
     return q[((b * params.heads + h) * params.dim + c) / 4u + e % 8u];
 }
 
-fn put_q(e: u32, v: vec4<f32>) {
+fn put_q(e: u32, v_in: vec4<f32>) {
     let at = (e / 8u) * SR + 4u * (e % 8u);
+    var v = v_in;
+    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl)
+        let x = clamp(v * qi_s[e / 8u], vec4<f32>(-448.0), vec4<f32>(448.0));
+        v = e4m3x4_values(e4m3x4(x));
+    }
     q_s[at] = f16(v.x);
     q_s[at + 1u] = f16(v.y);
     q_s[at + 2u] = f16(v.z);
     q_s[at + 3u] = f16(v.w);
 }
 
-// the keys' quad `e` (of 1024: key e / 4, dims c + 8 · (e % 4)), zero past T
+// the keys' quad `e` (of 1024: key e / 4, dims c + 8 · (e % 4)), zero past T. FP8: 16 e4m3
+// values (of 512: key e / 2, dims c + 16 · (e % 2)).
 fn fetch_k(row0: u32, T: u32, s0: u32, c: u32, e: u32) -> vec4<u32> {
+    if (KEYS_FP8) {
+        let key = s0 + e / 2u;
+        if (e >= 512u || key >= T) { return vec4<u32>(0u); }
+        return keys[((row0 + key) * params.dim + c) / 16u + e % 2u];
+    }
     let key = s0 + e / 4u;
     if (key >= T) { return vec4<u32>(0u); }
     return keys[((row0 + key) * params.dim + c) / 8u + e % 4u];
 }
 
 fn put_k(e: u32, v: vec4<u32>) {
+    if (KEYS_FP8) {   // 16 e4m3 values as f16 (exact), unscaled
+        if (e >= 512u) { return; }
+        let at8 = (e / 2u) * SR + 16u * (e % 2u);
+        for (var i = 0u; i < 4u; i++) {
+            let x = vec4<f16>(e4m3x4_values(v[i]));
+            k_s[at8 + 4u * i] = x.x;
+            k_s[at8 + 4u * i + 1u] = x.y;
+            k_s[at8 + 4u * i + 2u] = x.z;
+            k_s[at8 + 4u * i + 3u] = x.w;
+        }
+        return;
+    }
     let at = (e / 4u) * SR + 8u * (e % 4u);
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));   // exact: every f16 is an f32
@@ -88,6 +124,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = lid / 32u;
     let lane = lid % 32u;
     if (lid < HEADS) { w_s[lid] = select(0.0, w[b * H + lid], lid < H); }
+    if (KEYS_FP8) {   // each head's ue8m0 scale: 4 threads a head, D / 4 values each, via c_s
+        let h = lid / 4u;
+        let part = lid % 4u;
+        var m = 0.0;
+        if (h < H) {
+            let qa = ((b * H + h) * D + part * (D / 4u)) / 4u;
+            for (var i = 0u; i < D / 16u; i++) {
+                let x = abs(q[qa + i]);
+                m = max(m, max(max(x.x, x.y), max(x.z, x.w)));
+            }
+        }
+        c_s[lid] = m;
+        workgroupBarrier();   // every quarter's maximum in
+        if (lid < HEADS) {
+            let a = 4u * lid;
+            let sc = ue8m0(max(max(c_s[a], c_s[a + 1u]), max(c_s[a + 2u], c_s[a + 3u])));
+            w_s[lid] *= sc.x;   // w · q_s (zero past H)
+            qi_s[lid] = sc.y;
+        }
+        workgroupBarrier();   // the scales ready before the first chunk is quantised
+    }
     var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>(); var c11 = coop_mat16x16<f32, C>();
     var c20 = coop_mat16x16<f32, C>(); var c21 = coop_mat16x16<f32, C>();
@@ -159,6 +216,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let col = lane % 16u;
     let key = s0 + s * 32u + j * 16u + col;
     if (key < T) {
-        scores[b * params.score_stride + key] = c_s[slot + j * 32u + col] + c_s[slot + j * 32u + 16u + col];
+        var total = c_s[slot + j * 32u + col] + c_s[slot + j * 32u + 16u + col];
+        if (KEYS_FP8) {   // times the key's scale, after its values
+            let si = params.key_rows * (params.dim / 4u) + row0 + key;
+            total *= bitcast<f32>(keys[si / 4u][si % 4u]);
+        }
+        scores[b * params.score_stride + key] = total;
     }
 }

@@ -3,8 +3,8 @@
 //
 //   index_score[b, s] = k_s · Σ_h (w[b, h] · q_s[b, h]) · ReLU( Σ_d q̂[b, h, d] · k̂_s[d] )
 //
-// Keys are stored as the production layout (reference::fp8::pack_index_key): D e4m3 bytes then
-// one f32 scale (132 bytes at D = 128). The queries arrive in f32 and are quantised here as the
+// Keys are the FP8 key cache of lib/indexer_io.wgsl (reference::fp8::pack_index_cache): R · D
+// e4m3 bytes, then R f32 scales (132 bytes a key at D = 128). The queries arrive in f32 and are quantised here as the
 // model does, one ue8m0 block per head (reference::fp8::quantize_rows): q̂ = e4m3(q / q_s). The
 // products of two e4m3 values are exact in f32, the sums are f32.
 // One scale a key and a head, so D ≤ 128 (the model's 128; a multiple of 16).
@@ -20,12 +20,16 @@ struct Params {
     dim: u32,           // D ≤ 128, a multiple of 16
     b0: u32,            // first sequence of this dispatch
     score_stride: u32,  // row stride of `scores`
+    key_rows: u32,      // R, the keys in the cache (its scales start at word R · D / 4)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;            // [B, H, D]
 @group(0) @binding(2) var<storage, read> w: array<f32>;            // [B, H]
-@group(0) @binding(3) var<storage, read> keys: array<u32>;         // [rows, D / 4 + 1] packed keys
+@group(0) @binding(3) var<storage, read> keys: array<u32>;         // [R, D / 4] e4m3 words, then [R] scales
 @group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>; // [B, score_stride]
 
@@ -34,11 +38,6 @@ const KEYS_PER_WG: u32 = 256u;
 var<workgroup> qw_s: array<u32, 2048>;   // [H][D / 4] the quantised queries, 4 e4m3 a word
 var<workgroup> qs_s: array<f32, 64>;     // w · q_s per head
 var<workgroup> amax_s: array<f32, 256>;  // [H][4] partial maxima
-
-// The 4 values of a word of e4m3 bytes (lib/fp8.wgsl's e4m3x4 packs them).
-fn e4m3x4_values(word: u32) -> vec4<f32> {
-    return vec4<f32>(e4m3_value(word), e4m3_value(word >> 8u), e4m3_value(word >> 16u), e4m3_value(word >> 24u));
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -76,8 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // ---- one key a thread
     let s = s0 + lid;
     if (s >= T) { return; }   // (no barrier below)
-    let kw = words + 1u;       // words of a packed key
-    let ka = (row0 + s) * kw;
+    let ka = (row0 + s) * words;
     var acc: array<f32, 64>;   // q̂_j · k̂ per head j
     for (var j = 0u; j < H; j++) { acc[j] = 0.0; }
     for (var i = 0u; i < words; i++) {
@@ -88,5 +86,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     var total = 0.0;
     for (var j = 0u; j < H; j++) { total += qs_s[j] * max(acc[j], 0.0); }
-    scores[b * params.score_stride + s] = bitcast<f32>(keys[ka + words]) * total;
+    scores[b * params.score_stride + s] = bitcast<f32>(keys[params.key_rows * words + row0 + s]) * total;
 }

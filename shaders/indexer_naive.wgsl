@@ -17,6 +17,10 @@ struct Params {
     dim: u32,
     b0: u32,
     score_stride: u32,
+    _key_rows: u32,   // (FP8 keys only: not read here)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

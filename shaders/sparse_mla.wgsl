@@ -48,8 +48,9 @@
 // per SM), and registers at or under 128 a thread (the same halving); the inner loops' bounds
 // carry `params.zero` so that the driver's full unrolling cannot push them over.
 //
-// Left out: FP8 rows, tensor cores. Ids ≥ the number of rows are not checked (robust access
-// makes them read junk).
+// FP8 rows (ROWS_FP8, lib/mla.wgsl): fetched raw and dequantised into f16 pairs as they are
+// staged, so everything after the staging is the f16 kernel. Ids ≥ the number of rows are not
+// checked (robust access makes them read junk).
 
 override VV: u32 = select(KV / 4u, KV / 8u, ROWS_F16);   // vec4<u32> of c_kv per row
 
@@ -103,10 +104,10 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
-        store_r(lid, 0u, rn0);
-        store_r(lid, 1u, rn1);
-        store_r(lid, 2u, rn2);
-        store_r(lid, 3u, rn3);
+        store_r(lid, 0u, staged(rn0, c));
+        store_r(lid, 1u, staged(rn1, c));
+        store_r(lid, 2u, staged(rn2, c));
+        store_r(lid, 3u, staged(rn3, c));
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid, HT);
@@ -276,10 +277,18 @@ fn store_q(idx: u32, v: vec4<f32>) {
     q_s[(d + 3u) * 16u + h / 4u][h % 4u] = v.w;
 }
 
-// Part `part` (of 4) of chunk c of a row: 16 u32 words = 4 vec4 per row (zeros for −1).
+// Part `part` (of 4) of chunk c of a row: 16 u32 words = 4 vec4 per row (zeros for −1); FP8
+// rows: the part's 8 dims raw (lib/mla.wgsl's fp8_fetch8).
 fn load_r(row: i32, c: u32, part: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
+    if (ROWS_FP8) { return fp8_fetch8(u32(row), c + 8u * part); }
     return rows[(u32(row) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + part];
+}
+
+// A part of chunk c as it is staged: as loaded, or FP8 rows dequantised (lib/mla.wgsl).
+fn staged(v: vec4<u32>, c: u32) -> vec4<u32> {
+    if (ROWS_FP8) { return fp8_stage8(v, c < KV); }
+    return v;
 }
 
 // Row `r`'s part into r_s[word][row], transposed (consecutive threads: consecutive words).
@@ -331,7 +340,7 @@ fn scores_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         nstore_q(lid + 256u, qn1);
         nstore_q(lid + 512u, qn2);
         nstore_q(lid + 768u, qn3);
-        nstore_r(lid, rn);
+        nstore_r(lid, staged(rn, c));
         workgroupBarrier();   // nq_s and nr_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid, NHT);
@@ -668,14 +677,17 @@ fn v_row(b: u32, first: i32, j0: u32, je: u32, idx: u32) -> i32 {
     return select(-1i, id + first, id >= 0i);
 }
 
-// V chunk part `idx` (row · VW + vec4 of the half row): a straight copy of half dz of `row`'s c_kv.
+// V chunk part `idx` (row · VW + vec4 of the half row): a straight copy of half dz of `row`'s
+// c_kv (FP8 rows: its 8 dims raw, dequantised by store_v).
 fn load_v_at(row: i32, dz: u32, idx: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
+    if (ROWS_FP8) { return fp8_fetch8(u32(row), dz * (KV / 2u) + 8u * (idx % VW)); }
     return rows[u32(row) * row_words() / 4u + dz * VW + idx % VW];
 }
 
 fn store_v(idx: u32, v: vec4<u32>) {
     if (idx >= VR * VW) { return; }
+    if (ROWS_FP8) { v_s[idx] = fp8_stage8(v, true); return; }
     v_s[idx] = v;
 }
 

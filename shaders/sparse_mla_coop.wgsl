@@ -1,5 +1,6 @@
 // sparse_mla_coop.wgsl — sparse MLA decode on the tensor cores (the coop matrix path): the
-// `scores` and `attend` steps of sparse_mla.wgsl as cooperative-matrix products, for f16 rows.
+// `scores` and `attend` steps of sparse_mla.wgsl as cooperative-matrix products, for f16 or FP8 rows
+// (dequantised into f16 as they are staged: lib/mla.wgsl).
 // The same math, bindings and scratch (lib/mla.wgsl), so sparse_mla.wgsl's `reduce` merges the
 // slices of either, and the offload pool and the resident cache stay indistinguishable:
 //
@@ -68,9 +69,11 @@ fn cput_q(e: u32, v: vec4<f32>) {
     cq_s[at + 3u] = f16(v.w);
 }
 
-// quad `part` (dims c + 8 · part ..+7) of absolute row `row`, zero for −1
+// quad `part` (dims c + 8 · part ..+7) of absolute row `row`, zero for −1 (FP8 rows: raw,
+// lib/mla.wgsl's fp8_fetch8; cput_r dequantises)
 fn cfetch_r(row: i32, c: u32, part: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
+    if (ROWS_FP8) { return fp8_fetch8(u32(row), c + 8u * part); }
     return rows[(u32(row) * DQ + c) / 8u + part];
 }
 
@@ -78,7 +81,9 @@ fn cfetch_r(row: i32, c: u32, part: u32) -> vec4<u32> {
 // chunk has its own copy, cput_v: a function that named both arrays would make each step's
 // pipeline reserve both, 50 KiB of workgroup memory, past the 48 KiB an H200 has; no
 // validation catches that, the dispatch hangs.)
-fn cput_r(at: u32, v: vec4<u32>) {
+fn cput_r(at: u32, v_in: vec4<u32>, c: u32) {
+    var v = v_in;
+    if (ROWS_FP8) { v = fp8_stage8(v_in, c < KV); }
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));
         cr_s[at + 2u * i] = h[0];
@@ -129,10 +134,10 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         cput_q(lid, q0);
         cput_q(lid + 256u, q1);
         let at = (lid / 4u) * SQ + 8u * part;
-        cput_r(at, k0);
-        cput_r(at + 64u * SQ, k1);
-        cput_r(at + 128u * SQ, k2);
-        cput_r(at + 192u * SQ, k3);
+        cput_r(at, k0, c);
+        cput_r(at + 64u * SQ, k1, c);
+        cput_r(at + 128u * SQ, k2, c);
+        cput_r(at + 192u * SQ, k3, c);
         workgroupBarrier();   // the chunk is staged before the fragments are loaded
         let c1 = c + CD;
         if (c1 < DQ) {        // the next chunk's loads are in flight while this one multiplies
@@ -232,13 +237,16 @@ fn cfetch_v(b: u32, j0: u32, je: u32, dz: u32, e: u32) -> vec4<u32> {
     if (e >= AR * vq || j >= je) { return vec4<u32>(0u); }
     let row = row_of(b, j);
     if (row < 0i) { return vec4<u32>(0u); }
+    if (ROWS_FP8) { return fp8_fetch8(u32(row), dz * (KV / 2u) + 8u * (e % vq)); }
     return rows[u32(row) * (DQ / 8u) + dz * vq + e % vq];
 }
 
 // V quad `e` into the V chunk as 8 f16
-fn cput_v(e: u32, v: vec4<u32>) {
+fn cput_v(e: u32, v_in: vec4<u32>) {
     let vq = KV / 16u;
     if (e >= AR * vq) { return; }
+    var v = v_in;
+    if (ROWS_FP8) { v = fp8_stage8(v_in, true); }
     let at = (e / vq) * SV + 8u * (e % vq);
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));

@@ -45,8 +45,9 @@ var<workgroup> partial: array<f32, WG>;
 fn row(r: u32, d: u32) -> f32 {
     let DQ = params.kv + params.rope;
     if (ROWS_FP8) {
-        let at = r * fp8_row_words(params.kv, params.rope);
-        let ix = fp8_row_at(params.kv, d);
+        let slots = fp8_latent_slots(params.kv);
+        let at = r * fp8_row_words(params.kv, slots, params.rope);
+        let ix = fp8_row_at(params.kv, slots, d);
         return fp8_row_value(params.kv, d, rows[at + ix.x], rows[at + ix.y]);
     }
     if (ROWS_F16) {

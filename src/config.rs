@@ -14,19 +14,45 @@ pub use crate::kernels::sparse_mla::SparseMlaShape;
 pub use crate::kernels::topk::{MAX_TOPK, TopKShape};
 use std::fmt;
 
-/// Storage type of the indexer keys and latent rows on the GPU. Math is always f32.
+/// Storage type of a cache (the indexer keys, the latent rows). Math is always f32 (or f16 with
+/// f32 sums on the tensor cores).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Dtype {
+    /// DeepSeek-V3.2's production layout ([`crate::reference::fp8`]): values as e4m3 bytes in
+    /// blocks of 128 with a power-of-two f32 scale each (ue8m0), a latent row's rope part as
+    /// bf16. 656 B a latent row and 132 B an indexer key at v32.
+    Fp8,
     /// IEEE half, packed two per u32 (needs no `SHADER_F16`).
     F16,
     F32,
 }
 
 impl Dtype {
-    pub fn bytes(self) -> u64 {
+    /// Every dtype, in the order the messages list them.
+    pub const ALL: [Dtype; 3] = [Dtype::Fp8, Dtype::F16, Dtype::F32];
+
+    /// The dtype named `value` (`fp8`, `f16`, `f32`), or the error naming `field`.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.to_string() == value)
+            .ok_or_else(|| Error::config(field, shown(value), "fp8, f16, f32"))
+    }
+
+    /// Bytes of a latent row of `kv` + `rope` values (FP8: [`crate::reference::fp8::latent_row_bytes`]).
+    pub fn row_bytes(self, kv: u32, rope: u32) -> u64 {
         match self {
-            Dtype::F16 => 2,
-            Dtype::F32 => 4,
+            Dtype::Fp8 => crate::reference::fp8::latent_row_bytes(kv as usize, rope as usize) as u64,
+            Dtype::F16 => 2 * (kv + rope) as u64,
+            Dtype::F32 => 4 * (kv + rope) as u64,
+        }
+    }
+
+    /// Bytes of an indexer key of `dim` values (FP8: [`crate::reference::fp8::index_key_bytes`]).
+    pub fn key_bytes(self, dim: u32) -> u64 {
+        match self {
+            Dtype::Fp8 => crate::reference::fp8::index_key_bytes(dim as usize) as u64,
+            _ => self.row_bytes(dim, 0),
         }
     }
 }
@@ -34,6 +60,7 @@ impl Dtype {
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Dtype::Fp8 => "fp8",
             Dtype::F16 => "f16",
             Dtype::F32 => "f32",
         })
@@ -90,8 +117,10 @@ pub struct RunConfig {
     pub context: u32,
     /// Sequences decoded together.
     pub batch: u32,
-    /// Storage of the indexer keys and latent rows.
-    pub dtype: Dtype,
+    /// Storage of the latent rows (`fp8`: 656 B a row at v32).
+    pub latent_dtype: Dtype,
+    /// Storage of the indexer keys (`fp8`: 132 B a key at v32).
+    pub key_dtype: Dtype,
 }
 
 /// Every field `RunConfig::set` accepts, in the order `--help` lists them: the model's dims,
@@ -107,6 +136,8 @@ pub const FIELDS: &[&str] = &[
     "layers",
     "context",
     "batch",
+    "latent_dtype",
+    "key_dtype",
     "dtype",
 ];
 
@@ -130,7 +161,8 @@ impl RunConfig {
             layers: 2,
             context: 100,
             batch: 2,
-            dtype: Dtype::F16,
+            latent_dtype: Dtype::F16,
+            key_dtype: Dtype::F16,
         }
     }
 
@@ -151,11 +183,12 @@ impl RunConfig {
             layers: 4,
             context: 4096,
             batch: 4,
-            dtype: Dtype::F16,
+            latent_dtype: Dtype::F16,
+            key_dtype: Dtype::F16,
         }
     }
 
-    /// DeepSeek-V3.2's per-layer dims (61 layers; a run keeps 4).
+    /// DeepSeek-V3.2's per-layer dims (61 layers; a run keeps 4), with the production FP8 caches.
     pub fn v32() -> Self {
         RunConfig {
             model: ModelConfig {
@@ -172,7 +205,8 @@ impl RunConfig {
             layers: 4,
             context: 32768,
             batch: 16,
-            dtype: Dtype::F16,
+            latent_dtype: Dtype::Fp8,
+            key_dtype: Dtype::Fp8,
         }
     }
 
@@ -188,14 +222,17 @@ impl RunConfig {
     /// Override one field from text, e.g. `set("topk", "512")`. Validates nothing beyond parsing:
     /// call [`RunConfig::validate`] once all overrides are in. `layers` sets the layers run (and
     /// the model's, when it asks for more than the model has: the presets are stand-ins).
+    /// `dtype` sets both caches' storage.
     pub fn set(&mut self, field: &str, value: &str) -> Result<()> {
-        if field == "dtype" {
-            self.dtype = match value {
-                "f16" => Dtype::F16,
-                "f32" => Dtype::F32,
-                _ => return Err(Error::config("dtype", shown(value), "f16, f32")),
-            };
-            return Ok(());
+        match field {
+            "latent_dtype" => return Ok(self.latent_dtype = Dtype::parse(field, value)?),
+            "key_dtype" => return Ok(self.key_dtype = Dtype::parse(field, value)?),
+            "dtype" => {
+                self.latent_dtype = Dtype::parse(field, value)?;
+                self.key_dtype = self.latent_dtype;
+                return Ok(());
+            }
+            _ => {}
         }
         let m = &mut self.model;
         let slot = match field {
@@ -253,7 +290,7 @@ impl RunConfig {
         IndexerShape {
             heads: self.model.index_heads,
             dim: self.model.index_head_dim,
-            dtype: self.dtype,
+            dtype: self.key_dtype,
         }
     }
 
@@ -269,19 +306,20 @@ impl RunConfig {
             kv: self.model.kv_lora_rank,
             rope: self.model.qk_rope_head_dim,
             topk: self.model.topk,
-            dtype: self.dtype,
+            dtype: self.latent_dtype,
             softmax_scale: self.model.softmax_scale(),
         }
     }
 
     /// Bytes of one latent row in the configured storage type.
     pub fn row_bytes(&self) -> u64 {
-        self.model.row_dim() as u64 * self.dtype.bytes()
+        let m = &self.model;
+        self.latent_dtype.row_bytes(m.kv_lora_rank, m.qk_rope_head_dim)
     }
 
     /// Bytes of one indexer key.
     pub fn key_bytes(&self) -> u64 {
-        self.model.index_head_dim as u64 * self.dtype.bytes()
+        self.key_dtype.key_bytes(self.model.index_head_dim)
     }
 }
 
@@ -290,15 +328,18 @@ impl fmt::Display for RunConfig {
         let m = &self.model;
         write!(
             f,
-            "preset {}: heads {}, latent {} + rope {} ({}), indexer {} heads x {}, top-k {}, \
-             layers {} of {}, context {}, batch {}",
+            "preset {}: heads {}, latent {} + rope {} ({}, {} B a row), indexer {} heads x {} \
+             ({}, {} B a key), top-k {}, layers {} of {}, context {}, batch {}",
             m.name,
             m.heads,
             m.kv_lora_rank,
             m.qk_rope_head_dim,
-            self.dtype,
+            self.latent_dtype,
+            self.row_bytes(),
             m.index_heads,
             m.index_head_dim,
+            self.key_dtype,
+            self.key_bytes(),
             m.topk,
             self.layers,
             m.layers,
@@ -365,6 +406,20 @@ mod tests {
         let c = RunConfig::tiny()
             .with_overrides(&["context=4K", "dtype=f32"])
             .unwrap();
-        assert_eq!((c.context, c.dtype), (4096, Dtype::F32));
+        assert_eq!((c.context, c.latent_dtype, c.key_dtype), (4096, Dtype::F32, Dtype::F32));
+        let c = c.with_overrides(&["key_dtype=fp8"]).unwrap();
+        assert_eq!((c.latent_dtype, c.key_dtype), (Dtype::F32, Dtype::Fp8));
+        names(
+            RunConfig::tiny().with_overrides(&["latent_dtype=bf16"]),
+            "latent_dtype = bf16; allowed: fp8, f16, f32",
+        );
+    }
+
+    #[test]
+    fn v32_caches_are_the_production_sizes() {
+        let v = RunConfig::v32();
+        assert_eq!((v.row_bytes(), v.key_bytes()), (656, 132));
+        let f = v.with_overrides(&["dtype=f16"]).unwrap();
+        assert_eq!((f.row_bytes(), f.key_bytes()), (1152, 256));
     }
 }

@@ -13,7 +13,7 @@ use crate::kernels::{
     indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs,
 };
 use crate::reference::{self, SeqRows};
-use crate::workload::{Rng, round_f16, storage_bytes, stored_values};
+use crate::workload::{Rng, RowLayout, round_f16, storage_bytes, stored_values};
 
 /// The GEMM family against [`crate::reference::gemm`] (f16-rounded operands, f32 sums against
 /// f64, K ≤ 1000 products of values in [-1, 1)): (atol, rtol). The largest errors `tests/gemm.rs`
@@ -108,7 +108,7 @@ impl IndexerProblem {
             dtype,
             q: rng.vec(b * heads * dim),
             w: rng.vec(b * heads).iter().map(|x| x * scale).collect(),
-            keys: stored_values(&rng.vec(rows * dim), dtype),
+            keys: stored_values(&rng.vec(rows * dim), dtype, RowLayout::Key { dim }),
             score_stride: lens.iter().copied().max().unwrap_or(0).max(1),
             seqs,
         }
@@ -120,10 +120,14 @@ impl IndexerProblem {
 
     /// The reference of what `kernel` computes: the coop kernel rounds q to f16 as it stages it
     /// (its one rounding: the products of f16 values are exact in f32), the fma kernel does not.
+    /// Over FP8 keys both quantise q per head as the model does (ue8m0), and nothing else: the
+    /// products of e4m3 values are exact in f32, and the scales (positive) commute with ReLU.
     pub fn reference_for(&self, kernel: IndexerKernel) -> Vec<f32> {
-        match kernel {
-            IndexerKernel::Fma => self.reference(),
-            IndexerKernel::Coop => self.reference_of(&round_f16(&self.q)),
+        use crate::reference::fp8::{ScaleRule, round_rows};
+        match (kernel, self.dtype) {
+            (_, Dtype::Fp8) => self.reference_of(&round_rows(&self.q, self.dim, ScaleRule::Ue8m0)),
+            (IndexerKernel::Fma, _) => self.reference(),
+            (IndexerKernel::Coop, _) => self.reference_of(&round_f16(&self.q)),
         }
     }
 
@@ -167,7 +171,8 @@ impl IndexerProblem {
     ) -> Result<Vec<f32>> {
         let q = ctx.upload("q", &self.q)?;
         let w = ctx.upload("w", &self.w)?;
-        let keys = ctx.upload("keys", &storage_bytes(&self.keys, self.dtype))?;
+        let layout = RowLayout::Key { dim: self.dim };
+        let keys = ctx.upload("keys", &storage_bytes(&self.keys, self.dtype, layout))?;
         let seq = ctx.upload("seq", &seq_table(&self.seqs))?;
         let scores = ctx.storage("scores", (self.seqs.len() * self.score_stride * 4) as u64)?;
         ctx.fill(&scores, POISON_F32);
@@ -316,7 +321,8 @@ impl SparseMlaProblem {
                     .iter()
                     .map(|x| x * 2.0)
                     .collect::<Vec<_>>(),
-                cfg.dtype,
+                cfg.latent_dtype,
+                Self::layout(cfg),
             ),
         }
     }
@@ -350,6 +356,35 @@ impl SparseMlaProblem {
         )
     }
 
+    /// The rows' layout.
+    fn layout(cfg: &RunConfig) -> RowLayout {
+        RowLayout::Latent {
+            kv: cfg.model.kv_lora_rank as usize,
+            rope: cfg.model.qk_rope_head_dim as usize,
+        }
+    }
+
+    /// The rows as the kernels read them, in the configured storage type.
+    pub fn row_bytes(&self) -> Vec<u8> {
+        storage_bytes(&self.rows, self.cfg.latent_dtype, Self::layout(&self.cfg))
+    }
+
+    /// The same problem with its rows stored as `dtype`: the values those rows stand for (FP8:
+    /// quantised and back; f16: rounded), so its reference is the reference of those rows.
+    pub fn stored_as(&self, dtype: Dtype) -> SparseMlaProblem {
+        let cfg = RunConfig {
+            latent_dtype: dtype,
+            ..self.cfg.clone()
+        };
+        SparseMlaProblem {
+            rows: stored_values(&self.rows, dtype, Self::layout(&cfg)),
+            cfg,
+            q: self.q.clone(),
+            ids: self.ids.clone(),
+            seqs: self.seqs.clone(),
+        }
+    }
+
     /// Run the version-1 kernel; returns (o_lat, lse) as [`SparseMlaProblem::run`].
     pub fn run_naive(
         &self,
@@ -357,47 +392,7 @@ impl SparseMlaProblem {
         kernel: &SparseMlaNaive,
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.run_naive_on(
-            ctx,
-            kernel,
-            &storage_bytes(&self.rows, self.cfg.dtype),
-            timer,
-        )
-    }
-
-    /// The FP8 form of the problem (issue 13): every row packed by [`reference::fp8`]'s quantiser
-    /// (ue8m0), and the problem whose rows are what those bytes stand for, so its reference is
-    /// the reference of the FP8 rows. Needs a latent width in whole words (kv % 4 == 0).
-    pub fn fp8(&self) -> (Vec<u8>, SparseMlaProblem) {
-        use reference::fp8::{ScaleRule, pack_latent_row, unpack_latent_row};
-        let m = &self.cfg.model;
-        let (kv, dq) = (m.kv_lora_rank as usize, m.row_dim() as usize);
-        let mut packed = Vec::new();
-        let mut rows = Vec::with_capacity(self.rows.len());
-        for row in self.rows.chunks(dq) {
-            let bytes = pack_latent_row(&row[..kv], &row[kv..], ScaleRule::Ue8m0);
-            rows.extend(unpack_latent_row(&bytes, kv, dq - kv));
-            packed.extend(bytes);
-        }
-        let problem = SparseMlaProblem {
-            cfg: self.cfg.clone(),
-            q: self.q.clone(),
-            ids: self.ids.clone(),
-            seqs: self.seqs.clone(),
-            rows,
-        };
-        (packed, problem)
-    }
-
-    /// Run the version-1 kernel on rows given as the bytes the kernel reads (f16, f32 or FP8).
-    pub fn run_naive_on(
-        &self,
-        ctx: &GpuContext,
-        kernel: &SparseMlaNaive,
-        row_bytes: &[u8],
-        timer: Option<&GpuTimer>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, row_bytes)?;
+        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, &self.row_bytes())?;
         let args = SparseMlaNaiveArgs {
             q: &q,
             ids: &ids,
@@ -452,8 +447,7 @@ impl SparseMlaProblem {
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = &self.cfg;
-        let stored = storage_bytes(&self.rows, c.dtype);
-        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, &stored)?;
+        let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, &self.row_bytes())?;
         let scratch = kernel.scratch(ctx, c.batch)?;
         ctx.fill(&scratch.scores, POISON_F32);
         ctx.fill(&scratch.partials, POISON_F32);

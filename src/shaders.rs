@@ -19,19 +19,19 @@ macro_rules! units {
 }
 
 units! {
-    FILL = "fill": ["lib/hash.wgsl", "fill.wgsl"];
+    FILL = "fill": ["lib/hash.wgsl", "lib/fp8.wgsl", "fill.wgsl", "lib/fp8_pack.wgsl"];
     DIGEST = "digest": ["lib/hash.wgsl", "digest.wgsl"];
     OVERLAP = "overlap": ["overlap.wgsl"];
-    FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl"];
+    FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl", "lib/fp8_pack.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
     INDEXER = "indexer": ["lib/f16.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
-    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/indexer_io.wgsl"];
+    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl"];
     INDEXER_FP8 = "indexer_fp8": ["lib/fp8.wgsl", "indexer_fp8.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
     TOPK = "topk": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk.wgsl"];
     TOPK_SPLIT = "topk_split": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk_split.wgsl"];
-    SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "lib/mla.wgsl", "sparse_mla.wgsl"];
-    SPARSE_MLA_COOP = "sparse_mla_coop": ["sparse_mla_coop.wgsl", "lib/mla.wgsl"];
+    SPARSE_MLA = "sparse_mla": ["lib/f16.wgsl", "lib/fp8.wgsl", "lib/mla.wgsl", "sparse_mla.wgsl"];
+    SPARSE_MLA_COOP = "sparse_mla_coop": ["sparse_mla_coop.wgsl", "lib/fp8.wgsl", "lib/mla.wgsl"];
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["lib/fp8.wgsl", "sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];

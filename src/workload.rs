@@ -46,22 +46,62 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
 
-/// Bytes of `v` as stored on the GPU: f16 (two per u32, little end first) or f32.
-pub fn storage_bytes(v: &[f32], dtype: crate::config::Dtype) -> Vec<u8> {
-    match dtype {
-        crate::config::Dtype::F16 => {
-            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-            bytemuck::cast_slice(&h).to_vec()
+/// How a cache's values make rows: latent rows (`kv` values, then `rope`) or indexer keys of
+/// `dim` values. Only the FP8 layout tells them apart ([`crate::reference::fp8`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowLayout {
+    Latent { kv: usize, rope: usize },
+    Key { dim: usize },
+}
+
+impl RowLayout {
+    /// Values a row.
+    pub fn width(self) -> usize {
+        match self {
+            RowLayout::Latent { kv, rope } => kv + rope,
+            RowLayout::Key { dim } => dim,
         }
-        crate::config::Dtype::F32 => bytemuck::cast_slice(v).to_vec(),
     }
 }
 
-/// The values `storage_bytes` stores, as f32.
-pub fn stored_values(v: &[f32], dtype: crate::config::Dtype) -> Vec<f32> {
-    match dtype {
-        crate::config::Dtype::F16 => round_f16(v),
-        crate::config::Dtype::F32 => v.to_vec(),
+/// Bytes of `v` (whole rows of `layout`) as stored on the GPU: f16 (two per u32, little end
+/// first), f32, or FP8 (latent rows packed one after another; keys as the FP8 key cache,
+/// [`crate::reference::fp8::pack_index_cache`]), always with DeepSeek's ue8m0 rule.
+pub fn storage_bytes(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<u8> {
+    use crate::reference::fp8::{ScaleRule, pack_index_cache, pack_latent_row};
+    match (dtype, layout) {
+        (crate::config::Dtype::F16, _) => {
+            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            bytemuck::cast_slice(&h).to_vec()
+        }
+        (crate::config::Dtype::F32, _) => bytemuck::cast_slice(v).to_vec(),
+        (crate::config::Dtype::Fp8, RowLayout::Latent { kv, rope }) => v
+            .chunks(kv + rope)
+            .flat_map(|r| pack_latent_row(&r[..kv], &r[kv..], ScaleRule::Ue8m0))
+            .collect(),
+        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => {
+            pack_index_cache(v, dim, ScaleRule::Ue8m0)
+        }
+    }
+}
+
+/// The values `storage_bytes` stores, as f32 (FP8: what the packed rows stand for).
+pub fn stored_values(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<f32> {
+    use crate::reference::fp8::{ScaleRule, round_rows};
+    match (dtype, layout) {
+        (crate::config::Dtype::F16, _) => round_f16(v),
+        (crate::config::Dtype::F32, _) => v.to_vec(),
+        (crate::config::Dtype::Fp8, RowLayout::Latent { kv, rope }) => v
+            .chunks(kv + rope)
+            .flat_map(|r| {
+                let mut out = round_rows(&r[..kv], kv, ScaleRule::Ue8m0);
+                out.extend(r[kv..].iter().map(|&x| half::bf16::from_f32(x).to_f32()));
+                out
+            })
+            .collect(),
+        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => {
+            round_rows(v, dim, ScaleRule::Ue8m0)
+        }
     }
 }
 

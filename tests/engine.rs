@@ -268,13 +268,13 @@ fn bad_engine_options_are_errors() {
         ),
         (
             EngineOptions {
-                run: RunConfig {
-                    dtype: ess_wgpu::Dtype::F32,
-                    ..run.clone()
-                },
+                run: run
+                    .clone()
+                    .with_overrides(&["key_dtype=fp8", "index_head_dim=160"])
+                    .unwrap(),
                 ..ok.clone()
             },
-            "dtype = f32",
+            "index_head_dim (fp8 keys) = 160",
         ),
         (
             EngineOptions {

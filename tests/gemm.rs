@@ -11,7 +11,7 @@ use ess_wgpu::gpu::MatrixPath;
 use ess_wgpu::kernels::Gemm;
 use ess_wgpu::kernels::gemm::{GemmArgs, GemmKernel, GemmShape, Layout};
 use ess_wgpu::problems::{GEMM_TOL, POISON_F32};
-use ess_wgpu::workload::{Rng, storage_bytes};
+use ess_wgpu::workload::{Rng, RowLayout, storage_bytes};
 use half::f16;
 
 fn round_f16(x: f32) -> f32 {
@@ -79,8 +79,10 @@ fn check(kernel: GemmKernel, split: bool, shape: &GemmShape, b_transposed: bool,
     if !split {
         gemm = gemm.unsplit();
     }
-    let a_buf = ctx.upload("a", &storage_bytes(&a, a_dtype)).unwrap();
-    let b_buf = ctx.upload("b", &storage_bytes(&b_stored, b_dtype)).unwrap();
+    // f16 or f32 operands (a row layout only matters to FP8, which no GEMM operand is)
+    let bytes = |v: &[f32], dtype| storage_bytes(v, dtype, RowLayout::Key { dim: v.len() });
+    let a_buf = ctx.upload("a", &bytes(&a, a_dtype)).unwrap();
+    let b_buf = ctx.upload("b", &bytes(&b_stored, b_dtype)).unwrap();
     let c_buf = ctx.storage("c", (bu * mu * nu * 4) as u64).unwrap();
     if accumulate {
         ctx.write(&c_buf, 0, bytemuck::cast_slice(&c0));

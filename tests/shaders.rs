@@ -7,11 +7,12 @@ use ess_wgpu::shaders::UNITS;
 use naga::back::spv;
 
 /// The override-constant sets the kernels build each unit with (the shape classes of the presets
-/// and tests: f16 and f32 rows, latent widths 64 … 512, head counts with and without a partial
-/// attend workgroup, top-k workgroup sizes).
+/// and tests: f16, f32 and FP8 rows and keys, latent widths 64 … 512, head counts with and
+/// without a partial attend workgroup, top-k workgroup sizes).
 fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
     match unit {
         "indexer" => vec![vec![("KEYS_F16", 1.0)], vec![("KEYS_F16", 0.0)]],
+        "indexer_coop" => vec![vec![("KEYS_FP8", 0.0)], vec![("KEYS_FP8", 1.0)]],
         "topk" | "topk_split" => [64.0, 128.0, 256.0, 512.0, 1024.0]
             .iter()
             .map(|&wg| vec![("WG", wg)])
@@ -23,10 +24,15 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("ROWS_F16", 0.0), ("ROWS_FP8", 0.0)],
             vec![("ROWS_FP8", 1.0)],
         ],
-        "sparse_mla_coop" => [(512.0, 64.0), (64.0, 32.0), (192.0, 0.0)]
-            .iter()
-            .map(|&(kv, rope)| vec![("KV", kv), ("ROPE", rope)])
-            .collect(),
+        "sparse_mla_coop" => {
+            let mut sets = Vec::new();
+            for (kv, rope) in [(512.0, 64.0), (64.0, 32.0), (192.0, 0.0)] {
+                for fp8 in [0.0, 1.0] {
+                    sets.push(vec![("KV", kv), ("ROPE", rope), ("ROWS_FP8", fp8)]);
+                }
+            }
+            sets
+        }
         "gemm_fma" | "gemm_coop" => [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
             .iter()
             .map(|&(a, b)| vec![("A_F16", a), ("B_F16", b)])
@@ -34,12 +40,14 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
         "sparse_mla" => {
             let mut sets = Vec::new();
             for (kv, rope) in [(512.0, 64.0), (64.0, 32.0), (320.0, 64.0), (128.0, 0.0)] {
-                for f16 in [1.0, 0.0] {
+                // (f16, fp8): f16 rows, f32 rows, FP8 rows staged as f16
+                for (f16, fp8) in [(1.0, 0.0), (0.0, 0.0), (1.0, 1.0)] {
                     for part in [1.0, 0.0] {
                         sets.push(vec![
                             ("KV", kv),
                             ("ROPE", rope),
                             ("ROWS_F16", f16),
+                            ("ROWS_FP8", fp8),
                             ("PART_HEADS", part),
                         ]);
                     }

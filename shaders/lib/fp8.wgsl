@@ -50,21 +50,30 @@ fn e4m3_value(b: u32) -> f32 {
     return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
 }
 
+// The 4 values of a word of e4m3 bytes (e4m3x4 packs them), the first from the low byte.
+fn e4m3x4_values(word: u32) -> vec4<f32> {
+    return vec4<f32>(e4m3_value(word), e4m3_value(word >> 8u), e4m3_value(word >> 16u), e4m3_value(word >> 24u));
+}
+
 // The value of bf16 bits (the low 16 bits of `h`).
 fn bf16_value(h: u32) -> f32 {
     return bitcast<f32>((h & 0xffffu) << 16u);
 }
 
-// Where value d of a packed row (kv e4m3 bytes, ⌈kv / 128⌉ f32 scales, rope bf16) lives, in u32
-// words from the row's start: (the value's word, its scale's word; for a bf16 value the second is
-// unused), and the row's length in words (kv a multiple of 4, rope even).
-fn fp8_row_words(kv: u32, rope: u32) -> u32 {
-    return kv / 4u + (kv + BLOCK - 1u) / BLOCK + rope / 2u;
+// Where value d of a packed row (kv e4m3 bytes, `slots` f32 scale slots of which the first
+// ⌈kv / 128⌉ hold scales, rope bf16) lives, in u32 words from the row's start: (the value's word,
+// its scale's word; for a bf16 value the second is unused), and the row's length in words (kv a
+// multiple of 4, rope even). Latent rows round their slots up to a multiple of 4
+// (reference::fp8::latent_scale_slots), indexer keys do not.
+fn fp8_latent_slots(kv: u32) -> u32 { return ((kv + BLOCK - 1u) / BLOCK + 3u) / 4u * 4u; }
+
+fn fp8_row_words(kv: u32, slots: u32, rope: u32) -> u32 {
+    return kv / 4u + slots + rope / 2u;
 }
 
-fn fp8_row_at(kv: u32, d: u32) -> vec2<u32> {
+fn fp8_row_at(kv: u32, slots: u32, d: u32) -> vec2<u32> {
     if (d < kv) { return vec2<u32>(d / 4u, kv / 4u + d / BLOCK); }
-    return vec2<u32>(kv / 4u + (kv + BLOCK - 1u) / BLOCK + (d - kv) / 2u, 0u);
+    return vec2<u32>(kv / 4u + slots + (d - kv) / 2u, 0u);
 }
 
 // Value d of a packed row, given the two words fp8_row_at named.

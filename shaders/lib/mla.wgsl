@@ -7,6 +7,10 @@
 override KV: u32 = 512u;          // kv_lora_rank, a multiple of 64, ≤ 512
 override ROPE: u32 = 64u;         // qk_rope_head_dim, a multiple of 32
 override ROWS_F16: bool = true;   // rows are f16 pairs packed in u32 (else f32 bit patterns)
+// Rows in the FP8 layout (lib/fp8.wgsl, reference::fp8::pack_latent_row: 656 B at v32),
+// dequantised into f16 as they are staged (fp8_stage8), so the host sets ROWS_F16 too: the
+// staged rows are f16 pairs and the products read them as such.
+override ROWS_FP8: bool = false;
 override DQ: u32 = KV + ROPE;     // dims of one row / one query
 const RT: u32 = 64u;              // ids per score tile (softmax statistics, attend's slices)
 const AT: u32 = 256u;             // attend: threads per workgroup
@@ -39,7 +43,45 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> lse: array<f32>;        // [B, H]
 
 fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
-fn row_words() -> u32 { return select(DQ, DQ / 2u, ROWS_F16); }   // u32 words per row
+fn row_words() -> u32 {   // u32 words per row (a multiple of 4 in every format)
+    if (ROWS_FP8) { return fp8_row_words(KV, fp8_latent_slots(KV), ROPE); }
+    return select(DQ, DQ / 2u, ROWS_F16);
+}
+
+// ---- FP8 rows: 8 dims at a time, fetched raw (fp8_fetch8: one vec4 load, the scale from a
+// second) and dequantised when they are staged (fp8_stage8), so the loads of the next chunk
+// stay in flight while this one is computed.
+
+// Dims c .. c + 7 (c a multiple of 8) of absolute row `row`, raw: for c < KV (c_kv) the two words
+// of e4m3 bytes, the block's scale and 0; else (k_pe) four words of bf16 pairs.
+fn fp8_fetch8(row: u32, c: u32) -> vec4<u32> {
+    let base = row * (row_words() / 4u);   // rows are whole vec4s
+    if (c < KV) {
+        let v = rows[base + c / 16u];
+        let s = rows[base + (KV / 4u + c / BLOCK) / 4u][(c / BLOCK) % 4u];
+        if ((c / 8u) % 2u == 0u) { return vec4<u32>(v.x, v.y, s, 0u); }
+        return vec4<u32>(v.z, v.w, s, 0u);
+    }
+    return rows[base + (KV / 4u + fp8_latent_slots(KV)) / 4u + (c - KV) / 8u];
+}
+
+// fp8_fetch8's words as the 8 dims' f16 pairs: e4m3 value · scale (c_kv), or the bf16 value. The
+// f32 → f16 conversion is exact when the value is an f16: for a block with a scale in 2^-15 ..
+// 2^7 (largest magnitude 0.0069 .. 57,344), and for k_pe values in ±65,504 of at most 2^-24's
+// resolution; the tests' and the engine's rows are.
+fn fp8_stage8(raw: vec4<u32>, c_kv: bool) -> vec4<u32> {
+    if (c_kv) {
+        let s = bitcast<f32>(raw.z);
+        let a = e4m3x4_values(raw.x) * s;
+        let b = e4m3x4_values(raw.y) * s;
+        return vec4<u32>(pack2x16float(a.xy), pack2x16float(a.zw), pack2x16float(b.xy), pack2x16float(b.zw));
+    }
+    var out = vec4<u32>(0u);
+    for (var i = 0u; i < 4u; i++) {
+        out[i] = pack2x16float(vec2<f32>(bf16_value(raw[i]), bf16_value(raw[i] >> 16u)));
+    }
+    return out;
+}
 
 // Absolute row of id j of sequence b, or −1 (id −1, or j past k).
 fn row_of(b: u32, j: u32) -> i32 {

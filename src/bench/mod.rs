@@ -10,25 +10,24 @@
 //! because its work depends on their distribution. Tests never time anything; this does.
 
 use crate::compare::compare;
-use crate::config::RunConfig;
+use crate::config::{Dtype, RunConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer, MatrixPath};
 use crate::kernels::gemm::GemmKernel;
 use crate::kernels::indexer::IndexerArgs;
-use crate::kernels::indexer::IndexerKernel;
-use crate::kernels::indexer_fp8::IndexerFp8Shape;
+use crate::kernels::indexer::{IndexerKernel, IndexerShape};
 use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
-use crate::kernels::sparse_mla::SparseMlaKernel;
+use crate::kernels::sparse_mla::{SparseMlaKernel, SparseMlaShape};
 use crate::kernels::topk::{TopKArgs, TopKSplit, split_segments};
-use crate::kernels::{Dispatch, Indexer, IndexerFp8, LseMerge, Probe, SparseMla, TopK};
+use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
 use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SparseMlaProblem,
     TopKProblem, seq_table, sparse_mla_o_lat_tol,
 };
 use crate::reference::SeqRows;
-use crate::workload::{Rng, storage_bytes};
+use crate::workload::{Rng, RowLayout, storage_bytes};
 use std::time::Instant;
 
 pub mod gemm;
@@ -129,41 +128,37 @@ pub fn time_pass(
     Ok((median(times), if timer.is_some() { "gpu" } else { "wall" }))
 }
 
-/// A buffer of `size` bytes filled with a tiled random block of f16 (or f32) values in [-1, 1).
-fn random_buffer(
-    ctx: &GpuContext,
-    label: &str,
-    size: u64,
-    dtype: crate::Dtype,
-    seed: u64,
-) -> Result<wgpu::Buffer> {
-    let block_bytes = (4u64 << 20).min(size);
-    let values = Rng::new(seed).vec((block_bytes / dtype.bytes()) as usize);
-    tiled_buffer(ctx, label, size, &storage_bytes(&values, dtype))
-}
-
-/// A buffer of `rows` packed FP8 rows of `kv` + `rope` random values in [-1, 1) (the layout of
-/// [`crate::reference::fp8::pack_latent_row`]; an indexer key is `rope` = 0), tiled from a block of
-/// whole rows.
-fn fp8_buffer(
+/// A buffer of `rows` rows of `layout` holding random values in [-1, 1) stored as `dtype`,
+/// tiled from a block of whole rows (FP8 keys: the key cache's two regions, values and scales,
+/// each tiled from its block).
+fn random_rows(
     ctx: &GpuContext,
     label: &str,
     rows: u64,
-    kv: usize,
-    rope: usize,
+    dtype: Dtype,
+    layout: RowLayout,
     seed: u64,
 ) -> Result<wgpu::Buffer> {
-    use crate::reference::fp8::{ScaleRule, latent_row_bytes, pack_latent_row};
-    let row_bytes = latent_row_bytes(kv, rope) as u64;
+    let width = layout.width();
+    let row_bytes = match layout {
+        RowLayout::Latent { kv, rope } => dtype.row_bytes(kv as u32, rope as u32),
+        RowLayout::Key { dim } => dtype.key_bytes(dim as u32),
+    };
     let block_rows = ((4u64 << 20) / row_bytes).clamp(1, rows.max(1));
-    let mut rng = Rng::new(seed);
-    let block: Vec<u8> = (0..block_rows)
-        .flat_map(|_| {
-            let x = rng.vec(kv + rope);
-            pack_latent_row(&x[..kv], &x[kv..], ScaleRule::Ue8m0)
-        })
-        .collect();
-    tiled_buffer(ctx, label, rows * row_bytes, &block)
+    let values = Rng::new(seed).vec(block_rows as usize * width);
+    let block = storage_bytes(&values, dtype, layout);
+    match (dtype, layout) {
+        (Dtype::Fp8, RowLayout::Key { dim }) => {
+            let split = block_rows as usize * dim;
+            let size = (rows * row_bytes).next_multiple_of(16);
+            let parts = [
+                (0, rows * dim as u64, &block[..split]),
+                (rows * dim as u64, rows * 4, &block[split..][..block_rows as usize * 4]),
+            ];
+            tiled_buffer(ctx, label, size, &parts)
+        }
+        _ => tiled_buffer(ctx, label, rows * row_bytes, &[(0, rows * row_bytes, &block)]),
+    }
 }
 
 /// One buffer of keys for sequences `b0 .. b0 + batch` (sequence b0 + i's `T` keys from row i·T)
@@ -232,16 +227,26 @@ fn key_parts(
     Ok(parts)
 }
 
-/// A buffer of `size` bytes holding `block` over and over (the last copy cut short).
-fn tiled_buffer(ctx: &GpuContext, label: &str, size: u64, block: &[u8]) -> Result<wgpu::Buffer> {
+/// A buffer of `size` bytes whose regions `(offset, len, block)` hold `block` over and over (the
+/// last copy cut short; blocks and regions in multiples of 4 bytes).
+fn tiled_buffer(
+    ctx: &GpuContext,
+    label: &str,
+    size: u64,
+    regions: &[(u64, u64, &[u8])],
+) -> Result<wgpu::Buffer> {
     let buf = ctx.storage(label, size)?;
-    let src = ctx.upload("block", block)?;
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    let mut off = 0;
-    while off < buf.size() {
-        let n = (block.len() as u64).min(buf.size() - off);
-        enc.copy_buffer_to_buffer(&src, 0, &buf, off, n);
-        off += n;
+    let mut blocks = Vec::new();
+    for &(start, len, block) in regions {
+        let src = ctx.upload("block", block)?;
+        let mut off = 0;
+        while off < len {
+            let n = (block.len() as u64).min(len - off);
+            enc.copy_buffer_to_buffer(&src, 0, &buf, start + off, n);
+            off += n;
+        }
+        blocks.push(src);
     }
     ctx.submit(enc);
     ctx.check()?;
@@ -255,7 +260,14 @@ pub fn measure_ceilings(ctx: &GpuContext, reps: u32) -> Result<Ceilings> {
     let bytes = (256u64 << 20)
         .min(ctx.max_binding() / 2 * 2 / 16 * 16)
         .min(ctx.max_binding());
-    let src = random_buffer(ctx, "probe src", bytes, crate::Dtype::F32, 1)?;
+    let src = random_rows(
+        ctx,
+        "probe src",
+        bytes / 1024,
+        Dtype::F32,
+        RowLayout::Key { dim: 256 },
+        1,
+    )?;
     let dst = ctx.storage("probe dst", bytes)?;
     let copy = probe.copy(
         ctx,
@@ -314,18 +326,20 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
         cfg.model.index_heads as usize,
         cfg.model.index_head_dim as usize,
     );
-    let p = IndexerProblem::random(ih, id, cfg.dtype, &[1500, 333], 11);
-    for units in paths(ctx, cfg) {
-        let kernel = IndexerKernel::from(units);
-        let got = p.run(
-            ctx,
-            &Indexer::with(ctx, &cfg.indexer_shape(), kernel)?,
-            None,
-        )?;
-        let (atol, rtol) = INDEXER_TOL;
-        let want = p.reference_for(kernel);
-        let e = compare("index_score", &got, &want, atol, rtol).map_err(fail)?;
-        push(&labelled("indexer", units), "T = 1500, 333".into(), e);
+    for dtype in timed_dtypes(cfg.key_dtype) {
+        let p = IndexerProblem::random(ih, id, dtype, &[1500, 333], 11);
+        let shape = IndexerShape {
+            dtype,
+            ..cfg.indexer_shape()
+        };
+        for units in paths(ctx, dtype) {
+            let kernel = IndexerKernel::from(units);
+            let got = p.run(ctx, &Indexer::with(ctx, &shape, kernel)?, None)?;
+            let (atol, rtol) = INDEXER_TOL;
+            let want = p.reference_for(kernel);
+            let e = compare("index_score", &got, &want, atol, rtol).map_err(fail)?;
+            push(&labelled("indexer", units, dtype), "T = 1500, 333".into(), e);
+        }
     }
 
     let k = cfg.model.topk as usize;
@@ -342,18 +356,24 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
         batch: 2,
         ..cfg.clone()
     };
-    let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
-    for units in paths(ctx, cfg) {
-        let kernel = SparseMlaKernel::from(units);
-        let o_tol = sparse_mla_o_lat_tol(kernel, k);
-        let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
-        let (o, lse) = p.run(ctx, &mla, None)?;
-        let (want_o, want_lse) = p.reference_for(kernel);
-        let ((oa, or), (la, lr)) = (o_tol, SPARSE_MLA_LSE_TOL);
-        let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
-        let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
-        let case = format!("batch 2, {} rows", 3 * k);
-        push(&labelled("sparse_mla", units), case, e.max(e2));
+    for dtype in timed_dtypes(cfg.latent_dtype) {
+        let small = RunConfig {
+            latent_dtype: dtype,
+            ..small.clone()
+        };
+        let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
+        for units in paths(ctx, dtype) {
+            let kernel = SparseMlaKernel::from(units);
+            let o_tol = sparse_mla_o_lat_tol(kernel, k);
+            let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
+            let (o, lse) = p.run(ctx, &mla, None)?;
+            let (want_o, want_lse) = p.reference_for(kernel);
+            let ((oa, or), (la, lr)) = (o_tol, SPARSE_MLA_LSE_TOL);
+            let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
+            let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
+            let case = format!("batch 2, {} rows", 3 * k);
+            push(&labelled("sparse_mla", units, dtype), case, e.max(e2));
+        }
     }
 
     let p = LseMergeProblem::random(1000, cfg.model.kv_lora_rank as usize, &[3], &[3, 4], 14);
@@ -381,22 +401,36 @@ fn rate(c: &Ceilings, units: MatrixPath) -> f64 {
     }
 }
 
-/// A kernel's name in the report: coop kernels carry their path.
-fn labelled(kernel: &str, units: MatrixPath) -> String {
-    match units {
-        MatrixPath::Fma => kernel.to_string(),
-        MatrixPath::Coop => format!("{kernel} coop"),
+/// A kernel's name in the report: coop kernels carry their path, caches other than f16 their
+/// dtype ("sparse_mla coop fp8").
+fn labelled(kernel: &str, units: MatrixPath, dtype: Dtype) -> String {
+    let mut name = kernel.to_string();
+    if units == MatrixPath::Coop {
+        name += " coop";
     }
+    if dtype != Dtype::F16 {
+        name = format!("{name} {dtype}");
+    }
+    name
 }
 
 /// The kernels paths a benchmark times side by side: fma always, coop where the context has it
-/// and the stored dtype is f16 (the coop kernels' input).
-fn paths(ctx: &GpuContext, cfg: &RunConfig) -> Vec<MatrixPath> {
+/// and the stored dtype is f16 or fp8 (the coop kernels' inputs).
+fn paths(ctx: &GpuContext, dtype: Dtype) -> Vec<MatrixPath> {
     let mut p = vec![MatrixPath::Fma];
-    if ctx.matrix == MatrixPath::Coop && cfg.dtype == crate::Dtype::F16 {
+    if ctx.matrix == MatrixPath::Coop && dtype != Dtype::F32 {
         p.push(MatrixPath::Coop);
     }
     p
+}
+
+/// The cache dtypes a benchmark checks and times for a configured one: FP8 beside f16 (what it
+/// is measured against), any other alone.
+fn timed_dtypes(dtype: Dtype) -> Vec<Dtype> {
+    match dtype {
+        Dtype::Fp8 => vec![Dtype::F16, Dtype::Fp8],
+        other => vec![other],
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -407,12 +441,12 @@ fn timing(
     bytes: u64,
     flops: u64,
     c: &Ceilings,
-    units: MatrixPath,
+    (units, dtype): (MatrixPath, Dtype),
 ) -> KernelTiming {
     KernelTiming {
         preset: s.cfg.model.name.clone(),
         ..row(
-            &labelled(kernel, units),
+            &labelled(kernel, units, dtype),
             s.batch,
             s.context,
             (t, clock),
@@ -468,52 +502,35 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     )?;
     let w = ctx.upload("w", &rng.vec((b * cfg.model.index_heads) as usize))?;
     let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
-    let parts = key_parts(ctx, b, t, cfg.key_bytes(), |n, b0| {
-        random_buffer(ctx, "keys", n * cfg.key_bytes(), cfg.dtype, b0)
-    })?;
     let total_keys = b as u64 * t as u64;
-    for units in paths(ctx, cfg) {
-        let kernel = IndexerKernel::from(units);
-        let indexer = Indexer::with(ctx, &cfg.indexer_shape(), kernel)?;
-        let dispatches: Vec<Dispatch> = parts
-            .iter()
-            .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
-            .collect();
-        out.push(timing(
-            "indexer",
-            s,
-            time_pass(ctx, &dispatches.iter().collect::<Vec<_>>(), reps)?,
-            indexer.bytes(total_keys),
-            indexer.flops(total_keys),
-            c,
-            units,
-        ));
-    }
-    drop(parts);
-    // the indexer over FP8 keys (version 1, FMA units), where the shape allows it (dim ≤ 128)
-    let fp8_shape = IndexerFp8Shape {
-        heads: cfg.model.index_heads,
-        dim: cfg.model.index_head_dim,
-    };
-    if fp8_shape.validate().is_ok() {
-        let indexer = IndexerFp8::new(ctx, &fp8_shape)?;
-        let dim = fp8_shape.dim as usize;
-        let parts = key_parts(ctx, b, t, fp8_shape.key_bytes(), |n, b0| {
-            fp8_buffer(ctx, "fp8 keys", n, dim, 0, b0)
+    for dtype in timed_dtypes(cfg.key_dtype) {
+        let shape = IndexerShape {
+            dtype,
+            ..cfg.indexer_shape()
+        };
+        let layout = RowLayout::Key {
+            dim: shape.dim as usize,
+        };
+        let parts = key_parts(ctx, b, t, shape.key_bytes(), |n, b0| {
+            random_rows(ctx, "keys", n, dtype, layout, b0)
         })?;
-        let dispatches: Vec<Dispatch> = parts
-            .iter()
-            .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
-            .collect();
-        out.push(timing(
-            "indexer fp8",
-            s,
-            time_pass(ctx, &dispatches.iter().collect::<Vec<_>>(), reps)?,
-            indexer.bytes(total_keys),
-            indexer.flops(total_keys),
-            c,
-            MatrixPath::Fma,
-        ));
+        for units in paths(ctx, dtype) {
+            let kernel = IndexerKernel::from(units);
+            let indexer = Indexer::with(ctx, &shape, kernel)?;
+            let dispatches: Vec<Dispatch> = parts
+                .iter()
+                .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
+                .collect();
+            out.push(timing(
+                "indexer",
+                s,
+                time_pass(ctx, &dispatches.iter().collect::<Vec<_>>(), reps)?,
+                indexer.bytes(total_keys),
+                indexer.flops(total_keys),
+                c,
+                (units, dtype),
+            ));
+        }
     }
 
     // --- top-k over random scores
@@ -552,106 +569,111 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
             topk.bytes(total_keys, b as u64),
             0,
             c,
-            MatrixPath::Fma,
+            (MatrixPath::Fma, Dtype::F16),
         ));
     }
 
     // --- sparse MLA: random ids into a row buffer of up to 1 GiB (its cost does not depend on T)
+    let m = &cfg.model;
+    let layout = RowLayout::Latent {
+        kv: m.kv_lora_rank as usize,
+        rope: m.qk_rope_head_dim as usize,
+    };
     let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))
-        .max(cfg.model.topk as u64);
-    let rows = random_buffer(ctx, "rows", rows_n * cfg.row_bytes(), cfg.dtype, 7)?;
-    let ids: Vec<i32> = (0..b as u64 * cfg.model.topk as u64)
+        .max(m.topk as u64);
+    let ids: Vec<i32> = (0..b as u64 * m.topk as u64)
         .map(|_| rng.below(rows_n) as i32)
         .collect();
     let ids = ctx.upload("ids", &ids)?;
     let zero_base = ctx.upload("seq", &vec![0u32; 2 * b as usize])?;
-    let dq = cfg.model.row_dim() as u64;
-    let q = ctx.upload(
-        "q",
-        &rng.vec((b as u64 * cfg.model.heads as u64 * dq) as usize),
-    )?;
-    let o_lat = ctx.storage(
-        "o_lat",
-        b as u64 * cfg.model.heads as u64 * cfg.model.kv_lora_rank as u64 * 4,
-    )?;
-    let lse = ctx.storage("lse", b as u64 * cfg.model.heads as u64 * 4)?;
-    for units in paths(ctx, cfg) {
-        let kernel = SparseMlaKernel::from(units);
-        let mla = SparseMla::with(ctx, &cfg.sparse_mla_shape(), kernel)?;
-        let scratch = mla.scratch(ctx, b)?;
-        let args = SparseMlaArgs {
-            q: &q,
-            ids: &ids,
-            seq: &zero_base,
-            rows: &rows,
-            scratch: &scratch,
-            o_lat: &o_lat,
-            lse: &lse,
-            b0: 0,
-            batch: b,
+    let dq = m.row_dim() as u64;
+    let q = ctx.upload("q", &rng.vec((b as u64 * m.heads as u64 * dq) as usize))?;
+    let o_lat = ctx.storage("o_lat", b as u64 * m.heads as u64 * m.kv_lora_rank as u64 * 4)?;
+    let lse = ctx.storage("lse", b as u64 * m.heads as u64 * 4)?;
+    for dtype in timed_dtypes(cfg.latent_dtype) {
+        let rows = random_rows(ctx, "rows", rows_n, dtype, layout, 7)?;
+        let shape = SparseMlaShape {
+            dtype,
+            ..cfg.sparse_mla_shape()
         };
-        let d = mla.bind(ctx, &args);
-        let (flops, bytes) = (mla.flops(b as u64), mla.bytes(b as u64));
-        out.push(timing(
-            "sparse_mla",
-            s,
-            time_pass(ctx, &[&d], reps)?,
-            bytes,
-            flops,
-            c,
-            units,
-        ));
-        // The steps apart: `scores` reads every row and writes the scores; `attend` reads the scores
-        // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
-        let steps = d.steps();
-        let score_flops = mla.score_flops(b as u64);
-        let scores_bytes = b as u64 * cfg.model.heads as u64 * cfg.model.topk as u64 * 4;
-        // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
-        let partial_bytes = if steps.len() > 2 {
-            scratch.splits as u64
-                * b as u64
-                * cfg.model.heads as u64
-                * cfg.model.kv_lora_rank as u64
-                * 4
-        } else {
-            0
-        };
-        let kv_share = cfg.model.kv_lora_rank as u64 * bytes / cfg.model.row_dim() as u64;
-        let t = time_pass(ctx, &[&steps[0]], reps)?;
-        out.push(timing(
-            if mla.wide_scores(b) {
-                "  .scores"
-            } else {
-                "  .scores_narrow"
-            },
-            s,
-            t,
-            bytes + scores_bytes,
-            score_flops,
-            c,
-            units,
-        ));
-        let t = time_pass(ctx, &[&steps[1]], reps)?;
-        out.push(timing(
-            "  .attend",
-            s,
-            t,
-            kv_share + scores_bytes + partial_bytes,
-            flops - score_flops,
-            c,
-            units,
-        ));
-        if let Some(reduce) = steps.get(2) {
-            let t = time_pass(ctx, &[reduce], reps)?;
+        for units in paths(ctx, dtype) {
+            let kernel = SparseMlaKernel::from(units);
+            let mla = SparseMla::with(ctx, &shape, kernel)?;
+            let scratch = mla.scratch(ctx, b)?;
+            let args = SparseMlaArgs {
+                q: &q,
+                ids: &ids,
+                seq: &zero_base,
+                rows: &rows,
+                scratch: &scratch,
+                o_lat: &o_lat,
+                lse: &lse,
+                b0: 0,
+                batch: b,
+            };
+            let d = mla.bind(ctx, &args);
+            let (flops, bytes) = (mla.flops(b as u64), mla.bytes(b as u64));
             out.push(timing(
-                "  .reduce",
+                "sparse_mla",
+                s,
+                time_pass(ctx, &[&d], reps)?,
+                bytes,
+                flops,
+                c,
+                (units, dtype),
+            ));
+            // The steps apart: `scores` reads every row and writes the scores; `attend` reads the scores
+            // and the c_kv part of every row again and writes partial outputs; `reduce` sums those.
+            let steps = d.steps();
+            let score_flops = mla.score_flops(b as u64);
+            let scores_bytes = b as u64 * cfg.model.heads as u64 * cfg.model.topk as u64 * 4;
+            // With one slice `attend` writes o_lat itself (counted in `bytes`) and `reduce` is skipped.
+            let partial_bytes = if steps.len() > 2 {
+                scratch.splits as u64
+                    * b as u64
+                    * cfg.model.heads as u64
+                    * cfg.model.kv_lora_rank as u64
+                    * 4
+            } else {
+                0
+            };
+            let kv_share = cfg.model.kv_lora_rank as u64 * bytes / cfg.model.row_dim() as u64;
+            let t = time_pass(ctx, &[&steps[0]], reps)?;
+            out.push(timing(
+                if mla.wide_scores(b) {
+                    "  .scores"
+                } else {
+                    "  .scores_narrow"
+                },
                 s,
                 t,
-                partial_bytes + partial_bytes / scratch.splits as u64,
-                0,
+                bytes + scores_bytes,
+                score_flops,
                 c,
-                units,
+                (units, dtype),
             ));
+            let t = time_pass(ctx, &[&steps[1]], reps)?;
+            out.push(timing(
+                "  .attend",
+                s,
+                t,
+                kv_share + scores_bytes + partial_bytes,
+                flops - score_flops,
+                c,
+                (units, dtype),
+            ));
+            if let Some(reduce) = steps.get(2) {
+                let t = time_pass(ctx, &[reduce], reps)?;
+                out.push(timing(
+                    "  .reduce",
+                    s,
+                    t,
+                    partial_bytes + partial_bytes / scratch.splits as u64,
+                    0,
+                    c,
+                    (units, dtype),
+                ));
+            }
         }
     }
 
@@ -681,7 +703,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         bytes,
         rows_bh as u64 * cfg.model.kv_lora_rank as u64 * 6,
         c,
-        MatrixPath::Fma,
+        (MatrixPath::Fma, Dtype::F16),
     ));
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! What a decode run is asked to do: [`EngineOptions`] and its validation, and [`Mode`].
 
 use crate::cache::{PoolSize, TransferPath};
-use crate::config::{Dtype, MAX_CONTEXT, RunConfig};
+use crate::config::{MAX_CONTEXT, RunConfig};
 use crate::error::{Error, Result};
 use crate::limits;
 use std::fmt;
@@ -24,8 +24,7 @@ impl fmt::Display for Mode {
 
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// The model and the run's layers, batch and cache storage; `dtype` must be f16 (the
-    /// generated cache is f16).
+    /// The model and the run's layers, batch and cache storage (any dtype per cache).
     pub run: RunConfig,
     /// Context of each sequence before decoding (ragged); `run.batch` of them.
     pub contexts: Vec<u32>,
@@ -57,21 +56,20 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// Tokens each sequence can hold: its longest context plus the steps (saturating: `validate`
-    /// refuses anything past [`MAX_CONTEXT`]).
+    /// refuses anything past [`MAX_CONTEXT`]), rounded up to a multiple of 4 for FP8 keys (the
+    /// FP8 key cache keeps its scales after all its keys' values, and a cache of whole vec4s of
+    /// scales is one the kernels can read to the end whatever the sequence groups).
     pub fn capacity(&self) -> u32 {
         let longest = self.contexts.iter().copied().max().unwrap_or(0);
-        longest.saturating_add(self.steps)
+        let cap = longest.saturating_add(self.steps);
+        match self.run.key_dtype {
+            crate::config::Dtype::Fp8 => cap.saturating_add(3) / 4 * 4,
+            _ => cap,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         self.run.validate()?;
-        if self.run.dtype != Dtype::F16 {
-            return Err(Error::config(
-                "dtype",
-                self.run.dtype,
-                "f16 (the engine generates an f16 cache)",
-            ));
-        }
         if self.contexts.len() != self.run.batch as usize {
             return Err(Error::config(
                 "contexts",

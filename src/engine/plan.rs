@@ -31,7 +31,7 @@ impl MemoryPlan {
             m.row_bytes(),
         );
         let mut items = vec![
-            ("indexer keys".to_string(), l * b * cap * di * 2),
+            ("indexer keys".to_string(), l * b * cap * m.key_bytes()),
             (
                 "queries, weights, top-k, outputs".to_string(),
                 l * b * (hi * di * 4 + hi * 4 + h * dq * 4 + k * 4 + h * kv * 4 + h * 4),

@@ -1,9 +1,11 @@
-//! Synthetic cache rows from a hash, written by the GPU into any row buffer.
-//! Shader: `shaders/fill.wgsl`.
+//! Synthetic cache rows from a hash, written by the GPU into any row buffer, as f16, f32 or FP8
+//! (quantised where they are made, as the model's `new_token` does). Shader: `shaders/fill.wgsl`.
 
 use super::{Dispatch, dispatch};
+use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
+use crate::workload::RowLayout;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -14,13 +16,62 @@ struct Params {
     b0: u32,
     scale: f32,
     batch_rows: u32,
-    _pad: [u32; 2],
+    f32_values: u32,
+    kv: u32,
+    rope: u32,
+    slots: u32,
+    key_rows: u32,
+    _pad: u32,
 }
 
 #[derive(Debug)]
 pub struct Fill {
     pipeline: wgpu::ComputePipeline,
     newest: wgpu::ComputePipeline,
+    pipeline_fp8: wgpu::ComputePipeline,
+    newest_fp8: wgpu::ComputePipeline,
+}
+
+/// What a fill writes: rows of `layout` stored as `dtype`. FP8 keys go into the FP8 key cache
+/// whose size is the destination buffer's ([`crate::reference::fp8::pack_index_cache`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillRows {
+    pub dtype: Dtype,
+    pub layout: RowLayout,
+}
+
+impl FillRows {
+    /// The uniform for `dest` (everything but the sequences, the salt and the layer).
+    fn params(&self, dest: &wgpu::Buffer) -> Params {
+        let width = self.layout.width() as u32;
+        let (kv, rope, slots, key_rows, words) = match (self.dtype, self.layout) {
+            (Dtype::Fp8, RowLayout::Latent { kv, rope }) => {
+                let slots = crate::reference::fp8::latent_scale_slots(kv) as u32;
+                let bytes = self.dtype.row_bytes(kv as u32, rope as u32);
+                (kv as u32, rope as u32, slots, 0, (bytes / 4) as u32)
+            }
+            (Dtype::Fp8, RowLayout::Key { dim }) => {
+                let rows = dest.size() / self.dtype.key_bytes(dim as u32);
+                (width, 0, 1, rows as u32, width / 4)
+            }
+            (Dtype::F16, _) => (0, 0, 0, 0, width / 2),
+            (Dtype::F32, _) => (0, 0, 0, 0, width),
+        };
+        Params {
+            words,
+            salt: 0,
+            layer: 0,
+            b0: 0,
+            scale: 1.0,
+            batch_rows: 0,
+            f32_values: (self.dtype == Dtype::F32) as u32,
+            kv,
+            rope,
+            slots,
+            key_rows,
+            _pad: 0,
+        }
+    }
 }
 
 /// One sequence's part of a fill: rows `dest[base + i] = row(token = start + i)` for `i < count`.
@@ -33,27 +84,36 @@ pub struct FillRange {
 
 impl Fill {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let unit = crate::shaders::FILL;
         Ok(Fill {
-            pipeline: ctx.pipeline("fill", crate::shaders::FILL, "main", &[])?,
-            newest: ctx.pipeline("fill newest", crate::shaders::FILL, "newest", &[])?,
+            pipeline: ctx.pipeline("fill", unit, "main", &[])?,
+            newest: ctx.pipeline("fill newest", unit, "newest", &[])?,
+            pipeline_fp8: ctx.pipeline("fill fp8", unit, "main_fp8", &[])?,
+            newest_fp8: ctx.pipeline("fill newest fp8", unit, "newest_fp8", &[])?,
         })
     }
 
-    /// Dispatches writing `ranges[i]` of sequences `b0 + i` into `dest` (rows of `words` u32),
-    /// split so that no grid dimension passes 65,535 workgroups.
+    /// Dispatches writing `ranges[i]` of sequences `b0 + i` into `dest` (`rows`), split so that
+    /// no grid dimension passes 65,535 workgroups.
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,
         ctx: &GpuContext,
         dest: &wgpu::Buffer,
-        words: u32,
+        rows: FillRows,
         salt: u32,
         layer: u32,
         scale: f32,
         b0: u32,
         ranges: &[FillRange],
     ) -> Result<Vec<Dispatch>> {
-        let rows_per_dispatch = (65535 * 256 / words).max(1);
+        let base = rows.params(dest);
+        let fp8 = rows.dtype == Dtype::Fp8;
+        let words = base.words;
+        let rows_per_dispatch = match fp8 {
+            true => 65535,
+            false => (65535 * 256 / words).max(1),
+        };
         let longest = ranges.iter().map(|r| r.count).max().unwrap_or(0);
         let mut out = Vec::new();
         let mut done = 0;
@@ -71,21 +131,23 @@ impl Fill {
             let table = ctx.upload("fill table", &table)?;
             let n = rows_per_dispatch.min(longest - done);
             let params = Params {
-                words,
                 salt,
                 layer,
                 b0,
                 scale,
-                batch_rows: 0,
-                _pad: [0; 2],
+                ..base
+            };
+            let (pipeline, x) = match fp8 {
+                true => (&self.pipeline_fp8, n),
+                false => (&self.pipeline, (n * words).div_ceil(256)),
             };
             out.push(dispatch(
                 ctx,
-                &self.pipeline,
+                pipeline,
                 "fill",
                 &params,
                 &[&table, dest],
-                [(n * words).div_ceil(256), ranges.len() as u32, 1],
+                [x, ranges.len() as u32, 1],
             ));
             done += n;
         }
@@ -101,21 +163,24 @@ impl Fill {
         ctx: &GpuContext,
         dest: &wgpu::Buffer,
         seq: &wgpu::Buffer,
-        words: u32,
+        rows: FillRows,
         salt: u32,
         layer: u32,
         b0: u32,
         n: u32,
         batch_rows: bool,
     ) -> Dispatch {
+        let base = rows.params(dest);
         let params = Params {
-            words,
             salt,
             layer,
             b0,
-            scale: 1.0,
             batch_rows: batch_rows as u32,
-            _pad: [0; 2],
+            ..base
+        };
+        let (pipeline, x) = match rows.dtype {
+            Dtype::Fp8 => (&self.newest_fp8, 1),
+            _ => (&self.newest, base.words.div_ceil(256)),
         };
         let buffers = [(2, dest), (3, seq)];
         super::dispatch_steps(
@@ -123,9 +188,9 @@ impl Fill {
             "fill newest",
             &params,
             &[super::StepSpec {
-                pipeline: &self.newest,
+                pipeline,
                 buffers: &buffers,
-                workgroups: [words.div_ceil(256), n, 1],
+                workgroups: [x, n, 1],
             }],
         )
     }

@@ -16,26 +16,48 @@ struct Params {
     rows: u32,
     kv: u32,
     rope: u32,
+    slots: u32,
     row_words: u32,
+    _pad: [u32; 3],
 }
 
-/// What a packed row holds: `kv` quantised values (a multiple of 4, at most 4096) and `rope`
-/// bf16 values (even, at most 256).
+/// What a packed row holds: `kv` quantised values (a multiple of 4, at most 4096), `slots` f32
+/// slots for their ⌈kv / 128⌉ scales, and `rope` bf16 values (even, at most 256).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fp8RowShape {
     pub kv: u32,
+    pub slots: u32,
     pub rope: u32,
 }
 
 impl Fp8RowShape {
-    pub fn validate(&self) -> Result<()> {
-        crate::config::check(self.kv, "fp8 kv values", 4, 4096, 4)?;
-        crate::config::check(self.rope, "fp8 rope values", 0, 256, 2)
+    /// A latent row ([`crate::reference::fp8::pack_latent_row`]): the scale slots rounded up to
+    /// a multiple of 4.
+    pub fn latent(kv: u32, rope: u32) -> Self {
+        let slots = crate::reference::fp8::latent_scale_slots(kv as usize) as u32;
+        Fp8RowShape { kv, slots, rope }
     }
 
-    /// Bytes of a packed row ([`crate::reference::fp8::latent_row_bytes`]).
+    /// An indexer key ([`crate::reference::fp8::pack_index_key`]): one slot per scale, no rope.
+    pub fn key(dim: u32) -> Self {
+        let slots = dim.div_ceil(crate::reference::fp8::BLOCK as u32);
+        Fp8RowShape {
+            kv: dim,
+            slots,
+            rope: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check(self.kv, "fp8 kv values", 4, 4096, 4)?;
+        crate::config::check(self.rope, "fp8 rope values", 0, 256, 2)?;
+        let least = self.kv.div_ceil(crate::reference::fp8::BLOCK as u32);
+        crate::config::check(self.slots, "fp8 scale slots", least, least + 3, 1)
+    }
+
+    /// Bytes of a packed row (656 for v32's latent rows, 132 for its indexer keys).
     pub fn row_bytes(&self) -> u64 {
-        crate::reference::fp8::latent_row_bytes(self.kv as usize, self.rope as usize) as u64
+        (self.kv + 4 * self.slots + 2 * self.rope) as u64
     }
 }
 
@@ -102,7 +124,7 @@ impl Fp8Quant {
 
     /// The uniform of `rows` rows, once both buffers are checked to hold them.
     fn params(&self, values: &wgpu::Buffer, packed: &wgpu::Buffer, rows: u32) -> Result<Params> {
-        let Fp8RowShape { kv, rope } = self.shape;
+        let Fp8RowShape { kv, slots, rope } = self.shape;
         let row_bytes = self.shape.row_bytes();
         let need = [
             ("fp8 values", values, rows as u64 * (kv + rope) as u64 * 4),
@@ -121,7 +143,9 @@ impl Fp8Quant {
             rows,
             kv,
             rope,
+            slots,
             row_words: (row_bytes / 4) as u32,
+            _pad: [0; 3],
         })
     }
 }

@@ -1,6 +1,13 @@
 //! Lightning indexer: `index_score[b, s] = Σ_j w[b, j] · ReLU(q[b, j, :] · k_b[s, :])`.
 //! Shaders: `shaders/indexer.wgsl` (the f32 FMA units) and `shaders/indexer_coop.wgsl` (the
 //! tensor cores, f16 keys, q rounded to f16). Reference: [`crate::reference::indexer`].
+//!
+//! FP8 keys (issue 13) are the model's own indexer, DeepSeek's `fp8_index`: `index_score[b, s] =
+//! k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU(q̂[b, j, :] · k̂_s)`, q quantised per head in the kernel
+//! (ue8m0), over the FP8 key cache ([`crate::reference::fp8::pack_index_cache`]: R · D e4m3
+//! bytes, then R f32 scales). On the tensor cores `indexer_coop.wgsl` with `KEYS_FP8`; on the
+//! FMA units `shaders/indexer_fp8.wgsl` (version 1, not tuned). Reference:
+//! [`crate::reference::fp8::fp8_index_score`], equal to the indexer on the dequantised values.
 
 use super::{Dispatch, dispatch};
 use crate::config::Dtype;
@@ -18,26 +25,33 @@ pub(super) struct Params {
     dim: u32,
     b0: u32,
     score_stride: u32,
+    key_rows: u32,
+    _pad: [u32; 3],
 }
 
 impl Params {
-    pub(super) fn new(heads: u32, dim: u32, a: &IndexerArgs) -> Self {
+    /// The uniform of a dispatch over `a`'s sequences; `key_bytes` is the size of one key (FP8:
+    /// the cache's keys are counted from the buffer's size, which may carry < 16 bytes of
+    /// padding).
+    pub(super) fn new(heads: u32, dim: u32, key_bytes: u64, a: &IndexerArgs) -> Self {
         Params {
             heads,
             dim,
             b0: a.b0,
             score_stride: a.score_stride,
+            key_rows: (a.keys.size() / key_bytes) as u32,
+            _pad: [0; 3],
         }
     }
 }
 
-/// The two indexer kernels. [`Indexer::new`] takes `Coop` on the coop path for f16 keys, `Fma`
-/// everywhere else (f32 keys would be rounded to f16 on the tensor cores: they stay exact).
+/// The two indexer kernels. [`Indexer::new`] takes `Coop` on the coop path for f16 and FP8 keys,
+/// `Fma` everywhere else (f32 keys would be rounded to f16 on the tensor cores: they stay exact).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// The f32 FMA units (`indexer.wgsl`); f16 or f32 keys.
+    /// The f32 FMA units (`indexer.wgsl`; FP8 keys: `indexer_fp8.wgsl`).
     Fma,
-    /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys, q rounded to f16.
+    /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys with q rounded to f16, or FP8 keys.
     Coop,
 }
 
@@ -79,7 +93,7 @@ pub struct IndexerArgs<'a> {
     pub q: &'a wgpu::Buffer,
     /// `[B, H]` f32 head weights (scales folded in).
     pub w: &'a wgpu::Buffer,
-    /// Key rows `[rows, D]` in `dtype` (f16 packed in u32 pairs, or f32).
+    /// Key rows `[rows, D]` in `dtype` (f16 packed in u32 pairs, f32, or the FP8 key cache).
     pub keys: &'a wgpu::Buffer,
     /// `[B, 2]` u32: (first key row of sequence b in `keys`, T_b).
     pub seq: &'a wgpu::Buffer,
@@ -93,7 +107,8 @@ pub struct IndexerArgs<'a> {
 }
 
 /// What the indexer can be built for: `heads` (H_I) 8 ..= 64 in eights (a thread owns 8 heads),
-/// `dim` (d_I) 32 ..= 1024 in 32s (the f16 chunk), keys stored as `dtype`.
+/// `dim` (d_I) 32 ..= 1024 in 32s (the f16 chunk; FP8 keys: ≤ 128, one scale a key), keys
+/// stored as `dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexerShape {
     pub heads: u32,
@@ -104,14 +119,23 @@ pub struct IndexerShape {
 impl IndexerShape {
     pub fn validate(&self) -> Result<()> {
         crate::config::check(self.heads, "index_heads", 8, 64, 8)?;
-        crate::config::check(self.dim, "index_head_dim", 32, 1024, 32)
+        match self.dtype {
+            Dtype::Fp8 => crate::config::check(self.dim, "index_head_dim (fp8 keys)", 32, 128, 32),
+            _ => crate::config::check(self.dim, "index_head_dim", 32, 1024, 32),
+        }
+    }
+
+    /// Bytes of one key.
+    pub fn key_bytes(&self) -> u64 {
+        self.dtype.key_bytes(self.dim)
     }
 }
 
 impl Indexer {
     /// The indexer of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
-        let kernel = if shape.dtype == Dtype::F16 && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
+        let tensor_cores = shape.dtype != Dtype::F32;
+        let kernel = if tensor_cores && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
             IndexerKernel::Coop
         } else {
             IndexerKernel::Fma
@@ -124,19 +148,28 @@ impl Indexer {
     pub fn with(ctx: &GpuContext, shape: &IndexerShape, kernel: IndexerKernel) -> Result<Self> {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
-        let pipeline = match kernel {
-            IndexerKernel::Fma => ctx.pipeline(
+        let fp8 = dtype == Dtype::Fp8;
+        let pipeline = match (kernel, fp8) {
+            (IndexerKernel::Fma, false) => ctx.pipeline(
                 "indexer",
                 crate::shaders::INDEXER,
                 "main",
                 &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
             )?,
-            IndexerKernel::Coop => {
+            (IndexerKernel::Fma, true) => {
+                ctx.pipeline("indexer_fp8", crate::shaders::INDEXER_FP8, "main", &[])?
+            }
+            (IndexerKernel::Coop, _) => {
                 super::require_coop(ctx, "the coop indexer", COOP_WORKGROUP_BYTES)?;
-                if dtype != Dtype::F16 {
-                    return Err(Error::config("coop indexer keys", dtype, "f16"));
+                if dtype == Dtype::F32 {
+                    return Err(Error::config("coop indexer keys", dtype, "f16, fp8"));
                 }
-                ctx.pipeline("indexer_coop", crate::shaders::INDEXER_COOP, "main", &[])?
+                ctx.pipeline(
+                    "indexer_coop",
+                    crate::shaders::INDEXER_COOP,
+                    "main",
+                    &[("KEYS_FP8", fp8 as u32 as f64)],
+                )?
             }
         };
         Ok(Indexer {
@@ -149,7 +182,7 @@ impl Indexer {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params::new(self.heads, self.dim, a);
+        let params = Params::new(self.heads, self.dim, self.key_bytes(), a);
         let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
         dispatch(
             ctx,
@@ -168,6 +201,11 @@ impl Indexer {
 
     /// Bytes one call must move at least: every key once, every score written once.
     pub fn bytes(&self, total_keys: u64) -> u64 {
-        total_keys * (self.dim as u64 * self.dtype.bytes() + 4)
+        total_keys * (self.key_bytes() + 4)
+    }
+
+    /// Bytes of one key.
+    pub fn key_bytes(&self) -> u64 {
+        self.dtype.key_bytes(self.dim)
     }
 }

@@ -16,10 +16,19 @@ pub struct IndexerNaive {
 }
 
 impl IndexerNaive {
-    /// The tuned kernel's shapes (it could take more: any head count, any even width).
+    /// The tuned kernel's shapes (it could take more: any head count, any even width), f16 or
+    /// f32 keys (the FP8 indexer's version 1 is `shaders/indexer_fp8.wgsl`, [`super::Indexer`]'s
+    /// FMA kernel for FP8 keys).
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
+        if dtype == Dtype::Fp8 {
+            return Err(crate::error::Error::config(
+                "version-1 indexer keys",
+                dtype,
+                "f16, f32",
+            ));
+        }
         let pipeline = ctx.pipeline(
             "indexer_naive",
             crate::shaders::INDEXER_NAIVE,
@@ -34,7 +43,7 @@ impl IndexerNaive {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params::new(self.heads, self.dim, a);
+        let params = Params::new(self.heads, self.dim, 1, a);
         dispatch(
             ctx,
             &self.pipeline,

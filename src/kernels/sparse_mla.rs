@@ -163,12 +163,18 @@ impl SparseMlaShape {
         crate::config::check(self.rope, "qk_rope_head_dim", 0, 256, 32)?;
         super::topk::TopKShape { k: self.topk }.validate()
     }
+
+    /// Bytes of one latent row (656 for v32's FP8 rows).
+    pub fn row_bytes(&self) -> u64 {
+        self.dtype.row_bytes(self.kv, self.rope)
+    }
 }
 
 impl SparseMla {
     /// Sparse MLA of `shape` on the context's matrix path.
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        let kernel = if shape.dtype == Dtype::F16 && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
+        let tensor_cores = shape.dtype != Dtype::F32;
+        let kernel = if tensor_cores && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
             SparseMlaKernel::Coop
         } else {
             SparseMlaKernel::Fma
@@ -185,7 +191,9 @@ impl SparseMla {
         let constants = [
             ("KV", kv as f64),
             ("ROPE", rope as f64),
-            ("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64),
+            // FP8 rows are staged as f16 (lib/mla.wgsl)
+            ("ROWS_F16", (shape.dtype != Dtype::F32) as u32 as f64),
+            ("ROWS_FP8", (shape.dtype == Dtype::Fp8) as u32 as f64),
             (
                 "PART_HEADS",
                 !shape.heads.is_multiple_of(ATTEND_HEADS_PER_WG) as u32 as f64,
@@ -209,11 +217,15 @@ impl SparseMla {
             });
         }
         super::require_coop(ctx, "the coop sparse MLA", COOP_WORKGROUP_BYTES)?;
-        if shape.dtype != Dtype::F16 {
-            return Err(Error::config("coop sparse MLA rows", shape.dtype, "f16"));
+        if shape.dtype == Dtype::F32 {
+            return Err(Error::config("coop sparse MLA rows", shape.dtype, "f16, fp8"));
         }
         let coop = crate::shaders::SPARSE_MLA_COOP;
-        let constants = [("KV", kv as f64), ("ROPE", rope as f64)];
+        let constants = [
+            ("KV", kv as f64),
+            ("ROPE", rope as f64),
+            ("ROWS_FP8", (shape.dtype == Dtype::Fp8) as u32 as f64),
+        ];
         Ok(SparseMla {
             scores_tile: ScoresTile::Wide,
             kernel,
@@ -386,7 +398,7 @@ impl SparseMla {
     /// scores' round trip through `scratch` is the implementation's, not the problem's.)
     pub fn bytes(&self, batch: u64) -> u64 {
         let dq = (self.shape.kv + self.shape.rope) as u64;
-        let per_seq_rows = self.shape.topk as u64 * (dq * self.shape.dtype.bytes() + 4);
+        let per_seq_rows = self.shape.topk as u64 * (self.shape.row_bytes() + 4);
         let per_seq_heads = self.shape.heads as u64 * (dq * 4 + self.shape.kv as u64 * 4 + 4);
         batch * (per_seq_rows + per_seq_heads)
     }

@@ -47,18 +47,8 @@ pub struct SparseMlaNaiveArgs<'a> {
 
 impl SparseMlaNaive {
     /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads), rows in
-    /// `shape.dtype`.
+    /// `shape.dtype` (FP8 rows dequantised as they are read).
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        Self::build(ctx, shape, false)
-    }
-
-    /// The same over rows in the FP8 layout (issue 13: [`crate::reference::fp8::pack_latent_row`],
-    /// 656 bytes at v32), dequantised as they are read; `shape.dtype` is not used.
-    pub fn fp8_rows(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        Self::build(ctx, shape, true)
-    }
-
-    fn build(ctx: &GpuContext, shape: &SparseMlaShape, fp8: bool) -> Result<Self> {
         shape.validate()?;
         let (kv, rope) = (shape.kv, shape.rope);
         let pipeline = ctx.pipeline(
@@ -67,7 +57,7 @@ impl SparseMlaNaive {
             "main",
             &[
                 ("ROWS_F16", (shape.dtype == Dtype::F16) as u32 as f64),
-                ("ROWS_FP8", fp8 as u32 as f64),
+                ("ROWS_FP8", (shape.dtype == Dtype::Fp8) as u32 as f64),
             ],
         )?;
         Ok(SparseMlaNaive {

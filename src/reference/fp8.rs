@@ -22,9 +22,11 @@
 //! `decode(byte) · scale`.
 //!
 //! **Layouts**: a latent row ([`pack_latent_row`], FlashMLA's "V32 FP8", 656 B at v32) is the
-//! kv values as e4m3 bytes, then one little-endian f32 scale per 128 of them, then the rope
-//! values as little-endian bf16 (rounded to nearest even). An indexer key ([`pack_index_key`],
-//! 132 B at v32) is its e4m3 bytes then one f32 scale.
+//! kv values as e4m3 bytes, then one little-endian f32 scale per 128 of them, padded with zero
+//! words to a multiple of 4 scales ([`latent_scale_slots`]: at v32's 512 values there are
+//! exactly 4, so nothing is padded; the small test models' rows stay 16-byte aligned for the
+//! kernels' vector loads), then the rope values as little-endian bf16 (rounded to nearest even).
+//! An indexer key ([`pack_index_key`], 132 B at v32) is its e4m3 bytes then one f32 scale.
 
 /// Values per scale.
 pub const BLOCK: usize = 128;
@@ -130,10 +132,16 @@ pub fn dequantize_block(bytes: &[u8], scale: f32) -> Vec<f32> {
     bytes.iter().map(|&b| e4m3_decode(b) * scale).collect()
 }
 
-/// Bytes of a latent row of `kv` + `rope` values: kv e4m3, kv / 128 f32 scales, rope bf16
-/// (656 at v32's 512 + 64).
+/// f32 slots for the scales of a latent row of `kv` values: one per 128, rounded up to a
+/// multiple of 4 (16 bytes; the slots past the scales hold zeros).
+pub fn latent_scale_slots(kv: usize) -> usize {
+    kv.div_ceil(BLOCK).next_multiple_of(4)
+}
+
+/// Bytes of a latent row of `kv` + `rope` values: kv e4m3, [`latent_scale_slots`] f32, rope
+/// bf16 (656 at v32's 512 + 64).
 pub fn latent_row_bytes(kv: usize, rope: usize) -> usize {
-    kv + 4 * kv.div_ceil(BLOCK) + 2 * rope
+    kv + 4 * latent_scale_slots(kv) + 2 * rope
 }
 
 /// Bytes of an indexer key of `dim` values: dim e4m3, dim / 128 f32 scales (132 at v32's 128).
@@ -142,25 +150,25 @@ pub fn index_key_bytes(dim: usize) -> usize {
 }
 
 /// Values and scales of `x` in blocks of 128 (the last may be shorter): e4m3 bytes, then the
-/// scales as little-endian f32.
-fn pack_blocks(x: &[f32], rule: ScaleRule, out: &mut Vec<u8>) {
+/// scales as little-endian f32 in `slots` slots (zeros past the scales).
+fn pack_blocks(x: &[f32], rule: ScaleRule, slots: usize, out: &mut Vec<u8>) {
     let mut scales = Vec::new();
     for block in x.chunks(BLOCK) {
         let (bytes, scale) = quantize_block(block, rule);
         out.extend_from_slice(&bytes);
         scales.push(scale);
     }
-    for s in scales {
+    let pad = slots - scales.len();
+    for s in scales.into_iter().chain(std::iter::repeat_n(0.0, pad)) {
         out.extend_from_slice(&s.to_le_bytes());
     }
 }
 
 /// The inverse of [`pack_blocks`]: the `n` dequantised values at the start of `bytes`, and the
 /// bytes after them.
-fn unpack_blocks(bytes: &[u8], n: usize) -> (Vec<f32>, &[u8]) {
-    let blocks = n.div_ceil(BLOCK);
+fn unpack_blocks(bytes: &[u8], n: usize, slots: usize) -> (Vec<f32>, &[u8]) {
     let (values, rest) = bytes.split_at(n);
-    let (scales, rest) = rest.split_at(4 * blocks);
+    let (scales, rest) = rest.split_at(4 * slots);
     let mut out = Vec::with_capacity(n);
     for (i, block) in values.chunks(BLOCK).enumerate() {
         let s = f32::from_le_bytes(scales[4 * i..4 * i + 4].try_into().unwrap());
@@ -170,10 +178,10 @@ fn unpack_blocks(bytes: &[u8], n: usize) -> (Vec<f32>, &[u8]) {
 }
 
 /// A latent row `c_kv ‖ k_pe` in FlashMLA's "V32 FP8" layout: `c_kv` as e4m3 bytes with one f32
-/// scale per 128 values, then `k_pe` as bf16.
+/// scale per 128 values ([`latent_scale_slots`] slots), then `k_pe` as bf16.
 pub fn pack_latent_row(c_kv: &[f32], k_pe: &[f32], rule: ScaleRule) -> Vec<u8> {
     let mut out = Vec::with_capacity(latent_row_bytes(c_kv.len(), k_pe.len()));
-    pack_blocks(c_kv, rule, &mut out);
+    pack_blocks(c_kv, rule, latent_scale_slots(c_kv.len()), &mut out);
     for &x in k_pe {
         out.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
     }
@@ -184,7 +192,7 @@ pub fn pack_latent_row(c_kv: &[f32], k_pe: &[f32], rule: ScaleRule) -> Vec<u8> {
 /// them.
 pub fn unpack_latent_row(bytes: &[u8], kv: usize, rope: usize) -> Vec<f32> {
     assert_eq!(bytes.len(), latent_row_bytes(kv, rope), "latent row size");
-    let (mut out, rest) = unpack_blocks(bytes, kv);
+    let (mut out, rest) = unpack_blocks(bytes, kv, latent_scale_slots(kv));
     out.extend(
         rest.chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
@@ -195,14 +203,14 @@ pub fn unpack_latent_row(bytes: &[u8], kv: usize, rope: usize) -> Vec<f32> {
 /// An indexer key as e4m3 bytes with one f32 scale per 128 values.
 pub fn pack_index_key(k: &[f32], rule: ScaleRule) -> Vec<u8> {
     let mut out = Vec::with_capacity(index_key_bytes(k.len()));
-    pack_blocks(k, rule, &mut out);
+    pack_blocks(k, rule, k.len().div_ceil(BLOCK), &mut out);
     out
 }
 
 /// The values a packed indexer key of `dim` values stands for.
 pub fn unpack_index_key(bytes: &[u8], dim: usize) -> Vec<f32> {
     assert_eq!(bytes.len(), index_key_bytes(dim), "index key size");
-    unpack_blocks(bytes, dim).0
+    unpack_blocks(bytes, dim, dim.div_ceil(BLOCK)).0
 }
 
 /// Rows of `dim` values quantised block by block ([`quantize_block`] under `rule`), as DeepSeek's
@@ -219,6 +227,38 @@ pub fn quantize_rows(x: &[f32], dim: usize, rule: ScaleRule) -> (Vec<u8>, Vec<f3
         }
     }
     (bytes, scales)
+}
+
+/// The values of `x` after [`quantize_rows`] and back: what the FP8 kernels compute with (the
+/// queries the FP8 indexer quantises, the keys and latent values it stores).
+pub fn round_rows(x: &[f32], dim: usize, rule: ScaleRule) -> Vec<f32> {
+    let (bytes, scales) = quantize_rows(x, dim, rule);
+    let blocks_per_row = dim.div_ceil(BLOCK);
+    bytes
+        .chunks(dim)
+        .enumerate()
+        .flat_map(|(r, row)| {
+            let s = &scales[r * blocks_per_row..][..blocks_per_row];
+            row.chunks(BLOCK)
+                .zip(s)
+                .flat_map(|(block, &scale)| dequantize_block(block, scale))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The FP8 key cache of `keys` (`[R, dim]`, dim ≤ 128): the R keys' e4m3 bytes, then their R
+/// scales as little-endian f32, then zeros to a multiple of 16 bytes, as DeepGEMM's
+/// `fp8_mqa_logits` takes the cache (`k_fp8 [R, dim]`, `k_scale [R]`): 4 + dim bytes a key
+/// (132 at v32), the values 16-byte aligned. Key r is [`pack_index_key`] of row r, split.
+pub fn pack_index_cache(keys: &[f32], dim: usize, rule: ScaleRule) -> Vec<u8> {
+    assert!(dim <= BLOCK, "one scale a key: dim ≤ {BLOCK}");
+    let (mut out, scales) = quantize_rows(keys, dim, rule);
+    for s in scales {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.resize(out.len().next_multiple_of(16), 0);
+    out
 }
 
 /// The FP8 lightning indexer as DeepSeek's `fp8_index` computes it, for one key row:
