@@ -13,10 +13,10 @@
 //!     cargo run --release --example 04_decode_step [tiny|small|v32]
 
 use ess_wgpu::compare::compare;
+use ess_wgpu::config::Dtype;
 use ess_wgpu::config::RunConfig;
 use ess_wgpu::error::{Error, Result};
 use ess_wgpu::gpu::{GpuContext, GpuTimer};
-use ess_wgpu::config::Dtype;
 use ess_wgpu::kernels::indexer::{IndexerArgs, IndexerKernel};
 use ess_wgpu::kernels::sparse_mla::{SparseMlaArgs, SparseMlaKernel};
 use ess_wgpu::kernels::topk::TopKArgs;
@@ -89,7 +89,10 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let scores = ctx.storage("index_score", (b * stride * 4) as u64)?;
     let ids = ctx.storage("topk_indices", (b * k * 4) as u64)?;
     let q_buf = ctx.upload("q", &q)?;
-    let rows = ctx.upload("latent", &storage_bytes(&latent, cfg.latent_dtype, row_layout))?;
+    let rows = ctx.upload(
+        "latent",
+        &storage_bytes(&latent, cfg.latent_dtype, row_layout),
+    )?;
     let o_lat = ctx.storage(
         "o_lat",
         (b * h * cfg.model.kv_lora_rank as usize * 4) as u64,

@@ -42,7 +42,9 @@ impl Dtype {
     /// Bytes of a latent row of `kv` + `rope` values (FP8: [`crate::reference::fp8::latent_row_bytes`]).
     pub fn row_bytes(self, kv: u32, rope: u32) -> u64 {
         match self {
-            Dtype::Fp8 => crate::reference::fp8::latent_row_bytes(kv as usize, rope as usize) as u64,
+            Dtype::Fp8 => {
+                crate::reference::fp8::latent_row_bytes(kv as usize, rope as usize) as u64
+            }
             Dtype::F16 => 2 * (kv + rope) as u64,
             Dtype::F32 => 4 * (kv + rope) as u64,
         }
@@ -224,15 +226,21 @@ impl RunConfig {
     /// the model's, when it asks for more than the model has: the presets are stand-ins).
     /// `dtype` sets both caches' storage.
     pub fn set(&mut self, field: &str, value: &str) -> Result<()> {
-        match field {
-            "latent_dtype" => return Ok(self.latent_dtype = Dtype::parse(field, value)?),
-            "key_dtype" => return Ok(self.key_dtype = Dtype::parse(field, value)?),
-            "dtype" => {
-                self.latent_dtype = Dtype::parse(field, value)?;
-                self.key_dtype = self.latent_dtype;
-                return Ok(());
+        let caches = match field {
+            "latent_dtype" => Some((true, false)),
+            "key_dtype" => Some((false, true)),
+            "dtype" => Some((true, true)),
+            _ => None,
+        };
+        if let Some((latent, keys)) = caches {
+            let dtype = Dtype::parse(field, value)?;
+            if latent {
+                self.latent_dtype = dtype;
             }
-            _ => {}
+            if keys {
+                self.key_dtype = dtype;
+            }
+            return Ok(());
         }
         let m = &mut self.model;
         let slot = match field {
@@ -314,12 +322,19 @@ impl RunConfig {
     /// Bytes of one latent row in the configured storage type.
     pub fn row_bytes(&self) -> u64 {
         let m = &self.model;
-        self.latent_dtype.row_bytes(m.kv_lora_rank, m.qk_rope_head_dim)
+        self.latent_dtype
+            .row_bytes(m.kv_lora_rank, m.qk_rope_head_dim)
     }
 
     /// Bytes of one indexer key.
     pub fn key_bytes(&self) -> u64 {
         self.key_dtype.key_bytes(self.model.index_head_dim)
+    }
+
+    /// Bytes a token adds to one layer's caches: its latent row and its indexer key (788 at v32
+    /// with FP8 caches, 1408 with f16).
+    pub fn token_bytes(&self) -> u64 {
+        self.row_bytes() + self.key_bytes()
     }
 }
 
@@ -329,7 +344,8 @@ impl fmt::Display for RunConfig {
         write!(
             f,
             "preset {}: heads {}, latent {} + rope {} ({}, {} B a row), indexer {} heads x {} \
-             ({}, {} B a key), top-k {}, layers {} of {}, context {}, batch {}",
+             ({}, {} B a key), {} B a token a layer, top-k {}, layers {} of {}, context {}, \
+             batch {}",
             m.name,
             m.heads,
             m.kv_lora_rank,
@@ -340,6 +356,7 @@ impl fmt::Display for RunConfig {
             m.index_head_dim,
             self.key_dtype,
             self.key_bytes(),
+            self.token_bytes(),
             m.topk,
             self.layers,
             m.layers,
@@ -406,7 +423,10 @@ mod tests {
         let c = RunConfig::tiny()
             .with_overrides(&["context=4K", "dtype=f32"])
             .unwrap();
-        assert_eq!((c.context, c.latent_dtype, c.key_dtype), (4096, Dtype::F32, Dtype::F32));
+        assert_eq!(
+            (c.context, c.latent_dtype, c.key_dtype),
+            (4096, Dtype::F32, Dtype::F32)
+        );
         let c = c.with_overrides(&["key_dtype=fp8"]).unwrap();
         assert_eq!((c.latent_dtype, c.key_dtype), (Dtype::F32, Dtype::Fp8));
         names(

@@ -85,6 +85,41 @@ pub fn storage_bytes(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) 
     }
 }
 
+/// The values stored rows stand for: the inverse of [`storage_bytes`] (whole rows; an FP8 key
+/// cache of R keys is R · (dim + 4) bytes, padding after it ignored).
+pub fn values_of(bytes: &[u8], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<f32> {
+    use crate::reference::fp8::{latent_row_bytes, unpack_latent_row};
+    match (dtype, layout) {
+        (crate::config::Dtype::F16, _) => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        (crate::config::Dtype::F32, _) => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        (crate::config::Dtype::Fp8, RowLayout::Latent { kv, rope }) => bytes
+            .chunks_exact(latent_row_bytes(kv, rope))
+            .flat_map(|r| unpack_latent_row(r, kv, rope))
+            .collect(),
+        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => {
+            let rows = bytes.len() / (dim + 4);
+            let scale = |r: usize| {
+                let at = rows * dim + 4 * r;
+                f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+            };
+            (0..rows)
+                .flat_map(|r| {
+                    let s = scale(r);
+                    bytes[r * dim..][..dim]
+                        .iter()
+                        .map(move |&b| crate::reference::fp8::e4m3_decode(b) * s)
+                })
+                .collect()
+        }
+    }
+}
+
 /// The values `storage_bytes` stores, as f32 (FP8: what the packed rows stand for).
 pub fn stored_values(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<f32> {
     use crate::reference::fp8::{ScaleRule, round_rows};
@@ -99,9 +134,7 @@ pub fn stored_values(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) 
                 out
             })
             .collect(),
-        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => {
-            round_rows(v, dim, ScaleRule::Ue8m0)
-        }
+        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => round_rows(v, dim, ScaleRule::Ue8m0),
     }
 }
 

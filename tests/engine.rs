@@ -4,9 +4,9 @@
 mod common;
 
 use common::ctx;
-use ess_wgpu::RunConfig;
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{Engine, EngineOptions, MemoryPlan, Mode};
+use ess_wgpu::{Dtype, RunConfig};
 
 const BUDGET: u64 = 1 << 30;
 
@@ -140,25 +140,64 @@ fn modes_are_bit_identical_with_the_split_top_k() {
     check_bit_identical(&opts);
 }
 
+/// Every transfer path, with f16 caches and with FP8 caches (the tiny model's 144-byte latent
+/// rows and 36-byte keys, quantised by the shader that makes them).
 #[test]
 fn modes_are_bit_identical_on_every_transfer_path() {
-    let run = RunConfig::tiny()
-        .with_overrides(&["batch=2", "layers=2", "topk=40"])
-        .unwrap();
-    for transfer in [
-        TransferPath::ZeroCopy,
-        TransferPath::Staging,
-        TransferPath::PerRow,
-    ] {
-        check_bit_identical(&options(
-            run.clone(),
-            vec![300, 129],
-            PoolSize::Ratio(0.3),
-            transfer,
-            0.9,
-            4,
-        ));
+    for dtype in ["f16", "fp8"] {
+        let run = RunConfig::tiny()
+            .with_overrides(&["batch=2", "layers=2", "topk=40", &format!("dtype={dtype}")])
+            .unwrap();
+        for transfer in [
+            TransferPath::ZeroCopy,
+            TransferPath::Staging,
+            TransferPath::PerRow,
+        ] {
+            check_bit_identical(&options(
+                run.clone(),
+                vec![300, 129],
+                PoolSize::Ratio(0.3),
+                transfer,
+                0.9,
+                4,
+            ));
+        }
     }
+}
+
+/// The paper's batch arithmetic (BRIEF.md §5) from the memory plan: DeepSeek-V3.2's 61 layers
+/// at 32K with FP8 caches, 656 + 132 = 788 bytes a token and a layer, hold 52 sequences in
+/// 82 × 10⁹ bytes of cache budget; f16 caches (1152 + 256 bytes) hold 29.
+#[test]
+fn the_memory_plan_gives_the_papers_52_sequences() {
+    let mut run = RunConfig::v32();
+    run.layers = run.model.layers;
+    assert_eq!(
+        (run.layers, run.row_bytes(), run.key_bytes()),
+        (61, 656, 132)
+    );
+    let opts = |run: &RunConfig| EngineOptions {
+        contexts: vec![32 << 10; run.batch as usize],
+        ..options(
+            run.clone(),
+            Vec::new(),
+            PoolSize::Ratio(0.2),
+            TransferPath::ZeroCopy,
+            0.5,
+            1,
+        )
+    };
+    let budget = 82_000_000_000;
+    let n = MemoryPlan::sequences_in_cache_budget(&opts(&run), budget).unwrap();
+    // 52 · 61 · 32772 · 788 = 81.9 × 10⁹ (the capacity: 32K + 1 step, rounded up to 4)
+    assert_eq!(n, 52);
+    let plan = MemoryPlan::new(&opts(&run), 52).unwrap();
+    assert_eq!(plan.cache_bytes(), 52 * 61 * 32772 * 788);
+    let f16 = run.with_overrides(&["dtype=f16"]).unwrap();
+    assert_eq!(
+        MemoryPlan::sequences_in_cache_budget(&opts(&f16), budget).unwrap(),
+        29
+    );
 }
 
 #[test]
@@ -174,7 +213,20 @@ fn modes_are_bit_identical_at_the_real_latent_width() {
         ])
         .unwrap();
     check_bit_identical(&options(
-        run,
+        run.clone(),
+        vec![700, 333],
+        PoolSize::Slots(150),
+        TransferPath::ZeroCopy,
+        0.8,
+        3,
+    ));
+    // the production caches: 656-byte latent rows, and 132-byte keys of 128 dims
+    let fp8 = run
+        .with_overrides(&["dtype=fp8", "index_head_dim=128"])
+        .unwrap();
+    assert_eq!((fp8.row_bytes(), fp8.key_bytes()), (656, 132));
+    check_bit_identical(&options(
+        fp8,
         vec![700, 333],
         PoolSize::Slots(150),
         TransferPath::ZeroCopy,
@@ -425,13 +477,19 @@ fn admission_trades_batch_for_hit_rate() {
 /// the other.
 #[test]
 fn engine_layer_equals_the_cpu_reference() {
+    let ctx = ctx();
+    for dtype in [Dtype::F16, Dtype::Fp8, Dtype::F32] {
+        let mut run = RunConfig::preset("tiny").unwrap();
+        (run.batch, run.layers) = (3, 2);
+        (run.latent_dtype, run.key_dtype) = (dtype, dtype);
+        engine_layer_against_the_reference(ctx, &run);
+    }
+}
+
+fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfig) {
     use ess_wgpu::compare::compare;
     use ess_wgpu::kernels::{SparseMla, sparse_mla::SparseMlaKernel};
     use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, sparse_mla_o_lat_tol};
-    let ctx = ctx();
-    let mut run = RunConfig::preset("tiny").unwrap();
-    run.batch = 3;
-    run.layers = 2;
     // the engine's sparse MLA kernel (on a coop adapter, the tensor cores': the reference of its
     // f16-rounded q, and its o_lat tolerance)
     let kernel = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().kernel;
@@ -464,11 +522,8 @@ fn engine_layer_equals_the_cpu_reference() {
             let distinct: std::collections::HashSet<_> = valid.iter().collect();
             assert_eq!(distinct.len(), valid.len(), "{mode}: repeated ids");
         }
-        let rows: Vec<f32> = snap
-            .rows
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect();
+        let layout = ess_wgpu::workload::RowLayout::Latent { kv, rope };
+        let rows = ess_wgpu::workload::values_of(&snap.rows, run.latent_dtype, layout);
         let ids: Vec<i32> = snap
             .topk_indices
             .iter()
@@ -498,7 +553,10 @@ fn engine_layer_equals_the_cpu_reference() {
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
         let el = compare("lse", &snap.lse, &want_lse, la, lr)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
-        eprintln!("engine {mode} ({kernel:?}): max err o_lat {eo:e}, lse {el:e}");
+        eprintln!(
+            "engine {mode} {} ({kernel:?}): max err o_lat {eo:e}, lse {el:e}",
+            run.latent_dtype
+        );
     }
 }
 
@@ -508,12 +566,16 @@ fn memory_plan_is_what_the_engine_allocates() {
     let ctx = ctx();
     let mut run = RunConfig::preset("tiny").unwrap();
     run.batch = 3;
-    for (mode, transfer, overlap, digest) in [
-        (Mode::Resident, TransferPath::ZeroCopy, false, false),
-        (Mode::Resident, TransferPath::ZeroCopy, true, true),
-        (Mode::Offload, TransferPath::ZeroCopy, true, true),
-        (Mode::Offload, TransferPath::Staging, false, false),
-        (Mode::Offload, TransferPath::PerRow, true, false),
+    let fp8 = run.clone().with_overrides(&["dtype=fp8"]).unwrap();
+    for (run, mode, transfer, overlap, digest) in [
+        (&run, Mode::Resident, TransferPath::ZeroCopy, false, false),
+        (&run, Mode::Resident, TransferPath::ZeroCopy, true, true),
+        (&run, Mode::Offload, TransferPath::ZeroCopy, true, true),
+        (&run, Mode::Offload, TransferPath::Staging, false, false),
+        (&run, Mode::Offload, TransferPath::PerRow, true, false),
+        (&fp8, Mode::Resident, TransferPath::ZeroCopy, false, true),
+        (&fp8, Mode::Offload, TransferPath::ZeroCopy, true, false),
+        (&fp8, Mode::Offload, TransferPath::Staging, false, false),
     ] {
         let mut opts = options(
             run.clone(),
@@ -528,7 +590,8 @@ fn memory_plan_is_what_the_engine_allocates() {
         assert_eq!(
             e.allocated_bytes(),
             e.plan.total(),
-            "{mode} {transfer} overlap {overlap} digest {digest}: {:?}",
+            "{} {mode} {transfer} overlap {overlap} digest {digest}: {:?}",
+            run.latent_dtype,
             e.plan.items
         );
     }

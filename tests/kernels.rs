@@ -264,7 +264,11 @@ fn sparse_mla_reads_fp8_rows() {
         .unwrap();
     check_sparse_mla(&split, 2000, 0.1, &[], fresh_seed(63));
     let no_rope = RunConfig::tiny()
-        .with_overrides(&fp8(&["kv_lora_rank=192", "qk_rope_head_dim=0", "heads=33"]))
+        .with_overrides(&fp8(&[
+            "kv_lora_rank=192",
+            "qk_rope_head_dim=0",
+            "heads=33",
+        ]))
         .unwrap();
     check_sparse_mla(&no_rope, 50, 0.0, &[], fresh_seed(64));
 }
@@ -677,6 +681,94 @@ fn fp8_quant_matches_reference_byte_for_byte() {
     }
 }
 
+/// The shader that makes cache rows (`fill.wgsl`: prefill and each step's new token) stores
+/// exactly what the CPU stores for the same values, byte for byte, in every format: f16, f32,
+/// FP8 latent rows (quantised on the GPU by lib/fp8_pack.wgsl) and the FP8 key cache. Ragged
+/// ranges into a poisoned buffer, then each sequence's newest row over them.
+#[test]
+fn fill_stores_the_reference_bytes_in_every_format() {
+    use ess_wgpu::config::Dtype;
+    use ess_wgpu::kernels::Fill;
+    use ess_wgpu::kernels::fill::{FillRange, FillRows};
+    use ess_wgpu::reference::fill_row;
+    use ess_wgpu::workload::{RowLayout, storage_bytes};
+    let ctx = ctx();
+    let fill = Fill::new(ctx).unwrap();
+    let (salt, layer, scale) = (fresh_seed(70) as u32, 3, 1.5);
+    let layouts = [
+        RowLayout::Latent { kv: 512, rope: 64 },
+        RowLayout::Latent { kv: 64, rope: 32 },
+        RowLayout::Key { dim: 128 },
+        RowLayout::Key { dim: 32 },
+    ];
+    let counts = [5u32, 0, 3]; // prefill rows per sequence; sequence b's rows start at 8b
+    let cap = 8u32;
+    let rows = counts.len() as u32 * cap;
+    for layout in layouts {
+        for dtype in [Dtype::F16, Dtype::F32, Dtype::Fp8] {
+            let width = layout.width();
+            // the whole buffer's values: rows past a sequence's count stay poison, compared below
+            let values: Vec<f32> = (0..rows)
+                .flat_map(|r| {
+                    let (b, i) = (r / cap, r % cap);
+                    let newest = i == counts[b as usize];
+                    fill_row(salt, layer, b, i, width, if newest { 1.0 } else { scale })
+                })
+                .collect();
+            let want = storage_bytes(&values, dtype, layout);
+            let dest = ctx.upload("dest", &vec![0xEEu8; want.len()]).unwrap(); // poison
+            let ranges: Vec<FillRange> = (0..counts.len() as u32)
+                .map(|b| FillRange {
+                    base: b * cap,
+                    start: 0,
+                    count: counts[b as usize],
+                })
+                .collect();
+            let what = FillRows { dtype, layout };
+            let ds = fill
+                .bind(ctx, &dest, what, salt, layer, scale, 0, &ranges)
+                .unwrap();
+            // then each sequence's next token, as a decode step writes it: token T_b − 1 of the
+            // table (first row, T_b) at row first + T_b − 1 (unit scale, as the engine's)
+            let seq: Vec<u32> = (0..counts.len() as u32)
+                .flat_map(|b| [b * cap, counts[b as usize] + 1])
+                .collect();
+            let seq = ctx.upload("seq", &seq).unwrap();
+            let n = counts.len() as u32;
+            let newest = fill.bind_newest(ctx, &dest, &seq, what, salt, layer, 0, n, false);
+            ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))
+                .unwrap();
+            let got_main: Vec<u8> = ctx.read(&dest).unwrap();
+            ctx.run_pass(None, |p| newest.record(p)).unwrap();
+            let got: Vec<u8> = ctx.read(&dest).unwrap();
+            let row_bytes = want.len() / rows as usize;
+            let same = |r: u32| match (dtype, layout) {
+                // the key cache: a key's values, then its scale after all of them
+                (Dtype::Fp8, RowLayout::Key { dim }) => {
+                    let (v, s) = (r as usize * dim, rows as usize * dim + 4 * r as usize);
+                    got[v..v + dim] == want[v..v + dim] && got[s..s + 4] == want[s..s + 4]
+                }
+                _ => {
+                    let at = r as usize * row_bytes;
+                    got[at..at + row_bytes] == want[at..at + row_bytes]
+                }
+            };
+            for r in 0..rows {
+                let (i, count) = (r % cap, counts[(r / cap) as usize]);
+                assert!(
+                    i > count || same(r),
+                    "{dtype} {layout:?}: row {r} differs from the reference"
+                );
+            }
+            assert_ne!(
+                got_main, got,
+                "{dtype} {layout:?}: the newest rows were not written"
+            );
+            eprintln!("fill {dtype} {layout:?}: rows identical to the reference");
+        }
+    }
+}
+
 /// The FP8 indexer against DeepSeek's `fp8_index` formula itself (reference::fp8::fp8_index_score,
 /// in f64, on the queries quantised by reference::fp8::quantize_rows and the key cache packed by
 /// reference::fp8::pack_index_cache), on every kernel the adapter has: ragged lengths, key values
@@ -759,4 +851,3 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
         }
     }
 }
-

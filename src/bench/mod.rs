@@ -153,11 +153,20 @@ fn random_rows(
             let size = (rows * row_bytes).next_multiple_of(16);
             let parts = [
                 (0, rows * dim as u64, &block[..split]),
-                (rows * dim as u64, rows * 4, &block[split..][..block_rows as usize * 4]),
+                (
+                    rows * dim as u64,
+                    rows * 4,
+                    &block[split..][..block_rows as usize * 4],
+                ),
             ];
             tiled_buffer(ctx, label, size, &parts)
         }
-        _ => tiled_buffer(ctx, label, rows * row_bytes, &[(0, rows * row_bytes, &block)]),
+        _ => tiled_buffer(
+            ctx,
+            label,
+            rows * row_bytes,
+            &[(0, rows * row_bytes, &block)],
+        ),
     }
 }
 
@@ -338,7 +347,11 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
             let (atol, rtol) = INDEXER_TOL;
             let want = p.reference_for(kernel);
             let e = compare("index_score", &got, &want, atol, rtol).map_err(fail)?;
-            push(&labelled("indexer", units, dtype), "T = 1500, 333".into(), e);
+            push(
+                &labelled("indexer", units, dtype),
+                "T = 1500, 333".into(),
+                e,
+            );
         }
     }
 
@@ -579,8 +592,8 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         kv: m.kv_lora_rank as usize,
         rope: m.qk_rope_head_dim as usize,
     };
-    let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes()))
-        .max(m.topk as u64);
+    let rows_n =
+        (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes())).max(m.topk as u64);
     let ids: Vec<i32> = (0..b as u64 * m.topk as u64)
         .map(|_| rng.below(rows_n) as i32)
         .collect();
@@ -588,7 +601,10 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
     let zero_base = ctx.upload("seq", &vec![0u32; 2 * b as usize])?;
     let dq = m.row_dim() as u64;
     let q = ctx.upload("q", &rng.vec((b as u64 * m.heads as u64 * dq) as usize))?;
-    let o_lat = ctx.storage("o_lat", b as u64 * m.heads as u64 * m.kv_lora_rank as u64 * 4)?;
+    let o_lat = ctx.storage(
+        "o_lat",
+        b as u64 * m.heads as u64 * m.kv_lora_rank as u64 * 4,
+    )?;
     let lse = ctx.storage("lse", b as u64 * m.heads as u64 * 4)?;
     for dtype in timed_dtypes(cfg.latent_dtype) {
         let rows = random_rows(ctx, "rows", rows_n, dtype, layout, 7)?;
@@ -788,7 +804,7 @@ impl std::fmt::Display for BenchReport {
         for c in &self.checks {
             writeln!(
                 f,
-                "check  {:<10} {:<6} {:<22} max abs err {:.2e}",
+                "check  {:<20} {:<6} {:<22} max abs err {:.2e}",
                 c.kernel, c.preset, c.case, c.max_abs_err
             )?;
         }
@@ -806,7 +822,7 @@ impl std::fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "{:<16} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",
+            "{:<22} {:<6} {:>5} {:>7} {:>10} {:>10} {:>9} {:>10} {:>10} {:>7}",
             "kernel",
             "preset",
             "batch",
@@ -821,7 +837,7 @@ impl std::fmt::Display for BenchReport {
         for t in &self.timings {
             writeln!(
                 f,
-                "{:<16} {:<6} {:>5} {:>7} {:>10.1} {:>10.2} {:>9.1} {:>10.1} {:>10.1} {:>6.1}%{}",
+                "{:<22} {:<6} {:>5} {:>7} {:>10.1} {:>10.2} {:>9.1} {:>10.1} {:>10.1} {:>6.1}%{}",
                 t.kernel,
                 t.preset,
                 t.batch,

@@ -32,8 +32,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the adapter, its features and limits.
-    Info,
+    /// Print the adapter, its features and limits; with --preset, the caches' bytes per token
+    /// and how many sequences fit a cache budget (the paper's arithmetic).
+    Info(InfoArgs),
     /// Decode a batch in resident and/or offload mode and report (the default command).
     Decode(decode::DecodeArgs),
     /// For a device budget, run each mode at its largest batch (and at --batches) per context;
@@ -57,16 +58,83 @@ pub fn run(cli: Cli) -> Result<()> {
             .expect("decode parses")
     });
     match command {
-        Command::Info => {
-            let ctx = GpuContext::new()?;
-            say!("{}", ctx.report)
-        }
+        Command::Info(args) => info(args),
         Command::Decode(args) => decode::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Figures(args) => figures::run(args),
         Command::Trace(cmd) => trace::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct InfoArgs {
+    /// Also print this preset's cache sizes and the sequences that fit --cache-budget.
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
+    /// Override a configuration field: --set latent_dtype=f16 (repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    overrides: Vec<String>,
+    /// Bytes for the caches of every layer of the model, 1M ..= 64T (default: the paper's 82 × 10⁹
+    /// bytes, an H200 less the weights and activations; BRIEF.md §5).
+    #[arg(long, value_parser = budget_arg, default_value = "82000000000")]
+    cache_budget: u64,
+    /// Sparse memory ratio of the offload mode's pools, (0, 1].
+    #[arg(long, default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
+    sparse_memory_ratio: f64,
+}
+
+/// `info`: the adapter; with a preset, its caches' bytes per token and layer, and how many
+/// sequences of its context fit the cache budget over all the model's layers, in each mode
+/// ([`ess_wgpu::engine::MemoryPlan::sequences_in_cache_budget`]).
+fn info(args: InfoArgs) -> Result<()> {
+    if let Some(preset) = args.preset {
+        let mut run = preset_config(preset, &args.overrides)?;
+        run.layers = run.model.layers;
+        say!("{run}")?;
+        say!(
+            "cache per token and layer: {} B latent row ({}) + {} B indexer key ({}) = {} B",
+            run.row_bytes(),
+            run.latent_dtype,
+            run.key_bytes(),
+            run.key_dtype,
+            run.token_bytes()
+        )?;
+        let context = run.context;
+        for (mode, what) in [
+            (Mode::Resident, "resident".to_string()),
+            (
+                Mode::Offload,
+                format!("offload at ratio {}", args.sparse_memory_ratio),
+            ),
+        ] {
+            let opts = EngineOptions {
+                contexts: vec![context; run.batch as usize],
+                steps: 1,
+                mode,
+                pool: PoolSize::Ratio(args.sparse_memory_ratio),
+                transfer: TransferPath::ZeroCopy,
+                locality: 0.0,
+                layer_locality: Vec::new(),
+                record_trace: false,
+                warmup_windows: 0,
+                seed: 0,
+                track_overlap: false,
+                digest_outputs: false,
+                time_every: 1,
+                run: run.clone(),
+            };
+            let n =
+                ess_wgpu::engine::MemoryPlan::sequences_in_cache_budget(&opts, args.cache_budget)?;
+            say!(
+                "sequences of {context} tokens whose caches over {} layers fit {:.1} GB: {n} {what}",
+                run.layers,
+                args.cache_budget as f64 / 1e9
+            )?;
+        }
+    }
+    let ctx = GpuContext::new()?;
+    say!("{}", ctx.report)
 }
 
 /// The presets (`ess_wgpu::config`).

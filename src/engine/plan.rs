@@ -84,6 +84,27 @@ impl MemoryPlan {
         self.items.iter().map(|(_, b)| b).sum()
     }
 
+    /// The items that hold cached tokens: the indexer keys, and the latent cache (resident) or
+    /// the staging pools (offload). The paper's batch arithmetic (BRIEF.md §5) budgets these
+    /// alone: activations and working space come out of what the weights leave besides.
+    pub const CACHE_ITEMS: [&str; 3] = ["indexer keys", "latent cache", "staging pools"];
+
+    /// Bytes of [`MemoryPlan::CACHE_ITEMS`].
+    pub fn cache_bytes(&self) -> u64 {
+        self.items
+            .iter()
+            .filter(|(n, _)| Self::CACHE_ITEMS.contains(&n.as_str()))
+            .map(|(_, b)| b)
+            .sum()
+    }
+
+    /// The most sequences whose caches ([`MemoryPlan::cache_bytes`]) fit `budget` bytes: the
+    /// paper's arithmetic (at v32 × 61 layers × 32K with FP8 caches, 788 B a token and a layer,
+    /// 52 sequences in 82 × 10⁹ bytes).
+    pub fn sequences_in_cache_budget(opts: &EngineOptions, budget: u64) -> Result<u32> {
+        Self::largest_by(opts, budget, |p| p.cache_bytes())
+    }
+
     /// Host memory of the mode (the offloaded latent cache).
     pub fn host_bytes(opts: &EngineOptions, batch: u32) -> u64 {
         match opts.mode {
@@ -99,10 +120,15 @@ impl MemoryPlan {
 
     /// The largest batch whose plan fits `budget` bytes (0 if none).
     pub fn largest_batch(opts: &EngineOptions, budget: u64) -> Result<u32> {
+        Self::largest_by(opts, budget, |p| p.total())
+    }
+
+    /// The largest batch whose plan's `bytes` fit `budget` (0 if none).
+    fn largest_by(opts: &EngineOptions, budget: u64, bytes: impl Fn(&Self) -> u64) -> Result<u32> {
         let (mut lo, mut hi) = (0u32, 65535u32);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if MemoryPlan::new(opts, mid)?.total() <= budget {
+            if bytes(&MemoryPlan::new(opts, mid)?) <= budget {
                 lo = mid;
             } else {
                 hi = mid - 1;

@@ -218,7 +218,11 @@ impl SparseMla {
         }
         super::require_coop(ctx, "the coop sparse MLA", COOP_WORKGROUP_BYTES)?;
         if shape.dtype == Dtype::F32 {
-            return Err(Error::config("coop sparse MLA rows", shape.dtype, "f16, fp8"));
+            return Err(Error::config(
+                "coop sparse MLA rows",
+                shape.dtype,
+                "f16, fp8",
+            ));
         }
         let coop = crate::shaders::SPARSE_MLA_COOP;
         let constants = [

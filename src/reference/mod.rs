@@ -191,6 +191,18 @@ pub fn hash32(x: u32) -> u32 {
     h
 }
 
+/// Values of the synthetic row of `shaders/fill.wgsl`: `row(layer, b, token)[d]`, uniform in
+/// [-scale, scale) from the hash of (salt, layer, b, token, d), `width` of them. Exact in f32, so
+/// the GPU's stored rows (f16, f32 or FP8) are these values stored, byte for byte.
+pub fn fill_row(salt: u32, layer: u32, b: u32, token: u32, width: usize, scale: f32) -> Vec<f32> {
+    (0..width as u32)
+        .map(|d| {
+            let h = hash32(hash32(hash32(hash32(salt ^ layer) ^ b) ^ token) ^ d);
+            ((h >> 8) as f32 / 16_777_216.0 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 /// What `shaders/digest.wgsl` adds to its slot for `data` (u32 words) at `step`: two wrapping
 /// sums of per-word hashes of (bits, index, step). Exact: the GPU must give the same bits.
 pub fn digest(data: &[u32], step: u32, salt: u32) -> [u32; 2] {
