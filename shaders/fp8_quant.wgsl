@@ -36,7 +36,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     fp8_pack(lid, vec2<u32>(row * (p.kv + p.rope), 0u), row * p.row_words, p.kv, p.slots, p.rope);
 }
 
-// The inverse, for tests and readers: packed rows back to f32 values, `e4m3_value(byte) · s_b`
+// The inverse, for tests and readers: packed rows back to f32 values, `e4m3 value · s_b` (lib/fp8.wgsl's e4m3x4_values, the decoder every kernel reads FP8 with)
 // and the bf16 values, one thread per value.
 @group(0) @binding(3) var<storage, read_write> values: array<f32>;   // [rows, kv + rope]
 

@@ -23,9 +23,16 @@
 // or f32 bit patterns; sequence b's rows start at row seq[2b] of the bound key buffer, and it has
 // seq[2b+1] = T_b of them. Accumulation is f32.
 //
-// Left out: FP8 keys, the Hadamard rotation and RoPE (the caller produces k_I and q_I).
+// FP8 keys (KEYS_FP8, with KEYS_F16: the staging format): the model's `fp8_index`, as
+// indexer_coop.wgsl computes it — q quantised per head here (ue8m0; the prologue finds each
+// head's largest magnitude), q̂ staged as its e4m3 values, the keys' e4m3 values converted to f16
+// pairs as they are staged (exact, unscaled), w · q_s in the epilogue and the key's scale last.
+// The FP8 key cache is lib/indexer_io.wgsl's.
+//
+// Left out: the Hadamard rotation and RoPE (the caller produces k_I and q_I).
 
 override KEYS_F16: bool = true;
+override KEYS_FP8: bool = false;
 override DC: u32 = select(16u, 32u, KEYS_F16);   // dims per chunk = 16 u32 words per key
 
 const WG: u32 = 256u;
@@ -36,6 +43,7 @@ const WORDS: u32 = 16u;                            // u32 words per key per chun
 
 var<workgroup> q_s: array<vec4<f32>, 512>;   // [DC][H / 4]; after the loop: [H/8][256 keys / 4] head sums
 var<workgroup> k_s: array<vec4<u32>, 1024>;  // [WORDS][KEYS_PER_WG / 4]   (24 KiB in all)
+var<workgroup> qsc_s: array<vec2<f32>, 64>;  // FP8: per head (1 / q_s, w · q_s)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -62,6 +70,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc6a = vec4<f32>(0.0); var acc6b = vec4<f32>(0.0);
     var acc7a = vec4<f32>(0.0); var acc7b = vec4<f32>(0.0);
 
+    if (KEYS_FP8) {   // each head's ue8m0 scale: 4 threads a head, D / 4 values each, via q_s
+        let h = lid / 4u;
+        var m = 0.0;
+        if (h < H) {
+            let qa = ((b * H + h) * D + (lid % 4u) * (D / 4u)) / 4u;
+            for (var i = 0u; i < D / 16u; i++) {
+                let x = abs(q[qa + i]);
+                m = max(m, max(max(x.x, x.y), max(x.z, x.w)));
+            }
+        }
+        q_s[lid / 4u][lid % 4u] = m;
+        workgroupBarrier();   // every quarter's maximum in
+        if (lid < H) {
+            let a = q_s[lid];
+            let sc = ue8m0(max(max(a.x, a.y), max(a.z, a.w)));   // lib/fp8.wgsl: (s, 1 / s)
+            qsc_s[lid] = vec2<f32>(sc.y, w[b * H + lid] * sc.x);
+        }
+        workgroupBarrier();   // the scales ready, q_s free again
+    }
     var q_next0 = load_q(b, 0u, lid);
     var q_next1 = load_q(b, 0u, lid + 256u);
     var k_next0 = load_k(row0, T, s0, 0u, lid);
@@ -135,17 +162,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // ReLU, weight, and sum this thread's 8 heads; then sum the H/8 head groups.
     workgroupBarrier();   // the last chunk's reads of q_s are done: it now holds the head sums
     if (computes) {
-        let wb = b * H + hg * 8u;
         let z = vec4<f32>(0.0);
-        var sum_a = w[wb] * max(acc0a, z);
-        var sum_b = w[wb] * max(acc0b, z);
-        sum_a = fma(vec4<f32>(w[wb + 1u]), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 1u]), max(acc1b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 2u]), max(acc2a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 2u]), max(acc2b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 3u]), max(acc3a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 3u]), max(acc3b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 4u]), max(acc4a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 4u]), max(acc4b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 5u]), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 5u]), max(acc5b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 6u]), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 6u]), max(acc6b, z), sum_b);
-        sum_a = fma(vec4<f32>(w[wb + 7u]), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(w[wb + 7u]), max(acc7b, z), sum_b);
+        let w0 = head_w(b, hg * 8u);      let w1 = head_w(b, hg * 8u + 1u);
+        let w2 = head_w(b, hg * 8u + 2u); let w3 = head_w(b, hg * 8u + 3u);
+        let w4 = head_w(b, hg * 8u + 4u); let w5 = head_w(b, hg * 8u + 5u);
+        let w6 = head_w(b, hg * 8u + 6u); let w7 = head_w(b, hg * 8u + 7u);
+        var sum_a = w0 * max(acc0a, z);
+        var sum_b = w0 * max(acc0b, z);
+        sum_a = fma(vec4<f32>(w1), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(w1), max(acc1b, z), sum_b);
+        sum_a = fma(vec4<f32>(w2), max(acc2a, z), sum_a); sum_b = fma(vec4<f32>(w2), max(acc2b, z), sum_b);
+        sum_a = fma(vec4<f32>(w3), max(acc3a, z), sum_a); sum_b = fma(vec4<f32>(w3), max(acc3b, z), sum_b);
+        sum_a = fma(vec4<f32>(w4), max(acc4a, z), sum_a); sum_b = fma(vec4<f32>(w4), max(acc4b, z), sum_b);
+        sum_a = fma(vec4<f32>(w5), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(w5), max(acc5b, z), sum_b);
+        sum_a = fma(vec4<f32>(w6), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(w6), max(acc6b, z), sum_b);
+        sum_a = fma(vec4<f32>(w7), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(w7), max(acc7b, z), sum_b);
         q_s[hg * 64u + kg] = sum_a;
         q_s[hg * 64u + 32u + kg] = sum_b;
     }
@@ -155,8 +185,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (s < T) {
         var total = 0.0;
         for (var g = 0u; g < H / 8u; g++) { total += q_s[g * 64u + key / 4u][key % 4u]; }
+        if (KEYS_FP8) {   // times the key's scale, after its values
+            let si = params.key_rows * (params.dim / 4u) + row0 + s;
+            total *= bitcast<f32>(keys[si / 4u][si % 4u]);
+        }
         scores[b * params.score_stride + s] = total;
     }
+}
+
+// Head j's weight: w, or for FP8 keys w · q_s.
+fn head_w(b: u32, j: u32) -> f32 {
+    if (KEYS_FP8) { return qsc_s[j].y; }
+    return w[b * params.heads + j];
 }
 
 // ---- chunk loaders (global → registers) and storers (registers → workgroup memory).
@@ -169,10 +209,14 @@ fn load_q(b: u32, c: u32, idx: u32) -> vec4<f32> {
     return q[((b * H + idx % H) * params.dim + c) / 4u + idx / H];
 }
 
-fn store_q(idx: u32, v: vec4<f32>) {
+fn store_q(idx: u32, v_in: vec4<f32>) {
     let H = params.heads;
     if (idx >= H * (DC / 4u)) { return; }
     let h = idx % H;
+    var v = v_in;
+    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl)
+        v = e4m3x4_values(e4m3x4(clamp(v_in * qsc_s[h].x, vec4<f32>(-448.0), vec4<f32>(448.0))));
+    }
     let d = (idx / H) * 4u;
     let h4 = H / 4u;
     q_s[d * h4 + h / 4u][h % 4u] = v.x;
@@ -186,11 +230,22 @@ fn store_q(idx: u32, v: vec4<f32>) {
 fn load_k(row0: u32, T: u32, s0: u32, c: u32, idx: u32) -> vec4<u32> {
     let key = idx % KEYS_PER_WG;
     if (s0 + key >= T) { return vec4<u32>(0u); }
+    if (KEYS_FP8) {   // 8 e4m3 values (two words) of the part's dims, raw; store_k converts them
+        let part = idx / KEYS_PER_WG;
+        let v = keys[((row0 + s0 + key) * params.dim + c) / 16u + part / 2u];
+        return select(vec4<u32>(v.x, v.y, 0u, 0u), vec4<u32>(v.z, v.w, 0u, 0u), part % 2u == 1u);
+    }
     let words = select(params.dim, params.dim / 2u, KEYS_F16);   // u32 words per key row
     return keys[((row0 + s0 + key) * words + select(c, c / 2u, KEYS_F16)) / 4u + idx / KEYS_PER_WG];
 }
 
-fn store_k(idx: u32, v: vec4<u32>) {
+fn store_k(idx: u32, v_in: vec4<u32>) {
+    var v = v_in;
+    if (KEYS_FP8) {   // 8 e4m3 values as 4 f16 pairs (exact, unscaled)
+        let a = e4m3x4_values(v_in.x);
+        let c = e4m3x4_values(v_in.y);
+        v = vec4<u32>(pack2x16float(a.xy), pack2x16float(a.zw), pack2x16float(c.xy), pack2x16float(c.zw));
+    }
     let key = idx % KEYS_PER_WG;
     let wd = (idx / KEYS_PER_WG) * 4u;
     let col = key / 4u;

@@ -81,9 +81,22 @@ fn cfetch_r(row: i32, c: u32, part: u32) -> vec4<u32> {
 // chunk has its own copy, cput_v: a function that named both arrays would make each step's
 // pipeline reserve both, 50 KiB of workgroup memory, past the 48 KiB an H200 has; no
 // validation catches that, the dispatch hangs.)
-fn cput_r(at: u32, v_in: vec4<u32>, c: u32) {
-    var v = v_in;
-    if (ROWS_FP8) { v = fp8_stage8(v_in, c < KV); }
+fn cput_r(at: u32, v: vec4<u32>, c: u32) {
+    if (ROWS_FP8 && c < KV) {   // e4m3 · scale straight into f16 (lib/mla.wgsl's fp8_fetch8 words)
+        let s = bitcast<f32>(v.z);
+        let a = vec4<f16>(e4m3x4_values(v.x) * s);
+        let b = vec4<f16>(e4m3x4_values(v.y) * s);
+        cr_s[at] = a.x; cr_s[at + 1u] = a.y; cr_s[at + 2u] = a.z; cr_s[at + 3u] = a.w;
+        cr_s[at + 4u] = b.x; cr_s[at + 5u] = b.y; cr_s[at + 6u] = b.z; cr_s[at + 7u] = b.w;
+        return;
+    }
+    if (ROWS_FP8) {   // k_pe: bf16 pairs
+        for (var i = 0u; i < 4u; i++) {
+            cr_s[at + 2u * i] = f16(bf16_value(v[i]));
+            cr_s[at + 2u * i + 1u] = f16(bf16_value(v[i] >> 16u));
+        }
+        return;
+    }
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));
         cr_s[at + 2u * i] = h[0];
@@ -242,12 +255,18 @@ fn cfetch_v(b: u32, j0: u32, je: u32, dz: u32, e: u32) -> vec4<u32> {
 }
 
 // V quad `e` into the V chunk as 8 f16
-fn cput_v(e: u32, v_in: vec4<u32>) {
+fn cput_v(e: u32, v: vec4<u32>) {
     let vq = KV / 16u;
     if (e >= AR * vq) { return; }
-    var v = v_in;
-    if (ROWS_FP8) { v = fp8_stage8(v_in, true); }
     let at = (e / vq) * SV + 8u * (e % vq);
+    if (ROWS_FP8) {   // e4m3 · scale straight into f16 (V is c_kv only)
+        let s = bitcast<f32>(v.z);
+        let a = vec4<f16>(e4m3x4_values(v.x) * s);
+        let b = vec4<f16>(e4m3x4_values(v.y) * s);
+        cv_s[at] = a.x; cv_s[at + 1u] = a.y; cv_s[at + 2u] = a.z; cv_s[at + 3u] = a.w;
+        cv_s[at + 4u] = b.x; cv_s[at + 5u] = b.y; cv_s[at + 6u] = b.z; cv_s[at + 7u] = b.w;
+        return;
+    }
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));
         cv_s[at + 2u * i] = h[0];

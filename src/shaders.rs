@@ -24,7 +24,7 @@ units! {
     OVERLAP = "overlap": ["overlap.wgsl"];
     FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl", "lib/fp8_pack.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
-    INDEXER = "indexer": ["lib/f16.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
+    INDEXER = "indexer": ["lib/f16.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
     INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl"];
     INDEXER_FP8 = "indexer_fp8": ["lib/fp8.wgsl", "indexer_fp8.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];

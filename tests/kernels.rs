@@ -57,13 +57,11 @@ fn indexer_matches_reference() {
             let exact = compare("index_score", &got, &p.reference(), 1.0, 1.0).unwrap();
             eprintln!("indexer {name} {heads}x{dim} {dtype}: max err {err:e} ({exact:e} vs f32 q)");
         }
-        if dtype == Dtype::Fp8 {
-            continue; // (version 1 of the FP8 indexer is the fma kernel above)
-        }
         // version 1, the same problem and tolerance
         let naive = IndexerNaive::new(ctx, &shape).unwrap();
         let got = p.run_naive(ctx, &naive, None).unwrap();
-        let err = compare("index_score (naive)", &got, &p.reference(), atol, rtol)
+        let want = p.reference_for(IndexerKernel::Fma);
+        let err = compare("index_score (naive)", &got, &want, atol, rtol)
             .unwrap_or_else(|e| panic!("naive {heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer_naive {heads}x{dim} {dtype}: max err {err:e}");
     }
@@ -585,11 +583,13 @@ fn walk_matches_reference() {
     compare("q", &got, &want, 1e-6, 1e-6).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 }
 
-/// The GPU FP8 quantiser against reference::fp8, byte for byte, and its inverse value for value: v32's latent row (512 + 64) and
-/// indexer key (128 + 0), and a row whose last block is short (200 + 6). Rows of random values at
-/// magnitudes from 2^-20 to 2^12, and edge rows: all zero (the 1e-4 floor), negative zeros,
-/// values at 448 · 2^k (a scale of exactly 2^k), ties at the e4m3 step (1.0625, 1.1875 with
-/// scale 1) and in the subnormal range (2^-10, 3 · 2^-10), values under the smallest subnormal.
+/// The GPU FP8 quantiser against reference::fp8, byte for byte, and its inverse value for value
+/// (the kernels' e4m3 decoder): v32's latent row (512 + 64) and indexer key (128), a latent row
+/// whose last block is short (200 + 6), the tiny model's (64 + 32, scales padded to 4 slots), a
+/// 48-value key. Rows of random values at magnitudes from 2^-20 to 2^12, and edge rows: all zero
+/// (the 1e-4 floor), negative zeros, values at 448 · 2^k (a scale of exactly 2^k), ties at the
+/// e4m3 step (1.0625, 1.1875 with scale 1) and in the subnormal range (2^-10, 3 · 2^-10), values
+/// under the smallest subnormal, and every finite e4m3 value.
 #[test]
 fn fp8_quant_matches_reference_byte_for_byte() {
     use ess_wgpu::kernels::Fp8Quant;
@@ -634,7 +634,13 @@ fn fp8_quant_matches_reference_byte_for_byte() {
             3.0 * 2f32.powi(-10),
         ];
         let tiny = [448.0, 2f32.powi(-11), -2f32.powi(-11), 1e-30, -0.0, 0.25];
-        for pattern in [&ties[..], &tiny[..]] {
+        // every finite e4m3 value, positive then negative: with ±448 in each block the scale is 1,
+        // so the bytes are every code, and reading them back checks the kernels' decoder on each
+        let codes: Vec<f32> = (0u8..=0x7e)
+            .chain(0x80..=0xfe)
+            .map(fp8::e4m3_decode)
+            .collect();
+        for pattern in [&ties[..], &tiny[..], &codes[..]] {
             rows.push((0..width).map(|i| pattern[i % pattern.len()]).collect());
         }
         rows.push(
@@ -771,7 +777,7 @@ fn fill_stores_the_reference_bytes_in_every_format() {
 
 /// The FP8 indexer against DeepSeek's `fp8_index` formula itself (reference::fp8::fp8_index_score,
 /// in f64, on the queries quantised by reference::fp8::quantize_rows and the key cache packed by
-/// reference::fp8::pack_index_cache), on every kernel the adapter has: ragged lengths, key values
+/// reference::fp8::pack_index_cache), on every kernel the adapter has and version 1: ragged lengths, key values
 /// of several magnitudes. The tolerance is the indexer's: f32 sums of exact e4m3 products.
 #[test]
 fn indexer_fp8_matches_the_fp8_index_formula() {
@@ -816,12 +822,7 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
             dim: dim as u32,
             dtype: Dtype::Fp8,
         };
-        let mut kernels = vec![IndexerKernel::Fma];
-        if ctx.matrix == MatrixPath::Coop {
-            kernels.push(IndexerKernel::Coop);
-        }
-        for k in kernels {
-            let kernel = Indexer::with(ctx, &shape, k).unwrap();
+        let run = |bind: &dyn Fn(&IndexerArgs) -> ess_wgpu::kernels::Dispatch| -> Vec<f32> {
             let (qbuf, kbuf, wbuf) = (
                 ctx.upload("q", &q).unwrap(),
                 ctx.upload("keys", &cache).unwrap(),
@@ -840,11 +841,25 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
                 max_len: 700,
                 score_stride: stride as u32,
             };
-            let d = kernel.bind(ctx, &args);
+            let d = bind(&args);
             ctx.run_pass(None, |p| d.record(p)).unwrap();
-            let got: Vec<f32> = ctx.read(&scores).unwrap();
+            ctx.read(&scores).unwrap()
+        };
+        let mut kernels = vec![IndexerKernel::Fma];
+        if ctx.matrix == MatrixPath::Coop {
+            kernels.push(IndexerKernel::Coop);
+        }
+        let mut runs: Vec<(&str, Vec<f32>)> = kernels
+            .into_iter()
+            .map(|k| {
+                let kernel = Indexer::with(ctx, &shape, k).unwrap();
+                (k.name(), run(&|a| kernel.bind(ctx, a)))
+            })
+            .collect();
+        let naive = IndexerNaive::new(ctx, &shape).unwrap();
+        runs.push(("version 1", run(&|a| naive.bind(ctx, a))));
+        for (name, got) in runs {
             let (atol, rtol) = INDEXER_TOL;
-            let name = k.name();
             let err = compare("index_score (fp8)", &got, &want, atol, rtol)
                 .unwrap_or_else(|e| panic!("{name} {heads}x{dim}: {e}"));
             eprintln!("indexer fp8 {name} {heads}x{dim}: max err {err:e}");

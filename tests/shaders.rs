@@ -11,7 +11,11 @@ use naga::back::spv;
 /// without a partial attend workgroup, top-k workgroup sizes).
 fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
     match unit {
-        "indexer" => vec![vec![("KEYS_F16", 1.0)], vec![("KEYS_F16", 0.0)]],
+        "indexer" => vec![
+            vec![("KEYS_F16", 1.0), ("KEYS_FP8", 0.0)],
+            vec![("KEYS_F16", 0.0), ("KEYS_FP8", 0.0)],
+            vec![("KEYS_F16", 1.0), ("KEYS_FP8", 1.0)],
+        ],
         "indexer_coop" => vec![vec![("KEYS_FP8", 0.0)], vec![("KEYS_FP8", 1.0)]],
         "topk" | "topk_split" => [64.0, 128.0, 256.0, 512.0, 1024.0]
             .iter()

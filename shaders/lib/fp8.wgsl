@@ -39,20 +39,20 @@ fn bf16(x: f32) -> u32 {
     return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
 }
 
-// The value of an e4m3 byte (the low 8 bits of `b`): (1 + m/8) · 2^(e−7), or m/8 · 2^-6 for
-// e = 0; 0x7F / 0xFF are NaN.
-fn e4m3_value(b: u32) -> f32 {
-    let sign = (b & 0x80u) << 24u;
-    let e = (b >> 3u) & 0xfu;
-    let m = b & 7u;
-    if (e == 15u && m == 7u) { return bitcast<f32>(sign | 0x7fc00000u); }
-    if (e == 0u) { return bitcast<f32>(sign | bitcast<u32>(f32(m) * 0.001953125)); }   // m · 2^-9
-    return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
-}
-
-// The 4 values of a word of e4m3 bytes (e4m3x4 packs them), the first from the low byte.
+// The 4 values of a word of e4m3 bytes (e4m3x4 packs them), the first from the low byte: what
+// the kernels read FP8 caches with, branch-free. The magnitude's 7 bits shifted into an f32
+// (exponent and mantissa in place) and the exponent rebiased by 120 give a normal value exactly;
+// a subnormal byte (exponent 0: m · 2^-9) is rebiased by 121 instead, reading 2^-6 · (1 + m/8),
+// and 2^-6 is subtracted (exact). Nothing is ever an f32 or f16 subnormal on the way, so no
+// flush-to-zero can touch it. (The NaN bytes 0x7F / 0xFF, which the quantiser never writes,
+// read as ±480 here; reference::fp8::e4m3_decode reads them as NaN.)
 fn e4m3x4_values(word: u32) -> vec4<f32> {
-    return vec4<f32>(e4m3_value(word), e4m3_value(word >> 8u), e4m3_value(word >> 16u), e4m3_value(word >> 24u));
+    let b = (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+    let mag = b & vec4<u32>(0x7fu);
+    let sub = mag < vec4<u32>(8u);
+    let bias = select(vec4<u32>(120u << 23u), vec4<u32>(121u << 23u), sub);
+    let v = bitcast<vec4<f32>>((mag << vec4<u32>(20u)) + bias) - select(vec4<f32>(0.0), vec4<f32>(0.015625), sub);
+    return select(v, -v, b >= vec4<u32>(0x80u));
 }
 
 // The value of bf16 bits (the low 16 bits of `h`).
@@ -78,6 +78,6 @@ fn fp8_row_at(kv: u32, slots: u32, d: u32) -> vec2<u32> {
 
 // Value d of a packed row, given the two words fp8_row_at named.
 fn fp8_row_value(kv: u32, d: u32, word: u32, scale_word: u32) -> f32 {
-    if (d < kv) { return e4m3_value(word >> (8u * (d % 4u))) * bitcast<f32>(scale_word); }
+    if (d < kv) { return e4m3x4_values(word)[d % 4u] * bitcast<f32>(scale_word); }
     return bf16_value(word >> (16u * ((d - kv) % 2u)));
 }

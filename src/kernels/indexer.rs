@@ -5,8 +5,8 @@
 //! FP8 keys (issue 13) are the model's own indexer, DeepSeek's `fp8_index`: `index_score[b, s] =
 //! k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU(q̂[b, j, :] · k̂_s)`, q quantised per head in the kernel
 //! (ue8m0), over the FP8 key cache ([`crate::reference::fp8::pack_index_cache`]: R · D e4m3
-//! bytes, then R f32 scales). On the tensor cores `indexer_coop.wgsl` with `KEYS_FP8`; on the
-//! FMA units `shaders/indexer_fp8.wgsl` (version 1, not tuned). Reference:
+//! bytes, then R f32 scales): both kernels with `KEYS_FP8` (version 1: `indexer_fp8.wgsl`,
+//! [`super::IndexerNaive`]). Reference:
 //! [`crate::reference::fp8::fp8_index_score`], equal to the indexer on the dequantised values.
 
 use super::{Dispatch, dispatch};
@@ -49,7 +49,7 @@ impl Params {
 /// `Fma` everywhere else (f32 keys would be rounded to f16 on the tensor cores: they stay exact).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// The f32 FMA units (`indexer.wgsl`; FP8 keys: `indexer_fp8.wgsl`).
+    /// The f32 FMA units (`indexer.wgsl`).
     Fma,
     /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys with q rounded to f16, or FP8 keys.
     Coop,
@@ -149,17 +149,18 @@ impl Indexer {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
         let fp8 = dtype == Dtype::Fp8;
-        let pipeline = match (kernel, fp8) {
-            (IndexerKernel::Fma, false) => ctx.pipeline(
+        let pipeline = match kernel {
+            // FP8 keys are staged as f16 pairs
+            IndexerKernel::Fma => ctx.pipeline(
                 "indexer",
                 crate::shaders::INDEXER,
                 "main",
-                &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
+                &[
+                    ("KEYS_F16", (dtype != Dtype::F32) as u32 as f64),
+                    ("KEYS_FP8", fp8 as u32 as f64),
+                ],
             )?,
-            (IndexerKernel::Fma, true) => {
-                ctx.pipeline("indexer_fp8", crate::shaders::INDEXER_FP8, "main", &[])?
-            }
-            (IndexerKernel::Coop, _) => {
+            IndexerKernel::Coop => {
                 super::require_coop(ctx, "the coop indexer", COOP_WORKGROUP_BYTES)?;
                 if dtype == Dtype::F32 {
                     return Err(Error::config("coop indexer keys", dtype, "f16, fp8"));

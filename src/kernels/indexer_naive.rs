@@ -1,5 +1,5 @@
 //! The lightning indexer, version 1: one thread per (sequence, key), the equation as a loop.
-//! Shader: `shaders/indexer_naive.wgsl`. Reference: [`crate::reference::indexer`]. Same
+//! Shaders: `shaders/indexer_naive.wgsl`, and `shaders/indexer_fp8.wgsl` for FP8 keys. Reference: [`crate::reference::indexer`]. Same
 //! arguments as the tuned [`super::Indexer`]; read this one first.
 
 use super::indexer::{IndexerArgs, IndexerShape, Params};
@@ -13,37 +13,34 @@ pub struct IndexerNaive {
     pipeline: wgpu::ComputePipeline,
     pub heads: u32,
     pub dim: u32,
+    key_bytes: u64,
 }
 
 impl IndexerNaive {
-    /// The tuned kernel's shapes (it could take more: any head count, any even width), f16 or
-    /// f32 keys (the FP8 indexer's version 1 is `shaders/indexer_fp8.wgsl`, [`super::Indexer`]'s
-    /// FMA kernel for FP8 keys).
+    /// The tuned kernel's shapes (it could take more: any head count, any even width); FP8 keys
+    /// run `shaders/indexer_fp8.wgsl`, the FP8 indexer's version 1.
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
-        if dtype == Dtype::Fp8 {
-            return Err(crate::error::Error::config(
-                "version-1 indexer keys",
-                dtype,
-                "f16, f32",
-            ));
-        }
-        let pipeline = ctx.pipeline(
-            "indexer_naive",
-            crate::shaders::INDEXER_NAIVE,
-            "main",
-            &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
-        )?;
+        let pipeline = match dtype {
+            Dtype::Fp8 => ctx.pipeline("indexer_fp8", crate::shaders::INDEXER_FP8, "main", &[])?,
+            _ => ctx.pipeline(
+                "indexer_naive",
+                crate::shaders::INDEXER_NAIVE,
+                "main",
+                &[("KEYS_F16", (dtype == Dtype::F16) as u32 as f64)],
+            )?,
+        };
         Ok(IndexerNaive {
             pipeline,
             heads,
             dim,
+            key_bytes: shape.key_bytes(),
         })
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params::new(self.heads, self.dim, 1, a);
+        let params = Params::new(self.heads, self.dim, self.key_bytes, a);
         dispatch(
             ctx,
             &self.pipeline,
