@@ -42,8 +42,9 @@ const WORDS: u32 = 16u;                            // u32 words per key per chun
 // (the uniform and the bindings: lib/indexer_io.wgsl)
 
 var<workgroup> q_s: array<vec4<f32>, 512>;   // [DC][H / 4]; after the loop: [H/8][256 keys / 4] head sums
-var<workgroup> k_s: array<vec4<u32>, 1024>;  // [WORDS][KEYS_PER_WG / 4]   (24 KiB in all)
-var<workgroup> qsc_s: array<vec2<f32>, 64>;  // FP8: per head (1 / q_s, w · q_s)
+var<workgroup> k_s: array<vec4<u32>, 1024>;  // [WORDS][KEYS_PER_WG / 4]   (24 KiB in all: FP8's
+                                              // per-head scales live in registers, since one
+                                              // more byte here halves the workgroups per SM)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -70,6 +71,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc6a = vec4<f32>(0.0); var acc6b = vec4<f32>(0.0);
     var acc7a = vec4<f32>(0.0); var acc7b = vec4<f32>(0.0);
 
+    var qi0 = 1.0;   // FP8: 1 / q_s of the heads of store_q(lid, ·) and store_q(lid + 256, ·)
+    var qi1 = 1.0;
+    var wqa = vec4<f32>(0.0);   // FP8: w · q_s of heads hg·8 ..+3 and hg·8+4 ..+7
+    var wqb = vec4<f32>(0.0);
     if (KEYS_FP8) {   // each head's ue8m0 scale: 4 threads a head, D / 4 values each, via q_s
         let h = lid / 4u;
         var m = 0.0;
@@ -82,12 +87,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         q_s[lid / 4u][lid % 4u] = m;
         workgroupBarrier();   // every quarter's maximum in
-        if (lid < H) {
-            let a = q_s[lid];
-            let sc = ue8m0(max(max(a.x, a.y), max(a.z, a.w)));   // lib/fp8.wgsl: (s, 1 / s)
-            qsc_s[lid] = vec2<f32>(sc.y, w[b * H + lid] * sc.x);
-        }
-        workgroupBarrier();   // the scales ready, q_s free again
+        // into registers: 1 / q_s of the heads this thread stages, w · q_s of the heads it owns
+        qi0 = head_scale(lid % H).y;
+        qi1 = head_scale((lid + 256u) % H).y;
+        let hb = min(hg * 8u, H - 8u);   // (threads that do not compute read some valid heads)
+        wqa = vec4<f32>(head_scale(hb).x, head_scale(hb + 1u).x, head_scale(hb + 2u).x, head_scale(hb + 3u).x);
+        wqb = vec4<f32>(head_scale(hb + 4u).x, head_scale(hb + 5u).x, head_scale(hb + 6u).x, head_scale(hb + 7u).x);
+        wqa *= vec4<f32>(w[b * H + hb], w[b * H + hb + 1u], w[b * H + hb + 2u], w[b * H + hb + 3u]);
+        wqb *= vec4<f32>(w[b * H + hb + 4u], w[b * H + hb + 5u], w[b * H + hb + 6u], w[b * H + hb + 7u]);
+        // (the loop's first barrier keeps q_s until everyone has read it)
     }
     var q_next0 = load_q(b, 0u, lid);
     var q_next1 = load_q(b, 0u, lid + 256u);
@@ -97,8 +105,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var k_next3 = load_k(row0, T, s0, 0u, lid + 768u);
     for (var c = 0u; c < D; c += DC) {
         workgroupBarrier();   // everyone is done reading the last chunk before it is overwritten
-        store_q(lid, q_next0);
-        store_q(lid + 256u, q_next1);
+        store_q(lid, q_next0, qi0);
+        store_q(lid + 256u, q_next1, qi1);
         store_k(lid, k_next0);
         store_k(lid + 256u, k_next1);
         store_k(lid + 512u, k_next2);
@@ -163,10 +171,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();   // the last chunk's reads of q_s are done: it now holds the head sums
     if (computes) {
         let z = vec4<f32>(0.0);
-        let w0 = head_w(b, hg * 8u);      let w1 = head_w(b, hg * 8u + 1u);
-        let w2 = head_w(b, hg * 8u + 2u); let w3 = head_w(b, hg * 8u + 3u);
-        let w4 = head_w(b, hg * 8u + 4u); let w5 = head_w(b, hg * 8u + 5u);
-        let w6 = head_w(b, hg * 8u + 6u); let w7 = head_w(b, hg * 8u + 7u);
+        let wb = b * H + hg * 8u;
+        var wa = vec4<f32>(w[wb], w[wb + 1u], w[wb + 2u], w[wb + 3u]);
+        var wc = vec4<f32>(w[wb + 4u], w[wb + 5u], w[wb + 6u], w[wb + 7u]);
+        if (KEYS_FP8) { wa = wqa; wc = wqb; }
+        let w0 = wa.x; let w1 = wa.y; let w2 = wa.z; let w3 = wa.w;
+        let w4 = wc.x; let w5 = wc.y; let w6 = wc.z; let w7 = wc.w;
         var sum_a = w0 * max(acc0a, z);
         var sum_b = w0 * max(acc0b, z);
         sum_a = fma(vec4<f32>(w1), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(w1), max(acc1b, z), sum_b);
@@ -193,10 +203,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 }
 
-// Head j's weight: w, or for FP8 keys w · q_s.
-fn head_w(b: u32, j: u32) -> f32 {
-    if (KEYS_FP8) { return qsc_s[j].y; }
-    return w[b * params.heads + j];
+// FP8: head j's (q_s, 1 / q_s) from the quarters' maxima the prologue left in q_s.
+fn head_scale(j: u32) -> vec2<f32> {
+    let a = q_s[j];
+    return ue8m0(max(max(a.x, a.y), max(a.z, a.w)));   // lib/fp8.wgsl
 }
 
 // ---- chunk loaders (global → registers) and storers (registers → workgroup memory).
@@ -209,13 +219,13 @@ fn load_q(b: u32, c: u32, idx: u32) -> vec4<f32> {
     return q[((b * H + idx % H) * params.dim + c) / 4u + idx / H];
 }
 
-fn store_q(idx: u32, v_in: vec4<f32>) {
+fn store_q(idx: u32, v_in: vec4<f32>, inv_scale: f32) {
     let H = params.heads;
     if (idx >= H * (DC / 4u)) { return; }
     let h = idx % H;
     var v = v_in;
-    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl)
-        v = e4m3x4_values(e4m3x4(clamp(v_in * qsc_s[h].x, vec4<f32>(-448.0), vec4<f32>(448.0))));
+    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl); inv_scale is head h's 1 / q_s
+        v = e4m3x4_values(e4m3x4(clamp(v_in * inv_scale, vec4<f32>(-448.0), vec4<f32>(448.0))));
     }
     let d = (idx / H) * 4u;
     let h4 = H / 4u;

@@ -13,9 +13,10 @@
 //   index_score[b, s] = k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU( q̂[b, j, :] · k̂_s )
 //
 // q is quantised here as the model does (one ue8m0 block per head: a prologue finds each head's
-// largest magnitude), q̂ = e4m3(q / q_s); q̂ and k̂ enter the tensor cores as f16 (every e4m3
-// value is a normal f16: exact), their products are exact in f32 and summed in f32, and the
-// scales are applied in the epilogue, never to the staged values.
+// largest magnitude), q̂ = e4m3(q / q_s); q̂ and k̂ · 2^-8 enter the tensor cores as f16 (exact:
+// k̂'s bits are placed, lib/fp8.wgsl's e4m3x2_f16_bits), their products are exact in f32 and
+// summed in f32, and the scales (and the 2^8) are applied in the epilogue, never to the staged
+// values.
 //
 // Mapping: workgroup (x, y) = (tile of 256 keys, sequence b0 + y), 256 threads = 8 subgroups of
 // 32 (the host requires a subgroup size of 32). The tile's product is C[64 heads × 256 keys] =
@@ -81,15 +82,17 @@ fn fetch_k(row0: u32, T: u32, s0: u32, c: u32, e: u32) -> vec4<u32> {
 }
 
 fn put_k(e: u32, v: vec4<u32>) {
-    if (KEYS_FP8) {   // 16 e4m3 values as f16 (exact), unscaled
+    if (KEYS_FP8) {   // 16 e4m3 values as f16 values · 2^-8 (lib/fp8.wgsl; the epilogue's w_s has the 2^8)
         if (e >= 512u) { return; }
         let at8 = (e / 2u) * SR + 16u * (e % 2u);
         for (var i = 0u; i < 4u; i++) {
-            let x = vec4<f16>(e4m3x4_values(v[i]));
-            k_s[at8 + 4u * i] = x.x;
-            k_s[at8 + 4u * i + 1u] = x.y;
-            k_s[at8 + 4u * i + 2u] = x.z;
-            k_s[at8 + 4u * i + 3u] = x.w;
+            // (bitcast<vec2<f16>> would do, but naga 30 types its result f32)
+            let a = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i])));
+            let b = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i] >> 16u)));
+            k_s[at8 + 4u * i] = a.x;
+            k_s[at8 + 4u * i + 1u] = a.y;
+            k_s[at8 + 4u * i + 2u] = b.x;
+            k_s[at8 + 4u * i + 3u] = b.y;
         }
         return;
     }
@@ -140,7 +143,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (lid < HEADS) {
             let a = 4u * lid;
             let sc = ue8m0(max(max(c_s[a], c_s[a + 1u]), max(c_s[a + 2u], c_s[a + 3u])));
-            w_s[lid] *= sc.x;   // w · q_s (zero past H)
+            w_s[lid] *= sc.x * 256.0;   // w · q_s (zero past H), and the keys' staged 2^-8 undone
             qi_s[lid] = sc.y;
         }
         workgroupBarrier();   // the scales ready before the first chunk is quantised

@@ -54,6 +54,19 @@ var<workgroup> cc_s: array<f32, 2048>;    // both: 8 subgroups × a 16 × 16 sta
 
 // ============================================================================ scores
 
+// 8 c_kv values of an FP8 row (lib/mla.wgsl's fp8_fetch8 words: two words of e4m3, the block's
+// scale) as four f16 pairs, value · scale: the bits placed (value · 2^-8, lib/fp8.wgsl), widened
+// to f32 and multiplied by 2^8 · scale, exact for a block scale in 2^-15 .. 2^7 (where the tests'
+// and the engine's rows are: lib/mla.wgsl's fp8_stage8 says why).
+fn fp8_f16x8(v: vec4<u32>) -> array<vec2<f16>, 4> {
+    let k = bitcast<f32>(v.z) * 256.0;   // (bitcast<vec2<f16>> of the bits: naga 30 types it f32)
+    return array<vec2<f16>, 4>(
+        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.x)) * k),
+        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.x >> 16u)) * k),
+        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.y)) * k),
+        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.y >> 16u)) * k));
+}
+
 // q's vec4 `e` (of 512 in a chunk: head h0 + e / 8, dims c + 4 · (e % 8)), zero past H
 fn cfetch_q(b: u32, h0: u32, c: u32, e: u32) -> vec4<f32> {
     let h = h0 + e / 8u;
@@ -82,12 +95,10 @@ fn cfetch_r(row: i32, c: u32, part: u32) -> vec4<u32> {
 // pipeline reserve both, 50 KiB of workgroup memory, past the 48 KiB an H200 has; no
 // validation catches that, the dispatch hangs.)
 fn cput_r(at: u32, v: vec4<u32>, c: u32) {
-    if (ROWS_FP8 && c < KV) {   // e4m3 · scale straight into f16 (lib/mla.wgsl's fp8_fetch8 words)
-        let s = bitcast<f32>(v.z);
-        let a = vec4<f16>(e4m3x4_values(v.x) * s);
-        let b = vec4<f16>(e4m3x4_values(v.y) * s);
-        cr_s[at] = a.x; cr_s[at + 1u] = a.y; cr_s[at + 2u] = a.z; cr_s[at + 3u] = a.w;
-        cr_s[at + 4u] = b.x; cr_s[at + 5u] = b.y; cr_s[at + 6u] = b.z; cr_s[at + 7u] = b.w;
+    if (ROWS_FP8 && c < KV) {   // c_kv: e4m3 · scale straight into f16 (fp8_f16x8)
+        let h = fp8_f16x8(v);
+        cr_s[at] = h[0].x; cr_s[at + 1u] = h[0].y; cr_s[at + 2u] = h[1].x; cr_s[at + 3u] = h[1].y;
+        cr_s[at + 4u] = h[2].x; cr_s[at + 5u] = h[2].y; cr_s[at + 6u] = h[3].x; cr_s[at + 7u] = h[3].y;
         return;
     }
     if (ROWS_FP8) {   // k_pe: bf16 pairs
@@ -260,11 +271,9 @@ fn cput_v(e: u32, v: vec4<u32>) {
     if (e >= AR * vq) { return; }
     let at = (e / vq) * SV + 8u * (e % vq);
     if (ROWS_FP8) {   // e4m3 · scale straight into f16 (V is c_kv only)
-        let s = bitcast<f32>(v.z);
-        let a = vec4<f16>(e4m3x4_values(v.x) * s);
-        let b = vec4<f16>(e4m3x4_values(v.y) * s);
-        cv_s[at] = a.x; cv_s[at + 1u] = a.y; cv_s[at + 2u] = a.z; cv_s[at + 3u] = a.w;
-        cv_s[at + 4u] = b.x; cv_s[at + 5u] = b.y; cv_s[at + 6u] = b.z; cv_s[at + 7u] = b.w;
+        let h = fp8_f16x8(v);
+        cv_s[at] = h[0].x; cv_s[at + 1u] = h[0].y; cv_s[at + 2u] = h[1].x; cv_s[at + 3u] = h[1].y;
+        cv_s[at + 4u] = h[2].x; cv_s[at + 5u] = h[2].y; cv_s[at + 6u] = h[3].x; cv_s[at + 7u] = h[3].y;
         return;
     }
     for (var i = 0u; i < 4u; i++) {

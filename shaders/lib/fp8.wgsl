@@ -55,6 +55,17 @@ fn e4m3x4_values(word: u32) -> vec4<f32> {
     return select(v, -v, b >= vec4<u32>(0x80u));
 }
 
+// Two e4m3 bytes (the low two of `w`) as two f16 whose values are the e4m3 values · 2^-8, by
+// placing bits alone (sign, then exponent and mantissa shifted into f16's, which has 8 more
+// exponent bias): 9 integer operations for 2 values, the cheapest decoding WGSL allows (CUDA has
+// one instruction for it, cvt.rn.f16x2.e4m3x2). An e4m3 subnormal becomes an f16 subnormal, which
+// what reads it must keep (unpack2x16float): exact where f16 subnormals are kept, as on NVIDIA's
+// GPUs, where the coop kernels that use it run (tests/kernels.rs feeds them every e4m3 code).
+fn e4m3x2_f16_bits(w: u32) -> u32 {
+    let l = (w & 0xffu) | ((w & 0xff00u) << 8u);   // one byte a 16-bit lane
+    return ((l & 0x007f007fu) << 7u) | ((l & 0x00800080u) << 8u);
+}
+
 // The value of bf16 bits (the low 16 bits of `h`).
 fn bf16_value(h: u32) -> f32 {
     return bitcast<f32>((h & 0xffffu) << 16u);
