@@ -26,7 +26,7 @@ use ess_wgpu::problems::{
     sparse_mla_o_lat_tol,
 };
 use ess_wgpu::reference::{self, fp8};
-use ess_wgpu::workload::{Rng, RowLayout, round_f16, storage_bytes, stored_values};
+use ess_wgpu::workload::{Rng, RowLayout, query_bytes, round_f16, storage_bytes, stored_values};
 use std::io::Write;
 
 fn main() -> Result<()> {
@@ -84,7 +84,8 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let mla = SparseMla::new(ctx, &cfg.sparse_mla_shape())?;
 
     let seq = ctx.upload("seq", &seq_table(&seqs))?;
-    let (q_i_buf, w_buf) = (ctx.upload("q_I", &q_i)?, ctx.upload("w", &w)?);
+    let q_i_buf = ctx.upload("q_I", &query_bytes(&q_i, id, cfg.key_dtype))?;
+    let w_buf = ctx.upload("w", &w)?;
     let keys = ctx.upload("k_I", &storage_bytes(&k_i, cfg.key_dtype, key_layout))?;
     let scores = ctx.storage("index_score", (b * stride * 4) as u64)?;
     let ids = ctx.storage("topk_indices", (b * k * 4) as u64)?;
@@ -174,8 +175,9 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let got_ids: Vec<i32> = ctx.read(&ids)?;
     let (got_o, got_lse): (Vec<f32>, Vec<f32>) = (ctx.read(&o_lat)?, ctx.read(&lse)?);
 
-    // the references of what the chosen kernels compute from these inputs: FP8 keys quantise q
-    // per head, the tensor cores round q to f16 (src/problems.rs says why, and the tolerances)
+    // the references of what the chosen kernels compute from these inputs: FP8 keys read q
+    // quantised per head, the tensor cores round q to f16 (src/problems.rs says why, and the
+    // tolerances)
     let q_i_used = match (cfg.key_dtype, indexer.kernel) {
         (Dtype::Fp8, _) => fp8::round_rows(&q_i, id, fp8::ScaleRule::Ue8m0),
         (_, IndexerKernel::Coop) => round_f16(&q_i),

@@ -82,9 +82,7 @@ fn newest(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 fn fp8_src(src: vec2<u32>, i: u32) -> f32 { return value(params.layer, src.x, src.y, i); }
 
 fn fp8_dst(row: u32, w: u32, word: u32) {
-    if (params.key_rows == 0u) { dest[row * params.words + w] = word; return; }
-    let vw = params.kv / 4u;   // a key's value words; its one scale goes after all R keys' values
-    if (w < vw) { dest[row * vw + w] = word; } else { dest[params.key_rows * vw + row] = word; }
+    dest[fp8_word_at(row, w, params.words, params.kv, params.key_rows)] = word;   // lib/fp8.wgsl
 }
 
 @compute @workgroup_size(128)

@@ -6,7 +6,9 @@
 //   row in:  x[0 .. KV) ‖ x[KV .. KV + ROPE)   (f32)
 //   row out: the packed row (lib/fp8_pack.wgsl)
 //
-// Mapping: one workgroup of 128 threads per row (grid folded past 65,535).
+// Rows go one after another, or (cache_rows > 0: keys, and the FP8 indexer's queries) into the
+// FP8 key cache of lib/indexer_io.wgsl. Mapping: one workgroup of 128 threads per row (grid
+// folded past 65,535).
 
 struct Params {
     rows: u32,
@@ -14,9 +16,9 @@ struct Params {
     rope: u32,        // values kept as bf16, even
     slots: u32,       // f32 scale slots (lib/fp8.wgsl: ⌈kv / 128⌉, latent rows round up to 4)
     row_words: u32,   // u32 words of an output row: kv / 4 + slots + rope / 2
+    cache_rows: u32,  // 0: rows one after another; else the FP8 key cache of that many rows
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -25,7 +27,9 @@ struct Params {
 
 
 fn fp8_src(src_at: vec2<u32>, i: u32) -> f32 { return src[src_at.x + i]; }
-fn fp8_dst(at: u32, w: u32, word: u32) { packed[at + w] = word; }
+fn fp8_dst(row: u32, w: u32, word: u32) {
+    packed[fp8_word_at(row, w, params.row_words, params.kv, params.cache_rows)] = word;   // lib/fp8.wgsl
+}
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -33,7 +37,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = wg.x + wg.y * nwg.x;
     if (row >= params.rows) { return; }   // uniform across the workgroup
     let p = params;
-    fp8_pack(lid, vec2<u32>(row * (p.kv + p.rope), 0u), row * p.row_words, p.kv, p.slots, p.rope);
+    fp8_pack(lid, vec2<u32>(row * (p.kv + p.rope), 0u), row, p.kv, p.slots, p.rope);
 }
 
 // The inverse, for tests and readers: packed rows back to f32 values, `e4m3 value · s_b` (lib/fp8.wgsl's e4m3x4_values, the decoder every kernel reads FP8 with)
@@ -45,8 +49,11 @@ fn dequant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let width = params.kv + params.rope;
     let e = gid.x + gid.y * nwg.x * 256u;
     if (e >= params.rows * width) { return; }
-    let at = (e / width) * params.row_words;
+    let row = e / width;
     let d = e % width;
     let ix = fp8_row_at(params.kv, params.slots, d);   // lib/fp8.wgsl
-    values[e] = fp8_row_value(params.kv, d, packed[at + ix.x], packed[at + ix.y]);
+    let p = params;
+    let word = packed[fp8_word_at(row, ix.x, p.row_words, p.kv, p.cache_rows)];
+    let scale = packed[fp8_word_at(row, ix.y, p.row_words, p.kv, p.cache_rows)];
+    values[e] = fp8_row_value(p.kv, d, word, scale);
 }

@@ -24,10 +24,9 @@
 // seq[2b+1] = T_b of them. Accumulation is f32.
 //
 // FP8 keys (KEYS_FP8, with KEYS_F16: the staging format): the model's `fp8_index`, as
-// indexer_coop.wgsl computes it — q quantised per head here (ue8m0; the prologue finds each
-// head's largest magnitude), q̂ staged as its e4m3 values, the keys' e4m3 values converted to f16
-// pairs as they are staged (exact, unscaled), w · q_s in the epilogue and the key's scale last.
-// The FP8 key cache is lib/indexer_io.wgsl's.
+// indexer_coop.wgsl computes it, over the FP8 key cache and FP8 queries (lib/indexer_io.wgsl):
+// q̂ staged as its e4m3 values (f32), the keys' e4m3 values converted to f16 pairs as they are
+// staged (exact, unscaled), w · q_s in the epilogue and the key's scale last.
 //
 // Left out: the Hadamard rotation and RoPE (the caller produces k_I and q_I).
 
@@ -71,31 +70,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc6a = vec4<f32>(0.0); var acc6b = vec4<f32>(0.0);
     var acc7a = vec4<f32>(0.0); var acc7b = vec4<f32>(0.0);
 
-    var qi0 = 1.0;   // FP8: 1 / q_s of the heads of store_q(lid, ·) and store_q(lid + 256, ·)
-    var qi1 = 1.0;
     var wqa = vec4<f32>(0.0);   // FP8: w · q_s of heads hg·8 ..+3 and hg·8+4 ..+7
     var wqb = vec4<f32>(0.0);
-    if (KEYS_FP8) {   // each head's ue8m0 scale: 4 threads a head, D / 4 values each, via q_s
-        let h = lid / 4u;
-        var m = 0.0;
-        if (h < H) {
-            let qa = ((b * H + h) * D + (lid % 4u) * (D / 4u)) / 4u;
-            for (var i = 0u; i < D / 16u; i++) {
-                let x = abs(q[qa + i]);
-                m = max(m, max(max(x.x, x.y), max(x.z, x.w)));
-            }
-        }
-        q_s[lid / 4u][lid % 4u] = m;
-        workgroupBarrier();   // every quarter's maximum in
-        // into registers: 1 / q_s of the heads this thread stages, w · q_s of the heads it owns
-        qi0 = head_scale(lid % H).y;
-        qi1 = head_scale((lid + 256u) % H).y;
-        let hb = min(hg * 8u, H - 8u);   // (threads that do not compute read some valid heads)
-        wqa = vec4<f32>(head_scale(hb).x, head_scale(hb + 1u).x, head_scale(hb + 2u).x, head_scale(hb + 3u).x);
-        wqb = vec4<f32>(head_scale(hb + 4u).x, head_scale(hb + 5u).x, head_scale(hb + 6u).x, head_scale(hb + 7u).x);
-        wqa *= vec4<f32>(w[b * H + hb], w[b * H + hb + 1u], w[b * H + hb + 2u], w[b * H + hb + 3u]);
-        wqb *= vec4<f32>(w[b * H + hb + 4u], w[b * H + hb + 5u], w[b * H + hb + 6u], w[b * H + hb + 7u]);
-        // (the loop's first barrier keeps q_s until everyone has read it)
+    if (KEYS_FP8 && computes) {
+        let r = b * H + hg * 8u;
+        wqa = vec4<f32>(w[r] * q_scale(r), w[r + 1u] * q_scale(r + 1u), w[r + 2u] * q_scale(r + 2u), w[r + 3u] * q_scale(r + 3u));
+        wqb = vec4<f32>(w[r + 4u] * q_scale(r + 4u), w[r + 5u] * q_scale(r + 5u), w[r + 6u] * q_scale(r + 6u), w[r + 7u] * q_scale(r + 7u));
     }
     var q_next0 = load_q(b, 0u, lid);
     var q_next1 = load_q(b, 0u, lid + 256u);
@@ -105,8 +85,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var k_next3 = load_k(row0, T, s0, 0u, lid + 768u);
     for (var c = 0u; c < D; c += DC) {
         workgroupBarrier();   // everyone is done reading the last chunk before it is overwritten
-        store_q(lid, q_next0, qi0);
-        store_q(lid + 256u, q_next1, qi1);
+        store_q(lid, q_next0);
+        store_q(lid + 256u, q_next1);
         store_k(lid, k_next0);
         store_k(lid + 256u, k_next1);
         store_k(lid + 512u, k_next2);
@@ -172,20 +152,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (computes) {
         let z = vec4<f32>(0.0);
         let wb = b * H + hg * 8u;
-        var wa = vec4<f32>(w[wb], w[wb + 1u], w[wb + 2u], w[wb + 3u]);
-        var wc = vec4<f32>(w[wb + 4u], w[wb + 5u], w[wb + 6u], w[wb + 7u]);
-        if (KEYS_FP8) { wa = wqa; wc = wqb; }
-        let w0 = wa.x; let w1 = wa.y; let w2 = wa.z; let w3 = wa.w;
-        let w4 = wc.x; let w5 = wc.y; let w6 = wc.z; let w7 = wc.w;
-        var sum_a = w0 * max(acc0a, z);
-        var sum_b = w0 * max(acc0b, z);
-        sum_a = fma(vec4<f32>(w1), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(w1), max(acc1b, z), sum_b);
-        sum_a = fma(vec4<f32>(w2), max(acc2a, z), sum_a); sum_b = fma(vec4<f32>(w2), max(acc2b, z), sum_b);
-        sum_a = fma(vec4<f32>(w3), max(acc3a, z), sum_a); sum_b = fma(vec4<f32>(w3), max(acc3b, z), sum_b);
-        sum_a = fma(vec4<f32>(w4), max(acc4a, z), sum_a); sum_b = fma(vec4<f32>(w4), max(acc4b, z), sum_b);
-        sum_a = fma(vec4<f32>(w5), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(w5), max(acc5b, z), sum_b);
-        sum_a = fma(vec4<f32>(w6), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(w6), max(acc6b, z), sum_b);
-        sum_a = fma(vec4<f32>(w7), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(w7), max(acc7b, z), sum_b);
+        var sum_a = hw(wb, wqa.x) * max(acc0a, z);
+        var sum_b = hw(wb, wqa.x) * max(acc0b, z);
+        sum_a = fma(vec4<f32>(hw(wb + 1u, wqa.y)), max(acc1a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 1u, wqa.y)), max(acc1b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 2u, wqa.z)), max(acc2a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 2u, wqa.z)), max(acc2b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 3u, wqa.w)), max(acc3a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 3u, wqa.w)), max(acc3b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 4u, wqb.x)), max(acc4a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 4u, wqb.x)), max(acc4b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 5u, wqb.y)), max(acc5a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 5u, wqb.y)), max(acc5b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 6u, wqb.z)), max(acc6a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 6u, wqb.z)), max(acc6b, z), sum_b);
+        sum_a = fma(vec4<f32>(hw(wb + 7u, wqb.w)), max(acc7a, z), sum_a); sum_b = fma(vec4<f32>(hw(wb + 7u, wqb.w)), max(acc7b, z), sum_b);
         q_s[hg * 64u + kg] = sum_a;
         q_s[hg * 64u + 32u + kg] = sum_b;
     }
@@ -203,11 +178,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 }
 
-// FP8: head j's (q_s, 1 / q_s) from the quarters' maxima the prologue left in q_s.
-fn head_scale(j: u32) -> vec2<f32> {
-    let a = q_s[j];
-    return ue8m0(max(max(a.x, a.y), max(a.z, a.w)));   // lib/fp8.wgsl
+// Head weight i of w (the epilogue's: loaded where it is used), or for FP8 keys w · q_s.
+fn hw(i: u32, fp8_weight: f32) -> f32 {
+    if (KEYS_FP8) { return fp8_weight; }
+    return w[i];
 }
+
 
 // ---- chunk loaders (global → registers) and storers (registers → workgroup memory).
 
@@ -216,17 +192,19 @@ fn head_scale(j: u32) -> vec2<f32> {
 fn load_q(b: u32, c: u32, idx: u32) -> vec4<f32> {
     let H = params.heads;
     if (idx >= H * (DC / 4u)) { return vec4<f32>(0.0); }
+    if (KEYS_FP8) {   // the 4 dims' e4m3 bytes (one word), decoded by store_q
+        let word = q_word(((b * H + idx % H) * params.dim + c) / 4u + idx / H);
+        return vec4<f32>(bitcast<f32>(word), 0.0, 0.0, 0.0);
+    }
     return q[((b * H + idx % H) * params.dim + c) / 4u + idx / H];
 }
 
-fn store_q(idx: u32, v_in: vec4<f32>, inv_scale: f32) {
+fn store_q(idx: u32, v_in: vec4<f32>) {
     let H = params.heads;
     if (idx >= H * (DC / 4u)) { return; }
     let h = idx % H;
     var v = v_in;
-    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl); inv_scale is head h's 1 / q_s
-        v = e4m3x4_values(e4m3x4(clamp(v_in * inv_scale, vec4<f32>(-448.0), vec4<f32>(448.0))));
-    }
+    if (KEYS_FP8) { v = e4m3x4_values(bitcast<u32>(v_in.x)); }   // q̂'s values (lib/fp8.wgsl)
     let d = (idx / H) * 4u;
     let h4 = H / 4u;
     q_s[d * h4 + h / 4u][h % 4u] = v.x;

@@ -8,26 +8,13 @@
 // itself feeds the indexer FP8 q and k).
 //
 // KEYS_FP8: the model's FP8 indexer, as DeepSeek's `fp8_index` computes it, over the FP8 key
-// cache (lib/indexer_io.wgsl; D ≤ 128, one scale a key and a head):
+// cache and the FP8 queries (lib/indexer_io.wgsl; D ≤ 128, one scale a key and a head):
 //
 //   index_score[b, s] = k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU( q̂[b, j, :] · k̂_s )
 //
-// q is quantised here as the model does (one ue8m0 block per head: a prologue finds each head's
-// largest magnitude), q̂ = e4m3(q / q_s); q̂ and k̂ · 2^-8 enter the tensor cores as f16 (exact:
-// k̂'s bits are placed, lib/fp8.wgsl's e4m3x2_f16_bits), their products are exact in f32 and
-// summed in f32, and the scales (and the 2^8) are applied in the epilogue, never to the staged
-// values.
-//
-// Mapping: workgroup (x, y) = (tile of 256 keys, sequence b0 + y), 256 threads = 8 subgroups of
-// 32 (the host requires a subgroup size of 32). The tile's product is C[64 heads × 256 keys] =
-// Q[64 × D] · K^T[D × 256]: subgroup s owns keys s·32 .. +32 for all 64 heads, as 4 × 2
-// accumulator fragments of 16 × 16 (heads past H are zero rows of Q, their weight zero). D is
-// streamed 32 dims at a time through workgroup memory (Q [64][32] and K [256][32] f16, rows
-// padded by 8 f16 so a fragment load's rows start in different banks), and the next chunk is
-// fetched into registers while the current one multiplies, as in gemm/gemm_coop_f16.wgsl.
-// Epilogue: each fragment is staged through the subgroup's 16 × 16 slot, where every lane takes
-// one key column and half its rows and adds w · ReLU(c) to its key's partial sum; the two halves
-// meet in the slot at the end.
+// q̂ and k̂ enter the tensor cores as f16 values · 2^-8 (their bits placed: lib/fp8.wgsl's
+// e4m3x2_f16_bits, exact), their products are exact in f32 and summed in f32, and the scales
+// (and the 2^16) are applied in the epilogue, never to the staged values.
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -45,27 +32,48 @@ const SR: u32 = DC + PAD;        // row stride of q_s and k_s (f16)
 var<workgroup> q_s: array<f16, 2560>;    // [HEADS][SR]
 var<workgroup> k_s: array<f16, 10240>;   // [KEYS_PER_WG][SR]: key j's dims contiguous
 var<workgroup> c_s: array<f32, 2048>;    // 8 subgroups × a 16 × 16 staging slot
-var<workgroup> w_s: array<f32, 64>;      // the head weights, zero past H (FP8: times q_s)
-var<workgroup> qi_s: array<f32, 64>;     // FP8: 1 / q_s of each head
+var<workgroup> w_s: array<f32, 64>;      // the head weights, zero past H (FP8: times q_s · 2^16)
 
-// q's vec4 `e` (of 512 in a chunk: head e / 8, dims c + 4 · (e % 8)), zero past H
+// q's vec4 `e` (of 512 in a chunk: head e / 8, dims c + 4 · (e % 8)), zero past H. FP8: 16 e4m3
+// values (of 128: head e / 2, dims c + 16 · (e % 2)), as bits.
 fn fetch_q(b: u32, c: u32, e: u32) -> vec4<f32> {
+    if (KEYS_FP8) {
+        let h = e / 2u;
+        if (e >= 128u || h >= params.heads) { return vec4<f32>(0.0); }   // (0 bits: 0.0)
+        return q[((b * params.heads + h) * params.dim + c) / 16u + e % 2u];
+    }
     let h = e / 8u;
     if (h >= params.heads) { return vec4<f32>(0.0); }
     return q[((b * params.heads + h) * params.dim + c) / 4u + e % 8u];
 }
 
-fn put_q(e: u32, v_in: vec4<f32>) {
-    let at = (e / 8u) * SR + 4u * (e % 8u);
-    var v = v_in;
-    if (KEYS_FP8) {   // q̂ = e4m3(q / q_s), as a value (lib/fp8.wgsl)
-        let x = clamp(v * qi_s[e / 8u], vec4<f32>(-448.0), vec4<f32>(448.0));
-        v = e4m3x4_values(e4m3x4(x));
+fn put_q(e: u32, v: vec4<f32>) {
+    if (KEYS_FP8) {   // 16 e4m3 values as f16 values · 2^-8
+        if (e >= 128u) { return; }
+        let h = e4m3x16(bitcast<vec4<u32>>(v));
+        let at = (e / 2u) * SR + 16u * (e % 2u);
+        for (var i = 0u; i < 8u; i++) {
+            q_s[at + 2u * i] = h[i].x;
+            q_s[at + 2u * i + 1u] = h[i].y;
+        }
+        return;
     }
+    let at = (e / 8u) * SR + 4u * (e % 8u);
     q_s[at] = f16(v.x);
     q_s[at + 1u] = f16(v.y);
     q_s[at + 2u] = f16(v.z);
     q_s[at + 3u] = f16(v.w);
+}
+
+// 16 e4m3 values (4 words) as f16 values · 2^-8, bits placed (lib/fp8.wgsl; widened through f32:
+// naga 30 types a bitcast<vec2<f16>> f32)
+fn e4m3x16(v: vec4<u32>) -> array<vec2<f16>, 8> {
+    var h: array<vec2<f16>, 8>;
+    for (var i = 0u; i < 4u; i++) {
+        h[2u * i] = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i])));
+        h[2u * i + 1u] = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i] >> 16u)));
+    }
+    return h;
 }
 
 // the keys' quad `e` (of 1024: key e / 4, dims c + 8 · (e % 4)), zero past T. FP8: 16 e4m3
@@ -82,17 +90,13 @@ fn fetch_k(row0: u32, T: u32, s0: u32, c: u32, e: u32) -> vec4<u32> {
 }
 
 fn put_k(e: u32, v: vec4<u32>) {
-    if (KEYS_FP8) {   // 16 e4m3 values as f16 values · 2^-8 (lib/fp8.wgsl; the epilogue's w_s has the 2^8)
+    if (KEYS_FP8) {   // 16 e4m3 values as f16 values · 2^-8 (the epilogue's w_s has the 2^8)
         if (e >= 512u) { return; }
-        let at8 = (e / 2u) * SR + 16u * (e % 2u);
-        for (var i = 0u; i < 4u; i++) {
-            // (bitcast<vec2<f16>> would do, but naga 30 types its result f32)
-            let a = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i])));
-            let b = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i] >> 16u)));
-            k_s[at8 + 4u * i] = a.x;
-            k_s[at8 + 4u * i + 1u] = a.y;
-            k_s[at8 + 4u * i + 2u] = b.x;
-            k_s[at8 + 4u * i + 3u] = b.y;
+        let h = e4m3x16(v);
+        let at = (e / 2u) * SR + 16u * (e % 2u);
+        for (var i = 0u; i < 8u; i++) {
+            k_s[at + 2u * i] = h[i].x;
+            k_s[at + 2u * i + 1u] = h[i].y;
         }
         return;
     }
@@ -126,27 +130,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     let s = lid / 32u;
     let lane = lid % 32u;
-    if (lid < HEADS) { w_s[lid] = select(0.0, w[b * H + lid], lid < H); }
-    if (KEYS_FP8) {   // each head's ue8m0 scale: 4 threads a head, D / 4 values each, via c_s
-        let h = lid / 4u;
-        let part = lid % 4u;
-        var m = 0.0;
-        if (h < H) {
-            let qa = ((b * H + h) * D + part * (D / 4u)) / 4u;
-            for (var i = 0u; i < D / 16u; i++) {
-                let x = abs(q[qa + i]);
-                m = max(m, max(max(x.x, x.y), max(x.z, x.w)));
-            }
-        }
-        c_s[lid] = m;
-        workgroupBarrier();   // every quarter's maximum in
-        if (lid < HEADS) {
-            let a = 4u * lid;
-            let sc = ue8m0(max(max(c_s[a], c_s[a + 1u]), max(c_s[a + 2u], c_s[a + 3u])));
-            w_s[lid] *= sc.x * 256.0;   // w · q_s (zero past H), and the keys' staged 2^-8 undone
-            qi_s[lid] = sc.y;
-        }
-        workgroupBarrier();   // the scales ready before the first chunk is quantised
+    if (lid < HEADS) {
+        var wt = 0.0;
+        if (lid < H) { wt = w[b * H + lid]; }
+        if (KEYS_FP8 && lid < H) { wt *= q_scale(b * H + lid) * 65536.0; }   // q_s, and 2^16 for the staged q̂, k̂
+        w_s[lid] = wt;
     }
     var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>(); var c11 = coop_mat16x16<f32, C>();

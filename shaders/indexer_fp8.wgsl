@@ -1,19 +1,19 @@
 // indexer_fp8.wgsl — the lightning indexer over FP8 keys, as DeepSeek-V3.2's `fp8_index`
-// computes it (issue 13; version 1: straightforward, not tuned):
+// computes it (version 1 of the FP8 indexer: straightforward, not tuned; read it first):
 //
 //   index_score[b, s] = k_s · Σ_h (w[b, h] · q_s[b, h]) · ReLU( Σ_d q̂[b, h, d] · k̂_s[d] )
 //
-// Keys are the FP8 key cache of lib/indexer_io.wgsl (reference::fp8::pack_index_cache): R · D
-// e4m3 bytes, then R f32 scales (132 bytes a key at D = 128). The queries arrive in f32 and are quantised here as the
-// model does, one ue8m0 block per head (reference::fp8::quantize_rows): q̂ = e4m3(q / q_s). The
-// products of two e4m3 values are exact in f32, the sums are f32.
-// One scale a key and a head, so D ≤ 128 (the model's 128; a multiple of 16).
+// Keys and queries are FP8 caches in the layout of lib/indexer_io.wgsl
+// (reference::fp8::pack_index_cache): rows of D e4m3 bytes, then one f32 scale a row (132 bytes a
+// key at D = 128); the queries are quantised before this kernel as the model does, one ue8m0 scale
+// a head (reference::fp8::quantize_rows). The products of two e4m3 values are exact in f32, the
+// sums are f32. One scale a key and a head, so D ≤ 128 (the model's 128).
 //
-// Mapping: workgroup (x, y) = (256 keys, sequence b0 + y), 256 threads. The prologue quantises
-// the sequence's H ≤ 64 query heads into workgroup memory (4 threads a head). Then thread t owns
-// key s0 + t: it walks the key's words, decodes 4 values a word and adds them into one dot
-// product per head (a private array of H ≤ 64 accumulators, which a driver may keep in local
-// memory: this version is for correctness, the tuned one is issue 13's next step).
+// Mapping: workgroup (x, y) = (256 keys, sequence b0 + y), 256 threads. The sequence's H ≤ 64
+// query rows are copied into workgroup memory first. Then thread t owns key s0 + t: it walks the
+// key's words, decodes 4 values a word and adds them into one dot product per head (a private
+// array of H ≤ 64 accumulators, which a driver may keep in local memory: the tuned kernels,
+// indexer.wgsl and indexer_coop.wgsl with KEYS_FP8, stage tiles instead).
 
 struct Params {
     heads: u32,         // H ≤ 64
@@ -21,13 +21,13 @@ struct Params {
     b0: u32,            // first sequence of this dispatch
     score_stride: u32,  // row stride of `scores`
     key_rows: u32,      // R, the keys in the cache (its scales start at word R · D / 4)
-    _pad0: u32,
+    q_rows: u32,        // the query rows in `q` (their scales start at word q_rows · D / 4)
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;            // [B, H, D]
+@group(0) @binding(1) var<storage, read> q: array<u32>;            // [B · H, D / 4] e4m3 words, then [B · H] scales
 @group(0) @binding(2) var<storage, read> w: array<f32>;            // [B, H]
 @group(0) @binding(3) var<storage, read> keys: array<u32>;         // [R, D / 4] e4m3 words, then [R] scales
 @group(0) @binding(4) var<storage, read> seq: array<u32>;          // [B, 2] = (first row, T_b)
@@ -37,7 +37,6 @@ const KEYS_PER_WG: u32 = 256u;
 
 var<workgroup> qw_s: array<u32, 2048>;   // [H][D / 4] the quantised queries, 4 e4m3 a word
 var<workgroup> qs_s: array<f32, 64>;     // w · q_s per head
-var<workgroup> amax_s: array<f32, 256>;  // [H][4] partial maxima
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -50,26 +49,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s0 = wg.x * KEYS_PER_WG;
     if (s0 >= T) { return; }   // uniform across the workgroup
 
-    // ---- the queries, quantised: thread (head lid / 4, quarter lid % 4) takes D / 4 values
-    let h = lid / 4u;
-    let part = lid % 4u;
-    let qa = (b * H + h) * D + part * (D / 4u);
-    var m = 0.0;
-    if (h < H) {
-        for (var d = 0u; d < D / 4u; d++) { m = max(m, abs(q[qa + d])); }
-    }
-    amax_s[lid] = m;
-    workgroupBarrier();   // every quarter's maximum in
-    let hb = h * 4u;
-    let sc = ue8m0(max(max(amax_s[hb], amax_s[hb + 1u]), max(amax_s[hb + 2u], amax_s[hb + 3u])));
-    if (h < H) {
-        for (var i = 0u; i < D / 16u; i++) {   // this quarter's words
-            let x = vec4<f32>(q[qa + 4u * i], q[qa + 4u * i + 1u], q[qa + 4u * i + 2u], q[qa + 4u * i + 3u]);
-            let v = clamp(x * sc.y, vec4<f32>(-448.0), vec4<f32>(448.0));
-            qw_s[h * words + part * (D / 16u) + i] = e4m3x4(v);
-        }
-        if (part == 0u) { qs_s[h] = w[b * H + h] * sc.x; }
-    }
+    // ---- the sequence's query rows and w · q_s into workgroup memory
+    for (var i = lid; i < H * words; i += 256u) { qw_s[i] = q[b * H * words + i]; }
+    if (lid < H) { qs_s[lid] = w[b * H + lid] * bitcast<f32>(q[params.q_rows * words + b * H + lid]); }
     workgroupBarrier();   // the queries staged before any key uses them
 
     // ---- one key a thread

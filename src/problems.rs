@@ -13,7 +13,7 @@ use crate::kernels::{
     indexer::IndexerArgs, lse_merge::LseMergeArgs, sparse_mla::SparseMlaArgs, topk::TopKArgs,
 };
 use crate::reference::{self, SeqRows};
-use crate::workload::{Rng, RowLayout, round_f16, storage_bytes, stored_values};
+use crate::workload::{Rng, RowLayout, query_bytes, round_f16, storage_bytes, stored_values};
 
 /// The GEMM family against [`crate::reference::gemm`] (f16-rounded operands, f32 sums against
 /// f64, K ≤ 1000 products of values in [-1, 1)): (atol, rtol). The largest errors `tests/gemm.rs`
@@ -120,8 +120,9 @@ impl IndexerProblem {
 
     /// The reference of what `kernel` computes: the coop kernel rounds q to f16 as it stages it
     /// (its one rounding: the products of f16 values are exact in f32), the fma kernel does not.
-    /// Over FP8 keys both quantise q per head as the model does (ue8m0), and nothing else: the
-    /// products of e4m3 values are exact in f32, and the scales (positive) commute with ReLU.
+    /// Over FP8 keys both read q quantised per head as the model does (ue8m0, before the kernel:
+    /// [`crate::workload::query_bytes`]), and nothing else: the products of e4m3 values are exact
+    /// in f32, and the scales (positive) commute with ReLU.
     pub fn reference_for(&self, kernel: IndexerKernel) -> Vec<f32> {
         use crate::reference::fp8::{ScaleRule, round_rows};
         match (kernel, self.dtype) {
@@ -169,7 +170,7 @@ impl IndexerProblem {
         bind: impl Fn(&IndexerArgs) -> Dispatch,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<f32>> {
-        let q = ctx.upload("q", &self.q)?;
+        let q = ctx.upload("q", &query_bytes(&self.q, self.dim, self.dtype))?;
         let w = ctx.upload("w", &self.w)?;
         let layout = RowLayout::Key { dim: self.dim };
         let keys = ctx.upload("keys", &storage_bytes(&self.keys, self.dtype, layout))?;

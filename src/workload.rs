@@ -85,6 +85,16 @@ pub fn storage_bytes(v: &[f32], dtype: crate::config::Dtype, layout: RowLayout) 
     }
 }
 
+/// The bytes of the indexer's queries `q` (`[B, H, dim]`) for keys stored as `key_dtype`: f32,
+/// or for FP8 keys quantised as the model does before its `fp8_index` (one ue8m0 scale a head)
+/// into the FP8 key cache's layout ([`crate::kernels::indexer::IndexerArgs::q`]).
+pub fn query_bytes(q: &[f32], dim: usize, key_dtype: crate::config::Dtype) -> Vec<u8> {
+    match key_dtype {
+        crate::config::Dtype::Fp8 => storage_bytes(q, key_dtype, RowLayout::Key { dim }),
+        _ => bytemuck::cast_slice(q).to_vec(),
+    }
+}
+
 /// The values stored rows stand for: the inverse of [`storage_bytes`] (whole rows; an FP8 key
 /// cache of R keys is R · (dim + 4) bytes, padding after it ignored).
 pub fn values_of(bytes: &[u8], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<f32> {

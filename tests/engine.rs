@@ -522,6 +522,44 @@ fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfi
             let distinct: std::collections::HashSet<_> = valid.iter().collect();
             assert_eq!(distinct.len(), valid.len(), "{mode}: repeated ids");
         }
+        // the selection is a top-k of the reference indexer's scores on the same keys and
+        // queries (FP8 keys: queries quantised per head, as the engine's quantiser does; f16 keys
+        // on the tensor cores: q rounded to f16): every selected token scores at least the k-th
+        // best, within the indexer's tolerance (a near-tie may go either way)
+        let (hi, di) = (
+            run.model.index_heads as usize,
+            run.model.index_head_dim as usize,
+        );
+        let indexer = ess_wgpu::kernels::Indexer::new(ctx, &run.indexer_shape()).unwrap();
+        let q_used = match (run.key_dtype, indexer.kernel) {
+            (Dtype::Fp8, _) => {
+                use ess_wgpu::reference::fp8::{ScaleRule, round_rows};
+                round_rows(&snap.q_i, di, ScaleRule::Ue8m0)
+            }
+            (_, ess_wgpu::kernels::indexer::IndexerKernel::Coop) => {
+                ess_wgpu::workload::round_f16(&snap.q_i)
+            }
+            _ => snap.q_i.clone(),
+        };
+        for (s, keys) in snap.keys.iter().enumerate() {
+            let len = keys.len() / di;
+            let seqs = [ess_wgpu::reference::SeqRows { first_row: 0, len }];
+            let q = &q_used[s * hi * di..][..hi * di];
+            let w = &snap.w[s * hi..][..hi];
+            let scores = ess_wgpu::reference::indexer(q, w, keys, &seqs, hi, di, len);
+            let mut sorted = scores.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kth = sorted[k.min(len) - 1];
+            let (atol, rtol) = ess_wgpu::problems::INDEXER_TOL;
+            for &t in snap.topk_indices[s * k..][..k].iter().filter(|&&t| t >= 0) {
+                let got = scores[t as usize];
+                assert!(
+                    got >= kth - 2.0 * (atol + rtol * kth.abs()),
+                    "{mode} {}: sequence {s} selected token {t} scoring {got}, the k-th best {kth}",
+                    run.key_dtype
+                );
+            }
+        }
         let layout = ess_wgpu::workload::RowLayout::Latent { kv, rope };
         let rows = ess_wgpu::workload::values_of(&snap.rows, run.latent_dtype, layout);
         let ids: Vec<i32> = snap

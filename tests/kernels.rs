@@ -604,10 +604,13 @@ fn fp8_quant_matches_reference_byte_for_byte() {
         Fp8RowShape::latent(200, 6),
         Fp8RowShape::latent(64, 32),
         Fp8RowShape::key(48),
+        Fp8RowShape::key_cache(128),
+        Fp8RowShape::key_cache(32),
     ];
     for shape in shapes {
         let (kv, rope) = (shape.kv as usize, shape.rope as usize);
         let key = shape == Fp8RowShape::key(shape.kv);
+        let layout = ess_wgpu::workload::RowLayout::Key { dim: kv };
         let pack = |r: &[f32]| match key {
             true => fp8::pack_index_key(r, ScaleRule::Ue8m0),
             false => fp8::pack_latent_row(&r[..kv], &r[kv..], ScaleRule::Ue8m0),
@@ -649,22 +652,26 @@ fn fp8_quant_matches_reference_byte_for_byte() {
                 .collect(),
         );
         let n = rows.len();
-        let want: Vec<u8> = rows.iter().flat_map(|r| pack(r)).collect();
+        // rows one after another, or the key cache (values, then scales, then zeros to 16 bytes)
+        let want: Vec<u8> = match shape.cache {
+            true => fp8::pack_index_cache(&rows.concat(), kv, ScaleRule::Ue8m0),
+            false => rows.iter().flat_map(|r| pack(r)).collect(),
+        };
         let kernel = Fp8Quant::new(ctx, &shape).unwrap();
         let src = ctx.upload("fp8 src", &rows.concat()).unwrap();
         let dst = ctx.upload("fp8 dst", &vec![0xABu8; want.len()]).unwrap(); // poison
         let d = kernel.bind(ctx, &src, &dst, n as u32).unwrap();
         ctx.run_pass(None, |p| d.record(p)).unwrap();
         let got: Vec<u8> = ctx.read(&dst).unwrap();
-        let row = want.len() / n;
-        for r in 0..n {
-            let (g, w) = (&got[r * row..][..row], &want[r * row..][..row]);
-            if let Some(i) = g.iter().zip(w).position(|(a, b)| a != b) {
-                panic!(
-                    "{kv} + {rope}, row {r}: byte {i} is {:#04x}, the reference's {:#04x}",
-                    g[i], w[i]
-                );
-            }
+        let row = shape.row_bytes() as usize;
+        let written = n * row; // (the key cache's padding is not the kernel's to write)
+        if let Some(i) = (0..written).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{shape:?}: byte {i} (row {}) is {:#04x}, the reference's {:#04x}",
+                i / row,
+                got[i],
+                want[i]
+            );
         }
         // and back: every value bit for bit what reference::fp8 reads from the same bytes
         let values = ctx
@@ -673,15 +680,12 @@ fn fp8_quant_matches_reference_byte_for_byte() {
         let d = kernel.bind_dequant(ctx, &dst, &values, n as u32).unwrap();
         ctx.run_pass(None, |p| d.record(p)).unwrap();
         let back: Vec<f32> = ctx.read(&values).unwrap();
-        for r in 0..n {
-            let want = unpack(&want[r * row..][..row]);
-            for (i, (g, w)) in back[r * width..][..width].iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "{kv} + {rope}, row {r}, value {i}: {g} vs {w}"
-                );
-            }
+        let want_values: Vec<f32> = match shape.cache {
+            true => ess_wgpu::workload::values_of(&want, ess_wgpu::Dtype::Fp8, layout),
+            false => want.chunks(row).flat_map(unpack).collect(),
+        };
+        for (i, (g, w)) in back.iter().zip(&want_values).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{shape:?}, value {i}: {g} vs {w}");
         }
         eprintln!("fp8_quant {kv} + {rope}: {n} rows of {row} bytes, identical, and back");
     }
@@ -853,7 +857,8 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
         };
         let run = |bind: &dyn Fn(&IndexerArgs) -> ess_wgpu::kernels::Dispatch| -> Vec<f32> {
             let (qbuf, kbuf, wbuf) = (
-                ctx.upload("q", &q).unwrap(),
+                ctx.upload("q", &pack_index_cache(&q, dim, ScaleRule::Ue8m0))
+                    .unwrap(),
                 ctx.upload("keys", &cache).unwrap(),
                 ctx.upload("w", &w).unwrap(),
             );

@@ -87,6 +87,15 @@ fn fp8_row_at(kv: u32, slots: u32, d: u32) -> vec2<u32> {
     return vec2<u32>(kv / 4u + slots + (d - kv) / 2u, 0u);
 }
 
+// Where word w of packed row `row` (`row_words` words) goes: rows one after another
+// (cache_rows = 0), or the FP8 key cache of `cache_rows` rows of kv values and one scale each
+// (lib/indexer_io.wgsl: the values at row · kv / 4, the scale after all of them).
+fn fp8_word_at(row: u32, w: u32, row_words: u32, kv: u32, cache_rows: u32) -> u32 {
+    if (cache_rows == 0u) { return row * row_words + w; }
+    if (w < kv / 4u) { return row * (kv / 4u) + w; }
+    return cache_rows * (kv / 4u) + row;
+}
+
 // Value d of a packed row, given the two words fp8_row_at named.
 fn fp8_row_value(kv: u32, d: u32, word: u32, scale_word: u32) -> f32 {
     if (d < kv) { return e4m3x4_values(word)[d % 4u] * bitcast<f32>(scale_word); }

@@ -27,7 +27,7 @@ use crate::problems::{
     TopKProblem, seq_table, sparse_mla_o_lat_tol,
 };
 use crate::reference::SeqRows;
-use crate::workload::{Rng, RowLayout, storage_bytes};
+use crate::workload::{Rng, RowLayout, query_bytes, storage_bytes};
 use std::time::Instant;
 
 pub mod gemm;
@@ -509,10 +509,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
 
     // --- indexer: keys split into as many buffers as the binding limit needs; each path's
     // kernel on the same buffers
-    let q = ctx.upload(
-        "q",
-        &rng.vec((b * cfg.model.index_heads * cfg.model.index_head_dim) as usize),
-    )?;
+    let q_values = rng.vec((b * cfg.model.index_heads * cfg.model.index_head_dim) as usize);
     let w = ctx.upload("w", &rng.vec((b * cfg.model.index_heads) as usize))?;
     let scores = ctx.storage("scores", b as u64 * t as u64 * 4)?;
     let total_keys = b as u64 * t as u64;
@@ -527,6 +524,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         let parts = key_parts(ctx, b, t, shape.key_bytes(), |n, b0| {
             random_rows(ctx, "keys", n, dtype, layout, b0)
         })?;
+        let q = ctx.upload("q", &query_bytes(&q_values, shape.dim as usize, dtype))?;
         for units in paths(ctx, dtype) {
             let kernel = IndexerKernel::from(units);
             let indexer = Indexer::with(ctx, &shape, kernel)?;

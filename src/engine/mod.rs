@@ -42,11 +42,12 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::digest::DigestArgs;
 use crate::kernels::fill::FillRange;
+use crate::kernels::fp8_quant::Fp8RowShape;
 use crate::kernels::indexer::{IndexerArgs, KEYS_PER_WG};
 use crate::kernels::overlap::OverlapArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
 use crate::kernels::topk::{TopKArgs, TopKScratch};
-use crate::kernels::{Digest, Dispatch, Indexer, Overlap, SparseMla, TopK};
+use crate::kernels::{Digest, Dispatch, Fp8Quant, Indexer, Overlap, SparseMla, TopK};
 use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
 use std::time::Instant;
@@ -56,9 +57,12 @@ const READBACK_DEPTH: usize = 3;
 
 /// One layer's device buffers.
 struct Layer {
-    keys: Vec<wgpu::Buffer>,   // per group [n, cap, D_I] f16
-    latent: Vec<wgpu::Buffer>, // per group [n, cap, row] f16 (resident)
+    keys: Vec<wgpu::Buffer>,   // per group [n, cap] keys (key_dtype)
+    latent: Vec<wgpu::Buffer>, // per group [n, cap] latent rows (latent_dtype; resident)
     queries: Queries,
+    /// FP8 keys: the indexer queries quantised per head, `[B · H_I]` rows in the FP8 key cache's
+    /// layout (what the indexer reads instead of `queries.q_i`).
+    q_fp8: Option<wgpu::Buffer>,
     topk_indices: wgpu::Buffer, // [B, k] i32
     o_lat: wgpu::Buffer,        // [B, H, KV] f32
     lse: wgpu::Buffer,          // [B, H] f32
@@ -274,7 +278,22 @@ impl Engine {
         let m = &self.opts.run;
         let (b, cap) = (m.batch, self.opts.capacity());
         let layer = &self.layers[l as usize];
-        let next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
+        let mut next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
+        // FP8 keys: the moved queries quantised as the model quantises them for its fp8_index
+        let q_i = match &layer.q_fp8 {
+            Some(q8) => {
+                let shape = Fp8RowShape::key_cache(m.model.index_head_dim);
+                let rows = b * m.model.index_heads;
+                next_queries.push(Fp8Quant::new(ctx, &shape)?.bind(
+                    ctx,
+                    &layer.queries.q_i,
+                    q8,
+                    rows,
+                )?);
+                q8
+            }
+            None => &layer.queries.q_i,
+        };
         let mut new_token = Vec::new();
         for t in self.device_row_targets(l) {
             new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::CacheRow, l, &self.seq)?);
@@ -295,7 +314,7 @@ impl Engine {
             .enumerate()
             .map(|(g, &(b0, n))| {
                 let args = IndexerArgs {
-                    q: &layer.queries.q_i,
+                    q: q_i,
                     w: &layer.queries.w,
                     keys: &layer.keys[g],
                     seq: &self.seq,
@@ -849,12 +868,38 @@ impl Engine {
             }
         }
         let (o_lat, lse) = (ctx.read(&l.o_lat)?, ctx.read(&l.lse)?);
+        // the indexer's inputs: the queries, and each sequence's keys (the values they stand for)
+        let q_i: Vec<f32> = ctx.read(&l.queries.q_i)?;
+        let w: Vec<f32> = ctx.read(&l.queries.w)?;
+        let dim = m.model.index_head_dim as usize;
+        let layout = crate::workload::RowLayout::Key { dim };
+        let key_values: Vec<Vec<f32>> = l
+            .keys
+            .iter()
+            .map(|buf| {
+                Ok(crate::workload::values_of(
+                    &ctx.read(buf)?,
+                    m.key_dtype,
+                    layout,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let keys = (0..m.batch as usize)
+            .map(|b| {
+                let g = b / per_group as usize;
+                let first = (b % per_group as usize) * cap as usize;
+                key_values[g][first * dim..][..self.lens[b] as usize * dim].to_vec()
+            })
+            .collect();
         Ok(LayerSnapshot {
             q,
             topk_indices,
             rows,
             o_lat,
             lse,
+            q_i,
+            w,
+            keys,
         })
     }
 
@@ -884,6 +929,7 @@ impl Engine {
         bufs.extend(self.topk_scratch.iter().flat_map(|t| t.buffers()));
         for l in &self.layers {
             bufs.extend(l.keys.iter().chain(&l.latent));
+            bufs.extend(&l.q_fp8);
             bufs.extend([
                 &l.queries.q_i,
                 &l.queries.w,
@@ -905,6 +951,12 @@ impl Engine {
         bufs.iter().map(|b| b.size()).sum::<u64>()
             + self.cache.as_ref().map_or(0, |c| c.device_bytes())
     }
+}
+
+/// Bytes of a layer's FP8 indexer queries: `B · H_I` rows of the key cache's layout, padded to
+/// 16 bytes (the memory plan counts them).
+pub(crate) fn fp8_query_bytes(m: &crate::config::RunConfig) -> u64 {
+    (m.batch as u64 * m.model.index_heads as u64 * m.key_bytes()).next_multiple_of(16)
 }
 
 /// Sequence groups (first, count) sharing one keys / latent buffer: as many sequences as one
@@ -958,6 +1010,10 @@ impl Layer {
                 Mode::Offload => Vec::new(),
             },
             queries,
+            q_fp8: match m.key_dtype {
+                crate::config::Dtype::Fp8 => Some(ctx.storage("q_I fp8", fp8_query_bytes(m))?),
+                _ => None,
+            },
             topk_indices: ctx.storage("topk_indices", b * m.model.topk as u64 * 4)?,
             o_lat: ctx.storage("o_lat", b * h * kv * 4)?,
             lse: ctx.storage("lse", b * h * 4)?,
@@ -1018,6 +1074,12 @@ pub struct LayerSnapshot {
     pub o_lat: Vec<f32>,
     /// `[B, H]` f32.
     pub lse: Vec<f32>,
+    /// `[B, H_I, D_I]` the indexer's f32 queries (FP8 keys: before their quantisation).
+    pub q_i: Vec<f32>,
+    /// `[B, H_I]` the indexer's head weights.
+    pub w: Vec<f32>,
+    /// Per sequence `[T_b, D_I]`: the values its indexer keys stand for.
+    pub keys: Vec<Vec<f32>>,
 }
 
 /// Submit what `enc` holds and start a new encoder (for a CPU path that must see the GPU's work).

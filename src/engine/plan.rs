@@ -2,6 +2,7 @@
 
 use super::{EngineOptions, Mode};
 use crate::cache::TransferPath;
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::kernels::sparse_mla::scratch_bytes_for;
 
@@ -30,11 +31,19 @@ impl MemoryPlan {
             m.model.row_dim() as u64,
             m.row_bytes(),
         );
+        let fp8_queries = match m.key_dtype {
+            crate::config::Dtype::Fp8 => {
+                let per_batch = RunConfig { batch, ..m.clone() };
+                l * super::fp8_query_bytes(&per_batch)
+            }
+            _ => 0,
+        };
         let mut items = vec![
             ("indexer keys".to_string(), l * b * cap * m.key_bytes()),
             (
                 "queries, weights, top-k, outputs".to_string(),
-                l * b * (hi * di * 4 + hi * 4 + h * dq * 4 + k * 4 + h * kv * 4 + h * 4),
+                l * b * (hi * di * 4 + hi * 4 + h * dq * 4 + k * 4 + h * kv * 4 + h * 4)
+                    + fp8_queries,
             ),
             ("index scores".to_string(), b * cap * 4),
             (

@@ -18,16 +18,20 @@ struct Params {
     rope: u32,
     slots: u32,
     row_words: u32,
-    _pad: [u32; 3],
+    cache_rows: u32,
+    _pad: [u32; 2],
 }
 
 /// What a packed row holds: `kv` quantised values (a multiple of 4, at most 4096), `slots` f32
-/// slots for their ⌈kv / 128⌉ scales, and `rope` bf16 values (even, at most 256).
+/// slots for their ⌈kv / 128⌉ scales, and `rope` bf16 values (even, at most 256). With `cache`,
+/// the rows go into the FP8 key cache instead of one after another (its values, then its scales:
+/// [`crate::reference::fp8::pack_index_cache`]; one scale a row, no rope).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fp8RowShape {
     pub kv: u32,
     pub slots: u32,
     pub rope: u32,
+    pub cache: bool,
 }
 
 impl Fp8RowShape {
@@ -35,7 +39,21 @@ impl Fp8RowShape {
     /// a multiple of 4.
     pub fn latent(kv: u32, rope: u32) -> Self {
         let slots = crate::reference::fp8::latent_scale_slots(kv as usize) as u32;
-        Fp8RowShape { kv, slots, rope }
+        Fp8RowShape {
+            kv,
+            slots,
+            rope,
+            cache: false,
+        }
+    }
+
+    /// Rows of `dim` values into the FP8 key cache: what the indexer reads its keys and (for FP8
+    /// keys) its queries from.
+    pub fn key_cache(dim: u32) -> Self {
+        Fp8RowShape {
+            cache: true,
+            ..Self::key(dim)
+        }
     }
 
     /// An indexer key ([`crate::reference::fp8::pack_index_key`]): one slot per scale, no rope.
@@ -45,6 +63,7 @@ impl Fp8RowShape {
             kv: dim,
             slots,
             rope: 0,
+            cache: false,
         }
     }
 
@@ -52,7 +71,15 @@ impl Fp8RowShape {
         crate::config::check(self.kv, "fp8 kv values", 4, 4096, 4)?;
         crate::config::check(self.rope, "fp8 rope values", 0, 256, 2)?;
         let least = self.kv.div_ceil(crate::reference::fp8::BLOCK as u32);
-        crate::config::check(self.slots, "fp8 scale slots", least, least + 3, 1)
+        crate::config::check(self.slots, "fp8 scale slots", least, least + 3, 1)?;
+        if self.cache && (self.rope != 0 || self.slots != 1) {
+            return Err(Error::config(
+                "fp8 key cache rows",
+                format!("{} + {} values, {} scales", self.kv, self.rope, self.slots),
+                "at most 128 values, one scale, no rope",
+            ));
+        }
+        Ok(())
     }
 
     /// Bytes of a packed row (656 for v32's latent rows, 132 for its indexer keys).
@@ -124,7 +151,12 @@ impl Fp8Quant {
 
     /// The uniform of `rows` rows, once both buffers are checked to hold them.
     fn params(&self, values: &wgpu::Buffer, packed: &wgpu::Buffer, rows: u32) -> Result<Params> {
-        let Fp8RowShape { kv, slots, rope } = self.shape;
+        let Fp8RowShape {
+            kv,
+            slots,
+            rope,
+            cache,
+        } = self.shape;
         let row_bytes = self.shape.row_bytes();
         let need = [
             ("fp8 values", values, rows as u64 * (kv + rope) as u64 * 4),
@@ -145,7 +177,8 @@ impl Fp8Quant {
             rope,
             slots,
             row_words: (row_bytes / 4) as u32,
-            _pad: [0; 3],
+            cache_rows: if cache { rows } else { 0 },
+            _pad: [0; 2],
         })
     }
 }

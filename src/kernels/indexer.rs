@@ -3,8 +3,8 @@
 //! tensor cores, f16 keys, q rounded to f16). Reference: [`crate::reference::indexer`].
 //!
 //! FP8 keys (issue 13) are the model's own indexer, DeepSeek's `fp8_index`: `index_score[b, s] =
-//! k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU(q̂[b, j, :] · k̂_s)`, q quantised per head in the kernel
-//! (ue8m0), over the FP8 key cache ([`crate::reference::fp8::pack_index_cache`]: R · D e4m3
+//! k_s · Σ_j (w[b, j] · q_s[b, j]) · ReLU(q̂[b, j, :] · k̂_s)`, q quantised per head (ue8m0) before
+//! the kernel as the model does, over the FP8 key cache ([`crate::reference::fp8::pack_index_cache`]: R · D e4m3
 //! bytes, then R f32 scales): both kernels with `KEYS_FP8` (version 1: `indexer_fp8.wgsl`,
 //! [`super::IndexerNaive`]). Reference:
 //! [`crate::reference::fp8::fp8_index_score`], equal to the indexer on the dequantised values.
@@ -26,21 +26,28 @@ pub(super) struct Params {
     b0: u32,
     score_stride: u32,
     key_rows: u32,
-    _pad: [u32; 3],
+    q_rows: u32,
+    _pad: [u32; 2],
 }
 
 impl Params {
-    /// The uniform of a dispatch over `a`'s sequences; `key_bytes` is the size of one key (FP8:
-    /// the cache's keys are counted from the buffer's size, which may carry < 16 bytes of
-    /// padding).
-    pub(super) fn new(heads: u32, dim: u32, key_bytes: u64, a: &IndexerArgs) -> Self {
+    /// The uniform of a dispatch over `a`'s sequences with keys stored as `dtype`. FP8: the key
+    /// cache's keys and the query cache's rows are counted from the buffers' sizes (which may
+    /// carry < 16 bytes of padding).
+    pub(super) fn new(heads: u32, dim: u32, dtype: Dtype, a: &IndexerArgs) -> Self {
+        let row_bytes = dtype.key_bytes(dim);
+        let rows = |buf: &wgpu::Buffer| match dtype {
+            Dtype::Fp8 => (buf.size() / row_bytes) as u32,
+            _ => 0,
+        };
         Params {
             heads,
             dim,
             b0: a.b0,
             score_stride: a.score_stride,
-            key_rows: (a.keys.size() / key_bytes) as u32,
-            _pad: [0; 3],
+            key_rows: rows(a.keys),
+            q_rows: rows(a.q),
+            _pad: [0; 2],
         }
     }
 }
@@ -89,7 +96,10 @@ pub struct Indexer {
 
 /// Buffers of one indexer dispatch over sequences `b0 .. b0 + batch`.
 pub struct IndexerArgs<'a> {
-    /// `[B, H, D]` f32 queries q_I.
+    /// `[B, H, D]` f32 queries q_I; with FP8 keys, the queries quantised as the model does (one
+    /// ue8m0 scale a head) into the FP8 key cache's layout
+    /// ([`crate::reference::fp8::pack_index_cache`] of the `[B · H, D]` rows; on the GPU
+    /// [`crate::kernels::Fp8Quant`] with [`crate::kernels::fp8_quant::Fp8RowShape::key_cache`]).
     pub q: &'a wgpu::Buffer,
     /// `[B, H]` f32 head weights (scales folded in).
     pub w: &'a wgpu::Buffer,
@@ -183,7 +193,7 @@ impl Indexer {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params::new(self.heads, self.dim, self.key_bytes(), a);
+        let params = Params::new(self.heads, self.dim, self.dtype, a);
         let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
         dispatch(
             ctx,

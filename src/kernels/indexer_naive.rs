@@ -13,7 +13,7 @@ pub struct IndexerNaive {
     pipeline: wgpu::ComputePipeline,
     pub heads: u32,
     pub dim: u32,
-    key_bytes: u64,
+    dtype: Dtype,
 }
 
 impl IndexerNaive {
@@ -35,12 +35,12 @@ impl IndexerNaive {
             pipeline,
             heads,
             dim,
-            key_bytes: shape.key_bytes(),
+            dtype,
         })
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
-        let params = Params::new(self.heads, self.dim, self.key_bytes, a);
+        let params = Params::new(self.heads, self.dim, self.dtype, a);
         dispatch(
             ctx,
             &self.pipeline,
