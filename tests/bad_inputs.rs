@@ -225,7 +225,20 @@ fn bad_options_and_values_name_the_cause() {
         (vec!["decode", "--set", "layers=0"], vec!["layers = 0"]),
         (vec!["decode", "--set", "context=2000000"], vec!["context"]),
         (vec!["decode", "--set", "dtype=f8"], vec!["dtype = f8"]),
-        (vec!["decode", "--set", "dtype=f32"], vec!["dtype = f32"]),
+        (
+            vec!["decode", "--set", "latent_dtype=bf16"],
+            vec!["latent_dtype = bf16", "fp8, f16, f32"],
+        ),
+        (
+            vec![
+                "decode",
+                "--set",
+                "key_dtype=fp8",
+                "--set",
+                "index_head_dim=160",
+            ],
+            vec!["index_head_dim (fp8 keys) = 160", "32 ..= 128"],
+        ),
         (
             vec!["decode", "--set", "context=4294967296"],
             vec!["context"],
