@@ -82,32 +82,51 @@ fn cput_q(e: u32, v: vec4<f32>) {
     cq_s[at + 3u] = f16(v.w);
 }
 
-// quad `part` (dims c + 8 · part ..+7) of absolute row `row`, zero for −1 (FP8 rows: raw,
-// lib/mla.wgsl's fp8_fetch8; cput_r dequantises)
+// quad `part` (dims c + 8 · part ..+7) of absolute row `row`, zero for −1. FP8 rows: 16 dims
+// (half part / 2 of the chunk) in two pieces, part % 2: c_kv, the 16 e4m3 bytes (piece 0) and
+// the block's scale (piece 1, in x); k_pe, the two vectors of its 16 bf16 (fp8_put16 converts)
 fn cfetch_r(row: i32, c: u32, part: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
-    if (ROWS_FP8) { return fp8_fetch8(u32(row), c + 8u * part); }
+    if (ROWS_FP8) { return fp8_fetch16(u32(row), c + 16u * (part / 2u), part % 2u); }
     return rows[(u32(row) * DQ + c) / 8u + part];
+}
+
+// Piece `piece` of FP8 row `row`'s 16 dims from d (d a multiple of 16; see cfetch_r).
+fn fp8_fetch16(row: u32, d: u32, piece: u32) -> vec4<u32> {
+    let base = row * (row_words() / 4u);   // lib/mla.wgsl: rows are whole vec4s
+    if (d < KV) {
+        if (piece == 0u) { return rows[base + d / 16u]; }
+        return vec4<u32>(rows[base + (KV / 4u + d / BLOCK) / 4u][(d / BLOCK) % 4u], 0u, 0u, 0u);
+    }
+    return rows[base + (KV / 4u + fp8_latent_slots(KV)) / 4u + (d - KV) / 8u + piece];
+}
+
+// 16 dims of an FP8 row into f16 at `at` of the rows' chunk (c: the chunk's first dim)
+fn fp8_put16(at: u32, v: vec4<u32>, w: vec4<u32>, c: u32) {
+    if (c < KV) {   // c_kv: e4m3 · scale (fp8_f16x8 on each half)
+        let lo = fp8_f16x8(vec4<u32>(v.x, v.y, w.x, 0u));
+        let hi = fp8_f16x8(vec4<u32>(v.z, v.w, w.x, 0u));
+        for (var i = 0u; i < 4u; i++) {
+            cr_s[at + 2u * i] = lo[i].x;
+            cr_s[at + 2u * i + 1u] = lo[i].y;
+            cr_s[at + 8u + 2u * i] = hi[i].x;
+            cr_s[at + 8u + 2u * i + 1u] = hi[i].y;
+        }
+        return;
+    }
+    for (var i = 0u; i < 4u; i++) {   // k_pe: bf16 pairs
+        cr_s[at + 2u * i] = f16(bf16_value(v[i]));
+        cr_s[at + 2u * i + 1u] = f16(bf16_value(v[i] >> 16u));
+        cr_s[at + 8u + 2u * i] = f16(bf16_value(w[i]));
+        cr_s[at + 8u + 2u * i + 1u] = f16(bf16_value(w[i] >> 16u));
+    }
 }
 
 // the 8 f16 of a quad into the rows' chunk at `at` (exact: every f16 is an f32). (The V
 // chunk has its own copy, cput_v: a function that named both arrays would make each step's
 // pipeline reserve both, 50 KiB of workgroup memory, past the 48 KiB an H200 has; no
 // validation catches that, the dispatch hangs.)
-fn cput_r(at: u32, v: vec4<u32>, c: u32) {
-    if (ROWS_FP8 && c < KV) {   // c_kv: e4m3 · scale straight into f16 (fp8_f16x8)
-        let h = fp8_f16x8(v);
-        cr_s[at] = h[0].x; cr_s[at + 1u] = h[0].y; cr_s[at + 2u] = h[1].x; cr_s[at + 3u] = h[1].y;
-        cr_s[at + 4u] = h[2].x; cr_s[at + 5u] = h[2].y; cr_s[at + 6u] = h[3].x; cr_s[at + 7u] = h[3].y;
-        return;
-    }
-    if (ROWS_FP8) {   // k_pe: bf16 pairs
-        for (var i = 0u; i < 4u; i++) {
-            cr_s[at + 2u * i] = f16(bf16_value(v[i]));
-            cr_s[at + 2u * i + 1u] = f16(bf16_value(v[i] >> 16u));
-        }
-        return;
-    }
+fn cput_r(at: u32, v: vec4<u32>) {
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));
         cr_s[at + 2u * i] = h[0];
@@ -138,12 +157,16 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let s = lid / 32u;
     let lane = lid % 32u;
     crow_s[lid] = row_of(b, j0 + lid);
-    // thread lid stages quad lid % 4 of ids lid / 4 + 64p, p = 0 .. 3: their rows
-    let part = lid % 4u;
-    let r0 = row_of(b, j0 + lid / 4u);
-    let r1 = row_of(b, j0 + lid / 4u + 64u);
-    let r2 = row_of(b, j0 + lid / 4u + 128u);
-    let r3 = row_of(b, j0 + lid / 4u + 192u);
+    // thread lid stages quad lid % 4 of ids lid / 4 + 64p, p = 0 .. 3: their rows. FP8 rows: 16
+    // dims (half lid % 2 of the chunk) of ids lid / 2 and lid / 2 + 128, in two pieces each
+    // (cfetch_r): half the loads, each a whole vector
+    let fp8_row = j0 + lid / 2u;
+    let r0 = row_of(b, select(j0 + lid / 4u, fp8_row, ROWS_FP8));
+    let r1 = row_of(b, select(j0 + lid / 4u + 64u, fp8_row, ROWS_FP8));
+    let r2 = row_of(b, select(j0 + lid / 4u + 128u, fp8_row + 128u, ROWS_FP8));
+    let r3 = row_of(b, select(j0 + lid / 4u + 192u, fp8_row + 128u, ROWS_FP8));
+    let part = select(lid % 4u, 2u * (lid % 2u), ROWS_FP8);   // (FP8: the piece is added below)
+    let p1 = select(part, part + 1u, ROWS_FP8);
     var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>(); var c11 = coop_mat16x16<f32, C>();
     var c20 = coop_mat16x16<f32, C>(); var c21 = coop_mat16x16<f32, C>();
@@ -151,26 +174,32 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var q0 = cfetch_q(b, h0, 0u, lid);
     var q1 = cfetch_q(b, h0, 0u, lid + 256u);
     var k0 = cfetch_r(r0, 0u, part);
-    var k1 = cfetch_r(r1, 0u, part);
+    var k1 = cfetch_r(r1, 0u, p1);
     var k2 = cfetch_r(r2, 0u, part);
-    var k3 = cfetch_r(r3, 0u, part);
+    var k3 = cfetch_r(r3, 0u, p1);
     for (var c = 0u; c < DQ; c += CD) {
         cput_q(lid, q0);
         cput_q(lid + 256u, q1);
-        let at = (lid / 4u) * SQ + 8u * part;
-        cput_r(at, k0, c);
-        cput_r(at + 64u * SQ, k1, c);
-        cput_r(at + 128u * SQ, k2, c);
-        cput_r(at + 192u * SQ, k3, c);
+        if (ROWS_FP8) {
+            let at = (lid / 2u) * SQ + 16u * (lid % 2u);
+            fp8_put16(at, k0, k1, c);
+            fp8_put16(at + 128u * SQ, k2, k3, c);
+        } else {
+            let at = (lid / 4u) * SQ + 8u * part;
+            cput_r(at, k0);
+            cput_r(at + 64u * SQ, k1);
+            cput_r(at + 128u * SQ, k2);
+            cput_r(at + 192u * SQ, k3);
+        }
         workgroupBarrier();   // the chunk is staged before the fragments are loaded
         let c1 = c + CD;
         if (c1 < DQ) {        // the next chunk's loads are in flight while this one multiplies
             q0 = cfetch_q(b, h0, c1, lid);
             q1 = cfetch_q(b, h0, c1, lid + 256u);
             k0 = cfetch_r(r0, c1, part);
-            k1 = cfetch_r(r1, c1, part);
+            k1 = cfetch_r(r1, c1, p1);
             k2 = cfetch_r(r2, c1, part);
-            k3 = cfetch_r(r3, c1, part);
+            k3 = cfetch_r(r3, c1, p1);
         }
         for (var kk = 0u; kk < CD; kk += 16u) {
             let ia0 = kk;
@@ -254,28 +283,43 @@ fn cput_p(e: u32, sc: vec4<f32>) {
 }
 
 // V quad `e` of the chunk at j0 (id j0 + e / VQ, quad e % VQ of half dz of its c_kv), zero for
-// ids of −1, past je, or past the chunk
+// ids of −1, past je, or past the chunk. FP8 rows: 16 dims a part (id j0 + e / 16, dims
+// 16 · (e % 16) of the half) for e < 512, and for e ≥ 512 the block scale of part e − 512 (in x)
 fn cfetch_v(b: u32, j0: u32, je: u32, dz: u32, e: u32) -> vec4<u32> {
+    if (ROWS_FP8) {
+        let part = e % 512u;
+        let j = j0 + part / 16u;
+        if (j >= je) { return vec4<u32>(0u); }
+        let row = row_of(b, j);
+        if (row < 0i) { return vec4<u32>(0u); }
+        return fp8_fetch16(u32(row), dz * (KV / 2u) + 16u * (part % 16u), e / 512u);
+    }
     let vq = KV / 16u;   // quads of a half row
     let j = j0 + e / vq;
     if (e >= AR * vq || j >= je) { return vec4<u32>(0u); }
     let row = row_of(b, j);
     if (row < 0i) { return vec4<u32>(0u); }
-    if (ROWS_FP8) { return fp8_fetch8(u32(row), dz * (KV / 2u) + 8u * (e % vq)); }
     return rows[u32(row) * (DQ / 8u) + dz * vq + e % vq];
 }
 
-// V quad `e` into the V chunk as 8 f16
-fn cput_v(e: u32, v: vec4<u32>) {
+// V quad `e` into the V chunk as 8 f16; FP8 rows: part `e` (< 512) with its scale piece `w`
+fn cput_v(e: u32, v: vec4<u32>, w: vec4<u32>) {
+    if (ROWS_FP8) {   // e4m3 · scale straight into f16 (V is c_kv only)
+        if (e >= 512u) { return; }
+        let at = (e / 16u) * SV + 16u * (e % 16u);
+        let lo = fp8_f16x8(vec4<u32>(v.x, v.y, w.x, 0u));
+        let hi = fp8_f16x8(vec4<u32>(v.z, v.w, w.x, 0u));
+        for (var i = 0u; i < 4u; i++) {
+            cv_s[at + 2u * i] = lo[i].x;
+            cv_s[at + 2u * i + 1u] = lo[i].y;
+            cv_s[at + 8u + 2u * i] = hi[i].x;
+            cv_s[at + 8u + 2u * i + 1u] = hi[i].y;
+        }
+        return;
+    }
     let vq = KV / 16u;
     if (e >= AR * vq) { return; }
     let at = (e / vq) * SV + 8u * (e % vq);
-    if (ROWS_FP8) {   // e4m3 · scale straight into f16 (V is c_kv only)
-        let h = fp8_f16x8(v);
-        cv_s[at] = h[0].x; cv_s[at + 1u] = h[0].y; cv_s[at + 2u] = h[1].x; cv_s[at + 3u] = h[1].y;
-        cv_s[at + 4u] = h[2].x; cv_s[at + 5u] = h[2].y; cv_s[at + 6u] = h[3].x; cv_s[at + 7u] = h[3].y;
-        return;
-    }
     for (var i = 0u; i < 4u; i++) {
         let h = vec2<f16>(unpack2x16float(v[i]));
         cv_s[at + 2u * i] = h[0];
@@ -332,10 +376,10 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     for (var j0 = js; j0 < je; j0 += AR) {
         cput_p(lid, p0);
         cput_p(lid + 256u, p1);
-        cput_v(lid, v0);
-        cput_v(lid + 256u, v1);
-        cput_v(lid + 512u, v2);
-        cput_v(lid + 768u, v3);
+        cput_v(lid, v0, v2);          // (FP8: v2, v3 are the scales of v0, v1)
+        cput_v(lid + 256u, v1, v3);
+        cput_v(lid + 512u, v2, v2);
+        cput_v(lid + 768u, v3, v3);
         workgroupBarrier();   // P and V staged before the fragments are loaded
         let j1 = j0 + AR;
         if (j1 < je) {        // the next chunk's loads are in flight while this one multiplies
