@@ -72,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     var wqa = vec4<f32>(0.0);   // FP8: w · q_s of heads hg·8 ..+3 and hg·8+4 ..+7
     var wqb = vec4<f32>(0.0);
-    if (KEYS_FP8 && computes) {
+    if (KEYS_FP8 & computes) {
         let r = b * H + hg * 8u;
         wqa = vec4<f32>(w[r] * q_scale(r), w[r + 1u] * q_scale(r + 1u), w[r + 2u] * q_scale(r + 2u), w[r + 3u] * q_scale(r + 3u));
         wqb = vec4<f32>(w[r + 4u] * q_scale(r + 4u), w[r + 5u] * q_scale(r + 5u), w[r + 6u] * q_scale(r + 6u), w[r + 7u] * q_scale(r + 7u));

@@ -133,7 +133,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (lid < HEADS) {
         var wt = 0.0;
         if (lid < H) { wt = w[b * H + lid]; }
-        if (KEYS_FP8 && lid < H) { wt *= q_scale(b * H + lid) * 65536.0; }   // q_s, and 2^16 for the staged q̂, k̂
+        if (KEYS_FP8 & (lid < H)) { wt *= q_scale(b * H + lid) * 65536.0; }   // q_s, and 2^16 for the staged q̂, k̂
         w_s[lid] = wt;
     }
     var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();

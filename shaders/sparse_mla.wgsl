@@ -104,7 +104,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
-        if (ROWS_FP8 && c < KV) {   // the chunk's 32 e4m3 (rn0, rn1) and their scale (rn2.x)
+        if (ROWS_FP8 & (c < KV)) {   // the chunk's 32 e4m3 (rn0, rn1) and their scale (rn2.x)
             store_r(lid, 0u, fp8_stage8(vec4<u32>(rn0.x, rn0.y, rn2.x, 0u), true));
             store_r(lid, 1u, fp8_stage8(vec4<u32>(rn0.z, rn0.w, rn2.x, 0u), true));
             store_r(lid, 2u, fp8_stage8(vec4<u32>(rn1.x, rn1.y, rn2.x, 0u), true));
@@ -290,7 +290,7 @@ fn store_q(idx: u32, v: vec4<f32>) {
 // part's 8 bf16 (lib/mla.wgsl's fp8_fetch8).
 fn load_r(row: i32, c: u32, part: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
-    if (ROWS_FP8 && c < KV) {
+    if (ROWS_FP8 & (c < KV)) {
         let base = u32(row) * (row_words() / 4u);
         if (part < 2u) { return rows[base + c / 16u + part]; }
         if (part == 2u) { return vec4<u32>(rows[base + (KV / 4u + c / BLOCK) / 4u][(c / BLOCK) % 4u], 0u, 0u, 0u); }
