@@ -104,17 +104,10 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();   // the last chunk's reads of q_s / r_s are done
         store_q(lid, qn0);
         store_q(lid + 256u, qn1);
-        if (ROWS_FP8 & (c < KV)) {   // the chunk's 32 e4m3 (rn0, rn1) and their scale (rn2.x)
-            store_r(lid, 0u, fp8_stage8(vec4<u32>(rn0.x, rn0.y, rn2.x, 0u), true));
-            store_r(lid, 1u, fp8_stage8(vec4<u32>(rn0.z, rn0.w, rn2.x, 0u), true));
-            store_r(lid, 2u, fp8_stage8(vec4<u32>(rn1.x, rn1.y, rn2.x, 0u), true));
-            store_r(lid, 3u, fp8_stage8(vec4<u32>(rn1.z, rn1.w, rn2.x, 0u), true));
-        } else {
-            store_r(lid, 0u, staged(rn0, c));
-            store_r(lid, 1u, staged(rn1, c));
-            store_r(lid, 2u, staged(rn2, c));
-            store_r(lid, 3u, staged(rn3, c));
-        }
+        store_r(lid, 0u, staged(rn0, c));
+        store_r(lid, 1u, staged(rn1, c));
+        store_r(lid, 2u, staged(rn2, c));
+        store_r(lid, 3u, staged(rn3, c));
         workgroupBarrier();   // q_s and r_s complete before the dot products read them
         if (c + DC < DQ) {
             qn0 = load_q(b, h0, c + DC, lid, HT);
@@ -284,24 +277,9 @@ fn store_q(idx: u32, v: vec4<f32>) {
     q_s[(d + 3u) * 16u + h / 4u][h % 4u] = v.w;
 }
 
-// Part `part` (of 4) of chunk c of a row: 16 u32 words = 4 vec4 per row (zeros for −1). FP8
-// rows, c_kv: parts 0 and 1 are the chunk's 32 e4m3 bytes (two whole vectors), part 2 the
-// block's scale (in x), part 3 nothing, so a row's chunk costs three loads, not eight; k_pe: the
-// part's 8 bf16 (lib/mla.wgsl's fp8_fetch8).
+// Part `part` (of 4) of chunk c of a row: 16 u32 words = 4 vec4 per row (zeros for −1); FP8
+// rows: the part's 8 dims raw (lib/mla.wgsl's fp8_fetch8).
 fn load_r(row: i32, c: u32, part: u32) -> vec4<u32> {
-    if (row < 0i) { return vec4<u32>(0u); }
-    if (ROWS_FP8 & (c < KV)) {
-        let base = u32(row) * (row_words() / 4u);
-        if (part < 2u) { return rows[base + c / 16u + part]; }
-        if (part == 2u) { return vec4<u32>(rows[base + (KV / 4u + c / BLOCK) / 4u][(c / BLOCK) % 4u], 0u, 0u, 0u); }
-        return vec4<u32>(0u);
-    }
-    return nload_raw(row, c, part);
-}
-
-// Part `part` of chunk c as 8 dims: f16 pairs or f32 bits, or FP8 rows' raw 8 dims (fp8_fetch8;
-// scores_narrow's threads each stage one part, so they cannot share the vectors as `scores` does).
-fn nload_raw(row: i32, c: u32, part: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
     if (ROWS_FP8) { return fp8_fetch8(u32(row), c + 8u * part); }
     return rows[(u32(row) * row_words() + select(c, c / 2u, ROWS_F16)) / 4u + part];
@@ -463,7 +441,7 @@ fn nstore_q(idx: u32, v: vec4<f32>) {
 
 // row chunk: RT rows × 16 words = 4 vec4<u32> per row; idx = part · RT + row.
 fn nload_r(c: u32, idx: u32) -> vec4<u32> {
-    return nload_raw(nids_s[idx % RT], c, idx / RT);
+    return load_r(nids_s[idx % RT], c, idx / RT);
 }
 
 fn nstore_r(idx: u32, v: vec4<u32>) {
@@ -554,36 +532,27 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let first = i32(seq[2u * b]);   // b's first row
     let pp = p_part(wg.y, h0, lid);
     var pn = load_p4(pp, js, je);
-    // FP8 rows: the thread's two parts are 2·lid and 2·lid + 1, one row's 16 dims: part slot 0
-    // loads their e4m3 bytes (one whole vector), slot 1 the block's scale (load_v_at)
-    let i0 = select(lid, 2u * lid, ROWS_FP8);
-    let i1 = select(lid + AT, 2u * lid + 1u, ROWS_FP8);
-    var rw0 = v_row(b, first, js, je, i0); var rw1 = v_row(b, first, js, je, i1);
+    var rw0 = v_row(b, first, js, je, lid); var rw1 = v_row(b, first, js, je, lid + AT);
     var rw2 = -1i; var rw3 = -1i;
     if (VPT > 2u) { rw2 = v_row(b, first, js, je, lid + 2u * AT); rw3 = v_row(b, first, js, je, lid + 3u * AT); }
-    var vn0 = load_v_at(rw0, dz, i0);
-    var vn1 = load_v_at(rw1, dz, i1);
+    var vn0 = load_v_at(rw0, dz, lid);
+    var vn1 = load_v_at(rw1, dz, lid + AT);
     var vn2 = vec4<u32>(0u); var vn3 = vec4<u32>(0u);
     if (VPT > 2u) { vn2 = load_v_at(rw2, dz, lid + 2u * AT); vn3 = load_v_at(rw3, dz, lid + 3u * AT); }
-    rw0 = v_row(b, first, js + VR, je, i0); rw1 = v_row(b, first, js + VR, je, i1);
+    rw0 = v_row(b, first, js + VR, je, lid); rw1 = v_row(b, first, js + VR, je, lid + AT);
     if (VPT > 2u) { rw2 = v_row(b, first, js + VR, je, lid + 2u * AT); rw3 = v_row(b, first, js + VR, je, lid + 3u * AT); }
     for (var j0 = js; j0 < je; j0 += VR) {
         workgroupBarrier();   // the last chunk's reads of p_s / v_s are done
         store_p4(lid, pn);
-        if (ROWS_FP8) {   // e4m3 · scale into f16 pairs (lib/mla.wgsl)
-            store_v(i0, fp8_stage8(vec4<u32>(vn0.x, vn0.y, vn1.x, 0u), true));
-            store_v(i1, fp8_stage8(vec4<u32>(vn0.z, vn0.w, vn1.x, 0u), true));
-        } else {
-            store_v(lid, vn0);
-            store_v(lid + AT, vn1);
-        }
+        store_v(lid, vn0);
+        store_v(lid + AT, vn1);
         if (VPT > 2u) { store_v(lid + 2u * AT, vn2); store_v(lid + 3u * AT, vn3); }
         workgroupBarrier();   // P and V chunks complete
         if (j0 + VR < je) {
             pn = load_p4(pp, j0 + VR, je);
-            vn0 = load_v_at(rw0, dz, i0);
-            vn1 = load_v_at(rw1, dz, i1);
-            rw0 = v_row(b, first, j0 + 2u * VR, je, i0); rw1 = v_row(b, first, j0 + 2u * VR, je, i1);
+            vn0 = load_v_at(rw0, dz, lid);
+            vn1 = load_v_at(rw1, dz, lid + AT);
+            rw0 = v_row(b, first, j0 + 2u * VR, je, lid); rw1 = v_row(b, first, j0 + 2u * VR, je, lid + AT);
             if (VPT > 2u) {
                 vn2 = load_v_at(rw2, dz, lid + 2u * AT);
                 vn3 = load_v_at(rw3, dz, lid + 3u * AT);
@@ -709,21 +678,16 @@ fn v_row(b: u32, first: i32, j0: u32, je: u32, idx: u32) -> i32 {
 }
 
 // V chunk part `idx` (row · VW + vec4 of the half row): a straight copy of half dz of `row`'s
-// c_kv. FP8 rows: for an even idx the 16 e4m3 bytes of parts idx and idx + 1 (one vector), for
-// an odd one the block's scale (in x); the thread that loads both stages both (attend).
+// c_kv (FP8 rows: its 8 dims raw, dequantised by store_v).
 fn load_v_at(row: i32, dz: u32, idx: u32) -> vec4<u32> {
     if (row < 0i) { return vec4<u32>(0u); }
-    if (ROWS_FP8) {
-        let base = u32(row) * (row_words() / 4u);
-        let d = dz * (KV / 2u) + 8u * ((idx & ~1u) % VW);
-        if (idx % 2u == 0u) { return rows[base + d / 16u]; }
-        return vec4<u32>(rows[base + (KV / 4u + d / BLOCK) / 4u][(d / BLOCK) % 4u], 0u, 0u, 0u);
-    }
+    if (ROWS_FP8) { return fp8_fetch8(u32(row), dz * (KV / 2u) + 8u * (idx % VW)); }
     return rows[u32(row) * row_words() / 4u + dz * VW + idx % VW];
 }
 
 fn store_v(idx: u32, v: vec4<u32>) {
     if (idx >= VR * VW) { return; }
+    if (ROWS_FP8) { v_s[idx] = fp8_stage8(v, true); return; }
     v_s[idx] = v;
 }
 
