@@ -9,6 +9,7 @@
 //! | `misses-per-layer` | Figs. 5, 8 | misses per layer at ratios 0.2 … 0.9, and across contexts |
 //! | `misses-vs-ratio` | Fig. 9 | mean misses against the sparse memory ratio, per context |
 //! | `batch-throughput` | Fig. 1 | decode tokens/s against batch, both modes, one budget |
+//! | `timeline` | Fig. 6 | one decode step's passes from GPU timestamps, both modes (no overlap yet) |
 
 use crate::decode::{SweepPoint, sweep, sweep_csv, sweep_svg};
 use crate::engine::{EngineOptions, Recording, record};
@@ -350,6 +351,84 @@ pub fn batch_throughput(
         name: "batch-throughput",
         csv: sweep_csv(&points),
         svgs: vec![("batch_throughput.svg".into(), sweep_svg(&points, &title))],
+        table,
+    })
+}
+
+/// One decode step of each mode drawn from GPU timestamps: a lane per stage, a bar per layer's
+/// pass (the last timed step of a run of `fo.base`). With no compute–transfer overlap built yet
+/// (issue 14), it shows where the transfers sit on the critical path: offload's `gather` and
+/// `write_back` bars run between the selection and the attention, alone on the GPU.
+pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Figure> {
+    use crate::engine::{Engine, Mode, Stage};
+    use crate::svg::{Bar, timeline as draw};
+    let mut csv = String::from("mode,layer,stage,begin_us,end_us\n");
+    let mut table = String::new();
+    let mut svgs = Vec::new();
+    for mode in [Mode::Resident, Mode::Offload] {
+        let opts = EngineOptions {
+            mode,
+            ..fo.base.clone()
+        };
+        let mut e = Engine::new(ctx, &opts, budget)?;
+        for _ in 0..opts.steps {
+            e.step(ctx)?;
+        }
+        e.finish(ctx)?;
+        let bars = &e.stats.timeline;
+        if bars.is_empty() {
+            return Err(crate::Error::Gpu(
+                "no timestamps: the timeline needs an adapter with timestamp queries".into(),
+            ));
+        }
+        for b in bars {
+            let _ = writeln!(
+                csv,
+                "{mode},{},{},{:.3},{:.3}",
+                b.layer,
+                b.stage.name(),
+                b.begin_s * 1e6,
+                b.end_s * 1e6
+            );
+        }
+        let span = bars.iter().map(|b| b.end_s).fold(0.0, f64::max) * 1e6;
+        let busy = |s: Stage| -> f64 {
+            bars.iter()
+                .filter(|b| b.stage == s)
+                .map(|b| (b.end_s - b.begin_s) * 1e6)
+                .fold(0.0, |a, x| a + x)
+        };
+        let transfer = busy(Stage::Gather) + busy(Stage::WriteBack);
+        let _ = writeln!(
+            table,
+            "{mode:<9} step span {span:>9.1} us; transfers on the critical path (gather + \
+             write_back) {transfer:>8.1} us = {:.1}% of it",
+            100.0 * transfer / span.max(1e-9)
+        );
+        let stages: Vec<String> = Stage::ALL.iter().map(|s| s.name().to_string()).collect();
+        let svg_bars: Vec<Bar> = bars
+            .iter()
+            .map(|b| Bar {
+                row: b.stage as usize,
+                begin: b.begin_s * 1e6,
+                end: b.end_s * 1e6,
+                color: b.layer as usize,
+                label: format!("L{}", b.layer),
+            })
+            .collect();
+        let title = format!(
+            "one decode step, {mode} ({}, batch {}): passes by stage, colour = layer",
+            opts.run.model.name, opts.run.batch
+        );
+        svgs.push((
+            format!("timeline_{mode}.svg"),
+            draw(&title, "µs from the step's first timestamp", &stages, &svg_bars),
+        ));
+    }
+    Ok(Figure {
+        name: "timeline",
+        csv,
+        svgs,
         table,
     })
 }

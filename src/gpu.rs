@@ -875,6 +875,21 @@ impl GpuTimer {
         }
     }
 
+    /// Each mark's pass as (begin, end) seconds from the earliest written begin of `ticks`
+    /// (`None` for a mark never written).
+    pub fn intervals(&self, ticks: &[u64]) -> Vec<Option<(f64, f64)>> {
+        let written = |p: &[u64]| p[0] > 0 && p[1] >= p[0];
+        let first = ticks.chunks(2).filter(|p| written(p)).map(|p| p[0]).min();
+        let secs = |t: u64, t0: u64| (t - t0) as f64 * self.period_ns * 1e-9;
+        ticks
+            .chunks(2)
+            .map(|p| match first {
+                Some(t0) if written(p) => Some((secs(p[0], t0), secs(p[1], t0))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Seconds each mark's pass took.
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
         let mut enc = ctx.device.create_command_encoder(&Default::default());

@@ -1,5 +1,6 @@
-//! Two small, dependency-free SVG charts for the figures: lines (with optional vertical markers)
-//! and a heat map. Good enough to read a trend; the CSV next to each SVG has the numbers.
+//! Three small, dependency-free SVG charts for the figures: lines (with optional vertical
+//! markers), a heat map, and a timeline of bars on rows. Good enough to read a trend; the CSV
+//! next to each SVG has the numbers.
 
 use std::fmt::Write as _;
 
@@ -188,4 +189,65 @@ fn short(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+/// One bar of a [`timeline`]: on row `row`, from `begin` to `end` (x units), in colour `color`
+/// (an index into the palette), with an optional label inside it.
+pub struct Bar {
+    pub row: usize,
+    pub begin: f64,
+    pub end: f64,
+    pub color: usize,
+    pub label: String,
+}
+
+/// A timeline: one lane per row (named on the left), bars where their work ran.
+pub fn timeline(title: &str, xlabel: &str, rows: &[String], bars: &[Bar]) -> String {
+    let mut s = frame(title, xlabel, "");
+    let left = M + 40.0; // room for the row names
+    let x_max = bars.iter().map(|b| b.end).fold(0.0f64, f64::max).max(1e-12);
+    let (lane, width) = ((H - 2.0 * M) / rows.len().max(1) as f64, W - left - M / 2.0);
+    let x = |v: f64| left + v / x_max * width;
+    for (r, name) in rows.iter().enumerate() {
+        let y = M + r as f64 * lane;
+        let _ = writeln!(
+            s,
+            "<rect x='{left}' y='{y:.1}' width='{width:.1}' height='{lane:.1}' fill='{}'/>\n\
+             <text x='{:.1}' y='{:.1}' text-anchor='end'>{name}</text>",
+            if r % 2 == 0 { "#f4f4f4" } else { "white" },
+            left - 6.0,
+            y + lane / 2.0 + 4.0
+        );
+    }
+    for b in bars {
+        let (x0, x1) = (x(b.begin), x(b.end).max(x(b.begin) + 0.5));
+        let y = M + b.row as f64 * lane + lane * 0.15;
+        let _ = writeln!(
+            s,
+            "<rect x='{x0:.2}' y='{y:.1}' width='{:.2}' height='{:.1}' fill='{}' opacity='0.85'/>",
+            x1 - x0,
+            lane * 0.7,
+            COLORS[b.color % COLORS.len()]
+        );
+        if !b.label.is_empty() && x1 - x0 > 7.0 * b.label.len() as f64 {
+            let _ = writeln!(
+                s,
+                "<text x='{:.1}' y='{:.1}' text-anchor='middle' fill='white' font-size='10'>{}</text>",
+                (x0 + x1) / 2.0,
+                y + lane * 0.35 + 3.0,
+                b.label
+            );
+        }
+    }
+    for i in 0..=4 {
+        let v = x_max * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            "<text x='{:.1}' y='{}' text-anchor='middle'>{}</text>",
+            x(v),
+            H - M + 16.0,
+            short(v)
+        );
+    }
+    s + "</svg>\n"
 }

@@ -6,7 +6,7 @@ use common::ctx;
 use ess_wgpu::RunConfig;
 use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{EngineOptions, Mode};
-use ess_wgpu::figures::{FigureOptions, misses_vs_ratio, warmup};
+use ess_wgpu::figures::{FigureOptions, misses_vs_ratio, timeline, warmup};
 use ess_wgpu::locality::paper_profile;
 
 fn options() -> FigureOptions {
@@ -77,4 +77,48 @@ fn misses_fall_as_the_pool_grows() {
         "expected ratios with a pool below 2k: {}",
         fig.csv
     );
+}
+
+/// The timeline (the paper's Fig. 6): every layer's passes of the last timed step, each stage's
+/// bar after the one before it in the layer (the schedule is serial), offload with its transfers.
+#[test]
+fn timeline_shows_each_layers_passes_in_order() {
+    let fo = options();
+    let fig = timeline(ctx(), &fo, 1 << 30).unwrap();
+    let rows: Vec<(String, u32, String, f64, f64)> = fig
+        .csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (
+                c[0].to_string(),
+                c[1].parse().unwrap(),
+                c[2].to_string(),
+                c[3].parse().unwrap(),
+                c[4].parse().unwrap(),
+            )
+        })
+        .collect();
+    for mode in ["resident", "offload"] {
+        let stages: &[&str] = match mode {
+            "resident" => &["new_token", "indexer", "topk", "sparse_mla"],
+            _ => &["new_token", "write_back", "indexer", "topk", "resolve", "gather", "sparse_mla"],
+        };
+        for layer in 0..fo.base.run.layers {
+            let bars: Vec<&(String, u32, String, f64, f64)> = rows
+                .iter()
+                .filter(|r| r.0 == mode && r.1 == layer)
+                .collect();
+            let names: Vec<&str> = bars.iter().map(|r| r.2.as_str()).collect();
+            assert_eq!(names, stages, "{mode} layer {layer}");
+            assert!(bars.iter().all(|r| r.3 <= r.4), "{mode}: a bar ends before it begins");
+            assert!(
+                bars.windows(2).all(|w| w[0].4 <= w[1].3),
+                "{mode} layer {layer}: passes overlap in a serial schedule: {bars:?}"
+            );
+        }
+    }
+    assert_eq!(fig.svgs.len(), 2);
+    assert!(fig.table.contains("offload") && fig.table.contains("gather + write_back"));
 }

@@ -40,6 +40,8 @@ enum FigureArg {
     MissesVsRatio,
     /// Throughput against batch, both modes.
     BatchThroughput,
+    /// One decode step's passes from GPU timestamps, both modes (the paper's Fig. 6).
+    Timeline,
 }
 
 pub fn run(args: FiguresArgs) -> Result<()> {
@@ -81,6 +83,7 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         FigureArg::MissesPerLayer => f::misses_per_layer(&ctx, &fo)?,
         FigureArg::MissesVsRatio => f::misses_vs_ratio(&ctx, &fo)?,
         FigureArg::BatchThroughput => f::batch_throughput(&ctx, &fo, &args.batches, budget)?,
+        FigureArg::Timeline => f::timeline(&ctx, &fo, budget)?,
     };
     let csv = args.out.join(format!("{}.csv", fig.name.replace('-', "_")));
     let mut files = vec![(csv.clone(), fig.csv.clone().into_bytes())];

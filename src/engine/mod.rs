@@ -35,7 +35,7 @@ mod stats;
 pub use inputs::{StepInputs, Synthetic};
 pub use options::{EngineOptions, Mode};
 pub use plan::MemoryPlan;
-pub use stats::{Stage, StageTimes, Stats};
+pub use stats::{Stage, StageTimes, Stats, TimelineBar};
 
 use crate::cache::{CacheCounters, CacheShape, LayerDispatches, NewRows, OffloadCache, PoolSize};
 use crate::error::{Error, Result};
@@ -791,6 +791,19 @@ impl Engine {
                 self.stats.stage_s.0[i % Stage::COUNT] += secs;
             }
             self.stats.span_s += t.span(&ticks);
+            self.stats.timeline = t
+                .intervals(&ticks)
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, iv)| {
+                    iv.map(|(begin_s, end_s)| TimelineBar {
+                        layer: (i / Stage::COUNT) as u32,
+                        stage: Stage::ALL[i % Stage::COUNT],
+                        begin_s,
+                        end_s,
+                    })
+                })
+                .collect();
         }
         let b = self.opts.run.batch as usize;
         let k = self.opts.run.model.topk as usize;

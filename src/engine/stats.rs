@@ -120,6 +120,18 @@ pub struct Stats {
     /// Per layer: Σ over steps ≥ 2 of the mean (over sequences) |K_{t−1} ∩ K_t| / |K_t|.
     pub overlap_sum: Vec<f64>,
     pub overlap_steps: u32,
+    /// The passes of the last timed step, from GPU timestamps (the paper's Fig. 6 for this
+    /// engine's schedule): `figures timeline` draws them.
+    pub timeline: Vec<TimelineBar>,
+}
+
+/// One stage's pass of one layer in a timed step: seconds from the step's first timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TimelineBar {
+    pub layer: u32,
+    pub stage: Stage,
+    pub begin_s: f64,
+    pub end_s: f64,
 }
 
 impl Stats {
