@@ -119,13 +119,28 @@ fn fold(slot: u32, lane: u32, h0: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    // the dispatch's first gather_wgs workgroups gather (indexer_gather.wgsl; none unless the
+    // host fuses a gather into this dispatch), the rest are tiles: (tile, sequence) from the
+    // linear workgroup id, so the host may fold the grid
+    let id = wg.x + wg.y * nwg.x;
+    if (id < gp.gather_wgs) {   // uniform across the workgroup
+        gather_wg(id, lid);
+        return;
+    }
+    let i = id - gp.gather_wgs;
+    let alone = gp.gather_wgs == 0u;   // a plain dispatch: its grid is (tiles, sequences)
+    let tiles = select(gp.tiles, nwg.x, alone);
+    if (i >= select(gp.index_wgs, nwg.x * nwg.y, alone)) { return; }   // a folded grid's tail
+    let tile = i % tiles;
+    let bl = i / tiles;
     let H = params.heads;
     let D = params.dim;
-    let b = params.b0 + wg.y;
+    let b = params.b0 + bl;
     let row0 = seq[2u * b];
     let T = seq[2u * b + 1u];
-    let s0 = wg.x * KEYS_PER_WG;
+    let s0 = tile * KEYS_PER_WG;
     if (s0 >= T) { return; }   // uniform across the workgroup: no barrier is skipped by some only
 
     let s = lid / 32u;

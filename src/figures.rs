@@ -422,7 +422,12 @@ pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Fig
         );
         svgs.push((
             format!("timeline_{mode}.svg"),
-            draw(&title, "µs from the step's first timestamp", &stages, &svg_bars),
+            draw(
+                &title,
+                "µs from the step's first timestamp",
+                &stages,
+                &svg_bars,
+            ),
         ));
     }
     Ok(Figure {

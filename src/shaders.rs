@@ -25,7 +25,7 @@ units! {
     FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl", "lib/fp8_pack.wgsl"];
     WALK = "walk": ["lib/hash.wgsl", "walk.wgsl"];
     INDEXER = "indexer": ["lib/f16.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl", "indexer.wgsl"];
-    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl"];
+    INDEXER_COOP = "indexer_coop": ["indexer_coop.wgsl", "lib/fp8.wgsl", "lib/indexer_io.wgsl", "indexer_gather.wgsl"];
     INDEXER_FP8 = "indexer_fp8": ["lib/fp8.wgsl", "indexer_fp8.wgsl"];
     INDEXER_NAIVE = "indexer_naive": ["indexer_naive.wgsl"];
     TOPK = "topk": ["lib/select.wgsl", "lib/topk_order.wgsl", "topk.wgsl"];

@@ -103,7 +103,15 @@ fn timeline_shows_each_layers_passes_in_order() {
     for mode in ["resident", "offload"] {
         let stages: &[&str] = match mode {
             "resident" => &["new_token", "indexer", "topk", "sparse_mla"],
-            _ => &["new_token", "write_back", "indexer", "topk", "resolve", "gather", "sparse_mla"],
+            _ => &[
+                "new_token",
+                "write_back",
+                "indexer",
+                "topk",
+                "resolve",
+                "gather",
+                "sparse_mla",
+            ],
         };
         for layer in 0..fo.base.run.layers {
             let bars: Vec<&(String, u32, String, f64, f64)> = rows
@@ -112,7 +120,10 @@ fn timeline_shows_each_layers_passes_in_order() {
                 .collect();
             let names: Vec<&str> = bars.iter().map(|r| r.2.as_str()).collect();
             assert_eq!(names, stages, "{mode} layer {layer}");
-            assert!(bars.iter().all(|r| r.3 <= r.4), "{mode}: a bar ends before it begins");
+            assert!(
+                bars.iter().all(|r| r.3 <= r.4),
+                "{mode}: a bar ends before it begins"
+            );
             assert!(
                 bars.windows(2).all(|w| w[0].4 <= w[1].3),
                 "{mode} layer {layer}: passes overlap in a serial schedule: {bars:?}"

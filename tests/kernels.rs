@@ -916,3 +916,132 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
         }
     }
 }
+
+/// A zero-copy gather fused into the coop indexer's dispatch (issue 14's mechanism,
+/// `shaders/indexer_gather.wgsl`) gives exactly what the two dispatches give: the same scores
+/// bit for bit and the same pool bytes, with ragged copy lists (an empty one included) and
+/// f16 and FP8 keys. Coop adapters only (lavapipe has no cooperative matrices: skipped there).
+#[test]
+fn fused_gather_equals_the_two_dispatches() {
+    use ess_wgpu::kernels::Transfer;
+    use ess_wgpu::kernels::indexer::{FusedGather, IndexerArgs};
+    use ess_wgpu::kernels::transfer::TransferArgs;
+    use ess_wgpu::problems::{POISON_F32, seq_table};
+    use ess_wgpu::workload::{Rng, RowLayout, query_bytes, storage_bytes};
+    let ctx = ctx();
+    if ctx.matrix != MatrixPath::Coop {
+        eprintln!("fused gather: no coop matrix path on this adapter, not run");
+        return;
+    }
+    for dtype in [Dtype::F16, Dtype::Fp8] {
+        let (heads, dim) = (64usize, 128usize);
+        let p = IndexerProblem::random(heads, dim, dtype, &[700, 1, 300], fresh_seed(80));
+        let shape = IndexerShape {
+            heads: heads as u32,
+            dim: dim as u32,
+            dtype,
+        };
+        let indexer = Indexer::with(ctx, &shape, IndexerKernel::Coop).unwrap();
+        // the gather: 3 sequences of a host group, k = 40, 50 slots, 200 host rows each
+        let (gb, k, slots, cap, rb) = (3u32, 40u32, 50u32, 200u32, 656u64);
+        let mut rng = Rng::new(fresh_seed(81));
+        let host_bytes: Vec<u8> = (0..gb as u64 * cap as u64 * rb)
+            .map(|_| rng.below(256) as u8)
+            .collect();
+        let misses = [40u32, 0, 17];
+        let mut copies = vec![[0u32; 2]; (gb * k) as usize];
+        for b in 0..gb as usize {
+            for r in 0..misses[b] as usize {
+                copies[b * k as usize + r] = [rng.below(cap as u64) as u32, r as u32];
+            }
+        }
+        let counts: Vec<[u32; 2]> = misses.iter().map(|&m| [m, k - m]).collect();
+        let (host, copies_buf, counts_buf) = (
+            ctx.upload("host", &host_bytes).unwrap(),
+            ctx.upload("copies", &copies).unwrap(),
+            ctx.upload("counts", &counts).unwrap(),
+        );
+        let q = ctx.upload("q", &query_bytes(&p.q, dim, dtype)).unwrap();
+        let w = ctx.upload("w", &p.w).unwrap();
+        let keys = ctx
+            .upload(
+                "keys",
+                &storage_bytes(&p.keys, dtype, RowLayout::Key { dim }),
+            )
+            .unwrap();
+        let seq = ctx.upload("seq", &seq_table(&p.seqs)).unwrap();
+        let run = |fused: bool| -> (Vec<f32>, Vec<u8>) {
+            let scores = ctx
+                .storage("scores", (p.seqs.len() * p.score_stride * 4) as u64)
+                .unwrap();
+            ctx.fill(&scores, POISON_F32);
+            let pool = ctx.storage("pool", gb as u64 * slots as u64 * rb).unwrap();
+            ctx.fill(&pool, 0xDEAD_BEEF);
+            let args = IndexerArgs {
+                q: &q,
+                w: &w,
+                keys: &keys,
+                seq: &seq,
+                scores: &scores,
+                b0: 0,
+                batch: p.seqs.len() as u32,
+                max_len: p.score_stride as u32,
+                score_stride: p.score_stride as u32,
+            };
+            if fused {
+                let g = FusedGather {
+                    copies: &copies_buf,
+                    counts: &counts_buf,
+                    host: &host,
+                    pool: &pool,
+                    row_bytes: rb,
+                    k,
+                    slots,
+                    capacity: cap,
+                    b0: 0,
+                    batch: gb,
+                };
+                let d = indexer.bind_with_gather(ctx, &args, &g).unwrap();
+                ctx.run_pass(None, |pass| d.record(pass)).unwrap();
+            } else {
+                let transfer = Transfer::new(ctx, rb, k, slots, cap).unwrap();
+                let targs = TransferArgs {
+                    copies: &copies_buf,
+                    counts: &counts_buf,
+                    pool: &pool,
+                    b0: 0,
+                    batch: gb,
+                };
+                let (d1, d2) = (
+                    indexer.bind(ctx, &args),
+                    transfer.gather(ctx, &targs, &host),
+                );
+                ctx.run_pass(None, |pass| {
+                    d1.record(pass);
+                    d2.record(pass);
+                })
+                .unwrap();
+            }
+            (ctx.read(&scores).unwrap(), ctx.read(&pool).unwrap())
+        };
+        let (s_two, p_two) = run(false);
+        let (s_one, p_one) = run(true);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&s_one), bits(&s_two), "{dtype}: scores differ");
+        assert_eq!(p_one, p_two, "{dtype}: pools differ");
+        // and the gather did its job: slot r of sequence b holds host row copies[b][r].0
+        let row = |b: usize, t: u32| {
+            &host_bytes[((b as u64 * cap as u64 + t as u64) * rb) as usize..][..rb as usize]
+        };
+        for b in 0..gb as usize {
+            for r in 0..misses[b] as usize {
+                let at = ((b as u64 * slots as u64 + r as u64) * rb) as usize;
+                assert_eq!(
+                    &p_one[at..at + rb as usize],
+                    row(b, copies[b * k as usize + r][0])
+                );
+            }
+        }
+        eprintln!("fused gather {dtype}: scores and pool identical to the two dispatches");
+    }
+}

@@ -85,9 +85,55 @@ impl IndexerKernel {
 /// epilogue staging and 64 f32 weights.
 const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 256 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
 
+/// The uniform-like table of a gather fused into the coop indexer's dispatch
+/// (`shaders/indexer_gather.wgsl`); all zero for a plain dispatch.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    row_vecs: u32,
+    k: u32,
+    slots: u32,
+    capacity: u32,
+    gb0: u32,
+    per_seq: u32,
+    gather_wgs: u32,
+    tiles: u32,
+    index_wgs: u32,
+    _pad: [u32; 3],
+}
+
+/// A zero-copy gather to run inside an indexer dispatch ([`Indexer::bind_with_gather`]): the
+/// missed rows of sequences `b0 .. b0 + batch` (one host-store group), as `transfer.wgsl`'s
+/// gather moves them. It must share no buffer with the indexer's work.
+pub struct FusedGather<'a> {
+    /// `[B, k]` (token, slot) and `[B]` (misses, hits) from the resolve.
+    pub copies: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    /// The host-store group of these sequences (`capacity` rows each).
+    pub host: &'a wgpu::Buffer,
+    /// `[B, slots]` rows: one layer's pool.
+    pub pool: &'a wgpu::Buffer,
+    pub row_bytes: u64,
+    pub k: u32,
+    pub slots: u32,
+    pub capacity: u32,
+    pub b0: u32,
+    pub batch: u32,
+}
+
+/// What a plain coop dispatch binds where a fused gather would go: a zero table and two small
+/// buffers (read-only and read-write ones cannot be the same buffer in one dispatch).
+#[derive(Debug)]
+struct NoGather {
+    params: wgpu::Buffer,
+    read: wgpu::Buffer,
+    write: wgpu::Buffer,
+}
+
 #[derive(Debug)]
 pub struct Indexer {
     pipeline: wgpu::ComputePipeline,
+    no_gather: Option<NoGather>,
     pub kernel: IndexerKernel,
     pub heads: u32,
     pub dim: u32,
@@ -183,8 +229,17 @@ impl Indexer {
                 )?
             }
         };
+        let no_gather = match kernel {
+            IndexerKernel::Coop => Some(NoGather {
+                params: ctx.upload("no gather", &[GatherParams::default()])?,
+                read: ctx.storage("no gather (read)", 16)?,
+                write: ctx.storage("no gather (write)", 16)?,
+            }),
+            IndexerKernel::Fma => None,
+        };
         Ok(Indexer {
             pipeline,
+            no_gather,
             kernel,
             heads,
             dim,
@@ -195,13 +250,81 @@ impl Indexer {
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
         let params = Params::new(self.heads, self.dim, self.dtype, a);
         let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
-        dispatch(
+        let io = [a.q, a.w, a.keys, a.seq, a.scores];
+        match &self.no_gather {
+            // the coop kernel's bindings of a fused gather, idle
+            Some(n) => {
+                let g = [&n.params, &n.read, &n.read, &n.read, &n.write];
+                self.coop_dispatch(ctx, &params, &io, &g, grid)
+            }
+            None => dispatch(ctx, &self.pipeline, "indexer", &params, &io, grid),
+        }
+    }
+
+    /// The coop kernel's dispatch with a zero-copy gather in it (`shaders/indexer_gather.wgsl`):
+    /// the first workgroups gather `g`'s missed rows, the rest run the indexer of `a`, so the bus
+    /// and the SMs work at once. The two must touch different sequences.
+    pub fn bind_with_gather(
+        &self,
+        ctx: &GpuContext,
+        a: &IndexerArgs,
+        g: &FusedGather,
+    ) -> Result<Dispatch> {
+        if self.kernel != IndexerKernel::Coop {
+            return Err(Error::config(
+                "indexer kernel with a fused gather",
+                self.kernel.name(),
+                "coop",
+            ));
+        }
+        let row_vecs = (g.row_bytes / 16) as u32;
+        let tiles = a.max_len.div_ceil(KEYS_PER_WG);
+        let per_seq = (g.k * row_vecs).div_ceil(256).max(1);
+        let table = GatherParams {
+            row_vecs,
+            k: g.k,
+            slots: g.slots,
+            capacity: g.capacity,
+            gb0: g.b0,
+            per_seq,
+            gather_wgs: per_seq * g.batch,
+            tiles,
+            index_wgs: tiles * a.batch,
+            _pad: [0; 3],
+        };
+        let table_buf = ctx.upload("fused gather", &[table])?;
+        let params = Params::new(self.heads, self.dim, self.dtype, a);
+        let io = [a.q, a.w, a.keys, a.seq, a.scores];
+        let gather = [&table_buf, g.copies, g.counts, g.host, g.pool];
+        let grid = super::grid_2d(table.gather_wgs + table.index_wgs);
+        let mut d = self.coop_dispatch(ctx, &params, &io, &gather, grid);
+        d.keep(table_buf);
+        Ok(d)
+    }
+
+    fn coop_dispatch(
+        &self,
+        ctx: &GpuContext,
+        params: &Params,
+        io: &[&wgpu::Buffer; 5],
+        gather: &[&wgpu::Buffer; 5],
+        grid: [u32; 3],
+    ) -> Dispatch {
+        let buffers: Vec<(u32, &wgpu::Buffer)> = io
+            .iter()
+            .chain(gather)
+            .enumerate()
+            .map(|(i, b)| (i as u32 + 1, *b))
+            .collect();
+        super::dispatch_steps(
             ctx,
-            &self.pipeline,
             "indexer",
-            &params,
-            &[a.q, a.w, a.keys, a.seq, a.scores],
-            grid,
+            params,
+            &[super::StepSpec {
+                pipeline: &self.pipeline,
+                buffers: &buffers,
+                workgroups: grid,
+            }],
         )
     }
 

@@ -82,6 +82,8 @@ pub fn grid_2d(groups: u32) -> [u32; 3] {
 pub struct Dispatch {
     steps: Vec<Step>,
     _params: wgpu::Buffer,
+    /// Buffers only the bind groups refer to, kept alive with them.
+    kept: Vec<wgpu::Buffer>,
 }
 
 #[derive(Clone)]
@@ -123,8 +125,14 @@ impl Dispatch {
             .map(|s| Dispatch {
                 steps: vec![s.clone()],
                 _params: self._params.clone(),
+                kept: self.kept.clone(),
             })
             .collect()
+    }
+
+    /// Keep `buffer` alive as long as this dispatch (one its bind groups use).
+    pub(crate) fn keep(&mut self, buffer: wgpu::Buffer) {
+        self.kept.push(buffer);
     }
 }
 
@@ -159,6 +167,7 @@ pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
     Dispatch {
         steps,
         _params: uniform,
+        kept: Vec::new(),
     }
 }
 
