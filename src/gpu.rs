@@ -25,6 +25,9 @@ pub const NEED_WORKGROUP_STORAGE: u32 = 32 * 1024;
 pub const NEED_INVOCATIONS: u32 = 256;
 /// Storage buffers bound by the largest kernel (lse merge, sparse MLA).
 pub const NEED_STORAGE_BUFFERS: u32 = 8; // sparse MLA's `attend` binds 8
+/// Storage buffers the coop indexer binds (its own 5, and a fused gather's 5:
+/// `shaders/indexer_gather.wgsl`); the coop path needs them.
+pub const COOP_STORAGE_BUFFERS: u32 = 10;
 
 /// Which of wgpu's runtime checks our shaders are compiled with.
 ///
@@ -194,6 +197,12 @@ fn coop_missing(adapter: &wgpu::Adapter) -> Option<String> {
     if !f16_f32 {
         return Some("no 16×16×16 f16 → f32 configuration".into());
     }
+    let have = adapter.limits().max_storage_buffers_per_shader_stage;
+    if have < COOP_STORAGE_BUFFERS {
+        return Some(format!(
+            "{have} storage buffers per shader stage (the coop indexer binds {COOP_STORAGE_BUFFERS})"
+        ));
+    }
     let info = adapter.get_info();
     if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
         return Some(format!(
@@ -338,6 +347,11 @@ impl GpuContext {
             max_compute_workgroup_storage_size: NEED_WORKGROUP_STORAGE,
             max_compute_invocations_per_workgroup: max_invocations,
             max_compute_workgroup_size_x: max_invocations,
+            // the kernels use at most NEED_STORAGE_BUFFERS; the coop indexer with a fused gather
+            // (`indexer_gather.wgsl`) COOP_STORAGE_BUFFERS, where the adapter has them
+            max_storage_buffers_per_shader_stage: have
+                .max_storage_buffers_per_shader_stage
+                .min(COOP_STORAGE_BUFFERS),
             ..wgpu::Limits::default()
         };
 
