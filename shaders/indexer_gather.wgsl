@@ -39,15 +39,28 @@ struct GatherParams {
 @group(0) @binding(9) var<storage, read> g_host: array<vec4<u32>>;         // host group [n, capacity, row]
 @group(0) @binding(10) var<storage, read_write> g_pool: array<vec4<u32>>;  // [B, P, row]
 
-// Gather workgroup `id` (< gather_wgs): its share of its sequence's missed rows.
+// Gather workgroup `id` (< gather_wgs): its share of its sequence's missed rows, four vec4s a
+// thread in flight at a time (a few workgroups must keep the bus busy: each one holds a slot the
+// indexer's tiles could use).
 fn gather_wg(id: u32, lid: u32) {
     let sl = id / gp.per_seq;   // the sequence within the gather's host-store group
     let b = gp.gb0 + sl;
     let n = g_counts[b].x * gp.row_vecs;
-    for (var e = (id % gp.per_seq) * 256u + lid; e < n; e += gp.per_seq * 256u) {
-        let r = e / gp.row_vecs;
-        let part = e % gp.row_vecs;
-        let c = g_copies[b * gp.k + r];
-        g_pool[(b * gp.slots + c.y) * gp.row_vecs + part] = g_host[(sl * gp.capacity + c.x) * gp.row_vecs + part];
+    let stride = gp.per_seq * 256u;
+    for (var e0 = (id % gp.per_seq) * 256u + lid; e0 < n; e0 += 4u * stride) {
+        var v: array<vec4<u32>, 4>;
+        var at: array<u32, 4>;
+        for (var i = 0u; i < 4u; i++) {   // the loads first, then the stores
+            let e = e0 + i * stride;
+            if (e < n) {
+                let c = g_copies[b * gp.k + e / gp.row_vecs];
+                let part = e % gp.row_vecs;
+                v[i] = g_host[(sl * gp.capacity + c.x) * gp.row_vecs + part];
+                at[i] = (b * gp.slots + c.y) * gp.row_vecs + part;
+            }
+        }
+        for (var i = 0u; i < 4u; i++) {
+            if (e0 + i * stride < n) { g_pool[at[i]] = v[i]; }
+        }
     }
 }
