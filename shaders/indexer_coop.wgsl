@@ -19,7 +19,8 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-override KEYS_FP8: bool = false;   // the FP8 key cache and in-kernel q quantisation (see the top)
+override KEYS_FP8: bool = false;   // the FP8 key cache and queries (see the top)
+override FUSED: bool = false;      // a gather in the dispatch's first workgroups (indexer_gather.wgsl)
 
 const KEYS_PER_WG: u32 = 256u;
 const HEADS: u32 = 64u;          // rows of Q in a tile: H ≤ 64, padded with zeros
@@ -121,20 +122,21 @@ fn fold(slot: u32, lane: u32, h0: u32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    // the dispatch's first gather_wgs workgroups gather (indexer_gather.wgsl; none unless the
-    // host fuses a gather into this dispatch), the rest are tiles: (tile, sequence) from the
-    // linear workgroup id, so the host may fold the grid
+    // the grid is (tiles, sequences); with FUSED the first gather_wgs workgroups gather
+    // (indexer_gather.wgsl) and the rest are tiles, numbered by the linear workgroup id (the
+    // host folds the grid)
+    // (lets and `&`: naga's uniformity analysis takes a `var` for non-uniform, and makes `&&` a
+    // branch; with FUSED false all of this folds away)
     let id = wg.x + wg.y * nwg.x;
-    if (id < gp.gather_wgs) {   // uniform across the workgroup
+    if (FUSED & (id < gp.gather_wgs)) {   // uniform across the workgroup
         gather_wg(id, lid);
         return;
     }
     let i = id - gp.gather_wgs;
-    let alone = gp.gather_wgs == 0u;   // a plain dispatch: its grid is (tiles, sequences)
-    let tiles = select(gp.tiles, nwg.x, alone);
-    if (i >= select(gp.index_wgs, nwg.x * nwg.y, alone)) { return; }   // a folded grid's tail
-    let tile = i % tiles;
-    let bl = i / tiles;
+    if (FUSED & (i >= gp.index_wgs)) { return; }   // the folded grid's tail
+    let tiles = max(gp.tiles, 1u);
+    let tile = select(wg.x, i % tiles, FUSED);
+    let bl = select(wg.y, i / tiles, FUSED);
     let H = params.heads;
     let D = params.dim;
     let b = params.b0 + bl;

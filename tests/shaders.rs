@@ -16,7 +16,10 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("KEYS_F16", 0.0), ("KEYS_FP8", 0.0)],
             vec![("KEYS_F16", 1.0), ("KEYS_FP8", 1.0)],
         ],
-        "indexer_coop" => vec![vec![("KEYS_FP8", 0.0)], vec![("KEYS_FP8", 1.0)]],
+        "indexer_coop" => [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+            .iter()
+            .map(|&(fp8, fused)| vec![("KEYS_FP8", fp8), ("FUSED", fused)])
+            .collect(),
         "topk" | "topk_split" => [64.0, 128.0, 256.0, 512.0, 1024.0]
             .iter()
             .map(|&wg| vec![("WG", wg)])

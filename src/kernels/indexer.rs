@@ -132,6 +132,8 @@ struct NoGather {
     params: wgpu::Buffer,
     read: wgpu::Buffer,
     write: wgpu::Buffer,
+    /// The pipeline with `FUSED` (the plain one compiles the gather out).
+    fused: wgpu::ComputePipeline,
 }
 
 #[derive(Debug)]
@@ -229,7 +231,7 @@ impl Indexer {
                     "indexer_coop",
                     crate::shaders::INDEXER_COOP,
                     "main",
-                    &[("KEYS_FP8", fp8 as u32 as f64)],
+                    &[("KEYS_FP8", fp8 as u32 as f64), ("FUSED", 0.0)],
                 )?
             }
         };
@@ -238,6 +240,12 @@ impl Indexer {
                 params: ctx.upload("no gather", &[GatherParams::default()])?,
                 read: ctx.storage("no gather (read)", 16)?,
                 write: ctx.storage("no gather (write)", 16)?,
+                fused: ctx.pipeline(
+                    "indexer_coop fused",
+                    crate::shaders::INDEXER_COOP,
+                    "main",
+                    &[("KEYS_FP8", fp8 as u32 as f64), ("FUSED", 1.0)],
+                )?,
             }),
             IndexerKernel::Fma => None,
         };
@@ -259,7 +267,7 @@ impl Indexer {
             // the coop kernel's bindings of a fused gather, idle
             Some(n) => {
                 let g = [&n.params, &n.read, &n.read, &n.read, &n.write];
-                self.coop_dispatch(ctx, &params, &io, &g, grid)
+                self.coop_dispatch(ctx, &self.pipeline, &params, &io, &g, grid)
             }
             None => dispatch(ctx, &self.pipeline, "indexer", &params, &io, grid),
         }
@@ -274,13 +282,13 @@ impl Indexer {
         a: &IndexerArgs,
         g: &FusedGather,
     ) -> Result<Dispatch> {
-        if self.kernel != IndexerKernel::Coop {
+        let Some(n) = &self.no_gather else {
             return Err(Error::config(
                 "indexer kernel with a fused gather",
                 self.kernel.name(),
                 "coop",
             ));
-        }
+        };
         let row_vecs = (g.row_bytes / 16) as u32;
         let tiles = a.max_len.div_ceil(KEYS_PER_WG);
         // few gather workgroups, each striding over many rows: every workgroup of this pipeline
@@ -306,7 +314,7 @@ impl Indexer {
         let io = [a.q, a.w, a.keys, a.seq, a.scores];
         let gather = [&table_buf, g.copies, g.counts, g.host, g.pool];
         let grid = super::grid_2d(table.gather_wgs + table.index_wgs);
-        let mut d = self.coop_dispatch(ctx, &params, &io, &gather, grid);
+        let mut d = self.coop_dispatch(ctx, &n.fused, &params, &io, &gather, grid);
         d.keep(table_buf);
         Ok(d)
     }
@@ -314,6 +322,7 @@ impl Indexer {
     fn coop_dispatch(
         &self,
         ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
         params: &Params,
         io: &[&wgpu::Buffer; 5],
         gather: &[&wgpu::Buffer; 5],
@@ -330,7 +339,7 @@ impl Indexer {
             "indexer",
             params,
             &[super::StepSpec {
-                pipeline: &self.pipeline,
+                pipeline,
                 buffers: &buffers,
                 workgroups: grid,
             }],
