@@ -15,6 +15,19 @@
 // q̂ and k̂ enter the tensor cores as f16 values · 2^-8 (their bits placed: lib/fp8.wgsl's
 // e4m3x2_f16_bits, exact), their products are exact in f32 and summed in f32, and the scales
 // (and the 2^16) are applied in the epilogue, never to the staged values.
+//
+// Mapping: workgroup (x, y) = (tile of 128 keys, sequence b0 + y), 256 threads = 8 subgroups of
+// 32 (the host requires a subgroup size of 32). The tile's product is C[64 heads × 128 keys] =
+// Q[64 × D] · K^T[D × 128]: subgroup s owns keys s·16 .. +16 for all 64 heads, as 4 accumulator
+// fragments of 16 × 16 (heads past H are zero rows of Q, their weight zero). That is 32
+// registers of accumulators, so two workgroups share an SM; 8 fragments and 256 keys a workgroup
+// took 142 registers a thread and one workgroup an SM. D is streamed 32 dims at a time through
+// workgroup memory (Q [64][32] and K [128][32] f16, rows padded by 8 f16 so a fragment load's
+// rows start in different banks), and the next chunk is fetched into registers while the
+// current one multiplies, as in gemm/gemm_coop_f16.wgsl.
+// Epilogue: each fragment is staged through the subgroup's 16 × 16 slot, where every lane takes
+// one key column and half its rows and adds w · ReLU(c) to its key's partial sum; the two halves
+// meet in the slot at the end.
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -22,7 +35,7 @@ enable wgpu_cooperative_matrix;
 override KEYS_FP8: bool = false;   // the FP8 key cache and queries (see the top)
 override FUSED: bool = false;      // a gather in the dispatch's first workgroups (indexer_gather.wgsl)
 
-const KEYS_PER_WG: u32 = 256u;
+const KEYS_PER_WG: u32 = 128u;
 const HEADS: u32 = 64u;          // rows of Q in a tile: H ≤ 64, padded with zeros
 const DC: u32 = 32u;             // dims per chunk
 const PAD: u32 = 8u;
@@ -31,7 +44,7 @@ const SR: u32 = DC + PAD;        // row stride of q_s and k_s (f16)
 // (the uniform and the bindings: lib/indexer_io.wgsl)
 
 var<workgroup> q_s: array<f16, 2560>;    // [HEADS][SR]
-var<workgroup> k_s: array<f16, 10240>;   // [KEYS_PER_WG][SR]: key j's dims contiguous
+var<workgroup> k_s: array<f16, 5120>;    // [KEYS_PER_WG][SR]: key j's dims contiguous
 var<workgroup> c_s: array<f32, 2048>;    // 8 subgroups × a 16 × 16 staging slot
 var<workgroup> w_s: array<f32, 64>;      // the head weights, zero past H (FP8: times q_s · 2^16)
 
@@ -77,12 +90,12 @@ fn e4m3x16(v: vec4<u32>) -> array<vec2<f16>, 8> {
     return h;
 }
 
-// the keys' quad `e` (of 1024: key e / 4, dims c + 8 · (e % 4)), zero past T. FP8: 16 e4m3
-// values (of 512: key e / 2, dims c + 16 · (e % 2)).
+// the keys' quad `e` (of 512: key e / 4, dims c + 8 · (e % 4)), zero past T. FP8: 16 e4m3
+// values (of 256: key e / 2, dims c + 16 · (e % 2)).
 fn fetch_k(row0: u32, T: u32, s0: u32, c: u32, e: u32) -> vec4<u32> {
     if (KEYS_FP8) {
         let key = s0 + e / 2u;
-        if (e >= 512u || key >= T) { return vec4<u32>(0u); }
+        if (e >= 256u || key >= T) { return vec4<u32>(0u); }
         return keys[((row0 + key) * params.dim + c) / 16u + e % 2u];
     }
     let key = s0 + e / 4u;
@@ -92,7 +105,7 @@ fn fetch_k(row0: u32, T: u32, s0: u32, c: u32, e: u32) -> vec4<u32> {
 
 fn put_k(e: u32, v: vec4<u32>) {
     if (KEYS_FP8) {   // 16 e4m3 values as f16 values · 2^-8 (the epilogue's w_s has the 2^8)
-        if (e >= 512u) { return; }
+        if (e >= 256u) { return; }
         let h = e4m3x16(v);
         let at = (e / 2u) * SR + 16u * (e % 2u);
         for (var i = 0u; i < 8u; i++) {
@@ -153,50 +166,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (KEYS_FP8 & (lid < H)) { wt *= q_scale(b * H + lid) * 65536.0; }   // q_s, and 2^16 for the staged q̂, k̂
         w_s[lid] = wt;
     }
-    var c00 = coop_mat16x16<f32, C>(); var c01 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>(); var c11 = coop_mat16x16<f32, C>();
-    var c20 = coop_mat16x16<f32, C>(); var c21 = coop_mat16x16<f32, C>();
-    var c30 = coop_mat16x16<f32, C>(); var c31 = coop_mat16x16<f32, C>();
+    // four 16 × 16 accumulators (64 heads × this subgroup's 16 keys): 32 registers, so two
+    // workgroups fit an SM
+    var c0 = coop_mat16x16<f32, C>(); var c1 = coop_mat16x16<f32, C>();
+    var c2 = coop_mat16x16<f32, C>(); var c3 = coop_mat16x16<f32, C>();
     var q0 = fetch_q(b, 0u, lid);
     var q1 = fetch_q(b, 0u, lid + 256u);
     var k0 = fetch_k(row0, T, s0, 0u, lid);
     var k1 = fetch_k(row0, T, s0, 0u, lid + 256u);
-    var k2 = fetch_k(row0, T, s0, 0u, lid + 512u);
-    var k3 = fetch_k(row0, T, s0, 0u, lid + 768u);
     for (var c = 0u; c < D; c += DC) {
         put_q(lid, q0);
         put_q(lid + 256u, q1);
         put_k(lid, k0);
         put_k(lid + 256u, k1);
-        put_k(lid + 512u, k2);
-        put_k(lid + 768u, k3);
         workgroupBarrier();   // the chunk is staged before the fragments are loaded
-        let c1 = c + DC;
-        if (c1 < D) {         // the next chunk's loads are in flight while this one multiplies
-            q0 = fetch_q(b, c1, lid);
-            q1 = fetch_q(b, c1, lid + 256u);
-            k0 = fetch_k(row0, T, s0, c1, lid);
-            k1 = fetch_k(row0, T, s0, c1, lid + 256u);
-            k2 = fetch_k(row0, T, s0, c1, lid + 512u);
-            k3 = fetch_k(row0, T, s0, c1, lid + 768u);
+        let cn = c + DC;
+        if (cn < D) {         // the next chunk's loads are in flight while this one multiplies
+            q0 = fetch_q(b, cn, lid);
+            q1 = fetch_q(b, cn, lid + 256u);
+            k0 = fetch_k(row0, T, s0, cn, lid);
+            k1 = fetch_k(row0, T, s0, cn, lid + 256u);
         }
         for (var kk = 0u; kk < DC; kk += 16u) {
             let ia0 = kk;
             let ia1 = 16u * SR + kk;
             let ia2 = 32u * SR + kk;
             let ia3 = 48u * SR + kk;
-            let ib0 = (s * 32u) * SR + kk;
-            let ib1 = (s * 32u + 16u) * SR + kk;
+            let ib = (s * 16u) * SR + kk;
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&q_s[ia0], SR);
             let a1 = coopLoadT<coop_mat16x16<f16, A>>(&q_s[ia1], SR);
             let a2 = coopLoadT<coop_mat16x16<f16, A>>(&q_s[ia2], SR);
             let a3 = coopLoadT<coop_mat16x16<f16, A>>(&q_s[ia3], SR);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&k_s[ib0], SR);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&k_s[ib1], SR);
-            c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
-            c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
-            c20 = coopMultiplyAdd(a2, b0, c20); c21 = coopMultiplyAdd(a2, b1, c21);
-            c30 = coopMultiplyAdd(a3, b0, c30); c31 = coopMultiplyAdd(a3, b1, c31);
+            let bk = coopLoad<coop_mat16x16<f16, B>>(&k_s[ib], SR);
+            c0 = coopMultiplyAdd(a0, bk, c0);
+            c1 = coopMultiplyAdd(a1, bk, c1);
+            c2 = coopMultiplyAdd(a2, bk, c2);
+            c3 = coopMultiplyAdd(a3, bk, c3);
         }
         workgroupBarrier();   // fragments read before the next chunk overwrites them
     }
@@ -205,26 +210,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // stride bound to lets: naga 30's SPIR-V writer panics on inline ones)
     let slot = s * 256u;
     let st = 16u;
-    var p0 = 0.0;   // this lane's half of key s·32 + lane % 16
-    var p1 = 0.0;   // … of key s·32 + 16 + lane % 16
-    coopStoreT(c00, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 0u); workgroupBarrier();
-    coopStoreT(c10, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 16u); workgroupBarrier();
-    coopStoreT(c20, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 32u); workgroupBarrier();
-    coopStoreT(c30, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 48u); workgroupBarrier();
-    coopStoreT(c01, &c_s[slot], st); workgroupBarrier(); p1 += fold(slot, lane, 0u); workgroupBarrier();
-    coopStoreT(c11, &c_s[slot], st); workgroupBarrier(); p1 += fold(slot, lane, 16u); workgroupBarrier();
-    coopStoreT(c21, &c_s[slot], st); workgroupBarrier(); p1 += fold(slot, lane, 32u); workgroupBarrier();
-    coopStoreT(c31, &c_s[slot], st); workgroupBarrier(); p1 += fold(slot, lane, 48u); workgroupBarrier();
-    // the two halves of each key column meet: slot[j · 32 + lane] holds half lane / 16 of
-    // column lane % 16 of key block j
+    var p0 = 0.0;   // this lane's half of key s·16 + lane % 16
+    coopStoreT(c0, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 0u); workgroupBarrier();
+    coopStoreT(c1, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 16u); workgroupBarrier();
+    coopStoreT(c2, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 32u); workgroupBarrier();
+    coopStoreT(c3, &c_s[slot], st); workgroupBarrier(); p0 += fold(slot, lane, 48u); workgroupBarrier();
+    // the two halves of each key column meet: slot[lane] holds half lane / 16 of column lane % 16
     c_s[slot + lane] = p0;
-    c_s[slot + 32u + lane] = p1;
     workgroupBarrier();
-    let j = lane / 16u;
     let col = lane % 16u;
-    let key = s0 + s * 32u + j * 16u + col;
-    if (key < T) {
-        var total = c_s[slot + j * 32u + col] + c_s[slot + j * 32u + 16u + col];
+    let key = s0 + s * 16u + col;
+    if (lane < 16u && key < T) {
+        var total = c_s[slot + col] + c_s[slot + 16u + col];
         if (KEYS_FP8) {   // times the key's scale, after its values
             let si = params.key_rows * (params.dim / 4u) + row0 + key;
             total *= bitcast<f32>(keys[si / 4u][si % 4u]);

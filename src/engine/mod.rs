@@ -43,7 +43,7 @@ use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::digest::DigestArgs;
 use crate::kernels::fill::FillRange;
 use crate::kernels::fp8_quant::Fp8RowShape;
-use crate::kernels::indexer::{IndexerArgs, KEYS_PER_WG};
+use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::overlap::OverlapArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
 use crate::kernels::topk::{TopKArgs, TopKScratch};
@@ -113,6 +113,8 @@ pub struct Engine {
     work: Vec<LayerWork>,
     /// Sequence groups (first, count) sharing one keys / latent buffer (binding limit).
     groups: Vec<(u32, u32)>,
+    /// Keys a workgroup of the indexer's kernel takes (its grid follows the longest sequence).
+    index_keys_per_wg: u32,
     /// `[B, 2]` (first row of b in its group's buffer, T_b), rewritten every step.
     seq: wgpu::Buffer,
     /// `[4]` u32: (step number from 1, query moves from 1, _, _), rewritten every step.
@@ -229,6 +231,7 @@ impl Engine {
             inputs: Box::new(NoInputs),
             layers,
             work: Vec::new(),
+            index_keys_per_wg: Indexer::new(ctx, &m.indexer_shape())?.keys_per_workgroup(),
             groups,
             seq: ctx.storage("seq", b as u64 * 8)?,
             clock: ctx.storage("clock", 16)?,
@@ -542,7 +545,7 @@ impl Engine {
 
     /// Grids that follow the longest sequence.
     fn update_grids(&mut self) {
-        let x = self.max_len().div_ceil(KEYS_PER_WG);
+        let x = self.max_len().div_ceil(self.index_keys_per_wg);
         for w in &mut self.work {
             for (d, &(_, n)) in w.indexer.iter_mut().zip(&self.groups) {
                 d.set_grid([x, n, 1]);

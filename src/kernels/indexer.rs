@@ -14,8 +14,11 @@ use crate::config::Dtype;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, MatrixPath};
 
-/// Keys per workgroup (KEYS_PER_WG in the shader).
+/// Keys per workgroup of the FMA kernels (KEYS_PER_WG in `indexer.wgsl`, `indexer_fp8.wgsl`,
+/// `indexer_naive.wgsl`).
 pub const KEYS_PER_WG: u32 = 256;
+/// Keys per workgroup of the coop kernel (KEYS_PER_WG in `indexer_coop.wgsl`).
+pub const COOP_KEYS_PER_WG: u32 = 128;
 
 /// The uniform both indexer kernels (tuned and version 1) read.
 #[repr(C)]
@@ -81,9 +84,9 @@ impl IndexerKernel {
     }
 }
 
-/// The workgroup memory of `indexer_coop.wgsl`: Q [64][40] and K [256][40] f16, 8 × 256 f32 of
+/// The workgroup memory of `indexer_coop.wgsl`: Q [64][40] and K [128][40] f16, 8 × 256 f32 of
 /// epilogue staging and 64 f32 weights.
-const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 256 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
+const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 128 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
 
 /// The uniform-like table of a gather fused into the coop indexer's dispatch
 /// (`shaders/indexer_gather.wgsl`); all zero for a plain dispatch.
@@ -261,7 +264,7 @@ impl Indexer {
 
     pub fn bind(&self, ctx: &GpuContext, a: &IndexerArgs) -> Dispatch {
         let params = Params::new(self.heads, self.dim, self.dtype, a);
-        let grid = [a.max_len.div_ceil(KEYS_PER_WG), a.batch, 1];
+        let grid = [self.tiles(a.max_len), a.batch, 1];
         let io = [a.q, a.w, a.keys, a.seq, a.scores];
         match &self.no_gather {
             // the coop kernel's bindings of a fused gather, idle
@@ -290,7 +293,7 @@ impl Indexer {
             ));
         };
         let row_vecs = (g.row_bytes / 16) as u32;
-        let tiles = a.max_len.div_ceil(KEYS_PER_WG);
+        let tiles = self.tiles(a.max_len);
         // few gather workgroups, each striding over many rows: every workgroup of this pipeline
         // holds a slot the indexer's tiles could use (one per 256 vec4s of k rows hid 2–7% on the
         // H200, 128 in all 4–11%)
@@ -344,6 +347,19 @@ impl Indexer {
                 workgroups: grid,
             }],
         )
+    }
+
+    /// Workgroups a sequence of `len` keys takes (the grid's x): the kernel's tiles.
+    pub fn tiles(&self, len: u32) -> u32 {
+        len.div_ceil(self.keys_per_workgroup())
+    }
+
+    /// Keys a workgroup of this kernel takes.
+    pub fn keys_per_workgroup(&self) -> u32 {
+        match self.kernel {
+            IndexerKernel::Fma => KEYS_PER_WG,
+            IndexerKernel::Coop => COOP_KEYS_PER_WG,
+        }
     }
 
     /// FLOPs of one call: a multiply-add per (head, dim, key), plus ReLU·w and the head sum.
