@@ -54,17 +54,18 @@ var<workgroup> cc_s: array<f32, 2048>;    // both: 8 subgroups × a 16 × 16 sta
 
 // ============================================================================ scores
 
-// 8 c_kv values of an FP8 row (lib/mla.wgsl's fp8_fetch8 words: two words of e4m3, the block's
-// scale) as four f16 pairs, value · scale: the bits placed (value · 2^-8, lib/fp8.wgsl), widened
-// to f32 and multiplied by 2^8 · scale, exact for a block scale in 2^-15 .. 2^7 (where the tests'
-// and the engine's rows are: lib/mla.wgsl's fp8_stage8 says why).
-fn fp8_f16x8(v: vec4<u32>) -> array<vec2<f16>, 4> {
-    let k = bitcast<f32>(v.z) * 256.0;   // (bitcast<vec2<f16>> of the bits: naga 30 types it f32)
-    return array<vec2<f16>, 4>(
-        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.x)) * k),
-        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.x >> 16u)) * k),
-        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.y)) * k),
-        vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v.y >> 16u)) * k));
+// 16 c_kv values of an FP8 row (the e4m3 bytes of fp8_fetch16's first piece, and the bits of the
+// block's scale) as eight f16 pairs, value · scale: the bits placed (value · 2^-8, lib/fp8.wgsl),
+// widened to f32 and multiplied by 2^8 · scale, exact for a block scale in 2^-15 .. 2^7 (where
+// the tests' and the engine's rows are: lib/mla.wgsl's fp8_stage8 says why).
+fn fp8_f16x16(v: vec4<u32>, scale: u32) -> array<vec2<f16>, 8> {
+    let k = bitcast<f32>(scale) * 256.0;   // (bitcast<vec2<f16>> of the bits: naga 30 types it f32)
+    var h: array<vec2<f16>, 8>;
+    for (var i = 0u; i < 4u; i++) {
+        h[2u * i] = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i])) * k);
+        h[2u * i + 1u] = vec2<f16>(unpack2x16float(e4m3x2_f16_bits(v[i] >> 16u)) * k);
+    }
+    return h;
 }
 
 // q's vec4 `e` (of 512 in a chunk: head h0 + e / 8, dims c + 4 · (e % 8)), zero past H
@@ -96,21 +97,18 @@ fn fp8_fetch16(row: u32, d: u32, piece: u32) -> vec4<u32> {
     let base = row * (row_words() / 4u);   // lib/mla.wgsl: rows are whole vec4s
     if (d < KV) {
         if (piece == 0u) { return rows[base + d / 16u]; }
-        return vec4<u32>(rows[base + (KV / 4u + d / BLOCK) / 4u][(d / BLOCK) % 4u], 0u, 0u, 0u);
+        return vec4<u32>(fp8_scale_word(base, d), 0u, 0u, 0u);   // lib/mla.wgsl
     }
-    return rows[base + (KV / 4u + fp8_latent_slots(KV)) / 4u + (d - KV) / 8u + piece];
+    return rows[fp8_rope_vec(base, d) + piece];
 }
 
 // 16 dims of an FP8 row into f16 at `at` of the rows' chunk (c: the chunk's first dim)
 fn fp8_put16(at: u32, v: vec4<u32>, w: vec4<u32>, c: u32) {
-    if (c < KV) {   // c_kv: e4m3 · scale (fp8_f16x8 on each half)
-        let lo = fp8_f16x8(vec4<u32>(v.x, v.y, w.x, 0u));
-        let hi = fp8_f16x8(vec4<u32>(v.z, v.w, w.x, 0u));
-        for (var i = 0u; i < 4u; i++) {
-            cr_s[at + 2u * i] = lo[i].x;
-            cr_s[at + 2u * i + 1u] = lo[i].y;
-            cr_s[at + 8u + 2u * i] = hi[i].x;
-            cr_s[at + 8u + 2u * i + 1u] = hi[i].y;
+    if (c < KV) {   // c_kv: e4m3 · scale
+        let h = fp8_f16x16(v, w.x);
+        for (var i = 0u; i < 8u; i++) {
+            cr_s[at + 2u * i] = h[i].x;
+            cr_s[at + 2u * i + 1u] = h[i].y;
         }
         return;
     }
@@ -307,13 +305,10 @@ fn cput_v(e: u32, v: vec4<u32>, w: vec4<u32>) {
     if (ROWS_FP8) {   // e4m3 · scale straight into f16 (V is c_kv only)
         if (e >= 512u) { return; }
         let at = (e / 16u) * SV + 16u * (e % 16u);
-        let lo = fp8_f16x8(vec4<u32>(v.x, v.y, w.x, 0u));
-        let hi = fp8_f16x8(vec4<u32>(v.z, v.w, w.x, 0u));
-        for (var i = 0u; i < 4u; i++) {
-            cv_s[at + 2u * i] = lo[i].x;
-            cv_s[at + 2u * i + 1u] = lo[i].y;
-            cv_s[at + 8u + 2u * i] = hi[i].x;
-            cv_s[at + 8u + 2u * i + 1u] = hi[i].y;
+        let h = fp8_f16x16(v, w.x);
+        for (var i = 0u; i < 8u; i++) {
+            cv_s[at + 2u * i] = h[i].x;
+            cv_s[at + 2u * i + 1u] = h[i].y;
         }
         return;
     }

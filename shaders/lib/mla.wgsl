@@ -58,11 +58,21 @@ fn fp8_fetch8(row: u32, c: u32) -> vec4<u32> {
     let base = row * (row_words() / 4u);   // rows are whole vec4s
     if (c < KV) {
         let v = rows[base + c / 16u];
-        let s = rows[base + (KV / 4u + c / BLOCK) / 4u][(c / BLOCK) % 4u];
+        let s = fp8_scale_word(base, c);
         if ((c / 8u) % 2u == 0u) { return vec4<u32>(v.x, v.y, s, 0u); }
         return vec4<u32>(v.z, v.w, s, 0u);
     }
-    return rows[base + (KV / 4u + fp8_latent_slots(KV)) / 4u + (c - KV) / 8u];
+    return rows[fp8_rope_vec(base, c)];
+}
+
+// Of the FP8 row whose first vec4 is `base`: the scale word of c_kv dim d (d < KV), and the vec4
+// holding k_pe dim d (d ≥ KV; 8 bf16 a vec4).
+fn fp8_scale_word(base: u32, d: u32) -> u32 {
+    return rows[base + (KV / 4u + d / BLOCK) / 4u][(d / BLOCK) % 4u];
+}
+
+fn fp8_rope_vec(base: u32, d: u32) -> u32 {
+    return base + (KV / 4u + fp8_latent_slots(KV)) / 4u + (d - KV) / 8u;
 }
 
 // fp8_fetch8's words as the 8 dims' f16 pairs: e4m3 value · scale (c_kv), or the bf16 value. The
