@@ -151,7 +151,7 @@ impl IndexerProblem {
         kernel: &Indexer,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<f32>> {
-        self.run_with(ctx, |a| kernel.bind(ctx, a), timer)
+        self.run_with(ctx, |a| Ok(vec![kernel.bind(ctx, a)]), timer)
     }
 
     /// Run the version-1 kernel, as [`IndexerProblem::run`].
@@ -161,13 +161,15 @@ impl IndexerProblem {
         kernel: &IndexerNaive,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<f32>> {
-        self.run_with(ctx, |a| kernel.bind(ctx, a), timer)
+        self.run_with(ctx, |a| Ok(vec![kernel.bind(ctx, a)]), timer)
     }
 
-    fn run_with(
+    /// Run the dispatches `bind` makes over the problem's buffers, in one pass, as
+    /// [`IndexerProblem::run`] (for a dispatch that does more than index: a fused gather).
+    pub fn run_with(
         &self,
         ctx: &GpuContext,
-        bind: impl Fn(&IndexerArgs) -> Dispatch,
+        bind: impl Fn(&IndexerArgs) -> Result<Vec<Dispatch>>,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<f32>> {
         let q = ctx.upload("q", &query_bytes(&self.q, self.dim, self.dtype))?;
@@ -188,7 +190,10 @@ impl IndexerProblem {
             max_len: self.score_stride as u32,
             score_stride: self.score_stride as u32,
         };
-        run_one(ctx, &bind(&args), timer)?;
+        let dispatches = bind(&args)?;
+        ctx.run_pass(timer.map(|t| (t, 0)), |pass| {
+            dispatches.iter().for_each(|d| d.record(pass))
+        })?;
         ctx.read(&scores)
     }
 }

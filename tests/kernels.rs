@@ -924,10 +924,9 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
 #[test]
 fn fused_gather_equals_the_two_dispatches() {
     use ess_wgpu::kernels::Transfer;
-    use ess_wgpu::kernels::indexer::{FusedGather, IndexerArgs};
+    use ess_wgpu::kernels::indexer::FusedGather;
     use ess_wgpu::kernels::transfer::TransferArgs;
-    use ess_wgpu::problems::{POISON_F32, seq_table};
-    use ess_wgpu::workload::{Rng, RowLayout, query_bytes, storage_bytes};
+    use ess_wgpu::workload::Rng;
     let ctx = ctx();
     if ctx.matrix != MatrixPath::Coop {
         eprintln!("fused gather: no coop matrix path on this adapter, not run");
@@ -961,68 +960,52 @@ fn fused_gather_equals_the_two_dispatches() {
             ctx.upload("copies", &copies).unwrap(),
             ctx.upload("counts", &counts).unwrap(),
         );
-        let q = ctx.upload("q", &query_bytes(&p.q, dim, dtype)).unwrap();
-        let w = ctx.upload("w", &p.w).unwrap();
-        let keys = ctx
-            .upload(
-                "keys",
-                &storage_bytes(&p.keys, dtype, RowLayout::Key { dim }),
-            )
-            .unwrap();
-        let seq = ctx.upload("seq", &seq_table(&p.seqs)).unwrap();
-        let run = |fused: bool| -> (Vec<f32>, Vec<u8>) {
-            let scores = ctx
-                .storage("scores", (p.seqs.len() * p.score_stride * 4) as u64)
-                .unwrap();
-            ctx.fill(&scores, POISON_F32);
+        // one poisoned pool for each way (index: fused)
+        let pools: [_; 2] = std::array::from_fn(|_| {
             let pool = ctx.storage("pool", gb as u64 * slots as u64 * rb).unwrap();
             ctx.fill(&pool, 0xDEAD_BEEF);
-            let args = IndexerArgs {
-                q: &q,
-                w: &w,
-                keys: &keys,
-                seq: &seq,
-                scores: &scores,
-                b0: 0,
-                batch: p.seqs.len() as u32,
-                max_len: p.score_stride as u32,
-                score_stride: p.score_stride as u32,
-            };
-            if fused {
-                let g = FusedGather {
-                    copies: &copies_buf,
-                    counts: &counts_buf,
-                    host: &host,
-                    pool: &pool,
-                    row_bytes: rb,
-                    k,
-                    slots,
-                    capacity: cap,
-                    b0: 0,
-                    batch: gb,
-                };
-                let d = indexer.bind_with_gather(ctx, &args, &g).unwrap();
-                ctx.run_pass(None, |pass| d.record(pass)).unwrap();
-            } else {
-                let transfer = Transfer::new(ctx, rb, k, slots, cap).unwrap();
-                let targs = TransferArgs {
-                    copies: &copies_buf,
-                    counts: &counts_buf,
-                    pool: &pool,
-                    b0: 0,
-                    batch: gb,
-                };
-                let (d1, d2) = (
-                    indexer.bind(ctx, &args),
-                    transfer.gather(ctx, &targs, &host),
-                );
-                ctx.run_pass(None, |pass| {
-                    d1.record(pass);
-                    d2.record(pass);
-                })
+            pool
+        });
+        let transfer = Transfer::new(ctx, rb, k, slots, cap).unwrap();
+        let run = |fused: bool| -> (Vec<f32>, Vec<u8>) {
+            let pool = &pools[fused as usize];
+            let scores = p
+                .run_with(
+                    ctx,
+                    |args| match fused {
+                        true => {
+                            let g = FusedGather {
+                                copies: &copies_buf,
+                                counts: &counts_buf,
+                                host: &host,
+                                pool,
+                                row_bytes: rb,
+                                k,
+                                slots,
+                                capacity: cap,
+                                b0: 0,
+                                batch: gb,
+                            };
+                            Ok(vec![indexer.bind_with_gather(ctx, args, &g)?])
+                        }
+                        false => {
+                            let targs = TransferArgs {
+                                copies: &copies_buf,
+                                counts: &counts_buf,
+                                pool,
+                                b0: 0,
+                                batch: gb,
+                            };
+                            Ok(vec![
+                                indexer.bind(ctx, args),
+                                transfer.gather(ctx, &targs, &host),
+                            ])
+                        }
+                    },
+                    None,
+                )
                 .unwrap();
-            }
-            (ctx.read(&scores).unwrap(), ctx.read(&pool).unwrap())
+            (scores, ctx.read(pool).unwrap())
         };
         let (s_two, p_two) = run(false);
         let (s_one, p_one) = run(true);
