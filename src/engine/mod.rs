@@ -179,6 +179,7 @@ impl Engine {
         let layers = (0..nl)
             .map(|l| Layer::new(ctx, opts, &groups, l, inputs.queries(ctx, l)?))
             .collect::<Result<Vec<_>>>()?;
+        let indexer = Indexer::new(ctx, &m.indexer_shape())?;
         let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
@@ -231,7 +232,7 @@ impl Engine {
             inputs: Box::new(NoInputs),
             layers,
             work: Vec::new(),
-            index_keys_per_wg: Indexer::new(ctx, &m.indexer_shape())?.keys_per_workgroup(),
+            index_keys_per_wg: indexer.keys_per_workgroup(),
             groups,
             seq: ctx.storage("seq", b as u64 * 8)?,
             clock: ctx.storage("clock", 16)?,
@@ -262,7 +263,7 @@ impl Engine {
         };
         engine.write_seq(ctx);
         engine.work = (0..nl)
-            .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &sparse_mla))
+            .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &indexer, &sparse_mla))
             .collect::<Result<_>>()?;
         engine.inputs = inputs;
         engine.prefill(ctx)?;
@@ -276,6 +277,7 @@ impl Engine {
         ctx: &GpuContext,
         inputs: &mut dyn StepInputs,
         l: u32,
+        indexer: &Indexer,
         sparse_mla: &SparseMla,
     ) -> Result<LayerWork> {
         let m = &self.opts.run;
@@ -310,7 +312,6 @@ impl Engine {
             };
             new_token.extend(inputs.newest_rows(ctx, &t, NewestAt::BatchRow, l, &self.seq)?);
         }
-        let indexer = Indexer::new(ctx, &m.indexer_shape())?;
         let indexer = self
             .groups
             .iter()
