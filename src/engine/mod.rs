@@ -113,8 +113,10 @@ pub struct Engine {
     work: Vec<LayerWork>,
     /// Sequence groups (first, count) sharing one keys / latent buffer (binding limit).
     groups: Vec<(u32, u32)>,
-    /// Keys a workgroup of the indexer's kernel takes (its grid follows the longest sequence).
-    index_keys_per_wg: u32,
+    /// The indexer, one for all layers (its grids follow the longest sequence: `update_grids`).
+    indexer: Indexer,
+    /// FP8 keys: the quantiser of each layer's moved indexer queries.
+    q_quant: Option<Fp8Quant>,
     /// `[B, 2]` (first row of b in its group's buffer, T_b), rewritten every step.
     seq: wgpu::Buffer,
     /// `[4]` u32: (step number from 1, query moves from 1, _, _), rewritten every step.
@@ -180,6 +182,13 @@ impl Engine {
             .map(|l| Layer::new(ctx, opts, &groups, l, inputs.queries(ctx, l)?))
             .collect::<Result<Vec<_>>>()?;
         let indexer = Indexer::new(ctx, &m.indexer_shape())?;
+        let q_quant = match m.key_dtype {
+            crate::config::Dtype::Fp8 => {
+                let shape = Fp8RowShape::key_cache(m.model.index_head_dim);
+                Some(Fp8Quant::new(ctx, &shape)?)
+            }
+            _ => None,
+        };
         let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
@@ -232,7 +241,8 @@ impl Engine {
             inputs: Box::new(NoInputs),
             layers,
             work: Vec::new(),
-            index_keys_per_wg: indexer.keys_per_workgroup(),
+            indexer,
+            q_quant,
             groups,
             seq: ctx.storage("seq", b as u64 * 8)?,
             clock: ctx.storage("clock", 16)?,
@@ -263,7 +273,7 @@ impl Engine {
         };
         engine.write_seq(ctx);
         engine.work = (0..nl)
-            .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &indexer, &sparse_mla))
+            .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &sparse_mla))
             .collect::<Result<_>>()?;
         engine.inputs = inputs;
         engine.prefill(ctx)?;
@@ -277,7 +287,6 @@ impl Engine {
         ctx: &GpuContext,
         inputs: &mut dyn StepInputs,
         l: u32,
-        indexer: &Indexer,
         sparse_mla: &SparseMla,
     ) -> Result<LayerWork> {
         let m = &self.opts.run;
@@ -285,19 +294,13 @@ impl Engine {
         let layer = &self.layers[l as usize];
         let mut next_queries = inputs.next_queries(ctx, l, &layer.queries, &self.clock)?;
         // FP8 keys: the moved queries quantised as the model quantises them for its fp8_index
-        let q_i = match &layer.q_fp8 {
-            Some(q8) => {
-                let shape = Fp8RowShape::key_cache(m.model.index_head_dim);
+        let q_i = match (&layer.q_fp8, &self.q_quant) {
+            (Some(q8), Some(quant)) => {
                 let rows = b * m.model.index_heads;
-                next_queries.push(Fp8Quant::new(ctx, &shape)?.bind(
-                    ctx,
-                    &layer.queries.q_i,
-                    q8,
-                    rows,
-                )?);
+                next_queries.push(quant.bind(ctx, &layer.queries.q_i, q8, rows)?);
                 q8
             }
-            None => &layer.queries.q_i,
+            _ => &layer.queries.q_i,
         };
         let mut new_token = Vec::new();
         for t in self.device_row_targets(l) {
@@ -328,7 +331,7 @@ impl Engine {
                     max_len: self.max_len(),
                     score_stride: cap,
                 };
-                indexer.bind(ctx, &args)
+                self.indexer.bind(ctx, &args)
             })
             .collect();
         let topk = self.topk.bind(
@@ -546,7 +549,7 @@ impl Engine {
 
     /// Grids that follow the longest sequence.
     fn update_grids(&mut self) {
-        let x = self.max_len().div_ceil(self.index_keys_per_wg);
+        let x = self.indexer.tiles(self.max_len());
         for w in &mut self.work {
             for (d, &(_, n)) in w.indexer.iter_mut().zip(&self.groups) {
                 d.set_grid([x, n, 1]);
