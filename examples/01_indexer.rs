@@ -44,7 +44,7 @@ fn main() -> ess_wgpu::Result<()> {
     let tuned = Indexer::new(&ctx, &cfg.indexer_shape())?;
     let got = problem.run(&ctx, &tuned, timer.as_ref())?;
     // (on the tensor cores: the reference of its f16-rounded q)
-    let want = problem.reference_for(tuned.kernel);
+    let want = problem.reference_for(tuned.path);
     let err = compare("index_score", &got, &want, atol, rtol).map_err(ess_wgpu::Error::Gpu)?;
     println!(
         "tuned (indexer):           GPU time {}, max abs error vs CPU reference {err:.2e} -> matches",

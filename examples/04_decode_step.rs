@@ -16,9 +16,9 @@ use ess_wgpu::compare::compare;
 use ess_wgpu::config::Dtype;
 use ess_wgpu::config::RunConfig;
 use ess_wgpu::error::{Error, Result};
-use ess_wgpu::gpu::{GpuContext, GpuTimer};
-use ess_wgpu::kernels::indexer::{IndexerArgs, IndexerKernel};
-use ess_wgpu::kernels::sparse_mla::{SparseMlaArgs, SparseMlaKernel};
+use ess_wgpu::gpu::{GpuContext, GpuTimer, MatrixPath};
+use ess_wgpu::kernels::indexer::IndexerArgs;
+use ess_wgpu::kernels::sparse_mla::SparseMlaArgs;
 use ess_wgpu::kernels::topk::TopKArgs;
 use ess_wgpu::kernels::{Indexer, SparseMla, TopK};
 use ess_wgpu::problems::{
@@ -178,9 +178,9 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     // the references of what the chosen kernels compute from these inputs: FP8 keys read q
     // quantised per head, the tensor cores round q to f16 (src/problems.rs says why, and the
     // tolerances)
-    let q_i_used = match (cfg.key_dtype, indexer.kernel) {
+    let q_i_used = match (cfg.key_dtype, indexer.path) {
         (Dtype::Fp8, _) => fp8::round_rows(&q_i, id, fp8::ScaleRule::Ue8m0),
-        (_, IndexerKernel::Coop) => round_f16(&q_i),
+        (_, MatrixPath::Coop) => round_f16(&q_i),
         _ => q_i.clone(),
     };
     let want_scores = reference::indexer(&q_i_used, &w, &k_i, &seqs, ih, id, stride);
@@ -193,9 +193,9 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
     let ids_match = got_ids[..b * k] == want_ids[..];
     let base: Vec<usize> = seqs.iter().map(|s| s.first_row).collect();
     let kv = cfg.model.kv_lora_rank as usize;
-    let q_used = match mla.kernel {
-        SparseMlaKernel::Coop => round_f16(&q),
-        SparseMlaKernel::Fma => q.clone(),
+    let q_used = match mla.path {
+        MatrixPath::Coop => round_f16(&q),
+        MatrixPath::Fma => q.clone(),
     };
     let (want_o, want_lse) = reference::sparse_mla(
         &q_used,
@@ -209,7 +209,7 @@ fn run(ctx: &GpuContext, cfg: &RunConfig, out: &mut impl Write) -> Result<()> {
         k,
         cfg.model.softmax_scale(),
     );
-    let ((oa, or), (la, lr)) = (sparse_mla_o_lat_tol(mla.kernel, k), SPARSE_MLA_LSE_TOL);
+    let ((oa, or), (la, lr)) = (sparse_mla_o_lat_tol(mla.path, k), SPARSE_MLA_LSE_TOL);
     let e_o = compare("o_lat", &got_o, &want_o, oa, or).map_err(Error::Gpu)?;
     let e_l = compare("lse", &got_lse[..b * h], &want_lse, la, lr).map_err(Error::Gpu)?;
 

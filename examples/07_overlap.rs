@@ -12,7 +12,8 @@
 
 use ess_wgpu::bench::time_pass;
 use ess_wgpu::config::Dtype;
-use ess_wgpu::kernels::indexer::{FusedGather, IndexerArgs, IndexerKernel, IndexerShape};
+use ess_wgpu::gpu::MatrixPath;
+use ess_wgpu::kernels::indexer::{FusedGather, IndexerArgs, IndexerShape};
 use ess_wgpu::kernels::transfer::TransferArgs;
 use ess_wgpu::kernels::{Indexer, Transfer};
 use ess_wgpu::workload::Rng;
@@ -29,7 +30,7 @@ fn main() -> Result<()> {
     let (batch, context) = (arg(1, 32)?, arg(2, 32 << 10)?);
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    if ctx.matrix != ess_wgpu::gpu::MatrixPath::Coop {
+    if ctx.matrix != MatrixPath::Coop {
         return Err(Error::Unsupported {
             what: "the fused gather (it runs inside the coop indexer)".into(),
             need: "the coop matrix path".into(),
@@ -42,7 +43,7 @@ fn main() -> Result<()> {
         dim: 128,
         dtype: Dtype::F16,
     };
-    let indexer = Indexer::with(&ctx, &shape, IndexerKernel::Coop)?;
+    let indexer = Indexer::with(&ctx, &shape, MatrixPath::Coop)?;
     let keys = ctx.storage("keys", batch as u64 * context as u64 * shape.key_bytes())?;
     ctx.fill(&keys, 0x3C00_3C00); // f16 1.0 pairs
     let mut rng = Rng::new(7);

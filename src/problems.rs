@@ -4,9 +4,7 @@
 
 use crate::config::{Dtype, RunConfig};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuTimer};
-use crate::kernels::indexer::IndexerKernel;
-use crate::kernels::sparse_mla::SparseMlaKernel;
+use crate::gpu::{GpuContext, GpuTimer, MatrixPath};
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::{Dispatch, Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
 use crate::kernels::{
@@ -45,12 +43,12 @@ pub fn sparse_mla_coop_o_lat_tol(k: usize) -> (f32, f32) {
     (bound, SPARSE_MLA_O_LAT_TOL.1)
 }
 
-/// The `o_lat` tolerance of a sparse MLA kernel over k ids: [`SPARSE_MLA_O_LAT_TOL`] on the FMA
-/// units, [`sparse_mla_coop_o_lat_tol`] on the tensor cores.
-pub fn sparse_mla_o_lat_tol(kernel: SparseMlaKernel, k: usize) -> (f32, f32) {
-    match kernel {
-        SparseMlaKernel::Fma => SPARSE_MLA_O_LAT_TOL,
-        SparseMlaKernel::Coop => sparse_mla_coop_o_lat_tol(k),
+/// The `o_lat` tolerance of the sparse MLA kernel of `path` over k ids: [`SPARSE_MLA_O_LAT_TOL`]
+/// on the FMA units, [`sparse_mla_coop_o_lat_tol`] on the tensor cores.
+pub fn sparse_mla_o_lat_tol(path: MatrixPath, k: usize) -> (f32, f32) {
+    match path {
+        MatrixPath::Fma => SPARSE_MLA_O_LAT_TOL,
+        MatrixPath::Coop => sparse_mla_coop_o_lat_tol(k),
     }
 }
 
@@ -118,17 +116,18 @@ impl IndexerProblem {
         self.reference_of(&self.q)
     }
 
-    /// The reference of what `kernel` computes: the coop kernel rounds q to f16 as it stages it
-    /// (its one rounding: the products of f16 values are exact in f32), the fma kernel does not.
+    /// The reference of what the kernel of `path` computes: the coop kernel rounds q to f16 as it
+    /// stages it (its one rounding: the products of f16 values are exact in f32), the fma kernel
+    /// does not.
     /// Over FP8 keys both read q quantised per head as the model does (ue8m0, before the kernel:
     /// [`crate::workload::query_bytes`]), and nothing else: the products of e4m3 values are exact
     /// in f32, and the scales (positive) commute with ReLU.
-    pub fn reference_for(&self, kernel: IndexerKernel) -> Vec<f32> {
+    pub fn reference_for(&self, path: MatrixPath) -> Vec<f32> {
         use crate::reference::fp8::{ScaleRule, round_rows};
-        match (kernel, self.dtype) {
+        match (path, self.dtype) {
             (_, Dtype::Fp8) => self.reference_of(&round_rows(&self.q, self.dim, ScaleRule::Ue8m0)),
-            (IndexerKernel::Fma, _) => self.reference(),
-            (IndexerKernel::Coop, _) => self.reference_of(&round_f16(&self.q)),
+            (MatrixPath::Fma, _) => self.reference(),
+            (MatrixPath::Coop, _) => self.reference_of(&round_f16(&self.q)),
         }
     }
 
@@ -337,12 +336,13 @@ impl SparseMlaProblem {
         self.reference_of(&self.q)
     }
 
-    /// The reference of what `kernel` computes from its inputs: the coop kernel rounds q to f16
-    /// as it stages it (P's rounding is the error [`sparse_mla_coop_o_lat_tol`] bounds).
-    pub fn reference_for(&self, kernel: SparseMlaKernel) -> (Vec<f32>, Vec<f32>) {
-        match kernel {
-            SparseMlaKernel::Fma => self.reference(),
-            SparseMlaKernel::Coop => self.reference_of(&round_f16(&self.q)),
+    /// The reference of what the kernel of `path` computes from its inputs: the coop kernel
+    /// rounds q to f16 as it stages it (P's rounding is the error [`sparse_mla_coop_o_lat_tol`]
+    /// bounds).
+    pub fn reference_for(&self, path: MatrixPath) -> (Vec<f32>, Vec<f32>) {
+        match path {
+            MatrixPath::Fma => self.reference(),
+            MatrixPath::Coop => self.reference_of(&round_f16(&self.q)),
         }
     }
 

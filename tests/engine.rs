@@ -488,11 +488,12 @@ fn engine_layer_equals_the_cpu_reference() {
 
 fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfig) {
     use ess_wgpu::compare::compare;
-    use ess_wgpu::kernels::{SparseMla, sparse_mla::SparseMlaKernel};
+    use ess_wgpu::gpu::MatrixPath;
+    use ess_wgpu::kernels::SparseMla;
     use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, sparse_mla_o_lat_tol};
     // the engine's sparse MLA kernel (on a coop adapter, the tensor cores': the reference of its
     // f16-rounded q, and its o_lat tolerance)
-    let kernel = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().kernel;
+    let path = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().path;
     let (b, h, k) = (3usize, run.model.heads as usize, run.model.topk as usize);
     let (kv, rope) = (
         run.model.kv_lora_rank as usize,
@@ -531,14 +532,12 @@ fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfi
             run.model.index_head_dim as usize,
         );
         let indexer = ess_wgpu::kernels::Indexer::new(ctx, &run.indexer_shape()).unwrap();
-        let q_used = match (run.key_dtype, indexer.kernel) {
+        let q_used = match (run.key_dtype, indexer.path) {
             (Dtype::Fp8, _) => {
                 use ess_wgpu::reference::fp8::{ScaleRule, round_rows};
                 round_rows(&snap.q_i, di, ScaleRule::Ue8m0)
             }
-            (_, ess_wgpu::kernels::indexer::IndexerKernel::Coop) => {
-                ess_wgpu::workload::round_f16(&snap.q_i)
-            }
+            (_, MatrixPath::Coop) => ess_wgpu::workload::round_f16(&snap.q_i),
             _ => snap.q_i.clone(),
         };
         for (s, keys) in snap.keys.iter().enumerate() {
@@ -569,9 +568,9 @@ fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfi
             .map(|(i, &t)| if t >= 0 { (i % k) as i32 } else { -1 })
             .collect();
         let first_rows: Vec<usize> = (0..b).map(|s| s * k).collect();
-        let q = match kernel {
-            SparseMlaKernel::Fma => snap.q.clone(),
-            SparseMlaKernel::Coop => ess_wgpu::workload::round_f16(&snap.q),
+        let q = match path {
+            MatrixPath::Fma => snap.q.clone(),
+            MatrixPath::Coop => ess_wgpu::workload::round_f16(&snap.q),
         };
         let (want_o, want_lse) = ess_wgpu::reference::sparse_mla(
             &q,
@@ -585,14 +584,14 @@ fn engine_layer_against_the_reference(ctx: &ess_wgpu::GpuContext, run: &RunConfi
             k,
             run.model.softmax_scale(),
         );
-        let (oa, or) = sparse_mla_o_lat_tol(kernel, k);
+        let (oa, or) = sparse_mla_o_lat_tol(path, k);
         let (la, lr) = SPARSE_MLA_LSE_TOL;
         let eo = compare("o_lat", &snap.o_lat, &want_o, oa, or)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
         let el = compare("lse", &snap.lse, &want_lse, la, lr)
             .unwrap_or_else(|err| panic!("{mode}: {err}"));
         eprintln!(
-            "engine {mode} {} ({kernel:?}): max err o_lat {eo:e}, lse {el:e}",
+            "engine {mode} {} ({path:?}): max err o_lat {eo:e}, lse {el:e}",
             run.latent_dtype
         );
     }

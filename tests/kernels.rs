@@ -6,10 +6,10 @@ mod common;
 use common::{ctx, seed as fresh_seed};
 use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::MatrixPath;
-use ess_wgpu::kernels::indexer::{IndexerKernel, IndexerShape};
-use ess_wgpu::kernels::sparse_mla::{ScoresTile, SparseMlaKernel};
+use ess_wgpu::kernels::indexer::IndexerShape;
+use ess_wgpu::kernels::sparse_mla::ScoresTile;
 use ess_wgpu::kernels::topk::{TopKShape, TopKSplit};
-use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK};
+use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK, paths};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
     SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol, sparse_mla_o_lat_tol,
@@ -42,25 +42,20 @@ fn indexer_matches_reference() {
         let lens = [0usize, 1, 255, 257, 700, 33];
         let p = IndexerProblem::random(heads, dim, dtype, &lens, fresh_seed(i as u64));
         let (atol, rtol) = INDEXER_TOL;
-        let mut kernels = vec![IndexerKernel::Fma];
-        if ctx.matrix == MatrixPath::Coop && dtype != Dtype::F32 {
-            kernels.push(IndexerKernel::Coop);
-        }
-        for k in kernels {
-            let kernel = Indexer::with(ctx, &shape, k).unwrap();
+        for path in paths(ctx, dtype) {
+            let kernel = Indexer::with(ctx, &shape, path).unwrap();
             let got = p.run(ctx, &kernel, None).unwrap();
-            let name = k.name();
-            let err = compare("index_score", &got, &p.reference_for(k), atol, rtol)
-                .unwrap_or_else(|e| panic!("{name} {heads}x{dim} {dtype}: {e}"));
+            let err = compare("index_score", &got, &p.reference_for(path), atol, rtol)
+                .unwrap_or_else(|e| panic!("{path} {heads}x{dim} {dtype}: {e}"));
             // what the coop kernel's f16 q (FP8: q's quantisation) costs against the reference
             // of the f32 q (reported)
             let exact = compare("index_score", &got, &p.reference(), 1.0, 1.0).unwrap();
-            eprintln!("indexer {name} {heads}x{dim} {dtype}: max err {err:e} ({exact:e} vs f32 q)");
+            eprintln!("indexer {path} {heads}x{dim} {dtype}: max err {err:e} ({exact:e} vs f32 q)");
         }
         // version 1, the same problem and tolerance
         let naive = IndexerNaive::new(ctx, &shape).unwrap();
         let got = p.run_naive(ctx, &naive, None).unwrap();
-        let want = p.reference_for(IndexerKernel::Fma);
+        let want = p.reference_for(MatrixPath::Fma);
         let err = compare("index_score (naive)", &got, &want, atol, rtol)
             .unwrap_or_else(|e| panic!("naive {heads}x{dim} {dtype}: {e}"));
         eprintln!("indexer_naive {heads}x{dim} {dtype}: max err {err:e}");
@@ -129,25 +124,24 @@ fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize
     // kernel (f16 rows on a coop adapter) against the reference of its f16-rounded q
     let shape = cfg.sparse_mla_shape();
     let mut runs = vec![
-        (SparseMlaKernel::Fma, ScoresTile::Wide),
-        (SparseMlaKernel::Fma, ScoresTile::Narrow),
+        (MatrixPath::Fma, ScoresTile::Wide),
+        (MatrixPath::Fma, ScoresTile::Narrow),
     ];
     if ctx.matrix == MatrixPath::Coop && cfg.latent_dtype != Dtype::F32 {
-        runs.push((SparseMlaKernel::Coop, ScoresTile::Wide));
+        runs.push((MatrixPath::Coop, ScoresTile::Wide));
     }
-    for (k, tile) in runs {
-        let mut kernel = SparseMla::with(ctx, &shape, k).unwrap();
+    for (path, tile) in runs {
+        let mut kernel = SparseMla::with(ctx, &shape, path).unwrap();
         kernel.scores_tile = tile;
         let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
-        let (want_o, want_lse) = p.reference_for(k);
-        let (oa, or) = sparse_mla_o_lat_tol(k, cfg.model.topk as usize);
+        let (want_o, want_lse) = p.reference_for(path);
+        let (oa, or) = sparse_mla_o_lat_tol(path, cfg.model.topk as usize);
         let (la, lr) = SPARSE_MLA_LSE_TOL;
-        let name = k.name();
         let eo = compare("o_lat", &o_lat, &want_o, oa, or)
-            .unwrap_or_else(|e| panic!("{name} {cfg}, {tile:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{path} {cfg}, {tile:?}: {e}"));
         let el = compare("lse", &lse, &want_lse, la, lr)
-            .unwrap_or_else(|e| panic!("{name} {cfg}, {tile:?}: {e}"));
-        eprintln!("sparse_mla {name} {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
+            .unwrap_or_else(|e| panic!("{path} {cfg}, {tile:?}: {e}"));
+        eprintln!("sparse_mla {path} {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
     }
     // version 1, the same problem and tolerances
     let naive = SparseMlaNaive::new(ctx, &cfg.sparse_mla_shape()).unwrap();
@@ -340,11 +334,7 @@ fn split_attention_then_merge_equals_one_pass() {
         }
         p
     };
-    let mut kernels = vec![SparseMlaKernel::Fma];
-    if ctx.matrix == MatrixPath::Coop {
-        kernels.push(SparseMlaKernel::Coop);
-    }
-    for kernel in kernels {
+    for kernel in paths(ctx, cfg.latent_dtype) {
         let mla = SparseMla::with(ctx, &cfg.sparse_mla_shape(), kernel).unwrap();
         let (a, b) = (
             half(true).run(ctx, &mla, None).unwrap(),
@@ -360,8 +350,8 @@ fn split_attention_then_merge_equals_one_pass() {
         // the coop kernel rounds each part's P to f16 on its own: the two sides may differ by
         // twice its bound
         let o_atol = match kernel {
-            SparseMlaKernel::Fma => 1e-5,
-            SparseMlaKernel::Coop => 2.0 * sparse_mla_coop_o_lat_tol(k).0,
+            MatrixPath::Fma => 1e-5,
+            MatrixPath::Coop => 2.0 * sparse_mla_coop_o_lat_tol(k).0,
         };
         compare("merged o", &merged.0, &one_pass.0, o_atol, 1e-4).unwrap();
         compare("merged lse", &merged.1, &one_pass.1, 1e-5, 1e-5).unwrap();
@@ -879,19 +869,15 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
             ctx.run_pass(None, |p| d.record(p)).unwrap();
             ctx.read(&scores).unwrap()
         };
-        let mut kernels = vec![IndexerKernel::Fma];
-        if ctx.matrix == MatrixPath::Coop {
-            kernels.push(IndexerKernel::Coop);
-        }
-        let mut runs: Vec<(&str, Vec<f32>)> = kernels
+        let mut runs: Vec<(String, Vec<f32>)> = paths(ctx, shape.dtype)
             .into_iter()
             .map(|k| {
                 let kernel = Indexer::with(ctx, &shape, k).unwrap();
-                (k.name(), run(&|a| kernel.bind(ctx, a)))
+                (k.to_string(), run(&|a| kernel.bind(ctx, a)))
             })
             .collect();
         let naive = IndexerNaive::new(ctx, &shape).unwrap();
-        runs.push(("version 1", run(&|a| naive.bind(ctx, a))));
+        runs.push(("version 1".into(), run(&|a| naive.bind(ctx, a))));
         // INDEXER_TOL, widened where the terms are large by the f32 summation bound
         let (atol, rtol) = INDEXER_TOL;
         let gamma = (dim + heads) as f64 * 2f64.powi(-24);
@@ -940,7 +926,7 @@ fn fused_gather_equals_the_two_dispatches() {
             dim: dim as u32,
             dtype,
         };
-        let indexer = Indexer::with(ctx, &shape, IndexerKernel::Coop).unwrap();
+        let indexer = Indexer::with(ctx, &shape, MatrixPath::Coop).unwrap();
         // the gather: 3 sequences of a host group, k = 40, 50 slots, 200 host rows each
         let (gb, k, slots, cap, rb) = (3u32, 40u32, 50u32, 200u32, 656u64);
         let mut rng = Rng::new(fresh_seed(81));

@@ -71,10 +71,9 @@ pub fn time_gemm(
     let got: Vec<f32> = ctx.read(&out)?;
     let exact = got.iter().all(|&x| x == 0.5 * k as f32);
     let bytes = (m as u64 * k as u64 + k as u64 * n as u64) * 2 + m as u64 * n as u64 * 4;
-    let units = match kernel {
-        GemmKernel::Fma => MatrixPath::Fma,
-        _ => MatrixPath::Coop,
-    };
     let name = format!("gemm {n}x{k} {}", kernel.name());
-    Ok((row(&name, m, 0, t, bytes, shape.flops(), c, units), exact))
+    Ok((
+        row(&name, m, 0, t, bytes, shape.flops(), c, gemm.path),
+        exact,
+    ))
 }

@@ -15,13 +15,13 @@ use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuContext, GpuTimer, MatrixPath};
 use crate::kernels::gemm::GemmKernel;
 use crate::kernels::indexer::IndexerArgs;
-use crate::kernels::indexer::{IndexerKernel, IndexerShape};
+use crate::kernels::indexer::IndexerShape;
 use crate::kernels::lse_merge::LseMergeArgs;
 use crate::kernels::probe::COOP_FLOPS_PER_TRIP;
 use crate::kernels::sparse_mla::SparseMlaArgs;
-use crate::kernels::sparse_mla::{SparseMlaKernel, SparseMlaShape};
+use crate::kernels::sparse_mla::SparseMlaShape;
 use crate::kernels::topk::{TopKArgs, TopKSplit, split_segments};
-use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK};
+use crate::kernels::{Dispatch, Indexer, LseMerge, Probe, SparseMla, TopK, paths};
 use crate::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SparseMlaProblem,
     TopKProblem, seq_table, sparse_mla_o_lat_tol,
@@ -342,10 +342,9 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
             ..cfg.indexer_shape()
         };
         for units in paths(ctx, dtype) {
-            let kernel = IndexerKernel::from(units);
-            let got = p.run(ctx, &Indexer::with(ctx, &shape, kernel)?, None)?;
+            let got = p.run(ctx, &Indexer::with(ctx, &shape, units)?, None)?;
             let (atol, rtol) = INDEXER_TOL;
-            let want = p.reference_for(kernel);
+            let want = p.reference_for(units);
             let e = compare("index_score", &got, &want, atol, rtol).map_err(fail)?;
             push(
                 &labelled("indexer", units, dtype),
@@ -376,11 +375,10 @@ pub fn check_kernels(ctx: &GpuContext, cfg: &RunConfig) -> Result<Vec<CheckResul
         };
         let p = SparseMlaProblem::random(&small, 3 * k, 0.05, &[], 13);
         for units in paths(ctx, dtype) {
-            let kernel = SparseMlaKernel::from(units);
-            let o_tol = sparse_mla_o_lat_tol(kernel, k);
-            let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), kernel)?;
+            let o_tol = sparse_mla_o_lat_tol(units, k);
+            let mla = SparseMla::with(ctx, &small.sparse_mla_shape(), units)?;
             let (o, lse) = p.run(ctx, &mla, None)?;
-            let (want_o, want_lse) = p.reference_for(kernel);
+            let (want_o, want_lse) = p.reference_for(units);
             let ((oa, or), (la, lr)) = (o_tol, SPARSE_MLA_LSE_TOL);
             let e = compare("o_lat", &o, &want_o, oa, or).map_err(fail)?;
             let e2 = compare("lse", &lse, &want_lse, la, lr).map_err(fail)?;
@@ -425,16 +423,6 @@ fn labelled(kernel: &str, units: MatrixPath, dtype: Dtype) -> String {
         name = format!("{name} {dtype}");
     }
     name
-}
-
-/// The kernels paths a benchmark times side by side: fma always, coop where the context has it
-/// and the stored dtype is f16 or fp8 (the coop kernels' inputs).
-fn paths(ctx: &GpuContext, dtype: Dtype) -> Vec<MatrixPath> {
-    let mut p = vec![MatrixPath::Fma];
-    if ctx.matrix == MatrixPath::Coop && dtype != Dtype::F32 {
-        p.push(MatrixPath::Coop);
-    }
-    p
 }
 
 /// The cache dtypes a benchmark checks and times for a configured one: FP8 beside f16 (what it
@@ -526,8 +514,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         })?;
         let q = ctx.upload("q", &query_bytes(&q_values, shape.dim as usize, dtype))?;
         for units in paths(ctx, dtype) {
-            let kernel = IndexerKernel::from(units);
-            let indexer = Indexer::with(ctx, &shape, kernel)?;
+            let indexer = Indexer::with(ctx, &shape, units)?;
             let dispatches: Vec<Dispatch> = parts
                 .iter()
                 .map(|p| indexer.bind(ctx, &p.args(&q, &w, &scores, t)))
@@ -611,8 +598,7 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
             ..cfg.sparse_mla_shape()
         };
         for units in paths(ctx, dtype) {
-            let kernel = SparseMlaKernel::from(units);
-            let mla = SparseMla::with(ctx, &shape, kernel)?;
+            let mla = SparseMla::with(ctx, &shape, units)?;
             let scratch = mla.scratch(ctx, b)?;
             let args = SparseMlaArgs {
                 q: &q,

@@ -55,35 +55,6 @@ impl Params {
     }
 }
 
-/// The two indexer kernels. [`Indexer::new`] takes `Coop` on the coop path for f16 and FP8 keys,
-/// `Fma` everywhere else (f32 keys would be rounded to f16 on the tensor cores: they stay exact).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IndexerKernel {
-    /// The f32 FMA units (`indexer.wgsl`).
-    Fma,
-    /// Cooperative matrices (`indexer_coop.wgsl`); f16 keys with q rounded to f16, or FP8 keys.
-    Coop,
-}
-
-impl From<MatrixPath> for IndexerKernel {
-    /// The kernel of a matrix path.
-    fn from(path: MatrixPath) -> Self {
-        match path {
-            MatrixPath::Fma => IndexerKernel::Fma,
-            MatrixPath::Coop => IndexerKernel::Coop,
-        }
-    }
-}
-
-impl IndexerKernel {
-    pub fn name(self) -> &'static str {
-        match self {
-            IndexerKernel::Fma => "fma",
-            IndexerKernel::Coop => "coop",
-        }
-    }
-}
-
 /// The workgroup memory of `indexer_coop.wgsl`: Q [64][40] and K [128][40] f16, 8 × 256 f32 of
 /// epilogue staging and 64 f32 weights.
 const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 128 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
@@ -143,7 +114,9 @@ struct NoGather {
 pub struct Indexer {
     pipeline: wgpu::ComputePipeline,
     no_gather: Option<NoGather>,
-    pub kernel: IndexerKernel,
+    /// The kernel's: `Fma` (`indexer.wgsl`), or `Coop` (`indexer_coop.wgsl`: f16 keys with q
+    /// rounded to f16, or FP8 keys).
+    pub path: MatrixPath,
     pub heads: u32,
     pub dim: u32,
     pub dtype: Dtype,
@@ -197,26 +170,22 @@ impl IndexerShape {
 }
 
 impl Indexer {
-    /// The indexer of `shape` on the context's matrix path.
+    /// The indexer of `shape` on the context's matrix path (f32 keys on the FMA units:
+    /// [`super::rows_path`]).
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
-        let tensor_cores = shape.dtype != Dtype::F32;
-        let kernel = if tensor_cores && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
-            IndexerKernel::Coop
-        } else {
-            IndexerKernel::Fma
-        };
-        Self::with(ctx, shape, kernel)
+        let path = super::rows_path(ctx, shape.dtype, COOP_WORKGROUP_BYTES);
+        Self::with(ctx, shape, path)
     }
 
-    /// A given kernel (for tests and benchmarks): an error where the context or the shape
-    /// cannot take it.
-    pub fn with(ctx: &GpuContext, shape: &IndexerShape, kernel: IndexerKernel) -> Result<Self> {
+    /// The kernel of a given path (for tests and benchmarks): an error where the context or the
+    /// shape cannot take it.
+    pub fn with(ctx: &GpuContext, shape: &IndexerShape, path: MatrixPath) -> Result<Self> {
         shape.validate()?;
         let IndexerShape { heads, dim, dtype } = *shape;
         let fp8 = dtype == Dtype::Fp8;
-        let pipeline = match kernel {
+        let pipeline = match path {
             // FP8 keys are staged as f16 pairs
-            IndexerKernel::Fma => ctx.pipeline(
+            MatrixPath::Fma => ctx.pipeline(
                 "indexer",
                 crate::shaders::INDEXER,
                 "main",
@@ -225,11 +194,9 @@ impl Indexer {
                     ("KEYS_FP8", fp8 as u32 as f64),
                 ],
             )?,
-            IndexerKernel::Coop => {
-                super::require_coop(ctx, "the coop indexer", COOP_WORKGROUP_BYTES)?;
-                if dtype == Dtype::F32 {
-                    return Err(Error::config("coop indexer keys", dtype, "f16, fp8"));
-                }
+            MatrixPath::Coop => {
+                let (what, field) = ("the coop indexer", "coop indexer keys");
+                super::require_coop_rows(ctx, what, COOP_WORKGROUP_BYTES, field, dtype)?;
                 ctx.pipeline(
                     "indexer_coop",
                     crate::shaders::INDEXER_COOP,
@@ -238,8 +205,8 @@ impl Indexer {
                 )?
             }
         };
-        let no_gather = match kernel {
-            IndexerKernel::Coop => Some(NoGather {
+        let no_gather = match path {
+            MatrixPath::Coop => Some(NoGather {
                 params: ctx.upload("no gather", &[GatherParams::default()])?,
                 read: ctx.storage("no gather (read)", 16)?,
                 write: ctx.storage("no gather (write)", 16)?,
@@ -250,12 +217,12 @@ impl Indexer {
                     &[("KEYS_FP8", fp8 as u32 as f64), ("FUSED", 1.0)],
                 )?,
             }),
-            IndexerKernel::Fma => None,
+            MatrixPath::Fma => None,
         };
         Ok(Indexer {
             pipeline,
             no_gather,
-            kernel,
+            path,
             heads,
             dim,
             dtype,
@@ -288,7 +255,7 @@ impl Indexer {
         let Some(n) = &self.no_gather else {
             return Err(Error::config(
                 "indexer kernel with a fused gather",
-                self.kernel.name(),
+                self.path,
                 "coop",
             ));
         };
@@ -356,9 +323,9 @@ impl Indexer {
 
     /// Keys a workgroup of this kernel takes.
     pub fn keys_per_workgroup(&self) -> u32 {
-        match self.kernel {
-            IndexerKernel::Fma => KEYS_PER_WG,
-            IndexerKernel::Coop => COOP_KEYS_PER_WG,
+        match self.path {
+            MatrixPath::Fma => KEYS_PER_WG,
+            MatrixPath::Coop => COOP_KEYS_PER_WG,
         }
     }
 

@@ -34,22 +34,58 @@ pub use topk::TopK;
 pub use transfer::Transfer;
 pub use walk::Walk;
 
+use crate::config::Dtype;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, MatrixPath};
+
 /// Whether the context can run a cooperative-matrix kernel that needs `workgroup_bytes` of
 /// workgroup memory (what `new` asks before it picks one).
-pub(crate) fn coop_fits(ctx: &crate::gpu::GpuContext, workgroup_bytes: u32) -> bool {
-    ctx.matrix == crate::gpu::MatrixPath::Coop
+pub(crate) fn coop_fits(ctx: &GpuContext, workgroup_bytes: u32) -> bool {
+    ctx.matrix == MatrixPath::Coop
         && ctx.report.max_compute_workgroup_storage_size >= workgroup_bytes
+}
+
+/// The matrix path of a kernel over cached rows stored as `dtype` whose cooperative-matrix
+/// variant needs `workgroup_bytes` (what its `new` takes): coop where the context can run that
+/// variant and the rows are f16 or FP8; f32 rows stay on the FMA units, where they stay exact
+/// (the tensor cores would round them to f16).
+pub(crate) fn rows_path(ctx: &GpuContext, dtype: Dtype, workgroup_bytes: u32) -> MatrixPath {
+    match dtype != Dtype::F32 && coop_fits(ctx, workgroup_bytes) {
+        true => MatrixPath::Coop,
+        false => MatrixPath::Fma,
+    }
+}
+
+/// The paths tests and benchmarks run a kernel over rows of `dtype` on, side by side: fma
+/// always, coop where the context has it and the rows are f16 or FP8.
+pub fn paths(ctx: &GpuContext, dtype: Dtype) -> Vec<MatrixPath> {
+    let mut p = vec![MatrixPath::Fma];
+    if ctx.matrix == MatrixPath::Coop && dtype != Dtype::F32 {
+        p.push(MatrixPath::Coop);
+    }
+    p
+}
+
+/// As [`require_coop`], for a kernel over `field` rows stored as `dtype`: those must be f16 or
+/// FP8 (see [`rows_path`]).
+pub(crate) fn require_coop_rows(
+    ctx: &GpuContext,
+    what: &str,
+    workgroup_bytes: u32,
+    field: &str,
+    dtype: Dtype,
+) -> Result<()> {
+    require_coop(ctx, what, workgroup_bytes)?;
+    if dtype == Dtype::F32 {
+        return Err(Error::config(field, dtype, "f16, fp8"));
+    }
+    Ok(())
 }
 
 /// The error for a cooperative-matrix kernel `what` (forced with `with`) the context cannot run:
 /// no coop matrix path, or less workgroup memory than `workgroup_bytes`.
-pub(crate) fn require_coop(
-    ctx: &crate::gpu::GpuContext,
-    what: &str,
-    workgroup_bytes: u32,
-) -> crate::error::Result<()> {
-    use crate::error::Error;
-    if ctx.matrix != crate::gpu::MatrixPath::Coop {
+pub(crate) fn require_coop(ctx: &GpuContext, what: &str, workgroup_bytes: u32) -> Result<()> {
+    if ctx.matrix != MatrixPath::Coop {
         return Err(Error::Unsupported {
             what: what.into(),
             need: "a context on the coop matrix path".into(),
@@ -146,7 +182,7 @@ pub(crate) struct StepSpec<'a> {
 
 /// Build a multi-step dispatch sharing one uniform `params` at binding 0.
 pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
-    ctx: &crate::gpu::GpuContext,
+    ctx: &GpuContext,
     label: &str,
     params: &P,
     steps: &[StepSpec],
@@ -173,7 +209,7 @@ pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
 
 /// Build a one-step dispatch: uniform `params` at binding 0, then `buffers` at bindings 1, 2, ….
 pub(crate) fn dispatch<P: bytemuck::Pod>(
-    ctx: &crate::gpu::GpuContext,
+    ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     label: &str,
     params: &P,

@@ -7,7 +7,7 @@
 
 use super::{Dispatch, StepSpec, dispatch_steps};
 use crate::config::Dtype;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{GpuContext, MatrixPath};
 
 /// `scores`: heads and ids per workgroup (HT, RW in the shader).
@@ -63,35 +63,6 @@ pub enum ScoresTile {
     Narrow,
 }
 
-/// The two sparse MLA kernels. [`SparseMla::new`] takes `Coop` on the coop path for f16 rows,
-/// `Fma` everywhere else (f32 rows would be rounded to f16 on the tensor cores: they stay exact).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SparseMlaKernel {
-    /// The f32 FMA units (`sparse_mla.wgsl`); f16 or f32 rows.
-    Fma,
-    /// Cooperative matrices (`sparse_mla_coop.wgsl`); f16 rows, q and P rounded to f16.
-    Coop,
-}
-
-impl From<MatrixPath> for SparseMlaKernel {
-    /// The kernel of a matrix path.
-    fn from(path: MatrixPath) -> Self {
-        match path {
-            MatrixPath::Fma => SparseMlaKernel::Fma,
-            MatrixPath::Coop => SparseMlaKernel::Coop,
-        }
-    }
-}
-
-impl SparseMlaKernel {
-    pub fn name(self) -> &'static str {
-        match self {
-            SparseMlaKernel::Fma => "fma",
-            SparseMlaKernel::Coop => "coop",
-        }
-    }
-}
-
 /// The workgroup memory of `sparse_mla_coop.wgsl`'s larger step (`scores`: Q [64][40] and rows
 /// [256][40] f16, 256 row ids, 8 × 256 f32 of staging; `attend` needs 32.5 KiB).
 const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 256 * 40) * 2 + 256 * 4 + 8 * 256 * 4;
@@ -101,7 +72,9 @@ pub struct SparseMla {
     /// The `scores` tile; `Auto` unless a test or benchmark pins one (the fma kernel's: the coop
     /// kernel has one tile).
     pub scores_tile: ScoresTile,
-    pub kernel: SparseMlaKernel,
+    /// The kernel's: `Fma` (`sparse_mla.wgsl`; f16, f32 or FP8 rows), or `Coop`
+    /// (`sparse_mla_coop.wgsl`; f16 or FP8 rows, q and P rounded to f16).
+    pub path: MatrixPath,
     scores: wgpu::ComputePipeline,
     /// The fma kernel's narrow tile (none on the coop kernel).
     scores_narrow: Option<wgpu::ComputePipeline>,
@@ -171,21 +144,21 @@ impl SparseMlaShape {
 }
 
 impl SparseMla {
-    /// Sparse MLA of `shape` on the context's matrix path.
+    /// Sparse MLA of `shape` on the context's matrix path (f32 rows on the FMA units:
+    /// [`super::rows_path`]).
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        let tensor_cores = shape.dtype != Dtype::F32;
-        let kernel = if tensor_cores && super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
-            SparseMlaKernel::Coop
-        } else {
-            SparseMlaKernel::Fma
-        };
-        Self::with(ctx, shape, kernel)
+        let path = super::rows_path(ctx, shape.dtype, COOP_WORKGROUP_BYTES);
+        Self::with(ctx, shape, path)
     }
 
-    /// A given kernel (for tests and benchmarks): an error where the context or the shape
-    /// cannot take it.
-    pub fn with(ctx: &GpuContext, shape: &SparseMlaShape, kernel: SparseMlaKernel) -> Result<Self> {
+    /// The kernel of a given path (for tests and benchmarks): an error where the context or the
+    /// shape cannot take it.
+    pub fn with(ctx: &GpuContext, shape: &SparseMlaShape, path: MatrixPath) -> Result<Self> {
         shape.validate()?;
+        if path == MatrixPath::Coop {
+            let (what, field) = ("the coop sparse MLA", "coop sparse MLA rows");
+            super::require_coop_rows(ctx, what, COOP_WORKGROUP_BYTES, field, shape.dtype)?;
+        }
         let (kv, rope) = (shape.kv, shape.rope);
         let src = crate::shaders::SPARSE_MLA;
         let constants = [
@@ -200,10 +173,10 @@ impl SparseMla {
             ),
         ];
         let reduce = ctx.pipeline("sparse_mla reduce", src, "reduce", &constants)?;
-        if kernel == SparseMlaKernel::Fma {
+        if path == MatrixPath::Fma {
             return Ok(SparseMla {
                 scores_tile: ScoresTile::Auto,
-                kernel,
+                path,
                 scores: ctx.pipeline("sparse_mla scores", src, "scores", &constants)?,
                 scores_narrow: Some(ctx.pipeline(
                     "sparse_mla scores_narrow",
@@ -216,14 +189,6 @@ impl SparseMla {
                 shape: *shape,
             });
         }
-        super::require_coop(ctx, "the coop sparse MLA", COOP_WORKGROUP_BYTES)?;
-        if shape.dtype == Dtype::F32 {
-            return Err(Error::config(
-                "coop sparse MLA rows",
-                shape.dtype,
-                "f16, fp8",
-            ));
-        }
         let coop = crate::shaders::SPARSE_MLA_COOP;
         let constants = [
             ("KV", kv as f64),
@@ -232,7 +197,7 @@ impl SparseMla {
         ];
         Ok(SparseMla {
             scores_tile: ScoresTile::Wide,
-            kernel,
+            path,
             scores: ctx.pipeline("sparse_mla_coop scores", coop, "scores", &constants)?,
             scores_narrow: None,
             attend: ctx.pipeline("sparse_mla_coop attend", coop, "attend", &constants)?,
