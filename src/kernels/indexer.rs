@@ -106,8 +106,9 @@ struct NoGather {
     params: wgpu::Buffer,
     read: wgpu::Buffer,
     write: wgpu::Buffer,
-    /// The pipeline with `FUSED` (the plain one compiles the gather out).
-    fused: wgpu::ComputePipeline,
+    /// The pipeline with `FUSED` (the plain one compiles the gather out), compiled by the first
+    /// [`Indexer::bind_with_gather`]: most indexers never fuse a gather.
+    fused: std::sync::OnceLock<wgpu::ComputePipeline>,
 }
 
 #[derive(Debug)]
@@ -197,12 +198,7 @@ impl Indexer {
             MatrixPath::Coop => {
                 let (what, field) = ("the coop indexer", "coop indexer keys");
                 super::require_coop_rows(ctx, what, COOP_WORKGROUP_BYTES, field, dtype)?;
-                ctx.pipeline(
-                    "indexer_coop",
-                    crate::shaders::INDEXER_COOP,
-                    "main",
-                    &[("KEYS_FP8", fp8 as u32 as f64), ("FUSED", 0.0)],
-                )?
+                coop_pipeline(ctx, dtype, false)?
             }
         };
         let no_gather = match path {
@@ -210,12 +206,7 @@ impl Indexer {
                 params: ctx.upload("no gather", &[GatherParams::default()])?,
                 read: ctx.storage("no gather (read)", 16)?,
                 write: ctx.storage("no gather (write)", 16)?,
-                fused: ctx.pipeline(
-                    "indexer_coop fused",
-                    crate::shaders::INDEXER_COOP,
-                    "main",
-                    &[("KEYS_FP8", fp8 as u32 as f64), ("FUSED", 1.0)],
-                )?,
+                fused: std::sync::OnceLock::new(),
             }),
             MatrixPath::Fma => None,
         };
@@ -284,11 +275,20 @@ impl Indexer {
         let io = [a.q, a.w, a.keys, a.seq, a.scores];
         let gather = [&table_buf, g.copies, g.counts, g.host, g.pool];
         let grid = super::grid_2d(table.gather_wgs + table.index_wgs);
-        let mut d = self.coop_dispatch(ctx, &n.fused, &params, &io, &gather, grid);
+        let fused = match n.fused.get() {
+            Some(p) => p,
+            None => {
+                let p = coop_pipeline(ctx, self.dtype, true)?;
+                n.fused.get_or_init(|| p)
+            }
+        };
+        let mut d = self.coop_dispatch(ctx, fused, &params, &io, &gather, grid);
         d.keep(table_buf);
         Ok(d)
     }
 
+    /// The coop kernel's dispatch of `pipeline` (plain or fused): the indexer's buffers `io`,
+    /// then the gather's.
     fn coop_dispatch(
         &self,
         ctx: &GpuContext,
@@ -343,4 +343,19 @@ impl Indexer {
     pub fn key_bytes(&self) -> u64 {
         self.dtype.key_bytes(self.dim)
     }
+}
+
+/// The coop kernel's pipeline for keys stored as `dtype`; with `fused`, the gather
+/// (`indexer_gather.wgsl`) compiled in.
+fn coop_pipeline(ctx: &GpuContext, dtype: Dtype, fused: bool) -> Result<wgpu::ComputePipeline> {
+    let label = if fused {
+        "indexer_coop fused"
+    } else {
+        "indexer_coop"
+    };
+    let constants = [
+        ("KEYS_FP8", (dtype == Dtype::Fp8) as u32 as f64),
+        ("FUSED", fused as u32 as f64),
+    ];
+    ctx.pipeline(label, crate::shaders::INDEXER_COOP, "main", &constants)
 }
