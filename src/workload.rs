@@ -98,7 +98,7 @@ pub fn query_bytes(q: &[f32], dim: usize, key_dtype: crate::config::Dtype) -> Ve
 /// The values stored rows stand for: the inverse of [`storage_bytes`] (whole rows; an FP8 key
 /// cache of R keys is R · (dim + 4) bytes, padding after it ignored).
 pub fn values_of(bytes: &[u8], dtype: crate::config::Dtype, layout: RowLayout) -> Vec<f32> {
-    use crate::reference::fp8::{latent_row_bytes, unpack_latent_row};
+    use crate::reference::fp8::{latent_row_bytes, unpack_index_cache, unpack_latent_row};
     match (dtype, layout) {
         (crate::config::Dtype::F16, _) => bytes
             .chunks_exact(2)
@@ -112,21 +112,7 @@ pub fn values_of(bytes: &[u8], dtype: crate::config::Dtype, layout: RowLayout) -
             .chunks_exact(latent_row_bytes(kv, rope))
             .flat_map(|r| unpack_latent_row(r, kv, rope))
             .collect(),
-        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => {
-            let rows = bytes.len() / (dim + 4);
-            let scale = |r: usize| {
-                let at = rows * dim + 4 * r;
-                f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-            };
-            (0..rows)
-                .flat_map(|r| {
-                    let s = scale(r);
-                    bytes[r * dim..][..dim]
-                        .iter()
-                        .map(move |&b| crate::reference::fp8::e4m3_decode(b) * s)
-                })
-                .collect()
-        }
+        (crate::config::Dtype::Fp8, RowLayout::Key { dim }) => unpack_index_cache(bytes, dim),
     }
 }
 

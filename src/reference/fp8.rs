@@ -261,6 +261,18 @@ pub fn pack_index_cache(keys: &[f32], dim: usize, rule: ScaleRule) -> Vec<u8> {
     out
 }
 
+/// The values an FP8 key cache of `dim`-value keys stands for, `[R, dim]`: the inverse of
+/// [`pack_index_cache`] (R from the length, the padding after the scales ignored).
+pub fn unpack_index_cache(bytes: &[u8], dim: usize) -> Vec<f32> {
+    let rows = bytes.len() / (dim + 4);
+    let (values, scales) = bytes.split_at(rows * dim);
+    values
+        .chunks_exact(dim)
+        .zip(scales.chunks_exact(4))
+        .flat_map(|(key, s)| dequantize_block(key, f32::from_le_bytes(s.try_into().unwrap())))
+        .collect()
+}
+
 /// The FP8 lightning indexer as DeepSeek's `fp8_index` computes it, for one key row:
 /// `index_score = k_s · Σ_h (w_h · q_s_h) · ReLU(Σ_d q̂[h, d] · k̂[d])`, with `q̂`, `k̂` the e4m3
 /// values (`q`: `[H, D]` bytes, one scale a head; `k`: `[D]` bytes, one scale), the sums in f64
@@ -465,5 +477,22 @@ mod tests {
         let key = pack_index_key(&k_pe.repeat(2), ScaleRule::Ue8m0);
         assert_eq!(key.len(), 132);
         assert_eq!(unpack_index_key(&key, 128).len(), 128);
+    }
+
+    /// The key cache reads back as its keys quantised and back, whatever its padding (7 keys of
+    /// 96 values: 700 bytes, padded to 704).
+    #[test]
+    fn index_cache_reads_back() {
+        let keys = crate::workload::Rng::new(8).vec(7 * 96);
+        let cache = pack_index_cache(&keys, 96, ScaleRule::Ue8m0);
+        assert_eq!(cache.len(), 704);
+        let back = unpack_index_cache(&cache, 96);
+        let want = round_rows(&keys, 96, ScaleRule::Ue8m0);
+        assert!(
+            back.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert_eq!(back.len(), want.len());
     }
 }
