@@ -17,32 +17,26 @@ use ess_wgpu::kernels::indexer::{FusedGather, IndexerArgs, IndexerShape};
 use ess_wgpu::kernels::transfer::TransferArgs;
 use ess_wgpu::kernels::{Indexer, Transfer};
 use ess_wgpu::workload::Rng;
-use ess_wgpu::{Error, GpuContext, Result};
+use ess_wgpu::{GpuContext, Result, limits};
 
 fn main() -> Result<()> {
-    let arg = |i: usize, default: u32| -> Result<u32> {
+    let arg = |i: usize, field: &str, default: u32, max: u32| -> Result<u32> {
         match std::env::args().nth(i) {
-            Some(s) => ess_wgpu::limits::parse_count(&s)
-                .ok_or_else(|| Error::config("argument", s, "a count (K = 1024 allowed)")),
+            Some(s) => limits::count(field, &s, 1, max),
             None => Ok(default),
         }
     };
-    let (batch, context) = (arg(1, 32)?, arg(2, 32 << 10)?);
+    let batch = arg(1, "batch", 32, limits::MAX_BATCH)?;
+    let context = arg(2, "context", 32 << 10, limits::MAX_CONTEXT)?;
     let ctx = GpuContext::new()?;
     println!("{}", ctx.report);
-    if ctx.matrix != MatrixPath::Coop {
-        return Err(Error::Unsupported {
-            what: "the fused gather (it runs inside the coop indexer)".into(),
-            need: "the coop matrix path".into(),
-            have: ctx.report.matrix.clone(),
-        });
-    }
     // the indexer: v32's 64 heads × 128, f16 keys (their values do not change the work)
     let shape = IndexerShape {
         heads: 64,
         dim: 128,
         dtype: Dtype::F16,
     };
+    // (an error where the adapter has no coop matrix path)
     let indexer = Indexer::with(&ctx, &shape, MatrixPath::Coop)?;
     let keys = ctx.storage("keys", batch as u64 * context as u64 * shape.key_bytes())?;
     ctx.fill(&keys, 0x3C00_3C00); // f16 1.0 pairs
