@@ -29,6 +29,13 @@ fn main() -> Result<()> {
     shapes.extend(gemm::decoder_shapes());
     for kernel in gemm::kernels(&ctx) {
         for &(m, n, k) in &shapes {
+            if !gemm::fits(&ctx, (m, n, k)) {
+                println!(
+                    "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: skipped, past the storage binding limit",
+                    kernel.name()
+                );
+                continue;
+            }
             let (t, exact) = gemm::time_gemm(&ctx, kernel, (m, n, k), &ceilings, 5)?;
             println!(
                 "{:>8} gemm M {m:>5} N {n:>5} K {k:>5}: {:>9.1} us, {:>6.1} TFLOP/s, {:>5.0} GB/s, \

@@ -34,6 +34,15 @@ pub fn kernels(ctx: &GpuContext) -> Vec<GemmKernel> {
     }
 }
 
+/// Whether [`time_gemm`]'s buffers for `(M, N, K)` (A and W f16, C f32) each fit one storage
+/// binding of the context (lavapipe's 128 MiB holds no C of 8192²).
+pub fn fits(ctx: &GpuContext, (m, n, k): (u32, u32, u32)) -> bool {
+    let (m, n, k) = (m as u64, n as u64, k as u64);
+    [m * k * 2, k * n * 2, m * n * 4]
+        .iter()
+        .all(|&bytes| bytes <= ctx.max_binding())
+}
+
 /// Time `C[M, N] = A[M, K] · W[N, K]ᵀ` (f16 operands, f32 C) with `kernel`, on constant inputs
 /// (A = 1, W = 0.5) so the result is checked exactly: C = K / 2 everywhere. Returns the row of
 /// the report (bytes: A and W read once, C written once) and whether C was exact.

@@ -577,8 +577,13 @@ fn time_shape(ctx: &GpuContext, s: &Shape, c: &Ceilings, reps: u32) -> Result<Ve
         kv: m.kv_lora_rank as usize,
         rope: m.qk_rope_head_dim as usize,
     };
-    let rows_n =
-        (total_keys.min((1u64 << 30).min(ctx.max_binding()) / cfg.row_bytes())).max(m.topk as u64);
+    // as many rows as the widest timed format fits (FP8 is timed beside f16 rows)
+    let widest = timed_dtypes(cfg.latent_dtype)
+        .into_iter()
+        .map(|d| d.row_bytes(m.kv_lora_rank, m.qk_rope_head_dim))
+        .max()
+        .unwrap_or(cfg.row_bytes());
+    let rows_n = (total_keys.min((1u64 << 30).min(ctx.max_binding()) / widest)).max(m.topk as u64);
     let ids: Vec<i32> = (0..b as u64 * m.topk as u64)
         .map(|_| rng.below(rows_n) as i32)
         .collect();
@@ -765,6 +770,12 @@ pub fn run(
         for kernel in kernels {
             progress(&format!("gemm {}", kernel.name()));
             for &mnk in &shapes {
+                if !gemm::fits(ctx, mnk) {
+                    progress(&format!(
+                        "gemm {mnk:?}: skipped, past the storage binding limit"
+                    ));
+                    continue;
+                }
                 let (mut t, exact) = gemm::time_gemm(ctx, kernel, mnk, &ceilings, opts.reps)?;
                 if !exact {
                     return Err(Error::Gpu(format!("{}: C is not K / 2", t.kernel)));
