@@ -89,7 +89,7 @@ fn main() -> Result<()> {
             b0: 0,
             batch,
         };
-        let gather = transfer.gather(&ctx, &targs, &host);
+        let gather = transfer.gather(&ctx, &targs, &host, 0);
         let fused = indexer.bind_with_gather(
             &ctx,
             &args,
@@ -97,6 +97,7 @@ fn main() -> Result<()> {
                 copies: &copies,
                 counts: &counts,
                 host: &host,
+                host_b0: 0,
                 pool: &pool,
                 row_bytes: rb,
                 k,

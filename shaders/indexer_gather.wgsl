@@ -28,7 +28,7 @@ struct GatherParams {
     gather_wgs: u32,   // gather workgroups in all (gbatch · per_seq)
     tiles: u32,        // indexer tiles per sequence (grid x of its own dispatch)
     index_wgs: u32,    // indexer workgroups in all (tiles · batch)
-    _pad0: u32,
+    host_b0: u32,      // first sequence of the host-store group g_host holds (≤ gb0)
     _pad1: u32,
     _pad2: u32,
 }
@@ -43,8 +43,9 @@ struct GatherParams {
 // thread in flight at a time (a few workgroups must keep the bus busy: each one holds a slot the
 // indexer's tiles could use).
 fn gather_wg(id: u32, lid: u32) {
-    let sl = id / gp.per_seq;   // the sequence within the gather's host-store group
+    let sl = id / gp.per_seq;   // the sequence within the gather
     let b = gp.gb0 + sl;
+    let hb = b - gp.host_b0;    // … within its host-store group
     let n = g_counts[b].x * gp.row_vecs;
     let stride = gp.per_seq * 256u;
     for (var e0 = (id % gp.per_seq) * 256u + lid; e0 < n; e0 += 4u * stride) {
@@ -55,7 +56,7 @@ fn gather_wg(id: u32, lid: u32) {
             if (e < n) {
                 let c = g_copies[b * gp.k + e / gp.row_vecs];
                 let part = e % gp.row_vecs;
-                v[i] = g_host[(sl * gp.capacity + c.x) * gp.row_vecs + part];
+                v[i] = g_host[(hb * gp.capacity + c.x) * gp.row_vecs + part];
                 at[i] = (b * gp.slots + c.y) * gp.row_vecs + part;
             }
         }

@@ -20,8 +20,8 @@ struct Params {
     k: u32,          // copy-list stride per sequence
     slots: u32,      // P: pool rows per sequence (slot P−1 reserved for the newest token)
     capacity: u32,   // host rows per sequence
-    b0: u32,         // first sequence (global index) of this dispatch / host-store group
-    _pad0: u32,
+    b0: u32,         // first sequence (global index) of this dispatch
+    host_b0: u32,    // first sequence of the host-store group `src` / `host` hold (≤ b0)
     _pad1: u32,
     _pad2: u32,
 }
@@ -42,7 +42,7 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (r >= counts[b].x) { return; }
     let part = e % params.row_vecs;
     let c = copies[b * params.k + r];
-    pool[(b * params.slots + c.y) * params.row_vecs + part] = src[(wg.y * params.capacity + c.x) * params.row_vecs + part];
+    pool[(b * params.slots + c.y) * params.row_vecs + part] = src[((b - params.host_b0) * params.capacity + c.x) * params.row_vecs + part];
 }
 
 @compute @workgroup_size(256)
@@ -64,7 +64,7 @@ fn write_back(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let v = src[b * params.row_vecs + part];
     pool[(b * params.slots + params.slots - 1u) * params.row_vecs + part] = v;
     let newest = seq[2u * b + 1u] - 1u;
-    host[(wg.y * params.capacity + newest) * params.row_vecs + part] = v;
+    host[((b - params.host_b0) * params.capacity + newest) * params.row_vecs + part] = v;
 }
 
 @compute @workgroup_size(256)

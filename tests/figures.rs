@@ -29,6 +29,8 @@ fn options() -> FigureOptions {
         digest_outputs: false,
         time_every: 1,
         record_trace: false,
+        transfer_overlap: ess_wgpu::engine::TransferOverlap::None,
+        omit_gathers: false,
     };
     FigureOptions {
         base,

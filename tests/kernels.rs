@@ -905,8 +905,8 @@ fn indexer_fp8_matches_the_fp8_index_formula() {
 
 /// A zero-copy gather fused into the coop indexer's dispatch (issue 14's mechanism,
 /// `shaders/indexer_gather.wgsl`) gives exactly what the two dispatches give: the same scores
-/// bit for bit and the same pool bytes, with ragged copy lists (an empty one included) and
-/// f16 and FP8 keys. Coop adapters only (lavapipe has no cooperative matrices: skipped there).
+/// bit for bit and the same pool bytes, with ragged copy lists (an empty one included), a
+/// gather that starts inside its host-store group, and f16 and FP8 keys. Coop adapters only (lavapipe has no cooperative matrices: skipped there).
 #[test]
 fn fused_gather_equals_the_two_dispatches() {
     use ess_wgpu::kernels::Transfer;
@@ -927,7 +927,8 @@ fn fused_gather_equals_the_two_dispatches() {
             dtype,
         };
         let indexer = Indexer::with(ctx, &shape, MatrixPath::Coop).unwrap();
-        // the gather: 3 sequences of a host group, k = 40, 50 slots, 200 host rows each
+        // the gather: sequences 1 and 2 of a host group of 3 (k = 40, 50 slots, 200 host rows
+        // each): the host rows are addressed from the group's first sequence
         let (gb, k, slots, cap, rb) = (3u32, 40u32, 50u32, 200u32, 656u64);
         let mut rng = Rng::new(fresh_seed(81));
         let host_bytes: Vec<u8> = (0..gb as u64 * cap as u64 * rb)
@@ -964,13 +965,14 @@ fn fused_gather_equals_the_two_dispatches() {
                                 copies: &copies_buf,
                                 counts: &counts_buf,
                                 host: &host,
+                                host_b0: 0,
                                 pool,
                                 row_bytes: rb,
                                 k,
                                 slots,
                                 capacity: cap,
-                                b0: 0,
-                                batch: gb,
+                                b0: 1,
+                                batch: gb - 1,
                             };
                             Ok(vec![indexer.bind_with_gather(ctx, args, &g)?])
                         }
@@ -979,12 +981,12 @@ fn fused_gather_equals_the_two_dispatches() {
                                 copies: &copies_buf,
                                 counts: &counts_buf,
                                 pool,
-                                b0: 0,
-                                batch: gb,
+                                b0: 1,
+                                batch: gb - 1,
                             };
                             Ok(vec![
                                 indexer.bind(ctx, args),
-                                transfer.gather(ctx, &targs, &host),
+                                transfer.gather(ctx, &targs, &host, 0),
                             ])
                         }
                     },
@@ -1002,7 +1004,7 @@ fn fused_gather_equals_the_two_dispatches() {
         let row = |b: usize, t: u32| {
             &host_bytes[((b as u64 * cap as u64 + t as u64) * rb) as usize..][..rb as usize]
         };
-        for b in 0..gb as usize {
+        for b in 1..gb as usize {
             for r in 0..misses[b] as usize {
                 let at = ((b as u64 * slots as u64 + r as u64) * rb) as usize;
                 assert_eq!(
@@ -1011,6 +1013,9 @@ fn fused_gather_equals_the_two_dispatches() {
                 );
             }
         }
+        // sequence 0 is outside the gather (b0 = 1 inside a host group starting at 0)
+        let seq0 = &p_one[..(slots as u64 * rb) as usize];
+        assert!(seq0.chunks(4).all(|w| w == 0xDEAD_BEEFu32.to_le_bytes()));
         eprintln!("fused gather {dtype}: scores and pool identical to the two dispatches");
     }
 }

@@ -212,7 +212,7 @@ fn time_rows(
 
     // zero-copy gather: check, then time
     ctx.fill(&pool, 0);
-    let gather = transfer.gather(ctx, &targs, &host);
+    let gather = transfer.gather(ctx, &targs, &host, 0);
     ctx.run_pass(None, |p| gather.record(p))?;
     let got: Vec<u8> = ctx.read(&pool)?;
     for (i, c) in copies.iter().enumerate() {

@@ -21,6 +21,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
+use crate::kernels::indexer::FusedGather;
 use crate::kernels::resolve::{ResolveArgs, ResolveShape};
 use crate::kernels::transfer::{TransferArgs, WriteBackArgs};
 use crate::kernels::{Dispatch, Resolve, Transfer};
@@ -237,6 +238,12 @@ impl HostStore {
             .collect()
     }
 
+    /// The host group (first sequence, sequences) holding sequence `b`.
+    pub fn group_of(&self, b: u32) -> (u32, u32) {
+        let b0 = b / self.seqs_per_group * self.seqs_per_group;
+        (b0, self.seqs_per_group.min(self.shape.batch - b0))
+    }
+
     fn offset(&self, b: u32, token: u32) -> u64 {
         let local = b % self.seqs_per_group;
         (local as u64 * self.shape.capacity as u64 + token as u64) * self.shape.row_bytes
@@ -358,6 +365,23 @@ pub struct LayerDispatches {
     gather: Vec<Dispatch>,
     /// Zero-copy store: one write_back per host-store group; process memory: one pool_newest.
     write_back: Vec<Dispatch>,
+}
+
+/// What [`OffloadCache::record_in_pass`] records after the selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Resolve and gather.
+    All,
+    /// The resolve alone (the gathers left out: the engine's `omit_gathers`).
+    ResolveOnly,
+    /// Neither (the selection fetched chunk by chunk).
+    Nothing,
+}
+
+/// One chunk's fetch ([`OffloadCache::bind_chunk`]).
+pub struct ChunkDispatches {
+    pub resolve: Dispatch,
+    pub gather: Dispatch,
 }
 
 /// The offloaded latent cache of a batch: host store, GPU pools, resolve and transfers.
@@ -549,7 +573,7 @@ impl OffloadCache {
                         batch: n,
                         ..targs
                     };
-                    self.transfer.gather(ctx, &a, host)
+                    self.transfer.gather(ctx, &a, host, b0)
                 })
                 .collect(),
             (TransferPath::Staging, Some(staging)) => {
@@ -582,6 +606,72 @@ impl OffloadCache {
             gather,
             write_back,
         }
+    }
+
+    /// The resolve and zero-copy gather of sequences `b0 .. b0 + n` of `layer` alone (one chunk
+    /// of the engine's overlapped schedule; the chunk lies inside one host-store group), bound
+    /// once. `None` where the path is not zero-copy: the CPU paths wait between the two.
+    pub fn bind_chunk(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        topk_indices: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+        (b0, n): (u32, u32),
+    ) -> Option<ChunkDispatches> {
+        if self.path != TransferPath::ZeroCopy {
+            return None;
+        }
+        let l = &self.layers[layer as usize];
+        let resolve = self.resolve.bind(
+            ctx,
+            &ResolveArgs {
+                topk_indices,
+                seq,
+                slot_state: &l.slot_state,
+                token_slot: &l.token_slot,
+                slot_ids: &l.slot_ids,
+                copies: &l.copies,
+                counts: &l.counts,
+                clock: &self.clock,
+                b0,
+                batch: n,
+            },
+        );
+        let (host_b0, _) = self.host.group_of(b0);
+        let host = self.host.buffer(layer, b0)?;
+        let targs = TransferArgs {
+            copies: &l.copies,
+            counts: &l.counts,
+            pool: &l.pool,
+            b0,
+            batch: n,
+        };
+        let gather = self.transfer.gather(ctx, &targs, host, host_b0);
+        Some(ChunkDispatches { resolve, gather })
+    }
+
+    /// The zero-copy gather of sequences `b0 .. b0 + n` of `layer` (inside one host-store group)
+    /// as [`Indexer::bind_with_gather`](crate::kernels::Indexer::bind_with_gather) takes it:
+    /// run inside another chunk's indexer dispatch. `None` where the path is not zero-copy.
+    pub fn fused_gather(&self, layer: u32, (b0, n): (u32, u32)) -> Option<FusedGather<'_>> {
+        if self.path != TransferPath::ZeroCopy {
+            return None;
+        }
+        let l = &self.layers[layer as usize];
+        Some(FusedGather {
+            copies: &l.copies,
+            counts: &l.counts,
+            host: self.host.buffer(layer, b0)?,
+            host_b0: self.host.group_of(b0).0,
+            pool: &l.pool,
+            row_bytes: self.shape.row_bytes,
+            k: self.shape.topk,
+            slots: self.shape.slots,
+            capacity: self.shape.capacity,
+            b0,
+            batch: n,
+        })
     }
 
     /// The write-back needs the CPU: the host store is process memory, so the CPU copies the new
@@ -624,20 +714,33 @@ impl OffloadCache {
     /// (what runs after the write-back and before the resolve: the selection). Only where
     /// [`OffloadCache::gpu_only`]; the engine uses it for its untimed steps, which it records in
     /// one pass.
+    ///
+    /// `fetch` says which of its own resolve and gather follow `between` (none where `between`
+    /// fetched itself: the engine's chunks).
     pub fn record_in_pass(
         &mut self,
         pass: &mut wgpu::ComputePass,
         layer: u32,
         d: &LayerDispatches,
         between: impl FnOnce(&mut wgpu::ComputePass),
+        fetch: Fetch,
     ) {
         debug_assert!(self.gpu_only());
         d.write_back.iter().for_each(|w| w.record(pass));
         self.count_write_back(layer);
         between(pass);
-        d.resolve.record(pass);
-        d.gather.iter().for_each(|g| g.record(pass));
-        self.path_use.gathers += d.gather.len() as u64;
+        if fetch != Fetch::Nothing {
+            d.resolve.record(pass);
+        }
+        if fetch == Fetch::All {
+            d.gather.iter().for_each(|g| g.record(pass));
+            self.count_gathers(d.gather.len());
+        }
+    }
+
+    /// `n` zero-copy gather dispatches recorded (into [`OffloadCache::path_use`]).
+    pub fn count_gathers(&mut self, n: usize) {
+        self.path_use.gathers += n as u64;
     }
 
     /// Process-memory store: copy the new rows (already written by the GPU and submitted) into

@@ -15,7 +15,7 @@ mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ess_wgpu::cache::{PoolSize, TransferPath};
-use ess_wgpu::engine::{EngineOptions, Mode};
+use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
 use ess_wgpu::{Error, GpuContext, Result, RunConfig, limits};
 use std::path::{Path, PathBuf};
 
@@ -122,6 +122,8 @@ fn info(args: InfoArgs) -> Result<()> {
                 track_overlap: false,
                 digest_outputs: false,
                 time_every: 1,
+                transfer_overlap: ess_wgpu::engine::TransferOverlap::None,
+                omit_gathers: false,
                 run: run.clone(),
             };
             let n =
@@ -228,17 +230,50 @@ pub struct EngineArgs {
     /// step; timestamps slow the steps that carry them).
     #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = time_every_arg)]
     pub time_every: u32,
+    /// How transfers overlap compute (offload, zero-copy): none; dba (the batch in 2 chunks,
+    /// each chunk's gather inside the next one's indexer dispatch); dba:N (N chunks, 1 ..= 64);
+    /// layerwise:FILE (chunks per layer from a miss profile, see `trace replay
+    /// --miss-profile`). All give the outputs of none bit for bit.
+    #[arg(long, default_value = "none")]
+    pub overlap: String,
 }
 
 const DEFAULT_BUDGET: u64 = 2 << 30;
 
 impl EngineArgs {
+    /// `--overlap`, with a layer-wise choice made from its miss profile and printed per layer.
+    fn transfer_overlap(&self, (layers, batch): &(u32, u32)) -> Result<TransferOverlap> {
+        let Some(file) = self.overlap.trim().strip_prefix("layerwise:") else {
+            return TransferOverlap::parse(&self.overlap);
+        };
+        let misses = ess_wgpu::engine::chunks::read_miss_profile(std::path::Path::new(file))?;
+        if misses.len() != *layers as usize {
+            return Err(ess_wgpu::Error::config(
+                "miss profile",
+                format!("{} layers in {file}", misses.len()),
+                format!("one per layer of the run ({layers})"),
+            ));
+        }
+        let chunks: Vec<u32> = misses
+            .iter()
+            .map(|&m| ess_wgpu::engine::choose_chunks(m, *batch))
+            .collect();
+        eprintln!("layer-wise overlap from {file}:");
+        eprintln!("{:>6} {:>16} {:>7}", "layer", "misses a seq.", "chunks");
+        for (l, (m, c)) in misses.iter().zip(&chunks).enumerate() {
+            let what = if *c == 1 { "(none)" } else { "(dba)" };
+            eprintln!("{l:>6} {m:>16.1} {c:>7} {what}");
+        }
+        Ok(TransferOverlap::Layerwise(chunks))
+    }
+
     pub fn options(
         &self,
         contexts: Option<Vec<u32>>,
         track_overlap: bool,
     ) -> Result<(EngineOptions, u64)> {
         let run = preset_config(self.preset, &self.overrides)?;
+        let run_layers = (run.layers, run.batch);
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = match self.pool_slots {
             Some(n) => PoolSize::Slots(n),
@@ -260,6 +295,8 @@ impl EngineArgs {
             track_overlap,
             digest_outputs: false,
             time_every: self.time_every,
+            transfer_overlap: self.transfer_overlap(&run_layers)?,
+            omit_gathers: false,
         };
         opts.validate()?;
         Ok((opts, self.device_budget.unwrap_or(DEFAULT_BUDGET)))

@@ -26,18 +26,22 @@
 //! same bytes ([`inputs::Synthetic`]), so their outputs are bit-identical; `tests/engine.rs`
 //! checks it, and checks one layer against the CPU reference.
 
+pub mod chunks;
 pub mod inputs;
 mod options;
 mod plan;
 pub mod readback;
 mod stats;
 
+pub use chunks::choose_chunks;
 pub use inputs::{StepInputs, Synthetic};
-pub use options::{EngineOptions, Mode};
+pub use options::{EngineOptions, MAX_CHUNKS, Mode, TransferOverlap};
 pub use plan::MemoryPlan;
 pub use stats::{Stage, StageTimes, Stats, TimelineBar};
 
-use crate::cache::{CacheCounters, CacheShape, LayerDispatches, NewRows, OffloadCache, PoolSize};
+use crate::cache::{
+    CacheCounters, CacheShape, Fetch, LayerDispatches, NewRows, OffloadCache, PoolSize,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::digest::DigestArgs;
@@ -79,6 +83,32 @@ struct LayerWork {
     sparse_mla: Vec<Dispatch>,
     /// Step-to-step overlap and output digests (untimed; only when asked for).
     observe: Vec<Dispatch>,
+    /// The overlapped selection and fetch (`--overlap` with more than one chunk, offload,
+    /// zero-copy): what runs instead of `indexer`, `topk` and the cache's resolve and gather.
+    chunked: Option<ChunkedWork>,
+}
+
+/// One layer's selection and fetch in chunks of the batch ([`TransferOverlap`]): chunk by
+/// chunk its indexer, top-k and resolve, the previous chunk's gather inside (or beside) its
+/// indexer, then the last chunk's gather.
+struct ChunkedWork {
+    chunks: Vec<ChunkWork>,
+    /// The last chunk's gather, the one left in the open (none with `omit_gathers`).
+    last_gather: Option<Dispatch>,
+}
+
+struct ChunkWork {
+    /// Its indexer; from the second chunk on, with the coop indexer, the previous chunk's
+    /// gather runs in its first workgroups.
+    indexer: Dispatch,
+    /// A plain indexer's grid follows the longest sequence (`update_grids`); a fused one was
+    /// bound for the capacity (the tiles past a sequence's end return at once).
+    follows_lengths: bool,
+    /// The previous chunk's gather as a dispatch of its own, where it could not be fused.
+    gather_beside: Option<Dispatch>,
+    topk: Dispatch,
+    resolve: Dispatch,
+    sequences: u32,
 }
 
 /// Per layer `[B, capacity]` marks and `[B]` sums of [`crate::kernels::Overlap`].
@@ -421,6 +451,7 @@ impl Engine {
                 },
             ));
         }
+        let chunked = self.bind_chunks(ctx, l, q_i)?;
         Ok(LayerWork {
             next_queries,
             new_token,
@@ -429,7 +460,110 @@ impl Engine {
             cache,
             sparse_mla,
             observe,
+            chunked,
         })
+    }
+
+    /// `layer`'s chunked selection and fetch, where the options ask for more than one chunk and
+    /// the cache moves rows on the GPU alone (zero-copy); `None` runs the serial stages.
+    fn bind_chunks(
+        &self,
+        ctx: &GpuContext,
+        l: u32,
+        q_i: &wgpu::Buffer,
+    ) -> Result<Option<ChunkedWork>> {
+        let (m, cap) = (&self.opts.run, self.opts.capacity());
+        let n = self.opts.transfer_overlap.chunks(l);
+        let Some(cache) = self.cache.as_ref().filter(|c| c.gpu_only()) else {
+            return Ok(None);
+        };
+        if n <= 1 {
+            return Ok(None);
+        }
+        let layer = &self.layers[l as usize];
+        let host_groups = cache.host.groups();
+        let ranges = chunks::chunk_ranges(m.batch, n, &[&self.groups, &host_groups]);
+        let key_group = |b0: u32| {
+            self.groups
+                .iter()
+                .position(|&(g0, gn)| b0 >= g0 && b0 < g0 + gn)
+        };
+        let fuse = !self.opts.omit_gathers && self.indexer.path == crate::gpu::MatrixPath::Coop;
+        let mut out = Vec::new();
+        for (i, &(b0, bn)) in ranges.iter().enumerate() {
+            let g = key_group(b0).expect("a chunk inside a key group");
+            let args = |max_len| IndexerArgs {
+                q: q_i,
+                w: &layer.queries.w,
+                keys: &layer.keys[g],
+                seq: &self.seq,
+                scores: &self.scores,
+                b0,
+                batch: bn,
+                max_len,
+                score_stride: cap,
+            };
+            let prev = i.checked_sub(1).map(|p| ranges[p]);
+            let gather_of = |r| {
+                cache
+                    .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, r)
+                    .map(|c| c.gather)
+            };
+            let (indexer, follows_lengths, gather_beside) =
+                match (prev.filter(|_| !self.opts.omit_gathers), fuse) {
+                    (Some(r), true) => {
+                        let fg = cache.fused_gather(l, r).expect("zero-copy");
+                        (
+                            self.indexer.bind_with_gather(ctx, &args(cap), &fg)?,
+                            false,
+                            None,
+                        )
+                    }
+                    (Some(r), false) => (
+                        self.indexer.bind(ctx, &args(self.max_len())),
+                        true,
+                        gather_of(r),
+                    ),
+                    (None, _) => (self.indexer.bind(ctx, &args(self.max_len())), true, None),
+                };
+            let topk = self.topk.bind_as_part_of(
+                ctx,
+                &TopKArgs {
+                    scratch: self.topk_scratch.as_ref(),
+                    scores: &self.scores,
+                    seq: &self.seq,
+                    topk_indices: &layer.topk_indices,
+                    b0,
+                    batch: bn,
+                    score_stride: cap,
+                },
+                m.batch,
+            )?;
+            let resolve = cache
+                .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, (b0, bn))
+                .expect("zero-copy")
+                .resolve;
+            out.push(ChunkWork {
+                indexer,
+                follows_lengths,
+                gather_beside,
+                topk,
+                resolve,
+                sequences: bn,
+            });
+        }
+        let last_gather = match self.opts.omit_gathers {
+            true => None,
+            false => ranges.last().and_then(|&r| {
+                cache
+                    .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, r)
+                    .map(|c| c.gather)
+            }),
+        };
+        Ok(Some(ChunkedWork {
+            chunks: out,
+            last_gather,
+        }))
     }
 
     /// The device buffers that receive `layer`'s rows, per sequence group: the indexer keys, and
@@ -553,6 +687,10 @@ impl Engine {
         for w in &mut self.work {
             for (d, &(_, n)) in w.indexer.iter_mut().zip(&self.groups) {
                 d.set_grid([x, n, 1]);
+            }
+            let chunks = w.chunked.iter_mut().flat_map(|c| &mut c.chunks);
+            for c in chunks.filter(|c| c.follows_lengths) {
+                c.indexer.set_grid([x, c.sequences, 1]);
             }
         }
     }
@@ -700,12 +838,23 @@ impl Engine {
                 .iter()
                 .chain(&w.new_token)
                 .for_each(|d| d.record(&mut pass));
-            let selection = |pass: &mut wgpu::ComputePass| {
-                w.indexer.iter().for_each(|d| d.record(pass));
-                w.topk.record(pass);
+            let selection = |pass: &mut wgpu::ComputePass| match &w.chunked {
+                Some(c) => c.record(pass),
+                None => {
+                    w.indexer.iter().for_each(|d| d.record(pass));
+                    w.topk.record(pass);
+                }
+            };
+            let fetch = match (&w.chunked, self.opts.omit_gathers) {
+                (Some(_), _) => Fetch::Nothing,
+                (None, true) => Fetch::ResolveOnly,
+                (None, false) => Fetch::All,
             };
             match (&mut self.cache, &w.cache) {
-                (Some(cache), Some(d)) => cache.record_in_pass(&mut pass, l as u32, d, selection),
+                (Some(cache), Some(d)) => {
+                    cache.record_in_pass(&mut pass, l as u32, d, selection, fetch);
+                    cache.count_gathers(w.chunked.as_ref().map_or(0, |c| c.gathers()));
+                }
                 _ => selection(&mut pass),
             }
             w.sparse_mla
@@ -747,13 +896,20 @@ impl Engine {
                     cache.write_back_cpu(ctx, l, &new)?;
                 }
             }
-            self.record_selection(&mut enc, li, timer);
-            if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
-                cache.record_resolve(&mut enc, d, mark(Stage::Resolve));
-                if cache.gather_needs_sync() {
-                    enc = resubmit(ctx, enc);
+            if let (Some(c), Some(cache)) = (&self.work[li].chunked, &mut self.cache) {
+                c.record(&mut timed_pass(&mut enc, mark(Stage::Overlapped)));
+                cache.count_gathers(c.gathers());
+            } else {
+                self.record_selection(&mut enc, li, timer);
+                if let (Some(cache), Some(d)) = (&mut self.cache, &self.work[li].cache) {
+                    cache.record_resolve(&mut enc, d, mark(Stage::Resolve));
+                    if cache.gather_needs_sync() {
+                        enc = resubmit(ctx, enc);
+                    }
+                    if !self.opts.omit_gathers {
+                        cache.record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))?;
+                    }
                 }
-                cache.record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))?;
             }
             let w = &self.work[li];
             {
@@ -1038,6 +1194,35 @@ impl Layer {
             o_lat: ctx.storage("o_lat", b * h * kv * 4)?,
             lse: ctx.storage("lse", b * h * 4)?,
         })
+    }
+}
+
+impl ChunkedWork {
+    /// Chunk by chunk: its indexer (the previous chunk's gather inside or beside it), top-k and
+    /// resolve; then the last chunk's gather. One pass: wgpu orders what depends on what.
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        for c in &self.chunks {
+            c.indexer.record(pass);
+            if let Some(g) = &c.gather_beside {
+                g.record(pass);
+            }
+            c.topk.record(pass);
+            c.resolve.record(pass);
+        }
+        if let Some(g) = &self.last_gather {
+            g.record(pass);
+        }
+    }
+
+    /// Gather dispatches of a step, fused ones included.
+    fn gathers(&self) -> usize {
+        let fused = self.chunks.iter().filter(|c| !c.follows_lengths).count();
+        let beside = self
+            .chunks
+            .iter()
+            .filter(|c| c.gather_beside.is_some())
+            .count();
+        fused + beside + self.last_gather.is_some() as usize
     }
 }
 

@@ -22,6 +22,81 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How a step's transfers overlap its compute (`--overlap`; not the step-to-step overlap of the
+/// selections, [`EngineOptions::track_overlap`]; docs/PERF.md "Overlap in the
+/// engine"). Every strategy gives the outputs of [`TransferOverlap::None`] bit for bit: the batch is
+/// split by sequence, and every kernel's work on a sequence is the same whatever the chunk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum TransferOverlap {
+    /// Indexer → top-k → resolve → gather → sparse MLA, each over the whole batch: every missed
+    /// row's bus time is exposed.
+    None,
+    /// ESS's dual-batch overlap on one queue, in `n` chunks of the batch (2: the paper's DBA).
+    /// Chunk by chunk: its indexer, top-k and resolve; the previous chunk's gather runs inside
+    /// this chunk's indexer dispatch (its first workgroups gather while the rest score keys:
+    /// the one shape that overlaps on one wgpu queue). Only the last chunk's gather is left in
+    /// the open. Needs the zero-copy path (the CPU paths wait between resolve and transfer)
+    /// and, to overlap, the coop indexer (elsewhere the gather is a second dispatch).
+    Dba(u32),
+    /// Chunks per layer, chosen from a miss profile by [`crate::engine::choose_chunks`] (1: no
+    /// overlap in that layer).
+    Layerwise(Vec<u32>),
+}
+
+impl TransferOverlap {
+    /// Chunks of `layer`'s selection and fetch (1: serial).
+    pub fn chunks(&self, layer: u32) -> u32 {
+        match self {
+            TransferOverlap::None => 1,
+            TransferOverlap::Dba(n) => *n,
+            TransferOverlap::Layerwise(per_layer) => {
+                per_layer.get(layer as usize).copied().unwrap_or(1)
+            }
+        }
+    }
+
+    /// `none`, `dba` (2 chunks), `dba:N` (N chunks, 1 ..= 64); `layerwise` takes a profile and
+    /// is made by the caller ([`crate::engine::choose_chunks`]).
+    pub fn parse(s: &str) -> Result<TransferOverlap> {
+        let t = s.trim();
+        let bad = || {
+            Error::config(
+                "overlap",
+                limits::shown(s),
+                "none, dba, dba:N (N = 1 ..= 64 chunks) or layerwise:FILE",
+            )
+        };
+        match t {
+            "none" => Ok(TransferOverlap::None),
+            "dba" => Ok(TransferOverlap::Dba(2)),
+            _ => match t.strip_prefix("dba:") {
+                Some(n) => {
+                    let n = n.trim().parse::<u32>().map_err(|_| bad())?;
+                    limits::in_range("overlap chunks", n as u64, 1, MAX_CHUNKS as u64)?;
+                    Ok(TransferOverlap::Dba(n))
+                }
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for TransferOverlap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferOverlap::None => f.write_str("none"),
+            TransferOverlap::Dba(n) => write!(f, "dba:{n}"),
+            TransferOverlap::Layerwise(c) => {
+                let c: Vec<String> = c.iter().map(|n| n.to_string()).collect();
+                write!(f, "layerwise (chunks per layer {})", c.join(","))
+            }
+        }
+    }
+}
+
+/// Most chunks an overlapped step splits a batch into.
+pub const MAX_CHUNKS: u32 = 64;
+
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// The model and the run's layers, batch and cache storage (any dtype per cache).
@@ -52,6 +127,11 @@ pub struct EngineOptions {
     /// Fingerprint every layer's `o_lat` and `lse` at every step on the GPU (64-bit digests,
     /// read at the end): how two runs are compared bit for bit without reading their outputs.
     pub digest_outputs: bool,
+    /// How transfers overlap compute (offload mode).
+    pub transfer_overlap: TransferOverlap,
+    /// Leave the misses' gathers out of every step (the same schedule with no bus traffic):
+    /// the baseline of the exposed transfer time (`figures overlap`). The outputs are wrong.
+    pub omit_gathers: bool,
 }
 
 impl EngineOptions {
@@ -119,6 +199,23 @@ impl EngineOptions {
         }
         if self.mode == Mode::Offload {
             self.pool.slots(self.capacity(), self.run.model.topk)?;
+        }
+        for l in 0..self.run.layers {
+            limits::in_range(
+                "overlap chunks",
+                self.transfer_overlap.chunks(l) as u64,
+                1,
+                MAX_CHUNKS as u64,
+            )?;
+        }
+        if let TransferOverlap::Layerwise(c) = &self.transfer_overlap {
+            if c.len() != self.run.layers as usize {
+                return Err(Error::config(
+                    "layer-wise overlap",
+                    format!("{} layers", c.len()),
+                    format!("one per layer ({})", self.run.layers),
+                ));
+            }
         }
         Ok(())
     }

@@ -20,12 +20,15 @@ pub enum Stage {
     Resolve,
     /// Offload: the missed rows host → pool.
     Gather,
+    /// Offload with `--overlap`: indexer, top-k, resolve and gather of the batch's chunks,
+    /// interleaved (one pass; the four stages above are then empty).
+    Overlapped,
     /// Sparse MLA over the rows the ids name → `o_lat`, `lse`.
     SparseMla,
 }
 
 impl Stage {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [Stage; Stage::COUNT] = [
         Stage::NewToken,
         Stage::WriteBack,
@@ -33,6 +36,7 @@ impl Stage {
         Stage::TopK,
         Stage::Resolve,
         Stage::Gather,
+        Stage::Overlapped,
         Stage::SparseMla,
     ];
 
@@ -45,6 +49,7 @@ impl Stage {
             Stage::TopK => "topk",
             Stage::Resolve => "resolve",
             Stage::Gather => "gather",
+            Stage::Overlapped => "overlapped",
             Stage::SparseMla => "sparse_mla",
         }
     }

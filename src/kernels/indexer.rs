@@ -73,7 +73,8 @@ struct GatherParams {
     gather_wgs: u32,
     tiles: u32,
     index_wgs: u32,
-    _pad: [u32; 3],
+    host_b0: u32,
+    _pad: [u32; 2],
 }
 
 /// Gather workgroups of a fused dispatch, in all: a quarter of an H200's SMs (each holds at
@@ -87,8 +88,10 @@ pub struct FusedGather<'a> {
     /// `[B, k]` (token, slot) and `[B]` (misses, hits) from the resolve.
     pub copies: &'a wgpu::Buffer,
     pub counts: &'a wgpu::Buffer,
-    /// The host-store group of these sequences (`capacity` rows each).
+    /// The host-store group holding these sequences (`capacity` rows each), and the group's
+    /// first sequence (≤ `b0`).
     pub host: &'a wgpu::Buffer,
+    pub host_b0: u32,
     /// `[B, slots]` rows: one layer's pool.
     pub pool: &'a wgpu::Buffer,
     pub row_bytes: u64,
@@ -268,7 +271,8 @@ impl Indexer {
             gather_wgs: per_seq * g.batch,
             tiles,
             index_wgs: tiles * a.batch,
-            _pad: [0; 3],
+            host_b0: g.host_b0,
+            _pad: [0; 2],
         };
         let table_buf = ctx.upload("fused gather", &[table])?;
         let params = Params::new(self.heads, self.dim, self.dtype, a);

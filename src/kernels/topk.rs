@@ -178,7 +178,14 @@ impl TopK {
     }
 
     pub fn bind(&self, ctx: &GpuContext, a: &TopKArgs) -> Result<Dispatch> {
-        let segments = self.segments(a.batch, a.score_stride);
+        self.bind_as_part_of(ctx, a, a.batch)
+    }
+
+    /// As [`TopK::bind`], for rows `a.b0 ..` of a batch of `whole` rows: split as the whole
+    /// batch's dispatch is, so a batch selected in parts gives the ids, in the same order, of
+    /// the batch selected at once (the engine's overlap chunks).
+    pub fn bind_as_part_of(&self, ctx: &GpuContext, a: &TopKArgs, whole: u32) -> Result<Dispatch> {
+        let segments = self.segments(whole.max(a.batch), a.score_stride);
         let params = Params {
             k: self.k,
             score_stride: a.score_stride,

@@ -14,7 +14,8 @@ struct Params {
     slots: u32,
     capacity: u32,
     b0: u32,
-    _pad: [u32; 3],
+    host_b0: u32,
+    _pad: [u32; 2],
 }
 
 #[derive(Debug)]
@@ -70,14 +71,16 @@ impl Transfer {
         })
     }
 
-    fn params(&self, b0: u32) -> Params {
+    /// `host_b0`: the first sequence of the host-store group the dispatch reads or writes.
+    fn params(&self, b0: u32, host_b0: u32) -> Params {
         Params {
             row_vecs: self.row_vecs,
             k: self.k,
             slots: self.slots,
             capacity: self.capacity,
             b0,
-            _pad: [0; 3],
+            host_b0,
+            _pad: [0; 2],
         }
     }
 
@@ -85,16 +88,23 @@ impl Transfer {
         [(self.k * self.row_vecs).div_ceil(256), batch, 1]
     }
 
-    /// Zero-copy: every missed row straight from the host store group (`host`: sequences
-    /// `a.b0 ..`, `capacity` rows each) into its slot.
-    pub fn gather(&self, ctx: &GpuContext, a: &TransferArgs, host: &wgpu::Buffer) -> Dispatch {
+    /// Zero-copy: every missed row straight from the host store into its slot. `host` is the
+    /// host-store group holding sequences `a.b0 .. a.b0 + a.batch` (`capacity` rows each), whose
+    /// first sequence is `host_b0` (≤ `a.b0`).
+    pub fn gather(
+        &self,
+        ctx: &GpuContext,
+        a: &TransferArgs,
+        host: &wgpu::Buffer,
+        host_b0: u32,
+    ) -> Dispatch {
         let buffers = [(1, a.copies), (2, a.counts), (3, host), (4, a.pool)];
         let step = StepSpec {
             pipeline: &self.gather,
             buffers: &buffers,
             workgroups: self.grid_rows(a.batch),
         };
-        dispatch_steps(ctx, "gather", &self.params(a.b0), &[step])
+        dispatch_steps(ctx, "gather", &self.params(a.b0, host_b0), &[step])
     }
 
     /// Staging: rows packed by the CPU as `staging[b, r]` (r = miss rank) into their slots.
@@ -105,7 +115,7 @@ impl Transfer {
             buffers: &buffers,
             workgroups: self.grid_rows(a.batch),
         };
-        dispatch_steps(ctx, "scatter", &self.params(a.b0), &[step])
+        dispatch_steps(ctx, "scatter", &self.params(a.b0, a.b0), &[step])
     }
 
     /// The newest row of each sequence into the pool's reserved slot and, with `a.host`, into
@@ -120,7 +130,7 @@ impl Transfer {
                     buffers: &buffers,
                     workgroups: grid,
                 };
-                dispatch_steps(ctx, "write_back", &self.params(a.b0), &[step])
+                dispatch_steps(ctx, "write_back", &self.params(a.b0, a.b0), &[step])
             }
             None => {
                 let buffers = [(3, a.new_rows), (4, a.pool)];
@@ -129,7 +139,7 @@ impl Transfer {
                     buffers: &buffers,
                     workgroups: grid,
                 };
-                dispatch_steps(ctx, "pool_newest", &self.params(a.b0), &[step])
+                dispatch_steps(ctx, "pool_newest", &self.params(a.b0, a.b0), &[step])
             }
         }
     }
