@@ -437,3 +437,171 @@ pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Fig
         table,
     })
 }
+
+/// The schedules `figures overlap` measures (`--overlap` values).
+pub const OVERLAP_SCHEDULES: [crate::engine::TransferOverlap; 4] = [
+    crate::engine::TransferOverlap::None,
+    crate::engine::TransferOverlap::Dba(2),
+    crate::engine::TransferOverlap::Dba(4),
+    crate::engine::TransferOverlap::Dba(8),
+];
+
+/// One point of `figures overlap`: a schedule at one locality, per layer and step.
+#[derive(Clone, Debug)]
+pub struct OverlapPoint {
+    pub locality: f32,
+    pub misses_per_seq: f64,
+    pub schedule: crate::engine::TransferOverlap,
+    /// GPU time of a layer's step with the schedule, and with its gathers left out.
+    pub step_us: f64,
+    pub no_transfer_us: f64,
+    /// `step_us` − the serial schedule's `no_transfer_us` (the same misses already resident).
+    pub exposed_us: f64,
+}
+
+/// Exposed transfer time per layer against misses per sequence, for every schedule (the paper's
+/// Fig. 7). One offload run per (locality, schedule) with its gathers and one without: exposed =
+/// the schedule's step − the serial step without gathers, i.e. what the step costs beyond the
+/// same step with its misses already resident (a chunked schedule's extra dispatches count as
+/// exposed; `no_transfer_us` shows them alone). Per layer: step GPU time (timestamps) / layers.
+pub fn overlap(
+    ctx: &GpuContext,
+    fo: &FigureOptions,
+    budget: u64,
+    localities: &[f32],
+) -> Result<(Figure, Vec<OverlapPoint>)> {
+    use crate::engine::{Engine, Mode, TransferOverlap};
+    let context = fo.contexts.first().copied().unwrap_or(fo.base.run.context);
+    let base = EngineOptions {
+        mode: Mode::Offload,
+        contexts: vec![context; fo.base.run.batch as usize],
+        layer_locality: Vec::new(),
+        time_every: 1,
+        ..fo.base.clone()
+    };
+    let layers = base.run.layers as f64;
+    let run = |locality: f32, schedule: &TransferOverlap, omit: bool| -> Result<(f64, f64)> {
+        let opts = EngineOptions {
+            locality,
+            transfer_overlap: schedule.clone(),
+            omit_gathers: omit,
+            ..base.clone()
+        };
+        let mut e = Engine::new(ctx, &opts, budget)?;
+        for _ in 0..opts.steps {
+            e.step(ctx)?;
+        }
+        e.finish(ctx)?;
+        if e.stats.timed_steps == 0 {
+            return Err(crate::Error::Gpu(
+                "no timestamps: the overlap figure needs an adapter with timestamp queries".into(),
+            ));
+        }
+        let us = e.stats.stage_s_per_step().total() * 1e6 / layers;
+        let misses: u64 = e.stats.counters.iter().map(|c| c.misses).sum();
+        let per_seq = misses as f64 / (e.stats.steps as f64 * layers * base.run.batch as f64);
+        Ok((us, per_seq))
+    };
+    let mut points = Vec::new();
+    for &rho in localities {
+        let (serial_bare, _) = run(rho, &TransferOverlap::None, true)?;
+        for s in &OVERLAP_SCHEDULES {
+            let (step_us, misses) = run(rho, s, false)?;
+            let no_transfer_us = match s {
+                TransferOverlap::None => serial_bare,
+                _ => run(rho, s, true)?.0,
+            };
+            points.push(OverlapPoint {
+                locality: rho,
+                misses_per_seq: misses,
+                schedule: s.clone(),
+                step_us,
+                no_transfer_us,
+                exposed_us: step_us - serial_bare,
+            });
+        }
+    }
+    let mut csv = String::from(
+        "locality,misses_per_seq,schedule,step_us,no_transfer_us,exposed_us,exposed_of_serial\n",
+    );
+    let mut table = format!(
+        "exposed transfer time per layer, µs ({}, batch {}, context {context}; exposed = step − \
+         serial step without gathers)\n{:>8} {:>10}",
+        base.run.model.name, base.run.batch, "locality", "misses/seq"
+    );
+    for s in &OVERLAP_SCHEDULES {
+        let _ = write!(table, " {:>10}", s.to_string());
+    }
+    let _ = writeln!(table, " {:>8} {:>10} {:>9}", "best", "layerwise", "lw/best");
+    let mut series: Vec<Series> = OVERLAP_SCHEDULES
+        .iter()
+        .map(|s| Series {
+            name: s.to_string(),
+            points: Vec::new(),
+            dashed: false,
+        })
+        .collect();
+    for row in points.chunks(OVERLAP_SCHEDULES.len()) {
+        let serial = row[0].exposed_us;
+        let misses = row[0].misses_per_seq;
+        let _ = write!(table, "{:>8.3} {:>10.1}", row[0].locality, misses);
+        for (i, p) in row.iter().enumerate() {
+            let ratio = p.exposed_us / serial;
+            let _ = writeln!(
+                csv,
+                "{},{:.2},{},{:.2},{:.2},{:.2},{:.4}",
+                p.locality,
+                p.misses_per_seq,
+                p.schedule,
+                p.step_us,
+                p.no_transfer_us,
+                p.exposed_us,
+                ratio
+            );
+            let _ = write!(table, " {:>10.1}", p.exposed_us);
+            series[i]
+                .points
+                .push((p.misses_per_seq.max(0.5), p.exposed_us));
+        }
+        let best = row[1..]
+            .iter()
+            .min_by(|a, b| a.step_us.total_cmp(&b.step_us))
+            .expect("schedules");
+        let chosen = crate::engine::choose_chunks(misses, base.run.batch);
+        let lw = row
+            .iter()
+            .find(|p| p.schedule.chunks(0) == chosen)
+            .unwrap_or(&row[0]);
+        let _ = writeln!(
+            table,
+            " {:>7.0}% {:>10} {:>8.2}×",
+            100.0 * best.exposed_us / serial,
+            lw.schedule.to_string(),
+            lw.step_us / best.step_us.min(row[0].step_us)
+        );
+    }
+    let _ = writeln!(
+        table,
+        "best: the fastest chunked schedule's exposed time as a share of serial's; layerwise: \
+         what the chooser picks for those misses, its step against the fastest schedule's"
+    );
+    let svg = lines(
+        &format!(
+            "exposed transfer time per layer ({}, batch {}, context {context})",
+            base.run.model.name, base.run.batch
+        ),
+        "misses per sequence and step",
+        "µs per layer",
+        &series,
+        &[],
+    );
+    Ok((
+        Figure {
+            name: "overlap",
+            csv,
+            svgs: vec![("overlap.svg".into(), svg)],
+            table,
+        },
+        points,
+    ))
+}

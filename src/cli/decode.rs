@@ -18,6 +18,10 @@ pub struct DecodeArgs {
     /// With both modes: do not compare their outputs (saves the digest dispatches).
     #[arg(long)]
     no_verify: bool,
+    /// Write the offload run's misses per layer as a miss profile (for `--overlap
+    /// layerwise:FILE`; format in src/engine/chunks.rs).
+    #[arg(long)]
+    miss_profile: Option<std::path::PathBuf>,
 }
 
 /// Which modes to run.
@@ -73,10 +77,39 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let mut report = report?;
     report.profile = profile;
     print_report(&report, args.engine.json)?;
+    if let Some(path) = &args.miss_profile {
+        write_miss_profile(&report, path)?;
+    }
     if report.identical == Some(false) {
         return Err(ess_wgpu::Error::Gpu(
             "resident and offload outputs differ".into(),
         ));
     }
     Ok(())
+}
+
+/// The offload run's mean misses per sequence and step, per layer, as a miss profile.
+fn write_miss_profile(
+    report: &ess_wgpu::decode::DecodeReport,
+    path: &std::path::Path,
+) -> Result<()> {
+    let Some(m) = report.modes.iter().find(|m| m.mode == Mode::Offload) else {
+        return Err(ess_wgpu::Error::config(
+            "miss-profile",
+            path.display(),
+            "a run with --mode offload or both",
+        ));
+    };
+    let per = (m.steps.max(1) as u64 * m.batch.max(1) as u64) as f64;
+    let misses: Vec<f64> = m
+        .stats
+        .counters
+        .iter()
+        .map(|c| c.misses as f64 / per)
+        .collect();
+    let config = report.config.replace('\n', "; ");
+    let what = format!("{config}, batch {}, context {}", m.batch, m.context);
+    let text = ess_wgpu::engine::chunks::format_miss_profile(&misses, &what);
+    super::write_all_or_none(&[(path.to_path_buf(), text.into_bytes())])?;
+    say!("wrote {}", path.display())
 }

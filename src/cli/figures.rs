@@ -1,7 +1,7 @@
 //! `ess-wgpu figures NAME`: one of the paper's observations as CSV, SVG and a table.
 
 use super::{
-    EngineArgs, apply_profile, batch_arg, context_arg, out, output_dir, ratio_arg,
+    EngineArgs, apply_profile, batch_arg, context_arg, locality_arg, out, output_dir, ratio_arg,
     write_all_or_none,
 };
 use clap::ValueEnum;
@@ -22,6 +22,9 @@ pub struct FiguresArgs {
     /// batch-throughput: extra batches below each mode's largest, 1 ..= 65535.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = batch_arg, default_values_t = [1u32, 2, 4])]
     batches: Vec<u32>,
+    /// overlap: localities (ρ, 0 ..= 1, comma list) whose misses make the x axis.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = locality_arg, default_values_t = [1.0f32, 0.995, 0.99, 0.98, 0.96, 0.92, 0.85, 0.7, 0.0])]
+    localities: Vec<f32>,
     /// Folder for the CSV and SVG files.
     #[arg(long, default_value = "figures")]
     out: std::path::PathBuf,
@@ -42,6 +45,9 @@ enum FigureArg {
     BatchThroughput,
     /// One decode step's passes from GPU timestamps, both modes (the paper's Fig. 6).
     Timeline,
+    /// Exposed transfer time per layer against misses, every --overlap schedule (the paper's
+    /// Fig. 7); offload at the first --contexts, one --locality per point (no profile).
+    Overlap,
 }
 
 pub fn run(args: FiguresArgs) -> Result<()> {
@@ -55,11 +61,15 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     }
     output_dir(&args.out)?;
     let ctx = GpuContext::new()?;
-    let spec = args
-        .engine
-        .profile
-        .clone()
-        .unwrap_or_else(|| "paper".into());
+    let spec = match args.figure {
+        // its x axis is the misses one ρ for every layer gives
+        FigureArg::Overlap => "none".into(),
+        _ => args
+            .engine
+            .profile
+            .clone()
+            .unwrap_or_else(|| "paper".into()),
+    };
     // the paper's profile unless asked otherwise (`--profile none`: one --locality)
     let profile = match spec.as_str() {
         "none" => Vec::new(),
@@ -84,6 +94,7 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         FigureArg::MissesVsRatio => f::misses_vs_ratio(&ctx, &fo)?,
         FigureArg::BatchThroughput => f::batch_throughput(&ctx, &fo, &args.batches, budget)?,
         FigureArg::Timeline => f::timeline(&ctx, &fo, budget)?,
+        FigureArg::Overlap => f::overlap(&ctx, &fo, budget, &args.localities)?.0,
     };
     let csv = args.out.join(format!("{}.csv", fig.name.replace('-', "_")));
     let mut files = vec![(csv.clone(), fig.csv.clone().into_bytes())];
