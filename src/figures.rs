@@ -457,6 +457,8 @@ pub struct OverlapPoint {
     pub no_transfer_us: f64,
     /// `step_us` − the serial schedule's `no_transfer_us` (the same misses already resident).
     pub exposed_us: f64,
+    /// `step_us` by stage (µs per layer).
+    pub stages_us: crate::engine::StageTimes,
 }
 
 /// Exposed transfer time per layer against misses per sequence, for every schedule (the paper's
@@ -480,7 +482,10 @@ pub fn overlap(
         ..fo.base.clone()
     };
     let layers = base.run.layers as f64;
-    let run = |locality: f32, schedule: &TransferOverlap, omit: bool| -> Result<(f64, f64)> {
+    let run = |locality: f32,
+               schedule: &TransferOverlap,
+               omit: bool|
+     -> Result<(crate::engine::StageTimes, f64)> {
         let opts = EngineOptions {
             locality,
             transfer_overlap: schedule.clone(),
@@ -497,19 +502,20 @@ pub fn overlap(
                 "no timestamps: the overlap figure needs an adapter with timestamp queries".into(),
             ));
         }
-        let us = e.stats.stage_s_per_step().total() * 1e6 / layers;
+        let stages = e.stats.stage_s_per_step().scaled(1e6 / layers);
         let misses: u64 = e.stats.counters.iter().map(|c| c.misses).sum();
         let per_seq = misses as f64 / (e.stats.steps as f64 * layers * base.run.batch as f64);
-        Ok((us, per_seq))
+        Ok((stages, per_seq))
     };
     let mut points = Vec::new();
     for &rho in localities {
-        let (serial_bare, _) = run(rho, &TransferOverlap::None, true)?;
+        let serial_bare = run(rho, &TransferOverlap::None, true)?.0.total();
         for s in &OVERLAP_SCHEDULES {
-            let (step_us, misses) = run(rho, s, false)?;
+            let (stages_us, misses) = run(rho, s, false)?;
+            let step_us = stages_us.total();
             let no_transfer_us = match s {
                 TransferOverlap::None => serial_bare,
-                _ => run(rho, s, true)?.0,
+                _ => run(rho, s, true)?.0.total(),
             };
             points.push(OverlapPoint {
                 locality: rho,
@@ -518,12 +524,17 @@ pub fn overlap(
                 step_us,
                 no_transfer_us,
                 exposed_us: step_us - serial_bare,
+                stages_us,
             });
         }
     }
     let mut csv = String::from(
-        "locality,misses_per_seq,schedule,step_us,no_transfer_us,exposed_us,exposed_of_serial\n",
+        "locality,misses_per_seq,schedule,step_us,no_transfer_us,exposed_us,exposed_of_serial",
     );
+    for st in crate::engine::Stage::ALL {
+        let _ = write!(csv, ",{}_us", st.name());
+    }
+    csv.push('\n');
     let mut table = format!(
         "exposed transfer time per layer, µs ({}, batch {}, context {context}; exposed = step − \
          serial step without gathers)\n{:>8} {:>10}",
@@ -547,7 +558,7 @@ pub fn overlap(
         let _ = write!(table, "{:>8.3} {:>10.1}", row[0].locality, misses);
         for (i, p) in row.iter().enumerate() {
             let ratio = p.exposed_us / serial;
-            let _ = writeln!(
+            let _ = write!(
                 csv,
                 "{},{:.2},{},{:.2},{:.2},{:.2},{:.4}",
                 p.locality,
@@ -558,6 +569,10 @@ pub fn overlap(
                 p.exposed_us,
                 ratio
             );
+            for (_, t) in p.stages_us.iter() {
+                let _ = write!(csv, ",{t:.2}");
+            }
+            csv.push('\n');
             let _ = write!(table, " {:>10.1}", p.exposed_us);
             series[i]
                 .points
