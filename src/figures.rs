@@ -472,6 +472,7 @@ pub fn overlap(
     budget: u64,
     localities: &[f32],
 ) -> Result<(Figure, Vec<OverlapPoint>)> {
+    use crate::engine::chunks::Measured;
     use crate::engine::{Engine, Mode, TransferOverlap};
     let context = fo.contexts.first().copied().unwrap_or(fo.base.run.context);
     let base = EngineOptions {
@@ -582,7 +583,17 @@ pub fn overlap(
             .iter()
             .min_by(|a, b| a.step_us.total_cmp(&b.step_us))
             .expect("schedules");
-        let chosen = crate::engine::choose_chunks(misses, base.run.batch);
+        // the chooser as a run would use it, from the other miss counts' measurements alone
+        let others: Vec<Measured> = points
+            .iter()
+            .filter(|p| p.locality != row[0].locality)
+            .map(|p| Measured {
+                misses: p.misses_per_seq,
+                chunks: p.schedule.chunks(0),
+                step_us: p.step_us,
+            })
+            .collect();
+        let chosen = crate::engine::choose_chunks(misses, &others);
         let lw = row
             .iter()
             .find(|p| p.schedule.chunks(0) == chosen)
@@ -598,7 +609,8 @@ pub fn overlap(
     let _ = writeln!(
         table,
         "best: the fastest chunked schedule's exposed time as a share of serial's; layerwise: \
-         what the chooser picks for those misses, its step against the fastest schedule's"
+         what the chooser picks for those misses from the other rows' measurements, its step \
+         against the fastest schedule's"
     );
     let svg = lines(
         &format!(

@@ -236,6 +236,10 @@ pub struct EngineArgs {
     /// --miss-profile`). All give the outputs of none bit for bit.
     #[arg(long, default_value = "none")]
     pub overlap: String,
+    /// layerwise: the schedules' step times against misses, measured on this GPU (`figures
+    /// overlap`'s overlap.csv), from which each layer's chunks are chosen.
+    #[arg(long)]
+    pub overlap_table: Option<PathBuf>,
 }
 
 const DEFAULT_BUDGET: u64 = 2 << 30;
@@ -254,11 +258,24 @@ impl EngineArgs {
                 format!("one per layer of the run ({layers})"),
             ));
         }
+        let table = match &self.overlap_table {
+            Some(t) => ess_wgpu::engine::chunks::read_overlap_table(t)?,
+            None => Vec::new(),
+        };
         let chunks: Vec<u32> = misses
             .iter()
-            .map(|&m| ess_wgpu::engine::choose_chunks(m, *batch))
+            .map(|&m| ess_wgpu::engine::choose_chunks(m, &table).min(*batch))
             .collect();
-        eprintln!("layer-wise overlap from {file}:");
+        match &self.overlap_table {
+            Some(t) => eprintln!(
+                "layer-wise overlap from {file}, schedules measured in {}:",
+                t.display()
+            ),
+            None => eprintln!(
+                "layer-wise overlap from {file}, no --overlap-table: serial everywhere (the \
+                 H200's measurements, docs/PERF.md)"
+            ),
+        }
         eprintln!("{:>6} {:>16} {:>7}", "layer", "misses a seq.", "chunks");
         for (l, (m, c)) in misses.iter().zip(&chunks).enumerate() {
             let what = if *c == 1 { "(none)" } else { "(dba)" };

@@ -22,23 +22,101 @@ pub fn chunk_ranges(batch: u32, n: u32, groups: &[&[(u32, u32)]]) -> Vec<(u32, u
         .collect()
 }
 
-/// The layer-wise choice: chunks for a layer whose sequences miss `misses` rows a step on
-/// average, at `batch` sequences. Thresholds from `figures overlap` on the H200 (docs/PERF.md
-/// "Overlap in the engine"): with few misses the extra top-k and resolve dispatches of a chunked
-/// schedule cost more than the gather they hide.
-pub fn choose_chunks(misses: f64, batch: u32) -> u32 {
-    let n = if misses < LAYERWISE_MIN_MISSES {
-        1
-    } else {
-        LAYERWISE_CHUNKS
-    };
-    n.min(batch.max(1))
+/// One measured schedule at one miss count: a row of `figures overlap`'s CSV.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measured {
+    pub misses: f64,
+    pub chunks: u32,
+    pub step_us: f64,
 }
 
-/// Below this many misses a sequence, a layer runs serially.
-pub const LAYERWISE_MIN_MISSES: f64 = 16.0;
-/// Chunks of an overlapped layer.
-pub const LAYERWISE_CHUNKS: u32 = 4;
+/// The layer-wise choice: chunks for a layer whose sequences miss `misses` rows a step on
+/// average, from `table` (measured on the GPU it runs on: `figures overlap`): each schedule's
+/// step time interpolated linearly in misses between its measured points (held at the ends),
+/// the fastest taken, the fewer chunks on a tie. An empty table chooses 1: on the H200 no
+/// chunked schedule beat the serial one by more than noise at batch 32 (128K) and 64 (32K)
+/// (docs/PERF.md "Overlap in the engine").
+pub fn choose_chunks(misses: f64, table: &[Measured]) -> u32 {
+    let mut schedules: Vec<u32> = table.iter().map(|m| m.chunks).collect();
+    schedules.sort_unstable();
+    schedules.dedup();
+    let at = |chunks: u32| -> f64 {
+        let mut pts: Vec<(f64, f64)> = table
+            .iter()
+            .filter(|m| m.chunks == chunks)
+            .map(|m| (m.misses, m.step_us))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let i = pts.partition_point(|p| p.0 < misses);
+        match (i.checked_sub(1).map(|j| pts[j]), pts.get(i)) {
+            (Some(a), Some(b)) if b.0 > a.0 => a.1 + (b.1 - a.1) * (misses - a.0) / (b.0 - a.0),
+            (_, Some(b)) => b.1,
+            (Some(a), None) => a.1,
+            (None, None) => f64::INFINITY,
+        }
+    };
+    schedules
+        .into_iter()
+        .map(|c| (c, at(c)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+        .map_or(1, |(c, _)| c)
+}
+
+/// `figures overlap`'s CSV (columns `misses_per_seq`, `schedule` = none | dba:N, `step_us`)
+/// as the chooser's table.
+pub fn read_overlap_table(path: &std::path::Path) -> Result<Vec<Measured>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config(
+            "overlap table",
+            path.display(),
+            format!("a readable file ({e})"),
+        )
+    })?;
+    parse_overlap_table(&text)
+}
+
+/// [`read_overlap_table`]'s parser.
+pub fn parse_overlap_table(text: &str) -> Result<Vec<Measured>> {
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |name: &str| {
+        head.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            Error::config(
+                "overlap table",
+                format!("no column {name}"),
+                "figures overlap's CSV",
+            )
+        })
+    };
+    let (m, s, t) = (col("misses_per_seq")?, col("schedule")?, col("step_us")?);
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || {
+            Error::config(
+                &format!("overlap table line {}", i + 2),
+                crate::limits::shown(line),
+                "misses, none | dba:N, step µs",
+            )
+        };
+        let num = |j: usize| -> Result<f64> {
+            f.get(j)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(bad)
+        };
+        let schedule = f.get(s).ok_or_else(bad)?;
+        let chunks = super::TransferOverlap::parse(schedule)
+            .map_err(|_| bad())?
+            .chunks(0);
+        out.push(Measured {
+            misses: num(m)?,
+            chunks,
+            step_us: num(t)?,
+        });
+    }
+    Ok(out)
+}
 
 /// A miss profile (format `ess-miss-profile 1`): the mean rows each sequence misses per decode
 /// step, one line per layer, `#` comments and blank lines ignored. `trace replay
@@ -105,6 +183,34 @@ mod tests {
             vec![(0, 3), (3, 1), (4, 2), (6, 2)]
         );
         assert_eq!(chunk_ranges(8, 1, &[]), vec![(0, 8)]);
+    }
+
+    #[test]
+    fn the_chooser_takes_the_fastest_interpolated_schedule() {
+        let m = |misses, chunks, step_us| Measured {
+            misses,
+            chunks,
+            step_us,
+        };
+        // serial grows with misses, two chunks cost a fixed 100 µs more and grow half as fast
+        let t = [
+            m(0.0, 1, 1000.0),
+            m(400.0, 1, 1400.0),
+            m(0.0, 2, 1100.0),
+            m(400.0, 2, 1300.0),
+        ];
+        assert_eq!(choose_chunks(50.0, &t), 1);
+        assert_eq!(choose_chunks(200.0, &t), 1); // a tie: the fewer chunks
+        assert_eq!(choose_chunks(300.0, &t), 2);
+        assert_eq!(choose_chunks(9000.0, &t), 2); // held at the last point
+        assert_eq!(choose_chunks(300.0, &[]), 1);
+        let csv = "locality,misses_per_seq,schedule,step_us\n1,0.5,none,10\n1,0.5,dba:4,12\n";
+        let back = parse_overlap_table(csv).unwrap();
+        assert_eq!(back, vec![m(0.5, 1, 10.0), m(0.5, 4, 12.0)]);
+        assert!(
+            parse_overlap_table("locality,misses_per_seq,schedule,step_us\n1,2,dba:x,3").is_err()
+        );
+        assert!(parse_overlap_table("a,b\n").is_err());
     }
 
     #[test]
