@@ -9,7 +9,8 @@
 //! | `misses-per-layer` | Figs. 5, 8 | misses per layer at ratios 0.2 … 0.9, and across contexts |
 //! | `misses-vs-ratio` | Fig. 9 | mean misses against the sparse memory ratio, per context |
 //! | `batch-throughput` | Fig. 1 | decode tokens/s against batch, both modes, one budget |
-//! | `timeline` | Fig. 6 | one decode step's passes from GPU timestamps, both modes (no overlap yet) |
+//! | `timeline` | Fig. 6 | one decode step's passes from GPU timestamps, both modes (with `--overlap`) |
+//! | `overlap` | Fig. 7 | exposed transfer time per layer against misses, every `--overlap` schedule |
 
 use crate::decode::{SweepPoint, sweep, sweep_csv, sweep_svg};
 use crate::engine::{EngineOptions, Recording, record};

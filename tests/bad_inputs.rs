@@ -196,6 +196,15 @@ fn bad_options_and_values_name_the_cause() {
             vec!["warmup", "0 ..= 64"],
         ),
         (vec!["decode", "--time-every", "0"], vec!["time-every"]),
+        (
+            vec!["decode", "--overlap", "sometimes"],
+            vec!["overlap", "none, dba, dba:N"],
+        ),
+        (vec!["decode", "--overlap", "dba:0"], vec!["overlap chunks"]),
+        (
+            vec!["decode", "--overlap", "dba:65"],
+            vec!["overlap chunks", "1 ..= 64"],
+        ),
         (vec!["decode", "--pool-slots", "1"], vec!["pool-slots"]),
         (vec!["decode", "--pool-slots", "99999"], vec!["pool-slots"]),
         (vec!["decode", "--mode", "both,offload"], vec!["--mode"]),
@@ -459,7 +468,67 @@ fn bad_files_name_the_line_and_the_cause() {
     }
     let args = ["decode", "--profile", "/nonexistent/profile.txt"];
     fails_naming(&run(&args), &args, &["/nonexistent/profile.txt"]);
-    eprintln!("{} bad files refused", cases.len() + 5);
+    // miss profiles and overlap tables (--overlap layerwise)
+    let good = scratch("m-good.txt");
+    write(&good, "# two layers\n10\n300\n");
+    for (name, text, needles) in [
+        (
+            "m-neg",
+            "10\n-2\n",
+            vec!["miss profile line 2", "non-negative"],
+        ),
+        ("m-empty", "# nothing\n", vec!["miss profile", "no values"]),
+        (
+            "m-layers",
+            "10\n20\n30\n",
+            vec!["miss profile", "one per layer"],
+        ),
+    ] {
+        let path = scratch(&format!("{name}.txt"));
+        write(&path, text);
+        let spec = format!("layerwise:{}", path.display());
+        let args = [
+            "decode",
+            "--preset",
+            "tiny",
+            "--set",
+            "layers=2",
+            "--overlap",
+            &spec,
+        ];
+        fails_naming(&run(&args), &args, &needles);
+    }
+    let spec = format!("layerwise:{}", good.display());
+    for (name, text, needles) in [
+        (
+            "t-cols",
+            "a,b\n",
+            vec!["overlap table", "no column misses_per_seq"],
+        ),
+        (
+            "t-schedule",
+            "misses_per_seq,schedule,step_us\n5,dba:x,100\n",
+            vec!["overlap table line 2"],
+        ),
+    ] {
+        let path = scratch(&format!("{name}.csv"));
+        write(&path, text);
+        let args = [
+            "decode",
+            "--preset",
+            "tiny",
+            "--set",
+            "layers=2",
+            "--overlap",
+            &spec,
+            "--overlap-table",
+            path.to_str().unwrap(),
+        ];
+        fails_naming(&run(&args), &args, &needles);
+    }
+    let args = ["decode", "--overlap", "layerwise:/nonexistent/misses.txt"];
+    fails_naming(&run(&args), &args, &["/nonexistent/misses.txt"]);
+    eprintln!("{} bad files refused", cases.len() + 11);
 }
 
 /// Outputs whole or not at all: a bad output path fails before any GPU work, and an existing

@@ -13,6 +13,10 @@
 //!  then, into one host-mapped buffer: timestamps, resolve counts (and top-k ids for a trace)
 //! ```
 //!
+//! With `--overlap dba:N` ([`TransferOverlap`], [`chunks`]) the indexer … gather of a layer run
+//! chunk by chunk over the batch's sequences, each chunk's gather inside the next chunk's
+//! indexer dispatch; the outputs are the same bits (docs/PERF.md "Overlap in the engine").
+//!
 //! **Bind once, record many.** Every dispatch of a step, with its bind groups, is built when the
 //! engine is made; kernels come from the context's pipeline cache (nothing compiles per engine).
 //! What changes from step to step — sequence lengths, the step number, the queries — reaches
