@@ -146,12 +146,33 @@ fn cput_scores(bl: u32, h0: u32, j0: u32, slot: u32, lane: u32, hl0: u32, jl0: u
     }
 }
 
+// DA (sparse_mla_da.wgsl; the engine's `--overlap da`): each sequence's ids are ordered hits first
+// and seq[2b + 1] holds how many lead. PHASE 1 scores the tiles whose 256 ids are all of those,
+// after params.gather_wgs workgroups that gather the misses (the grid folded: linear id = x +
+// y · grid x, as the indexer's fused gather); PHASE 2 the other tiles; PHASE 0 every tile.
+override PHASE: u32 = 0u;
+
 @compute @workgroup_size(256)
-fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn scores(@builtin(workgroup_id) wg0: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    // (lets and `&`, all uniform: see indexer_coop.wgsl's `main`)
+    let id = wg0.x + wg0.y * nwg.x;
+    let folded = PHASE == 1u;
+    if (folded & (id < params.gather_wgs)) {
+        da_gather(id, lid);
+        return;
+    }
+    let gx = (params.topk + CT - 1u) / CT;
+    let gy = (params.heads + CH - 1u) / CH;
+    let i = id - params.gather_wgs;
+    if (folded & (i >= gx * gy * params.batch)) { return; }   // the folded grid's tail
+    let wg = select(wg0, vec3<u32>(i % gx, (i / gx) % gy, i / (gx * gy)), folded);
     let bl = wg.z;
     let b = params.b0 + bl;
     let j0 = wg.x * CT;
     let h0 = wg.y * CH;
+    let hits_only = j0 + CT <= seq[2u * b + 1u];
+    if ((PHASE != 0u) & (hits_only != folded)) { return; }
     let s = lid / 32u;
     let lane = lid % 32u;
     crow_s[lid] = row_of(b, j0 + lid);

@@ -440,11 +440,11 @@ pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Fig
 }
 
 /// The schedules `figures overlap` measures (`--overlap` values).
-pub const OVERLAP_SCHEDULES: [crate::engine::TransferOverlap; 4] = [
-    crate::engine::TransferOverlap::None,
-    crate::engine::TransferOverlap::Dba(2),
-    crate::engine::TransferOverlap::Dba(4),
-    crate::engine::TransferOverlap::Dba(8),
+pub const OVERLAP_SCHEDULES: [crate::engine::LayerSchedule; 4] = [
+    crate::engine::LayerSchedule::Serial,
+    crate::engine::LayerSchedule::Da,
+    crate::engine::LayerSchedule::Dba(2),
+    crate::engine::LayerSchedule::Dba(4),
 ];
 
 /// One point of `figures overlap`: a schedule at one locality, per layer and step.
@@ -452,7 +452,7 @@ pub const OVERLAP_SCHEDULES: [crate::engine::TransferOverlap; 4] = [
 pub struct OverlapPoint {
     pub locality: f32,
     pub misses_per_seq: f64,
-    pub schedule: crate::engine::TransferOverlap,
+    pub schedule: crate::engine::LayerSchedule,
     /// GPU time of a layer's step with the schedule, and with its gathers left out.
     pub step_us: f64,
     pub no_transfer_us: f64,
@@ -474,7 +474,7 @@ pub fn overlap(
     localities: &[f32],
 ) -> Result<(Figure, Vec<OverlapPoint>)> {
     use crate::engine::chunks::Measured;
-    use crate::engine::{Engine, Mode, TransferOverlap};
+    use crate::engine::{Engine, LayerSchedule, Mode, TransferOverlap};
     let context = fo.contexts.first().copied().unwrap_or(fo.base.run.context);
     let base = EngineOptions {
         mode: Mode::Offload,
@@ -485,12 +485,12 @@ pub fn overlap(
     };
     let layers = base.run.layers as f64;
     let run = |locality: f32,
-               schedule: &TransferOverlap,
+               schedule: LayerSchedule,
                omit: bool|
      -> Result<(crate::engine::StageTimes, f64)> {
         let opts = EngineOptions {
             locality,
-            transfer_overlap: schedule.clone(),
+            transfer_overlap: TransferOverlap::All(schedule),
             omit_gathers: omit,
             ..base.clone()
         };
@@ -511,18 +511,18 @@ pub fn overlap(
     };
     let mut points = Vec::new();
     for &rho in localities {
-        let serial_bare = run(rho, &TransferOverlap::None, true)?.0.total();
-        for s in &OVERLAP_SCHEDULES {
+        let serial_bare = run(rho, LayerSchedule::Serial, true)?.0.total();
+        for &s in &OVERLAP_SCHEDULES {
             let (stages_us, misses) = run(rho, s, false)?;
             let step_us = stages_us.total();
             let no_transfer_us = match s {
-                TransferOverlap::None => serial_bare,
+                LayerSchedule::Serial => serial_bare,
                 _ => run(rho, s, true)?.0.total(),
             };
             points.push(OverlapPoint {
                 locality: rho,
                 misses_per_seq: misses,
-                schedule: s.clone(),
+                schedule: s,
                 step_us,
                 no_transfer_us,
                 exposed_us: step_us - serial_bare,
@@ -590,15 +590,12 @@ pub fn overlap(
             .filter(|p| p.locality != row[0].locality)
             .map(|p| Measured {
                 misses: p.misses_per_seq,
-                chunks: p.schedule.chunks(0),
+                schedule: p.schedule,
                 step_us: p.step_us,
             })
             .collect();
-        let chosen = crate::engine::choose_chunks(misses, &others);
-        let lw = row
-            .iter()
-            .find(|p| p.schedule.chunks(0) == chosen)
-            .unwrap_or(&row[0]);
+        let chosen = crate::engine::choose_schedule(misses, &others);
+        let lw = row.iter().find(|p| p.schedule == chosen).unwrap_or(&row[0]);
         let _ = writeln!(
             table,
             " {:>7.0}% {:>10} {:>8.2}×",
@@ -609,7 +606,7 @@ pub fn overlap(
     }
     let _ = writeln!(
         table,
-        "best: the fastest chunked schedule's exposed time as a share of serial's; layerwise: \
+        "best: the fastest overlapped schedule's exposed time as a share of serial's; layerwise: \
          what the chooser picks for those misses from the other rows' measurements, its step \
          against the fastest schedule's"
     );

@@ -198,7 +198,7 @@ fn bad_options_and_values_name_the_cause() {
         (vec!["decode", "--time-every", "0"], vec!["time-every"]),
         (
             vec!["decode", "--overlap", "sometimes"],
-            vec!["overlap", "none, dba, dba:N"],
+            vec!["overlap", "none, da, dba, dba:N"],
         ),
         (vec!["decode", "--overlap", "dba:0"], vec!["overlap chunks"]),
         (

@@ -5,7 +5,7 @@ mod common;
 
 use common::ctx;
 use ess_wgpu::cache::{PoolSize, TransferPath};
-use ess_wgpu::engine::{Engine, EngineOptions, MemoryPlan, Mode, TransferOverlap};
+use ess_wgpu::engine::{Engine, EngineOptions, LayerSchedule, MemoryPlan, Mode, TransferOverlap};
 use ess_wgpu::{Dtype, RunConfig};
 
 const BUDGET: u64 = 1 << 30;
@@ -34,7 +34,7 @@ fn options(
         digest_outputs: false,
         // a mix of timestamped steps (a pass per stage) and untimed ones (one pass per step)
         time_every: 2,
-        transfer_overlap: TransferOverlap::None,
+        transfer_overlap: TransferOverlap::NONE,
         omit_gathers: false,
     }
 }
@@ -769,7 +769,7 @@ fn one_pass_and_staged_steps_agree() {
     assert_eq!(runs[0], runs[1]);
 }
 
-/// Every `--overlap` schedule gives the outputs of the serial one bit for bit, and the same hits
+/// Every `--overlap dba` schedule gives the outputs of the serial one bit for bit, and the same hits
 /// and misses: chunks of 1, 2, 3 and 5 sequences of a ragged batch (one sequence shorter than
 /// k, so its ids are mostly −1), a layer-wise mix, locality from all-miss to all-hit, f16 and
 /// FP8 caches, every transfer path (the CPU paths run the serial schedule: they wait between
@@ -800,11 +800,11 @@ fn overlap_schedules_equal_serial_bit_for_bit() {
             (opts.mode, opts.digest_outputs) = (Mode::Offload, true);
             let mut serial = None;
             for overlap in [
-                TransferOverlap::None,
-                TransferOverlap::Dba(2),
-                TransferOverlap::Dba(3),
-                TransferOverlap::Dba(5),
-                TransferOverlap::Layerwise(vec![1, 2]),
+                TransferOverlap::NONE,
+                TransferOverlap::All(LayerSchedule::Dba(2)),
+                TransferOverlap::All(LayerSchedule::Dba(3)),
+                TransferOverlap::All(LayerSchedule::Dba(5)),
+                TransferOverlap::Layerwise(vec![LayerSchedule::Serial, LayerSchedule::Dba(2)]),
             ] {
                 opts.transfer_overlap = overlap.clone();
                 let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
@@ -819,7 +819,7 @@ fn overlap_schedules_equal_serial_bit_for_bit() {
                         "{dtype}, {transfer}, locality {locality}: {overlap} differs from none"
                     ),
                 }
-                if transfer == TransferPath::ZeroCopy && overlap != TransferOverlap::None {
+                if transfer == TransferPath::ZeroCopy && overlap != TransferOverlap::NONE {
                     // the chunked schedule ran (timed steps put it in a stage of its own)
                     let overlapped = e.stats.stage_s[ess_wgpu::engine::Stage::Overlapped];
                     assert!(
@@ -832,6 +832,92 @@ fn overlap_schedules_equal_serial_bit_for_bit() {
             eprintln!(
                 "overlap {dtype} {transfer} locality {locality}: identical, layer 0 misses {} hits {}",
                 c.misses, c.hits
+            );
+        }
+    }
+}
+
+/// `--overlap da` against serial: the same hits and misses, and outputs within twice the sparse
+/// MLA kernel's tolerance against the f64 reference (`problems::sparse_mla_o_lat_tol` of its
+/// path, `SPARSE_MLA_LSE_TOL`): DA attends over the same rows in another order (hits first), so
+/// both runs are within the tolerance of the exact result and within twice it of each other.
+/// Locality from all-miss to all-hit, a ragged batch with a sequence shorter than k, f16 and
+/// FP8 rows, a layer-wise mix; the CPU paths keep the serial schedule (bit for bit). On the
+/// H200 the misses are gathered inside sparse MLA's first dispatch; on lavapipe before it.
+#[test]
+fn da_equals_serial_within_the_kernel_tolerance() {
+    use ess_wgpu::compare::compare;
+    use ess_wgpu::kernels::SparseMla;
+    use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, sparse_mla_o_lat_tol};
+    let ctx = ctx();
+    for dtype in ["f16", "fp8"] {
+        let run = RunConfig::tiny()
+            .with_overrides(&["batch=5", "layers=2", "topk=40", &format!("dtype={dtype}")])
+            .unwrap();
+        let path = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().path;
+        let (o_tol, l_tol) = (sparse_mla_o_lat_tol(path, 40), SPARSE_MLA_LSE_TOL);
+        for (transfer, locality) in [
+            (TransferPath::ZeroCopy, 0.0),
+            (TransferPath::ZeroCopy, 0.9),
+            (TransferPath::ZeroCopy, 1.0),
+            (TransferPath::Staging, 0.9),
+        ] {
+            let mut opts = options(
+                run.clone(),
+                vec![300, 1, 129, 77, 200],
+                PoolSize::Ratio(0.3),
+                transfer,
+                locality,
+                4,
+            );
+            opts.mode = Mode::Offload;
+            let mut outs = Vec::new();
+            for overlap in [
+                TransferOverlap::NONE,
+                TransferOverlap::All(LayerSchedule::Da),
+                TransferOverlap::Layerwise(vec![LayerSchedule::Da, LayerSchedule::Dba(2)]),
+            ] {
+                opts.transfer_overlap = overlap;
+                let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+                for _ in 0..opts.steps {
+                    e.step(ctx).unwrap();
+                }
+                let f = |v: Vec<u32>| -> Vec<f32> { v.into_iter().map(f32::from_bits).collect() };
+                let layers: Vec<_> = (0..2)
+                    .map(|l| e.outputs(ctx, l).unwrap())
+                    .map(|(o, lse)| (f(o), f(lse)))
+                    .collect();
+                outs.push((layers, e.stats.counters.clone()));
+            }
+            let (serial, counts) = &outs[0];
+            let mut worst = (0f32, 0f32);
+            for (run_outs, run_counts) in &outs[1..] {
+                assert_eq!(run_counts, counts, "DA changed the hits and misses");
+                for (l, ((o, lse), (so, slse))) in run_outs.iter().zip(serial).enumerate() {
+                    let what = format!("{dtype} {transfer} ρ {locality} layer {l}");
+                    let e = compare(
+                        &format!("o_lat {what}"),
+                        o,
+                        so,
+                        2.0 * o_tol.0,
+                        2.0 * o_tol.1,
+                    )
+                    .unwrap();
+                    let el = compare(
+                        &format!("lse {what}"),
+                        lse,
+                        slse,
+                        2.0 * l_tol.0,
+                        2.0 * l_tol.1,
+                    )
+                    .unwrap();
+                    worst = (worst.0.max(e), worst.1.max(el));
+                }
+            }
+            eprintln!(
+                "da {dtype} {transfer} ρ {locality} ({path:?}): largest |Δ| against serial o_lat \
+                 {:.1e}, lse {:.1e}; layer 0 misses {}",
+                worst.0, worst.1, counts[0].misses
             );
         }
     }

@@ -29,7 +29,7 @@ fn options() -> FigureOptions {
         digest_outputs: false,
         time_every: 1,
         record_trace: false,
-        transfer_overlap: ess_wgpu::engine::TransferOverlap::None,
+        transfer_overlap: ess_wgpu::engine::TransferOverlap::NONE,
         omit_gathers: false,
     };
     FigureOptions {

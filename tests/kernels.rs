@@ -1019,3 +1019,243 @@ fn fused_gather_equals_the_two_dispatches() {
         eprintln!("fused gather {dtype}: scores and pool identical to the two dispatches");
     }
 }
+
+/// DA's order (`shaders/da_order.wgsl`) against `reference::da_order`: random slot ids with −1s,
+/// random misses among them (none, some, all), k not a multiple of the workgroup's 256 threads,
+/// outputs poisoned first.
+#[test]
+fn da_order_equals_the_reference() {
+    use ess_wgpu::kernels::DaOrder;
+    use ess_wgpu::kernels::da_order::DaOrderArgs;
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let order = DaOrder::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(90));
+    for (k, slots) in [(40u32, 41u32), (300, 1000), (2048, 16_384), (2047, 2049)] {
+        let batch = 4u32;
+        let mut ids = vec![-1i32; (batch * k) as usize];
+        let mut copies = vec![[0u32; 2]; (batch * k) as usize];
+        let mut counts = vec![[0u32; 2]; batch as usize];
+        let mut want = Vec::new();
+        for b in 0..batch as usize {
+            // distinct slots for the valid ids (sequence b has k − 7b of them), misses among them
+            let valid = (k as usize).saturating_sub(7 * b);
+            let mut pool: Vec<u32> = (0..slots).collect();
+            for i in 0..valid {
+                let j = i + rng.below((slots as usize - i) as u64) as usize;
+                pool.swap(i, j);
+                ids[b * k as usize + i] = pool[i] as i32;
+            }
+            let miss_rate = [0.0, 0.1, 1.0, 0.5][b];
+            let mut m = 0;
+            for &slot in &pool[..valid] {
+                if (rng.below(1000) as f64) < miss_rate * 1000.0 {
+                    copies[b * k as usize + m] = [rng.below(1 << 20) as u32, slot];
+                    m += 1;
+                }
+            }
+            counts[b] = [m as u32, (valid - m) as u32];
+            let missed: Vec<u32> = copies[b * k as usize..][..m].iter().map(|c| c[1]).collect();
+            want.push(ess_wgpu::reference::da_order(
+                &ids[b * k as usize..][..k as usize],
+                &missed,
+            ));
+        }
+        let (ids_buf, copies_buf, counts_buf) = (
+            ctx.upload("slot ids", &ids).unwrap(),
+            ctx.upload("copies", &copies).unwrap(),
+            ctx.upload("counts", &counts).unwrap(),
+        );
+        let da_ids = ctx.storage("da ids", batch as u64 * k as u64 * 4).unwrap();
+        let da_seq = ctx.storage("da seq", batch as u64 * 8).unwrap();
+        ctx.fill(&da_ids, 0xDEAD_BEEF);
+        ctx.fill(&da_seq, 0xDEAD_BEEF);
+        let d = order
+            .bind(
+                ctx,
+                &DaOrderArgs {
+                    slot_ids: &ids_buf,
+                    copies: &copies_buf,
+                    counts: &counts_buf,
+                    da_ids: &da_ids,
+                    da_seq: &da_seq,
+                    k,
+                    slots,
+                    b0: 0,
+                    batch,
+                },
+            )
+            .unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<i32> = ctx.read(&da_ids).unwrap();
+        let seq: Vec<[u32; 2]> = ctx.read(&da_seq).unwrap();
+        for (b, (w_ids, w_hits)) in want.iter().enumerate() {
+            assert_eq!(
+                &got[b * k as usize..][..k as usize],
+                &w_ids[..],
+                "k {k}, sequence {b}"
+            );
+            assert_eq!(seq[b], [b as u32 * slots, *w_hits], "k {k}, sequence {b}");
+        }
+    }
+    eprintln!("da_order: 4 shapes × 4 sequences equal to the reference");
+}
+
+/// DA's two sparse MLA dispatches (`SparseMla::bind_da`: the misses gathered from host memory
+/// inside the first, which scores the tiles of hits; the second scores the rest and attends)
+/// give exactly what sparse MLA gives over the same ordered ids with every row already in the
+/// pool, and leave the pool as a plain gather would. The missed rows' pool slots are poisoned
+/// first. Sequences with no misses, all misses, and a short one (−1 ids); k not a multiple of
+/// the 256-id score tile. Coop adapters only (skipped on lavapipe).
+#[test]
+fn da_sparse_mla_equals_gather_then_attend() {
+    use ess_wgpu::kernels::DaOrder;
+    use ess_wgpu::kernels::da_order::DaOrderArgs;
+    use ess_wgpu::kernels::indexer::FusedGather;
+    use ess_wgpu::kernels::sparse_mla::{SparseMlaArgs, SparseMlaShape};
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    if ctx.matrix != MatrixPath::Coop {
+        eprintln!("DA sparse MLA: no coop matrix path on this adapter, not run");
+        return;
+    }
+    let (batch, k, slots, cap) = (4u32, 600u32, 700u32, 900u32);
+    for dtype in [Dtype::F16, Dtype::Fp8] {
+        let shape = SparseMlaShape {
+            heads: 64,
+            kv: 512,
+            rope: 64,
+            topk: k,
+            dtype,
+            softmax_scale: 0.07,
+        };
+        let kernel = SparseMla::with(ctx, &shape, MatrixPath::Coop).unwrap();
+        let rb = dtype.row_bytes(512, 64);
+        let mut rng = Rng::new(fresh_seed(95));
+        // valid rows of the configured format, made by the CPU reference's packing
+        let row = |rng: &mut Rng| -> Vec<u8> {
+            let v: Vec<f32> = (0..576).map(|_| rng.range(-1.0, 1.0)).collect();
+            let layout = ess_wgpu::workload::RowLayout::Latent { kv: 512, rope: 64 };
+            ess_wgpu::workload::storage_bytes(&v, dtype, layout)
+        };
+        let mut pool = vec![0u8; (batch * slots) as usize * rb as usize];
+        let mut host = vec![0u8; (batch * cap) as usize * rb as usize];
+        let mut ids = vec![-1i32; (batch * k) as usize];
+        let mut copies = vec![[0u32; 2]; (batch * k) as usize];
+        let mut counts = vec![[0u32; 2]; batch as usize];
+        for b in 0..batch as usize {
+            let valid = if b == 3 { 130 } else { k as usize };
+            let miss_rate = [0.0, 1.0, 0.15, 0.5][b];
+            let mut free: Vec<u32> = (0..slots).collect();
+            let mut m = 0usize;
+            for j in 0..valid {
+                let i = j + rng.below((slots as usize - j) as u64) as usize;
+                free.swap(j, i);
+                let slot = free[j];
+                ids[b * k as usize + j] = slot as i32;
+                let r = row(&mut rng);
+                let at = (b * slots as usize + slot as usize) * rb as usize;
+                pool[at..at + rb as usize].copy_from_slice(&r);
+                if (rng.below(1000) as f32) < miss_rate * 1000.0 {
+                    let token = (j as u32 * 7 + b as u32) % cap;
+                    let h = (b * cap as usize + token as usize) * rb as usize;
+                    host[h..h + rb as usize].copy_from_slice(&r);
+                    copies[b * k as usize + m] = [token, slot];
+                    m += 1;
+                }
+            }
+            counts[b] = [m as u32, (valid - m) as u32];
+        }
+        // the pool before the fetch: the missed rows' slots poisoned
+        let mut poisoned = pool.clone();
+        for b in 0..batch as usize {
+            for c in &copies[b * k as usize..][..counts[b][0] as usize] {
+                let at = (b * slots as usize + c[1] as usize) * rb as usize;
+                poisoned[at..at + rb as usize].fill(0xFF);
+            }
+        }
+        let q: Vec<f32> = (0..batch * 64 * 576)
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        let up = |what: &str, bytes: &[u8]| ctx.upload(what, bytes).unwrap();
+        let (q_buf, ids_buf) = (
+            ctx.upload("q", &q).unwrap(),
+            ctx.upload("ids", &ids).unwrap(),
+        );
+        let (copies_buf, counts_buf) = (
+            ctx.upload("copies", &copies).unwrap(),
+            ctx.upload("counts", &counts).unwrap(),
+        );
+        let host_buf = up("host", &host);
+        let da_ids = ctx.storage("da ids", (batch * k) as u64 * 4).unwrap();
+        let da_seq = ctx.storage("da seq", batch as u64 * 8).unwrap();
+        let order = DaOrder::new(ctx)
+            .unwrap()
+            .bind(
+                ctx,
+                &DaOrderArgs {
+                    slot_ids: &ids_buf,
+                    copies: &copies_buf,
+                    counts: &counts_buf,
+                    da_ids: &da_ids,
+                    da_seq: &da_seq,
+                    k,
+                    slots,
+                    b0: 0,
+                    batch,
+                },
+            )
+            .unwrap();
+        ctx.run_pass(None, |p| order.record(p)).unwrap();
+        let run = |rows: &wgpu::Buffer, da: bool| -> (Vec<u32>, Vec<u32>) {
+            let scratch = kernel.scratch(ctx, batch).unwrap();
+            let o_lat = ctx.storage("o_lat", (batch * 64 * 512) as u64 * 4).unwrap();
+            let lse = ctx.storage("lse", (batch * 64) as u64 * 4).unwrap();
+            ctx.fill(&o_lat, 0x7FC0_0BAD);
+            ctx.fill(&lse, 0x7FC0_0BAD);
+            ctx.fill(&scratch.scores, 0x7FC0_0BAD);
+            let args = SparseMlaArgs {
+                q: &q_buf,
+                ids: &da_ids,
+                seq: &da_seq,
+                rows,
+                scratch: &scratch,
+                o_lat: &o_lat,
+                lse: &lse,
+                b0: 0,
+                batch,
+            };
+            let ds = match da {
+                true => {
+                    let g = FusedGather {
+                        copies: &copies_buf,
+                        counts: &counts_buf,
+                        host: &host_buf,
+                        host_b0: 0,
+                        pool: rows,
+                        row_bytes: rb,
+                        k,
+                        slots,
+                        capacity: cap,
+                        b0: 0,
+                        batch,
+                    };
+                    Vec::from(kernel.bind_da(ctx, &args, &g).unwrap())
+                }
+                false => vec![kernel.bind(ctx, &args)],
+            };
+            ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))
+                .unwrap();
+            (ctx.read(&o_lat).unwrap(), ctx.read(&lse).unwrap())
+        };
+        let (full, fetched) = (up("pool", &pool), up("pool (misses poisoned)", &poisoned));
+        let want = run(&full, false);
+        let got = run(&fetched, true);
+        assert_eq!(got.0, want.0, "{dtype}: o_lat differs");
+        assert_eq!(got.1, want.1, "{dtype}: lse differs");
+        assert!(got.1.iter().all(|&x| f32::from_bits(x).is_finite()));
+        let after: Vec<u8> = ctx.read(&fetched).unwrap();
+        assert!(after == pool, "{dtype}: the pool after DA's gather differs");
+        eprintln!("DA sparse MLA {dtype}: identical to gather + sparse MLA, pool fetched");
+    }
+}

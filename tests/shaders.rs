@@ -31,11 +31,15 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("ROWS_F16", 0.0), ("ROWS_FP8", 0.0)],
             vec![("ROWS_FP8", 1.0)],
         ],
-        "sparse_mla_coop" => {
+        "sparse_mla_coop" | "sparse_mla_coop_da" => {
             let mut sets = Vec::new();
             for (kv, rope) in [(512.0, 64.0), (64.0, 32.0), (192.0, 0.0)] {
                 for fp8 in [0.0, 1.0] {
-                    sets.push(vec![("KV", kv), ("ROPE", rope), ("ROWS_FP8", fp8)]);
+                    for phase in [0.0, 1.0, 2.0] {
+                        let mut set = vec![("KV", kv), ("ROPE", rope), ("ROWS_FP8", fp8)];
+                        set.push(("PHASE", phase));
+                        sets.push(set);
+                    }
                 }
             }
             sets

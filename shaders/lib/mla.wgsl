@@ -27,14 +27,15 @@ struct Params {
     // completely: fully unrolled, NVIDIA's compiler keeps more values live (`scores`: 168
     // registers a thread instead of 128), which halves the workgroups per SM and costs 30%.
     zero: u32,
-    _pad1: u32,
+    // sparse_mla_coop.wgsl's `scores` with PHASE 1 (DA): workgroups that gather before the tiles
+    gather_wgs: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;          // [B, H, DQ] = q_abs ‖ q_pe
 @group(0) @binding(2) var<storage, read> ids: array<i32>;              // [B, topk], -1 = none
 @group(0) @binding(3) var<storage, read> seq: array<u32>;              // [B, 2] = (first row, _)
-@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;       // [R, DQ] = c_kv ‖ k_pe
+// binding 4, `rows` [R, DQ] = c_kv ‖ k_pe: lib/mla_rows.wgsl (read-only) or sparse_mla_da.wgsl
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;    // [batch, H, topk] scores,
                                                                       // then [batch, H, tiles, 2] tile stats
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>; // [splits, batch, H, KV]

@@ -489,6 +489,12 @@ impl OffloadCache {
         &self.layers[layer as usize].slot_ids
     }
 
+    /// `[B, k]` (token, slot) copy list of the last resolve of `layer`: its first `counts[b].0`
+    /// entries are sequence b's misses.
+    pub fn copies(&self, layer: u32) -> &wgpu::Buffer {
+        &self.layers[layer as usize].copies
+    }
+
     /// `[B]` (misses, hits) of the last resolve of `layer`: copy it into a readback, then
     /// [`OffloadCache::add_counts`].
     pub fn counts(&self, layer: u32) -> &wgpu::Buffer {

@@ -15,7 +15,7 @@ mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ess_wgpu::cache::{PoolSize, TransferPath};
-use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
+use ess_wgpu::engine::{EngineOptions, LayerSchedule, Mode, TransferOverlap};
 use ess_wgpu::{Error, GpuContext, Result, RunConfig, limits};
 use std::path::{Path, PathBuf};
 
@@ -122,7 +122,7 @@ fn info(args: InfoArgs) -> Result<()> {
                 track_overlap: false,
                 digest_outputs: false,
                 time_every: 1,
-                transfer_overlap: ess_wgpu::engine::TransferOverlap::None,
+                transfer_overlap: TransferOverlap::NONE,
                 omit_gathers: false,
                 run: run.clone(),
             };
@@ -230,10 +230,11 @@ pub struct EngineArgs {
     /// step; timestamps slow the steps that carry them).
     #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = time_every_arg)]
     pub time_every: u32,
-    /// How transfers overlap compute (offload, zero-copy): none; dba (the batch in 2 chunks,
-    /// each chunk's gather inside the next one's indexer dispatch); dba:N (N chunks, 1 ..= 64);
-    /// layerwise:FILE (chunks per layer from a miss profile, see `trace replay
-    /// --miss-profile`). All give the outputs of none bit for bit.
+    /// How transfers overlap compute (offload, zero-copy): none; da (the misses gathered inside
+    /// sparse MLA's scoring of the hits); dba (the batch in 2 chunks, each chunk's gather inside
+    /// the next one's indexer dispatch); dba:N (N chunks, 1 ..= 64); layerwise:FILE (a schedule
+    /// per layer from a miss profile, see `decode --miss-profile`). dba gives none's outputs bit
+    /// for bit, da within the tolerance of a changed summation order.
     #[arg(long, default_value = "none")]
     pub overlap: String,
     /// layerwise: the schedules' step times against misses, measured on this GPU (`figures
@@ -246,12 +247,12 @@ const DEFAULT_BUDGET: u64 = 2 << 30;
 
 impl EngineArgs {
     /// `--overlap`, with a layer-wise choice made from its miss profile and printed per layer.
-    fn transfer_overlap(&self, (layers, batch): &(u32, u32)) -> Result<TransferOverlap> {
+    fn transfer_overlap(&self, layers: u32) -> Result<TransferOverlap> {
         let Some(file) = self.overlap.trim().strip_prefix("layerwise:") else {
             return TransferOverlap::parse(&self.overlap);
         };
         let misses = ess_wgpu::engine::chunks::read_miss_profile(std::path::Path::new(file))?;
-        if misses.len() != *layers as usize {
+        if misses.len() != layers as usize {
             return Err(ess_wgpu::Error::config(
                 "miss profile",
                 format!("{} layers in {file}", misses.len()),
@@ -262,9 +263,9 @@ impl EngineArgs {
             Some(t) => ess_wgpu::engine::chunks::read_overlap_table(t)?,
             None => Vec::new(),
         };
-        let chunks: Vec<u32> = misses
+        let chosen: Vec<LayerSchedule> = misses
             .iter()
-            .map(|&m| ess_wgpu::engine::choose_chunks(m, &table).min(*batch))
+            .map(|&m| ess_wgpu::engine::choose_schedule(m, &table))
             .collect();
         match &self.overlap_table {
             Some(t) => eprintln!(
@@ -276,12 +277,11 @@ impl EngineArgs {
                  H200's measurements, docs/PERF.md)"
             ),
         }
-        eprintln!("{:>6} {:>16} {:>7}", "layer", "misses a seq.", "chunks");
-        for (l, (m, c)) in misses.iter().zip(&chunks).enumerate() {
-            let what = if *c == 1 { "(none)" } else { "(dba)" };
-            eprintln!("{l:>6} {m:>16.1} {c:>7} {what}");
+        eprintln!("{:>6} {:>16} {:>9}", "layer", "misses a seq.", "schedule");
+        for (l, (m, c)) in misses.iter().zip(&chosen).enumerate() {
+            eprintln!("{l:>6} {m:>16.1} {:>9}", c.to_string());
         }
-        Ok(TransferOverlap::Layerwise(chunks))
+        Ok(TransferOverlap::Layerwise(chosen))
     }
 
     pub fn options(
@@ -290,7 +290,7 @@ impl EngineArgs {
         track_overlap: bool,
     ) -> Result<(EngineOptions, u64)> {
         let run = preset_config(self.preset, &self.overrides)?;
-        let run_layers = (run.layers, run.batch);
+        let run_layers = run.layers;
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = match self.pool_slots {
             Some(n) => PoolSize::Slots(n),
@@ -312,7 +312,7 @@ impl EngineArgs {
             track_overlap,
             digest_outputs: false,
             time_every: self.time_every,
-            transfer_overlap: self.transfer_overlap(&run_layers)?,
+            transfer_overlap: self.transfer_overlap(run_layers)?,
             omit_gathers: false,
         };
         opts.validate()?;

@@ -1,7 +1,8 @@
-//! The engine's overlapped schedule (`--overlap`): how a batch is cut into chunks, and the
-//! layer-wise choice of chunks from a miss profile. docs/PERF.md "Overlap in the engine" has
+//! The engine's overlapped schedules (`--overlap`): how a batch is cut into chunks, and the
+//! layer-wise choice of a schedule from a miss profile. docs/PERF.md "Overlap in the engine" has
 //! the measurements the choice comes from.
 
+use super::LayerSchedule;
 use crate::error::{Error, Result};
 
 /// `n` near-equal contiguous chunks of sequences `0 .. batch`, cut again at every group start
@@ -26,24 +27,32 @@ pub fn chunk_ranges(batch: u32, n: u32, groups: &[&[(u32, u32)]]) -> Vec<(u32, u
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Measured {
     pub misses: f64,
-    pub chunks: u32,
+    pub schedule: LayerSchedule,
     pub step_us: f64,
 }
 
-/// The layer-wise choice: chunks for a layer whose sequences miss `misses` rows a step on
+/// The order the chooser prefers on a tie: serial, DA, then DBA by chunks.
+fn rank(s: LayerSchedule) -> u32 {
+    match s {
+        LayerSchedule::Serial => 0,
+        LayerSchedule::Da => 1,
+        LayerSchedule::Dba(n) => 1 + n,
+    }
+}
+
+/// The layer-wise choice: the schedule for a layer whose sequences miss `misses` rows a step on
 /// average, from `table` (measured on the GPU it runs on: `figures overlap`): each schedule's
 /// step time interpolated linearly in misses between its measured points (held at the ends),
-/// the fastest taken, the fewer chunks on a tie. An empty table chooses 1: on the H200 no
-/// chunked schedule beat the serial one by more than noise at batch 32 (128K) and 64 (32K)
-/// (docs/PERF.md "Overlap in the engine").
-pub fn choose_chunks(misses: f64, table: &[Measured]) -> u32 {
-    let mut schedules: Vec<u32> = table.iter().map(|m| m.chunks).collect();
-    schedules.sort_unstable();
+/// the fastest taken, the simpler on a tie (serial, DA, fewer chunks). An empty table chooses
+/// serial (docs/PERF.md "Overlap in the engine" has what the H200 measured).
+pub fn choose_schedule(misses: f64, table: &[Measured]) -> LayerSchedule {
+    let mut schedules: Vec<LayerSchedule> = table.iter().map(|m| m.schedule).collect();
+    schedules.sort_by_key(|&s| rank(s));
     schedules.dedup();
-    let at = |chunks: u32| -> f64 {
+    let at = |schedule: LayerSchedule| -> f64 {
         let mut pts: Vec<(f64, f64)> = table
             .iter()
-            .filter(|m| m.chunks == chunks)
+            .filter(|m| m.schedule == schedule)
             .map(|m| (m.misses, m.step_us))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -57,12 +66,12 @@ pub fn choose_chunks(misses: f64, table: &[Measured]) -> u32 {
     };
     schedules
         .into_iter()
-        .map(|c| (c, at(c)))
-        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-        .map_or(1, |(c, _)| c)
+        .map(|s| (s, at(s)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(rank(a.0).cmp(&rank(b.0))))
+        .map_or(LayerSchedule::Serial, |(s, _)| s)
 }
 
-/// `figures overlap`'s CSV (columns `misses_per_seq`, `schedule` = none | dba:N, `step_us`)
+/// `figures overlap`'s CSV (columns `misses_per_seq`, `schedule` = none | da | dba:N, `step_us`)
 /// as the chooser's table.
 pub fn read_overlap_table(path: &std::path::Path) -> Result<Vec<Measured>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -96,7 +105,7 @@ pub fn parse_overlap_table(text: &str) -> Result<Vec<Measured>> {
             Error::config(
                 &format!("overlap table line {}", i + 2),
                 crate::limits::shown(line),
-                "misses, none | dba:N, step µs",
+                "misses, none | da | dba:N, step µs",
             )
         };
         let num = |j: usize| -> Result<f64> {
@@ -105,13 +114,10 @@ pub fn parse_overlap_table(text: &str) -> Result<Vec<Measured>> {
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .ok_or_else(bad)
         };
-        let schedule = f.get(s).ok_or_else(bad)?;
-        let chunks = super::TransferOverlap::parse(schedule)
-            .map_err(|_| bad())?
-            .chunks(0);
+        let schedule = LayerSchedule::parse(f.get(s).ok_or_else(bad)?).map_err(|_| bad())?;
         out.push(Measured {
             misses: num(m)?,
-            chunks,
+            schedule,
             step_us: num(t)?,
         });
     }
@@ -189,7 +195,10 @@ mod tests {
     fn the_chooser_takes_the_fastest_interpolated_schedule() {
         let m = |misses, chunks, step_us| Measured {
             misses,
-            chunks,
+            schedule: match chunks {
+                1 => LayerSchedule::Serial,
+                n => LayerSchedule::Dba(n),
+            },
             step_us,
         };
         // serial grows with misses, two chunks cost a fixed 100 µs more and grow half as fast
@@ -199,11 +208,22 @@ mod tests {
             m(0.0, 2, 1100.0),
             m(400.0, 2, 1300.0),
         ];
-        assert_eq!(choose_chunks(50.0, &t), 1);
-        assert_eq!(choose_chunks(200.0, &t), 1); // a tie: the fewer chunks
-        assert_eq!(choose_chunks(300.0, &t), 2);
-        assert_eq!(choose_chunks(9000.0, &t), 2); // held at the last point
-        assert_eq!(choose_chunks(300.0, &[]), 1);
+        let c = |misses, t: &[Measured]| choose_schedule(misses, t).chunks();
+        assert_eq!(c(50.0, &t), 1);
+        assert_eq!(c(200.0, &t), 1); // a tie: the fewer chunks
+        assert_eq!(c(300.0, &t), 2);
+        assert_eq!(c(9000.0, &t), 2); // held at the last point
+        assert_eq!(choose_schedule(300.0, &[]), LayerSchedule::Serial);
+        let da = Measured {
+            misses: 0.0,
+            schedule: LayerSchedule::Da,
+            step_us: 1050.0,
+        };
+        assert_eq!(
+            choose_schedule(0.0, &[t[0], t[2], da]),
+            LayerSchedule::Serial
+        );
+        assert_eq!(choose_schedule(300.0, &[t[0], t[1], da]), LayerSchedule::Da);
         let csv = "locality,misses_per_seq,schedule,step_us\n1,0.5,none,10\n1,0.5,dba:4,12\n";
         let back = parse_overlap_table(csv).unwrap();
         assert_eq!(back, vec![m(0.5, 1, 10.0), m(0.5, 4, 12.0)]);

@@ -37,9 +37,9 @@ mod plan;
 pub mod readback;
 mod stats;
 
-pub use chunks::choose_chunks;
+pub use chunks::choose_schedule;
 pub use inputs::{StepInputs, Synthetic};
-pub use options::{EngineOptions, MAX_CHUNKS, Mode, TransferOverlap};
+pub use options::{EngineOptions, LayerSchedule, MAX_CHUNKS, Mode, TransferOverlap};
 pub use plan::MemoryPlan;
 pub use stats::{Stage, StageTimes, Stats, TimelineBar};
 
@@ -48,6 +48,7 @@ use crate::cache::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
+use crate::kernels::da_order::DaOrderArgs;
 use crate::kernels::digest::DigestArgs;
 use crate::kernels::fill::FillRange;
 use crate::kernels::fp8_quant::Fp8RowShape;
@@ -55,7 +56,7 @@ use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::overlap::OverlapArgs;
 use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
 use crate::kernels::topk::{TopKArgs, TopKScratch};
-use crate::kernels::{Digest, Dispatch, Fp8Quant, Indexer, Overlap, SparseMla, TopK};
+use crate::kernels::{DaOrder, Digest, Dispatch, Fp8Quant, Indexer, Overlap, SparseMla, TopK};
 use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
 use std::time::Instant;
@@ -90,6 +91,19 @@ struct LayerWork {
     /// The overlapped selection and fetch (`--overlap` with more than one chunk, offload,
     /// zero-copy): what runs instead of `indexer`, `topk` and the cache's resolve and gather.
     chunked: Option<ChunkedWork>,
+    /// DA (`--overlap da`, offload, zero-copy): what runs instead of the gather and `sparse_mla`.
+    da: Option<DaWork>,
+}
+
+/// One layer's DA ([`LayerSchedule::Da`]): after the serial selection and resolve, the ids
+/// ordered hits first; then, per host-store group, the coop sparse MLA's two dispatches (the
+/// misses gathered inside the first), or elsewhere the gathers and then sparse MLA over the
+/// ordered ids.
+struct DaWork {
+    order: Dispatch,
+    attend: Vec<Dispatch>,
+    /// Gather dispatches among them, fused ones included.
+    gathers: usize,
 }
 
 /// One layer's selection and fetch in chunks of the batch ([`TransferOverlap`]): chunk by
@@ -167,6 +181,9 @@ pub struct Engine {
     pub cache: Option<OffloadCache>,
     /// Offload: `[B, 2]` (first pool row b·P, _) for sparse MLA; fixed for the engine's life.
     pool_seq: Option<wgpu::Buffer>,
+    /// DA layers: the ids ordered hits first `[B, k]` and `[B, 2]` (b·P, hits), rewritten by
+    /// each such layer's step (layers run in order).
+    da: Option<(DaOrder, wgpu::Buffer, wgpu::Buffer)>,
     overlap: Option<OverlapBuffers>,
     /// `[L, 2, 2]` u32: the (o_lat, lse) digests of each layer, summed over steps.
     digests: Option<wgpu::Buffer>,
@@ -252,6 +269,18 @@ impl Engine {
             }
             None => None,
         };
+        let any_da = (0..nl).any(|l| opts.transfer_overlap.schedule(l) == LayerSchedule::Da);
+        let da = match (&cache, any_da) {
+            (Some(_), true) => {
+                let k = m.model.topk as u64;
+                Some((
+                    DaOrder::new(ctx)?,
+                    ctx.storage("da ids", b as u64 * k * 4)?,
+                    ctx.storage("da seq", b as u64 * 8)?,
+                ))
+            }
+            _ => None,
+        };
         let new_rows = match opts.mode {
             Mode::Offload => Some(ctx.storage("new rows", b as u64 * m.row_bytes())?),
             Mode::Resident => None,
@@ -288,6 +317,7 @@ impl Engine {
             new_rows,
             cache,
             pool_seq,
+            da,
             overlap,
             digests,
             lens: opts.contexts.clone(),
@@ -386,6 +416,7 @@ impl Engine {
             }
             _ => None,
         };
+        let da = self.bind_da(ctx, l, sparse_mla)?;
         let sparse_mla = match (&self.cache, &self.pool_seq) {
             (Some(c), Some(pool_seq)) => vec![sparse_mla.bind(
                 ctx,
@@ -465,7 +496,69 @@ impl Engine {
             sparse_mla,
             observe,
             chunked,
+            da,
         })
+    }
+
+    /// `layer`'s DA work, where the options ask for DA and the cache moves rows on the GPU alone.
+    fn bind_da(&self, ctx: &GpuContext, l: u32, sparse_mla: &SparseMla) -> Result<Option<DaWork>> {
+        let (Some(cache), Some((order, da_ids, da_seq))) = (&self.cache, &self.da) else {
+            return Ok(None);
+        };
+        if !cache.gpu_only() || self.opts.transfer_overlap.schedule(l) != LayerSchedule::Da {
+            return Ok(None);
+        }
+        let (m, layer) = (&self.opts.run, &self.layers[l as usize]);
+        let order = order.bind(
+            ctx,
+            &DaOrderArgs {
+                slot_ids: cache.slot_ids(l),
+                copies: cache.copies(l),
+                counts: cache.counts(l),
+                da_ids,
+                da_seq,
+                k: m.model.topk,
+                slots: cache.shape.slots,
+                b0: 0,
+                batch: m.batch,
+            },
+        )?;
+        let args = |b0, batch| SparseMlaArgs {
+            q: &layer.queries.q,
+            ids: da_ids,
+            seq: da_seq,
+            rows: cache.pool(l),
+            scratch: &self.scratch,
+            o_lat: &layer.o_lat,
+            lse: &layer.lse,
+            b0,
+            batch,
+        };
+        let (mut attend, mut gathers) = (Vec::new(), 0);
+        let fuse = sparse_mla.path == crate::gpu::MatrixPath::Coop;
+        for (b0, n) in cache.host.groups() {
+            let mut g = cache.fused_gather(l, (b0, n)).expect("zero-copy");
+            if self.opts.omit_gathers {
+                g.batch = 0;
+            }
+            gathers += !self.opts.omit_gathers as usize;
+            match fuse {
+                true => attend.extend(sparse_mla.bind_da(ctx, &args(b0, n), &g)?),
+                false if !self.opts.omit_gathers => {
+                    let c = cache.bind_chunk(ctx, l, &layer.topk_indices, &self.seq, (b0, n));
+                    attend.push(c.expect("zero-copy").gather);
+                }
+                false => {}
+            }
+        }
+        if !fuse {
+            attend.push(sparse_mla.bind(ctx, &args(0, m.batch)));
+        }
+        Ok(Some(DaWork {
+            order,
+            attend,
+            gathers,
+        }))
     }
 
     /// `layer`'s chunked selection and fetch, where the options ask for more than one chunk and
@@ -849,7 +942,7 @@ impl Engine {
                     w.topk.record(pass);
                 }
             };
-            let fetch = match (&w.chunked, self.opts.omit_gathers) {
+            let fetch = match (&w.chunked, self.opts.omit_gathers || w.da.is_some()) {
                 (Some(_), _) => Fetch::Nothing,
                 (None, true) => Fetch::ResolveOnly,
                 (None, false) => Fetch::All,
@@ -858,13 +951,15 @@ impl Engine {
                 (Some(cache), Some(d)) => {
                     cache.record_in_pass(&mut pass, l as u32, d, selection, fetch);
                     cache.count_gathers(w.chunked.as_ref().map_or(0, |c| c.gathers()));
+                    cache.count_gathers(w.da.as_ref().map_or(0, |d| d.gathers));
                 }
                 _ => selection(&mut pass),
             }
-            w.sparse_mla
-                .iter()
-                .chain(&w.observe)
-                .for_each(|d| d.record(&mut pass));
+            match &w.da {
+                Some(da) => da.record(&mut pass),
+                None => w.sparse_mla.iter().for_each(|d| d.record(&mut pass)),
+            }
+            w.observe.iter().for_each(|d| d.record(&mut pass));
         }
     }
 
@@ -910,15 +1005,21 @@ impl Engine {
                     if cache.gather_needs_sync() {
                         enc = resubmit(ctx, enc);
                     }
-                    if !self.opts.omit_gathers {
+                    if !self.opts.omit_gathers && self.work[li].da.is_none() {
                         cache.record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))?;
                     }
                 }
             }
             let w = &self.work[li];
-            {
-                let mut pass = timed_pass(&mut enc, mark(Stage::SparseMla));
-                w.sparse_mla.iter().for_each(|d| d.record(&mut pass));
+            match (&w.da, &mut self.cache) {
+                (Some(da), Some(cache)) => {
+                    da.record(&mut timed_pass(&mut enc, mark(Stage::Overlapped)));
+                    cache.count_gathers(da.gathers);
+                }
+                _ => {
+                    let mut pass = timed_pass(&mut enc, mark(Stage::SparseMla));
+                    w.sparse_mla.iter().for_each(|d| d.record(&mut pass));
+                }
             }
             if !w.observe.is_empty() {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -1198,6 +1299,13 @@ impl Layer {
             o_lat: ctx.storage("o_lat", b * h * kv * 4)?,
             lse: ctx.storage("lse", b * h * 4)?,
         })
+    }
+}
+
+impl DaWork {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        self.order.record(pass);
+        self.attend.iter().for_each(|d| d.record(pass));
     }
 }
 

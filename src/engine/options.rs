@@ -22,73 +22,114 @@ impl fmt::Display for Mode {
     }
 }
 
-/// How a step's transfers overlap its compute (`--overlap`; not the step-to-step overlap of the
-/// selections, [`EngineOptions::track_overlap`]; docs/PERF.md "Overlap in the
-/// engine"). Every strategy gives the outputs of [`TransferOverlap::None`] bit for bit: the batch is
-/// split by sequence, and every kernel's work on a sequence is the same whatever the chunk.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum TransferOverlap {
+/// What one layer's step runs between the top-k and the end of sparse MLA (offload, zero-copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LayerSchedule {
     /// Indexer → top-k → resolve → gather → sparse MLA, each over the whole batch: every missed
     /// row's bus time is exposed.
-    None,
-    /// ESS's dual-batch overlap on one queue, in `n` chunks of the batch (2: the paper's DBA).
-    /// Chunk by chunk: its indexer, top-k and resolve; the previous chunk's gather runs inside
-    /// this chunk's indexer dispatch (its first workgroups gather while the rest score keys:
-    /// the one shape that overlaps on one wgpu queue). Only the last chunk's gather is left in
-    /// the open. Needs the zero-copy path (the CPU paths wait between resolve and transfer)
-    /// and, to overlap, the coop indexer (elsewhere the gather is a second dispatch).
+    Serial,
+    /// ESS's dual attention on one queue: after the resolve, each sequence's ids are ordered
+    /// hits first (`kernels::DaOrder`); one sparse MLA `scores` dispatch scores the tiles of hits
+    /// while its first workgroups gather the misses; a second scores the rest, then `attend`.
+    /// Needs the coop sparse MLA to overlap (elsewhere: the gather, then sparse MLA over the
+    /// reordered ids). The attention sums in another order: outputs within a stated tolerance of
+    /// serial's, not bit for bit.
+    Da,
+    /// ESS's dual-batch overlap in `n` chunks of the batch (2: the paper's DBA). Chunk by chunk:
+    /// its indexer, top-k and resolve; the previous chunk's gather runs inside this chunk's
+    /// indexer dispatch (its first workgroups gather while the rest score keys). Only the last
+    /// chunk's gather is left in the open. Needs the coop indexer to overlap (elsewhere the
+    /// gather is a second dispatch). Outputs bit for bit serial's.
     Dba(u32),
-    /// Chunks per layer, chosen from a miss profile by [`crate::engine::choose_chunks`] (1: no
-    /// overlap in that layer).
-    Layerwise(Vec<u32>),
 }
 
-impl TransferOverlap {
-    /// Chunks of `layer`'s selection and fetch (1: serial).
-    pub fn chunks(&self, layer: u32) -> u32 {
-        match self {
-            TransferOverlap::None => 1,
-            TransferOverlap::Dba(n) => *n,
-            TransferOverlap::Layerwise(per_layer) => {
-                per_layer.get(layer as usize).copied().unwrap_or(1)
-            }
-        }
-    }
-
-    /// `none`, `dba` (2 chunks), `dba:N` (N chunks, 1 ..= 64); `layerwise` takes a profile and
-    /// is made by the caller ([`crate::engine::choose_chunks`]).
-    pub fn parse(s: &str) -> Result<TransferOverlap> {
+impl LayerSchedule {
+    /// `serial` (or `none`), `da`, `dba` (2 chunks), `dba:N` (N = 1 ..= 64 chunks).
+    pub fn parse(s: &str) -> Result<LayerSchedule> {
         let t = s.trim();
         let bad = || {
             Error::config(
                 "overlap",
                 limits::shown(s),
-                "none, dba, dba:N (N = 1 ..= 64 chunks) or layerwise:FILE",
+                "none, da, dba, dba:N (N = 1 ..= 64 chunks) or layerwise:FILE",
             )
         };
         match t {
-            "none" => Ok(TransferOverlap::None),
-            "dba" => Ok(TransferOverlap::Dba(2)),
+            "none" | "serial" => Ok(LayerSchedule::Serial),
+            "da" => Ok(LayerSchedule::Da),
+            "dba" => Ok(LayerSchedule::Dba(2)),
             _ => match t.strip_prefix("dba:") {
                 Some(n) => {
                     let n = n.trim().parse::<u32>().map_err(|_| bad())?;
                     limits::in_range("overlap chunks", n as u64, 1, MAX_CHUNKS as u64)?;
-                    Ok(TransferOverlap::Dba(n))
+                    Ok(LayerSchedule::Dba(n))
                 }
                 None => Err(bad()),
             },
         }
+    }
+
+    /// Chunks of the batch (1 but for DBA).
+    pub fn chunks(self) -> u32 {
+        match self {
+            LayerSchedule::Dba(n) => n,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for LayerSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerSchedule::Serial => f.write_str("none"),
+            LayerSchedule::Da => f.write_str("da"),
+            LayerSchedule::Dba(n) => write!(f, "dba:{n}"),
+        }
+    }
+}
+
+/// How a step's transfers overlap its compute (`--overlap`; not the step-to-step overlap of the
+/// selections, [`EngineOptions::track_overlap`]; docs/PERF.md "Overlap in the engine").
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum TransferOverlap {
+    /// One schedule for every layer.
+    All(LayerSchedule),
+    /// One per layer, chosen from a miss profile by [`crate::engine::choose_schedule`].
+    Layerwise(Vec<LayerSchedule>),
+}
+
+impl TransferOverlap {
+    pub const NONE: TransferOverlap = TransferOverlap::All(LayerSchedule::Serial);
+
+    /// `layer`'s schedule.
+    pub fn schedule(&self, layer: u32) -> LayerSchedule {
+        match self {
+            TransferOverlap::All(s) => *s,
+            TransferOverlap::Layerwise(per_layer) => per_layer
+                .get(layer as usize)
+                .copied()
+                .unwrap_or(LayerSchedule::Serial),
+        }
+    }
+
+    /// Chunks of `layer`'s selection and fetch (1: not DBA).
+    pub fn chunks(&self, layer: u32) -> u32 {
+        self.schedule(layer).chunks()
+    }
+
+    /// One schedule for every layer (`layerwise` takes a profile and is made by the caller).
+    pub fn parse(s: &str) -> Result<TransferOverlap> {
+        LayerSchedule::parse(s).map(TransferOverlap::All)
     }
 }
 
 impl fmt::Display for TransferOverlap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransferOverlap::None => f.write_str("none"),
-            TransferOverlap::Dba(n) => write!(f, "dba:{n}"),
+            TransferOverlap::All(s) => s.fmt(f),
             TransferOverlap::Layerwise(c) => {
                 let c: Vec<String> = c.iter().map(|n| n.to_string()).collect();
-                write!(f, "layerwise (chunks per layer {})", c.join(","))
+                write!(f, "layerwise ({})", c.join(","))
             }
         }
     }

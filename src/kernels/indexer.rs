@@ -60,17 +60,17 @@ impl Params {
 const COOP_WORKGROUP_BYTES: u32 = (64 * 40 + 128 * 40) * 2 + 8 * 256 * 4 + 64 * 4;
 
 /// The uniform-like table of a gather fused into the coop indexer's dispatch
-/// (`shaders/indexer_gather.wgsl`); all zero for a plain dispatch.
+/// (`shaders/lib/gather.wgsl`); all zero for a plain dispatch.
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct GatherParams {
+pub(crate) struct GatherParams {
     row_vecs: u32,
     k: u32,
     slots: u32,
     capacity: u32,
     gb0: u32,
     per_seq: u32,
-    gather_wgs: u32,
+    pub(crate) gather_wgs: u32,
     tiles: u32,
     index_wgs: u32,
     host_b0: u32,
@@ -100,6 +100,32 @@ pub struct FusedGather<'a> {
     pub capacity: u32,
     pub b0: u32,
     pub batch: u32,
+}
+
+impl FusedGather<'_> {
+    /// `lib/gather.wgsl`'s table for a dispatch whose other job has `tiles` workgroups a
+    /// sequence and `work_wgs` in all. Few gather workgroups, each striding over many rows:
+    /// every workgroup of the dispatch holds a slot the other job could use (in the indexer, one
+    /// per 256 vec4s of k rows hid 2–7% on the H200, 128 in all 4–11%).
+    pub(crate) fn table(&self, tiles: u32, work_wgs: u32) -> GatherParams {
+        let row_vecs = (self.row_bytes / 16) as u32;
+        let per_seq = FUSED_GATHER_WORKGROUPS
+            .div_ceil(self.batch.max(1))
+            .clamp(1, (self.k * row_vecs).div_ceil(256).max(1));
+        GatherParams {
+            row_vecs,
+            k: self.k,
+            slots: self.slots,
+            capacity: self.capacity,
+            gb0: self.b0,
+            per_seq,
+            gather_wgs: per_seq * self.batch,
+            tiles,
+            index_wgs: work_wgs,
+            host_b0: self.host_b0,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// What a plain coop dispatch binds where a fused gather would go: a zero table and two small
@@ -253,27 +279,8 @@ impl Indexer {
                 "coop",
             ));
         };
-        let row_vecs = (g.row_bytes / 16) as u32;
         let tiles = self.tiles(a.max_len);
-        // few gather workgroups, each striding over many rows: every workgroup of this pipeline
-        // holds a slot the indexer's tiles could use (one per 256 vec4s of k rows hid 2–7% on the
-        // H200, 128 in all 4–11%)
-        let per_seq = FUSED_GATHER_WORKGROUPS
-            .div_ceil(g.batch.max(1))
-            .clamp(1, (g.k * row_vecs).div_ceil(256).max(1));
-        let table = GatherParams {
-            row_vecs,
-            k: g.k,
-            slots: g.slots,
-            capacity: g.capacity,
-            gb0: g.b0,
-            per_seq,
-            gather_wgs: per_seq * g.batch,
-            tiles,
-            index_wgs: tiles * a.batch,
-            host_b0: g.host_b0,
-            _pad: [0; 2],
-        };
+        let table = g.table(tiles, tiles * a.batch);
         let table_buf = ctx.upload("fused gather", &[table])?;
         let params = Params::new(self.heads, self.dim, self.dtype, a);
         let io = [a.q, a.w, a.keys, a.seq, a.scores];

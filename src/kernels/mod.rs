@@ -2,6 +2,7 @@
 //! and turns buffers + sizes into a [`Dispatch`] that records into a compute pass. Nothing here
 //! submits work: the caller decides what goes into which pass and command buffer.
 
+pub mod da_order;
 pub mod digest;
 pub mod fill;
 pub mod fp8_quant;
@@ -18,6 +19,7 @@ pub mod topk;
 pub mod transfer;
 pub mod walk;
 
+pub use da_order::DaOrder;
 pub use digest::Digest;
 pub use fill::Fill;
 pub use fp8_quant::Fp8Quant;

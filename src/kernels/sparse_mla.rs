@@ -50,7 +50,18 @@ struct Params {
     splits: u32,
     /// Always 0: keeps the driver from unrolling the inner loops completely (see the shader).
     zero: u32,
-    _pad: u32,
+    /// `scores` with PHASE 1 ([`SparseMla::bind_da`]): its gathering workgroups; else 0.
+    gather_wgs: u32,
+}
+
+/// The coop kernel's constants; `phase`: its `scores`' PHASE (sparse_mla_coop.wgsl).
+fn coop_constants(shape: &SparseMlaShape, phase: u32) -> [(&'static str, f64); 4] {
+    [
+        ("KV", shape.kv as f64),
+        ("ROPE", shape.rope as f64),
+        ("ROWS_FP8", (shape.dtype == Dtype::Fp8) as u32 as f64),
+        ("PHASE", phase as f64),
+    ]
 }
 
 /// Which `scores` tile a dispatch uses ([`SCORES_WIDE_MIN_WORKGROUPS`] decides under `Auto`).
@@ -80,6 +91,9 @@ pub struct SparseMla {
     scores_narrow: Option<wgpu::ComputePipeline>,
     attend: wgpu::ComputePipeline,
     reduce: wgpu::ComputePipeline,
+    /// The coop kernel's DA `scores` (PHASE 1 with the gather, PHASE 2), compiled by the first
+    /// [`SparseMla::bind_da`].
+    da: std::sync::OnceLock<[wgpu::ComputePipeline; 2]>,
     /// What it was built for.
     pub shape: SparseMlaShape,
 }
@@ -186,15 +200,12 @@ impl SparseMla {
                 )?),
                 attend: ctx.pipeline("sparse_mla attend", src, "attend", &constants)?,
                 reduce,
+                da: Default::default(),
                 shape: *shape,
             });
         }
         let coop = crate::shaders::SPARSE_MLA_COOP;
-        let constants = [
-            ("KV", kv as f64),
-            ("ROPE", rope as f64),
-            ("ROWS_FP8", (shape.dtype == Dtype::Fp8) as u32 as f64),
-        ];
+        let constants = coop_constants(shape, 0);
         Ok(SparseMla {
             scores_tile: ScoresTile::Wide,
             path,
@@ -202,6 +213,7 @@ impl SparseMla {
             scores_narrow: None,
             attend: ctx.pipeline("sparse_mla_coop attend", coop, "attend", &constants)?,
             reduce,
+            da: Default::default(),
             shape: *shape,
         })
     }
@@ -262,6 +274,90 @@ impl SparseMla {
 
     /// `a.scratch` must have been made for at least `a.batch` sequences.
     pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
+        self.bind_steps(ctx, a, None)
+    }
+
+    /// ESS's DA on one queue (the coop kernel): two dispatches over ids ordered hits first, with
+    /// `a.seq[2b + 1]` hits leading (`kernels::DaOrder` makes both). The first scores the tiles
+    /// of hits while its first workgroups gather `g`'s misses from host memory into `a.rows`
+    /// (`g.pool`: sparse_mla_da.wgsl); the second scores the other tiles, then attends (and
+    /// reduces) as [`SparseMla::bind`] does. Ids in another order than the top-k's: the sums
+    /// run in another order than [`SparseMla::bind`]'s over the same ids.
+    pub fn bind_da(
+        &self,
+        ctx: &GpuContext,
+        a: &SparseMlaArgs,
+        g: &super::indexer::FusedGather,
+    ) -> Result<[Dispatch; 2]> {
+        if self.path != MatrixPath::Coop {
+            return Err(crate::Error::config(
+                "sparse MLA with a fused gather",
+                self.path,
+                "coop",
+            ));
+        }
+        let [gathering, rest] = match self.da.get() {
+            Some(p) => p,
+            None => {
+                let pipeline = |src, phase| {
+                    let c = coop_constants(&self.shape, phase);
+                    ctx.pipeline(&format!("sparse_mla da phase {phase}"), src, "scores", &c)
+                };
+                let p = [
+                    pipeline(crate::shaders::SPARSE_MLA_DA, 1)?,
+                    pipeline(crate::shaders::SPARSE_MLA_COOP, 2)?,
+                ];
+                self.da.get_or_init(|| p)
+            }
+        };
+        let grid = self.wide_grid(a.batch);
+        let table = g.table(grid[0], grid.iter().product());
+        let table_buf = ctx.upload("fused gather", &[table])?;
+        let params = Params {
+            gather_wgs: table.gather_wgs,
+            ..self.params(a)
+        };
+        let buffers = [
+            (1, a.q),
+            (2, a.ids),
+            (3, a.seq),
+            (4, a.rows),
+            (5, &a.scratch.scores),
+            (10, &table_buf),
+            (11, g.copies),
+            (12, g.counts),
+            (13, g.host),
+        ];
+        let step = StepSpec {
+            pipeline: gathering,
+            buffers: &buffers,
+            workgroups: super::grid_2d(table.gather_wgs + grid.iter().product::<u32>()),
+        };
+        let mut first = dispatch_steps(ctx, "sparse_mla da", &params, &[step]);
+        first.keep(table_buf);
+        Ok([first, self.bind_steps(ctx, a, Some(rest))])
+    }
+
+    fn params(&self, a: &SparseMlaArgs) -> Params {
+        Params {
+            heads: self.shape.heads,
+            topk: self.shape.topk,
+            b0: a.b0,
+            softmax_scale: self.shape.softmax_scale,
+            batch: a.batch,
+            splits: a.scratch.splits,
+            zero: 0,
+            gather_wgs: 0,
+        }
+    }
+
+    /// [`SparseMla::bind`]'s steps, with another (wide-gridded) `scores` pipeline if given.
+    fn bind_steps(
+        &self,
+        ctx: &GpuContext,
+        a: &SparseMlaArgs,
+        scores_as: Option<&wgpu::ComputePipeline>,
+    ) -> Dispatch {
         assert!(
             a.scratch.batch >= a.batch,
             "scratch made for {} sequences, dispatch has {}",
@@ -269,16 +365,7 @@ impl SparseMla {
             a.batch
         );
         let splits = a.scratch.splits;
-        let params = Params {
-            heads: self.shape.heads,
-            topk: self.shape.topk,
-            b0: a.b0,
-            softmax_scale: self.shape.softmax_scale,
-            batch: a.batch,
-            splits,
-            zero: 0,
-            _pad: 0,
-        };
+        let params = self.params(a);
         let (scores, score_grid) = match &self.scores_narrow {
             Some(narrow) if !self.wide_scores(a.batch) => {
                 let grid = [
@@ -290,6 +377,7 @@ impl SparseMla {
             }
             _ => (&self.scores, self.wide_grid(a.batch)),
         };
+        let scores = scores_as.unwrap_or(scores);
         let attend_grid = [
             ATTEND_DIM_SPLITS * self.shape.heads.div_ceil(ATTEND_HEADS_PER_WG),
             a.batch,

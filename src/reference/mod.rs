@@ -147,6 +147,23 @@ pub fn lse_merge(
     (o, lse)
 }
 
+/// ESS's DA order of one sequence (`shaders/da_order.wgsl`): its k slot ids with the hits first,
+/// then the misses (slots in `missed_slots`, the copy list's), then the −1s, each kind in its
+/// top-k order; and how many hits lead.
+pub fn da_order(slot_ids: &[i32], missed_slots: &[u32]) -> (Vec<i32>, u32) {
+    let missed = |id: i32| missed_slots.contains(&(id as u32));
+    let hits: Vec<i32> = slot_ids
+        .iter()
+        .copied()
+        .filter(|&id| id >= 0 && !missed(id))
+        .collect();
+    let n = hits.len() as u32;
+    let mut out = hits;
+    out.extend(slot_ids.iter().copied().filter(|&id| id >= 0 && missed(id)));
+    out.extend(slot_ids.iter().copied().filter(|&id| id < 0));
+    (out, n)
+}
+
 /// `C[b, i, j] (+)= Σ_k A[b, i, k] · B[b, k, j]` in f64, with A and B given as f32 values already
 /// rounded the way the kernels round them (to f16). `a`: `[batch, m, k]`, `b`: `[batch, k, n]`,
 /// `c`: `[batch, m, n]` (read when `accumulate`).
