@@ -357,9 +357,10 @@ pub fn batch_throughput(
 }
 
 /// One decode step of each mode drawn from GPU timestamps: a lane per stage, a bar per layer's
-/// pass (the last timed step of a run of `fo.base`). With no compute–transfer overlap built yet
-/// (issue 14), it shows where the transfers sit on the critical path: offload's `gather` and
-/// `write_back` bars run between the selection and the attention, alone on the GPU.
+/// pass (the last timed step of a run of `fo.base`). It shows where the transfers sit on the
+/// critical path: without `--overlap`, offload's `gather` and `write_back` bars run between the
+/// selection and the attention, alone on the GPU; with it, the overlapped part of each layer is
+/// one `overlapped` bar (timestamps come at pass bounds).
 pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Figure> {
     use crate::engine::{Engine, Mode, Stage};
     use crate::svg::{Bar, timeline as draw};

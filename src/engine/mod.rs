@@ -13,9 +13,11 @@
 //!  then, into one host-mapped buffer: timestamps, resolve counts (and top-k ids for a trace)
 //! ```
 //!
-//! With `--overlap dba:N` ([`TransferOverlap`], [`chunks`]) the indexer … gather of a layer run
-//! chunk by chunk over the batch's sequences, each chunk's gather inside the next chunk's
-//! indexer dispatch; the outputs are the same bits (docs/PERF.md "Overlap in the engine").
+//! With `--overlap` ([`TransferOverlap`], [`LayerSchedule`]) a layer's gather runs inside a
+//! dispatch that computes: `dba:N` runs the indexer … gather chunk by chunk over the batch's
+//! sequences, each chunk's gather inside the next chunk's indexer dispatch (the same bits);
+//! `da` orders the ids hits first and gathers the misses inside sparse MLA's scoring of the
+//! hits (within the kernel's tolerance). docs/PERF.md "Overlap in the engine".
 //!
 //! **Bind once, record many.** Every dispatch of a step, with its bind groups, is built when the
 //! engine is made; kernels come from the context's pipeline cache (nothing compiles per engine).

@@ -201,7 +201,7 @@ impl IndexerShape {
 
 impl Indexer {
     /// The indexer of `shape` on the context's matrix path (f32 keys on the FMA units:
-    /// [`super::rows_path`]).
+    /// `kernels::rows_path`).
     pub fn new(ctx: &GpuContext, shape: &IndexerShape) -> Result<Self> {
         let path = super::rows_path(ctx, shape.dtype, COOP_WORKGROUP_BYTES);
         Self::with(ctx, shape, path)

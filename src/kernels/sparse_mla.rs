@@ -159,7 +159,7 @@ impl SparseMlaShape {
 
 impl SparseMla {
     /// Sparse MLA of `shape` on the context's matrix path (f32 rows on the FMA units:
-    /// [`super::rows_path`]).
+    /// `kernels::rows_path`).
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
         let path = super::rows_path(ctx, shape.dtype, COOP_WORKGROUP_BYTES);
         Self::with(ctx, shape, path)
