@@ -82,7 +82,8 @@ fn misses_fall_as_the_pool_grows() {
 }
 
 /// The timeline (the paper's Fig. 6): every layer's passes of the last timed step, each stage's
-/// bar after the one before it in the layer (the schedule is serial), offload with its transfers.
+/// bar after the one before it in the layer, offload with its transfers, serial and with the DA
+/// and DBA schedules (whose overlapped work is one pass a layer).
 #[test]
 fn timeline_shows_each_layers_passes_in_order() {
     let fo = options();
@@ -102,10 +103,10 @@ fn timeline_shows_each_layers_passes_in_order() {
             )
         })
         .collect();
-    for mode in ["resident", "offload"] {
+    for mode in ["resident", "offload", "offload/da", "offload/dba:2"] {
         let stages: &[&str] = match mode {
             "resident" => &["new_token", "indexer", "topk", "sparse_mla"],
-            _ => &[
+            "offload" => &[
                 "new_token",
                 "write_back",
                 "indexer",
@@ -114,6 +115,15 @@ fn timeline_shows_each_layers_passes_in_order() {
                 "gather",
                 "sparse_mla",
             ],
+            "offload/da" => &[
+                "new_token",
+                "write_back",
+                "indexer",
+                "topk",
+                "resolve",
+                "overlapped",
+            ],
+            _ => &["new_token", "write_back", "overlapped", "sparse_mla"],
         };
         for layer in 0..fo.base.run.layers {
             let bars: Vec<&(String, u32, String, f64, f64)> = rows
@@ -132,6 +142,6 @@ fn timeline_shows_each_layers_passes_in_order() {
             );
         }
     }
-    assert_eq!(fig.svgs.len(), 2);
+    assert_eq!(fig.svgs.len(), 4);
     assert!(fig.table.contains("offload") && fig.table.contains("gather + write_back"));
 }
