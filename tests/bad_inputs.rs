@@ -89,6 +89,21 @@ fn show(args: &[&str]) -> Vec<String> {
 }
 
 /// A failure, not a crash, whose message names every one of `needles`.
+/// `decode` of the tiny preset's two layers with `--overlap SPEC` and `more`.
+fn layerwise<'a>(spec: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "decode",
+        "--preset",
+        "tiny",
+        "--set",
+        "layers=2",
+        "--overlap",
+        spec,
+    ];
+    v.extend_from_slice(more);
+    v
+}
+
 fn fails_naming(o: &Outcome, args: &[&str], needles: &[&str]) {
     let args = show(args);
     assert!(
@@ -469,6 +484,7 @@ fn bad_files_name_the_line_and_the_cause() {
     let args = ["decode", "--profile", "/nonexistent/profile.txt"];
     fails_naming(&run(&args), &args, &["/nonexistent/profile.txt"]);
     // miss profiles and overlap tables (--overlap layerwise)
+
     let good = scratch("m-good.txt");
     write(&good, "# two layers\n10\n300\n");
     for (name, text, needles) in [
@@ -487,15 +503,7 @@ fn bad_files_name_the_line_and_the_cause() {
         let path = scratch(&format!("{name}.txt"));
         write(&path, text);
         let spec = format!("layerwise:{}", path.display());
-        let args = [
-            "decode",
-            "--preset",
-            "tiny",
-            "--set",
-            "layers=2",
-            "--overlap",
-            &spec,
-        ];
+        let args = layerwise(&spec, &[]);
         fails_naming(&run(&args), &args, &needles);
     }
     let spec = format!("layerwise:{}", good.display());
@@ -513,17 +521,7 @@ fn bad_files_name_the_line_and_the_cause() {
     ] {
         let path = scratch(&format!("{name}.csv"));
         write(&path, text);
-        let args = [
-            "decode",
-            "--preset",
-            "tiny",
-            "--set",
-            "layers=2",
-            "--overlap",
-            &spec,
-            "--overlap-table",
-            path.to_str().unwrap(),
-        ];
+        let args = layerwise(&spec, &["--overlap-table", path.to_str().unwrap()]);
         fails_naming(&run(&args), &args, &needles);
     }
     let args = ["decode", "--overlap", "layerwise:/nonexistent/misses.txt"];

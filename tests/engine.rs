@@ -769,6 +769,33 @@ fn one_pass_and_staged_steps_agree() {
     assert_eq!(runs[0], runs[1]);
 }
 
+/// The overlap tests' runs (offload): the tiny model with k = 40 and f16 or FP8 rows, a ragged
+/// batch of 5 (one sequence shorter than k, so its ids are mostly −1), locality from all-miss to
+/// all-hit on the zero-copy path and 0.9 on each of `cpu_paths`.
+fn overlap_cases(cpu_paths: &[TransferPath]) -> Vec<EngineOptions> {
+    let mut cases = Vec::new();
+    for dtype in ["f16", "fp8"] {
+        let run = RunConfig::tiny()
+            .with_overrides(&["batch=5", "layers=2", "topk=40", &format!("dtype={dtype}")])
+            .unwrap();
+        let zero_copy = [0.0, 0.9, 1.0].map(|rho| (TransferPath::ZeroCopy, rho));
+        let cpu = cpu_paths.iter().map(|&t| (t, 0.9));
+        for (transfer, locality) in zero_copy.into_iter().chain(cpu) {
+            let mut opts = options(
+                run.clone(),
+                vec![300, 1, 129, 77, 200],
+                PoolSize::Ratio(0.3),
+                transfer,
+                locality,
+                4,
+            );
+            opts.mode = Mode::Offload;
+            cases.push(opts);
+        }
+    }
+    cases
+}
+
 /// Every `--overlap dba` schedule gives the outputs of the serial one bit for bit, and the same hits
 /// and misses: chunks of 1, 2, 3 and 5 sequences of a ragged batch (one sequence shorter than
 /// k, so its ids are mostly −1), a layer-wise mix, locality from all-miss to all-hit, f16 and
@@ -778,62 +805,45 @@ fn one_pass_and_staged_steps_agree() {
 #[test]
 fn overlap_schedules_equal_serial_bit_for_bit() {
     let ctx = ctx();
-    for dtype in ["f16", "fp8"] {
-        let run = RunConfig::tiny()
-            .with_overrides(&["batch=5", "layers=2", "topk=40", &format!("dtype={dtype}")])
-            .unwrap();
-        for (transfer, locality) in [
-            (TransferPath::ZeroCopy, 0.0),
-            (TransferPath::ZeroCopy, 0.9),
-            (TransferPath::ZeroCopy, 1.0),
-            (TransferPath::Staging, 0.9),
-            (TransferPath::PerRow, 0.9),
+    let cpu_paths = [TransferPath::Staging, TransferPath::PerRow];
+    for mut opts in overlap_cases(&cpu_paths) {
+        let (dtype, transfer, locality) = (opts.run.latent_dtype, opts.transfer, opts.locality);
+        opts.digest_outputs = true;
+        let mut serial = None;
+        for overlap in [
+            TransferOverlap::NONE,
+            TransferOverlap::All(LayerSchedule::Dba(2)),
+            TransferOverlap::All(LayerSchedule::Dba(3)),
+            TransferOverlap::All(LayerSchedule::Dba(5)),
+            TransferOverlap::Layerwise(vec![LayerSchedule::Serial, LayerSchedule::Dba(2)]),
         ] {
-            let mut opts = options(
-                run.clone(),
-                vec![300, 1, 129, 77, 200],
-                PoolSize::Ratio(0.3),
-                transfer,
-                locality,
-                4,
-            );
-            (opts.mode, opts.digest_outputs) = (Mode::Offload, true);
-            let mut serial = None;
-            for overlap in [
-                TransferOverlap::NONE,
-                TransferOverlap::All(LayerSchedule::Dba(2)),
-                TransferOverlap::All(LayerSchedule::Dba(3)),
-                TransferOverlap::All(LayerSchedule::Dba(5)),
-                TransferOverlap::Layerwise(vec![LayerSchedule::Serial, LayerSchedule::Dba(2)]),
-            ] {
-                opts.transfer_overlap = overlap.clone();
-                let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
-                for _ in 0..opts.steps {
-                    e.step(ctx).unwrap();
-                }
-                let got = (e.digests(ctx).unwrap().unwrap(), e.stats.counters.clone());
-                match &serial {
-                    None => serial = Some(got),
-                    Some(want) => assert_eq!(
-                        &got, want,
-                        "{dtype}, {transfer}, locality {locality}: {overlap} differs from none"
-                    ),
-                }
-                if transfer == TransferPath::ZeroCopy && overlap != TransferOverlap::NONE {
-                    // the chunked schedule ran (timed steps put it in a stage of its own)
-                    let overlapped = e.stats.stage_s[ess_wgpu::engine::Stage::Overlapped];
-                    assert!(
-                        !ctx.timestamps || overlapped > 0.0,
-                        "{overlap}: never chunked"
-                    );
-                }
+            opts.transfer_overlap = overlap.clone();
+            let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+            for _ in 0..opts.steps {
+                e.step(ctx).unwrap();
             }
-            let c = &serial.unwrap().1[0];
-            eprintln!(
-                "overlap {dtype} {transfer} locality {locality}: identical, layer 0 misses {} hits {}",
-                c.misses, c.hits
-            );
+            let got = (e.digests(ctx).unwrap().unwrap(), e.stats.counters.clone());
+            match &serial {
+                None => serial = Some(got),
+                Some(want) => assert_eq!(
+                    &got, want,
+                    "{dtype}, {transfer}, locality {locality}: {overlap} differs from none"
+                ),
+            }
+            if transfer == TransferPath::ZeroCopy && overlap != TransferOverlap::NONE {
+                // the chunked schedule ran (timed steps put it in a stage of its own)
+                let overlapped = e.stats.stage_s[ess_wgpu::engine::Stage::Overlapped];
+                assert!(
+                    !ctx.timestamps || overlapped > 0.0,
+                    "{overlap}: never chunked"
+                );
+            }
         }
+        let c = &serial.unwrap().1[0];
+        eprintln!(
+            "overlap {dtype} {transfer} locality {locality}: identical, layer 0 misses {} hits {}",
+            c.misses, c.hits
+        );
     }
 }
 
@@ -850,75 +860,59 @@ fn da_equals_serial_within_the_kernel_tolerance() {
     use ess_wgpu::kernels::SparseMla;
     use ess_wgpu::problems::{SPARSE_MLA_LSE_TOL, sparse_mla_o_lat_tol};
     let ctx = ctx();
-    for dtype in ["f16", "fp8"] {
-        let run = RunConfig::tiny()
-            .with_overrides(&["batch=5", "layers=2", "topk=40", &format!("dtype={dtype}")])
-            .unwrap();
-        let path = SparseMla::new(ctx, &run.sparse_mla_shape()).unwrap().path;
+    for mut opts in overlap_cases(&[TransferPath::Staging]) {
+        let (dtype, transfer, locality) = (opts.run.latent_dtype, opts.transfer, opts.locality);
+        let path = SparseMla::new(ctx, &opts.run.sparse_mla_shape())
+            .unwrap()
+            .path;
         let (o_tol, l_tol) = (sparse_mla_o_lat_tol(path, 40), SPARSE_MLA_LSE_TOL);
-        for (transfer, locality) in [
-            (TransferPath::ZeroCopy, 0.0),
-            (TransferPath::ZeroCopy, 0.9),
-            (TransferPath::ZeroCopy, 1.0),
-            (TransferPath::Staging, 0.9),
+        let mut outs = Vec::new();
+        for overlap in [
+            TransferOverlap::NONE,
+            TransferOverlap::All(LayerSchedule::Da),
+            TransferOverlap::Layerwise(vec![LayerSchedule::Da, LayerSchedule::Dba(2)]),
         ] {
-            let mut opts = options(
-                run.clone(),
-                vec![300, 1, 129, 77, 200],
-                PoolSize::Ratio(0.3),
-                transfer,
-                locality,
-                4,
-            );
-            opts.mode = Mode::Offload;
-            let mut outs = Vec::new();
-            for overlap in [
-                TransferOverlap::NONE,
-                TransferOverlap::All(LayerSchedule::Da),
-                TransferOverlap::Layerwise(vec![LayerSchedule::Da, LayerSchedule::Dba(2)]),
-            ] {
-                opts.transfer_overlap = overlap;
-                let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
-                for _ in 0..opts.steps {
-                    e.step(ctx).unwrap();
-                }
-                let f = |v: Vec<u32>| -> Vec<f32> { v.into_iter().map(f32::from_bits).collect() };
-                let layers: Vec<_> = (0..2)
-                    .map(|l| e.outputs(ctx, l).unwrap())
-                    .map(|(o, lse)| (f(o), f(lse)))
-                    .collect();
-                outs.push((layers, e.stats.counters.clone()));
+            opts.transfer_overlap = overlap;
+            let mut e = Engine::new(ctx, &opts, BUDGET).unwrap();
+            for _ in 0..opts.steps {
+                e.step(ctx).unwrap();
             }
-            let (serial, counts) = &outs[0];
-            let mut worst = (0f32, 0f32);
-            for (run_outs, run_counts) in &outs[1..] {
-                assert_eq!(run_counts, counts, "DA changed the hits and misses");
-                for (l, ((o, lse), (so, slse))) in run_outs.iter().zip(serial).enumerate() {
-                    let what = format!("{dtype} {transfer} ρ {locality} layer {l}");
-                    let e = compare(
-                        &format!("o_lat {what}"),
-                        o,
-                        so,
-                        2.0 * o_tol.0,
-                        2.0 * o_tol.1,
-                    )
-                    .unwrap();
-                    let el = compare(
-                        &format!("lse {what}"),
-                        lse,
-                        slse,
-                        2.0 * l_tol.0,
-                        2.0 * l_tol.1,
-                    )
-                    .unwrap();
-                    worst = (worst.0.max(e), worst.1.max(el));
-                }
-            }
-            eprintln!(
-                "da {dtype} {transfer} ρ {locality} ({path:?}): largest |Δ| against serial o_lat \
-                 {:.1e}, lse {:.1e}; layer 0 misses {}",
-                worst.0, worst.1, counts[0].misses
-            );
+            let f = |v: Vec<u32>| -> Vec<f32> { v.into_iter().map(f32::from_bits).collect() };
+            let layers: Vec<_> = (0..2)
+                .map(|l| e.outputs(ctx, l).unwrap())
+                .map(|(o, lse)| (f(o), f(lse)))
+                .collect();
+            outs.push((layers, e.stats.counters.clone()));
         }
+        let (serial, counts) = &outs[0];
+        let mut worst = (0f32, 0f32);
+        for (run_outs, run_counts) in &outs[1..] {
+            assert_eq!(run_counts, counts, "DA changed the hits and misses");
+            for (l, ((o, lse), (so, slse))) in run_outs.iter().zip(serial).enumerate() {
+                let what = format!("{dtype} {transfer} ρ {locality} layer {l}");
+                let e = compare(
+                    &format!("o_lat {what}"),
+                    o,
+                    so,
+                    2.0 * o_tol.0,
+                    2.0 * o_tol.1,
+                )
+                .unwrap();
+                let el = compare(
+                    &format!("lse {what}"),
+                    lse,
+                    slse,
+                    2.0 * l_tol.0,
+                    2.0 * l_tol.1,
+                )
+                .unwrap();
+                worst = (worst.0.max(e), worst.1.max(el));
+            }
+        }
+        eprintln!(
+            "da {dtype} {transfer} ρ {locality} ({path:?}): largest |Δ| against serial o_lat \
+                 {:.1e}, lse {:.1e}; layer 0 misses {}",
+            worst.0, worst.1, counts[0].misses
+        );
     }
 }

@@ -1020,16 +1020,57 @@ fn fused_gather_equals_the_two_dispatches() {
     }
 }
 
+/// `DaOrder` over `[batch, k]` slot ids with their copy lists and counts (uploaded), outputs
+/// poisoned first: the (da_ids, da_seq) buffers it wrote.
+#[allow(clippy::too_many_arguments)]
+fn run_da_order(
+    ctx: &ess_wgpu::GpuContext,
+    ids: &[i32],
+    copies: &[[u32; 2]],
+    counts: &[[u32; 2]],
+    k: u32,
+    slots: u32,
+    batch: u32,
+) -> (wgpu::Buffer, wgpu::Buffer) {
+    use ess_wgpu::kernels::DaOrder;
+    use ess_wgpu::kernels::da_order::DaOrderArgs;
+    let (ids_buf, copies_buf, counts_buf) = (
+        ctx.upload("slot ids", ids).unwrap(),
+        ctx.upload("copies", copies).unwrap(),
+        ctx.upload("counts", counts).unwrap(),
+    );
+    let da_ids = ctx.storage("da ids", batch as u64 * k as u64 * 4).unwrap();
+    let da_seq = ctx.storage("da seq", batch as u64 * 8).unwrap();
+    ctx.fill(&da_ids, 0xDEAD_BEEF);
+    ctx.fill(&da_seq, 0xDEAD_BEEF);
+    let d = DaOrder::new(ctx)
+        .unwrap()
+        .bind(
+            ctx,
+            &DaOrderArgs {
+                slot_ids: &ids_buf,
+                copies: &copies_buf,
+                counts: &counts_buf,
+                da_ids: &da_ids,
+                da_seq: &da_seq,
+                k,
+                slots,
+                b0: 0,
+                batch,
+            },
+        )
+        .unwrap();
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    (da_ids, da_seq)
+}
+
 /// DA's order (`shaders/da_order.wgsl`) against `reference::da_order`: random slot ids with −1s,
 /// random misses among them (none, some, all), k not a multiple of the workgroup's 256 threads,
 /// outputs poisoned first.
 #[test]
 fn da_order_equals_the_reference() {
-    use ess_wgpu::kernels::DaOrder;
-    use ess_wgpu::kernels::da_order::DaOrderArgs;
     use ess_wgpu::workload::Rng;
     let ctx = ctx();
-    let order = DaOrder::new(ctx).unwrap();
     let mut rng = Rng::new(fresh_seed(90));
     for (k, slots) in [(40u32, 41u32), (300, 1000), (2048, 16_384), (2047, 2049)] {
         let batch = 4u32;
@@ -1061,32 +1102,7 @@ fn da_order_equals_the_reference() {
                 &missed,
             ));
         }
-        let (ids_buf, copies_buf, counts_buf) = (
-            ctx.upload("slot ids", &ids).unwrap(),
-            ctx.upload("copies", &copies).unwrap(),
-            ctx.upload("counts", &counts).unwrap(),
-        );
-        let da_ids = ctx.storage("da ids", batch as u64 * k as u64 * 4).unwrap();
-        let da_seq = ctx.storage("da seq", batch as u64 * 8).unwrap();
-        ctx.fill(&da_ids, 0xDEAD_BEEF);
-        ctx.fill(&da_seq, 0xDEAD_BEEF);
-        let d = order
-            .bind(
-                ctx,
-                &DaOrderArgs {
-                    slot_ids: &ids_buf,
-                    copies: &copies_buf,
-                    counts: &counts_buf,
-                    da_ids: &da_ids,
-                    da_seq: &da_seq,
-                    k,
-                    slots,
-                    b0: 0,
-                    batch,
-                },
-            )
-            .unwrap();
-        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let (da_ids, da_seq) = run_da_order(ctx, &ids, &copies, &counts, k, slots, batch);
         let got: Vec<i32> = ctx.read(&da_ids).unwrap();
         let seq: Vec<[u32; 2]> = ctx.read(&da_seq).unwrap();
         for (b, (w_ids, w_hits)) in want.iter().enumerate() {
@@ -1109,8 +1125,6 @@ fn da_order_equals_the_reference() {
 /// the 256-id score tile. Coop adapters only (skipped on lavapipe).
 #[test]
 fn da_sparse_mla_equals_gather_then_attend() {
-    use ess_wgpu::kernels::DaOrder;
-    use ess_wgpu::kernels::da_order::DaOrderArgs;
     use ess_wgpu::kernels::indexer::FusedGather;
     use ess_wgpu::kernels::sparse_mla::{SparseMlaArgs, SparseMlaShape};
     use ess_wgpu::workload::Rng;
@@ -1178,35 +1192,13 @@ fn da_sparse_mla_equals_gather_then_attend() {
             .map(|_| rng.range(-1.0, 1.0))
             .collect();
         let up = |what: &str, bytes: &[u8]| ctx.upload(what, bytes).unwrap();
-        let (q_buf, ids_buf) = (
-            ctx.upload("q", &q).unwrap(),
-            ctx.upload("ids", &ids).unwrap(),
-        );
+        let q_buf = ctx.upload("q", &q).unwrap();
         let (copies_buf, counts_buf) = (
             ctx.upload("copies", &copies).unwrap(),
             ctx.upload("counts", &counts).unwrap(),
         );
         let host_buf = up("host", &host);
-        let da_ids = ctx.storage("da ids", (batch * k) as u64 * 4).unwrap();
-        let da_seq = ctx.storage("da seq", batch as u64 * 8).unwrap();
-        let order = DaOrder::new(ctx)
-            .unwrap()
-            .bind(
-                ctx,
-                &DaOrderArgs {
-                    slot_ids: &ids_buf,
-                    copies: &copies_buf,
-                    counts: &counts_buf,
-                    da_ids: &da_ids,
-                    da_seq: &da_seq,
-                    k,
-                    slots,
-                    b0: 0,
-                    batch,
-                },
-            )
-            .unwrap();
-        ctx.run_pass(None, |p| order.record(p)).unwrap();
+        let (da_ids, da_seq) = run_da_order(ctx, &ids, &copies, &counts, k, slots, batch);
         let run = |rows: &wgpu::Buffer, da: bool| -> (Vec<u32>, Vec<u32>) {
             let scratch = kernel.scratch(ctx, batch).unwrap();
             let o_lat = ctx.storage("o_lat", (batch * 64 * 512) as u64 * 4).unwrap();

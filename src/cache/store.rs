@@ -545,21 +545,7 @@ impl OffloadCache {
     ) -> LayerDispatches {
         let l = &self.layers[layer as usize];
         let batch = self.shape.batch;
-        let resolve = self.resolve.bind(
-            ctx,
-            &ResolveArgs {
-                topk_indices,
-                seq,
-                slot_state: &l.slot_state,
-                token_slot: &l.token_slot,
-                slot_ids: &l.slot_ids,
-                copies: &l.copies,
-                counts: &l.counts,
-                clock: &self.clock,
-                b0: 0,
-                batch,
-            },
-        );
+        let resolve = self.bind_resolve(ctx, layer, topk_indices, seq, (0, batch));
         let targs = TransferArgs {
             copies: &l.copies,
             counts: &l.counts,
@@ -572,15 +558,7 @@ impl OffloadCache {
                 .host
                 .groups()
                 .into_iter()
-                .map(|(b0, n)| {
-                    let host = self.host.buffer(layer, b0).expect("zero-copy store");
-                    let a = TransferArgs {
-                        b0,
-                        batch: n,
-                        ..targs
-                    };
-                    self.transfer.gather(ctx, &a, host, b0)
-                })
+                .map(|g| self.bind_gather(ctx, layer, g).expect("zero-copy store"))
                 .collect(),
             (TransferPath::Staging, Some(staging)) => {
                 vec![self.transfer.scatter(ctx, &targs, staging)]
@@ -628,8 +606,23 @@ impl OffloadCache {
         if self.path != TransferPath::ZeroCopy {
             return None;
         }
+        Some(ChunkDispatches {
+            resolve: self.bind_resolve(ctx, layer, topk_indices, seq, (b0, n)),
+            gather: self.bind_gather(ctx, layer, (b0, n))?,
+        })
+    }
+
+    /// The resolve of sequences `b0 .. b0 + n` of `layer`.
+    fn bind_resolve(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        topk_indices: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+        (b0, n): (u32, u32),
+    ) -> Dispatch {
         let l = &self.layers[layer as usize];
-        let resolve = self.resolve.bind(
+        self.resolve.bind(
             ctx,
             &ResolveArgs {
                 topk_indices,
@@ -643,9 +636,13 @@ impl OffloadCache {
                 b0,
                 batch: n,
             },
-        );
-        let (host_b0, _) = self.host.group_of(b0);
-        let host = self.host.buffer(layer, b0)?;
+        )
+    }
+
+    /// The zero-copy gather of sequences `b0 .. b0 + n` of `layer` (inside one host-store
+    /// group); `None` for a process-memory store.
+    fn bind_gather(&self, ctx: &GpuContext, layer: u32, (b0, n): (u32, u32)) -> Option<Dispatch> {
+        let l = &self.layers[layer as usize];
         let targs = TransferArgs {
             copies: &l.copies,
             counts: &l.counts,
@@ -653,8 +650,11 @@ impl OffloadCache {
             b0,
             batch: n,
         };
-        let gather = self.transfer.gather(ctx, &targs, host, host_b0);
-        Some(ChunkDispatches { resolve, gather })
+        let host = self.host.buffer(layer, b0)?;
+        Some(
+            self.transfer
+                .gather(ctx, &targs, host, self.host.group_of(b0).0),
+        )
     }
 
     /// The zero-copy gather of sequences `b0 .. b0 + n` of `layer` (inside one host-store group)

@@ -385,33 +385,12 @@ impl Engine {
             .groups
             .iter()
             .enumerate()
-            .map(|(g, &(b0, n))| {
-                let args = IndexerArgs {
-                    q: q_i,
-                    w: &layer.queries.w,
-                    keys: &layer.keys[g],
-                    seq: &self.seq,
-                    scores: &self.scores,
-                    b0,
-                    batch: n,
-                    max_len: self.max_len(),
-                    score_stride: cap,
-                };
+            .map(|(g, &r)| {
+                let args = self.indexer_args(l, q_i, g, r, self.max_len());
                 self.indexer.bind(ctx, &args)
             })
             .collect();
-        let topk = self.topk.bind(
-            ctx,
-            &TopKArgs {
-                scratch: self.topk_scratch.as_ref(),
-                scores: &self.scores,
-                seq: &self.seq,
-                topk_indices: &layer.topk_indices,
-                b0: 0,
-                batch: b,
-                score_stride: cap,
-            },
-        )?;
+        let topk = self.bind_topk(ctx, l, (0, b))?;
         let cache = match (&self.cache, &self.new_rows) {
             (Some(c), Some(new_rows)) => {
                 Some(c.bind(ctx, l, &layer.topk_indices, &self.seq, new_rows))
@@ -563,6 +542,44 @@ impl Engine {
         }))
     }
 
+    /// The top-k of sequences `b0 .. b0 + n` of `layer`, split as the whole batch's is (so a
+    /// chunk selects what the whole batch would, in the same order).
+    fn bind_topk(&self, ctx: &GpuContext, l: u32, (b0, n): (u32, u32)) -> Result<Dispatch> {
+        let args = TopKArgs {
+            scratch: self.topk_scratch.as_ref(),
+            scores: &self.scores,
+            seq: &self.seq,
+            topk_indices: &self.layers[l as usize].topk_indices,
+            b0,
+            batch: n,
+            score_stride: self.opts.capacity(),
+        };
+        self.topk.bind_as_part_of(ctx, &args, self.opts.run.batch)
+    }
+
+    /// The indexer's buffers for sequences `b0 .. b0 + n` of `layer` (inside key group `g`).
+    fn indexer_args<'a>(
+        &'a self,
+        l: u32,
+        q_i: &'a wgpu::Buffer,
+        g: usize,
+        (b0, n): (u32, u32),
+        max_len: u32,
+    ) -> IndexerArgs<'a> {
+        let layer = &self.layers[l as usize];
+        IndexerArgs {
+            q: q_i,
+            w: &layer.queries.w,
+            keys: &layer.keys[g],
+            seq: &self.seq,
+            scores: &self.scores,
+            b0,
+            batch: n,
+            max_len,
+            score_stride: self.opts.capacity(),
+        }
+    }
+
     /// `layer`'s chunked selection and fetch, where the options ask for more than one chunk and
     /// the cache moves rows on the GPU alone (zero-copy); `None` runs the serial stages.
     fn bind_chunks(
@@ -591,17 +608,7 @@ impl Engine {
         let mut out = Vec::new();
         for (i, &(b0, bn)) in ranges.iter().enumerate() {
             let g = key_group(b0).expect("a chunk inside a key group");
-            let args = |max_len| IndexerArgs {
-                q: q_i,
-                w: &layer.queries.w,
-                keys: &layer.keys[g],
-                seq: &self.seq,
-                scores: &self.scores,
-                b0,
-                batch: bn,
-                max_len,
-                score_stride: cap,
-            };
+            let args = |max_len| self.indexer_args(l, q_i, g, (b0, bn), max_len);
             let prev = i.checked_sub(1).map(|p| ranges[p]);
             let gather_of = |r| {
                 cache
@@ -625,19 +632,7 @@ impl Engine {
                     ),
                     (None, _) => (self.indexer.bind(ctx, &args(self.max_len())), true, None),
                 };
-            let topk = self.topk.bind_as_part_of(
-                ctx,
-                &TopKArgs {
-                    scratch: self.topk_scratch.as_ref(),
-                    scores: &self.scores,
-                    seq: &self.seq,
-                    topk_indices: &layer.topk_indices,
-                    b0,
-                    batch: bn,
-                    score_stride: cap,
-                },
-                m.batch,
-            )?;
+            let topk = self.bind_topk(ctx, l, (b0, bn))?;
             let resolve = cache
                 .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, (b0, bn))
                 .expect("zero-copy")
