@@ -551,7 +551,7 @@ pub fn overlap(
     for st in crate::engine::Stage::ALL {
         let _ = write!(csv, ",{}_us", st.name());
     }
-    csv.push('\n');
+    csv.push_str(",batch\n");
     let mut table = format!(
         "exposed transfer time per layer, µs ({}, batch {}, context {context}; exposed = step − \
          serial step without gathers)\n{:>8} {:>10}",
@@ -589,7 +589,7 @@ pub fn overlap(
             for (_, t) in p.stages_us.iter() {
                 let _ = write!(csv, ",{t:.2}");
             }
-            csv.push('\n');
+            let _ = writeln!(csv, ",{}", base.run.batch);
             let _ = write!(table, " {:>10.1}", p.exposed_us);
             series[i]
                 .points
@@ -607,6 +607,7 @@ pub fn overlap(
                 misses: p.misses_per_seq,
                 schedule: p.schedule,
                 step_us: p.step_us,
+                batch: Some(base.run.batch),
             })
             .collect();
         let chosen = crate::engine::choose_schedule(misses, &others);

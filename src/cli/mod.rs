@@ -247,7 +247,7 @@ const DEFAULT_BUDGET: u64 = 2 << 30;
 
 impl EngineArgs {
     /// `--overlap`, with a layer-wise choice made from its miss profile and printed per layer.
-    fn transfer_overlap(&self, layers: u32) -> Result<TransferOverlap> {
+    fn transfer_overlap(&self, (layers, batch): (u32, u32)) -> Result<TransferOverlap> {
         let Some(file) = self.overlap.trim().strip_prefix("layerwise:") else {
             return TransferOverlap::parse(&self.overlap);
         };
@@ -263,6 +263,14 @@ impl EngineArgs {
             Some(t) => ess_wgpu::engine::chunks::read_overlap_table(t)?,
             None => Vec::new(),
         };
+        let other: Vec<u32> = table.iter().filter_map(|m| m.batch).collect();
+        if other.iter().any(|&b| b != batch) {
+            eprintln!(
+                "warning: the overlap table was measured at batch {}, this run has batch {batch}: \
+                 the schedules' costs depend on the batch (docs/PERF.md)",
+                other[0]
+            );
+        }
         let chosen: Vec<LayerSchedule> = misses
             .iter()
             .map(|&m| ess_wgpu::engine::choose_schedule(m, &table))
@@ -290,7 +298,7 @@ impl EngineArgs {
         track_overlap: bool,
     ) -> Result<(EngineOptions, u64)> {
         let run = preset_config(self.preset, &self.overrides)?;
-        let run_layers = run.layers;
+        let run_layers = (run.layers, run.batch);
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = match self.pool_slots {
             Some(n) => PoolSize::Slots(n),

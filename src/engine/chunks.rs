@@ -29,6 +29,9 @@ pub struct Measured {
     pub misses: f64,
     pub schedule: LayerSchedule,
     pub step_us: f64,
+    /// The batch it was measured at (a table's `batch` column; older tables have none). The
+    /// choice holds for that batch: at another, the schedules' costs differ.
+    pub batch: Option<u32>,
 }
 
 /// The order the chooser prefers on a tie: serial, DA, then DBA by chunks.
@@ -98,6 +101,7 @@ pub fn parse_overlap_table(text: &str) -> Result<Vec<Measured>> {
         })
     };
     let (m, s, t) = (col("misses_per_seq")?, col("schedule")?, col("step_us")?);
+    let batch = col("batch").ok();
     let mut out = Vec::new();
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
@@ -115,18 +119,23 @@ pub fn parse_overlap_table(text: &str) -> Result<Vec<Measured>> {
                 .ok_or_else(bad)
         };
         let schedule = LayerSchedule::parse(f.get(s).ok_or_else(bad)?).map_err(|_| bad())?;
+        let batch = match batch {
+            Some(j) => Some(num(j)? as u32),
+            None => None,
+        };
         out.push(Measured {
             misses: num(m)?,
             schedule,
             step_us: num(t)?,
+            batch,
         });
     }
     Ok(out)
 }
 
 /// A miss profile (format `ess-miss-profile 1`): the mean rows each sequence misses per decode
-/// step, one line per layer, `#` comments and blank lines ignored. `trace replay
-/// --miss-profile FILE` writes one.
+/// step, one line per layer, `#` comments and blank lines ignored. `decode --miss-profile FILE`
+/// writes one.
 pub fn read_miss_profile(path: &std::path::Path) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::config(
@@ -200,6 +209,7 @@ mod tests {
                 n => LayerSchedule::Dba(n),
             },
             step_us,
+            batch: None,
         };
         // serial grows with misses, two chunks cost a fixed 100 µs more and grow half as fast
         let t = [
@@ -218,6 +228,7 @@ mod tests {
             misses: 0.0,
             schedule: LayerSchedule::Da,
             step_us: 1050.0,
+            batch: None,
         };
         assert_eq!(
             choose_schedule(0.0, &[t[0], t[2], da]),
@@ -227,6 +238,8 @@ mod tests {
         let csv = "locality,misses_per_seq,schedule,step_us\n1,0.5,none,10\n1,0.5,dba:4,12\n";
         let back = parse_overlap_table(csv).unwrap();
         assert_eq!(back, vec![m(0.5, 1, 10.0), m(0.5, 4, 12.0)]);
+        let with_batch = "misses_per_seq,schedule,step_us,batch\n3,da,9,64\n";
+        assert_eq!(parse_overlap_table(with_batch).unwrap()[0].batch, Some(64));
         assert!(
             parse_overlap_table("locality,misses_per_seq,schedule,step_us\n1,2,dba:x,3").is_err()
         );
