@@ -35,6 +35,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod limits;
 pub mod locality;
+pub mod model;
 pub mod problems;
 pub mod reference;
 pub mod shaders;

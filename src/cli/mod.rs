@@ -10,6 +10,7 @@ macro_rules! say {
 mod bench;
 mod decode;
 mod figures;
+mod model;
 mod sweep;
 mod trace;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// DeepSeek-V3.2 checkpoints in the Hugging Face layout: write a random one, or check one.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 /// Run the command line (no subcommand: `decode` with its defaults, the main job).
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Figures(args) => figures::run(args),
         Command::Trace(cmd) => trace::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
     }
 }
 

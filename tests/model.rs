@@ -1,0 +1,243 @@
+//! Checkpoints in the Hugging Face layout (issue 15, first part): random checkpoints written by
+//! `model::init` open and check; their values survive each storage type; every kind of bad
+//! checkpoint is an error naming the tensor or field, what was found and what was expected.
+
+use ess_wgpu::model::checkpoint::{FP8_BLOCK, expected_tensors, scale_name};
+use ess_wgpu::model::init::{WeightDtype, preset, write_random};
+use ess_wgpu::model::{Checkpoint, HfConfig};
+use safetensors::tensor::{SafeTensors, TensorView};
+use std::path::{Path, PathBuf};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ess-model-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn tiny(name: &str, dtype: WeightDtype) -> (PathBuf, HfConfig) {
+    let dir = scratch(name);
+    let cfg = preset("tiny").unwrap();
+    write_random(&dir, &cfg, 7, dtype).unwrap();
+    (dir, cfg)
+}
+
+/// Every storage type opens and checks, and holds the same random values: f32 exactly, bf16 and
+/// f16 rounded to nearest (half an ulp; f16's subnormal quantum near zero), FP8 within its
+/// block's quantum (e4m3 keeps 3 mantissa bits: |error| ≤ 2^-4 of
+/// the block's largest magnitude).
+#[test]
+fn random_checkpoints_open_and_hold_their_values() {
+    let (d32, cfg) = tiny("f32", WeightDtype::F32);
+    let f32_ck = Checkpoint::open(&d32, None).unwrap();
+    let names: Vec<String> = expected_tensors(&cfg, 0..cfg.num_hidden_layers)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    // (relative half-ulp, absolute quantum below the normal range: f16's subnormals are 2^-24)
+    for (tag, dtype, rel, abs) in [
+        ("bf16", WeightDtype::Bf16, 2f32.powi(-8), 0.0),
+        ("f16", WeightDtype::F16, 2f32.powi(-11), 2f32.powi(-25)),
+    ] {
+        let (dir, _) = tiny(tag, dtype);
+        let ck = Checkpoint::open(&dir, None).unwrap();
+        for n in &names {
+            let (a, b) = (f32_ck.f32(n).unwrap(), ck.f32(n).unwrap());
+            let ok = a
+                .iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= rel * x.abs() + abs);
+            assert!(ok, "{tag} {n}");
+        }
+    }
+    let (d8, _) = tiny("fp8", WeightDtype::Fp8);
+    let ck = Checkpoint::open(&d8, None).unwrap();
+    let linear = "model.layers.2.mlp.experts.3.down_proj.weight";
+    assert_eq!(
+        ck.info(linear).unwrap().1,
+        safetensors::Dtype::F8_E4M3,
+        "linear weights are FP8"
+    );
+    assert!(ck.info(&scale_name(linear)).is_some());
+    for t in expected_tensors(&cfg, 0..cfg.num_hidden_layers) {
+        let (a, b) = (f32_ck.f32(&t.name).unwrap(), ck.f32(&t.name).unwrap());
+        if !t.linear {
+            assert!(
+                a.iter()
+                    .zip(&b)
+                    .all(|(x, y)| (x - y).abs() <= 2f32.powi(-8) * x.abs())
+            );
+            continue;
+        }
+        let cols = t.shape[1];
+        let block_max = |i: usize| {
+            let (r0, c0) = (
+                i / cols / FP8_BLOCK * FP8_BLOCK,
+                i % cols / FP8_BLOCK * FP8_BLOCK,
+            );
+            (r0..(r0 + FP8_BLOCK).min(t.shape[0]))
+                .flat_map(|r| (c0..(c0 + FP8_BLOCK).min(cols)).map(move |c| r * cols + c))
+                .map(|j| a[j].abs())
+                .fold(0f32, f32::max)
+        };
+        for (i, (x, y)) in a.iter().zip(&b).enumerate().step_by(97) {
+            assert!(
+                (x - y).abs() <= block_max(i) / 16.0,
+                "{} [{i}]: {x} vs {y}",
+                t.name
+            );
+        }
+    }
+    // a subset of layers checks only what it needs
+    let sub = Checkpoint::open(&d8, Some(1..2)).unwrap();
+    assert_eq!(sub.layers, 1..2);
+    for d in [d32, d8] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Rewrite `shard` of `dir` with `edit` applied to its tensors (name, dtype, shape, bytes).
+fn rewrite(
+    dir: &Path,
+    shard: &str,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let path = dir.join(shard);
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut ts: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut ts);
+    let views: Vec<(String, TensorView<'_>)> = ts
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+}
+
+/// Each kind of bad checkpoint is refused with the tensor or field named, what was found and
+/// what was expected.
+#[test]
+fn bad_checkpoints_name_the_tensor_or_field() {
+    let layer = "model-layer-001.safetensors";
+    let wk = "model.layers.1.self_attn.indexer.wk.weight";
+    type Edit = Box<dyn FnOnce(&Path)>;
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
+        (
+            "missing",
+            Box::new(move |d| rewrite(d, layer, |ts| ts.retain(|t| t.0 != wk))),
+            vec![wk, "missing", "[128, 256]"],
+        ),
+        (
+            "misshapen",
+            Box::new(move |d| {
+                rewrite(d, layer, |ts| {
+                    let t = ts.iter_mut().find(|t| t.0 == wk).unwrap();
+                    t.2 = vec![256, 128];
+                })
+            }),
+            vec![wk, "shape [256, 128]", "shape [128, 256]"],
+        ),
+        (
+            "mistyped",
+            Box::new(move |d| {
+                rewrite(d, layer, |ts| {
+                    let t = ts.iter_mut().find(|t| t.0 == wk).unwrap();
+                    t.1 = safetensors::Dtype::I16;
+                })
+            }),
+            vec![wk, "dtype I16", "BF16, F16, F32, or F8_E4M3"],
+        ),
+        (
+            "extra",
+            Box::new(move |d| {
+                rewrite(d, layer, |ts| {
+                    ts.push((
+                        "model.layers.1.self_attn.mystery.weight".into(),
+                        safetensors::Dtype::F32,
+                        vec![2],
+                        vec![0; 8],
+                    ))
+                })
+            }),
+            vec!["model.layers.1.self_attn.mystery.weight", "extra tensor"],
+        ),
+        (
+            "config",
+            Box::new(|d| {
+                let p = d.join("config.json");
+                let t = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(&p, t.replace("\"n_group\": 2", "\"n_group\": 3")).unwrap();
+            }),
+            vec!["n_group", "3", "a divisor of n_routed_experts"],
+        ),
+        (
+            "not-json",
+            Box::new(|d| std::fs::write(d.join("config.json"), "{ hidden_size: ").unwrap()),
+            vec!["config.json", "line 1"],
+        ),
+        (
+            "truncated",
+            Box::new(move |d| {
+                let p = d.join(layer);
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+            }),
+            vec![layer],
+        ),
+    ];
+    for (name, edit, needles) in cases {
+        let (dir, _) = tiny(&format!("bad-{name}"), WeightDtype::Bf16);
+        edit(&dir);
+        let e = match Checkpoint::open(&dir, None) {
+            Ok(_) => panic!("{name}: a bad checkpoint opened"),
+            Err(e) => e.to_string(),
+        };
+        for n in needles {
+            assert!(e.contains(n), "{name}: {e:?} does not name {n:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // FP8 without its scales
+    let (dir, _) = tiny("bad-scales", WeightDtype::Fp8);
+    rewrite(&dir, layer, |ts| ts.retain(|t| t.0 != scale_name(wk)));
+    let e = Checkpoint::open(&dir, None).err().unwrap().to_string();
+    assert!(e.contains(&scale_name(wk)) && e.contains("missing"), "{e}");
+    // layers past the model
+    let e = Checkpoint::open(&dir, Some(2..9))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layers") && e.contains("0..3"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = Checkpoint::open(Path::new("/nonexistent/ckpt"), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("/nonexistent/ckpt/config.json"), "{e}");
+}
+
+/// The built-in configs are valid and round-trip through config.json.
+#[test]
+fn presets_round_trip_through_config_json() {
+    for name in ["tiny", "small", "v32-layers"] {
+        let c = preset(name).unwrap();
+        let back = HfConfig::parse(&serde_json::to_string(&c).unwrap(), name).unwrap();
+        assert_eq!(back, c);
+    }
+    let v32 = preset("v32-layers").unwrap();
+    assert_eq!(
+        (v32.hidden_size, v32.num_attention_heads, v32.index_topk),
+        (7168, 128, 2048)
+    );
+    assert_eq!(
+        (
+            v32.n_routed_experts,
+            v32.num_experts_per_tok,
+            v32.moe_intermediate_size
+        ),
+        (256, 8, 2048)
+    );
+}
