@@ -217,6 +217,29 @@ fn bad_options_and_values_name_the_cause() {
         ),
         (vec!["decode", "--overlap", "dba:0"], vec!["overlap chunks"]),
         (
+            vec![
+                "model",
+                "init",
+                "--config",
+                "huge",
+                "--out",
+                "/nonexistent/m",
+            ],
+            vec!["model config", "tiny, small or v32-layers"],
+        ),
+        (
+            vec!["model", "init", "--dtype", "fp4", "--out", "/nonexistent/m"],
+            vec!["dtype", "bf16, f16, f32 or fp8"],
+        ),
+        (
+            vec!["model", "info", "/nonexistent/ckpt"],
+            vec!["/nonexistent/ckpt/config.json"],
+        ),
+        (
+            vec!["model", "info", "/nonexistent/ckpt", "--layers", "3..1"],
+            vec!["layers", "a..b"],
+        ),
+        (
             vec!["decode", "--overlap", "dba:65"],
             vec!["overlap chunks", "1 ..= 64"],
         ),

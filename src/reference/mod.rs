@@ -5,6 +5,7 @@
 
 pub mod fp8;
 pub mod lru;
+pub mod model;
 pub use lru::{LruPool, Resolved};
 
 /// One sequence's rows inside a row buffer (keys, scores or latent rows): rows `first_row .. first_row + len`.
