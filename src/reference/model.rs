@@ -1,7 +1,8 @@
-//! Plain-Rust references of DeepSeek-V3.2's per-token operations (issue 15), in f64, following
-//! DeepSeek's `inference/model.py` as fixed in November 2025: the norms, both RoPE layouts, the
-//! Hadamard rotation of the indexer, the MoE router and SwiGLU. The whole forward built from
-//! them is not here yet.
+//! The plain-Rust reference of DeepSeek-V3.2's forward (issue 15), in f64, following DeepSeek's
+//! `inference/model.py` as fixed in November 2025: the norms, both RoPE layouts, the Hadamard
+//! rotation of the indexer, the MoE router, SwiGLU, and the whole forward of a token through a
+//! checkpoint's loaded layers ([`forward_token`], [`generate`]). What differs from DeepSeek's code
+//! on purpose is in the README ("Checkpoints").
 
 /// RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f64) -> Vec<f32> {
@@ -225,4 +226,381 @@ mod tests {
         let mean: f64 = z.iter().map(|&a| a as f64).sum::<f64>() / 4.0;
         assert!((mean - 0.5).abs() < 1e-6, "mean 0 before the bias");
     }
+}
+
+// ===================================================================== the whole forward
+
+use crate::model::checkpoint::{Checkpoint, expected_tensors};
+use crate::model::config::HfConfig;
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// DeepSeek's `act_quant` and back: blocks of 128 values (a shorter last block where the length
+/// is not a multiple), ue8m0 scales, e4m3 round to nearest even. What an FP8 cache holds, and
+/// what an FP8 linear layer sees of its input.
+pub fn act_quant(x: &[f32]) -> Vec<f32> {
+    use super::fp8::{ScaleRule, block_scale, e4m3_decode, quantize_with};
+    x.chunks(128)
+        .flat_map(|b| {
+            let s = block_scale(b, ScaleRule::Ue8m0);
+            quantize_with(b, s)
+                .into_iter()
+                .map(move |q| e4m3_decode(q) * s)
+        })
+        .collect()
+}
+
+/// The loaded layers' weights as f32 (FP8 weights times their block scales), for the CPU
+/// reference forward.
+pub struct ModelWeights {
+    pub config: HfConfig,
+    pub layers: Range<u32>,
+    t: HashMap<String, Vec<f32>>,
+    /// Linear weights stored as FP8: their inputs go through `act_quant` (DeepSeek's `linear`).
+    fp8: std::collections::HashSet<String>,
+    inv_freq: Vec<f64>,
+}
+
+impl ModelWeights {
+    pub fn load(ck: &Checkpoint) -> crate::Result<ModelWeights> {
+        let c = &ck.config;
+        let mut t = HashMap::new();
+        let mut fp8 = std::collections::HashSet::new();
+        for spec in expected_tensors(c, ck.layers.clone()) {
+            if ck
+                .info(&spec.name)
+                .is_some_and(|(_, d)| d == safetensors::Dtype::F8_E4M3)
+            {
+                fp8.insert(spec.name.clone());
+            }
+            t.insert(spec.name.clone(), ck.f32(&spec.name)?);
+        }
+        Ok(ModelWeights {
+            config: c.clone(),
+            layers: ck.layers.clone(),
+            t,
+            fp8,
+            inv_freq: c.rope_inv_freqs(),
+        })
+    }
+
+    fn w(&self, name: &str) -> &[f32] {
+        &self.t[name]
+    }
+
+    /// `weight · x` of linear layer `name` (`[out, in]`), its input through `act_quant` where
+    /// the weight is FP8.
+    fn linear(&self, name: &str, x: &[f32]) -> Vec<f32> {
+        let w = self.w(name);
+        let x = match self.fp8.contains(name) {
+            true => act_quant(x),
+            false => x.to_vec(),
+        };
+        let n = x.len();
+        w.chunks_exact(n)
+            .map(|row| {
+                row.iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    fn lm_head_name(&self) -> &'static str {
+        match self.config.tie_word_embeddings {
+            true => "model.embed_tokens.weight",
+            false => "lm_head.weight",
+        }
+    }
+}
+
+/// One sequence's caches, per loaded layer: the latent rows as cached (after the FP8 round
+/// trip), the rope'd key parts, and the indexer keys (after the FP8 round trip).
+#[derive(Clone, Debug, Default)]
+pub struct SeqCache {
+    pub latent: Vec<Vec<Vec<f32>>>,
+    pub k_pe: Vec<Vec<Vec<f32>>>,
+    pub index_k: Vec<Vec<Vec<f32>>>,
+}
+
+impl SeqCache {
+    /// Tokens cached so far.
+    pub fn len(&self) -> usize {
+        self.latent.first().map_or(0, |l| l.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What one token's forward gives: the logits of the next token, and per loaded layer the
+/// positions its indexer selected and the experts its router chose (MoE layers).
+#[derive(Clone, Debug)]
+pub struct TokenOut {
+    pub logits: Vec<f32>,
+    pub topk: Vec<Vec<i32>>,
+    pub experts: Vec<Vec<usize>>,
+}
+
+/// How attention picks its rows: the lightning indexer's top-k (the model), or every position
+/// (dense, for tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    Sparse,
+    Dense,
+}
+
+/// The indexer of layer `l` for the token at `pos`: caches its key, returns the selected
+/// positions (best first, ties to the lower position).
+fn indexer(
+    w: &ModelWeights,
+    p: &str,
+    x: &[f32],
+    qr: &[f32],
+    keys: &mut Vec<Vec<f32>>,
+    pos: u32,
+) -> Vec<i32> {
+    let c = &w.config;
+    let (ih, id, rope) = (
+        c.index_n_heads as usize,
+        c.index_head_dim as usize,
+        c.qk_rope_head_dim as usize,
+    );
+    let rotate = |v: &[f32]| -> Vec<f32> {
+        let mut v = v.to_vec();
+        let pe = super::model::rope(&v[..rope], pos, &w.inv_freq, RopeLayout::NeoX);
+        v[..rope].copy_from_slice(&pe);
+        act_quant(&hadamard(&v))
+    };
+    let q = w.linear(&format!("{p}self_attn.indexer.wq_b.weight"), qr);
+    let q: Vec<Vec<f32>> = q.chunks_exact(id).map(rotate).collect();
+    let k = w.linear(&format!("{p}self_attn.indexer.wk.weight"), x);
+    let k = layer_norm(
+        &k,
+        w.w(&format!("{p}self_attn.indexer.k_norm.weight")),
+        w.w(&format!("{p}self_attn.indexer.k_norm.bias")),
+        1e-6,
+    );
+    keys.push(rotate(&k));
+    // weights_proj in f32: · H^-1/2 · d^-1/2 (the q scale is inside the dequantised q)
+    let wts = w.linear(&format!("{p}self_attn.indexer.weights_proj.weight"), x);
+    let scale = (ih as f64).powf(-0.5) * (id as f64).powf(-0.5);
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|key| {
+            q.iter()
+                .zip(&wts)
+                .map(|(qh, &wh)| {
+                    let dot: f64 = qh.iter().zip(key).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    dot.max(0.0) * wh as f64 * scale
+                })
+                .sum()
+        })
+        .collect();
+    let k = (c.index_topk as usize).min(keys.len());
+    largest(&scores, k).into_iter().map(|s| s as i32).collect()
+}
+
+/// MLA (absorbed) of layer `l` for the token at `pos` over the positions `ids`.
+#[allow(clippy::too_many_arguments)]
+fn mla(
+    w: &ModelWeights,
+    p: &str,
+    qr: &[f32],
+    latent: &[Vec<f32>],
+    k_pe: &[Vec<f32>],
+    ids: &[i32],
+    pos: u32,
+) -> Vec<f32> {
+    let c = &w.config;
+    let (heads, nope, rd, v, kv) = (
+        c.num_attention_heads as usize,
+        c.qk_nope_head_dim as usize,
+        c.qk_rope_head_dim as usize,
+        c.v_head_dim as usize,
+        c.kv_lora_rank as usize,
+    );
+    let q = w.linear(&format!("{p}self_attn.q_b_proj.weight"), qr);
+    let wkv_b = w.w(&format!("{p}self_attn.kv_b_proj.weight")); // [heads · (nope + v), kv]
+    let scale = c.softmax_scale();
+    let mut o = Vec::with_capacity(heads * v);
+    for h in 0..heads {
+        let qh = &q[h * (nope + rd)..(h + 1) * (nope + rd)];
+        let q_pe = rope(&qh[nope..], pos, &w.inv_freq, RopeLayout::Interleaved);
+        let row = |r: usize| &wkv_b[(h * (nope + v) + r) * kv..][..kv];
+        // q_abs = q_nope · W_UK[h]
+        let mut q_abs = vec![0f64; kv];
+        for (d, &qd) in qh[..nope].iter().enumerate() {
+            for (a, &wv) in q_abs.iter_mut().zip(row(d)) {
+                *a += qd as f64 * wv as f64;
+            }
+        }
+        let score: Vec<f64> = ids
+            .iter()
+            .map(|&s| {
+                let s = s as usize;
+                let a: f64 = q_abs
+                    .iter()
+                    .zip(&latent[s])
+                    .map(|(&x, &y)| x * y as f64)
+                    .sum();
+                let b: f64 = q_pe
+                    .iter()
+                    .zip(&k_pe[s])
+                    .map(|(&x, &y)| x as f64 * y as f64)
+                    .sum();
+                (a + b) * scale
+            })
+            .collect();
+        let m = score.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = score.iter().map(|&x| (x - m).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let mut o_lat = vec![0f64; kv];
+        for (&s, &ej) in ids.iter().zip(&e) {
+            for (a, &y) in o_lat.iter_mut().zip(&latent[s as usize]) {
+                *a += ej / sum * y as f64;
+            }
+        }
+        // o = o_lat · W_UV[h]
+        for d in 0..v {
+            o.push(
+                row(nope + d)
+                    .iter()
+                    .zip(&o_lat)
+                    .map(|(&a, &b)| a as f64 * b)
+                    .sum::<f64>() as f32,
+            );
+        }
+    }
+    w.linear(&format!("{p}self_attn.o_proj.weight"), &o)
+}
+
+/// SwiGLU through the linear layers `{at}.{gate,up,down}_proj` (FP8 ones quantise their inputs).
+fn mlp(w: &ModelWeights, at: &str, x: &[f32]) -> Vec<f32> {
+    let g = w.linear(&format!("{at}.gate_proj.weight"), x);
+    let u = w.linear(&format!("{at}.up_proj.weight"), x);
+    let a: Vec<f32> = g
+        .iter()
+        .zip(&u)
+        .map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
+        .collect();
+    w.linear(&format!("{at}.down_proj.weight"), &a)
+}
+
+/// One token through the loaded layers at position `cache.len()`: caches its rows, returns the
+/// next token's logits and what each layer selected.
+pub fn forward_token(
+    w: &ModelWeights,
+    cache: &mut SeqCache,
+    token: u32,
+    attention: Attention,
+) -> TokenOut {
+    let c = &w.config;
+    let (hsz, kv, eps) = (
+        c.hidden_size as usize,
+        c.kv_lora_rank as usize,
+        c.rms_norm_eps,
+    );
+    let nl = w.layers.len();
+    if cache.latent.len() < nl {
+        *cache = SeqCache {
+            latent: vec![Vec::new(); nl],
+            k_pe: vec![Vec::new(); nl],
+            index_k: vec![Vec::new(); nl],
+        };
+    }
+    let pos = cache.len() as u32;
+    let emb = w.w("model.embed_tokens.weight");
+    let mut h: Vec<f32> = emb[token as usize * hsz..][..hsz].to_vec();
+    let (mut topk, mut experts) = (Vec::new(), Vec::new());
+    for (li, l) in w.layers.clone().enumerate() {
+        let p = format!("model.layers.{l}.");
+        let x = rms_norm(&h, w.w(&format!("{p}input_layernorm.weight")), eps);
+        let qa = w.linear(&format!("{p}self_attn.q_a_proj.weight"), &x);
+        let qr = rms_norm(&qa, w.w(&format!("{p}self_attn.q_a_layernorm.weight")), eps);
+        let kv_a = w.linear(&format!("{p}self_attn.kv_a_proj_with_mqa.weight"), &x);
+        let latent = rms_norm(
+            &kv_a[..kv],
+            w.w(&format!("{p}self_attn.kv_a_layernorm.weight")),
+            eps,
+        );
+        cache.latent[li].push(act_quant(&latent));
+        cache.k_pe[li].push(rope(&kv_a[kv..], pos, &w.inv_freq, RopeLayout::Interleaved));
+        let sel = indexer(w, &p, &x, &qr, &mut cache.index_k[li], pos);
+        let ids: Vec<i32> = match attention {
+            Attention::Sparse => sel.clone(),
+            Attention::Dense => (0..=pos as i32).collect(),
+        };
+        let a = mla(w, &p, &qr, &cache.latent[li], &cache.k_pe[li], &ids, pos);
+        h.iter_mut().zip(&a).for_each(|(hv, av)| *hv += av);
+        topk.push(sel);
+        let x = rms_norm(&h, w.w(&format!("{p}post_attention_layernorm.weight")), eps);
+        let f = if c.is_moe(l) {
+            let logits = w.linear(&format!("{p}mlp.gate.weight"), &x);
+            let bias = w.w(&format!("{p}mlp.gate.e_score_correction_bias"));
+            let (ex, wts) = route(
+                &logits,
+                bias,
+                c.n_group as usize,
+                c.topk_group as usize,
+                c.num_experts_per_tok as usize,
+                c.routed_scaling_factor,
+            );
+            let mut y = vec![0f64; hsz];
+            for (&e, &we) in ex.iter().zip(&wts) {
+                let o = mlp(w, &format!("{p}mlp.experts.{e}"), &x);
+                y.iter_mut()
+                    .zip(&o)
+                    .for_each(|(a, &b)| *a += b as f64 * we as f64);
+            }
+            if c.n_shared_experts > 0 {
+                let s = mlp(w, &format!("{p}mlp.shared_experts"), &x);
+                y.iter_mut().zip(&s).for_each(|(a, &b)| *a += b as f64);
+            }
+            experts.push(ex);
+            y.into_iter().map(|v| v as f32).collect()
+        } else {
+            experts.push(Vec::new());
+            mlp(w, &format!("{p}mlp"), &x)
+        };
+        h.iter_mut().zip(&f).for_each(|(hv, fv)| *hv += fv);
+    }
+    let x = rms_norm(&h, w.w("model.norm.weight"), eps);
+    let logits = w.linear(w.lm_head_name(), &x);
+    TokenOut {
+        logits,
+        topk,
+        experts,
+    }
+}
+
+/// Greedy generation on the CPU: the prompt token by token, then `new_tokens` argmax tokens.
+/// Returns the generated tokens and every step's output (one per prompt token and new token).
+pub fn generate(w: &ModelWeights, prompt: &[u32], new_tokens: usize) -> (Vec<u32>, Vec<TokenOut>) {
+    let mut cache = SeqCache::default();
+    let mut outs = Vec::new();
+    for &t in prompt {
+        outs.push(forward_token(w, &mut cache, t, Attention::Sparse));
+    }
+    let mut tokens = Vec::new();
+    for _ in 0..new_tokens {
+        let last = &outs.last().expect("a prompt of one token or more").logits;
+        let next = argmax(last);
+        tokens.push(next);
+        outs.push(forward_token(w, &mut cache, next, Attention::Sparse));
+    }
+    (tokens, outs)
+}
+
+/// The index of the largest logit (the lowest on a tie).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
