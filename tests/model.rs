@@ -261,7 +261,7 @@ fn cpu_forward_decodes_as_it_prefills() {
         write_random(&dir, &cfg, 11, dtype).unwrap();
         let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
         let prompt = [3u32, 141, 59, 26, 500];
-        let (tokens, outs) = generate(&w, &prompt, 6);
+        let (tokens, outs, _) = generate(&w, &prompt, 7);
         assert_eq!(outs.len(), 11);
         assert!(tokens.iter().all(|&t| t < cfg.vocab_size));
         let seq: Vec<u32> = prompt
@@ -319,4 +319,46 @@ fn cpu_forward_decodes_as_it_prefills() {
         eprintln!("{tag}: tokens {tokens:?}, sparse vs dense largest difference {worst:.1e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The dump (issue 15's format) of a CPU-reference generation: every tensor with its shape,
+/// the logits of the prompt's last position in row 0, the selections −1 padded past
+/// min(k, t + 1), the latent as cached.
+#[test]
+fn the_reference_dump_has_the_issues_format() {
+    use ess_wgpu::reference::model::{ModelWeights, generate, write_dump};
+    let (dir, cfg) = tiny("dump", WeightDtype::Bf16);
+    let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+    let prompt = [7u32, 8, 9];
+    let (tokens, outs, cache) = generate(&w, &prompt, 4);
+    let path = dir.join("dump.safetensors");
+    write_dump(&w, &prompt, &tokens, &outs, &cache, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |n: &str| st.tensor(n).unwrap().shape().to_vec();
+    let (k, v) = (cfg.index_topk as usize, cfg.vocab_size as usize);
+    assert_eq!(shape("tokens"), [7]);
+    assert_eq!(shape("prompt_len"), [1]);
+    assert_eq!(shape("logits"), [4, v]);
+    for l in 0..cfg.num_hidden_layers {
+        assert_eq!(shape(&format!("layers.{l}.topk")), [3, k]);
+        assert_eq!(shape(&format!("layers.{l}.prefill_topk")), [3, k]);
+        assert_eq!(shape(&format!("layers.{l}.latent")), [6, 128]);
+        assert_eq!(shape(&format!("layers.{l}.index_k")), [6, 128]);
+        let has_experts = st.tensor(&format!("layers.{l}.experts")).is_ok();
+        assert_eq!(has_experts, cfg.is_moe(l));
+    }
+    let logits: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor("logits").unwrap().data());
+    assert_eq!(&logits[..v], &outs[2].logits[..]);
+    let pre: Vec<i32> =
+        bytemuck::pod_collect_to_vec(st.tensor("layers.1.prefill_topk").unwrap().data());
+    // prompt position 1 selected 2 positions, the rest −1
+    assert!(pre[k..k + 2].iter().all(|&x| x == 0 || x == 1));
+    assert!(pre[k + 2..2 * k].iter().all(|&x| x == -1));
+    let lat: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor("layers.2.latent").unwrap().data());
+    assert_eq!(&lat[..128], &cache.latent[2][0][..]);
+    let toks: Vec<i64> = bytemuck::pod_collect_to_vec(st.tensor("tokens").unwrap().data());
+    let want: Vec<i64> = prompt.iter().chain(&tokens).map(|&t| t as i64).collect();
+    assert_eq!(toks, want);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,6 +26,29 @@ pub enum ModelCommand {
         #[arg(long, default_value = "bf16")]
         dtype: String,
     },
+    /// Generate greedily with the plain-Rust reference forward (CPU, f64; slow beyond tiny
+    /// models) and optionally write the dump the GPU's generate will be compared with.
+    Reference {
+        /// The checkpoint folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt token ids (comma list).
+        #[arg(long, value_delimiter = ',')]
+        prompt: Vec<u32>,
+        /// Or a prompt of N tokens drawn with --seed.
+        #[arg(long)]
+        prompt_len: Option<u32>,
+        #[arg(long, default_value_t = 8)]
+        new_tokens: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Layers to run, e.g. 0..4 (default: all).
+        #[arg(long)]
+        layers: Option<String>,
+        /// Write the dump (tokens, logits, per-layer selections, experts, latent, index keys).
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
     /// Open a checkpoint folder, check every tensor, and print its config and sizes.
     Info {
         /// The checkpoint folder.
@@ -68,6 +91,15 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                 bytes as f64 / 1e6
             )
         }
+        ModelCommand::Reference {
+            model,
+            prompt,
+            prompt_len,
+            new_tokens,
+            seed,
+            layers,
+            dump,
+        } => reference(model, prompt, prompt_len, new_tokens, seed, layers, dump),
         ModelCommand::Info { dir, layers } => {
             let layers = layers.as_deref().map(layer_range).transpose()?;
             let ck = Checkpoint::open(&dir, layers)?;
@@ -112,4 +144,54 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             ))
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    model: PathBuf,
+    prompt: Vec<u32>,
+    prompt_len: Option<u32>,
+    new_tokens: u32,
+    seed: u64,
+    layers: Option<String>,
+    dump: Option<PathBuf>,
+) -> Result<()> {
+    use ess_wgpu::reference::model::{ModelWeights, generate, write_dump};
+    let layers = layers.as_deref().map(layer_range).transpose()?;
+    ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 1 << 20)?;
+    let ck = Checkpoint::open(&model, layers)?;
+    let vocab = ck.config.vocab_size;
+    let prompt = match (prompt.is_empty(), prompt_len) {
+        (false, None) => prompt,
+        (true, Some(n)) if n > 0 => {
+            let mut rng = ess_wgpu::workload::Rng::new(seed);
+            (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
+        }
+        _ => {
+            return Err(ess_wgpu::Error::config(
+                "prompt",
+                "none or both of --prompt and --prompt-len",
+                "--prompt 1,2,3 or --prompt-len N (N ≥ 1)",
+            ));
+        }
+    };
+    if let Some(&t) = prompt.iter().find(|&&t| t >= vocab) {
+        return Err(ess_wgpu::Error::config(
+            "prompt token",
+            t,
+            format!("0 ..= {} (the vocabulary)", vocab - 1),
+        ));
+    }
+    let w = ModelWeights::load(&ck)?;
+    let (tokens, outs, cache) = generate(&w, &prompt, new_tokens as usize);
+    say!(
+        "prompt {prompt:?}\ngenerated {tokens:?} (CPU reference, layers {}..{})",
+        w.layers.start,
+        w.layers.end
+    )?;
+    if let Some(path) = dump {
+        write_dump(&w, &prompt, &tokens, &outs, &cache, &path)?;
+        say!("wrote {}", path.display())?;
+    }
+    Ok(())
 }

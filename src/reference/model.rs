@@ -576,22 +576,130 @@ pub fn forward_token(
     }
 }
 
-/// Greedy generation on the CPU: the prompt token by token, then `new_tokens` argmax tokens.
-/// Returns the generated tokens and every step's output (one per prompt token and new token).
-pub fn generate(w: &ModelWeights, prompt: &[u32], new_tokens: usize) -> (Vec<u32>, Vec<TokenOut>) {
+/// Greedy generation on the CPU: the prompt token by token, then `new_tokens` argmax tokens
+/// (the last one is chosen, not run). Returns the new tokens, every run token's output (the
+/// prompt's, then decode steps 1 … N − 1) and the caches.
+pub fn generate(
+    w: &ModelWeights,
+    prompt: &[u32],
+    new_tokens: usize,
+) -> (Vec<u32>, Vec<TokenOut>, SeqCache) {
+    assert!(!prompt.is_empty(), "a prompt of one token or more");
     let mut cache = SeqCache::default();
     let mut outs = Vec::new();
     for &t in prompt {
         outs.push(forward_token(w, &mut cache, t, Attention::Sparse));
     }
     let mut tokens = Vec::new();
-    for _ in 0..new_tokens {
-        let last = &outs.last().expect("a prompt of one token or more").logits;
-        let next = argmax(last);
+    for i in 0..new_tokens {
+        let next = argmax(&outs.last().expect("the prompt ran").logits);
         tokens.push(next);
-        outs.push(forward_token(w, &mut cache, next, Attention::Sparse));
+        if i + 1 < new_tokens {
+            outs.push(forward_token(w, &mut cache, next, Attention::Sparse));
+        }
     }
-    (tokens, outs)
+    (tokens, outs, cache)
+}
+
+/// A generation's dump (issue 15's format, batch of one), as a `.safetensors` file:
+/// `tokens` i64 [P + N], `prompt_len` i64 [1], `logits` f32 [N, vocab] (row 0 from the prompt's
+/// last position, row i from decode step i), and per loaded layer i (numbered from 0 in the
+/// checkpoint's numbering) `layers.{i}.topk` i32 [N − 1, index_topk] (decode steps, −1 padded),
+/// `layers.{i}.prefill_topk` i32 [P, index_topk], `layers.{i}.experts` i32 [P + N − 1,
+/// num_experts_per_tok] (MoE layers), `layers.{i}.latent` f32 [P + N − 1, kv_lora_rank] (as
+/// cached, after the FP8 round trip) and `layers.{i}.index_k` f32 [P + N − 1, index_head_dim].
+pub fn write_dump(
+    w: &ModelWeights,
+    prompt: &[u32],
+    tokens: &[u32],
+    outs: &[TokenOut],
+    cache: &SeqCache,
+    path: &std::path::Path,
+) -> crate::Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let c = &w.config;
+    let (p, n, k) = (prompt.len(), tokens.len(), c.index_topk as usize);
+    let mut t: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, dtype, shape: Vec<usize>, bytes: Vec<u8>| {
+        t.push((name, dtype, shape, bytes))
+    };
+    let all: Vec<i64> = prompt.iter().chain(tokens).map(|&x| x as i64).collect();
+    add(
+        "tokens".into(),
+        Dtype::I64,
+        vec![p + n],
+        bytemuck::cast_slice(&all).to_vec(),
+    );
+    add(
+        "prompt_len".into(),
+        Dtype::I64,
+        vec![1],
+        (p as i64).to_le_bytes().to_vec(),
+    );
+    let logits: Vec<f32> = outs[p - 1..]
+        .iter()
+        .flat_map(|o| o.logits.clone())
+        .collect();
+    add(
+        "logits".into(),
+        Dtype::F32,
+        vec![n, c.vocab_size as usize],
+        bytemuck::cast_slice(&logits).to_vec(),
+    );
+    let pad =
+        |sel: &[i32]| -> Vec<i32> { (0..k).map(|j| sel.get(j).copied().unwrap_or(-1)).collect() };
+    let rows = p + n - 1;
+    for (li, l) in w.layers.clone().enumerate() {
+        let at = |s: &str| format!("layers.{l}.{s}");
+        let sel = |r: std::ops::Range<usize>| -> Vec<u8> {
+            let v: Vec<i32> = outs[r].iter().flat_map(|o| pad(&o.topk[li])).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        };
+        add(at("topk"), Dtype::I32, vec![n - 1, k], sel(p..p + n - 1));
+        add(at("prefill_topk"), Dtype::I32, vec![p, k], sel(0..p));
+        if c.is_moe(l) {
+            let e: Vec<i32> = outs
+                .iter()
+                .flat_map(|o| o.experts[li].iter().map(|&x| x as i32))
+                .collect();
+            let shape = vec![rows, c.num_experts_per_tok as usize];
+            add(
+                at("experts"),
+                Dtype::I32,
+                shape,
+                bytemuck::cast_slice(&e).to_vec(),
+            );
+        }
+        let flat = |v: &[Vec<f32>]| -> Vec<u8> { bytemuck::cast_slice(&v.concat()).to_vec() };
+        let (kv, id) = (c.kv_lora_rank as usize, c.index_head_dim as usize);
+        add(
+            at("latent"),
+            Dtype::F32,
+            vec![rows, kv],
+            flat(&cache.latent[li]),
+        );
+        add(
+            at("index_k"),
+            Dtype::F32,
+            vec![rows, id],
+            flat(&cache.index_k[li]),
+        );
+    }
+    let views: Vec<(String, TensorView<'_>)> = t
+        .iter()
+        .map(|(name, d, s, b)| {
+            let v =
+                TensorView::new(*d, s.clone(), b).expect("a dump tensor's bytes match its shape");
+            (name.clone(), v)
+        })
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| {
+        crate::Error::config(
+            &path.display().to_string(),
+            e,
+            "a writable .safetensors file",
+        )
+    })
 }
 
 /// The index of the largest logit (the lowest on a tie).
