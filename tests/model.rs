@@ -121,7 +121,7 @@ fn rewrite(
 /// what was expected.
 #[test]
 fn bad_checkpoints_name_the_tensor_or_field() {
-    let layer = "model-layer-001.safetensors";
+    let layer = "model-layer-001-00.safetensors";
     let wk = "model.layers.1.self_attn.indexer.wk.weight";
     type Edit = Box<dyn FnOnce(&Path)>;
     let cases: Vec<(&str, Edit, Vec<&str>)> = vec![

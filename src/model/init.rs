@@ -139,6 +139,9 @@ pub fn preset(name: &str) -> Result<HfConfig> {
     Ok(cfg)
 }
 
+/// A shard is closed once it holds this many bytes (the next tensor starts a new one).
+pub const SHARD_BYTES: u64 = 2 << 30;
+
 /// One tensor's bytes and how they are stored.
 struct Owned {
     dtype: StDtype,
@@ -255,8 +258,8 @@ fn write_shard(path: &Path, tensors: &[(String, Owned)]) -> Result<()> {
 }
 
 /// Write `cfg` with random weights into `dir` (created; it must be empty or absent): config.json,
-/// one shard for the embedding, norm and head and one per layer, and the index. Returns the
-/// bytes of weights written.
+/// shards (the embedding, norm and head; then each layer, cut at [`SHARD_BYTES`]), and the index.
+/// Returns the bytes of weights written.
 pub fn write_random(dir: &Path, cfg: &HfConfig, seed: u64, dtype: WeightDtype) -> Result<u64> {
     cfg.validate()?;
     let io = |e: std::io::Error| Error::Io {
@@ -286,33 +289,37 @@ pub fn write_random(dir: &Path, cfg: &HfConfig, seed: u64, dtype: WeightDtype) -
     let mut weight_map = serde_json::Map::new();
     let mut bytes = 0u64;
     let all = expected_tensors(&cfg, 0..cfg.num_hidden_layers);
-    let shard_of = |name: &str| -> String {
-        match name
-            .strip_prefix("model.layers.")
-            .and_then(|r| r.split('.').next())
-        {
-            Some(l) => format!("model-layer-{l:0>3}.safetensors"),
-            None => "model-embed-head.safetensors".to_string(),
+    // a shard per layer (and one for the embedding, norm and head), cut again past
+    // SHARD_BYTES so that a layer of v32-layers (tens of GB) is never whole in memory
+    let part_of = |name: &str| -> String {
+        match name.strip_prefix("model.layers.").and_then(|r| r.split('.').next()) {
+            Some(l) => format!("model-layer-{l:0>3}"),
+            None => "model-embed-head".to_string(),
         }
     };
-    let mut shards: Vec<(String, Vec<(String, Owned)>)> = Vec::new();
+    let (mut part, mut piece, mut held) = (String::new(), 0u32, 0u64);
+    let mut shard: Vec<(String, Owned)> = Vec::new();
+    let file = |part: &str, piece: u32| format!("{part}-{piece:0>2}.safetensors");
     for t in &all {
-        let file = shard_of(&t.name);
-        if shards.last().is_none_or(|(f, _)| *f != file) {
-            if let Some((f, ts)) = shards.pop() {
-                write_shard(&dir.join(&f), &ts)?;
+        let p = part_of(&t.name);
+        if p != part || held >= SHARD_BYTES {
+            if !shard.is_empty() {
+                write_shard(&dir.join(file(&part, piece)), &shard)?;
+                shard.clear();
             }
-            shards.push((file.clone(), Vec::new()));
+            piece = if p == part { piece + 1 } else { 0 };
+            (part, held) = (p, 0);
         }
         let v = values(t, &mut rng);
         for (name, o) in stored(t, v, dtype) {
             bytes += o.data.len() as u64;
-            weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
-            shards.last_mut().expect("a shard").1.push((name, o));
+            held += o.data.len() as u64;
+            weight_map.insert(name.clone(), serde_json::Value::String(file(&part, piece)));
+            shard.push((name, o));
         }
     }
-    if let Some((f, ts)) = shards.pop() {
-        write_shard(&dir.join(&f), &ts)?;
+    if !shard.is_empty() {
+        write_shard(&dir.join(file(&part, piece)), &shard)?;
     }
     let index = serde_json::json!({
         "metadata": { "total_size": bytes },
