@@ -1251,3 +1251,102 @@ fn da_sparse_mla_equals_gather_then_attend() {
         eprintln!("DA sparse MLA {dtype}: identical to gather + sparse MLA, pool fetched");
     }
 }
+
+/// The model's per-token kernels (`shaders/model_ops.wgsl`) against `reference::model`: RMSNorm
+/// and LayerNorm over rows whose length is not a multiple of the workgroup, RoPE in both layouts
+/// on heads inside wider rows (positions up to 5000, the (cos, sin) table made in f64), and the
+/// Hadamard rotation at 128 and 1024 values. Outputs poisoned first. Tolerance: f32 sums against
+/// f64, |Δ| ≤ 1e-5 + 1e-5·|want| (the largest on lavapipe: 4.8e-7).
+#[test]
+fn model_ops_equal_the_reference() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_ops::{Heads, rope_table};
+    use ess_wgpu::reference::model::{RopeLayout, hadamard, layer_norm, rms_norm, rope};
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(99));
+    let tol = (1e-5f32, 1e-5f32);
+    // norms
+    let (rows, n) = (37u32, 300u32);
+    let x: Vec<f32> = (0..rows * n).map(|_| rng.range(-2.0, 2.0)).collect();
+    let w: Vec<f32> = (0..n).map(|_| rng.range(0.5, 1.5)).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.range(-0.5, 0.5)).collect();
+    let (xb, wb, bb) = (
+        ctx.upload("x", &x).unwrap(),
+        ctx.upload("w", &w).unwrap(),
+        ctx.upload("b", &bias).unwrap(),
+    );
+    let y = ctx.storage("y", (rows * n) as u64 * 4).unwrap();
+    let mut worst = 0f32;
+    for layer in [false, true] {
+        ctx.fill(&y, 0x7FC0_0BAD);
+        let d = ops.norm(ctx, &xb, &wb, layer.then_some(&bb), &y, rows, n, 1e-6);
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&y).unwrap();
+        let want: Vec<f32> = x
+            .chunks(n as usize)
+            .flat_map(|r| match layer {
+                true => layer_norm(r, &w, &bias, 1e-6),
+                false => rms_norm(r, &w, 1e-6),
+            })
+            .collect();
+        worst = worst.max(compare("norm", &got, &want, tol.0, tol.1).unwrap());
+    }
+    // RoPE: 5 rows of 3 heads of 48 values, dims 32 .. 48 rotated
+    let freqs: Vec<f64> = (0..8)
+        .map(|i| 1.0 / 10_000f64.powf(i as f64 / 8.0))
+        .collect();
+    let table = ctx.upload("table", &rope_table(&freqs, 5001)).unwrap();
+    let (rows, heads, stride) = (5u32, 3u32, 48u32);
+    let pos: Vec<u32> = (0..rows).map(|_| rng.below(5001) as u32).collect();
+    let posb = ctx.upload("positions", &pos).unwrap();
+    let x: Vec<f32> = (0..rows * heads * stride)
+        .map(|_| rng.range(-1.0, 1.0))
+        .collect();
+    for layout in [RopeLayout::Interleaved, RopeLayout::NeoX] {
+        let xb = ctx.upload("x", &x).unwrap();
+        let at = Heads {
+            rows,
+            n: heads * stride,
+            heads,
+            stride,
+            off: 32,
+            d: 16,
+        };
+        let d = ops.rope(ctx, &xb, &table, &posb, at, layout).unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&xb).unwrap();
+        let mut want = x.clone();
+        for (r, &p) in pos.iter().enumerate() {
+            for h in 0..heads as usize {
+                let at = (r * heads as usize + h) * stride as usize + 32;
+                let v = rope(&x[at..at + 16], p, &freqs, layout);
+                want[at..at + 16].copy_from_slice(&v);
+            }
+        }
+        worst = worst.max(compare("rope", &got, &want, tol.0, tol.1).unwrap());
+    }
+    // Hadamard
+    for d in [128u32, 1024] {
+        let (rows, heads) = (3u32, 2u32);
+        let x: Vec<f32> = (0..rows * heads * d)
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        let xb = ctx.upload("x", &x).unwrap();
+        let at = Heads {
+            rows,
+            n: heads * d,
+            heads,
+            stride: d,
+            off: 0,
+            d,
+        };
+        let disp = ops.hadamard(ctx, &xb, at).unwrap();
+        ctx.run_pass(None, |p| disp.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&xb).unwrap();
+        let want: Vec<f32> = x.chunks(d as usize).flat_map(hadamard).collect();
+        worst = worst.max(compare("hadamard", &got, &want, tol.0, tol.1).unwrap());
+    }
+    eprintln!("model ops: largest |Δ| against the reference {worst:.1e}");
+}

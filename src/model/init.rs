@@ -292,7 +292,10 @@ pub fn write_random(dir: &Path, cfg: &HfConfig, seed: u64, dtype: WeightDtype) -
     // a shard per layer (and one for the embedding, norm and head), cut again past
     // SHARD_BYTES so that a layer of v32-layers (tens of GB) is never whole in memory
     let part_of = |name: &str| -> String {
-        match name.strip_prefix("model.layers.").and_then(|r| r.split('.').next()) {
+        match name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split('.').next())
+        {
             Some(l) => format!("model-layer-{l:0>3}"),
             None => "model-embed-head".to_string(),
         }

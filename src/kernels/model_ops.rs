@@ -1,0 +1,180 @@
+//! DeepSeek-V3.2's per-token operations (issue 15): RMSNorm, LayerNorm, RoPE in both layouts
+//! and the Hadamard rotation. Shader: `shaders/model_ops.wgsl`. References:
+//! [`crate::reference::model`].
+
+use super::{Dispatch, StepSpec, dispatch_steps};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::reference::model::RopeLayout;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    n: u32,
+    heads: u32,
+    d: u32,
+    stride: u32,
+    off: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// Longest Hadamard rotation the shader's workgroup memory holds.
+pub const MAX_HADAMARD: u32 = 1024;
+
+#[derive(Debug)]
+pub struct ModelOps {
+    rms_norm: wgpu::ComputePipeline,
+    layer_norm: wgpu::ComputePipeline,
+    rope: [wgpu::ComputePipeline; 2],
+    hadamard: wgpu::ComputePipeline,
+}
+
+/// Where rotated heads are in a `[rows, n]` buffer: `heads` heads a row, `stride` values apart,
+/// each `d` values (RoPE: from value `off` of the head).
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub rows: u32,
+    pub n: u32,
+    pub heads: u32,
+    pub stride: u32,
+    pub off: u32,
+    pub d: u32,
+}
+
+/// A one-step dispatch of `pipeline` with the bindings its entry point uses.
+fn one(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    params: &Params,
+    buffers: &[(u32, &wgpu::Buffer)],
+    workgroups: [u32; 3],
+) -> Dispatch {
+    let step = StepSpec {
+        pipeline,
+        buffers,
+        workgroups,
+    };
+    dispatch_steps(ctx, label, params, &[step])
+}
+
+fn row_grid(rows: u32) -> [u32; 3] {
+    [rows.min(65535), rows.div_ceil(65535), 1]
+}
+
+impl ModelOps {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let src = crate::shaders::MODEL_OPS;
+        let p = |entry: &str, c: &[(&str, f64)]| {
+            ctx.pipeline(&format!("model_ops {entry}"), src, entry, c)
+        };
+        Ok(ModelOps {
+            rms_norm: p("rms_norm", &[])?,
+            layer_norm: p("layer_norm", &[])?,
+            rope: [
+                p("rope", &[("INTERLEAVED", 1.0)])?,
+                p("rope", &[("INTERLEAVED", 0.0)])?,
+            ],
+            hadamard: p("hadamard", &[])?,
+        })
+    }
+
+    /// `y = norm(x)` over rows of `n`: RMSNorm, or LayerNorm with `bias`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn norm(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        rows: u32,
+        n: u32,
+        eps: f32,
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n,
+            eps,
+            ..Default::default()
+        };
+        let (pipeline, buffers) = match bias {
+            Some(b) => (&self.layer_norm, vec![(1, x), (2, weight), (3, b), (4, y)]),
+            None => (&self.rms_norm, vec![(1, x), (2, weight), (4, y)]),
+        };
+        one(ctx, pipeline, "norm", &params, &buffers, row_grid(rows))
+    }
+
+    /// RoPE in place on `x`'s heads `at`, row r at position `positions[r]` (u32), by the
+    /// `(cos, sin)` table [`rope_table`] made for those positions.
+    pub fn rope(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        table: &wgpu::Buffer,
+        positions: &wgpu::Buffer,
+        at: Heads,
+        layout: RopeLayout,
+    ) -> Result<Dispatch> {
+        if !at.d.is_multiple_of(2) || at.off + at.d > at.stride.max(at.d) {
+            return Err(Error::config("rope dims", at.d, "even, inside the head"));
+        }
+        let params = Params {
+            rows: at.rows,
+            n: at.n,
+            heads: at.heads,
+            d: at.d,
+            stride: at.stride,
+            off: at.off,
+            ..Default::default()
+        };
+        let threads = at.rows as u64 * at.heads as u64 * (at.d / 2) as u64;
+        let grid = super::grid_2d(threads.div_ceil(256) as u32);
+        let pipeline = &self.rope[(layout == RopeLayout::NeoX) as usize];
+        let buffers = [(1, x), (2, table), (3, positions)];
+        Ok(one(ctx, pipeline, "rope", &params, &buffers, grid))
+    }
+
+    /// The Hadamard rotation in place on `x`'s heads `at` (d a power of two ≤ 1024).
+    pub fn hadamard(&self, ctx: &GpuContext, x: &wgpu::Buffer, at: Heads) -> Result<Dispatch> {
+        if !at.d.is_power_of_two() || at.d > MAX_HADAMARD {
+            return Err(Error::config(
+                "hadamard length",
+                at.d,
+                format!("a power of two ≤ {MAX_HADAMARD}"),
+            ));
+        }
+        let params = Params {
+            rows: at.rows,
+            n: at.n,
+            heads: at.heads,
+            d: at.d,
+            stride: at.stride,
+            ..Default::default()
+        };
+        let grid = row_grid(at.rows * at.heads);
+        Ok(one(
+            ctx,
+            &self.hadamard,
+            "hadamard",
+            &params,
+            &[(1, x)],
+            grid,
+        ))
+    }
+}
+
+/// RoPE's `(cos, sin)` pairs for positions `0 .. positions`, `inv_freq.len()` each, computed in
+/// f64 (`HfConfig::rope_inv_freqs`) and stored as f32.
+pub fn rope_table(inv_freq: &[f64], positions: u32) -> Vec<f32> {
+    (0..positions)
+        .flat_map(|p| {
+            inv_freq.iter().flat_map(move |&f| {
+                let (s, c) = (p as f64 * f).sin_cos();
+                [c as f32, s as f32]
+            })
+        })
+        .collect()
+}
