@@ -8,9 +8,15 @@
 //               (the indexer, NeoX)
 //   hadamard    x[r, h, 0 .. d] ← H_d · x · d^-1/2 in place (Sylvester order; d a power of two
 //               ≤ 1024): the indexer's rotate_activation
+//   act_quant   x[r, ·] ← its FP8 round trip in place, blocks of 128 (the last may be shorter):
+//               s = ue8m0(amax), e4m3(x / s) · s (lib/fp8.wgsl), bit for bit reference::model's
+//   swiglu      y[r, i] = silu(x[r, i]) · x[r, n + i]   (rows of [gate ‖ up], n = the width)
+//   argmax      y[r] = the index of row r's largest value, the lowest on a tie (u32 bits)
 //
-// Mapping: norms, one workgroup a row (a tree reduction in workgroup memory, f32); rope, one
-// thread a pair; hadamard, one workgroup a (row, head), the butterflies in workgroup memory.
+// Mapping: norms and argmax, one workgroup a row (a tree reduction in workgroup memory, f32);
+// rope and swiglu, one thread a pair or value; hadamard, one workgroup a (row, head), the
+// butterflies in workgroup memory; act_quant, one workgroup (of whose 256 threads 128 work) a
+// block.
 // The (cos, sin) table is made on the CPU in f64 (position · frequency loses radians in f32 at
 // 128K positions), [positions, d/2] pairs.
 
@@ -115,4 +121,67 @@ fn hadamard(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
     let s = inverseSqrt(f32(d));
     for (var i = lid; i < d; i += WG) { x[base + i] = red[i] * s; }
+}
+
+var<workgroup> red_i: array<u32, 256>;
+
+@compute @workgroup_size(256)
+fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // workgroup (block, row)
+    let n = params.n;
+    let i = wg.x * 128u + lid;
+    let live = (lid < 128u) & (i < n);
+    var v = 0.0;
+    if (live) { v = x[wg.y * n + i]; }
+    red[lid] = abs(v);
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    let sc = ue8m0(red[0]);   // (s, 1 / s)
+    if (live) {
+        let q = e4m3(clamp(v * sc.y, -448.0, 448.0));
+        x[wg.y * n + i] = e4m3x4_values(q).x * sc.x;
+    }
+}
+
+@compute @workgroup_size(256)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    let n = params.n;
+    if (t >= params.rows * n) { return; }
+    let r = t / n;
+    let g = x[r * 2u * n + t % n];
+    let u = x[r * 2u * n + n + t % n];
+    y[t] = g / (1.0 + exp(-g)) * u;
+}
+
+@compute @workgroup_size(256)
+fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * 65535u;
+    if (r >= params.rows) { return; }
+    let n = params.n;
+    var best = lid;
+    var bv = bitcast<f32>(0xff800000u);
+    for (var i = lid; i < n; i += WG) {
+        let v = x[r * n + i];
+        if (v > bv) { bv = v; best = i; }
+    }
+    red[lid] = bv;
+    red_i[lid] = best;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let va = red[lid];
+            let vb = red[lid + s];
+            let ib = red_i[lid + s];
+            if ((vb > va) | ((vb == va) & (ib < red_i[lid]))) {
+                red[lid] = vb;
+                red_i[lid] = ib;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { y[r] = bitcast<f32>(red_i[0]); }
 }

@@ -36,7 +36,7 @@ units! {
     DA_ORDER = "da_order": ["da_order.wgsl"];
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["lib/fp8.wgsl", "sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
-    MODEL_OPS = "model_ops": ["model_ops.wgsl"];
+    MODEL_OPS = "model_ops": ["lib/fp8.wgsl", "model_ops.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];

@@ -1350,3 +1350,82 @@ fn model_ops_equal_the_reference() {
     }
     eprintln!("model ops: largest |Δ| against the reference {worst:.1e}");
 }
+
+/// The FP8 round trip (`act_quant`) bit for bit against `reference::model::act_quant` (rows of
+/// 300: blocks of 128, 128 and 44; magnitudes from 1e-6 to 1e4, a zero row, values on e4m3
+/// ties), SwiGLU (|Δ| ≤ 1e-5 + 1e-5·|want|: f32's exp against f64), and argmax with ties to the
+/// lowest index.
+#[test]
+fn model_ops_quantise_gate_and_pick_as_the_reference() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::reference::model::{act_quant, argmax};
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(101));
+    let (rows, n) = (6u32, 300u32);
+    let mut x: Vec<f32> = (0..rows * n)
+        .map(|i| {
+            let mag = 10f32.powi((i / n) as i32 * 2 - 6); // 1e-6 … 1e4 by row
+            rng.range(-1.0, 1.0) * mag
+        })
+        .collect();
+    x[n as usize..2 * n as usize].fill(0.0);
+    // e4m3 ties under a block scale of 1 (amax 448 → s = 1): 1.0625 lies between 1 and 1.125
+    let b5 = 5 * n as usize;
+    x[b5..b5 + 128]
+        .iter_mut()
+        .for_each(|v| *v = rng.range(-1.0, 1.0));
+    x[5 * n as usize] = 448.0;
+    x[5 * n as usize + 1] = 1.0625;
+    x[5 * n as usize + 2] = -3.25 + 0.125 / 2.0;
+    let xb = ctx.upload("x", &x).unwrap();
+    let d = ops.act_quant(ctx, &xb, rows, n);
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    let got: Vec<f32> = ctx.read(&xb).unwrap();
+    let want: Vec<f32> = x.chunks(n as usize).flat_map(act_quant).collect();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&got),
+        bits(&want),
+        "act_quant differs from the reference"
+    );
+    // SwiGLU over [gate ‖ up] rows
+    let (rows, n) = (3u32, 77u32);
+    let gu: Vec<f32> = (0..rows * 2 * n).map(|_| rng.range(-6.0, 6.0)).collect();
+    let (gb, y) = (
+        ctx.upload("gate up", &gu).unwrap(),
+        ctx.storage("y", (rows * n) as u64 * 4).unwrap(),
+    );
+    ctx.fill(&y, 0x7FC0_0BAD);
+    let d = ops.swiglu(ctx, &gb, &y, rows, n);
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    let got: Vec<f32> = ctx.read(&y).unwrap();
+    let want: Vec<f32> = gu
+        .chunks(2 * n as usize)
+        .flat_map(|r| {
+            (0..n as usize).map(move |i| {
+                let g = r[i] as f64;
+                (g / (1.0 + (-g).exp()) * r[n as usize + i] as f64) as f32
+            })
+        })
+        .collect();
+    compare("swiglu", &got, &want, 1e-5, 1e-5).unwrap();
+    // argmax, ties to the lowest index
+    let (rows, n) = (4u32, 1000u32);
+    let mut l: Vec<f32> = (0..rows * n).map(|_| rng.range(-1.0, 1.0)).collect();
+    l[(n + 700) as usize] = 5.0;
+    l[(n + 300) as usize] = 5.0; // a tie: 300 wins
+    l[(2 * n + 999) as usize] = 9.0;
+    let (lb, y) = (
+        ctx.upload("logits", &l).unwrap(),
+        ctx.storage("argmax", rows as u64 * 4).unwrap(),
+    );
+    ctx.fill(&y, 0xFFFF_FFFF);
+    let d = ops.argmax(ctx, &lb, &y, rows, n);
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    let got: Vec<u32> = ctx.read(&y).unwrap();
+    let want: Vec<u32> = l.chunks(n as usize).map(argmax).collect();
+    assert_eq!(got, want);
+    assert_eq!(got[1], 300);
+}

@@ -29,6 +29,9 @@ pub struct ModelOps {
     layer_norm: wgpu::ComputePipeline,
     rope: [wgpu::ComputePipeline; 2],
     hadamard: wgpu::ComputePipeline,
+    act_quant: wgpu::ComputePipeline,
+    swiglu: wgpu::ComputePipeline,
+    argmax: wgpu::ComputePipeline,
 }
 
 /// Where rotated heads are in a `[rows, n]` buffer: `heads` heads a row, `stride` values apart,
@@ -78,6 +81,9 @@ impl ModelOps {
                 p("rope", &[("INTERLEAVED", 0.0)])?,
             ],
             hadamard: p("hadamard", &[])?,
+            act_quant: p("act_quant", &[])?,
+            swiglu: p("swiglu", &[])?,
+            argmax: p("argmax", &[])?,
         })
     }
 
@@ -163,6 +169,71 @@ impl ModelOps {
             &[(1, x)],
             grid,
         ))
+    }
+}
+
+impl ModelOps {
+    /// DeepSeek's `act_quant` round trip in place on `[rows, n]` (blocks of 128 along a row, the
+    /// last may be shorter): what an FP8 cache holds and what an FP8 linear layer sees.
+    pub fn act_quant(&self, ctx: &GpuContext, x: &wgpu::Buffer, rows: u32, n: u32) -> Dispatch {
+        let params = Params {
+            rows,
+            n,
+            ..Default::default()
+        };
+        let grid = [n.div_ceil(128), rows, 1];
+        one(ctx, &self.act_quant, "act_quant", &params, &[(1, x)], grid)
+    }
+
+    /// `y[r, i] = silu(x[r, i]) · x[r, n + i]` for rows of `[gate ‖ up]` (2n values) into
+    /// `[rows, n]`.
+    pub fn swiglu(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+        n: u32,
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n,
+            ..Default::default()
+        };
+        let grid = super::grid_2d((rows as u64 * n as u64).div_ceil(256) as u32);
+        one(
+            ctx,
+            &self.swiglu,
+            "swiglu",
+            &params,
+            &[(1, x), (4, y)],
+            grid,
+        )
+    }
+
+    /// `y[r]` (u32) = the index of the largest of row r of `[rows, n]` (the lowest on a tie):
+    /// greedy decoding.
+    pub fn argmax(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+        n: u32,
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n,
+            ..Default::default()
+        };
+        one(
+            ctx,
+            &self.argmax,
+            "argmax",
+            &params,
+            &[(1, x), (4, y)],
+            row_grid(rows),
+        )
     }
 }
 
