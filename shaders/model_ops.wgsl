@@ -12,6 +12,12 @@
 //               s = ue8m0(amax), e4m3(x / s) · s (lib/fp8.wgsl), bit for bit reference::model's
 //   swiglu      y[r, i] = silu(x[r, i]) · x[r, n + i]   (rows of [gate ‖ up], n = the width)
 //   argmax      y[r] = the index of row r's largest value, the lowest on a tie (u32 bits)
+//   route       the MoE router of token r from its gate logits x[r, 0 .. n] and the correction
+//               bias w: s = sigmoid(logit); the biased s + bias select (group score = the sum
+//               of its top 2, the top `heads` groups stay, then the top `d` experts of those,
+//               ties to the lower index); weights = the unbiased s of the chosen, normalised,
+//               times eps (the routed scaling factor). y[r, 2j] = expert j (u32 bits),
+//               y[r, 2j + 1] = its weight, best first. Groups: `stride`; one workgroup a token.
 //
 // Mapping: norms and argmax, one workgroup a row (a tree reduction in workgroup memory, f32);
 // rope and swiglu, one thread a pair or value; hadamard, one workgroup a (row, head), the
@@ -184,4 +190,65 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();
     }
     if (lid == 0u) { y[r] = bitcast<f32>(red_i[0]); }
+}
+
+var<workgroup> rs: array<f32, 1024>;     // route: the unbiased scores
+var<workgroup> rb: array<f32, 1024>;     // route: the biased scores (−inf outside kept groups)
+var<workgroup> rg: array<f32, 256>;      // route: the group scores
+
+// Whether (v, i) ranks before (u, j): larger first, the lower index on a tie.
+fn before(v: f32, i: u32, u: f32, j: u32) -> bool {
+    return (v > u) | ((v == u) & (i < j));
+}
+
+@compute @workgroup_size(256)
+fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * 65535u;
+    if (r >= params.rows) { return; }
+    let n = params.n;
+    let groups = params.stride;
+    let per = n / groups;
+    for (var e = lid; e < n; e += WG) {
+        let s = 1.0 / (1.0 + exp(-x[r * n + e]));
+        rs[e] = s;
+        rb[e] = s + w[e];
+    }
+    workgroupBarrier();
+    for (var g = lid; g < groups; g += WG) {   // each group's top-2 sum
+        var m1 = bitcast<f32>(0xff800000u);
+        var m2 = m1;
+        for (var e = g * per; e < (g + 1u) * per; e++) {
+            let v = rb[e];
+            if (v > m1) { m2 = m1; m1 = v; } else if (v > m2) { m2 = v; }
+        }
+        rg[g] = m1 + m2;
+    }
+    workgroupBarrier();
+    for (var e = lid; e < n; e += WG) {   // drop the experts of groups ranked past `heads`
+        let g = e / per;
+        var rank = 0u;
+        for (var h = 0u; h < groups; h++) { rank += u32(before(rg[h], h, rg[g], g)); }
+        if (rank >= params.heads) { rb[e] = bitcast<f32>(0xff800000u); }
+    }
+    workgroupBarrier();
+    for (var e = lid; e < n; e += WG) {
+        if (rb[e] == bitcast<f32>(0xff800000u)) { continue; }
+        var rank = 0u;
+        for (var f = 0u; f < n; f++) { rank += u32(before(rb[f], f, rb[e], e)); }
+        if (rank < params.d) {
+            y[r * 2u * params.d + 2u * rank] = bitcast<f32>(e);
+            y[r * 2u * params.d + 2u * rank + 1u] = rs[e];
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // normalise: the sum of the chosen unbiased scores, in slot order (one thread: d ≤ 64)
+    if (lid == 0u) {
+        var sum = 0.0;
+        for (var j = 0u; j < params.d; j++) { sum += y[r * 2u * params.d + 2u * j + 1u]; }
+        for (var j = 0u; j < params.d; j++) {
+            let at = r * 2u * params.d + 2u * j + 1u;
+            y[at] = y[at] / sum * params.eps;
+        }
+    }
 }

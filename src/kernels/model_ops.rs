@@ -32,7 +32,21 @@ pub struct ModelOps {
     act_quant: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
     argmax: wgpu::ComputePipeline,
+    route: wgpu::ComputePipeline,
 }
+
+/// The MoE router's shape ([`ModelOps::route`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Routing {
+    pub experts: u32,
+    pub groups: u32,
+    pub topk_group: u32,
+    pub top_k: u32,
+    pub scaling: f32,
+}
+
+/// Most routed experts the router's workgroup memory holds (DeepSeek-V3.2 has 256).
+pub const MAX_EXPERTS: u32 = 1024;
 
 /// Where rotated heads are in a `[rows, n]` buffer: `heads` heads a row, `stride` values apart,
 /// each `d` values (RoPE: from value `off` of the head).
@@ -84,6 +98,7 @@ impl ModelOps {
             act_quant: p("act_quant", &[])?,
             swiglu: p("swiglu", &[])?,
             argmax: p("argmax", &[])?,
+            route: p("route", &[])?,
         })
     }
 
@@ -234,6 +249,58 @@ impl ModelOps {
             &[(1, x), (4, y)],
             row_grid(rows),
         )
+    }
+}
+
+impl ModelOps {
+    /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their
+    /// gate logits `[rows, experts]` and the correction bias `[experts]`: `out` `[rows, top_k,
+    /// 2]` = (expert as u32 bits, weight), best first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route(
+        &self,
+        ctx: &GpuContext,
+        logits: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: u32,
+        r: Routing,
+    ) -> Result<Dispatch> {
+        let ok = r.experts <= MAX_EXPERTS
+            && r.groups >= 1
+            && r.groups <= 256
+            && r.experts.is_multiple_of(r.groups)
+            && r.experts / r.groups >= 2
+            && (1..=r.groups).contains(&r.topk_group)
+            && (1..=r.topk_group * (r.experts / r.groups)).contains(&r.top_k);
+        if !ok {
+            return Err(Error::config(
+                "routing",
+                format!("{r:?}"),
+                format!(
+                    "≤ {MAX_EXPERTS} experts in ≤ 256 groups of ≥ 2, 1 ..= groups kept, 1 ..= \
+                     kept experts chosen"
+                ),
+            ));
+        }
+        let params = Params {
+            rows,
+            n: r.experts,
+            heads: r.topk_group,
+            d: r.top_k,
+            stride: r.groups,
+            eps: r.scaling,
+            ..Default::default()
+        };
+        let buffers = [(1, logits), (2, bias), (4, out)];
+        Ok(one(
+            ctx,
+            &self.route,
+            "route",
+            &params,
+            &buffers,
+            row_grid(rows),
+        ))
     }
 }
 
