@@ -77,6 +77,23 @@ fn one(
     dispatch_steps(ctx, label, params, &[step])
 }
 
+/// A dispatch over `rows` rows of `n` values (the parameters the row kernels read).
+fn over_rows(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[(u32, &wgpu::Buffer)],
+    rows: u32,
+    n: u32,
+    workgroups: [u32; 3],
+) -> Dispatch {
+    let params = Params {
+        rows,
+        n,
+        ..Default::default()
+    };
+    one(ctx, pipeline, "model_ops", &params, buffers, workgroups)
+}
+
 fn row_grid(rows: u32) -> [u32; 3] {
     [rows.min(65535), rows.div_ceil(65535), 1]
 }
@@ -185,19 +202,12 @@ impl ModelOps {
             grid,
         ))
     }
-}
 
-impl ModelOps {
     /// DeepSeek's `act_quant` round trip in place on `[rows, n]` (blocks of 128 along a row, the
     /// last may be shorter): what an FP8 cache holds and what an FP8 linear layer sees.
     pub fn act_quant(&self, ctx: &GpuContext, x: &wgpu::Buffer, rows: u32, n: u32) -> Dispatch {
-        let params = Params {
-            rows,
-            n,
-            ..Default::default()
-        };
         let grid = [n.div_ceil(128), rows, 1];
-        one(ctx, &self.act_quant, "act_quant", &params, &[(1, x)], grid)
+        over_rows(ctx, &self.act_quant, &[(1, x)], rows, n, grid)
     }
 
     /// `y[r, i] = silu(x[r, i]) · x[r, n + i]` for rows of `[gate ‖ up]` (2n values) into
@@ -210,20 +220,8 @@ impl ModelOps {
         rows: u32,
         n: u32,
     ) -> Dispatch {
-        let params = Params {
-            rows,
-            n,
-            ..Default::default()
-        };
         let grid = super::grid_2d((rows as u64 * n as u64).div_ceil(256) as u32);
-        one(
-            ctx,
-            &self.swiglu,
-            "swiglu",
-            &params,
-            &[(1, x), (4, y)],
-            grid,
-        )
+        over_rows(ctx, &self.swiglu, &[(1, x), (4, y)], rows, n, grid)
     }
 
     /// `y[r]` (u32) = the index of the largest of row r of `[rows, n]` (the lowest on a tie):
@@ -236,23 +234,16 @@ impl ModelOps {
         rows: u32,
         n: u32,
     ) -> Dispatch {
-        let params = Params {
-            rows,
-            n,
-            ..Default::default()
-        };
-        one(
+        over_rows(
             ctx,
             &self.argmax,
-            "argmax",
-            &params,
             &[(1, x), (4, y)],
+            rows,
+            n,
             row_grid(rows),
         )
     }
-}
 
-impl ModelOps {
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their
     /// gate logits `[rows, experts]` and the correction bias `[experts]`: `out` `[rows, top_k,
     /// 2]` = (expert as u32 bits, weight), best first.

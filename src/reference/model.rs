@@ -602,7 +602,7 @@ pub fn generate(
 }
 
 /// A generation's dump (issue 15's format, batch of one), as a `.safetensors` file:
-/// `tokens` i64 [P + N], `prompt_len` i64 [1], `logits` f32 [N, vocab] (row 0 from the prompt's
+/// `tokens` i64 `[P + N]`, `prompt_len` i64 `[1]`, `logits` f32 `[N, vocab]` (row 0 from the prompt's
 /// last position, row i from decode step i), and per loaded layer i (numbered from 0 in the
 /// checkpoint's numbering) `layers.{i}.topk` i32 [N − 1, index_topk] (decode steps, −1 padded),
 /// `layers.{i}.prefill_topk` i32 [P, index_topk], `layers.{i}.experts` i32 [P + N − 1,
