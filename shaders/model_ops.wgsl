@@ -11,6 +11,9 @@
 //   act_quant   x[r, ·] ← its FP8 round trip in place, blocks of 128 (the last may be shorter):
 //               s = ue8m0(amax), e4m3(x / s) · s (lib/fp8.wgsl), bit for bit reference::model's
 //   swiglu      y[r, i] = silu(x[r, i]) · x[r, n + i]   (rows of [gate ‖ up], n = the width)
+//   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
+//               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
+//               output: the tensor-core GEMMs are kernels::Gemm)
 //   argmax      y[r] = the index of row r's largest value, the lowest on a tie (u32 bits)
 //   route       the MoE router of token r from its gate logits x[r, 0 .. n] and the correction
 //               bias w: s = sigmoid(logit); the biased s + bias select (group score = the sum
@@ -251,4 +254,17 @@ fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
             y[at] = y[at] / sum * params.eps;
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    let n = params.n;
+    let d = params.d;
+    if (t >= params.rows * d) { return; }
+    let r = t / d;
+    let o = t % d;
+    var acc = 0.0;
+    for (var k = 0u; k < n; k++) { acc = fma(x[r * n + k], w[o * n + k], acc); }
+    y[t] = acc;
 }

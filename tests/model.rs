@@ -362,3 +362,41 @@ fn the_reference_dump_has_the_issues_format() {
     assert_eq!(toks, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Layer 0's lightning indexer on the GPU from the checkpoint's weights (`model::gpu`: the
+/// naive f32 linear, norms, NeoX RoPE, Hadamard, the FP8 round trip, the indexer over f32 keys,
+/// the top-k) selects, at every prompt position, exactly the positions `reference::model` does:
+/// bf16 and FP8 weights, top-k 4 (selection) and 64 (every position).
+#[test]
+fn the_gpu_indexer_selects_as_the_reference() {
+    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, forward_token, rms_norm};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    for (tag, dtype, topk) in [
+        ("gpu-idx-bf16", WeightDtype::Bf16, 4u32),
+        ("gpu-idx-fp8", WeightDtype::Fp8, 4),
+        ("gpu-idx-all", WeightDtype::Bf16, 64),
+    ] {
+        let dir = scratch(tag);
+        let mut cfg = preset("tiny").unwrap();
+        cfg.index_topk = topk;
+        write_random(&dir, &cfg, 5, dtype).unwrap();
+        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let prompt: Vec<u32> = (0..23).map(|i| (i * 97 + 13) % cfg.vocab_size).collect();
+        let mut cache = SeqCache::default();
+        let want: Vec<Vec<i32>> = prompt
+            .iter()
+            .map(|&t| forward_token(&w, &mut cache, t, Attention::Sparse).topk[0].clone())
+            .collect();
+        let h = cfg.hidden_size as usize;
+        let emb = w.tensor("model.embed_tokens.weight");
+        let norm = w.tensor("model.layers.0.input_layernorm.weight");
+        let x: Vec<f32> = prompt
+            .iter()
+            .flat_map(|&t| rms_norm(&emb[t as usize * h..][..h], norm, cfg.rms_norm_eps))
+            .collect();
+        let got = ess_wgpu::model::gpu::indexer_selections(&ctx, &w, 0, &x).unwrap();
+        assert_eq!(got, want, "{tag}");
+        eprintln!("{tag}: 23 positions, the GPU's selections equal the reference's");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

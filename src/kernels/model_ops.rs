@@ -33,6 +33,7 @@ pub struct ModelOps {
     swiglu: wgpu::ComputePipeline,
     argmax: wgpu::ComputePipeline,
     route: wgpu::ComputePipeline,
+    linear: wgpu::ComputePipeline,
 }
 
 /// The MoE router's shape ([`ModelOps::route`]).
@@ -116,6 +117,7 @@ impl ModelOps {
             swiglu: p("swiglu", &[])?,
             argmax: p("argmax", &[])?,
             route: p("route", &[])?,
+            linear: p("linear", &[])?,
         })
     }
 
@@ -242,6 +244,30 @@ impl ModelOps {
             n,
             row_grid(rows),
         )
+    }
+
+    /// `y [rows, out] = x [rows, in] · weightᵀ` for an f32 weight `[out, in]` (the checkpoint's
+    /// layout): the naive kernel, f32 sums.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+        inputs: u32,
+        outputs: u32,
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n: inputs,
+            d: outputs,
+            ..Default::default()
+        };
+        let grid = super::grid_2d((rows as u64 * outputs as u64).div_ceil(256) as u32);
+        let buffers = [(1, x), (2, weight), (4, y)];
+        one(ctx, &self.linear, "linear", &params, &buffers, grid)
     }
 
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their

@@ -288,6 +288,21 @@ impl ModelWeights {
         &self.t[name]
     }
 
+    /// Tensor `name` of the loaded layers as f32 values (panics on a name it did not load).
+    pub fn tensor(&self, name: &str) -> &[f32] {
+        self.w(name)
+    }
+
+    /// Whether linear weight `name` is stored as FP8 (its inputs then go through `act_quant`).
+    pub fn is_fp8(&self, name: &str) -> bool {
+        self.fp8.contains(name)
+    }
+
+    /// RoPE's inverse frequencies (`HfConfig::rope_inv_freqs`).
+    pub fn inv_freq(&self) -> Vec<f64> {
+        self.inv_freq.clone()
+    }
+
     /// `weight · x` of linear layer `name` (`[out, in]`), its input through `act_quant` where
     /// the weight is FP8.
     fn linear(&self, name: &str, x: &[f32]) -> Vec<f32> {
