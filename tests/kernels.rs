@@ -1486,3 +1486,34 @@ fn the_router_equals_the_reference() {
         }
     }
 }
+
+/// The version-1 sparse MLA takes any even number of RoPE dims (`SparseMlaShape::
+/// validate_naive`): 16, the `model init --config tiny` checkpoint's, in f32, f16 and FP8 rows,
+/// against the reference within the version-1 tolerances; the tuned kernels still refuse it.
+#[test]
+fn naive_sparse_mla_takes_sixteen_rope_dims() {
+    use ess_wgpu::problems::SparseMlaProblem;
+    let ctx = ctx();
+    let mut base = RunConfig::tiny()
+        .with_overrides(&["batch=2", "topk=50"])
+        .unwrap();
+    base.model.qk_rope_head_dim = 16;
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::Fp8] {
+        let cfg = RunConfig {
+            latent_dtype: dtype,
+            ..base.clone()
+        };
+        let p = SparseMlaProblem::random(&cfg, 300, 0.2, &[], fresh_seed(107)).stored_as(dtype);
+        let naive = SparseMlaNaive::new(ctx, &cfg.sparse_mla_shape()).unwrap();
+        let (o_lat, lse) = p.run_naive(ctx, &naive, None).unwrap();
+        let (want_o, want_lse) = p.reference();
+        let (oa, or) = SPARSE_MLA_O_LAT_TOL;
+        let (la, lr) = SPARSE_MLA_LSE_TOL;
+        compare("o_lat", &o_lat, &want_o, oa, or).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+        compare("lse", &lse, &want_lse, la, lr).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+    }
+    let e = SparseMla::new(ctx, &base.sparse_mla_shape())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("qk_rope_head_dim"), "{e}");
+}

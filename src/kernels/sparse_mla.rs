@@ -144,10 +144,21 @@ pub struct SparseMlaShape {
 }
 
 impl SparseMlaShape {
+    /// The tuned kernels' shapes: RoPE dims in 32s (their staging chunks).
     pub fn validate(&self) -> Result<()> {
+        self.validate_with_rope_step(32)
+    }
+
+    /// The version-1 kernel's shapes ([`super::SparseMlaNaive`]): any even number of RoPE dims
+    /// (it reads a dim at a time; f16 rows are pairs), e.g. 16 in `model init --config tiny`.
+    pub fn validate_naive(&self) -> Result<()> {
+        self.validate_with_rope_step(2)
+    }
+
+    fn validate_with_rope_step(&self, step: u32) -> Result<()> {
         crate::config::check(self.heads, "heads", 1, 1024, 1)?;
         crate::config::check(self.kv, "kv_lora_rank", 64, 512, 64)?;
-        crate::config::check(self.rope, "qk_rope_head_dim", 0, 256, 32)?;
+        crate::config::check(self.rope, "qk_rope_head_dim", 0, 256, step)?;
         super::topk::TopKShape { k: self.topk }.validate()
     }
 

@@ -46,10 +46,11 @@ pub struct SparseMlaNaiveArgs<'a> {
 }
 
 impl SparseMlaNaive {
-    /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads), rows in
-    /// `shape.dtype` (FP8 rows dequantised as they are read).
+    /// The tuned kernel's shapes (KV ≤ 512: 8 dims a thread × 64 threads) and any even number
+    /// of RoPE dims ([`SparseMlaShape::validate_naive`]), rows in `shape.dtype` (FP8 rows
+    /// dequantised as they are read).
     pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
-        shape.validate()?;
+        shape.validate_naive()?;
         let (kv, rope) = (shape.kv, shape.rope);
         let pipeline = ctx.pipeline(
             "sparse_mla_naive",
