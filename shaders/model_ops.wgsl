@@ -11,6 +11,9 @@
 //   act_quant   x[r, ·] ← its FP8 round trip in place, blocks of 128 (the last may be shorter):
 //               s = ue8m0(amax), e4m3(x / s) · s (lib/fp8.wgsl), bit for bit reference::model's
 //   swiglu      y[r, i] = silu(x[r, i]) · x[r, n + i]   (rows of [gate ‖ up], n = the width)
+//   head_linear y[r·yr + h·yh + yo + j] = Σ_i x[r·xr + h·xh + xo + i] · w[wb + h·wh + j·wo + i·wk]
+//               for each row r, head h, j < o, i < k (its own table at binding 5): MLA's per-head
+//               W_UK and W_UV from kv_b_proj as stored, and strided copies (an identity w)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
 //               output: the tensor-core GEMMs are kernels::Gemm)
@@ -267,4 +270,28 @@ fn linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var acc = 0.0;
     for (var k = 0u; k < n; k++) { acc = fma(x[r * n + k], w[o * n + k], acc); }
     y[t] = acc;
+}
+
+struct HeadLinear {
+    rows: u32, heads: u32, k: u32, o: u32,
+    xr: u32, xh: u32, xo: u32, wb: u32,
+    wh: u32, wo: u32, wk: u32, yr: u32,
+    yh: u32, yo: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(5) var<storage, read> hl: HeadLinear;
+
+@compute @workgroup_size(256)
+fn head_linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    _ = params.rows;   // the uniform every entry point binds (unused here)
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= hl.rows * hl.heads * hl.o) { return; }
+    let j = t % hl.o;
+    let h = (t / hl.o) % hl.heads;
+    let r = t / (hl.o * hl.heads);
+    let xb = r * hl.xr + h * hl.xh + hl.xo;
+    let wbase = hl.wb + h * hl.wh + j * hl.wo;
+    var acc = 0.0;
+    for (var i = 0u; i < hl.k; i++) { acc = fma(x[xb + i], w[wbase + i * hl.wk], acc); }
+    y[r * hl.yr + h * hl.yh + hl.yo + j] = acc;
 }

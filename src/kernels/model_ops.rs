@@ -34,6 +34,29 @@ pub struct ModelOps {
     argmax: wgpu::ComputePipeline,
     route: wgpu::ComputePipeline,
     linear: wgpu::ComputePipeline,
+    head_linear: wgpu::ComputePipeline,
+}
+
+/// A per-head strided product ([`ModelOps::head_linear`]): for each row r, head h, j < `o`:
+/// `y[r·yr + h·yh + yo + j] = Σ_{i < k} x[r·xr + h·xh + xo + i] · w[wb + h·wh + j·wo + i·wk]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct HeadLinear {
+    pub rows: u32,
+    pub heads: u32,
+    pub k: u32,
+    pub o: u32,
+    pub xr: u32,
+    pub xh: u32,
+    pub xo: u32,
+    pub wb: u32,
+    pub wh: u32,
+    pub wo: u32,
+    pub wk: u32,
+    pub yr: u32,
+    pub yh: u32,
+    pub yo: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The MoE router's shape ([`ModelOps::route`]).
@@ -118,6 +141,7 @@ impl ModelOps {
             argmax: p("argmax", &[])?,
             route: p("route", &[])?,
             linear: p("linear", &[])?,
+            head_linear: p("head_linear", &[])?,
         })
     }
 
@@ -268,6 +292,31 @@ impl ModelOps {
         let grid = super::grid_2d((rows as u64 * outputs as u64).div_ceil(256) as u32);
         let buffers = [(1, x), (2, weight), (4, y)];
         one(ctx, &self.linear, "linear", &params, &buffers, grid)
+    }
+
+    /// The per-head strided product `hl` of `x` by `w` into `y` (f32; see [`HeadLinear`]).
+    pub fn head_linear(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        hl: &HeadLinear,
+    ) -> Result<Dispatch> {
+        let table = ctx.upload("head_linear", std::slice::from_ref(hl))?;
+        let threads = hl.rows as u64 * hl.heads as u64 * hl.o as u64;
+        let grid = super::grid_2d(threads.div_ceil(256) as u32);
+        let buffers = [(1, x), (2, w), (4, y), (5, &table)];
+        let mut d = one(
+            ctx,
+            &self.head_linear,
+            "head_linear",
+            &Params::default(),
+            &buffers,
+            grid,
+        );
+        d.keep(table);
+        Ok(d)
     }
 
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their

@@ -1,17 +1,411 @@
-//! The model on the GPU, its first piece (issue 15): one layer's lightning indexer from a
-//! checkpoint's weights, over a prompt's positions with causal selection, built from
-//! [`ModelOps`] (the naive f32 linear, norms, NeoX RoPE, Hadamard, the FP8 round trip), the
-//! indexer (f32 keys) and the top-k, every step on the GPU. `tests/model.rs` holds it to
-//! `reference::model`'s selections. The rest of the forward (MLA, MoE, the engine) is not built.
+//! The model on the GPU, its first pieces (issue 15): one layer's lightning indexer and its
+//! sparse MLA from a checkpoint's weights, over a prompt's positions with causal selection (each
+//! query a sequence of its own over the shared keys), built from [`ModelOps`] (the naive f32
+//! linear and per-head products, norms, RoPE, Hadamard, the FP8 round trip), the indexer (f32
+//! keys), the top-k and the version-1 sparse MLA (any even RoPE width). `tests/model.rs` holds
+//! them to `reference::model`. The MoE and the engine on a model are not built.
 
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::indexer::{IndexerArgs, IndexerShape};
-use crate::kernels::model_ops::{Heads, rope_table};
+use crate::kernels::model_ops::{HeadLinear, Heads, rope_table};
+use crate::kernels::sparse_mla::SparseMlaShape;
+use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::topk::{TopKArgs, TopKShape};
-use crate::kernels::{Dispatch, Indexer, ModelOps, TopK};
+use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
 use crate::reference::model::{ModelWeights, RopeLayout};
+
+/// One layer over a prompt on the GPU: its normed input rows `x` `[T, hidden]` uploaded, the
+/// query latent `qr` computed, the inputs of FP8 linear layers through `act_quant`.
+pub struct PromptLayer<'a> {
+    ctx: &'a GpuContext,
+    w: &'a ModelWeights,
+    ops: ModelOps,
+    p: String,
+    t: u32,
+    /// x, and what the layer's linear layers read of x and of qr (FP8 weights: the round
+    /// trip; `weights_proj`, never FP8, reads x).
+    x: wgpu::Buffer,
+    x_in: wgpu::Buffer,
+    qr_in: wgpu::Buffer,
+    table: wgpu::Buffer,
+    pos: wgpu::Buffer,
+}
+
+impl<'a> PromptLayer<'a> {
+    pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights, l: u32, x: &[f32]) -> Result<Self> {
+        let c = &w.config;
+        let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
+        let t = (x.len() / hsz as usize) as u32;
+        let mut me = PromptLayer {
+            ctx,
+            w,
+            ops: ModelOps::new(ctx)?,
+            p: format!("model.layers.{l}."),
+            t,
+            x: ctx.upload("x", x)?,
+            x_in: ctx.storage("x (fp8)", 4)?,
+            qr_in: ctx.storage("qr", t as u64 * ql as u64 * 4)?,
+            table: ctx.upload("rope table", &rope_table(&w.inv_freq(), t))?,
+            pos: ctx.upload("positions", &(0..t).collect::<Vec<u32>>())?,
+        };
+        me.x_in = me.input(&me.x, "self_attn.q_a_proj.weight", hsz)?;
+        let qa = me.buf("q_a", ql)?;
+        let qr = me.qr_in.clone();
+        me.run(vec![
+            me.linear(&me.x_in, "self_attn.q_a_proj.weight", &qa, hsz, ql)?,
+            me.norm(&qa, "self_attn.q_a_layernorm.weight", None, &qr, ql)?,
+        ])?;
+        me.qr_in = me.input(&qr, "self_attn.q_b_proj.weight", ql)?;
+        Ok(me)
+    }
+
+    fn buf(&self, what: &str, n: u32) -> Result<wgpu::Buffer> {
+        self.ctx.storage(what, self.t as u64 * n as u64 * 4)
+    }
+
+    fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
+        self.ctx
+            .upload(name, self.w.tensor(&format!("{}{name}", self.p)))
+    }
+
+    /// What linear layer `name` reads of `x` (`[T, n]`): x itself, or for an FP8 weight a copy
+    /// through `act_quant` (DeepSeek's `linear`).
+    fn input(&self, x: &wgpu::Buffer, name: &str, n: u32) -> Result<wgpu::Buffer> {
+        if !self.w.is_fp8(&format!("{}{name}", self.p)) {
+            return Ok(x.clone());
+        }
+        let copy = self.buf("fp8 input", n)?;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(x, 0, &copy, 0, x.size());
+        self.ctx.submit(enc);
+        self.run(vec![self.ops.act_quant(self.ctx, &copy, self.t, n)])?;
+        Ok(copy)
+    }
+
+    fn linear(
+        &self,
+        x: &wgpu::Buffer,
+        name: &str,
+        y: &wgpu::Buffer,
+        n: u32,
+        o: u32,
+    ) -> Result<Dispatch> {
+        let weight = self.weight(name)?;
+        let mut d = self.ops.linear(self.ctx, x, &weight, y, self.t, n, o);
+        d.keep(weight);
+        Ok(d)
+    }
+
+    fn norm(
+        &self,
+        x: &wgpu::Buffer,
+        name: &str,
+        bias: Option<&str>,
+        y: &wgpu::Buffer,
+        n: u32,
+    ) -> Result<Dispatch> {
+        let c = &self.w.config;
+        let weight = self.weight(name)?;
+        let b = bias.map(|b| self.weight(b)).transpose()?;
+        let eps = if b.is_some() {
+            1e-6
+        } else {
+            c.rms_norm_eps as f32
+        };
+        let mut d = self
+            .ops
+            .norm(self.ctx, x, &weight, b.as_ref(), y, self.t, n, eps);
+        d.keep(weight);
+        if let Some(b) = b {
+            d.keep(b);
+        }
+        Ok(d)
+    }
+
+    fn run(&self, steps: Vec<Dispatch>) -> Result<()> {
+        self.ctx
+            .run_pass(None, |p| steps.iter().for_each(|d| d.record(p)))
+    }
+
+    /// Rows `[T, n]` whose heads `heads` of `d` values (`stride` apart, from value `off`) RoPE
+    /// rotates.
+    fn heads(&self, heads: u32, stride: u32, off: u32, d: u32) -> Heads {
+        Heads {
+            rows: self.t,
+            n: heads * stride,
+            heads,
+            stride,
+            off,
+            d,
+        }
+    }
+
+    /// The positions the layer's indexer selects for each prompt row t (over 0 ..= t):
+    /// `[T][min(k, t + 1)]`, best first.
+    pub fn indexer_selections(&self) -> Result<Vec<Vec<i32>>> {
+        let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
+        let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
+        let (ih, id, rd) = (c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim);
+        let (q, k, kn, wts) = (
+            self.buf("q", ih * id)?,
+            self.buf("k", id)?,
+            self.buf("k normed", id)?,
+            self.buf("w", ih)?,
+        );
+        // weights_proj with its scales folded in: · H^-1/2 · d^-1/2 (the q scale is inside the
+        // dequantised q)
+        let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
+        let wp: Vec<f32> = self
+            .w
+            .tensor(&format!("{}self_attn.indexer.weights_proj.weight", self.p))
+            .iter()
+            .map(|&v| v * s)
+            .collect();
+        let wpb = ctx.upload("weights_proj", &wp)?;
+        let rope = |x, heads| {
+            self.ops
+                .rope(ctx, x, &self.table, &self.pos, heads, RopeLayout::NeoX)
+        };
+        let qr_in = self.input(&self.qr_in, "self_attn.indexer.wq_b.weight", ql)?;
+        let mut plain_w = self.ops.linear(ctx, &self.x, &wpb, &wts, t, hsz, ih);
+        plain_w.keep(wpb);
+        self.run(vec![
+            self.linear(&qr_in, "self_attn.indexer.wq_b.weight", &q, ql, ih * id)?,
+            rope(&q, self.heads(ih, id, 0, rd))?,
+            self.ops.hadamard(ctx, &q, self.heads(ih, id, 0, id))?,
+            self.ops.act_quant(ctx, &q, t * ih, id),
+            self.linear(&self.x_in, "self_attn.indexer.wk.weight", &k, hsz, id)?,
+            self.norm(
+                &k,
+                "self_attn.indexer.k_norm.weight",
+                Some("self_attn.indexer.k_norm.bias"),
+                &kn,
+                id,
+            )?,
+            rope(&kn, self.heads(1, id, 0, rd))?,
+            self.ops.hadamard(ctx, &kn, self.heads(1, id, 0, id))?,
+            self.ops.act_quant(ctx, &kn, t, id),
+            plain_w,
+        ])?;
+        // query t is a sequence of its own over keys 0 ..= t
+        let seq = ctx.upload(
+            "seq",
+            &(0..t).flat_map(|i| [0, i + 1]).collect::<Vec<u32>>(),
+        )?;
+        let scores = self.buf("index scores", t)?;
+        let shape = IndexerShape {
+            heads: ih,
+            dim: id,
+            dtype: Dtype::F32,
+        };
+        let indexer = Indexer::new(ctx, &shape)?;
+        let idx = indexer.bind(
+            ctx,
+            &IndexerArgs {
+                q: &q,
+                w: &wts,
+                keys: &kn,
+                seq: &seq,
+                scores: &scores,
+                b0: 0,
+                batch: t,
+                max_len: t,
+                score_stride: t,
+            },
+        );
+        let topk = TopK::new(ctx, &TopKShape { k: c.index_topk })?;
+        let ids = ctx.storage("topk", t as u64 * c.index_topk as u64 * 4)?;
+        let args = TopKArgs {
+            scratch: None,
+            scores: &scores,
+            seq: &seq,
+            topk_indices: &ids,
+            b0: 0,
+            batch: t,
+            score_stride: t,
+        };
+        self.run(vec![idx, topk.bind(ctx, &args)?])?;
+        let got: Vec<i32> = ctx.read(&ids)?;
+        let k = c.index_topk as usize;
+        Ok(got
+            .chunks(k)
+            .enumerate()
+            .map(|(i, r)| r[..k.min(i + 1)].to_vec())
+            .collect())
+    }
+
+    /// The layer's attention output `[T, hidden]` (before the residual) with row t attending
+    /// to `selections[t]`: MLA absorbed, its latent through `act_quant` as cached, the
+    /// version-1 sparse MLA over f32 rows.
+    pub fn attention(&self, selections: &[Vec<i32>]) -> Result<Vec<f32>> {
+        let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
+        let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
+        let (nope, rd, v, kv) = (
+            c.qk_nope_head_dim,
+            c.qk_rope_head_dim,
+            c.v_head_dim,
+            c.kv_lora_rank,
+        );
+        let (q, kva) = (
+            self.buf("q", heads * (nope + rd))?,
+            self.buf("kv_a", kv + rd)?,
+        );
+        let (latent, qm, rows) = (
+            self.buf("latent", kv)?,
+            self.buf("q for sparse MLA", heads * (kv + rd))?,
+            self.buf("rows", kv + rd)?,
+        );
+        let rope = |x, at| {
+            self.ops
+                .rope(ctx, x, &self.table, &self.pos, at, RopeLayout::Interleaved)
+        };
+        let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
+        let eye = |n: u32| -> Result<wgpu::Buffer> {
+            let e: Vec<f32> = (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect();
+            ctx.upload("identity", &e)
+        };
+        let (eye_kv, eye_rd) = (eye(kv)?, eye(rd)?);
+        // a strided copy: `cols` values of each head of x into each head of y
+        let copy = |x, xr, xh, xo, y, yr, yh, yo, hs, cols, e| {
+            let hl = HeadLinear {
+                rows: t,
+                heads: hs,
+                k: cols,
+                o: cols,
+                xr,
+                xh,
+                xo,
+                wo: cols,
+                wk: 1,
+                yr,
+                yh,
+                yo,
+                ..Default::default()
+            };
+            self.ops.head_linear(ctx, x, e, y, &hl)
+        };
+        let (qs, ms) = (nope + rd, kv + rd);
+        let q_abs = HeadLinear {
+            rows: t,
+            heads,
+            k: nope,
+            o: kv,
+            xr: heads * qs,
+            xh: qs,
+            wh: (nope + v) * kv,
+            wo: 1,
+            wk: kv,
+            yr: heads * ms,
+            yh: ms,
+            ..Default::default()
+        };
+        // the latent part of each kv + rope row, copied out for its RMSNorm
+        let kva_latent = self.buf("kv_a latent", kv)?;
+        self.run(vec![
+            self.linear(&self.qr_in, "self_attn.q_b_proj.weight", &q, ql, heads * qs)?,
+            rope(&q, self.heads(heads, qs, nope, rd))?,
+            self.ops.head_linear(ctx, &q, &wkv_b, &qm, &q_abs)?,
+            copy(
+                &q,
+                heads * qs,
+                qs,
+                nope,
+                &qm,
+                heads * ms,
+                ms,
+                kv,
+                heads,
+                rd,
+                &eye_rd,
+            )?,
+            self.linear(
+                &self.x_in,
+                "self_attn.kv_a_proj_with_mqa.weight",
+                &kva,
+                hsz,
+                ms,
+            )?,
+            copy(&kva, ms, 0, 0, &kva_latent, kv, 0, 0, 1, kv, &eye_kv)?,
+            rope(&kva, self.heads(1, ms, kv, rd))?,
+        ])?;
+        self.run(vec![
+            self.norm(
+                &kva_latent,
+                "self_attn.kv_a_layernorm.weight",
+                None,
+                &latent,
+                kv,
+            )?,
+            self.ops.act_quant(ctx, &latent, t, kv),
+        ])?;
+        self.run(vec![
+            copy(&latent, kv, 0, 0, &rows, ms, 0, 0, 1, kv, &eye_kv)?,
+            copy(&kva, ms, 0, kv, &rows, ms, 0, kv, 1, rd, &eye_rd)?,
+        ])?;
+        // sparse MLA: query t over its selected rows (−1 padded to k)
+        let k = c.index_topk;
+        let ids: Vec<i32> = selections
+            .iter()
+            .flat_map(|s| (0..k as usize).map(move |j| s.get(j).copied().unwrap_or(-1)))
+            .collect();
+        let ids = ctx.upload("ids", &ids)?;
+        let seq = ctx.upload("seq", &vec![0u32; 2 * t as usize])?;
+        let shape = SparseMlaShape {
+            heads,
+            kv,
+            rope: rd,
+            topk: k,
+            dtype: Dtype::F32,
+            softmax_scale: c.softmax_scale() as f32,
+        };
+        let mla = SparseMlaNaive::new(ctx, &shape)?;
+        let (o_lat, lse) = (self.buf("o_lat", heads * kv)?, self.buf("lse", heads)?);
+        let o = self.buf("o", heads * v)?;
+        let out = HeadLinear {
+            rows: t,
+            heads,
+            k: kv,
+            o: v,
+            xr: heads * kv,
+            xh: kv,
+            wb: nope * kv,
+            wh: (nope + v) * kv,
+            wo: kv,
+            wk: 1,
+            yr: heads * v,
+            yh: v,
+            ..Default::default()
+        };
+        self.run(vec![
+            mla.bind(
+                ctx,
+                &SparseMlaNaiveArgs {
+                    q: &qm,
+                    ids: &ids,
+                    seq: &seq,
+                    rows: &rows,
+                    o_lat: &o_lat,
+                    lse: &lse,
+                    b0: 0,
+                    batch: t,
+                },
+            ),
+            self.ops.head_linear(ctx, &o_lat, &wkv_b, &o, &out)?,
+        ])?;
+        let o_in = self.input(&o, "self_attn.o_proj.weight", heads * v)?;
+        let attn = self.buf("attention", hsz)?;
+        self.run(vec![self.linear(
+            &o_in,
+            "self_attn.o_proj.weight",
+            &attn,
+            heads * v,
+            hsz,
+        )?])?;
+        ctx.read(&attn)
+    }
+}
 
 /// The positions layer `l`'s indexer selects for each of `x`'s rows (the layer's normed hidden
 /// states of a prompt, `[T, hidden]`; row t attends to positions 0 ..= t): `[T][min(k, t + 1)]`,
@@ -22,145 +416,5 @@ pub fn indexer_selections(
     l: u32,
     x: &[f32],
 ) -> Result<Vec<Vec<i32>>> {
-    let c = &w.config;
-    let (hsz, ql, ih, id, rd) = (
-        c.hidden_size,
-        c.q_lora_rank,
-        c.index_n_heads,
-        c.index_head_dim,
-        c.qk_rope_head_dim,
-    );
-    let t = (x.len() / hsz as usize) as u32;
-    let ops = ModelOps::new(ctx)?;
-    let p = format!("model.layers.{l}.");
-    let up = |name: &str| ctx.upload(name, w.tensor(&format!("{p}{name}")));
-    // weights_proj with its scales folded in: · H^-1/2 · d^-1/2 (the q scale is inside the
-    // dequantised q)
-    let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
-    let wp: Vec<f32> = w
-        .tensor(&format!("{p}self_attn.indexer.weights_proj.weight"))
-        .iter()
-        .map(|&v| v * s)
-        .collect();
-    let (wqa, qnorm, wqb, wk, knw, knb) = (
-        up("self_attn.q_a_proj.weight")?,
-        up("self_attn.q_a_layernorm.weight")?,
-        up("self_attn.indexer.wq_b.weight")?,
-        up("self_attn.indexer.wk.weight")?,
-        up("self_attn.indexer.k_norm.weight")?,
-        up("self_attn.indexer.k_norm.bias")?,
-    );
-    let wpb = ctx.upload("weights_proj", &wp)?;
-    let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
-    let (xb, xq) = (ctx.upload("x", x)?, buf("x (fp8 round trip)", hsz)?);
-    let (qa, qr, qrq) = (buf("q_a", ql)?, buf("qr", ql)?, buf("qr (fp8)", ql)?);
-    let (q, k, kn, wts) = (
-        buf("q", ih * id)?,
-        buf("k", id)?,
-        buf("k normed", id)?,
-        buf("w", ih)?,
-    );
-    let table = ctx.upload("rope table", &rope_table(&w.inv_freq(), t))?;
-    let positions: Vec<u32> = (0..t).collect();
-    let pos = ctx.upload("positions", &positions)?;
-    // what each linear layer reads: its input through act_quant where its weight is FP8
-    let input = |name: &str, copy: &wgpu::Buffer, n: u32| -> Option<Dispatch> {
-        w.is_fp8(&format!("{p}{name}"))
-            .then(|| ops.act_quant(ctx, copy, t, n))
-    };
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(&xb, 0, &xq, 0, xb.size());
-    let x_fp8 = input("self_attn.q_a_proj.weight", &xq, hsz);
-    let x_in = if x_fp8.is_some() { &xq } else { &xb };
-    let mut passes: Vec<Vec<Dispatch>> = vec![
-        x_fp8.into_iter().collect(),
-        vec![ops.linear(ctx, x_in, &wqa, &qa, t, hsz, ql)],
-        vec![ops.norm(ctx, &qa, &qnorm, None, &qr, t, ql, c.rms_norm_eps as f32)],
-    ];
-    for d in passes.drain(..) {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        d.iter().for_each(|d| d.record(&mut pass));
-    }
-    enc.copy_buffer_to_buffer(&qr, 0, &qrq, 0, qr.size());
-    let qr_fp8 = input("self_attn.indexer.wq_b.weight", &qrq, ql);
-    let qr_in = if qr_fp8.is_some() { &qrq } else { &qr };
-    let heads = |rows: u32, heads: u32, d: u32| Heads {
-        rows,
-        n: heads * id,
-        heads,
-        stride: id,
-        off: 0,
-        d,
-    };
-    let steps: Vec<Dispatch> = qr_fp8
-        .into_iter()
-        .chain([
-            ops.linear(ctx, qr_in, &wqb, &q, t, ql, ih * id),
-            ops.rope(ctx, &q, &table, &pos, heads(t, ih, rd), RopeLayout::NeoX)?,
-            ops.hadamard(ctx, &q, heads(t, ih, id))?,
-            ops.act_quant(ctx, &q, t * ih, id),
-            ops.linear(ctx, x_in, &wk, &k, t, hsz, id),
-            ops.norm(ctx, &k, &knw, Some(&knb), &kn, t, id, 1e-6),
-            ops.rope(ctx, &kn, &table, &pos, heads(t, 1, rd), RopeLayout::NeoX)?,
-            ops.hadamard(ctx, &kn, heads(t, 1, id))?,
-            ops.act_quant(ctx, &kn, t, id),
-            ops.linear(ctx, &xb, &wpb, &wts, t, hsz, ih),
-        ])
-        .collect();
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        steps.iter().for_each(|d| d.record(&mut pass));
-    }
-    ctx.submit(enc);
-    ctx.check()?;
-    // query t is a sequence of its own over keys 0 ..= t
-    let seq: Vec<u32> = (0..t).flat_map(|i| [0, i + 1]).collect();
-    let seq = ctx.upload("seq", &seq)?;
-    let scores = buf("index scores", t)?;
-    let indexer = Indexer::new(
-        ctx,
-        &IndexerShape {
-            heads: ih,
-            dim: id,
-            dtype: Dtype::F32,
-        },
-    )?;
-    let idx = indexer.bind(
-        ctx,
-        &IndexerArgs {
-            q: &q,
-            w: &wts,
-            keys: &kn,
-            seq: &seq,
-            scores: &scores,
-            b0: 0,
-            batch: t,
-            max_len: t,
-            score_stride: t,
-        },
-    );
-    let topk = TopK::new(ctx, &TopKShape { k: c.index_topk })?;
-    let ids = ctx.storage("topk", t as u64 * c.index_topk as u64 * 4)?;
-    let sel = topk.bind(
-        ctx,
-        &TopKArgs {
-            scratch: None,
-            scores: &scores,
-            seq: &seq,
-            topk_indices: &ids,
-            b0: 0,
-            batch: t,
-            score_stride: t,
-        },
-    )?;
-    ctx.run_pass(None, |p| {
-        idx.record(p);
-        sel.record(p);
-    })?;
-    let got: Vec<i32> = ctx.read(&ids)?;
-    Ok(got
-        .chunks(c.index_topk as usize)
-        .enumerate()
-        .map(|(i, r)| r[..(c.index_topk as usize).min(i + 1)].to_vec())
-        .collect())
+    PromptLayer::new(ctx, w, l, x)?.indexer_selections()
 }

@@ -357,6 +357,8 @@ pub struct TokenOut {
     pub logits: Vec<f32>,
     pub topk: Vec<Vec<i32>>,
     pub experts: Vec<Vec<usize>>,
+    /// Per loaded layer, the attention block's output (before the residual add).
+    pub attn: Vec<Vec<f32>>,
 }
 
 /// How attention picks its rows: the lightning indexer's top-k (the model), or every position
@@ -529,7 +531,7 @@ pub fn forward_token(
     let pos = cache.len() as u32;
     let emb = w.w("model.embed_tokens.weight");
     let mut h: Vec<f32> = emb[token as usize * hsz..][..hsz].to_vec();
-    let (mut topk, mut experts) = (Vec::new(), Vec::new());
+    let (mut topk, mut experts, mut attn) = (Vec::new(), Vec::new(), Vec::new());
     for (li, l) in w.layers.clone().enumerate() {
         let p = format!("model.layers.{l}.");
         let x = rms_norm(&h, w.w(&format!("{p}input_layernorm.weight")), eps);
@@ -550,6 +552,7 @@ pub fn forward_token(
         };
         let a = mla(w, &p, &qr, &cache.latent[li], &cache.k_pe[li], &ids, pos);
         h.iter_mut().zip(&a).for_each(|(hv, av)| *hv += av);
+        attn.push(a);
         topk.push(sel);
         let x = rms_norm(&h, w.w(&format!("{p}post_attention_layernorm.weight")), eps);
         let f = if c.is_moe(l) {
@@ -588,6 +591,7 @@ pub fn forward_token(
         logits,
         topk,
         experts,
+        attn,
     }
 }
 
