@@ -14,6 +14,10 @@
 //   head_linear y[r·yr + h·yh + yo + j] = Σ_i x[r·xr + h·xh + xo + i] · w[wb + h·wh + j·wo + i·wk]
 //               for each row r, head h, j < o, i < k (its own table at binding 5): MLA's per-head
 //               W_UK and W_UV from kv_b_proj as stored, and strided copies (an identity w)
+//   expert_up   a[r, j, i] = silu(Σ_k x[r, k] · G[e, i, k]) · Σ_k x[r, k] · U[e, i, k],
+//               e = the expert routes[r, j] chose (route's output): G = w, U = b, a = y
+//   expert_down y[r, o] = Σ_j weight[r, j] · Σ_i a[r, j, i] · D[e_j, o, i]: a = x, D = w
+//               (`heads` = experts a token, `n` = hidden, `d` = the expert width)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
 //               output: the tensor-core GEMMs are kernels::Gemm)
@@ -294,4 +298,48 @@ fn head_linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var acc = 0.0;
     for (var i = 0u; i < hl.k; i++) { acc = fma(x[xb + i], w[wbase + i * hl.wk], acc); }
     y[r * hl.yr + h * hl.yh + hl.yo + j] = acc;
+}
+
+@group(0) @binding(6) var<storage, read> routes: array<vec2<u32>>;   // [rows, k] (expert, weight bits)
+
+@compute @workgroup_size(256)
+fn expert_up(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    let n = params.n;
+    let inter = params.d;
+    let k = params.heads;
+    if (t >= params.rows * k * inter) { return; }
+    let i = t % inter;
+    let j = (t / inter) % k;
+    let r = t / (inter * k);
+    let e = routes[r * k + j].x;
+    let base = (e * inter + i) * n;
+    var g = 0.0;
+    var u = 0.0;
+    for (var c = 0u; c < n; c++) {
+        let xv = x[r * n + c];
+        g = fma(xv, w[base + c], g);
+        u = fma(xv, b[base + c], u);
+    }
+    y[t] = g / (1.0 + exp(-g)) * u;
+}
+
+@compute @workgroup_size(256)
+fn expert_down(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    let n = params.n;
+    let inter = params.d;
+    let k = params.heads;
+    if (t >= params.rows * n) { return; }
+    let o = t % n;
+    let r = t / n;
+    var acc = 0.0;
+    for (var j = 0u; j < k; j++) {
+        let route = routes[r * k + j];
+        var s = 0.0;
+        let base = (route.x * n + o) * inter;
+        for (var i = 0u; i < inter; i++) { s = fma(x[(r * k + j) * inter + i], w[base + i], s); }
+        acc = fma(bitcast<f32>(route.y), s, acc);
+    }
+    y[t] = acc;
 }

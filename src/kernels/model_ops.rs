@@ -35,6 +35,8 @@ pub struct ModelOps {
     route: wgpu::ComputePipeline,
     linear: wgpu::ComputePipeline,
     head_linear: wgpu::ComputePipeline,
+    expert_up: wgpu::ComputePipeline,
+    expert_down: wgpu::ComputePipeline,
 }
 
 /// A per-head strided product ([`ModelOps::head_linear`]): for each row r, head h, j < `o`:
@@ -142,6 +144,8 @@ impl ModelOps {
             route: p("route", &[])?,
             linear: p("linear", &[])?,
             head_linear: p("head_linear", &[])?,
+            expert_up: p("expert_up", &[])?,
+            expert_down: p("expert_down", &[])?,
         })
     }
 
@@ -317,6 +321,65 @@ impl ModelOps {
         );
         d.keep(table);
         Ok(d)
+    }
+
+    /// The routed experts' first half for `rows` tokens: `act [rows, k, inter]` = SwiGLU of
+    /// each token's `x [rows, hidden]` through the gate and up weights (`[experts, inter,
+    /// hidden]` each) of the expert `routes` ([`ModelOps::route`]'s `[rows, k]` output) chose.
+    #[allow(clippy::too_many_arguments)]
+    pub fn expert_up(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+        routes: &wgpu::Buffer,
+        act: &wgpu::Buffer,
+        rows: u32,
+        (k, hidden, inter): (u32, u32, u32),
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n: hidden,
+            heads: k,
+            d: inter,
+            ..Default::default()
+        };
+        let grid = super::grid_2d((rows as u64 * k as u64 * inter as u64).div_ceil(256) as u32);
+        let buffers = [(1, x), (2, gate), (3, up), (4, act), (6, routes)];
+        one(ctx, &self.expert_up, "expert_up", &params, &buffers, grid)
+    }
+
+    /// The routed experts' second half: `y [rows, hidden]` = Σ_j weight_j · down_{e_j} ·
+    /// act[r, j] (down weights `[experts, hidden, inter]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn expert_down(
+        &self,
+        ctx: &GpuContext,
+        act: &wgpu::Buffer,
+        down: &wgpu::Buffer,
+        routes: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+        (k, hidden, inter): (u32, u32, u32),
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n: hidden,
+            heads: k,
+            d: inter,
+            ..Default::default()
+        };
+        let grid = super::grid_2d((rows as u64 * hidden as u64).div_ceil(256) as u32);
+        let buffers = [(1, act), (2, down), (4, y), (6, routes)];
+        one(
+            ctx,
+            &self.expert_down,
+            "expert_down",
+            &params,
+            &buffers,
+            grid,
+        )
     }
 
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their

@@ -3,7 +3,9 @@
 //! query a sequence of its own over the shared keys), built from [`ModelOps`] (the naive f32
 //! linear and per-head products, norms, RoPE, Hadamard, the FP8 round trip), the indexer (f32
 //! keys), the top-k and the version-1 sparse MLA (any even RoPE width). `tests/model.rs` holds
-//! them to `reference::model`. The MoE and the engine on a model are not built.
+//! them to `reference::model`; and a layer's feed-forward block ([`ffn`]: dense SwiGLU, or the
+//! router, the chosen experts and the shared expert). The layer stack and the engine on a model
+//! are not built.
 
 use crate::config::Dtype;
 use crate::error::Result;
@@ -417,4 +419,143 @@ pub fn indexer_selections(
     x: &[f32],
 ) -> Result<Vec<Vec<i32>>> {
     PromptLayer::new(ctx, w, l, x)?.indexer_selections()
+}
+
+/// Layer `l`'s feed-forward block on the GPU for rows `x` `[T, hidden]` (its normed input):
+/// SwiGLU for a dense layer; for an MoE layer the router (the gate in f32 on plain x, as
+/// DeepSeek's `Gate`), the chosen experts (`expert_up`, `expert_down`) and the shared expert,
+/// the two summed on the CPU. FP8 weights read their inputs through `act_quant`. `[T, hidden]`.
+pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<f32>> {
+    use crate::kernels::model_ops::Routing;
+    let c = &w.config;
+    let (hsz, ops, p) = (
+        c.hidden_size,
+        ModelOps::new(ctx)?,
+        format!("model.layers.{l}."),
+    );
+    let t = (x.len() / hsz as usize) as u32;
+    let buf = |what: &str, n: u64| ctx.storage(what, t as u64 * n * 4);
+    let run =
+        |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
+    // the FP8 round trip of `src` `[rows, n]` where the ffn's weights are FP8, else src
+    let fp8 = w.is_fp8(&format!(
+        "{p}{}",
+        if c.is_moe(l) {
+            "mlp.shared_experts.down_proj.weight"
+        } else {
+            "mlp.down_proj.weight"
+        }
+    ));
+    let input = |src: &wgpu::Buffer, rows: u32, n: u32| -> Result<wgpu::Buffer> {
+        if !fp8 {
+            return Ok(src.clone());
+        }
+        let copy = ctx.storage("fp8 input", src.size())?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, &copy, 0, src.size());
+        ctx.submit(enc);
+        run(vec![ops.act_quant(ctx, &copy, rows, n)])?;
+        Ok(copy)
+    };
+    let xb = ctx.upload("x", x)?;
+    let x_in = input(&xb, t, hsz)?;
+    // SwiGLU through `{at}.{gate,up,down}_proj` of width `inter`
+    let mlp = |at: &str, inter: u32| -> Result<Vec<f32>> {
+        let gu = buf("gate | up", 2 * inter as u64)?;
+        let half = |yo| HeadLinear {
+            rows: t,
+            heads: 1,
+            k: hsz,
+            o: inter,
+            xr: hsz,
+            wo: hsz,
+            wk: 1,
+            yr: 2 * inter,
+            yo,
+            ..Default::default()
+        };
+        let up = |name: &str| ctx.upload(name, w.tensor(&format!("{p}{at}.{name}")));
+        let (g, u, d) = (
+            up("gate_proj.weight")?,
+            up("up_proj.weight")?,
+            up("down_proj.weight")?,
+        );
+        let a = buf("act", inter as u64)?;
+        run(vec![
+            ops.head_linear(ctx, &x_in, &g, &gu, &half(0))?,
+            ops.head_linear(ctx, &x_in, &u, &gu, &half(inter))?,
+            ops.swiglu(ctx, &gu, &a, t, inter),
+        ])?;
+        let a_in = input(&a, t, inter)?;
+        let y = buf("mlp out", hsz as u64)?;
+        run(vec![ops.linear(ctx, &a_in, &d, &y, t, inter, hsz)])?;
+        ctx.read(&y)
+    };
+    if !c.is_moe(l) {
+        return mlp("mlp", c.intermediate_size);
+    }
+    let (e, k, inter) = (
+        c.n_routed_experts,
+        c.num_experts_per_tok,
+        c.moe_intermediate_size,
+    );
+    let (gate, bias) = (
+        ctx.upload("gate", w.tensor(&format!("{p}mlp.gate.weight")))?,
+        ctx.upload(
+            "bias",
+            w.tensor(&format!("{p}mlp.gate.e_score_correction_bias")),
+        )?,
+    );
+    let logits = buf("gate logits", e as u64)?;
+    let routes = buf("routes", 2 * k as u64)?;
+    let routing = Routing {
+        experts: e,
+        groups: c.n_group,
+        topk_group: c.topk_group,
+        top_k: k,
+        scaling: c.routed_scaling_factor as f32,
+    };
+    run(vec![
+        ops.linear(ctx, &xb, &gate, &logits, t, hsz, e),
+        ops.route(ctx, &logits, &bias, &routes, t, routing)?,
+    ])?;
+    let all = |name: &str| -> Result<wgpu::Buffer> {
+        let v: Vec<f32> = (0..e)
+            .flat_map(|i| w.tensor(&format!("{p}mlp.experts.{i}.{name}")).to_vec())
+            .collect();
+        ctx.upload(name, &v)
+    };
+    let (g, u, d) = (
+        all("gate_proj.weight")?,
+        all("up_proj.weight")?,
+        all("down_proj.weight")?,
+    );
+    let act = buf("expert act", (k * inter) as u64)?;
+    run(vec![ops.expert_up(
+        ctx,
+        &x_in,
+        &g,
+        &u,
+        &routes,
+        &act,
+        t,
+        (k, hsz, inter),
+    )])?;
+    let act_in = input(&act, t * k, inter)?;
+    let y = buf("experts out", hsz as u64)?;
+    run(vec![ops.expert_down(
+        ctx,
+        &act_in,
+        &d,
+        &routes,
+        &y,
+        t,
+        (k, hsz, inter),
+    )])?;
+    let routed: Vec<f32> = ctx.read(&y)?;
+    let shared = match c.n_shared_experts {
+        0 => vec![0.0; routed.len()],
+        n => mlp("mlp.shared_experts", n * inter)?,
+    };
+    Ok(routed.iter().zip(&shared).map(|(a, b)| a + b).collect())
 }

@@ -359,6 +359,10 @@ pub struct TokenOut {
     pub experts: Vec<Vec<usize>>,
     /// Per loaded layer, the attention block's output (before the residual add).
     pub attn: Vec<Vec<f32>>,
+    /// Per loaded layer, the feed-forward block's normed input and its output (before the
+    /// residual add).
+    pub ffn_in: Vec<Vec<f32>>,
+    pub ffn: Vec<Vec<f32>>,
 }
 
 /// How attention picks its rows: the lightning indexer's top-k (the model), or every position
@@ -532,6 +536,7 @@ pub fn forward_token(
     let emb = w.w("model.embed_tokens.weight");
     let mut h: Vec<f32> = emb[token as usize * hsz..][..hsz].to_vec();
     let (mut topk, mut experts, mut attn) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ffn_in, mut ffn) = (Vec::new(), Vec::new());
     for (li, l) in w.layers.clone().enumerate() {
         let p = format!("model.layers.{l}.");
         let x = rms_norm(&h, w.w(&format!("{p}input_layernorm.weight")), eps);
@@ -584,6 +589,8 @@ pub fn forward_token(
             mlp(w, &format!("{p}mlp"), &x)
         };
         h.iter_mut().zip(&f).for_each(|(hv, fv)| *hv += fv);
+        ffn_in.push(x);
+        ffn.push(f);
     }
     let x = rms_norm(&h, w.w("model.norm.weight"), eps);
     let logits = w.linear(w.lm_head_name(), &x);
@@ -592,6 +599,8 @@ pub fn forward_token(
         topk,
         experts,
         attn,
+        ffn_in,
+        ffn,
     }
 }
 
