@@ -18,6 +18,8 @@
 //               e = the expert routes[r, j] chose (route's output): G = w, U = b, a = y
 //   expert_down y[r, o] = Σ_j weight[r, j] · Σ_i a[r, j, i] · D[e_j, o, i]: a = x, D = w
 //               (`heads` = experts a token, `n` = hidden, `d` = the expert width)
+//   add         x[i] += b[i]   (residuals; `n` values)
+//   embed       y[r, i] = w[token[r] · n + i]   (token ids in b as u32 bits)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
 //               output: the tensor-core GEMMs are kernels::Gemm)
@@ -342,4 +344,19 @@ fn expert_down(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         acc = fma(bitcast<f32>(route.y), s, acc);
     }
     y[t] = acc;
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= params.n) { return; }
+    x[t] += b[t];
+}
+
+@compute @workgroup_size(256)
+fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    let n = params.n;
+    if (t >= params.rows * n) { return; }
+    y[t] = w[bitcast<u32>(b[t / n]) * n + t % n];
 }

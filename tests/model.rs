@@ -403,11 +403,12 @@ fn the_gpu_layer_follows_the_reference() {
             .iter()
             .flat_map(|&t| rms_norm(&emb[t as usize * h..][..h], norm, cfg.rms_norm_eps))
             .collect();
-        let layer = ess_wgpu::model::gpu::PromptLayer::new(&ctx, &w, 0, &x).unwrap();
+        let xb = ctx.upload("x", &x).unwrap();
+        let layer = ess_wgpu::model::gpu::PromptLayer::new(&ctx, &w, 0, &xb, 23).unwrap();
         let got = layer.indexer_selections().unwrap();
         assert_eq!(got, want, "{tag}");
         // the attention over those selections against the reference's, row by row
-        let attn = layer.attention(&got).unwrap();
+        let attn: Vec<f32> = ctx.read(&layer.attention(&got).unwrap()).unwrap();
         let mut worst = 0f32;
         for (t, row) in attn.chunks(h).enumerate() {
             let want = &refs[t].attn[0];
@@ -456,7 +457,9 @@ fn the_gpu_feed_forward_follows_the_reference() {
         let mut worst = 0f32;
         for l in 0..cfg.num_hidden_layers as usize {
             let x: Vec<f32> = refs.iter().flat_map(|o| o.ffn_in[l].clone()).collect();
-            let got = ess_wgpu::model::gpu::ffn(&ctx, &w, l as u32, &x).unwrap();
+            let xb = ctx.upload("x", &x).unwrap();
+            let y = ess_wgpu::model::gpu::ffn(&ctx, &w, l as u32, &xb, 11).unwrap();
+            let got: Vec<f32> = ctx.read(&y).unwrap();
             for (t, row) in got.chunks(cfg.hidden_size as usize).enumerate() {
                 let want = &refs[t].ffn[l];
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -472,6 +475,48 @@ fn the_gpu_feed_forward_follows_the_reference() {
             "{tag}: the feed-forward differs by {worst:e}"
         );
         eprintln!("{tag}: 3 layers × 11 positions within {worst:.1e} of each row's largest value");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The whole prefill forward on the GPU (`model::gpu::prefill_logits`: embedding, every layer's
+/// indexer, sparse MLA and feed-forward with their residuals, the final norm and head) gives the
+/// reference's logits at every prompt position within `ATTN_TOL` of each row's largest value,
+/// and the same greedy token everywhere: bf16 and FP8 weights, top-k 4 and 64.
+#[test]
+fn the_gpu_prefill_gives_the_reference_logits() {
+    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, argmax, forward_token};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    for (tag, dtype, topk) in [
+        ("gpu-pre-bf16", WeightDtype::Bf16, 4u32),
+        ("gpu-pre-fp8", WeightDtype::Fp8, 4),
+        ("gpu-pre-all", WeightDtype::Bf16, 64),
+    ] {
+        let dir = scratch(tag);
+        let mut cfg = preset("tiny").unwrap();
+        cfg.index_topk = topk;
+        write_random(&dir, &cfg, 13, dtype).unwrap();
+        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let prompt: Vec<u32> = (0..17).map(|i| (i * 37 + 11) % cfg.vocab_size).collect();
+        let mut cache = SeqCache::default();
+        let refs: Vec<_> = prompt
+            .iter()
+            .map(|&t| forward_token(&w, &mut cache, t, Attention::Sparse))
+            .collect();
+        let got = ess_wgpu::model::gpu::prefill_logits(&ctx, &w, &prompt).unwrap();
+        let mut worst = 0f32;
+        for (t, row) in got.chunks(cfg.vocab_size as usize).enumerate() {
+            let want = &refs[t].logits;
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = row
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            worst = worst.max(diff / scale);
+            assert_eq!(argmax(row), argmax(want), "{tag}: greedy token at {t}");
+        }
+        assert!(worst <= ATTN_TOL, "{tag}: logits differ by {worst:e}");
+        eprintln!("{tag}: 17 positions, logits within {worst:.1e} of each row's largest value");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

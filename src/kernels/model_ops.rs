@@ -37,6 +37,8 @@ pub struct ModelOps {
     head_linear: wgpu::ComputePipeline,
     expert_up: wgpu::ComputePipeline,
     expert_down: wgpu::ComputePipeline,
+    add: wgpu::ComputePipeline,
+    embed: wgpu::ComputePipeline,
 }
 
 /// A per-head strided product ([`ModelOps::head_linear`]): for each row r, head h, j < `o`:
@@ -146,6 +148,8 @@ impl ModelOps {
             head_linear: p("head_linear", &[])?,
             expert_up: p("expert_up", &[])?,
             expert_down: p("expert_down", &[])?,
+            add: p("add", &[])?,
+            embed: p("embed", &[])?,
         })
     }
 
@@ -378,6 +382,33 @@ impl ModelOps {
             "expert_down",
             &params,
             &buffers,
+            grid,
+        )
+    }
+
+    /// `x += y` over `n` values (a residual).
+    pub fn add(&self, ctx: &GpuContext, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Dispatch {
+        let grid = super::grid_2d(n.div_ceil(256));
+        over_rows(ctx, &self.add, &[(1, x), (3, y)], 1, n, grid)
+    }
+
+    /// `y [rows, n]` = the rows of `table [vocab, n]` that `tokens` (u32) name.
+    pub fn embed(
+        &self,
+        ctx: &GpuContext,
+        table: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+        n: u32,
+    ) -> Dispatch {
+        let grid = super::grid_2d((rows as u64 * n as u64).div_ceil(256) as u32);
+        over_rows(
+            ctx,
+            &self.embed,
+            &[(2, table), (3, tokens), (4, y)],
+            rows,
+            n,
             grid,
         )
     }

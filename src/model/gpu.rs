@@ -4,8 +4,8 @@
 //! linear and per-head products, norms, RoPE, Hadamard, the FP8 round trip), the indexer (f32
 //! keys), the top-k and the version-1 sparse MLA (any even RoPE width). `tests/model.rs` holds
 //! them to `reference::model`; and a layer's feed-forward block ([`ffn`]: dense SwiGLU, or the
-//! router, the chosen experts and the shared expert). The layer stack and the engine on a model
-//! are not built.
+//! router, the chosen experts and the shared expert); and the whole prefill forward of a prompt
+//! ([`prefill_logits`]). Decoding through the engine's caches is not built.
 
 use crate::config::Dtype;
 use crate::error::Result;
@@ -36,18 +36,24 @@ pub struct PromptLayer<'a> {
 }
 
 impl<'a> PromptLayer<'a> {
-    pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights, l: u32, x: &[f32]) -> Result<Self> {
+    /// Layer `l` over the `t` rows of `x` `[t, hidden]` (its normed input, on the GPU).
+    pub fn new(
+        ctx: &'a GpuContext,
+        w: &'a ModelWeights,
+        l: u32,
+        x: &wgpu::Buffer,
+        t: u32,
+    ) -> Result<Self> {
         let c = &w.config;
         let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
-        let t = (x.len() / hsz as usize) as u32;
         let mut me = PromptLayer {
             ctx,
             w,
             ops: ModelOps::new(ctx)?,
             p: format!("model.layers.{l}."),
             t,
-            x: ctx.upload("x", x)?,
-            x_in: ctx.storage("x (fp8)", 4)?,
+            x: x.clone(),
+            x_in: x.clone(),
             qr_in: ctx.storage("qr", t as u64 * ql as u64 * 4)?,
             table: ctx.upload("rope table", &rope_table(&w.inv_freq(), t))?,
             pos: ctx.upload("positions", &(0..t).collect::<Vec<u32>>())?,
@@ -241,7 +247,7 @@ impl<'a> PromptLayer<'a> {
     /// The layer's attention output `[T, hidden]` (before the residual) with row t attending
     /// to `selections[t]`: MLA absorbed, its latent through `act_quant` as cached, the
     /// version-1 sparse MLA over f32 rows.
-    pub fn attention(&self, selections: &[Vec<i32>]) -> Result<Vec<f32>> {
+    pub fn attention(&self, selections: &[Vec<i32>]) -> Result<wgpu::Buffer> {
         let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
         let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
         let (nope, rd, v, kv) = (
@@ -405,7 +411,7 @@ impl<'a> PromptLayer<'a> {
             heads * v,
             hsz,
         )?])?;
-        ctx.read(&attn)
+        Ok(attn)
     }
 }
 
@@ -418,14 +424,21 @@ pub fn indexer_selections(
     l: u32,
     x: &[f32],
 ) -> Result<Vec<Vec<i32>>> {
-    PromptLayer::new(ctx, w, l, x)?.indexer_selections()
+    let t = (x.len() / w.config.hidden_size as usize) as u32;
+    PromptLayer::new(ctx, w, l, &ctx.upload("x", x)?, t)?.indexer_selections()
 }
 
 /// Layer `l`'s feed-forward block on the GPU for rows `x` `[T, hidden]` (its normed input):
 /// SwiGLU for a dense layer; for an MoE layer the router (the gate in f32 on plain x, as
 /// DeepSeek's `Gate`), the chosen experts (`expert_up`, `expert_down`) and the shared expert,
-/// the two summed on the CPU. FP8 weights read their inputs through `act_quant`. `[T, hidden]`.
-pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<f32>> {
+/// added on the GPU. FP8 weights read their inputs through `act_quant`. `[T, hidden]`.
+pub fn ffn(
+    ctx: &GpuContext,
+    w: &ModelWeights,
+    l: u32,
+    xb: &wgpu::Buffer,
+    t: u32,
+) -> Result<wgpu::Buffer> {
     use crate::kernels::model_ops::Routing;
     let c = &w.config;
     let (hsz, ops, p) = (
@@ -433,7 +446,6 @@ pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<
         ModelOps::new(ctx)?,
         format!("model.layers.{l}."),
     );
-    let t = (x.len() / hsz as usize) as u32;
     let buf = |what: &str, n: u64| ctx.storage(what, t as u64 * n * 4);
     let run =
         |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
@@ -457,10 +469,9 @@ pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<
         run(vec![ops.act_quant(ctx, &copy, rows, n)])?;
         Ok(copy)
     };
-    let xb = ctx.upload("x", x)?;
-    let x_in = input(&xb, t, hsz)?;
+    let x_in = input(xb, t, hsz)?;
     // SwiGLU through `{at}.{gate,up,down}_proj` of width `inter`
-    let mlp = |at: &str, inter: u32| -> Result<Vec<f32>> {
+    let mlp = |at: &str, inter: u32| -> Result<wgpu::Buffer> {
         let gu = buf("gate | up", 2 * inter as u64)?;
         let half = |yo| HeadLinear {
             rows: t,
@@ -489,7 +500,7 @@ pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<
         let a_in = input(&a, t, inter)?;
         let y = buf("mlp out", hsz as u64)?;
         run(vec![ops.linear(ctx, &a_in, &d, &y, t, inter, hsz)])?;
-        ctx.read(&y)
+        Ok(y)
     };
     if !c.is_moe(l) {
         return mlp("mlp", c.intermediate_size);
@@ -516,7 +527,7 @@ pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<
         scaling: c.routed_scaling_factor as f32,
     };
     run(vec![
-        ops.linear(ctx, &xb, &gate, &logits, t, hsz, e),
+        ops.linear(ctx, xb, &gate, &logits, t, hsz, e),
         ops.route(ctx, &logits, &bias, &routes, t, routing)?,
     ])?;
     let all = |name: &str| -> Result<wgpu::Buffer> {
@@ -552,10 +563,59 @@ pub fn ffn(ctx: &GpuContext, w: &ModelWeights, l: u32, x: &[f32]) -> Result<Vec<
         t,
         (k, hsz, inter),
     )])?;
-    let routed: Vec<f32> = ctx.read(&y)?;
-    let shared = match c.n_shared_experts {
-        0 => vec![0.0; routed.len()],
-        n => mlp("mlp.shared_experts", n * inter)?,
+    if c.n_shared_experts > 0 {
+        let shared = mlp("mlp.shared_experts", c.n_shared_experts * inter)?;
+        run(vec![ops.add(ctx, &y, &shared, t * hsz)])?;
+    }
+    Ok(y)
+}
+
+/// The logits `[T, vocab]` of every position of `tokens` (a prompt, causal), the whole forward
+/// on the GPU: the embedding, each loaded layer's attention (its indexer's selections read back
+/// and bound again, the one round trip through the CPU) and feed-forward with their residuals,
+/// the final norm and the head. Naive f32 kernels throughout: tiny models.
+pub fn prefill_logits(ctx: &GpuContext, w: &ModelWeights, tokens: &[u32]) -> Result<Vec<f32>> {
+    let c = &w.config;
+    let (t, hsz, eps) = (tokens.len() as u32, c.hidden_size, c.rms_norm_eps as f32);
+    let ops = ModelOps::new(ctx)?;
+    let run =
+        |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
+    let up = |name: &str| ctx.upload(name, w.tensor(name));
+    let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
+    let (h, x) = (buf("h", hsz)?, buf("x", hsz)?);
+    let emb = up("model.embed_tokens.weight")?;
+    run(vec![ops.embed(
+        ctx,
+        &emb,
+        &ctx.upload("tokens", tokens)?,
+        &h,
+        t,
+        hsz,
+    )])?;
+    for l in w.layers.clone() {
+        let p = format!("model.layers.{l}.");
+        let norm = up(&format!("{p}input_layernorm.weight"))?;
+        run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
+        let layer = PromptLayer::new(ctx, w, l, &x, t)?;
+        let attn = layer.attention(&layer.indexer_selections()?)?;
+        let norm = up(&format!("{p}post_attention_layernorm.weight"))?;
+        run(vec![
+            ops.add(ctx, &h, &attn, t * hsz),
+            ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
+        ])?;
+        let f = ffn(ctx, w, l, &x, t)?;
+        run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
+    }
+    let norm = up("model.norm.weight")?;
+    let head_name = match c.tie_word_embeddings {
+        true => "model.embed_tokens.weight",
+        false => "lm_head.weight",
     };
-    Ok(routed.iter().zip(&shared).map(|(a, b)| a + b).collect())
+    let head = up(head_name)?;
+    let logits = buf("logits", c.vocab_size)?;
+    run(vec![
+        ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
+        ops.linear(ctx, &x, &head, &logits, t, hsz, c.vocab_size),
+    ])?;
+    ctx.read(&logits)
 }
