@@ -520,3 +520,27 @@ fn the_gpu_prefill_gives_the_reference_logits() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Greedy generation on the GPU (by repeated prefill) gives the CPU reference's tokens (bf16
+/// and FP8 weights).
+#[test]
+fn gpu_generation_gives_the_reference_tokens() {
+    use ess_wgpu::reference::model::{ModelWeights, generate};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    for (tag, dtype) in [
+        ("gpu-gen-bf16", WeightDtype::Bf16),
+        ("gpu-gen-fp8", WeightDtype::Fp8),
+    ] {
+        let dir = scratch(tag);
+        let mut cfg = preset("tiny").unwrap();
+        cfg.index_topk = 4;
+        write_random(&dir, &cfg, 17, dtype).unwrap();
+        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let prompt = [5u32, 77, 301, 12, 9, 460];
+        let (want, _, _) = generate(&w, &prompt, 6);
+        let got = ess_wgpu::model::gpu::generate_by_prefill(&ctx, &w, &prompt, 6).unwrap();
+        assert_eq!(got, want, "{tag}");
+        eprintln!("{tag}: the GPU generated {got:?}, as the reference");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -619,3 +619,22 @@ pub fn prefill_logits(ctx: &GpuContext, w: &ModelWeights, tokens: &[u32]) -> Res
     ])?;
     ctx.read(&logits)
 }
+
+/// Greedy generation on the GPU by prefill alone: each new token from the logits of a fresh
+/// prefill over everything so far (quadratic in the length, no caches: the correctness path
+/// that decoding through the engine will be held to). Returns the `new_tokens` tokens.
+pub fn generate_by_prefill(
+    ctx: &GpuContext,
+    w: &ModelWeights,
+    prompt: &[u32],
+    new_tokens: usize,
+) -> Result<Vec<u32>> {
+    let vocab = w.config.vocab_size as usize;
+    let mut seq = prompt.to_vec();
+    for _ in 0..new_tokens {
+        let logits = prefill_logits(ctx, w, &seq)?;
+        let last = &logits[logits.len() - vocab..];
+        seq.push(crate::reference::model::argmax(last));
+    }
+    Ok(seq[prompt.len()..].to_vec())
+}
