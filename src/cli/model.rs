@@ -32,7 +32,7 @@ pub enum ModelCommand {
         /// The checkpoint folder.
         #[arg(long)]
         model: PathBuf,
-        /// Prompt token ids (comma list).
+        /// Prompt token ids (comma list; default 1,2,3).
         #[arg(long, value_delimiter = ',')]
         prompt: Vec<u32>,
         /// Or a prompt of N tokens drawn with --seed.
@@ -48,6 +48,24 @@ pub enum ModelCommand {
         /// Write the dump (tokens, logits, per-layer selections, experts, latent, index keys).
         #[arg(long)]
         dump: Option<PathBuf>,
+    },
+    /// Generate greedily on the GPU (the whole forward by prefill, naive kernels: tiny models)
+    /// and with the CPU reference, and compare the tokens. Without --model: a random tiny
+    /// checkpoint (no files needed).
+    Generate {
+        /// The checkpoint folder (default: a random `tiny` one, written to a temporary folder).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Prompt token ids (comma list; default 1,2,3).
+        #[arg(long, value_delimiter = ',')]
+        prompt: Vec<u32>,
+        /// Or a prompt of N tokens drawn with --seed.
+        #[arg(long)]
+        prompt_len: Option<u32>,
+        #[arg(long, default_value_t = 8)]
+        new_tokens: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Open a checkpoint folder, check every tensor, and print its config and sizes.
     Info {
@@ -100,6 +118,13 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             layers,
             dump,
         } => reference(model, prompt, prompt_len, new_tokens, seed, layers, dump),
+        ModelCommand::Generate {
+            model,
+            prompt,
+            prompt_len,
+            new_tokens,
+            seed,
+        } => generate_both(model, prompt, prompt_len, new_tokens, seed),
         ModelCommand::Info { dir, layers } => {
             let layers = layers.as_deref().map(layer_range).transpose()?;
             let ck = Checkpoint::open(&dir, layers)?;
@@ -160,28 +185,7 @@ fn reference(
     let layers = layers.as_deref().map(layer_range).transpose()?;
     ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 1 << 20)?;
     let ck = Checkpoint::open(&model, layers)?;
-    let vocab = ck.config.vocab_size;
-    let prompt = match (prompt.is_empty(), prompt_len) {
-        (false, None) => prompt,
-        (true, Some(n)) if n > 0 => {
-            let mut rng = ess_wgpu::workload::Rng::new(seed);
-            (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
-        }
-        _ => {
-            return Err(ess_wgpu::Error::config(
-                "prompt",
-                "none or both of --prompt and --prompt-len",
-                "--prompt 1,2,3 or --prompt-len N (N ≥ 1)",
-            ));
-        }
-    };
-    if let Some(&t) = prompt.iter().find(|&&t| t >= vocab) {
-        return Err(ess_wgpu::Error::config(
-            "prompt token",
-            t,
-            format!("0 ..= {} (the vocabulary)", vocab - 1),
-        ));
-    }
+    let prompt = make_prompt(prompt, prompt_len, seed, ck.config.vocab_size)?;
     let w = ModelWeights::load(&ck)?;
     let (tokens, outs, cache) = generate(&w, &prompt, new_tokens as usize);
     say!(
@@ -194,4 +198,79 @@ fn reference(
         say!("wrote {}", path.display())?;
     }
     Ok(())
+}
+
+/// The prompt from `--prompt` or `--prompt-len` (drawn with `seed`), its tokens checked.
+fn make_prompt(prompt: Vec<u32>, len: Option<u32>, seed: u64, vocab: u32) -> Result<Vec<u32>> {
+    let prompt = match (prompt.is_empty(), len) {
+        (false, None) => prompt,
+        (true, Some(n)) if n > 0 => {
+            let mut rng = ess_wgpu::workload::Rng::new(seed);
+            (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
+        }
+        (true, None) => vec![1, 2, 3],
+        _ => {
+            return Err(ess_wgpu::Error::config(
+                "prompt",
+                "both --prompt and --prompt-len",
+                "--prompt 1,2,3 or --prompt-len N (N ≥ 1)",
+            ));
+        }
+    };
+    if let Some(&t) = prompt.iter().find(|&&t| t >= vocab) {
+        return Err(ess_wgpu::Error::config(
+            "prompt token",
+            t,
+            format!("0 ..= {} (the vocabulary)", vocab - 1),
+        ));
+    }
+    Ok(prompt)
+}
+
+fn generate_both(
+    model: Option<PathBuf>,
+    prompt: Vec<u32>,
+    prompt_len: Option<u32>,
+    new_tokens: u32,
+    seed: u64,
+) -> Result<()> {
+    use ess_wgpu::reference::model::{ModelWeights, generate};
+    ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 4096)?;
+    let (dir, temporary) = match model {
+        Some(d) => (d, false),
+        None => {
+            let d = std::env::temp_dir().join(format!("ess-wgpu-tiny-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            write_random(&d, &preset("tiny")?, seed, WeightDtype::Bf16)?;
+            (d, true)
+        }
+    };
+    let run = || -> Result<()> {
+        let ck = Checkpoint::open(&dir, None)?;
+        let prompt = make_prompt(prompt, prompt_len, seed, ck.config.vocab_size)?;
+        let w = ModelWeights::load(&ck)?;
+        let ctx = ess_wgpu::GpuContext::new()?;
+        let gpu =
+            ess_wgpu::model::gpu::generate_by_prefill(&ctx, &w, &prompt, new_tokens as usize)?;
+        let (cpu, _, _) = generate(&w, &prompt, new_tokens as usize);
+        say!(
+            "model    {} ({} layers)",
+            dir.display(),
+            ck.config.num_hidden_layers
+        )?;
+        say!("prompt   {prompt:?}")?;
+        say!("GPU      {gpu:?}   (the whole forward, a prefill per token)")?;
+        say!("CPU      {cpu:?}   (reference::model, f64)")?;
+        if gpu != cpu {
+            return Err(ess_wgpu::Error::Gpu(
+                "the GPU's tokens differ from the reference's".into(),
+            ));
+        }
+        say!("verdict  identical tokens")
+    };
+    let result = run();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }
