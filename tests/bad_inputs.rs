@@ -232,6 +232,14 @@ fn bad_options_and_values_name_the_cause() {
             vec!["dtype", "bf16, f16, f32 or fp8"],
         ),
         (
+            vec!["model", "generate", "--new-tokens", "0"],
+            vec!["new-tokens", "1 ..= 4096"],
+        ),
+        (
+            vec!["model", "generate", "--prompt", "99999"],
+            vec!["prompt token", "99999", "the vocabulary"],
+        ),
+        (
             vec!["model", "info", "/nonexistent/ckpt"],
             vec!["/nonexistent/ckpt/config.json"],
         ),
