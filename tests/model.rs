@@ -404,11 +404,12 @@ fn the_gpu_layer_follows_the_reference() {
             .flat_map(|&t| rms_norm(&emb[t as usize * h..][..h], norm, cfg.rms_norm_eps))
             .collect();
         let xb = ctx.upload("x", &x).unwrap();
-        let layer = ess_wgpu::model::gpu::PromptLayer::new(&ctx, &w, 0, &xb, 23).unwrap();
-        let got = layer.indexer_selections().unwrap();
+        let layer = ess_wgpu::model::gpu::PromptLayer::new(&ctx, &w, 0, &xb, (23, 0)).unwrap();
+        let cache = ess_wgpu::model::gpu::LayerCache::new(&ctx, &w, 23).unwrap();
+        let got = layer.indexer_selections(&cache).unwrap();
         assert_eq!(got, want, "{tag}");
         // the attention over those selections against the reference's, row by row
-        let attn: Vec<f32> = ctx.read(&layer.attention(&got).unwrap()).unwrap();
+        let attn: Vec<f32> = ctx.read(&layer.attention(&got, &cache).unwrap()).unwrap();
         let mut worst = 0f32;
         for (t, row) in attn.chunks(h).enumerate() {
             let want = &refs[t].attn[0];
@@ -521,8 +522,9 @@ fn the_gpu_prefill_gives_the_reference_logits() {
     }
 }
 
-/// Greedy generation on the GPU (by repeated prefill) gives the CPU reference's tokens (bf16
-/// and FP8 weights).
+/// Greedy generation on the GPU, decoding over its caches and by repeated prefill alike, gives
+/// the CPU reference's tokens (bf16 and FP8 weights); a decode step's logits equal those of a
+/// prefill over the same tokens within `ATTN_TOL`.
 #[test]
 fn gpu_generation_gives_the_reference_tokens() {
     use ess_wgpu::reference::model::{ModelWeights, generate};
@@ -538,9 +540,31 @@ fn gpu_generation_gives_the_reference_tokens() {
         let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
         let prompt = [5u32, 77, 301, 12, 9, 460];
         let (want, _, _) = generate(&w, &prompt, 6);
-        let got = ess_wgpu::model::gpu::generate_by_prefill(&ctx, &w, &prompt, 6).unwrap();
-        assert_eq!(got, want, "{tag}");
-        eprintln!("{tag}: the GPU generated {got:?}, as the reference");
+        let got = ess_wgpu::model::gpu::generate(&ctx, &w, &prompt, 6).unwrap();
+        assert_eq!(got, want, "{tag}: decoding over the caches");
+        let by_prefill = ess_wgpu::model::gpu::generate_by_prefill(&ctx, &w, &prompt, 6).unwrap();
+        assert_eq!(by_prefill, want, "{tag}: by prefill");
+        // prompt, then two decode steps, against one prefill over all of it
+        let mut d = ess_wgpu::model::gpu::Decoder::new(&ctx, &w, 8).unwrap();
+        d.forward(&prompt).unwrap();
+        d.forward(&want[..1]).unwrap();
+        let step = d.forward(&want[1..2]).unwrap();
+        let all: Vec<u32> = prompt.iter().chain(&want[..2]).copied().collect();
+        let pre = ess_wgpu::model::gpu::prefill_logits(&ctx, &w, &all).unwrap();
+        let last = &pre[pre.len() - step.len()..];
+        let scale = last.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = step
+            .iter()
+            .zip(last)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff / scale <= ATTN_TOL,
+            "{tag}: decode vs prefill {diff:e}"
+        );
+        eprintln!(
+            "{tag}: the GPU generated {got:?} (cached and by prefill), as the reference; decode vs prefill {:.1e}",
+            diff / scale
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -49,8 +49,8 @@ pub enum ModelCommand {
         #[arg(long)]
         dump: Option<PathBuf>,
     },
-    /// Generate greedily on the GPU (the whole forward by prefill, naive kernels: tiny models)
-    /// and with the CPU reference, and compare the tokens. Without --model: a random tiny
+    /// Generate greedily on the GPU (prefill, then decode steps over its caches; naive kernels:
+    /// tiny models) and with the CPU reference, and compare the tokens. Without --model: a random tiny
     /// checkpoint (no files needed).
     Generate {
         /// The checkpoint folder (default: a random `tiny` one, written to a temporary folder).
@@ -259,7 +259,7 @@ fn generate_both(
             ck.config.num_hidden_layers
         )?;
         say!("prompt   {prompt:?}")?;
-        say!("GPU      {gpu:?}   (the whole forward, a prefill per token)")?;
+        say!("GPU      {gpu:?}   (prefill, then decode steps over the GPU caches)")?;
         say!("CPU      {cpu:?}   (reference::model, f64)")?;
         if gpu != cpu {
             return Err(ess_wgpu::Error::Gpu(

@@ -5,7 +5,8 @@
 //! keys), the top-k and the version-1 sparse MLA (any even RoPE width). `tests/model.rs` holds
 //! them to `reference::model`; and a layer's feed-forward block ([`ffn`]: dense SwiGLU, or the
 //! router, the chosen experts and the shared expert); and the whole prefill forward of a prompt
-//! ([`prefill_logits`]). Decoding through the engine's caches is not built.
+//! ([`prefill_logits`]), and decoding over caches of its own ([`Decoder`], [`generate`]). The
+//! model in the engine (its batches and offloaded cache) is not built.
 
 use crate::config::Dtype;
 use crate::error::Result;
@@ -33,16 +34,41 @@ pub struct PromptLayer<'a> {
     qr_in: wgpu::Buffer,
     table: wgpu::Buffer,
     pos: wgpu::Buffer,
+    /// The rows' first position: they attend to positions 0 .. start + t of the caches.
+    start: u32,
+}
+
+/// One layer's caches on the GPU, `capacity` positions: the indexer keys `[cap, index_head_dim]`
+/// (after the FP8 round trip) and the attention rows `[cap, kv_lora_rank + rope]` (the latent
+/// after the FP8 round trip ‖ the rope'd key part), f32.
+pub struct LayerCache {
+    pub index_k: wgpu::Buffer,
+    pub rows: wgpu::Buffer,
+}
+
+impl LayerCache {
+    pub fn new(ctx: &GpuContext, w: &ModelWeights, capacity: u32) -> Result<Self> {
+        let c = &w.config;
+        let cap = capacity as u64;
+        Ok(LayerCache {
+            index_k: ctx.storage("index keys", cap * c.index_head_dim as u64 * 4)?,
+            rows: ctx.storage(
+                "latent rows",
+                cap * (c.kv_lora_rank + c.qk_rope_head_dim) as u64 * 4,
+            )?,
+        })
+    }
 }
 
 impl<'a> PromptLayer<'a> {
-    /// Layer `l` over the `t` rows of `x` `[t, hidden]` (its normed input, on the GPU).
+    /// Layer `l` over the `t` rows of `x` `[t, hidden]` (its normed input, on the GPU) at
+    /// positions `start ..`.
     pub fn new(
         ctx: &'a GpuContext,
         w: &'a ModelWeights,
         l: u32,
         x: &wgpu::Buffer,
-        t: u32,
+        (t, start): (u32, u32),
     ) -> Result<Self> {
         let c = &w.config;
         let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
@@ -55,8 +81,9 @@ impl<'a> PromptLayer<'a> {
             x: x.clone(),
             x_in: x.clone(),
             qr_in: ctx.storage("qr", t as u64 * ql as u64 * 4)?,
-            table: ctx.upload("rope table", &rope_table(&w.inv_freq(), t))?,
-            pos: ctx.upload("positions", &(0..t).collect::<Vec<u32>>())?,
+            table: ctx.upload("rope table", &rope_table(&w.inv_freq(), start + t))?,
+            pos: ctx.upload("positions", &(start..start + t).collect::<Vec<u32>>())?,
+            start,
         };
         me.x_in = me.input(&me.x, "self_attn.q_a_proj.weight", hsz)?;
         let qa = me.buf("q_a", ql)?;
@@ -132,6 +159,15 @@ impl<'a> PromptLayer<'a> {
         Ok(d)
     }
 
+    /// The t rows of `src` (`n` values each) into `cache` at the rows' positions.
+    fn store(&self, src: &wgpu::Buffer, cache: &wgpu::Buffer, n: u32) -> Result<()> {
+        let bytes = self.t as u64 * n as u64 * 4;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, cache, self.start as u64 * n as u64 * 4, bytes);
+        self.ctx.submit(enc);
+        self.ctx.check()
+    }
+
     fn run(&self, steps: Vec<Dispatch>) -> Result<()> {
         self.ctx
             .run_pass(None, |p| steps.iter().for_each(|d| d.record(p)))
@@ -150,9 +186,10 @@ impl<'a> PromptLayer<'a> {
         }
     }
 
-    /// The positions the layer's indexer selects for each prompt row t (over 0 ..= t):
-    /// `[T][min(k, t + 1)]`, best first.
-    pub fn indexer_selections(&self) -> Result<Vec<Vec<i32>>> {
+    /// The positions the layer's indexer selects for each row i (at position start + i, over
+    /// the positions 0 ..= start + i): `[t][min(k, start + i + 1)]`, best first. The rows'
+    /// keys go into `cache` at their positions.
+    pub fn indexer_selections(&self, cache: &LayerCache) -> Result<Vec<Vec<i32>>> {
         let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
         let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
         let (ih, id, rd) = (c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim);
@@ -197,12 +234,12 @@ impl<'a> PromptLayer<'a> {
             self.ops.act_quant(ctx, &kn, t, id),
             plain_w,
         ])?;
-        // query t is a sequence of its own over keys 0 ..= t
-        let seq = ctx.upload(
-            "seq",
-            &(0..t).flat_map(|i| [0, i + 1]).collect::<Vec<u32>>(),
-        )?;
-        let scores = self.buf("index scores", t)?;
+        self.store(&kn, &cache.index_k, id)?;
+        // row i is a sequence of its own over the keys 0 ..= start + i
+        let (start, len) = (self.start, self.start + t);
+        let seq: Vec<u32> = (0..t).flat_map(|i| [0, start + i + 1]).collect();
+        let seq = ctx.upload("seq", &seq)?;
+        let scores = self.buf("index scores", len)?;
         let shape = IndexerShape {
             heads: ih,
             dim: id,
@@ -214,13 +251,13 @@ impl<'a> PromptLayer<'a> {
             &IndexerArgs {
                 q: &q,
                 w: &wts,
-                keys: &kn,
+                keys: &cache.index_k,
                 seq: &seq,
                 scores: &scores,
                 b0: 0,
                 batch: t,
-                max_len: t,
-                score_stride: t,
+                max_len: len,
+                score_stride: len,
             },
         );
         let topk = TopK::new(ctx, &TopKShape { k: c.index_topk })?;
@@ -232,7 +269,7 @@ impl<'a> PromptLayer<'a> {
             topk_indices: &ids,
             b0: 0,
             batch: t,
-            score_stride: t,
+            score_stride: len,
         };
         self.run(vec![idx, topk.bind(ctx, &args)?])?;
         let got: Vec<i32> = ctx.read(&ids)?;
@@ -240,14 +277,15 @@ impl<'a> PromptLayer<'a> {
         Ok(got
             .chunks(k)
             .enumerate()
-            .map(|(i, r)| r[..k.min(i + 1)].to_vec())
+            .map(|(i, r)| r[..k.min(self.start as usize + i + 1)].to_vec())
             .collect())
     }
 
     /// The layer's attention output `[T, hidden]` (before the residual) with row t attending
     /// to `selections[t]`: MLA absorbed, its latent through `act_quant` as cached, the
     /// version-1 sparse MLA over f32 rows.
-    pub fn attention(&self, selections: &[Vec<i32>]) -> Result<wgpu::Buffer> {
+    /// The rows' latent rows go into `cache` at their positions; they attend to the cache.
+    pub fn attention(&self, selections: &[Vec<i32>], cache: &LayerCache) -> Result<wgpu::Buffer> {
         let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
         let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
         let (nope, rd, v, kv) = (
@@ -352,7 +390,8 @@ impl<'a> PromptLayer<'a> {
             copy(&latent, kv, 0, 0, &rows, ms, 0, 0, 1, kv, &eye_kv)?,
             copy(&kva, ms, 0, kv, &rows, ms, 0, kv, 1, rd, &eye_rd)?,
         ])?;
-        // sparse MLA: query t over its selected rows (−1 padded to k)
+        self.store(&rows, &cache.rows, ms)?;
+        // sparse MLA: row i over its selected positions (−1 padded to k)
         let k = c.index_topk;
         let ids: Vec<i32> = selections
             .iter()
@@ -393,7 +432,7 @@ impl<'a> PromptLayer<'a> {
                     q: &qm,
                     ids: &ids,
                     seq: &seq,
-                    rows: &rows,
+                    rows: &cache.rows,
                     o_lat: &o_lat,
                     lse: &lse,
                     b0: 0,
@@ -413,19 +452,6 @@ impl<'a> PromptLayer<'a> {
         )?])?;
         Ok(attn)
     }
-}
-
-/// The positions layer `l`'s indexer selects for each of `x`'s rows (the layer's normed hidden
-/// states of a prompt, `[T, hidden]`; row t attends to positions 0 ..= t): `[T][min(k, t + 1)]`,
-/// best first, as `reference::model` orders them.
-pub fn indexer_selections(
-    ctx: &GpuContext,
-    w: &ModelWeights,
-    l: u32,
-    x: &[f32],
-) -> Result<Vec<Vec<i32>>> {
-    let t = (x.len() / w.config.hidden_size as usize) as u32;
-    PromptLayer::new(ctx, w, l, &ctx.upload("x", x)?, t)?.indexer_selections()
 }
 
 /// Layer `l`'s feed-forward block on the GPU for rows `x` `[T, hidden]` (its normed input):
@@ -570,59 +596,135 @@ pub fn ffn(
     Ok(y)
 }
 
-/// The logits `[T, vocab]` of every position of `tokens` (a prompt, causal), the whole forward
-/// on the GPU: the embedding, each loaded layer's attention (its indexer's selections read back
-/// and bound again, the one round trip through the CPU) and feed-forward with their residuals,
-/// the final norm and the head. Naive f32 kernels throughout: tiny models.
-pub fn prefill_logits(ctx: &GpuContext, w: &ModelWeights, tokens: &[u32]) -> Result<Vec<f32>> {
-    let c = &w.config;
-    let (t, hsz, eps) = (tokens.len() as u32, c.hidden_size, c.rms_norm_eps as f32);
-    let ops = ModelOps::new(ctx)?;
-    let run =
-        |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
-    let up = |name: &str| ctx.upload(name, w.tensor(name));
-    let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
-    let (h, x) = (buf("h", hsz)?, buf("x", hsz)?);
-    let emb = up("model.embed_tokens.weight")?;
-    run(vec![ops.embed(
-        ctx,
-        &emb,
-        &ctx.upload("tokens", tokens)?,
-        &h,
-        t,
-        hsz,
-    )])?;
-    for l in w.layers.clone() {
-        let p = format!("model.layers.{l}.");
-        let norm = up(&format!("{p}input_layernorm.weight"))?;
-        run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
-        let layer = PromptLayer::new(ctx, w, l, &x, t)?;
-        let attn = layer.attention(&layer.indexer_selections()?)?;
-        let norm = up(&format!("{p}post_attention_layernorm.weight"))?;
-        run(vec![
-            ops.add(ctx, &h, &attn, t * hsz),
-            ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
-        ])?;
-        let f = ffn(ctx, w, l, &x, t)?;
-        run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
+/// A sequence decoded on the GPU with its caches (every loaded layer's [`LayerCache`]): each
+/// [`Decoder::forward`] runs tokens at the next positions through the whole model, their rows
+/// appended to the caches, and returns their logits. A prompt and then one token at a time is
+/// prefill then decode; the two give the same logits as one prefill over everything.
+pub struct Decoder<'a> {
+    ctx: &'a GpuContext,
+    w: &'a ModelWeights,
+    caches: Vec<LayerCache>,
+    len: u32,
+    capacity: u32,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights, capacity: u32) -> Result<Self> {
+        let caches = w
+            .layers
+            .clone()
+            .map(|_| LayerCache::new(ctx, w, capacity))
+            .collect::<Result<_>>()?;
+        Ok(Decoder {
+            ctx,
+            w,
+            caches,
+            len: 0,
+            capacity,
+        })
     }
-    let norm = up("model.norm.weight")?;
-    let head_name = match c.tie_word_embeddings {
-        true => "model.embed_tokens.weight",
-        false => "lm_head.weight",
-    };
-    let head = up(head_name)?;
-    let logits = buf("logits", c.vocab_size)?;
-    run(vec![
-        ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
-        ops.linear(ctx, &x, &head, &logits, t, hsz, c.vocab_size),
-    ])?;
-    ctx.read(&logits)
+
+    /// Positions cached so far.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The logits `[n, vocab]` of `tokens` at positions `len .. len + n` (causal, over the
+    /// cached positions too): the embedding, each loaded layer's attention (its indexer's
+    /// selections read back and bound again: the one round trip through the CPU) and
+    /// feed-forward with their residuals, the final norm and the head. Naive f32 kernels:
+    /// tiny models.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (ctx, w) = (self.ctx, self.w);
+        let c = &w.config;
+        let (t, hsz, eps) = (tokens.len() as u32, c.hidden_size, c.rms_norm_eps as f32);
+        if self.len + t > self.capacity {
+            return Err(crate::Error::config(
+                "decode length",
+                self.len + t,
+                format!("≤ the decoder's capacity {}", self.capacity),
+            ));
+        }
+        let ops = ModelOps::new(ctx)?;
+        let run =
+            |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
+        let up = |name: &str| ctx.upload(name, w.tensor(name));
+        let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
+        let (h, x) = (buf("h", hsz)?, buf("x", hsz)?);
+        let emb = up("model.embed_tokens.weight")?;
+        run(vec![ops.embed(
+            ctx,
+            &emb,
+            &ctx.upload("tokens", tokens)?,
+            &h,
+            t,
+            hsz,
+        )])?;
+        for (li, l) in w.layers.clone().enumerate() {
+            let p = format!("model.layers.{l}.");
+            let norm = up(&format!("{p}input_layernorm.weight"))?;
+            run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
+            let cache = &self.caches[li];
+            let layer = PromptLayer::new(ctx, w, l, &x, (t, self.len))?;
+            let attn = layer.attention(&layer.indexer_selections(cache)?, cache)?;
+            let norm = up(&format!("{p}post_attention_layernorm.weight"))?;
+            run(vec![
+                ops.add(ctx, &h, &attn, t * hsz),
+                ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
+            ])?;
+            let f = ffn(ctx, w, l, &x, t)?;
+            run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
+        }
+        let norm = up("model.norm.weight")?;
+        let head_name = match c.tie_word_embeddings {
+            true => "model.embed_tokens.weight",
+            false => "lm_head.weight",
+        };
+        let head = up(head_name)?;
+        let logits = buf("logits", c.vocab_size)?;
+        run(vec![
+            ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
+            ops.linear(ctx, &x, &head, &logits, t, hsz, c.vocab_size),
+        ])?;
+        self.len += t;
+        ctx.read(&logits)
+    }
+}
+
+/// The logits `[T, vocab]` of every position of `tokens` (a prompt, causal): one
+/// [`Decoder::forward`] over a fresh decoder.
+pub fn prefill_logits(ctx: &GpuContext, w: &ModelWeights, tokens: &[u32]) -> Result<Vec<f32>> {
+    Decoder::new(ctx, w, tokens.len() as u32)?.forward(tokens)
+}
+
+/// Greedy generation on the GPU: the prompt in one prefill, then one decode step a token over
+/// the caches (the last token chosen is not run). Returns the `new_tokens` tokens.
+pub fn generate(
+    ctx: &GpuContext,
+    w: &ModelWeights,
+    prompt: &[u32],
+    new_tokens: usize,
+) -> Result<Vec<u32>> {
+    let vocab = w.config.vocab_size as usize;
+    let mut d = Decoder::new(ctx, w, (prompt.len() + new_tokens) as u32)?;
+    let mut logits = d.forward(prompt)?;
+    let mut out = Vec::new();
+    for i in 0..new_tokens {
+        let next = crate::reference::model::argmax(&logits[logits.len() - vocab..]);
+        out.push(next);
+        if i + 1 < new_tokens {
+            logits = d.forward(&[next])?;
+        }
+    }
+    Ok(out)
 }
 
 /// Greedy generation on the GPU by prefill alone: each new token from the logits of a fresh
-/// prefill over everything so far (quadratic in the length, no caches: the correctness path
-/// that decoding through the engine will be held to). Returns the `new_tokens` tokens.
+/// prefill over everything so far (quadratic in the length: the cross-check of [`generate`]).
 pub fn generate_by_prefill(
     ctx: &GpuContext,
     w: &ModelWeights,
@@ -633,8 +735,9 @@ pub fn generate_by_prefill(
     let mut seq = prompt.to_vec();
     for _ in 0..new_tokens {
         let logits = prefill_logits(ctx, w, &seq)?;
-        let last = &logits[logits.len() - vocab..];
-        seq.push(crate::reference::model::argmax(last));
+        seq.push(crate::reference::model::argmax(
+            &logits[logits.len() - vocab..],
+        ));
     }
     Ok(seq[prompt.len()..].to_vec())
 }
