@@ -249,17 +249,13 @@ fn presets_round_trip_through_config_json() {
 /// experts; activations stay O(1) (bf16 and FP8 weights).
 #[test]
 fn cpu_forward_decodes_as_it_prefills() {
-    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, forward_token, generate};
+    use ess_wgpu::reference::model::{Attention, SeqCache, forward_token, generate};
     for (tag, dtype, topk) in [
         ("fwd-bf16", WeightDtype::Bf16, 64u32),
         ("fwd-fp8", WeightDtype::Fp8, 64),
         ("fwd-k4", WeightDtype::Bf16, 4),
     ] {
-        let dir = scratch(tag);
-        let mut cfg = preset("tiny").unwrap();
-        cfg.index_topk = topk;
-        write_random(&dir, &cfg, 11, dtype).unwrap();
-        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let (dir, cfg, w) = tiny_weights(tag, dtype, topk, 11);
         let prompt = [3u32, 141, 59, 26, 500];
         let (tokens, outs, _) = generate(&w, &prompt, 7);
         assert_eq!(outs.len(), 11);
@@ -363,6 +359,48 @@ fn the_reference_dump_has_the_issues_format() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A random tiny checkpoint (top-k `topk`, weights stored as `dtype`, values from `seed`),
+/// loaded for the reference.
+fn tiny_weights(
+    tag: &str,
+    dtype: WeightDtype,
+    topk: u32,
+    seed: u64,
+) -> (PathBuf, HfConfig, ess_wgpu::reference::model::ModelWeights) {
+    let dir = scratch(tag);
+    let mut cfg = preset("tiny").unwrap();
+    cfg.index_topk = topk;
+    write_random(&dir, &cfg, seed, dtype).unwrap();
+    let ck = Checkpoint::open(&dir, None).unwrap();
+    (
+        dir,
+        cfg,
+        ess_wgpu::reference::model::ModelWeights::load(&ck).unwrap(),
+    )
+}
+
+/// The reference's output at every position of `prompt`.
+fn reference_run(
+    w: &ess_wgpu::reference::model::ModelWeights,
+    prompt: &[u32],
+) -> Vec<ess_wgpu::reference::model::TokenOut> {
+    use ess_wgpu::reference::model::{Attention, SeqCache, forward_token};
+    let mut cache = SeqCache::default();
+    prompt
+        .iter()
+        .map(|&t| forward_token(w, &mut cache, t, Attention::Sparse))
+        .collect()
+}
+
+/// The largest |got − want| of a row as a share of the row's largest |want|.
+fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
 /// How far layer 0's attention on the GPU may be from the reference's, as a share of the row's
 /// largest value. f32 sums against f64 give about 1e-6 (lavapipe: 4.6e-7 … 9.7e-7); the bound
 /// also admits one latent value whose f32 lands on the other side of an e4m3 rounding boundary
@@ -377,24 +415,16 @@ const ATTN_TOL: f32 = 1e-3;
 /// MLA) is the reference's within `ATTN_TOL`: bf16 and FP8 weights, top-k 4 and 64.
 #[test]
 fn the_gpu_layer_follows_the_reference() {
-    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, forward_token, rms_norm};
+    use ess_wgpu::reference::model::rms_norm;
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     for (tag, dtype, topk) in [
         ("gpu-idx-bf16", WeightDtype::Bf16, 4u32),
         ("gpu-idx-fp8", WeightDtype::Fp8, 4),
         ("gpu-idx-all", WeightDtype::Bf16, 64),
     ] {
-        let dir = scratch(tag);
-        let mut cfg = preset("tiny").unwrap();
-        cfg.index_topk = topk;
-        write_random(&dir, &cfg, 5, dtype).unwrap();
-        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let (dir, cfg, w) = tiny_weights(tag, dtype, topk, 5);
         let prompt: Vec<u32> = (0..23).map(|i| (i * 97 + 13) % cfg.vocab_size).collect();
-        let mut cache = SeqCache::default();
-        let refs: Vec<_> = prompt
-            .iter()
-            .map(|&t| forward_token(&w, &mut cache, t, Attention::Sparse))
-            .collect();
+        let refs = reference_run(&w, &prompt);
         let want: Vec<Vec<i32>> = refs.iter().map(|o| o.topk[0].clone()).collect();
         let h = cfg.hidden_size as usize;
         let emb = w.tensor("model.embed_tokens.weight");
@@ -413,12 +443,7 @@ fn the_gpu_layer_follows_the_reference() {
         let mut worst = 0f32;
         for (t, row) in attn.chunks(h).enumerate() {
             let want = &refs[t].attn[0];
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = row
-                .iter()
-                .zip(want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            worst = worst.max(diff / scale);
+            worst = worst.max(rel_diff(row, want));
         }
         assert!(
             worst <= ATTN_TOL,
@@ -439,22 +464,14 @@ fn the_gpu_layer_follows_the_reference() {
 /// largest seen is printed). bf16 and FP8 weights.
 #[test]
 fn the_gpu_feed_forward_follows_the_reference() {
-    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, forward_token};
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     for (tag, dtype) in [
         ("gpu-ffn-bf16", WeightDtype::Bf16),
         ("gpu-ffn-fp8", WeightDtype::Fp8),
     ] {
-        let dir = scratch(tag);
-        let cfg = preset("tiny").unwrap();
-        write_random(&dir, &cfg, 9, dtype).unwrap();
-        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let (dir, cfg, w) = tiny_weights(tag, dtype, 64, 9);
         let prompt: Vec<u32> = (0..11).map(|i| (i * 61 + 5) % cfg.vocab_size).collect();
-        let mut cache = SeqCache::default();
-        let refs: Vec<_> = prompt
-            .iter()
-            .map(|&t| forward_token(&w, &mut cache, t, Attention::Sparse))
-            .collect();
+        let refs = reference_run(&w, &prompt);
         let mut worst = 0f32;
         for l in 0..cfg.num_hidden_layers as usize {
             let x: Vec<f32> = refs.iter().flat_map(|o| o.ffn_in[l].clone()).collect();
@@ -463,12 +480,7 @@ fn the_gpu_feed_forward_follows_the_reference() {
             let got: Vec<f32> = ctx.read(&y).unwrap();
             for (t, row) in got.chunks(cfg.hidden_size as usize).enumerate() {
                 let want = &refs[t].ffn[l];
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = row
-                    .iter()
-                    .zip(want)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                worst = worst.max(diff / scale);
+                worst = worst.max(rel_diff(row, want));
             }
         }
         assert!(
@@ -486,34 +498,21 @@ fn the_gpu_feed_forward_follows_the_reference() {
 /// and the same greedy token everywhere: bf16 and FP8 weights, top-k 4 and 64.
 #[test]
 fn the_gpu_prefill_gives_the_reference_logits() {
-    use ess_wgpu::reference::model::{Attention, ModelWeights, SeqCache, argmax, forward_token};
+    use ess_wgpu::reference::model::argmax;
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     for (tag, dtype, topk) in [
         ("gpu-pre-bf16", WeightDtype::Bf16, 4u32),
         ("gpu-pre-fp8", WeightDtype::Fp8, 4),
         ("gpu-pre-all", WeightDtype::Bf16, 64),
     ] {
-        let dir = scratch(tag);
-        let mut cfg = preset("tiny").unwrap();
-        cfg.index_topk = topk;
-        write_random(&dir, &cfg, 13, dtype).unwrap();
-        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let (dir, cfg, w) = tiny_weights(tag, dtype, topk, 13);
         let prompt: Vec<u32> = (0..17).map(|i| (i * 37 + 11) % cfg.vocab_size).collect();
-        let mut cache = SeqCache::default();
-        let refs: Vec<_> = prompt
-            .iter()
-            .map(|&t| forward_token(&w, &mut cache, t, Attention::Sparse))
-            .collect();
+        let refs = reference_run(&w, &prompt);
         let got = ess_wgpu::model::gpu::prefill_logits(&ctx, &w, &prompt).unwrap();
         let mut worst = 0f32;
         for (t, row) in got.chunks(cfg.vocab_size as usize).enumerate() {
             let want = &refs[t].logits;
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = row
-                .iter()
-                .zip(want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            worst = worst.max(diff / scale);
+            worst = worst.max(rel_diff(row, want));
             assert_eq!(argmax(row), argmax(want), "{tag}: greedy token at {t}");
         }
         assert!(worst <= ATTN_TOL, "{tag}: logits differ by {worst:e}");
@@ -527,17 +526,13 @@ fn the_gpu_prefill_gives_the_reference_logits() {
 /// prefill over the same tokens within `ATTN_TOL`.
 #[test]
 fn gpu_generation_gives_the_reference_tokens() {
-    use ess_wgpu::reference::model::{ModelWeights, generate};
+    use ess_wgpu::reference::model::generate;
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     for (tag, dtype) in [
         ("gpu-gen-bf16", WeightDtype::Bf16),
         ("gpu-gen-fp8", WeightDtype::Fp8),
     ] {
-        let dir = scratch(tag);
-        let mut cfg = preset("tiny").unwrap();
-        cfg.index_topk = 4;
-        write_random(&dir, &cfg, 17, dtype).unwrap();
-        let w = ModelWeights::load(&Checkpoint::open(&dir, None).unwrap()).unwrap();
+        let (dir, _, w) = tiny_weights(tag, dtype, 4, 17);
         let prompt = [5u32, 77, 301, 12, 9, 460];
         let (want, _, _) = generate(&w, &prompt, 6);
         let got = ess_wgpu::model::gpu::generate(&ctx, &w, &prompt, 6).unwrap();
@@ -552,18 +547,10 @@ fn gpu_generation_gives_the_reference_tokens() {
         let all: Vec<u32> = prompt.iter().chain(&want[..2]).copied().collect();
         let pre = ess_wgpu::model::gpu::prefill_logits(&ctx, &w, &all).unwrap();
         let last = &pre[pre.len() - step.len()..];
-        let scale = last.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = step
-            .iter()
-            .zip(last)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff / scale <= ATTN_TOL,
-            "{tag}: decode vs prefill {diff:e}"
-        );
+        let diff = rel_diff(&step, last);
+        assert!(diff <= ATTN_TOL, "{tag}: decode vs prefill {diff:e}");
         eprintln!(
-            "{tag}: the GPU generated {got:?} (cached and by prefill), as the reference; decode vs prefill {:.1e}",
-            diff / scale
+            "{tag}: the GPU generated {got:?} (cached and by prefill), as the reference; decode vs prefill {diff:.1e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

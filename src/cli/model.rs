@@ -8,6 +8,21 @@ use ess_wgpu::model::init::{WeightDtype, preset, write_random};
 use ess_wgpu::model::{Checkpoint, checkpoint::expected_tensors};
 use std::path::PathBuf;
 
+/// What a generation is asked: the prompt and how many tokens to add.
+#[derive(clap::Args)]
+pub struct GenArgs {
+    /// Prompt token ids (comma list; default 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    prompt: Vec<u32>,
+    /// Or a prompt of N tokens drawn with --seed.
+    #[arg(long)]
+    prompt_len: Option<u32>,
+    #[arg(long, default_value_t = 8)]
+    new_tokens: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 pub enum ModelCommand {
     /// Write a random checkpoint (config.json, one .safetensors shard per layer, the index).
@@ -32,16 +47,8 @@ pub enum ModelCommand {
         /// The checkpoint folder.
         #[arg(long)]
         model: PathBuf,
-        /// Prompt token ids (comma list; default 1,2,3).
-        #[arg(long, value_delimiter = ',')]
-        prompt: Vec<u32>,
-        /// Or a prompt of N tokens drawn with --seed.
-        #[arg(long)]
-        prompt_len: Option<u32>,
-        #[arg(long, default_value_t = 8)]
-        new_tokens: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        run: GenArgs,
         /// Layers to run, e.g. 0..4 (default: all).
         #[arg(long)]
         layers: Option<String>,
@@ -56,16 +63,8 @@ pub enum ModelCommand {
         /// The checkpoint folder (default: a random `tiny` one, written to a temporary folder).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Prompt token ids (comma list; default 1,2,3).
-        #[arg(long, value_delimiter = ',')]
-        prompt: Vec<u32>,
-        /// Or a prompt of N tokens drawn with --seed.
-        #[arg(long)]
-        prompt_len: Option<u32>,
-        #[arg(long, default_value_t = 8)]
-        new_tokens: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        run: GenArgs,
     },
     /// Open a checkpoint folder, check every tensor, and print its config and sizes.
     Info {
@@ -111,20 +110,11 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
         }
         ModelCommand::Reference {
             model,
-            prompt,
-            prompt_len,
-            new_tokens,
-            seed,
+            run,
             layers,
             dump,
-        } => reference(model, prompt, prompt_len, new_tokens, seed, layers, dump),
-        ModelCommand::Generate {
-            model,
-            prompt,
-            prompt_len,
-            new_tokens,
-            seed,
-        } => generate_both(model, prompt, prompt_len, new_tokens, seed),
+        } => reference(model, run, layers, dump),
+        ModelCommand::Generate { model, run } => generate_both(model, run),
         ModelCommand::Info { dir, layers } => {
             let layers = layers.as_deref().map(layer_range).transpose()?;
             let ck = Checkpoint::open(&dir, layers)?;
@@ -171,21 +161,18 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn reference(
     model: PathBuf,
-    prompt: Vec<u32>,
-    prompt_len: Option<u32>,
-    new_tokens: u32,
-    seed: u64,
+    run: GenArgs,
     layers: Option<String>,
     dump: Option<PathBuf>,
 ) -> Result<()> {
+    let new_tokens = run.new_tokens;
     use ess_wgpu::reference::model::{ModelWeights, generate, write_dump};
     let layers = layers.as_deref().map(layer_range).transpose()?;
     ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 1 << 20)?;
     let ck = Checkpoint::open(&model, layers)?;
-    let prompt = make_prompt(prompt, prompt_len, seed, ck.config.vocab_size)?;
+    let prompt = make_prompt(&run, ck.config.vocab_size)?;
     let w = ModelWeights::load(&ck)?;
     let (tokens, outs, cache) = generate(&w, &prompt, new_tokens as usize);
     say!(
@@ -201,11 +188,11 @@ fn reference(
 }
 
 /// The prompt from `--prompt` or `--prompt-len` (drawn with `seed`), its tokens checked.
-fn make_prompt(prompt: Vec<u32>, len: Option<u32>, seed: u64, vocab: u32) -> Result<Vec<u32>> {
-    let prompt = match (prompt.is_empty(), len) {
-        (false, None) => prompt,
+fn make_prompt(a: &GenArgs, vocab: u32) -> Result<Vec<u32>> {
+    let prompt = match (a.prompt.is_empty(), a.prompt_len) {
+        (false, None) => a.prompt.clone(),
         (true, Some(n)) if n > 0 => {
-            let mut rng = ess_wgpu::workload::Rng::new(seed);
+            let mut rng = ess_wgpu::workload::Rng::new(a.seed);
             (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
         }
         (true, None) => vec![1, 2, 3],
@@ -227,13 +214,8 @@ fn make_prompt(prompt: Vec<u32>, len: Option<u32>, seed: u64, vocab: u32) -> Res
     Ok(prompt)
 }
 
-fn generate_both(
-    model: Option<PathBuf>,
-    prompt: Vec<u32>,
-    prompt_len: Option<u32>,
-    new_tokens: u32,
-    seed: u64,
-) -> Result<()> {
+fn generate_both(model: Option<PathBuf>, run: GenArgs) -> Result<()> {
+    let (new_tokens, seed) = (run.new_tokens, run.seed);
     use ess_wgpu::reference::model::{ModelWeights, generate};
     ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 4096)?;
     let (dir, temporary) = match model {
@@ -245,9 +227,9 @@ fn generate_both(
             (d, true)
         }
     };
-    let run = || -> Result<()> {
+    let compare = || -> Result<()> {
         let ck = Checkpoint::open(&dir, None)?;
-        let prompt = make_prompt(prompt, prompt_len, seed, ck.config.vocab_size)?;
+        let prompt = make_prompt(&run, ck.config.vocab_size)?;
         let w = ModelWeights::load(&ck)?;
         let ctx = ess_wgpu::GpuContext::new()?;
         let gpu =
@@ -268,7 +250,7 @@ fn generate_both(
         }
         say!("verdict  identical tokens")
     };
-    let result = run();
+    let result = compare();
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -327,6 +327,27 @@ impl ModelOps {
         Ok(d)
     }
 
+    /// An expert kernel's dispatch: `threads` threads, the shape in the parameters.
+    fn experts(
+        &self,
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &wgpu::Buffer)],
+        rows: u32,
+        (k, hidden, inter): (u32, u32, u32),
+        threads: u64,
+    ) -> Dispatch {
+        let params = Params {
+            rows,
+            n: hidden,
+            heads: k,
+            d: inter,
+            ..Default::default()
+        };
+        let grid = super::grid_2d(threads.div_ceil(256) as u32);
+        one(ctx, pipeline, "experts", &params, buffers, grid)
+    }
+
     /// The routed experts' first half for `rows` tokens: `act [rows, k, inter]` = SwiGLU of
     /// each token's `x [rows, hidden]` through the gate and up weights (`[experts, inter,
     /// hidden]` each) of the expert `routes` ([`ModelOps::route`]'s `[rows, k]` output) chose.
@@ -342,16 +363,16 @@ impl ModelOps {
         rows: u32,
         (k, hidden, inter): (u32, u32, u32),
     ) -> Dispatch {
-        let params = Params {
-            rows,
-            n: hidden,
-            heads: k,
-            d: inter,
-            ..Default::default()
-        };
-        let grid = super::grid_2d((rows as u64 * k as u64 * inter as u64).div_ceil(256) as u32);
+        let threads = rows as u64 * k as u64 * inter as u64;
         let buffers = [(1, x), (2, gate), (3, up), (4, act), (6, routes)];
-        one(ctx, &self.expert_up, "expert_up", &params, &buffers, grid)
+        self.experts(
+            ctx,
+            &self.expert_up,
+            &buffers,
+            rows,
+            (k, hidden, inter),
+            threads,
+        )
     }
 
     /// The routed experts' second half: `y [rows, hidden]` = Σ_j weight_j · down_{e_j} ·
@@ -367,22 +388,15 @@ impl ModelOps {
         rows: u32,
         (k, hidden, inter): (u32, u32, u32),
     ) -> Dispatch {
-        let params = Params {
-            rows,
-            n: hidden,
-            heads: k,
-            d: inter,
-            ..Default::default()
-        };
-        let grid = super::grid_2d((rows as u64 * hidden as u64).div_ceil(256) as u32);
+        let threads = rows as u64 * hidden as u64;
         let buffers = [(1, act), (2, down), (4, y), (6, routes)];
-        one(
+        self.experts(
             ctx,
             &self.expert_down,
-            "expert_down",
-            &params,
             &buffers,
-            grid,
+            rows,
+            (k, hidden, inter),
+            threads,
         )
     }
 
