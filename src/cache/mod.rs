@@ -5,6 +5,6 @@
 pub mod store;
 
 pub use store::{
-    CacheCounters, CacheShape, ChunkDispatches, Fetch, HostStore, LayerDispatches, NewRows,
-    OffloadCache, PathUse, PoolSize, TransferPath,
+    CacheCounters, CacheShape, Fetch, HostStore, LayerDispatches, NewRows, OffloadCache, PathUse,
+    PoolSize, TransferPath,
 };

@@ -378,12 +378,6 @@ pub enum Fetch {
     Nothing,
 }
 
-/// One chunk's fetch ([`OffloadCache::bind_chunk`]).
-pub struct ChunkDispatches {
-    pub resolve: Dispatch,
-    pub gather: Dispatch,
-}
-
 /// The offloaded latent cache of a batch: host store, GPU pools, resolve and transfers.
 ///
 /// A decode step records, per layer: [`OffloadCache::record_write_back`], then (after the top-k)
@@ -592,28 +586,9 @@ impl OffloadCache {
         }
     }
 
-    /// The resolve and zero-copy gather of sequences `b0 .. b0 + n` of `layer` alone (one chunk
-    /// of the engine's overlapped schedule; the chunk lies inside one host-store group), bound
-    /// once. `None` where the path is not zero-copy: the CPU paths wait between the two.
-    pub fn bind_chunk(
-        &self,
-        ctx: &GpuContext,
-        layer: u32,
-        topk_indices: &wgpu::Buffer,
-        seq: &wgpu::Buffer,
-        (b0, n): (u32, u32),
-    ) -> Option<ChunkDispatches> {
-        if self.path != TransferPath::ZeroCopy {
-            return None;
-        }
-        Some(ChunkDispatches {
-            resolve: self.bind_resolve(ctx, layer, topk_indices, seq, (b0, n)),
-            gather: self.bind_gather(ctx, layer, (b0, n))?,
-        })
-    }
-
-    /// The resolve of sequences `b0 .. b0 + n` of `layer`.
-    fn bind_resolve(
+    /// The resolve of sequences `b0 .. b0 + n` of `layer` alone (a chunk of the engine's
+    /// overlapped schedule), bound once.
+    pub fn bind_resolve(
         &self,
         ctx: &GpuContext,
         layer: u32,
@@ -640,8 +615,17 @@ impl OffloadCache {
     }
 
     /// The zero-copy gather of sequences `b0 .. b0 + n` of `layer` (inside one host-store
-    /// group); `None` for a process-memory store.
-    fn bind_gather(&self, ctx: &GpuContext, layer: u32, (b0, n): (u32, u32)) -> Option<Dispatch> {
+    /// group), bound once. `None` where the path is not zero-copy: the CPU paths wait between
+    /// the resolve and the transfer.
+    pub fn bind_gather(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        (b0, n): (u32, u32),
+    ) -> Option<Dispatch> {
+        if self.path != TransferPath::ZeroCopy {
+            return None;
+        }
         let l = &self.layers[layer as usize];
         let targs = TransferArgs {
             copies: &l.copies,

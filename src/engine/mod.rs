@@ -526,8 +526,7 @@ impl Engine {
             match fuse {
                 true => attend.extend(sparse_mla.bind_da(ctx, &args(b0, n), &g)?),
                 false if !self.opts.omit_gathers => {
-                    let c = cache.bind_chunk(ctx, l, &layer.topk_indices, &self.seq, (b0, n));
-                    attend.push(c.expect("zero-copy").gather);
+                    attend.push(cache.bind_gather(ctx, l, (b0, n)).expect("zero-copy"));
                 }
                 false => {}
             }
@@ -610,11 +609,6 @@ impl Engine {
             let g = key_group(b0).expect("a chunk inside a key group");
             let args = |max_len| self.indexer_args(l, q_i, g, (b0, bn), max_len);
             let prev = i.checked_sub(1).map(|p| ranges[p]);
-            let gather_of = |r| {
-                cache
-                    .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, r)
-                    .map(|c| c.gather)
-            };
             let (indexer, follows_lengths, gather_beside) =
                 match (prev.filter(|_| !self.opts.omit_gathers), fuse) {
                     (Some(r), true) => {
@@ -628,15 +622,12 @@ impl Engine {
                     (Some(r), false) => (
                         self.indexer.bind(ctx, &args(self.max_len())),
                         true,
-                        gather_of(r),
+                        cache.bind_gather(ctx, l, r),
                     ),
                     (None, _) => (self.indexer.bind(ctx, &args(self.max_len())), true, None),
                 };
             let topk = self.bind_topk(ctx, l, (b0, bn))?;
-            let resolve = cache
-                .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, (b0, bn))
-                .expect("zero-copy")
-                .resolve;
+            let resolve = cache.bind_resolve(ctx, l, &layer.topk_indices, &self.seq, (b0, bn));
             out.push(ChunkWork {
                 indexer,
                 follows_lengths,
@@ -648,11 +639,7 @@ impl Engine {
         }
         let last_gather = match self.opts.omit_gathers {
             true => None,
-            false => ranges.last().and_then(|&r| {
-                cache
-                    .bind_chunk(ctx, l, &layer.topk_indices, &self.seq, r)
-                    .map(|c| c.gather)
-            }),
+            false => ranges.last().and_then(|&r| cache.bind_gather(ctx, l, r)),
         };
         Ok(Some(ChunkedWork {
             chunks: out,
