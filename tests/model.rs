@@ -434,7 +434,8 @@ fn the_gpu_layer_follows_the_reference() {
             .flat_map(|&t| rms_norm(&emb[t as usize * h..][..h], norm, cfg.rms_norm_eps))
             .collect();
         let xb = ctx.upload("x", &x).unwrap();
-        let layer = ess_wgpu::model::gpu::PromptLayer::new(&ctx, &w, 0, &xb, (23, 0)).unwrap();
+        let m = ess_wgpu::model::gpu::ModelGpu::new(&ctx, &w).unwrap();
+        let layer = ess_wgpu::model::gpu::PromptLayer::new(&m, 0, &xb, (23, 0)).unwrap();
         let cache = ess_wgpu::model::gpu::LayerCache::new(&ctx, &w, 23).unwrap();
         let got = layer.indexer_selections(&cache).unwrap();
         assert_eq!(got, want, "{tag}");
@@ -472,11 +473,12 @@ fn the_gpu_feed_forward_follows_the_reference() {
         let (dir, cfg, w) = tiny_weights(tag, dtype, 64, 9);
         let prompt: Vec<u32> = (0..11).map(|i| (i * 61 + 5) % cfg.vocab_size).collect();
         let refs = reference_run(&w, &prompt);
+        let m = ess_wgpu::model::gpu::ModelGpu::new(&ctx, &w).unwrap();
         let mut worst = 0f32;
         for l in 0..cfg.num_hidden_layers as usize {
             let x: Vec<f32> = refs.iter().flat_map(|o| o.ffn_in[l].clone()).collect();
             let xb = ctx.upload("x", &x).unwrap();
-            let y = ess_wgpu::model::gpu::ffn(&ctx, &w, l as u32, &xb, 11).unwrap();
+            let y = ess_wgpu::model::gpu::ffn(&m, l as u32, &xb, 11).unwrap();
             let got: Vec<f32> = ctx.read(&y).unwrap();
             for (t, row) in got.chunks(cfg.hidden_size as usize).enumerate() {
                 let want = &refs[t].ffn[l];

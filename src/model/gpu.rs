@@ -1,12 +1,17 @@
-//! The model on the GPU, its first pieces (issue 15): one layer's lightning indexer and its
-//! sparse MLA from a checkpoint's weights, over a prompt's positions with causal selection (each
-//! query a sequence of its own over the shared keys), built from [`ModelOps`] (the naive f32
-//! linear and per-head products, norms, RoPE, Hadamard, the FP8 round trip), the indexer (f32
-//! keys), the top-k and the version-1 sparse MLA (any even RoPE width). `tests/model.rs` holds
-//! them to `reference::model`; and a layer's feed-forward block ([`ffn`]: dense SwiGLU, or the
-//! router, the chosen experts and the shared expert); and the whole prefill forward of a prompt
-//! ([`prefill_logits`]), and decoding over caches of its own ([`Decoder`], [`generate`]). The
-//! model in the engine (its batches and offloaded cache) is not built.
+//! The model on the GPU (issue 15), naive f32 kernels for tiny models, each piece held to
+//! `reference::model` by `tests/model.rs`:
+//!
+//! - [`PromptLayer`]: a layer's lightning indexer and sparse MLA from a checkpoint's weights, over
+//!   rows at any positions with causal selection (each row a sequence of its own over the
+//!   shared keys), built from [`ModelOps`], the indexer (f32 keys), the top-k and the version-1
+//!   sparse MLA (any even RoPE width);
+//! - [`ffn`]: a layer's feed-forward block (dense SwiGLU, or the router, the chosen experts and
+//!   the shared expert);
+//! - [`Decoder`]: the whole forward, prefill and decode over caches of its own ([`generate`],
+//!   [`prefill_logits`]).
+//!
+//! [`ModelGpu`] holds what they share: the kernels and each weight uploaded once. The model in
+//! the engine (its batches and offloaded cache) is not built.
 
 use crate::config::Dtype;
 use crate::error::Result;
@@ -18,13 +23,74 @@ use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::topk::{TopKArgs, TopKShape};
 use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
 use crate::reference::model::{ModelWeights, RopeLayout};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// What the model's GPU pieces share: the context, the weights (as f32 on the CPU), the
+/// per-token kernels, and every weight buffer, uploaded the first time it is asked for (a
+/// decode step must not upload the model again).
+pub struct ModelGpu<'a> {
+    pub ctx: &'a GpuContext,
+    pub w: &'a ModelWeights,
+    ops: ModelOps,
+    uploaded: RefCell<HashMap<String, wgpu::Buffer>>,
+}
+
+impl<'a> ModelGpu<'a> {
+    pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights) -> Result<Self> {
+        Ok(ModelGpu {
+            ctx,
+            w,
+            ops: ModelOps::new(ctx)?,
+            uploaded: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Tensor `name` of the checkpoint as a GPU buffer.
+    fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
+        self.derived(name, || self.w.tensor(name).to_vec())
+    }
+
+    /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
+    /// one derived from weights: scaled, concatenated, an identity).
+    fn derived(&self, key: &str, make: impl FnOnce() -> Vec<f32>) -> Result<wgpu::Buffer> {
+        if let Some(b) = self.uploaded.borrow().get(key) {
+            return Ok(b.clone());
+        }
+        let b = self.ctx.upload(key, &make())?;
+        self.uploaded
+            .borrow_mut()
+            .insert(key.to_string(), b.clone());
+        Ok(b)
+    }
+
+    fn run(&self, steps: Vec<Dispatch>) -> Result<()> {
+        self.ctx
+            .run_pass(None, |p| steps.iter().for_each(|d| d.record(p)))
+    }
+
+    /// What a linear layer reads of `x` (`[rows, n]`): x itself, or where its weight is FP8 a
+    /// copy through `act_quant` (DeepSeek's `linear`).
+    fn input(&self, x: &wgpu::Buffer, fp8: bool, rows: u32, n: u32) -> Result<wgpu::Buffer> {
+        if !fp8 {
+            return Ok(x.clone());
+        }
+        let copy = self.ctx.storage("fp8 input", x.size())?;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(x, 0, &copy, 0, x.size());
+        self.ctx.submit(enc);
+        self.run(vec![self.ops.act_quant(self.ctx, &copy, rows, n)])?;
+        Ok(copy)
+    }
+}
 
 /// One layer over a prompt on the GPU: its normed input rows `x` `[T, hidden]` uploaded, the
 /// query latent `qr` computed, the inputs of FP8 linear layers through `act_quant`.
 pub struct PromptLayer<'a> {
+    m: &'a ModelGpu<'a>,
     ctx: &'a GpuContext,
     w: &'a ModelWeights,
-    ops: ModelOps,
+    ops: &'a ModelOps,
     p: String,
     t: u32,
     /// x, and what the layer's linear layers read of x and of qr (FP8 weights: the round
@@ -64,18 +130,19 @@ impl<'a> PromptLayer<'a> {
     /// Layer `l` over the `t` rows of `x` `[t, hidden]` (its normed input, on the GPU) at
     /// positions `start ..`.
     pub fn new(
-        ctx: &'a GpuContext,
-        w: &'a ModelWeights,
+        m: &'a ModelGpu<'a>,
         l: u32,
         x: &wgpu::Buffer,
         (t, start): (u32, u32),
     ) -> Result<Self> {
+        let (ctx, w) = (m.ctx, m.w);
         let c = &w.config;
         let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
         let mut me = PromptLayer {
+            m,
             ctx,
             w,
-            ops: ModelOps::new(ctx)?,
+            ops: &m.ops,
             p: format!("model.layers.{l}."),
             t,
             x: x.clone(),
@@ -100,23 +167,15 @@ impl<'a> PromptLayer<'a> {
         self.ctx.storage(what, self.t as u64 * n as u64 * 4)
     }
 
+    /// This layer's weight `name`.
     fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
-        self.ctx
-            .upload(name, self.w.tensor(&format!("{}{name}", self.p)))
+        self.m.weight(&format!("{}{name}", self.p))
     }
 
-    /// What linear layer `name` reads of `x` (`[T, n]`): x itself, or for an FP8 weight a copy
-    /// through `act_quant` (DeepSeek's `linear`).
+    /// What this layer's linear layer `name` reads of `x` (`[T, n]`).
     fn input(&self, x: &wgpu::Buffer, name: &str, n: u32) -> Result<wgpu::Buffer> {
-        if !self.w.is_fp8(&format!("{}{name}", self.p)) {
-            return Ok(x.clone());
-        }
-        let copy = self.buf("fp8 input", n)?;
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(x, 0, &copy, 0, x.size());
-        self.ctx.submit(enc);
-        self.run(vec![self.ops.act_quant(self.ctx, &copy, self.t, n)])?;
-        Ok(copy)
+        let fp8 = self.w.is_fp8(&format!("{}{name}", self.p));
+        self.m.input(x, fp8, self.t, n)
     }
 
     fn linear(
@@ -128,9 +187,7 @@ impl<'a> PromptLayer<'a> {
         o: u32,
     ) -> Result<Dispatch> {
         let weight = self.weight(name)?;
-        let mut d = self.ops.linear(self.ctx, x, &weight, y, self.t, n, o);
-        d.keep(weight);
-        Ok(d)
+        Ok(self.ops.linear(self.ctx, x, &weight, y, self.t, n, o))
     }
 
     fn norm(
@@ -149,14 +206,9 @@ impl<'a> PromptLayer<'a> {
         } else {
             c.rms_norm_eps as f32
         };
-        let mut d = self
+        Ok(self
             .ops
-            .norm(self.ctx, x, &weight, b.as_ref(), y, self.t, n, eps);
-        d.keep(weight);
-        if let Some(b) = b {
-            d.keep(b);
-        }
-        Ok(d)
+            .norm(self.ctx, x, &weight, b.as_ref(), y, self.t, n, eps))
     }
 
     /// The t rows of `src` (`n` values each) into `cache` at the rows' positions.
@@ -169,8 +221,7 @@ impl<'a> PromptLayer<'a> {
     }
 
     fn run(&self, steps: Vec<Dispatch>) -> Result<()> {
-        self.ctx
-            .run_pass(None, |p| steps.iter().for_each(|d| d.record(p)))
+        self.m.run(steps)
     }
 
     /// Rows `[T, n]` whose heads `heads` of `d` values (`stride` apart, from value `off`) RoPE
@@ -202,20 +253,16 @@ impl<'a> PromptLayer<'a> {
         // weights_proj with its scales folded in: · H^-1/2 · d^-1/2 (the q scale is inside the
         // dequantised q)
         let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
-        let wp: Vec<f32> = self
-            .w
-            .tensor(&format!("{}self_attn.indexer.weights_proj.weight", self.p))
-            .iter()
-            .map(|&v| v * s)
-            .collect();
-        let wpb = ctx.upload("weights_proj", &wp)?;
+        let wp = format!("{}self_attn.indexer.weights_proj.weight", self.p);
+        let wpb = self.m.derived(&format!("{wp} (scaled)"), || {
+            self.w.tensor(&wp).iter().map(|&v| v * s).collect()
+        })?;
         let rope = |x, heads| {
             self.ops
                 .rope(ctx, x, &self.table, &self.pos, heads, RopeLayout::NeoX)
         };
         let qr_in = self.input(&self.qr_in, "self_attn.indexer.wq_b.weight", ql)?;
-        let mut plain_w = self.ops.linear(ctx, &self.x, &wpb, &wts, t, hsz, ih);
-        plain_w.keep(wpb);
+        let plain_w = self.ops.linear(ctx, &self.x, &wpb, &wts, t, hsz, ih);
         self.run(vec![
             self.linear(&qr_in, "self_attn.indexer.wq_b.weight", &q, ql, ih * id)?,
             rope(&q, self.heads(ih, id, 0, rd))?,
@@ -308,9 +355,9 @@ impl<'a> PromptLayer<'a> {
                 .rope(ctx, x, &self.table, &self.pos, at, RopeLayout::Interleaved)
         };
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let eye = |n: u32| -> Result<wgpu::Buffer> {
-            let e: Vec<f32> = (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect();
-            ctx.upload("identity", &e)
+        let eye = |n: u32| {
+            let identity = || (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect();
+            self.m.derived(&format!("identity {n}"), identity)
         };
         let (eye_kv, eye_rd) = (eye(kv)?, eye(rd)?);
         // a strided copy: `cols` values of each head of x into each head of y
@@ -458,24 +505,13 @@ impl<'a> PromptLayer<'a> {
 /// SwiGLU for a dense layer; for an MoE layer the router (the gate in f32 on plain x, as
 /// DeepSeek's `Gate`), the chosen experts (`expert_up`, `expert_down`) and the shared expert,
 /// added on the GPU. FP8 weights read their inputs through `act_quant`. `[T, hidden]`.
-pub fn ffn(
-    ctx: &GpuContext,
-    w: &ModelWeights,
-    l: u32,
-    xb: &wgpu::Buffer,
-    t: u32,
-) -> Result<wgpu::Buffer> {
+pub fn ffn(m: &ModelGpu, l: u32, xb: &wgpu::Buffer, t: u32) -> Result<wgpu::Buffer> {
     use crate::kernels::model_ops::Routing;
+    let (ctx, w, ops) = (m.ctx, m.w, &m.ops);
     let c = &w.config;
-    let (hsz, ops, p) = (
-        c.hidden_size,
-        ModelOps::new(ctx)?,
-        format!("model.layers.{l}."),
-    );
+    let (hsz, p) = (c.hidden_size, format!("model.layers.{l}."));
     let buf = |what: &str, n: u64| ctx.storage(what, t as u64 * n * 4);
-    let run =
-        |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
-    // the FP8 round trip of `src` `[rows, n]` where the ffn's weights are FP8, else src
+    // the FP8 round trip where the block's weights are FP8 (all are, or none)
     let fp8 = w.is_fp8(&format!(
         "{p}{}",
         if c.is_moe(l) {
@@ -484,18 +520,7 @@ pub fn ffn(
             "mlp.down_proj.weight"
         }
     ));
-    let input = |src: &wgpu::Buffer, rows: u32, n: u32| -> Result<wgpu::Buffer> {
-        if !fp8 {
-            return Ok(src.clone());
-        }
-        let copy = ctx.storage("fp8 input", src.size())?;
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(src, 0, &copy, 0, src.size());
-        ctx.submit(enc);
-        run(vec![ops.act_quant(ctx, &copy, rows, n)])?;
-        Ok(copy)
-    };
-    let x_in = input(xb, t, hsz)?;
+    let x_in = m.input(xb, fp8, t, hsz)?;
     // SwiGLU through `{at}.{gate,up,down}_proj` of width `inter`
     let mlp = |at: &str, inter: u32| -> Result<wgpu::Buffer> {
         let gu = buf("gate | up", 2 * inter as u64)?;
@@ -511,21 +536,21 @@ pub fn ffn(
             yo,
             ..Default::default()
         };
-        let up = |name: &str| ctx.upload(name, w.tensor(&format!("{p}{at}.{name}")));
+        let up = |name: &str| m.weight(&format!("{p}{at}.{name}"));
         let (g, u, d) = (
             up("gate_proj.weight")?,
             up("up_proj.weight")?,
             up("down_proj.weight")?,
         );
         let a = buf("act", inter as u64)?;
-        run(vec![
+        m.run(vec![
             ops.head_linear(ctx, &x_in, &g, &gu, &half(0))?,
             ops.head_linear(ctx, &x_in, &u, &gu, &half(inter))?,
             ops.swiglu(ctx, &gu, &a, t, inter),
         ])?;
-        let a_in = input(&a, t, inter)?;
+        let a_in = m.input(&a, fp8, t, inter)?;
         let y = buf("mlp out", hsz as u64)?;
-        run(vec![ops.linear(ctx, &a_in, &d, &y, t, inter, hsz)])?;
+        m.run(vec![ops.linear(ctx, &a_in, &d, &y, t, inter, hsz)])?;
         Ok(y)
     };
     if !c.is_moe(l) {
@@ -536,13 +561,8 @@ pub fn ffn(
         c.num_experts_per_tok,
         c.moe_intermediate_size,
     );
-    let (gate, bias) = (
-        ctx.upload("gate", w.tensor(&format!("{p}mlp.gate.weight")))?,
-        ctx.upload(
-            "bias",
-            w.tensor(&format!("{p}mlp.gate.e_score_correction_bias")),
-        )?,
-    );
+    let gate = m.weight(&format!("{p}mlp.gate.weight"))?;
+    let bias = m.weight(&format!("{p}mlp.gate.e_score_correction_bias"))?;
     let logits = buf("gate logits", e as u64)?;
     let routes = buf("routes", 2 * k as u64)?;
     let routing = Routing {
@@ -552,15 +572,17 @@ pub fn ffn(
         top_k: k,
         scaling: c.routed_scaling_factor as f32,
     };
-    run(vec![
+    m.run(vec![
         ops.linear(ctx, xb, &gate, &logits, t, hsz, e),
         ops.route(ctx, &logits, &bias, &routes, t, routing)?,
     ])?;
-    let all = |name: &str| -> Result<wgpu::Buffer> {
-        let v: Vec<f32> = (0..e)
-            .flat_map(|i| w.tensor(&format!("{p}mlp.experts.{i}.{name}")).to_vec())
-            .collect();
-        ctx.upload(name, &v)
+    // every expert's weight `name`, concatenated `[experts, …]`
+    let all = |name: &str| {
+        m.derived(&format!("{p}mlp.experts.*.{name}"), || {
+            (0..e)
+                .flat_map(|i| w.tensor(&format!("{p}mlp.experts.{i}.{name}")).to_vec())
+                .collect()
+        })
     };
     let (g, u, d) = (
         all("gate_proj.weight")?,
@@ -568,30 +590,18 @@ pub fn ffn(
         all("down_proj.weight")?,
     );
     let act = buf("expert act", (k * inter) as u64)?;
-    run(vec![ops.expert_up(
-        ctx,
-        &x_in,
-        &g,
-        &u,
-        &routes,
-        &act,
-        t,
-        (k, hsz, inter),
-    )])?;
-    let act_in = input(&act, t * k, inter)?;
+    let shape = (k, hsz, inter);
+    m.run(vec![
+        ops.expert_up(ctx, &x_in, &g, &u, &routes, &act, t, shape),
+    ])?;
+    let act_in = m.input(&act, fp8, t * k, inter)?;
     let y = buf("experts out", hsz as u64)?;
-    run(vec![ops.expert_down(
-        ctx,
-        &act_in,
-        &d,
-        &routes,
-        &y,
-        t,
-        (k, hsz, inter),
-    )])?;
+    m.run(vec![
+        ops.expert_down(ctx, &act_in, &d, &routes, &y, t, shape),
+    ])?;
     if c.n_shared_experts > 0 {
         let shared = mlp("mlp.shared_experts", c.n_shared_experts * inter)?;
-        run(vec![ops.add(ctx, &y, &shared, t * hsz)])?;
+        m.run(vec![ops.add(ctx, &y, &shared, t * hsz)])?;
     }
     Ok(y)
 }
@@ -601,8 +611,7 @@ pub fn ffn(
 /// appended to the caches, and returns their logits. A prompt and then one token at a time is
 /// prefill then decode; the two give the same logits as one prefill over everything.
 pub struct Decoder<'a> {
-    ctx: &'a GpuContext,
-    w: &'a ModelWeights,
+    m: ModelGpu<'a>,
     caches: Vec<LayerCache>,
     len: u32,
     capacity: u32,
@@ -616,8 +625,7 @@ impl<'a> Decoder<'a> {
             .map(|_| LayerCache::new(ctx, w, capacity))
             .collect::<Result<_>>()?;
         Ok(Decoder {
-            ctx,
-            w,
+            m: ModelGpu::new(ctx, w)?,
             caches,
             len: 0,
             capacity,
@@ -639,7 +647,8 @@ impl<'a> Decoder<'a> {
     /// feed-forward with their residuals, the final norm and the head. Naive f32 kernels:
     /// tiny models.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let (ctx, w) = (self.ctx, self.w);
+        let m = &self.m;
+        let (ctx, w, ops) = (m.ctx, m.w, &m.ops);
         let c = &w.config;
         let (t, hsz, eps) = (tokens.len() as u32, c.hidden_size, c.rms_norm_eps as f32);
         if self.len + t > self.capacity {
@@ -649,44 +658,33 @@ impl<'a> Decoder<'a> {
                 format!("≤ the decoder's capacity {}", self.capacity),
             ));
         }
-        let ops = ModelOps::new(ctx)?;
-        let run =
-            |steps: Vec<Dispatch>| ctx.run_pass(None, |ps| steps.iter().for_each(|d| d.record(ps)));
-        let up = |name: &str| ctx.upload(name, w.tensor(name));
         let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
         let (h, x) = (buf("h", hsz)?, buf("x", hsz)?);
-        let emb = up("model.embed_tokens.weight")?;
-        run(vec![ops.embed(
-            ctx,
-            &emb,
-            &ctx.upload("tokens", tokens)?,
-            &h,
-            t,
-            hsz,
-        )])?;
+        let emb = m.weight("model.embed_tokens.weight")?;
+        let ids = ctx.upload("tokens", tokens)?;
+        m.run(vec![ops.embed(ctx, &emb, &ids, &h, t, hsz)])?;
         for (li, l) in w.layers.clone().enumerate() {
             let p = format!("model.layers.{l}.");
-            let norm = up(&format!("{p}input_layernorm.weight"))?;
-            run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
+            let norm = m.weight(&format!("{p}input_layernorm.weight"))?;
+            m.run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
             let cache = &self.caches[li];
-            let layer = PromptLayer::new(ctx, w, l, &x, (t, self.len))?;
+            let layer = PromptLayer::new(m, l, &x, (t, self.len))?;
             let attn = layer.attention(&layer.indexer_selections(cache)?, cache)?;
-            let norm = up(&format!("{p}post_attention_layernorm.weight"))?;
-            run(vec![
+            let norm = m.weight(&format!("{p}post_attention_layernorm.weight"))?;
+            m.run(vec![
                 ops.add(ctx, &h, &attn, t * hsz),
                 ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
             ])?;
-            let f = ffn(ctx, w, l, &x, t)?;
-            run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
+            let f = ffn(m, l, &x, t)?;
+            m.run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
         }
-        let norm = up("model.norm.weight")?;
-        let head_name = match c.tie_word_embeddings {
+        let norm = m.weight("model.norm.weight")?;
+        let head = m.weight(match c.tie_word_embeddings {
             true => "model.embed_tokens.weight",
             false => "lm_head.weight",
-        };
-        let head = up(head_name)?;
+        })?;
         let logits = buf("logits", c.vocab_size)?;
-        run(vec![
+        m.run(vec![
             ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
             ops.linear(ctx, &x, &head, &logits, t, hsz, c.vocab_size),
         ])?;
