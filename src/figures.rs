@@ -468,13 +468,19 @@ pub struct OverlapPoint {
     pub locality: f32,
     pub misses_per_seq: f64,
     pub schedule: crate::engine::LayerSchedule,
-    /// GPU time of a layer's step with the schedule, and with its gathers left out.
-    pub step_us: f64,
-    pub no_transfer_us: f64,
-    /// `step_us` − the serial schedule's `no_transfer_us` (the same misses already resident).
-    pub exposed_us: f64,
-    /// `step_us` by stage (µs per layer).
+    /// GPU time of a layer's step with the schedule, by stage (µs).
     pub stages_us: crate::engine::StageTimes,
+    /// The same with its gathers left out.
+    pub no_transfer_us: f64,
+    /// The step − the serial schedule's `no_transfer_us` (the same misses already resident).
+    pub exposed_us: f64,
+}
+
+impl OverlapPoint {
+    /// GPU time of a layer's step with the schedule (µs).
+    pub fn step_us(&self) -> f64 {
+        self.stages_us.total()
+    }
 }
 
 /// Exposed transfer time per layer against misses per sequence, for every schedule (the paper's
@@ -529,7 +535,6 @@ pub fn overlap(
         let serial_bare = run(rho, LayerSchedule::Serial, true)?.0.total();
         for &s in &OVERLAP_SCHEDULES {
             let (stages_us, misses) = run(rho, s, false)?;
-            let step_us = stages_us.total();
             let no_transfer_us = match s {
                 LayerSchedule::Serial => serial_bare,
                 _ => run(rho, s, true)?.0.total(),
@@ -538,9 +543,8 @@ pub fn overlap(
                 locality: rho,
                 misses_per_seq: misses,
                 schedule: s,
-                step_us,
                 no_transfer_us,
-                exposed_us: step_us - serial_bare,
+                exposed_us: stages_us.total() - serial_bare,
                 stages_us,
             });
         }
@@ -581,7 +585,7 @@ pub fn overlap(
                 p.locality,
                 p.misses_per_seq,
                 p.schedule,
-                p.step_us,
+                p.step_us(),
                 p.no_transfer_us,
                 p.exposed_us,
                 ratio
@@ -597,7 +601,7 @@ pub fn overlap(
         }
         let best = row[1..]
             .iter()
-            .min_by(|a, b| a.step_us.total_cmp(&b.step_us))
+            .min_by(|a, b| a.step_us().total_cmp(&b.step_us()))
             .expect("schedules");
         // the chooser as a run would use it, from the other miss counts' measurements alone
         let others: Vec<Measured> = points
@@ -606,7 +610,7 @@ pub fn overlap(
             .map(|p| Measured {
                 misses: p.misses_per_seq,
                 schedule: p.schedule,
-                step_us: p.step_us,
+                step_us: p.step_us(),
                 batch: Some(base.run.batch),
             })
             .collect();
@@ -617,7 +621,7 @@ pub fn overlap(
             " {:>7.0}% {:>10} {:>8.2}×",
             100.0 * best.exposed_us / serial,
             lw.schedule.to_string(),
-            lw.step_us / best.step_us.min(row[0].step_us)
+            lw.step_us() / best.step_us().min(row[0].step_us())
         );
     }
     let _ = writeln!(
