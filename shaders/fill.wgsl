@@ -20,6 +20,11 @@
 //           (x = row i of the sequence's range; newest: one workgroup a sequence). Latent rows
 //           are packed rows (lib/fp8.wgsl); keys go into the FP8 key cache of R = `key_rows`
 //           keys (lib/indexer_io.wgsl: values at row · D, the scale at R · D + row).
+//
+// With `from_src` the values are not hashed but read from `src` (f32, `width` a row): the row of
+// (b, token) is src row b · src_seq + token · src_tok. That is how the model's own rows (issue
+// 15: its prefill's, and each step's new token's) reach every cache in every dtype by the same
+// code as the synthetic ones.
 
 struct Params {
     words: u32,    // u32 words per row (f16: 2 values each; f32: 1; FP8: the packed row's)
@@ -33,17 +38,24 @@ struct Params {
     rope: u32,     // FP8: values kept as bf16 (a latent row's k_pe; keys: 0)
     slots: u32,    // FP8: scale slots
     key_rows: u32, // FP8: 0 = packed latent rows; else the key cache's R
-    _pad: u32,
+    from_src: u32, // 1 = values from `src`, 0 = from the hash
+    src_seq: u32,  // from_src: src rows a sequence apart
+    src_tok: u32,  // from_src: src rows a token apart (0: one row per sequence)
+    width: u32,    // from_src: values a src row
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> fill: array<vec4<u32>>;      // [B] (dest base row, start token, count, _)
 @group(0) @binding(2) var<storage, read_write> dest: array<u32>;       // rows of `words` u32
 @group(0) @binding(3) var<storage, read> seq: array<u32>;              // newest: [B, 2] (first row, T_b)
+@group(0) @binding(4) var<storage, read> src: array<f32>;              // from_src: the rows' values
 
 // hash(): shaders/lib/hash.wgsl, composed in front of this file.
 
 fn value(layer: u32, b: u32, token: u32, d: u32) -> f32 {
+    if (params.from_src == 1u) {
+        return src[(b * params.src_seq + token * params.src_tok) * params.width + d];
+    }
     let h = hash(hash(hash(hash(params.salt ^ layer) ^ b) ^ token) ^ d);
     return (f32(h >> 8u) / 16777216.0 * 2.0 - 1.0) * params.scale;
 }

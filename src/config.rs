@@ -92,6 +92,9 @@ pub struct ModelConfig {
     pub topk: u32,
     /// Decoder layers of the model (61 in V3.2).
     pub layers: u32,
+    /// The softmax scale where a checkpoint's config fixes it (YaRN's mscale² folded in:
+    /// [`crate::model::HfConfig::softmax_scale`]); `None`: (qk_nope + qk_rope)^-1/2.
+    pub checkpoint_softmax_scale: Option<f32>,
 }
 
 impl ModelConfig {
@@ -100,9 +103,10 @@ impl ModelConfig {
         self.kv_lora_rank + self.qk_rope_head_dim
     }
 
-    /// (qk_nope + qk_rope)^-1/2, the MLA softmax scale without YaRN.
+    /// The MLA softmax scale: the checkpoint's, else (qk_nope + qk_rope)^-1/2.
     pub fn softmax_scale(&self) -> f32 {
-        1.0 / ((self.qk_nope_head_dim + self.qk_rope_head_dim) as f32).sqrt()
+        let plain = || 1.0 / ((self.qk_nope_head_dim + self.qk_rope_head_dim) as f32).sqrt();
+        self.checkpoint_softmax_scale.unwrap_or_else(plain)
     }
 }
 
@@ -159,6 +163,7 @@ impl RunConfig {
                 index_head_dim: 32,
                 topk: 16,
                 layers: 2,
+                checkpoint_softmax_scale: None,
             },
             layers: 2,
             context: 100,
@@ -181,6 +186,7 @@ impl RunConfig {
                 index_head_dim: 64,
                 topk: 256,
                 layers: 4,
+                checkpoint_softmax_scale: None,
             },
             layers: 4,
             context: 4096,
@@ -203,6 +209,7 @@ impl RunConfig {
                 index_head_dim: 128,
                 topk: 2048,
                 layers: 61,
+                checkpoint_softmax_scale: None,
             },
             layers: 4,
             context: 32768,
@@ -285,7 +292,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         self.indexer_shape().validate()?;
         self.topk_shape().validate()?;
-        self.sparse_mla_shape().validate()?;
+        self.sparse_mla_shape().validate_naive()?;
         check(self.model.qk_nope_head_dim, "qk_nope_head_dim", 1, 1024, 1)?;
         check(self.layers, "layers", 1, self.model.layers.min(256), 1)?;
         check(self.context, "context", 1, MAX_CONTEXT, 1)?;

@@ -26,7 +26,7 @@ pub struct ModeReport {
 }
 
 impl ModeReport {
-    fn new(engine: &Engine) -> Self {
+    pub fn new(engine: &Engine) -> Self {
         let s = &engine.stats;
         let o = &engine.opts;
         ModeReport {

@@ -557,3 +557,79 @@ fn gpu_generation_gives_the_reference_tokens() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Engine options for generating with a model: `batch` sequences, caches in `dtype`, a pool of
+/// `slots` rows a layer and sequence (the rest as `decode`'s defaults).
+fn generation_options(
+    w: &ess_wgpu::reference::model::ModelWeights,
+    batch: u32,
+    dtype: ess_wgpu::config::Dtype,
+    slots: u32,
+) -> ess_wgpu::engine::EngineOptions {
+    use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
+    EngineOptions {
+        run: ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
+        contexts: vec![1; batch as usize],
+        steps: 1,
+        mode: Mode::Resident,
+        pool: ess_wgpu::cache::PoolSize::Slots(slots),
+        transfer: ess_wgpu::cache::TransferPath::ZeroCopy,
+        locality: 0.95,
+        layer_locality: Vec::new(),
+        record_trace: false,
+        warmup_windows: 2,
+        seed: 1,
+        track_overlap: false,
+        digest_outputs: false,
+        time_every: 1,
+        transfer_overlap: TransferOverlap::NONE,
+        omit_gathers: false,
+        model_bytes: 0,
+    }
+}
+
+/// The model as the engine's step (`model::step`): a batch of three prompts of different
+/// lengths generates, in resident and offload mode (a pool smaller than the contexts, so rows
+/// miss and are gathered), the same tokens with logits identical bit for bit; with f32 caches
+/// every sequence's tokens are the CPU reference's and its logits within `ATTN_TOL` of them.
+#[test]
+fn the_engine_generates_the_reference_tokens_in_both_modes() {
+    use ess_wgpu::engine::Mode;
+    use ess_wgpu::model::generate::{PrefillSpec, generate, identical, in_mode};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    let (dir, cfg, w) = tiny_weights("engine-gen", WeightDtype::Bf16, 4, 23);
+    let w: &'static _ = Box::leak(Box::new(w));
+    let prompts: Vec<Vec<u32>> = [9usize, 5, 13]
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| {
+            (0..n as u32)
+                .map(|i| (i * 53 + 7 * b as u32 + 3) % cfg.vocab_size)
+                .collect()
+        })
+        .collect();
+    let n = 5;
+    let base = generation_options(w, 3, ess_wgpu::config::Dtype::F32, 6);
+    let spec = PrefillSpec::Prompts(prompts.clone());
+    let run = |mode| generate(&ctx, w, &in_mode(&base, mode), &spec, n, 1 << 30, true).unwrap();
+    let (res, off) = (run(Mode::Resident), run(Mode::Offload));
+    assert!(identical(&res, &off), "resident and offload differ");
+    let misses: u64 = off.report.stats.counters.iter().map(|c| c.misses).sum();
+    assert!(misses > 0, "the pool is smaller than the contexts: rows must miss");
+    let vocab = cfg.vocab_size as usize;
+    let mut worst = 0f32;
+    for (b, p) in prompts.iter().enumerate() {
+        let (want, outs, _) = ess_wgpu::reference::model::generate(w, p, n as usize);
+        assert_eq!(res.tokens[b], want, "sequence {b}");
+        // logits row 0 is the prompt's last position, row i decode step i
+        for (i, row) in res.logits[b].chunks(vocab).enumerate() {
+            worst = worst.max(rel_diff(row, &outs[p.len() - 1 + i].logits));
+        }
+    }
+    assert!(worst <= ATTN_TOL, "logits differ from the reference by {worst:e}");
+    eprintln!(
+        "engine generation: {:?}, both modes identical ({misses} misses), logits within {worst:.1e}",
+        res.tokens
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -129,6 +129,7 @@ fn info(args: InfoArgs) -> Result<()> {
                 time_every: 1,
                 transfer_overlap: TransferOverlap::NONE,
                 omit_gathers: false,
+            model_bytes: 0,
                 run: run.clone(),
             };
             let n =
@@ -327,6 +328,7 @@ impl EngineArgs {
             time_every: self.time_every,
             transfer_overlap: self.transfer_overlap(run_layers)?,
             omit_gathers: false,
+            model_bytes: 0,
         };
         opts.validate()?;
         Ok((opts, self.device_budget.unwrap_or(DEFAULT_BUDGET)))

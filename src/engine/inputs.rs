@@ -85,6 +85,32 @@ pub trait StepInputs {
         layer: u32,
         seq: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>>;
+    /// Called before each step is recorded, with each sequence's length counting the token the
+    /// step adds (the model writes its positions; synthetic inputs need nothing).
+    fn begin_step(&mut self, _ctx: &GpuContext, _lens: &[u32]) {}
+    /// Dispatches that carry `layer`'s attention output `o_lat` `[B, H, KV]` on, bound once and
+    /// recorded after its sparse MLA every step: the model's output projection, residual and
+    /// feed-forward block (after the last layer, the head and the next tokens). Synthetic
+    /// inputs have none.
+    fn after_attention(
+        &mut self,
+        _ctx: &GpuContext,
+        _layer: u32,
+        _o_lat: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        Ok(Vec::new())
+    }
+    /// `layer`'s LRU warm-up windows (`[B, k]` i32 top-k ids each, −1 padded, at most
+    /// `windows`) where the inputs know them: the model's are its prefill's own selections of
+    /// the last prompt positions. `None`: the engine moves the queries and selects them itself.
+    fn warmup_windows(
+        &self,
+        _ctx: &GpuContext,
+        _layer: u32,
+        _windows: u32,
+    ) -> Result<Option<Vec<wgpu::Buffer>>> {
+        Ok(None)
+    }
 }
 
 const SALT_KEYS: u32 = 0x6b65_7973;

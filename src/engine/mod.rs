@@ -56,9 +56,9 @@ use crate::kernels::fill::FillRange;
 use crate::kernels::fp8_quant::Fp8RowShape;
 use crate::kernels::indexer::IndexerArgs;
 use crate::kernels::overlap::OverlapArgs;
-use crate::kernels::sparse_mla::{SparseMlaArgs, SparseMlaScratch};
+use crate::kernels::sparse_mla::{AnySparseMla, SparseMlaArgs, SparseMlaScratch};
 use crate::kernels::topk::{TopKArgs, TopKScratch};
-use crate::kernels::{DaOrder, Digest, Dispatch, Fp8Quant, Indexer, Overlap, SparseMla, TopK};
+use crate::kernels::{DaOrder, Digest, Dispatch, Fp8Quant, Indexer, Overlap, TopK};
 use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
 use std::time::Instant;
@@ -95,6 +95,8 @@ struct LayerWork {
     chunked: Option<ChunkedWork>,
     /// DA (`--overlap da`, offload, zero-copy): what runs instead of the gather and `sparse_mla`.
     da: Option<DaWork>,
+    /// The inputs' work on the attention output (the model's; none for synthetic inputs).
+    after: Vec<Dispatch>,
 }
 
 /// One layer's DA ([`LayerSchedule::Da`]): after the serial selection and resolve, the ids
@@ -242,7 +244,7 @@ impl Engine {
             }
             _ => None,
         };
-        let sparse_mla = SparseMla::new(ctx, &m.sparse_mla_shape())?;
+        let sparse_mla = AnySparseMla::new(ctx, &m.sparse_mla_shape())?;
         // one scratch for the whole batch: the same split-k in both modes, whatever the groups
         let scratch = sparse_mla.scratch(ctx, b)?;
         let topk = TopK::new(ctx, &m.topk_shape())?;
@@ -353,7 +355,7 @@ impl Engine {
         ctx: &GpuContext,
         inputs: &mut dyn StepInputs,
         l: u32,
-        sparse_mla: &SparseMla,
+        sparse_mla: &AnySparseMla,
     ) -> Result<LayerWork> {
         let m = &self.opts.run;
         let (b, cap) = (m.batch, self.opts.capacity());
@@ -468,7 +470,9 @@ impl Engine {
             ));
         }
         let chunked = self.bind_chunks(ctx, l, q_i)?;
+        let after = inputs.after_attention(ctx, l, &layer.o_lat)?;
         Ok(LayerWork {
+            after,
             next_queries,
             new_token,
             indexer,
@@ -482,13 +486,25 @@ impl Engine {
     }
 
     /// `layer`'s DA work, where the options ask for DA and the cache moves rows on the GPU alone.
-    fn bind_da(&self, ctx: &GpuContext, l: u32, sparse_mla: &SparseMla) -> Result<Option<DaWork>> {
+    fn bind_da(
+        &self,
+        ctx: &GpuContext,
+        l: u32,
+        sparse_mla: &AnySparseMla,
+    ) -> Result<Option<DaWork>> {
         let (Some(cache), Some((order, da_ids, da_seq))) = (&self.cache, &self.da) else {
             return Ok(None);
         };
         if !cache.gpu_only() || self.opts.transfer_overlap.schedule(l) != LayerSchedule::Da {
             return Ok(None);
         }
+        let Some(sparse_mla) = sparse_mla.tuned() else {
+            return Err(crate::Error::config(
+                "--overlap",
+                "da",
+                "none or dba: DA needs the tuned sparse MLA, and this model's RoPE dims are not in 32s",
+            ));
+        };
         let (m, layer) = (&self.opts.run, &self.layers[l as usize]);
         let order = order.bind(
             ctx,
@@ -783,7 +799,17 @@ impl Engine {
         let bytes = self.opts.run.batch as u64 * self.opts.run.model.topk as u64 * 4;
         let mut windows: Vec<Vec<wgpu::Buffer>> = vec![Vec::new(); nl];
         self.update_grids();
-        for _ in 0..w {
+        let given = (0..nl as u32)
+            .map(|l| self.inputs.warmup_windows(ctx, l, w))
+            .collect::<Result<Option<Vec<_>>>>()?;
+        let own_windows = match given {
+            Some(g) => {
+                windows = g;
+                0
+            }
+            None => w,
+        };
+        for _ in 0..own_windows {
             // the window's selections use the prefill lengths (no new token); both modes move
             // their queries the same way
             self.advance_inputs(ctx);
@@ -849,6 +875,7 @@ impl Engine {
         for len in self.lens.iter_mut() {
             *len += 1;
         }
+        self.inputs.begin_step(ctx, &self.lens);
         self.submitted += 1;
         self.advance_inputs(ctx);
         self.write_seq(ctx);
@@ -943,6 +970,7 @@ impl Engine {
                 Some(da) => da.record(&mut pass),
                 None => w.sparse_mla.iter().for_each(|d| d.record(&mut pass)),
             }
+            w.after.iter().for_each(|d| d.record(&mut pass));
             w.observe.iter().for_each(|d| d.record(&mut pass));
         }
     }
@@ -1004,6 +1032,10 @@ impl Engine {
                     let mut pass = timed_pass(&mut enc, mark(Stage::SparseMla));
                     w.sparse_mla.iter().for_each(|d| d.record(&mut pass));
                 }
+            }
+            if !w.after.is_empty() {
+                let mut pass = timed_pass(&mut enc, mark(Stage::Ffn));
+                w.after.iter().for_each(|d| d.record(&mut pass));
             }
             if !w.observe.is_empty() {
                 let mut pass = enc.begin_compute_pass(&Default::default());

@@ -173,6 +173,10 @@ pub struct EngineOptions {
     /// Leave the misses' gathers out of every step (the same schedule with no bus traffic):
     /// the baseline of the exposed transfer time (`figures overlap`). The outputs are wrong.
     pub omit_gathers: bool,
+    /// Device bytes the step inputs hold besides the engine's buffers: the model's weights
+    /// and activations (`model::step::ModelInputs::device_bytes`); 0 for synthetic inputs.
+    /// The memory plan counts them.
+    pub model_bytes: u64,
 }
 
 impl EngineOptions {

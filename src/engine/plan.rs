@@ -67,6 +67,9 @@ impl MemoryPlan {
         if opts.digest_outputs {
             items.push(("output digests".to_string(), l * 16));
         }
+        if opts.model_bytes > 0 {
+            items.push(("model weights and activations".to_string(), opts.model_bytes));
+        }
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),
             Mode::Offload => {

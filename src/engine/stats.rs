@@ -25,10 +25,14 @@ pub enum Stage {
     Overlapped,
     /// Sparse MLA over the rows the ids name → `o_lat`, `lse`.
     SparseMla,
+    /// The model's work after attention (`--model`): the output projection and residual, the
+    /// feed-forward block (dense or MoE), and after the last layer the head and the next
+    /// tokens. (Its work before attention, the projections of the new token, is `new_token`.)
+    Ffn,
 }
 
 impl Stage {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Stage; Stage::COUNT] = [
         Stage::NewToken,
         Stage::WriteBack,
@@ -38,6 +42,7 @@ impl Stage {
         Stage::Gather,
         Stage::Overlapped,
         Stage::SparseMla,
+        Stage::Ffn,
     ];
 
     /// The name used in tables, CSV columns and JSON keys.
@@ -51,6 +56,7 @@ impl Stage {
             Stage::Gather => "gather",
             Stage::Overlapped => "overlapped",
             Stage::SparseMla => "sparse_mla",
+            Stage::Ffn => "ffn",
         }
     }
 

@@ -1,7 +1,7 @@
 //! Synthetic cache rows from a hash, written by the GPU into any row buffer, as f16, f32 or FP8
 //! (quantised where they are made, as the model's `new_token` does). Shader: `shaders/fill.wgsl`.
 
-use super::{Dispatch, dispatch};
+use super::Dispatch;
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
@@ -21,6 +21,10 @@ struct Params {
     rope: u32,
     slots: u32,
     key_rows: u32,
+    from_src: u32,
+    src_seq: u32,
+    src_tok: u32,
+    width: u32,
     _pad: u32,
 }
 
@@ -30,6 +34,17 @@ pub struct Fill {
     newest: wgpu::ComputePipeline,
     pipeline_fp8: wgpu::ComputePipeline,
     newest_fp8: wgpu::ComputePipeline,
+    /// What the hashed fills bind as `src` (every entry point uses the binding).
+    no_src: wgpu::Buffer,
+}
+
+/// Rows taken from a buffer instead of the hash: f32 values, the row of (sequence b, token)
+/// at `buffer` row `b · seq_rows + token · token_rows`.
+#[derive(Clone, Copy)]
+pub struct FillSource<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub seq_rows: u32,
+    pub token_rows: u32,
 }
 
 /// What a fill writes: rows of `layout` stored as `dtype`. FP8 keys go into the FP8 key cache
@@ -69,6 +84,10 @@ impl FillRows {
             rope,
             slots,
             key_rows,
+            from_src: 0,
+            src_seq: 0,
+            src_tok: 0,
+            width,
             _pad: 0,
         }
     }
@@ -90,7 +109,24 @@ impl Fill {
             newest: ctx.pipeline("fill newest", unit, "newest", &[])?,
             pipeline_fp8: ctx.pipeline("fill fp8", unit, "main_fp8", &[])?,
             newest_fp8: ctx.pipeline("fill newest fp8", unit, "newest_fp8", &[])?,
+            no_src: ctx.storage("fill: no source", 16)?,
         })
+    }
+
+    /// The uniform's source fields and the buffer to bind as `src`.
+    fn source<'a>(&'a self, params: Params, src: Option<&FillSource<'a>>) -> (Params, &'a wgpu::Buffer) {
+        match src {
+            None => (params, &self.no_src),
+            Some(s) => (
+                Params {
+                    from_src: 1,
+                    src_seq: s.seq_rows,
+                    src_tok: s.token_rows,
+                    ..params
+                },
+                s.buffer,
+            ),
+        }
     }
 
     /// Dispatches writing `ranges[i]` of sequences `b0 + i` into `dest` (`rows`), split so that
@@ -107,7 +143,23 @@ impl Fill {
         b0: u32,
         ranges: &[FillRange],
     ) -> Result<Vec<Dispatch>> {
-        let base = rows.params(dest);
+        self.bind_from(ctx, dest, rows, None, (salt, layer, scale), b0, ranges)
+    }
+
+    /// [`Fill::bind`] with the values from `src` where given (the hash's salt and scale then
+    /// unused).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_from(
+        &self,
+        ctx: &GpuContext,
+        dest: &wgpu::Buffer,
+        rows: FillRows,
+        src: Option<&FillSource>,
+        (salt, layer, scale): (u32, u32, f32),
+        b0: u32,
+        ranges: &[FillRange],
+    ) -> Result<Vec<Dispatch>> {
+        let (base, src) = self.source(rows.params(dest), src);
         let fp8 = rows.dtype == Dtype::Fp8;
         let words = base.words;
         let rows_per_dispatch = match fp8 {
@@ -141,13 +193,15 @@ impl Fill {
                 true => (&self.pipeline_fp8, n),
                 false => (&self.pipeline, (n * words).div_ceil(256)),
             };
-            out.push(dispatch(
+            out.push(super::dispatch_steps(
                 ctx,
-                pipeline,
                 "fill",
                 &params,
-                &[&table, dest],
-                [x, ranges.len() as u32, 1],
+                &[super::StepSpec {
+                    pipeline,
+                    buffers: &[(1, &table), (2, dest), (4, src)],
+                    workgroups: [x, ranges.len() as u32, 1],
+                }],
             ));
             done += n;
         }
@@ -170,7 +224,24 @@ impl Fill {
         n: u32,
         batch_rows: bool,
     ) -> Dispatch {
-        let base = rows.params(dest);
+        self.bind_newest_from(ctx, dest, seq, rows, None, (salt, layer), b0, n, batch_rows)
+    }
+
+    /// [`Fill::bind_newest`] with the values from `src` where given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_newest_from(
+        &self,
+        ctx: &GpuContext,
+        dest: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+        rows: FillRows,
+        src: Option<&FillSource>,
+        (salt, layer): (u32, u32),
+        b0: u32,
+        n: u32,
+        batch_rows: bool,
+    ) -> Dispatch {
+        let (base, src) = self.source(rows.params(dest), src);
         let params = Params {
             salt,
             layer,
@@ -182,7 +253,7 @@ impl Fill {
             Dtype::Fp8 => (&self.newest_fp8, 1),
             _ => (&self.newest, base.words.div_ceil(256)),
         };
-        let buffers = [(2, dest), (3, seq)];
+        let buffers = [(2, dest), (3, seq), (4, src)];
         super::dispatch_steps(
             ctx,
             "fill newest",

@@ -487,3 +487,65 @@ pub fn scratch_bytes_for(heads: u32, topk: u32, kv: u32, batch: u32) -> u64 {
     let tiles = topk.div_ceil(SCORE_TILE_IDS) as u64;
     batch as u64 * heads as u64 * (topk as u64 + splits * (kv as u64 + 1) + 2 * tiles) * 4
 }
+
+/// The sparse MLA a run's shape takes: the tuned kernel ([`SparseMla`]), or the version-1 kernel
+/// ([`super::SparseMlaNaive`]) where the tuned one cannot take the shape (RoPE dims not in 32s,
+/// as in `model init --config tiny`). Both bind the same arguments; the naive one needs no
+/// working space and has no DA form.
+pub enum AnySparseMla {
+    Tuned(SparseMla),
+    Naive(super::SparseMlaNaive),
+}
+
+impl AnySparseMla {
+    pub fn new(ctx: &GpuContext, shape: &SparseMlaShape) -> Result<Self> {
+        match shape.validate() {
+            Ok(()) => Ok(AnySparseMla::Tuned(SparseMla::new(ctx, shape)?)),
+            Err(e) => match shape.validate_naive() {
+                Ok(()) => Ok(AnySparseMla::Naive(super::SparseMlaNaive::new(ctx, shape)?)),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// The tuned kernel, where it is the one.
+    pub fn tuned(&self) -> Option<&SparseMla> {
+        match self {
+            AnySparseMla::Tuned(k) => Some(k),
+            AnySparseMla::Naive(_) => None,
+        }
+    }
+
+    /// Working space for `batch` sequences (the naive kernel's: none, four bytes each).
+    pub fn scratch(&self, ctx: &GpuContext, batch: u32) -> Result<SparseMlaScratch> {
+        match self {
+            AnySparseMla::Tuned(k) => k.scratch(ctx, batch),
+            AnySparseMla::Naive(_) => Ok(SparseMlaScratch {
+                scores: ctx.storage("no scores", 4)?,
+                partials: ctx.storage("no partials", 4)?,
+                part_lse: ctx.storage("no part_lse", 4)?,
+                batch,
+                splits: 1,
+            }),
+        }
+    }
+
+    pub fn bind(&self, ctx: &GpuContext, a: &SparseMlaArgs) -> Dispatch {
+        match self {
+            AnySparseMla::Tuned(k) => k.bind(ctx, a),
+            AnySparseMla::Naive(k) => k.bind(
+                ctx,
+                &super::sparse_mla_naive::SparseMlaNaiveArgs {
+                    q: a.q,
+                    ids: a.ids,
+                    seq: a.seq,
+                    rows: a.rows,
+                    o_lat: a.o_lat,
+                    lse: a.lse,
+                    b0: a.b0,
+                    batch: a.batch,
+                },
+            ),
+        }
+    }
+}

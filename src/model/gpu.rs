@@ -24,6 +24,7 @@ use crate::kernels::topk::{TopKArgs, TopKShape};
 use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
 use crate::reference::model::{ModelWeights, RopeLayout};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::collections::HashMap;
 
 /// What the model's GPU pieces share: the context, the weights (as f32 on the CPU), the
@@ -32,8 +33,8 @@ use std::collections::HashMap;
 pub struct ModelGpu<'a> {
     pub ctx: &'a GpuContext,
     pub w: &'a ModelWeights,
-    ops: ModelOps,
-    uploaded: RefCell<HashMap<String, wgpu::Buffer>>,
+    pub(super) ops: Rc<ModelOps>,
+    pub(super) uploaded: Rc<RefCell<HashMap<String, wgpu::Buffer>>>,
 }
 
 impl<'a> ModelGpu<'a> {
@@ -41,19 +42,19 @@ impl<'a> ModelGpu<'a> {
         Ok(ModelGpu {
             ctx,
             w,
-            ops: ModelOps::new(ctx)?,
-            uploaded: RefCell::new(HashMap::new()),
+            ops: Rc::new(ModelOps::new(ctx)?),
+            uploaded: Rc::default(),
         })
     }
 
     /// Tensor `name` of the checkpoint as a GPU buffer.
-    fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
+    pub(super) fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
         self.derived(name, || self.w.tensor(name).to_vec())
     }
 
     /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
     /// one derived from weights: scaled, concatenated, an identity).
-    fn derived(&self, key: &str, make: impl FnOnce() -> Vec<f32>) -> Result<wgpu::Buffer> {
+    pub(super) fn derived(&self, key: &str, make: impl FnOnce() -> Vec<f32>) -> Result<wgpu::Buffer> {
         if let Some(b) = self.uploaded.borrow().get(key) {
             return Ok(b.clone());
         }
@@ -612,20 +613,30 @@ pub fn ffn(m: &ModelGpu, l: u32, xb: &wgpu::Buffer, t: u32) -> Result<wgpu::Buff
 /// prefill then decode; the two give the same logits as one prefill over everything.
 pub struct Decoder<'a> {
     m: ModelGpu<'a>,
-    caches: Vec<LayerCache>,
+    /// Each loaded layer's caches.
+    pub caches: Vec<LayerCache>,
+    /// Each loaded layer's selections of every position run so far, best first.
+    pub selections: Vec<Vec<Vec<i32>>>,
     len: u32,
     capacity: u32,
 }
 
 impl<'a> Decoder<'a> {
     pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights, capacity: u32) -> Result<Self> {
-        let caches = w
+        Self::with_model(ModelGpu::new(ctx, w)?, capacity)
+    }
+
+    /// A decoder over the kernels and weights `m` holds.
+    pub fn with_model(m: ModelGpu<'a>, capacity: u32) -> Result<Self> {
+        let caches = m
+            .w
             .layers
             .clone()
-            .map(|_| LayerCache::new(ctx, w, capacity))
+            .map(|_| LayerCache::new(m.ctx, m.w, capacity))
             .collect::<Result<_>>()?;
         Ok(Decoder {
-            m: ModelGpu::new(ctx, w)?,
+            selections: vec![Vec::new(); m.w.layers.len()],
+            m,
             caches,
             len: 0,
             capacity,
@@ -669,7 +680,9 @@ impl<'a> Decoder<'a> {
             m.run(vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)])?;
             let cache = &self.caches[li];
             let layer = PromptLayer::new(m, l, &x, (t, self.len))?;
-            let attn = layer.attention(&layer.indexer_selections(cache)?, cache)?;
+            let selections = layer.indexer_selections(cache)?;
+            let attn = layer.attention(&selections, cache)?;
+            self.selections[li].extend(selections);
             let norm = m.weight(&format!("{p}post_attention_layernorm.weight"))?;
             m.run(vec![
                 ops.add(ctx, &h, &attn, t * hsz),

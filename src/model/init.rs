@@ -149,6 +149,33 @@ struct Owned {
     data: Vec<u8>,
 }
 
+/// A random model in memory, no files: layers `layers` of `cfg` (all: `0..num_hidden_layers`),
+/// drawn as [`write_random`] draws them and rounded to bf16 as its default checkpoint stores
+/// them. What `generate` runs without `--model`.
+pub fn random_weights(
+    cfg: &HfConfig,
+    layers: std::ops::Range<u32>,
+    seed: u64,
+) -> Result<crate::reference::model::ModelWeights> {
+    cfg.validate()?;
+    let mut rng = Rng::new(seed);
+    let t = expected_tensors(cfg, layers.clone())
+        .into_iter()
+        .map(|spec| {
+            let v = values(&spec, &mut rng)
+                .into_iter()
+                .map(|x| half::bf16::from_f32(x).to_f32())
+                .collect();
+            (spec.name, v)
+        })
+        .collect();
+    Ok(crate::reference::model::ModelWeights::from_tensors(
+        cfg.clone(),
+        layers,
+        t,
+    ))
+}
+
 /// The random values of `t` (see the module doc).
 fn values(t: &TensorSpec, rng: &mut Rng) -> Vec<f32> {
     let n: usize = t.shape.iter().product();

@@ -5,8 +5,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod gpu;
 pub mod init;
+pub mod step;
 
 pub use checkpoint::Checkpoint;
 pub use config::HfConfig;

@@ -284,6 +284,27 @@ impl ModelWeights {
         })
     }
 
+    /// Weights given as f32 values by name, none stored as FP8 (a model made in memory:
+    /// [`crate::model::init::random_weights`]).
+    pub fn from_tensors(
+        config: HfConfig,
+        layers: Range<u32>,
+        t: HashMap<String, Vec<f32>>,
+    ) -> ModelWeights {
+        ModelWeights {
+            inv_freq: config.rope_inv_freqs(),
+            config,
+            layers,
+            t,
+            fp8: Default::default(),
+        }
+    }
+
+    /// Bytes of every loaded tensor as f32 (what the GPU holds of them).
+    pub fn f32_bytes(&self) -> u64 {
+        self.t.values().map(|v| v.len() as u64 * 4).sum()
+    }
+
     fn w(&self, name: &str) -> &[f32] {
         &self.t[name]
     }

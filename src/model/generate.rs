@@ -1,0 +1,190 @@
+//! Greedy generation through the engine (issue 15): a batch of prompts prefilled, then decode
+//! steps of the whole model in resident or offload mode ([`super::step::ModelInputs`]), with the
+//! engine's report. `ess-wgpu generate` is its command line.
+
+use super::step::{ModelInputs, Prefill};
+use crate::config::{Dtype, ModelConfig, RunConfig};
+use crate::decode::ModeReport;
+use crate::engine::{Engine, EngineOptions, Mode};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::reference::model::ModelWeights;
+
+/// The engine's run of model `w` for `batch` sequences, caches in the given dtypes.
+pub fn run_config(w: &ModelWeights, batch: u32, latent: Dtype, key: Dtype) -> RunConfig {
+    let c = &w.config;
+    let layers = w.layers.len() as u32;
+    RunConfig {
+        model: ModelConfig {
+            name: "checkpoint".into(),
+            heads: c.num_attention_heads,
+            kv_lora_rank: c.kv_lora_rank,
+            qk_rope_head_dim: c.qk_rope_head_dim,
+            qk_nope_head_dim: c.qk_nope_head_dim,
+            index_heads: c.index_n_heads,
+            index_head_dim: c.index_head_dim,
+            topk: c.index_topk,
+            layers,
+            checkpoint_softmax_scale: Some(c.softmax_scale() as f32),
+        },
+        layers,
+        context: 1,
+        batch,
+        latent_dtype: latent,
+        key_dtype: key,
+    }
+}
+
+/// Device bytes model `w` needs besides the engine for `batch` sequences: every weight as f32
+/// (the routed experts of a layer once, concatenated) and the step's activations.
+pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
+    let c = &w.config;
+    let b = batch as u64;
+    let (hsz, ql) = (c.hidden_size as u64, c.q_lora_rank as u64);
+    let (heads, qs) = (
+        c.num_attention_heads as u64,
+        (c.qk_nope_head_dim + c.qk_rope_head_dim) as u64,
+    );
+    let (kv, rd, id) = (
+        c.kv_lora_rank as u64,
+        c.qk_rope_head_dim as u64,
+        c.index_head_dim as u64,
+    );
+    let inter = (c.intermediate_size as u64).max(
+        c.moe_intermediate_size as u64 * (c.num_experts_per_tok + c.n_shared_experts) as u64,
+    );
+    let per_layer = 5 * hsz
+        + 3 * ql
+        + heads * qs
+        + 4 * (kv + rd)
+        + 2 * id
+        + heads * c.v_head_dim as u64
+        + c.n_routed_experts as u64
+        + 2 * c.num_experts_per_tok as u64
+        + 3 * inter;
+    let activations = b * 4 * (w.layers.len() as u64 * per_layer + 2 * hsz + c.vocab_size as u64);
+    w.f32_bytes() + activations
+}
+
+/// One mode's generation: its report, and each sequence's new tokens (and, with `logits`,
+/// their logits: row 0 from the prefill, row i from decode step i).
+pub struct Generation {
+    pub report: ModeReport,
+    pub tokens: Vec<Vec<u32>>,
+    /// `[B][N · vocab]` where collected.
+    pub logits: Vec<Vec<f32>>,
+    /// The engine's recorded selections, where asked for (`opts.record_trace`).
+    pub trace: Option<crate::trace::Trace>,
+}
+
+/// What to prefill: each sequence's prompt, or a hashed context of `opts.contexts` with `token`
+/// as every sequence's first token.
+#[derive(Clone)]
+pub enum PrefillSpec {
+    Prompts(Vec<Vec<u32>>),
+    Synthetic { token: u32 },
+}
+
+/// Generate `new_tokens` (≥ 2: the first comes from the prefill, each further one from a
+/// decode step) per sequence in `opts.mode`. `opts.contexts` are the prompts' lengths for
+/// [`PrefillSpec::Prompts`]; `opts.steps` is set here. With `collect`, every step is waited for
+/// and its tokens and logits read back (for comparisons and dumps); without, only the last
+/// tokens are read and the steps run back to back (for throughput).
+pub fn generate(
+    ctx: &GpuContext,
+    w: &'static ModelWeights,
+    opts: &EngineOptions,
+    prefill: &PrefillSpec,
+    new_tokens: u32,
+    budget: u64,
+    collect: bool,
+) -> Result<Generation> {
+    crate::limits::in_range("new-tokens", new_tokens as u64, 2, crate::limits::MAX_STEPS as u64)?;
+    let mut opts = EngineOptions {
+        steps: new_tokens - 1,
+        model_bytes: model_bytes(w, opts.run.batch),
+        ..opts.clone()
+    };
+    if let PrefillSpec::Prompts(p) = prefill {
+        opts.contexts = p.iter().map(|p| p.len() as u32).collect();
+    }
+    opts.validate()?;
+    let vocab = w.config.vocab_size;
+    if let PrefillSpec::Prompts(p) = prefill {
+        if let Some(&t) = p.iter().flatten().find(|&&t| t >= vocab) {
+            return Err(Error::config(
+                "prompt token",
+                t,
+                format!("0 ..= {} (the vocabulary)", vocab - 1),
+            ));
+        }
+    }
+    let inputs = ModelInputs::new(
+        ctx,
+        w,
+        &opts.run,
+        opts.capacity(),
+        match prefill {
+            PrefillSpec::Prompts(p) => Prefill::Prompts(p.clone()),
+            PrefillSpec::Synthetic { token } => Prefill::Synthetic {
+                token: *token,
+                seed: opts.seed,
+            },
+        },
+    )?;
+    let (tokens_buf, logits_buf) = (inputs.tokens.clone(), inputs.logits.clone());
+    let b = opts.run.batch as usize;
+    let mut logits = inputs.first_logits.clone();
+    let first: Vec<u32> = ctx.read(&tokens_buf)?;
+    let mut tokens: Vec<Vec<u32>> = first.iter().map(|&t| vec![t]).collect();
+    let mut e = Engine::with_inputs(ctx, &opts, budget, Box::new(inputs))?;
+    let mut take = |e: &mut Engine, logits: &mut Vec<Vec<f32>>| -> Result<()> {
+        e.finish(ctx)?;
+        let t: Vec<u32> = ctx.read(&tokens_buf)?;
+        for (seq, &t) in tokens.iter_mut().zip(&t) {
+            seq.push(t);
+        }
+        if collect {
+            let l: Vec<f32> = ctx.read(&logits_buf)?;
+            for (i, row) in l.chunks(vocab as usize).enumerate() {
+                logits[i].extend_from_slice(row);
+            }
+        }
+        Ok(())
+    };
+    for step in 1..=opts.steps {
+        e.step(ctx)?;
+        if collect || step == opts.steps {
+            take(&mut e, &mut logits)?;
+        }
+    }
+    if !collect {
+        logits = vec![Vec::new(); b];
+    }
+    e.finish(ctx)?;
+    Ok(Generation {
+        report: ModeReport::new(&e),
+        tokens,
+        logits,
+        trace: e.trace.take(),
+    })
+}
+
+/// Resident and offload generations agree: the same tokens, logits identical bit for bit.
+pub fn identical(a: &Generation, b: &Generation) -> bool {
+    let bits = |g: &Generation| -> Vec<Vec<u32>> {
+        g.logits
+            .iter()
+            .map(|l| l.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    a.tokens == b.tokens && bits(a) == bits(b)
+}
+
+/// The engine options of a generation in `mode` (the rest from `base`).
+pub fn in_mode(base: &EngineOptions, mode: Mode) -> EngineOptions {
+    EngineOptions {
+        mode,
+        ..base.clone()
+    }
+}
