@@ -615,7 +615,10 @@ fn the_engine_generates_the_reference_tokens_in_both_modes() {
     let (res, off) = (run(Mode::Resident), run(Mode::Offload));
     assert!(identical(&res, &off), "resident and offload differ");
     let misses: u64 = off.report.stats.counters.iter().map(|c| c.misses).sum();
-    assert!(misses > 0, "the pool is smaller than the contexts: rows must miss");
+    assert!(
+        misses > 0,
+        "the pool is smaller than the contexts: rows must miss"
+    );
     let vocab = cfg.vocab_size as usize;
     let mut worst = 0f32;
     for (b, p) in prompts.iter().enumerate() {
@@ -626,7 +629,10 @@ fn the_engine_generates_the_reference_tokens_in_both_modes() {
             worst = worst.max(rel_diff(row, &outs[p.len() - 1 + i].logits));
         }
     }
-    assert!(worst <= ATTN_TOL, "logits differ from the reference by {worst:e}");
+    assert!(
+        worst <= ATTN_TOL,
+        "logits differ from the reference by {worst:e}"
+    );
     eprintln!(
         "engine generation: {:?}, both modes identical ({misses} misses), logits within {worst:.1e}",
         res.tokens

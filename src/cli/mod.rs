@@ -10,6 +10,7 @@ macro_rules! say {
 mod bench;
 mod decode;
 mod figures;
+mod generate;
 mod model;
 mod sweep;
 mod trace;
@@ -49,6 +50,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Generate greedily with a DeepSeek-V3.2 model (a checkpoint, or a built-in random one)
+    /// through the engine, in resident and offload mode, compared bit for bit.
+    Generate(generate::GenerateArgs),
     /// DeepSeek-V3.2 checkpoints in the Hugging Face layout: write a random one, or check one.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Figures(args) => figures::run(args),
         Command::Trace(cmd) => trace::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Generate(args) => generate::run(args),
         Command::Model(cmd) => model::run(cmd),
     }
 }
@@ -129,7 +134,7 @@ fn info(args: InfoArgs) -> Result<()> {
                 time_every: 1,
                 transfer_overlap: TransferOverlap::NONE,
                 omit_gathers: false,
-            model_bytes: 0,
+                model_bytes: 0,
                 run: run.clone(),
             };
             let n =

@@ -9,18 +9,18 @@ use ess_wgpu::model::{Checkpoint, checkpoint::expected_tensors};
 use std::path::PathBuf;
 
 /// What a generation is asked: the prompt and how many tokens to add.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct GenArgs {
     /// Prompt token ids (comma list; default 1,2,3).
     #[arg(long, value_delimiter = ',')]
-    prompt: Vec<u32>,
+    pub prompt: Vec<u32>,
     /// Or a prompt of N tokens drawn with --seed.
     #[arg(long)]
-    prompt_len: Option<u32>,
+    pub prompt_len: Option<u32>,
     #[arg(long, default_value_t = 8)]
-    new_tokens: u32,
+    pub new_tokens: u32,
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -77,7 +77,7 @@ pub enum ModelCommand {
 }
 
 /// `a..b` (a < b).
-fn layer_range(s: &str) -> Result<std::ops::Range<u32>> {
+pub fn layer_range(s: &str) -> Result<std::ops::Range<u32>> {
     let bad = || ess_wgpu::Error::config("layers", s, "a range a..b of layer numbers, a < b");
     let (a, b) = s.split_once("..").ok_or_else(bad)?;
     let (a, b) = (
@@ -188,7 +188,7 @@ fn reference(
 }
 
 /// The prompt from `--prompt` or `--prompt-len` (drawn with `seed`), its tokens checked.
-fn make_prompt(a: &GenArgs, vocab: u32) -> Result<Vec<u32>> {
+pub fn make_prompt(a: &GenArgs, vocab: u32) -> Result<Vec<u32>> {
     let prompt = match (a.prompt.is_empty(), a.prompt_len) {
         (false, None) => a.prompt.clone(),
         (true, Some(n)) if n > 0 => {

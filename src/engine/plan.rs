@@ -68,7 +68,10 @@ impl MemoryPlan {
             items.push(("output digests".to_string(), l * 16));
         }
         if opts.model_bytes > 0 {
-            items.push(("model weights and activations".to_string(), opts.model_bytes));
+            items.push((
+                "model weights and activations".to_string(),
+                opts.model_bytes,
+            ));
         }
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),

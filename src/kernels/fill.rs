@@ -114,7 +114,11 @@ impl Fill {
     }
 
     /// The uniform's source fields and the buffer to bind as `src`.
-    fn source<'a>(&'a self, params: Params, src: Option<&FillSource<'a>>) -> (Params, &'a wgpu::Buffer) {
+    fn source<'a>(
+        &'a self,
+        params: Params,
+        src: Option<&FillSource<'a>>,
+    ) -> (Params, &'a wgpu::Buffer) {
         match src {
             None => (params, &self.no_src),
             Some(s) => (

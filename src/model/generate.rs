@@ -50,9 +50,8 @@ pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
         c.qk_rope_head_dim as u64,
         c.index_head_dim as u64,
     );
-    let inter = (c.intermediate_size as u64).max(
-        c.moe_intermediate_size as u64 * (c.num_experts_per_tok + c.n_shared_experts) as u64,
-    );
+    let inter = (c.intermediate_size as u64)
+        .max(c.moe_intermediate_size as u64 * (c.num_experts_per_tok + c.n_shared_experts) as u64);
     let per_layer = 5 * hsz
         + 3 * ql
         + heads * qs
@@ -99,7 +98,12 @@ pub fn generate(
     budget: u64,
     collect: bool,
 ) -> Result<Generation> {
-    crate::limits::in_range("new-tokens", new_tokens as u64, 2, crate::limits::MAX_STEPS as u64)?;
+    crate::limits::in_range(
+        "new-tokens",
+        new_tokens as u64,
+        2,
+        crate::limits::MAX_STEPS as u64,
+    )?;
     let mut opts = EngineOptions {
         steps: new_tokens - 1,
         model_bytes: model_bytes(w, opts.run.batch),

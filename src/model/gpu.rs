@@ -24,8 +24,8 @@ use crate::kernels::topk::{TopKArgs, TopKShape};
 use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
 use crate::reference::model::{ModelWeights, RopeLayout};
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// What the model's GPU pieces share: the context, the weights (as f32 on the CPU), the
 /// per-token kernels, and every weight buffer, uploaded the first time it is asked for (a
@@ -54,7 +54,11 @@ impl<'a> ModelGpu<'a> {
 
     /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
     /// one derived from weights: scaled, concatenated, an identity).
-    pub(super) fn derived(&self, key: &str, make: impl FnOnce() -> Vec<f32>) -> Result<wgpu::Buffer> {
+    pub(super) fn derived(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Vec<f32>,
+    ) -> Result<wgpu::Buffer> {
         if let Some(b) = self.uploaded.borrow().get(key) {
             return Ok(b.clone());
         }
@@ -628,12 +632,11 @@ impl<'a> Decoder<'a> {
 
     /// A decoder over the kernels and weights `m` holds.
     pub fn with_model(m: ModelGpu<'a>, capacity: u32) -> Result<Self> {
-        let caches = m
-            .w
-            .layers
-            .clone()
-            .map(|_| LayerCache::new(m.ctx, m.w, capacity))
-            .collect::<Result<_>>()?;
+        let caches =
+            m.w.layers
+                .clone()
+                .map(|_| LayerCache::new(m.ctx, m.w, capacity))
+                .collect::<Result<_>>()?;
         Ok(Decoder {
             selections: vec![Vec::new(); m.w.layers.len()],
             m,

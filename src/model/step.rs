@@ -27,11 +27,11 @@ use crate::config::RunConfig;
 use crate::engine::inputs::{NewestAt, Queries, RowKind, RowTarget, StepInputs, Synthetic};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::ModelOps;
 use crate::kernels::fill::{FillRange, FillRows, FillSource};
 use crate::kernels::model_ops::{HeadLinear, Heads, Routing, rope_table};
 use crate::kernels::{Dispatch, Fill};
 use crate::reference::model::{ModelWeights, RopeLayout};
-use crate::kernels::ModelOps;
 use crate::workload::RowLayout;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -203,7 +203,13 @@ impl ModelInputs {
             let len = p.len() as u64;
             for (l, cache) in d.caches.iter().enumerate() {
                 let (kb, rb) = (c.index_head_dim as u64 * 4, width as u64 * 4);
-                enc.copy_buffer_to_buffer(&cache.index_k, 0, &keys[l], at(c.index_head_dim), len * kb);
+                enc.copy_buffer_to_buffer(
+                    &cache.index_k,
+                    0,
+                    &keys[l],
+                    at(c.index_head_dim),
+                    len * kb,
+                );
                 enc.copy_buffer_to_buffer(&cache.rows, 0, &rows[l], at(width), len * rb);
                 selections[l].push(std::mem::take(&mut d.selections[l]));
             }
@@ -245,15 +251,19 @@ impl ModelInputs {
     fn norm(
         &self,
         ctx: &GpuContext,
-        (x, weight, bias, y): (&wgpu::Buffer, &wgpu::Buffer, Option<&wgpu::Buffer>, &wgpu::Buffer),
+        (x, weight, bias, y): (
+            &wgpu::Buffer,
+            &wgpu::Buffer,
+            Option<&wgpu::Buffer>,
+            &wgpu::Buffer,
+        ),
         n: u32,
     ) -> Dispatch {
         let eps = match bias {
             Some(_) => 1e-6,
             None => self.w.config.rms_norm_eps as f32,
         };
-        self.ops
-            .norm(ctx, x, weight, bias, y, self.batch, n, eps)
+        self.ops.norm(ctx, x, weight, bias, y, self.batch, n, eps)
     }
 
     /// `dst = norm(src)`, then `act_quant` in place `quants` times: what an FP8 linear layer
@@ -327,11 +337,20 @@ impl ModelInputs {
         out.extend(self.norm_quantised(ctx, (&qa, &qa_norm, &qr_i), ql, wq_b));
         // MLA's queries, absorbed: q_nope · W_UK ‖ q_pe
         let qf = buf(ctx, "q", b, heads * qs)?;
-        out.push(self.linear(ctx, ml, (&qr, "self_attn.q_b_proj.weight", &qf), ql, heads * qs)?);
-        let rope = |x: &wgpu::Buffer, at, layout| {
-            ops.rope(ctx, x, &self.table, &self.pos, at, layout)
-        };
-        out.push(rope(&qf, self.heads(heads, qs, nope, rd), RopeLayout::Interleaved)?);
+        out.push(self.linear(
+            ctx,
+            ml,
+            (&qr, "self_attn.q_b_proj.weight", &qf),
+            ql,
+            heads * qs,
+        )?);
+        let rope =
+            |x: &wgpu::Buffer, at, layout| ops.rope(ctx, x, &self.table, &self.pos, at, layout);
+        out.push(rope(
+            &qf,
+            self.heads(heads, qs, nope, rd),
+            RopeLayout::Interleaved,
+        )?);
         let wkv_b = self.weight(ctx, ml, "self_attn.kv_b_proj.weight")?;
         let q_abs = HeadLinear {
             rows: b,
@@ -372,14 +391,25 @@ impl ModelInputs {
             };
             ops.head_linear(ctx, x, &eye, y, &hl)
         };
-        out.push(copy(&qf, (heads * qs, qs, nope), &q.q, (heads * ms, ms, kv), heads, rd)?);
+        out.push(copy(
+            &qf,
+            (heads * qs, qs, nope),
+            &q.q,
+            (heads * ms, ms, kv),
+            heads,
+            rd,
+        )?);
         // the new latent row: act_quant(RMSNorm(c_kv)) ‖ RoPE(k_pe)
         let kva = buf(ctx, "kv_a", b, ms)?;
         let name = "self_attn.kv_a_proj_with_mqa.weight";
         out.push(self.linear(ctx, ml, (&x_in, name, &kva), hsz, ms)?);
         let (kva_latent, latent) = (buf(ctx, "kv_a latent", b, kv)?, buf(ctx, "latent", b, kv)?);
         out.push(copy(&kva, (ms, 0, 0), &kva_latent, (kv, 0, 0), 1, kv)?);
-        out.push(rope(&kva, self.heads(1, ms, kv, rd), RopeLayout::Interleaved)?);
+        out.push(rope(
+            &kva,
+            self.heads(1, ms, kv, rd),
+            RopeLayout::Interleaved,
+        )?);
         let kv_norm = self.weight(ctx, ml, "self_attn.kv_a_layernorm.weight")?;
         out.push(self.norm(ctx, (&kva_latent, &kv_norm, None, &latent), kv));
         out.push(ops.act_quant(ctx, &latent, b, kv));
@@ -449,7 +479,13 @@ impl ModelInputs {
             out.push(ops.act_quant(ctx, &o, b, heads * v));
         }
         let attn = buf(ctx, "attention", b, hsz)?;
-        out.push(self.linear(ctx, ml, (&o, "self_attn.o_proj.weight", &attn), heads * v, hsz)?);
+        out.push(self.linear(
+            ctx,
+            ml,
+            (&o, "self_attn.o_proj.weight", &attn),
+            heads * v,
+            hsz,
+        )?);
         out.push(ops.add(ctx, &self.h, &attn, b * hsz));
         // the feed-forward block on RMSNorm(h), and its residual
         let norm_w = self.weight(ctx, ml, "post_attention_layernorm.weight")?;
@@ -540,7 +576,10 @@ impl ModelInputs {
         );
         let gate = self.weight(ctx, ml, "mlp.gate.weight")?;
         let bias = self.weight(ctx, ml, "mlp.gate.e_score_correction_bias")?;
-        let (logits, routes) = (buf(ctx, "gate logits", b, e)?, buf(ctx, "routes", b, 2 * k)?);
+        let (logits, routes) = (
+            buf(ctx, "gate logits", b, e)?,
+            buf(ctx, "routes", b, 2 * k)?,
+        );
         let routing = Routing {
             experts: e,
             groups: c.n_group,
@@ -660,8 +699,15 @@ impl StepInputs for ModelInputs {
         };
         let rows = self.rows_of(target.kind);
         let fill = (0, layer, 1.0);
-        self.fill
-            .bind_from(ctx, target.buffer, rows, Some(&src), fill, target.b0, ranges)
+        self.fill.bind_from(
+            ctx,
+            target.buffer,
+            rows,
+            Some(&src),
+            fill,
+            target.b0,
+            ranges,
+        )
     }
 
     fn newest_rows(

@@ -1,0 +1,320 @@
+//! `ess-wgpu generate`: greedy generation with a DeepSeek-V3.2 model through the engine, in
+//! resident and/or offload mode, compared bit for bit (issue 15).
+
+use super::model::{GenArgs, layer_range, make_prompt};
+use super::{TransferArg, budget_arg, print_report, ratio_arg, slots_arg, warmup_arg};
+use ess_wgpu::cache::PoolSize;
+use ess_wgpu::config::Dtype;
+use ess_wgpu::decode::DecodeReport;
+use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode, TransferOverlap};
+use ess_wgpu::model::generate::{Generation, PrefillSpec, generate, identical, in_mode};
+use ess_wgpu::model::init::{preset, random_weights};
+use ess_wgpu::reference::model::ModelWeights;
+use ess_wgpu::{Error, GpuContext, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// A checkpoint folder in the Hugging Face layout (default: a random built-in model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Without --model: the built-in random model's config (tiny, small, v32-layers).
+    #[arg(long, default_value = "tiny")]
+    builtin: String,
+    /// Without --model: routed experts of the built-in model instead of the preset's (its f32
+    /// expert weights are one buffer per projection, under the 4 GiB a binding can take).
+    #[arg(long)]
+    builtin_experts: Option<u32>,
+    /// Layers to load and run, e.g. 0..2 (default: all).
+    #[arg(long)]
+    layers: Option<String>,
+    #[command(flatten)]
+    run: GenArgs,
+    /// Sequences generated together (sequence b > 0: a prompt of its own, one token shorter
+    /// than the one before, drawn with --seed + b; at least one token).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// A hashed context of N tokens per sequence instead of a prompt: a real decode step over a
+    /// context the model did not compute (long contexts; the tokens mean nothing).
+    #[arg(long)]
+    context: Option<u32>,
+    /// Use the largest batch whose memory plan (weights included) fits --device-budget.
+    #[arg(long)]
+    largest_batch: bool,
+    #[arg(long, value_enum, default_value_t = GenMode::Both)]
+    mode: GenMode,
+    /// Storage of the latent and indexer-key caches: fp8 (DeepSeek's: the latent's FP8 values
+    /// and scales, k_pe as bf16), f16, or f32 (exactly what the reference caches).
+    #[arg(long, default_value = "fp8")]
+    cache_dtype: String,
+    #[arg(long, value_parser = slots_arg, allow_negative_numbers = true)]
+    pool_slots: Option<u32>,
+    #[arg(long, default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
+    sparse_memory_ratio: f64,
+    #[arg(long, value_enum, default_value_t = TransferArg::ZeroCopy)]
+    transfer: TransferArg,
+    /// none, da, dba, dba:N (as `decode`'s).
+    #[arg(long, default_value = "none")]
+    overlap: String,
+    /// LRU warm-up windows from the prefill's own selections (0 ..= 64).
+    #[arg(long, default_value_t = 2, value_parser = warmup_arg, allow_negative_numbers = true)]
+    warmup: u32,
+    /// Device memory the run may use, e.g. 8G (default 2 GiB).
+    #[arg(long, value_parser = budget_arg, allow_negative_numbers = true)]
+    device_budget: Option<u64>,
+    /// Timestamp every N-th step's stages.
+    #[arg(long, default_value_t = 1)]
+    time_every: u32,
+    /// Throughput run: steps back to back, only the last tokens read (no logits compared).
+    #[arg(long)]
+    no_verify: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GenMode {
+    Both,
+    Resident,
+    Offload,
+}
+
+/// The weights: the checkpoint's, or the built-in random model's.
+fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
+    let layers = a.layers.as_deref().map(layer_range).transpose()?;
+    match &a.model {
+        Some(dir) => {
+            let ck = ess_wgpu::model::Checkpoint::open(dir, layers)?;
+            Ok((ModelWeights::load(&ck)?, dir.display().to_string()))
+        }
+        None => {
+            let mut cfg = preset(&a.builtin)?;
+            if let Some(e) = a.builtin_experts {
+                cfg.n_routed_experts = e;
+            }
+            let layers = layers.unwrap_or(0..cfg.num_hidden_layers);
+            if layers.end > cfg.num_hidden_layers {
+                return Err(Error::config(
+                    "layers",
+                    format!("{}..{}", layers.start, layers.end),
+                    format!("within 0..{}", cfg.num_hidden_layers),
+                ));
+            }
+            let what = format!(
+                "built-in random {} ({} experts), seed {}",
+                a.builtin, cfg.n_routed_experts, a.run.seed
+            );
+            Ok((random_weights(&cfg, layers, a.run.seed)?, what))
+        }
+    }
+}
+
+/// Prompt tokens when none are asked for: long enough that the tiny model's top-64 selects and
+/// its pools miss.
+const DEFAULT_PROMPT_LEN: u32 = 200;
+
+pub fn run(mut a: GenerateArgs) -> Result<()> {
+    if a.run.prompt.is_empty() && a.run.prompt_len.is_none() && a.context.is_none() {
+        a.run.prompt_len = Some(DEFAULT_PROMPT_LEN);
+    }
+    let dtype = Dtype::parse("cache-dtype", &a.cache_dtype)?;
+    ess_wgpu::limits::in_range(
+        "batch",
+        a.batch as u64,
+        1,
+        ess_wgpu::limits::MAX_BATCH as u64,
+    )?;
+    let (w, what) = weights(&a)?;
+    let w: &'static ModelWeights = Box::leak(Box::new(w));
+    let vocab = w.config.vocab_size;
+    let budget = a.device_budget.unwrap_or(2 << 30);
+    let mut opts = EngineOptions {
+        run: ess_wgpu::model::generate::run_config(w, a.batch, dtype, dtype),
+        contexts: vec![a.context.unwrap_or(1); a.batch as usize],
+        steps: a.run.new_tokens.saturating_sub(1).max(1),
+        mode: Mode::Resident,
+        pool: PoolSize::Slots(0),
+        transfer: a.transfer.into(),
+        locality: 0.0,
+        layer_locality: Vec::new(),
+        record_trace: false,
+        warmup_windows: a.warmup,
+        seed: a.run.seed,
+        track_overlap: false,
+        digest_outputs: false,
+        time_every: a.time_every,
+        transfer_overlap: TransferOverlap::parse(&a.overlap)?,
+        omit_gathers: false,
+        model_bytes: ess_wgpu::model::generate::model_bytes(w, a.batch),
+    };
+    // the ratio's pool, at least top-k + 1 rows (short prompts: the whole context fits)
+    let pool = |o: &EngineOptions| match a.pool_slots {
+        Some(n) => PoolSize::Slots(n),
+        None => {
+            let rows = (a.sparse_memory_ratio * o.capacity() as f64).ceil() as u32;
+            PoolSize::Slots(rows.max(o.run.model.topk + 1))
+        }
+    };
+    let modes = match a.mode {
+        GenMode::Both => vec![Mode::Resident, Mode::Offload],
+        GenMode::Resident => vec![Mode::Resident],
+        GenMode::Offload => vec![Mode::Offload],
+    };
+    opts.pool = pool(&opts);
+    if a.largest_batch {
+        if a.context.is_none() {
+            return Err(Error::config(
+                "largest-batch",
+                "prompts",
+                "with --context N (every sequence the same length)",
+            ));
+        }
+        let fits = modes
+            .iter()
+            .map(|&m| MemoryPlan::largest_batch(&in_mode(&opts, m), budget))
+            .collect::<Result<Vec<_>>>()?;
+        let b = fits.into_iter().min().unwrap_or(0);
+        if b == 0 {
+            return Err(Error::config(
+                "device-budget",
+                budget,
+                "room for the weights and one sequence",
+            ));
+        }
+        opts.run.batch = b;
+        opts.contexts = vec![opts.contexts[0]; b as usize];
+        opts.model_bytes = ess_wgpu::model::generate::model_bytes(w, b);
+    }
+    let b = opts.run.batch;
+    let spec = match a.context {
+        Some(_) => PrefillSpec::Synthetic {
+            token: make_prompt(&a.run, vocab)?[0],
+        },
+        None => PrefillSpec::Prompts(
+            (0..b)
+                .map(|i| {
+                    let mut g = a.run.clone();
+                    if i > 0 {
+                        g.seed = a.run.seed + i as u64;
+                        let first = make_prompt(&a.run, vocab)?.len() as u32;
+                        g.prompt.clear();
+                        g.prompt_len = Some(first.saturating_sub(i).max(1));
+                    }
+                    make_prompt(&g, vocab)
+                })
+                .collect::<Result<_>>()?,
+        ),
+    };
+    if let PrefillSpec::Prompts(p) = &spec {
+        opts.contexts = p.iter().map(|p| p.len() as u32).collect();
+    }
+    opts.pool = pool(&opts);
+    for &m in &modes {
+        in_mode(&opts, m).validate()?;
+    }
+    let ctx = GpuContext::new()?;
+    let verify = !a.no_verify;
+    let gens: Vec<Generation> = modes
+        .iter()
+        .map(|&m| {
+            generate(
+                &ctx,
+                w,
+                &in_mode(&opts, m),
+                &spec,
+                a.run.new_tokens,
+                budget,
+                verify,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let same = (gens.len() == 2 && verify).then(|| identical(&gens[0], &gens[1]));
+    let c = &w.config;
+    let report = DecodeReport {
+        adapter: ctx.report.clone(),
+        config: format!(
+            "{what}: hidden {}, layers {}..{} of {}, {} heads, index {} × {} top-{}, {} experts \
+             ({} active, {} shared); {} caches; {} new tokens a sequence{}",
+            c.hidden_size,
+            w.layers.start,
+            w.layers.end,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.index_n_heads,
+            c.index_head_dim,
+            c.index_topk,
+            c.n_routed_experts,
+            c.num_experts_per_tok,
+            c.n_shared_experts,
+            dtype,
+            a.run.new_tokens,
+            match a.context {
+                Some(n) => format!(", hashed contexts of {n}"),
+                None => String::new(),
+            }
+        ),
+        budget,
+        modes: gens.iter().map(|g| g.report.clone()).collect(),
+        // `decode`'s digests are not taken: the verdict is on the tokens and logits
+        identical: None,
+        profile: Vec::new(),
+    };
+    let prompts = match &spec {
+        PrefillSpec::Prompts(p) => p.clone(),
+        PrefillSpec::Synthetic { .. } => Vec::new(),
+    };
+    let report = GenerateReport {
+        run: report,
+        prompts,
+        tokens: gens[0].tokens.clone(),
+        identical: same,
+    };
+    print_report(&report, a.json)?;
+    if same == Some(false) {
+        return Err(Error::Gpu("resident and offload generations differ".into()));
+    }
+    Ok(())
+}
+
+/// `decode`'s report of each mode, the tokens, and the verdict on tokens and logits.
+#[derive(serde::Serialize)]
+struct GenerateReport {
+    #[serde(flatten)]
+    run: DecodeReport,
+    prompts: Vec<Vec<u32>>,
+    /// Each sequence's new tokens (the first mode's).
+    tokens: Vec<Vec<u32>>,
+    /// Both modes: the same tokens and logits identical bit for bit.
+    identical: Option<bool>,
+}
+
+impl std::fmt::Display for GenerateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.run)?;
+        writeln!(f)?;
+        for (i, t) in self.tokens.iter().enumerate().take(8) {
+            match self.prompts.get(i) {
+                Some(p) if p.len() > 8 => writeln!(
+                    f,
+                    "sequence {i}: prompt of {} tokens {:?} … {:?} → {t:?}",
+                    p.len(),
+                    &p[..4],
+                    &p[p.len() - 2..]
+                )?,
+                Some(p) => writeln!(f, "sequence {i}: prompt {p:?} → {t:?}")?,
+                None => writeln!(f, "sequence {i}: → {t:?}")?,
+            }
+        }
+        if self.tokens.len() > 8 {
+            writeln!(f, "… {} sequences in all", self.tokens.len())?;
+        }
+        match self.identical {
+            Some(true) => writeln!(
+                f,
+                "\nverdict: resident and offload generated the same tokens, their logits identical bit for bit"
+            ),
+            Some(false) => writeln!(f, "\nverdict: MODES DISAGREE: the generations differ"),
+            None => writeln!(f, "\nverdict: not compared (one mode, or --no-verify)"),
+        }
+    }
+}
