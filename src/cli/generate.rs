@@ -21,10 +21,12 @@ pub struct GenerateArgs {
     /// Without --model: the built-in random model's config (tiny, small, v32-layers).
     #[arg(long, default_value = "tiny")]
     builtin: String,
-    /// Without --model: routed experts of the built-in model instead of the preset's (its f32
-    /// expert weights are one buffer per projection, under the 4 GiB a binding can take).
-    #[arg(long)]
-    builtin_experts: Option<u32>,
+    /// Without --model: change a field of the built-in model's config.json, e.g.
+    /// n_routed_experts=32 (repeatable). The f32 weights of a layer's routed experts are one
+    /// buffer per projection, and the head one buffer: each must fit a storage binding (2 GiB
+    /// on the H200), which v32-layers' 256 experts and 129,280-token vocabulary do not.
+    #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
+    builtin_set: Vec<String>,
     /// Layers to load and run, e.g. 0..2 (default: all).
     #[arg(long)]
     layers: Option<String>,
@@ -89,8 +91,8 @@ fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
         }
         None => {
             let mut cfg = preset(&a.builtin)?;
-            if let Some(e) = a.builtin_experts {
-                cfg.n_routed_experts = e;
+            for kv in &a.builtin_set {
+                cfg = with_field(&cfg, kv)?;
             }
             let layers = layers.unwrap_or(0..cfg.num_hidden_layers);
             if layers.end > cfg.num_hidden_layers {
@@ -101,8 +103,13 @@ fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
                 ));
             }
             let what = format!(
-                "built-in random {} ({} experts), seed {}",
-                a.builtin, cfg.n_routed_experts, a.run.seed
+                "built-in random {}{}, seed {}",
+                a.builtin,
+                match a.builtin_set.is_empty() {
+                    true => String::new(),
+                    false => format!(" ({})", a.builtin_set.join(", ")),
+                },
+                a.run.seed
             );
             Ok((random_weights(&cfg, layers, a.run.seed)?, what))
         }
@@ -112,6 +119,23 @@ fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
 /// Prompt tokens when none are asked for: long enough that the tiny model's top-64 selects and
 /// its pools miss.
 const DEFAULT_PROMPT_LEN: u32 = 200;
+
+/// `cfg` with `FIELD=VALUE` set (a number or a word, as config.json spells it), checked.
+fn with_field(cfg: &ess_wgpu::model::HfConfig, kv: &str) -> Result<ess_wgpu::model::HfConfig> {
+    let bad = |why: String| Error::config("builtin-set", kv, why);
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| bad("FIELD=VALUE".into()))?;
+    let mut json = serde_json::to_value(cfg).map_err(|e| bad(e.to_string()))?;
+    let field = json
+        .get_mut(k.trim())
+        .ok_or_else(|| bad("a field of config.json".into()))?;
+    *field = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::String(v.into()));
+    let out: ess_wgpu::model::HfConfig =
+        serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
+    out.validate()?;
+    Ok(out)
+}
 
 pub fn run(mut a: GenerateArgs) -> Result<()> {
     if a.run.prompt.is_empty() && a.run.prompt_len.is_none() && a.context.is_none() {

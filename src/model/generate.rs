@@ -138,7 +138,11 @@ pub fn generate(
     )?;
     let (tokens_buf, logits_buf) = (inputs.tokens.clone(), inputs.logits.clone());
     let b = opts.run.batch as usize;
-    let mut logits = inputs.first_logits.clone();
+    // a hashed context has no prefill logits: rows from the decode steps only
+    let mut logits = match inputs.first_logits.is_empty() {
+        true => vec![Vec::new(); b],
+        false => inputs.first_logits.clone(),
+    };
     let first: Vec<u32> = ctx.read(&tokens_buf)?;
     let mut tokens: Vec<Vec<u32>> = first.iter().map(|&t| vec![t]).collect();
     let mut e = Engine::with_inputs(ctx, &opts, budget, Box::new(inputs))?;
