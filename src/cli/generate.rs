@@ -34,7 +34,7 @@ pub struct GenerateArgs {
     run: GenArgs,
     /// Sequences generated together (sequence b > 0: a prompt of its own, one token shorter
     /// than the one before, drawn with --seed + b; at least one token).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     batch: u32,
     /// A hashed context of N tokens per sequence instead of a prompt: a real decode step over a
     /// context the model did not compute (long contexts; the tokens mean nothing).
@@ -197,7 +197,23 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
             .iter()
             .map(|&m| MemoryPlan::largest_batch(&in_mode(&opts, m), budget))
             .collect::<Result<Vec<_>>>()?;
-        let b = fits.into_iter().min().unwrap_or(0);
+        // the activations grow with the batch: step down until the plan with them fits
+        let mut b = fits.into_iter().min().unwrap_or(0);
+        let fits_at = |b: u32| -> Result<bool> {
+            let o = EngineOptions {
+                model_bytes: ess_wgpu::model::generate::model_bytes(w, b),
+                ..opts.clone()
+            };
+            for &m in &modes {
+                if MemoryPlan::new(&in_mode(&o, m), b)?.total() > budget {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        while b > 0 && !fits_at(b)? {
+            b -= 1;
+        }
         if b == 0 {
             return Err(Error::config(
                 "device-budget",

@@ -37,7 +37,7 @@ enum Command {
     /// Print the adapter, its features and limits; with --preset, the caches' bytes per token
     /// and how many sequences fit a cache budget (the paper's arithmetic).
     Info(InfoArgs),
-    /// Decode a batch in resident and/or offload mode and report (the default command).
+    /// Decode a batch of synthetic attention inputs in resident and/or offload mode and report.
     Decode(decode::DecodeArgs),
     /// For a device budget, run each mode at its largest batch (and at --batches) per context;
     /// writes sweep.csv and sweep.svg.
@@ -51,19 +51,20 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Generate greedily with a DeepSeek-V3.2 model (a checkpoint, or a built-in random one)
-    /// through the engine, in resident and offload mode, compared bit for bit.
+    /// through the engine, in resident and offload mode, compared bit for bit (the default
+    /// command).
     Generate(generate::GenerateArgs),
     /// DeepSeek-V3.2 checkpoints in the Hugging Face layout: write a random one, or check one.
     #[command(subcommand)]
     Model(model::ModelCommand),
 }
 
-/// Run the command line (no subcommand: `decode` with its defaults, the main job).
+/// Run the command line (no subcommand: `generate` with its defaults, the main job).
 pub fn run(cli: Cli) -> Result<()> {
     let command = cli.command.unwrap_or_else(|| {
-        Cli::parse_from(["ess-wgpu", "decode"])
+        Cli::parse_from(["ess-wgpu", "generate"])
             .command
-            .expect("decode parses")
+            .expect("generate parses")
     });
     match command {
         Command::Info(args) => info(args),
