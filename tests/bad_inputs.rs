@@ -240,6 +240,42 @@ fn bad_options_and_values_name_the_cause() {
             vec!["prompt token", "99999", "the vocabulary"],
         ),
         (
+            vec!["generate", "--cache-dtype", "fp4"],
+            vec!["cache-dtype", "fp8, f16, f32"],
+        ),
+        (
+            vec!["generate", "--batch", "0"],
+            vec!["batch", "1 ..= 65535"],
+        ),
+        (
+            vec!["generate", "--new-tokens", "1"],
+            vec!["new-tokens", "2 ..="],
+        ),
+        (
+            vec!["generate", "--builtin-set", "nonsense=3"],
+            vec!["builtin-set", "a field of config.json"],
+        ),
+        (
+            vec!["generate", "--builtin-set", "n_routed_experts=7"],
+            vec!["n_group", "a divisor of n_routed_experts"],
+        ),
+        (
+            vec!["generate", "--layers", "2..9"],
+            vec!["layers", "within 0..3"],
+        ),
+        (
+            vec!["generate", "--prompt", "99999"],
+            vec!["prompt token", "99999", "the vocabulary"],
+        ),
+        (
+            vec!["generate", "--largest-batch"],
+            vec!["largest-batch", "--context N"],
+        ),
+        (
+            vec!["generate", "--model", "/nonexistent/ckpt"],
+            vec!["/nonexistent/ckpt/config.json"],
+        ),
+        (
             vec!["model", "info", "/nonexistent/ckpt"],
             vec!["/nonexistent/ckpt/config.json"],
         ),

@@ -639,3 +639,42 @@ fn the_engine_generates_the_reference_tokens_in_both_modes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The model's offload runs hold what resident holds on every transfer path and with DBA's
+/// chunked overlap, in FP8 caches (DeepSeek's format): the same tokens, logits identical bit
+/// for bit. (DA needs the tuned sparse MLA, which the tiny model's RoPE 16 does not take.)
+#[test]
+fn the_engine_generates_alike_on_every_transfer_path_and_overlap() {
+    use ess_wgpu::cache::TransferPath;
+    use ess_wgpu::engine::{EngineOptions, LayerSchedule, Mode, TransferOverlap};
+    use ess_wgpu::model::generate::{PrefillSpec, generate, identical, in_mode};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    let (dir, cfg, w) = tiny_weights("engine-paths", WeightDtype::Fp8, 8, 29);
+    let w: &'static _ = Box::leak(Box::new(w));
+    let prompts: Vec<Vec<u32>> = [12u32, 7, 10]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i * 97 + n) % cfg.vocab_size).collect())
+        .collect();
+    let spec = PrefillSpec::Prompts(prompts);
+    let base = generation_options(w, 3, ess_wgpu::config::Dtype::Fp8, 9);
+    let run = |o: &EngineOptions| generate(&ctx, w, o, &spec, 4, 1 << 30, true).unwrap();
+    let resident = run(&in_mode(&base, Mode::Resident));
+    for (transfer, overlap) in [
+        (TransferPath::ZeroCopy, TransferOverlap::NONE),
+        (TransferPath::Staging, TransferOverlap::NONE),
+        (TransferPath::PerRow, TransferOverlap::NONE),
+        (
+            TransferPath::ZeroCopy,
+            TransferOverlap::All(LayerSchedule::Dba(2)),
+        ),
+    ] {
+        let o = EngineOptions {
+            transfer,
+            transfer_overlap: overlap.clone(),
+            ..in_mode(&base, Mode::Offload)
+        };
+        let off = run(&o);
+        assert!(identical(&resident, &off), "{transfer:?} {overlap:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
