@@ -11,7 +11,7 @@
 //!   [`prefill_logits`]).
 //!
 //! [`ModelGpu`] holds what they share: the kernels and each weight uploaded once. The model in
-//! the engine (its batches and offloaded cache) is not built.
+//! the engine (batches, the offloaded cache) is [`super::step`], built from the same kernels.
 
 use crate::config::Dtype;
 use crate::error::Result;

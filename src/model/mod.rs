@@ -1,7 +1,8 @@
-//! DeepSeek-V3.2 checkpoints in the Hugging Face layout (issue 15, its first part): the config
-//! ([`config::HfConfig`]), a checked, memory-mapped checkpoint ([`checkpoint::Checkpoint`]), and
-//! random checkpoints in the same layout ([`init`]); on the GPU, so far, one layer's lightning
-//! indexer from the checkpoint's weights ([`gpu`]).
+//! DeepSeek-V3.2 from checkpoints in the Hugging Face layout (issue 15): the config
+//! ([`config::HfConfig`]), a checked, memory-mapped checkpoint ([`checkpoint::Checkpoint`]),
+//! random checkpoints in the same layout and random models in memory ([`init`]); the forward
+//! on the GPU ([`gpu`]), the model as the engine's step inputs ([`step`]), and greedy
+//! generation through the engine in either mode ([`generate`]).
 
 pub mod checkpoint;
 pub mod config;
