@@ -54,6 +54,13 @@ impl<'a> ModelGpu<'a> {
 
     /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
     /// one derived from weights: scaled, concatenated, an identity).
+    /// The `n × n` identity (the strided copies' weight).
+    pub(super) fn identity(&self, n: u32) -> Result<wgpu::Buffer> {
+        self.derived(&format!("identity {n}"), || {
+            (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect()
+        })
+    }
+
     pub(super) fn derived(
         &self,
         key: &str,
@@ -360,45 +367,14 @@ impl<'a> PromptLayer<'a> {
                 .rope(ctx, x, &self.table, &self.pos, at, RopeLayout::Interleaved)
         };
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let eye = |n: u32| {
-            let identity = || (0..n * n).map(|i| (i / n == i % n) as u32 as f32).collect();
-            self.m.derived(&format!("identity {n}"), identity)
-        };
-        let (eye_kv, eye_rd) = (eye(kv)?, eye(rd)?);
         // a strided copy: `cols` values of each head of x into each head of y
-        let copy = |x, xr, xh, xo, y, yr, yh, yo, hs, cols, e| {
-            let hl = HeadLinear {
-                rows: t,
-                heads: hs,
-                k: cols,
-                o: cols,
-                xr,
-                xh,
-                xo,
-                wo: cols,
-                wk: 1,
-                yr,
-                yh,
-                yo,
-                ..Default::default()
-            };
-            self.ops.head_linear(ctx, x, e, y, &hl)
+        let copy = |x, xs, y, ys, hs, cols| {
+            let hl = strided_copy(t, hs, cols, xs, ys);
+            self.ops
+                .head_linear(ctx, x, &self.m.identity(cols)?, y, &hl)
         };
         let (qs, ms) = (nope + rd, kv + rd);
-        let q_abs = HeadLinear {
-            rows: t,
-            heads,
-            k: nope,
-            o: kv,
-            xr: heads * qs,
-            xh: qs,
-            wh: (nope + v) * kv,
-            wo: 1,
-            wk: kv,
-            yr: heads * ms,
-            yh: ms,
-            ..Default::default()
-        };
+        let (q_abs, out) = absorbed(c, t);
         // the latent part of each kv + rope row, copied out for its RMSNorm
         let kva_latent = self.buf("kv_a latent", kv)?;
         self.run(vec![
@@ -407,16 +383,11 @@ impl<'a> PromptLayer<'a> {
             self.ops.head_linear(ctx, &q, &wkv_b, &qm, &q_abs)?,
             copy(
                 &q,
-                heads * qs,
-                qs,
-                nope,
+                (heads * qs, qs, nope),
                 &qm,
-                heads * ms,
-                ms,
-                kv,
+                (heads * ms, ms, kv),
                 heads,
                 rd,
-                &eye_rd,
             )?,
             self.linear(
                 &self.x_in,
@@ -425,7 +396,7 @@ impl<'a> PromptLayer<'a> {
                 hsz,
                 ms,
             )?,
-            copy(&kva, ms, 0, 0, &kva_latent, kv, 0, 0, 1, kv, &eye_kv)?,
+            copy(&kva, (ms, 0, 0), &kva_latent, (kv, 0, 0), 1, kv)?,
             rope(&kva, self.heads(1, ms, kv, rd))?,
         ])?;
         self.run(vec![
@@ -439,8 +410,8 @@ impl<'a> PromptLayer<'a> {
             self.ops.act_quant(ctx, &latent, t, kv),
         ])?;
         self.run(vec![
-            copy(&latent, kv, 0, 0, &rows, ms, 0, 0, 1, kv, &eye_kv)?,
-            copy(&kva, ms, 0, kv, &rows, ms, 0, kv, 1, rd, &eye_rd)?,
+            copy(&latent, (kv, 0, 0), &rows, (ms, 0, 0), 1, kv)?,
+            copy(&kva, (ms, 0, kv), &rows, (ms, 0, kv), 1, rd)?,
         ])?;
         self.store(&rows, &cache.rows, ms)?;
         // sparse MLA: row i over its selected positions (−1 padded to k)
@@ -462,21 +433,6 @@ impl<'a> PromptLayer<'a> {
         let mla = SparseMlaNaive::new(ctx, &shape)?;
         let (o_lat, lse) = (self.buf("o_lat", heads * kv)?, self.buf("lse", heads)?);
         let o = self.buf("o", heads * v)?;
-        let out = HeadLinear {
-            rows: t,
-            heads,
-            k: kv,
-            o: v,
-            xr: heads * kv,
-            xh: kv,
-            wb: nope * kv,
-            wh: (nope + v) * kv,
-            wo: kv,
-            wk: 1,
-            yr: heads * v,
-            yh: v,
-            ..Default::default()
-        };
         self.run(vec![
             mla.bind(
                 ctx,
@@ -503,6 +459,77 @@ impl<'a> PromptLayer<'a> {
             hsz,
         )?])?;
         Ok(attn)
+    }
+}
+
+/// MLA's absorbed decode path as per-head products over `rows` rows, `kv_b_proj` as stored
+/// (`[heads · (nope + v), kv]`): W_UK on each head's q_nope (`[rows, heads, nope + rope]`) into
+/// the first KV values of each head's sparse-MLA query (`[rows, heads, kv + rope]`), and W_UV on
+/// each head's o_lat (`[rows, heads, kv]`) into `[rows, heads, v]`.
+pub(super) fn absorbed(c: &crate::model::HfConfig, rows: u32) -> (HeadLinear, HeadLinear) {
+    let (heads, nope, rd, v, kv) = (
+        c.num_attention_heads,
+        c.qk_nope_head_dim,
+        c.qk_rope_head_dim,
+        c.v_head_dim,
+        c.kv_lora_rank,
+    );
+    let (qs, ms) = (nope + rd, kv + rd);
+    let uk = HeadLinear {
+        rows,
+        heads,
+        k: nope,
+        o: kv,
+        xr: heads * qs,
+        xh: qs,
+        wh: (nope + v) * kv,
+        wo: 1,
+        wk: kv,
+        yr: heads * ms,
+        yh: ms,
+        ..Default::default()
+    };
+    let uv = HeadLinear {
+        rows,
+        heads,
+        k: kv,
+        o: v,
+        xr: heads * kv,
+        xh: kv,
+        wb: nope * kv,
+        wh: (nope + v) * kv,
+        wo: kv,
+        wk: 1,
+        yr: heads * v,
+        yh: v,
+        ..Default::default()
+    };
+    (uk, uv)
+}
+
+/// A strided copy through an identity of `cols`: `cols` values of each of `heads` heads of x
+/// into y, each side's (row, head, first value) strides given.
+pub(super) fn strided_copy(
+    rows: u32,
+    heads: u32,
+    cols: u32,
+    (xr, xh, xo): (u32, u32, u32),
+    (yr, yh, yo): (u32, u32, u32),
+) -> HeadLinear {
+    HeadLinear {
+        rows,
+        heads,
+        k: cols,
+        o: cols,
+        xr,
+        xh,
+        xo,
+        wo: cols,
+        wk: 1,
+        yr,
+        yh,
+        yo,
+        ..Default::default()
     }
 }
 

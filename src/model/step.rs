@@ -22,7 +22,7 @@
 //! ([`Prefill::Synthetic`]: a decode step of the real model over a hashed context, which costs
 //! what a real one costs but whose tokens mean nothing).
 
-use super::gpu::{Decoder, ModelGpu};
+use super::gpu::{Decoder, ModelGpu, absorbed, strided_copy};
 use crate::config::RunConfig;
 use crate::engine::inputs::{NewestAt, Queries, RowKind, RowTarget, StepInputs, Synthetic};
 use crate::error::{Error, Result};
@@ -302,12 +302,7 @@ impl ModelInputs {
         let c = &w.config;
         let ml = w.layers.start + l;
         let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
-        let (nope, rd, v, kv) = (
-            c.qk_nope_head_dim,
-            c.qk_rope_head_dim,
-            c.v_head_dim,
-            c.kv_lora_rank,
-        );
+        let (nope, rd, kv) = (c.qk_nope_head_dim, c.qk_rope_head_dim, c.kv_lora_rank);
         let (ih, id) = (c.index_n_heads, c.index_head_dim);
         let (qs, ms) = (nope + rd, kv + rd);
         let fp8 = |name: &str| self.is_fp8(ml, name) as usize;
@@ -352,44 +347,12 @@ impl ModelInputs {
             RopeLayout::Interleaved,
         )?);
         let wkv_b = self.weight(ctx, ml, "self_attn.kv_b_proj.weight")?;
-        let q_abs = HeadLinear {
-            rows: b,
-            heads,
-            k: nope,
-            o: kv,
-            xr: heads * qs,
-            xh: qs,
-            wh: (nope + v) * kv,
-            wo: 1,
-            wk: kv,
-            yr: heads * ms,
-            yh: ms,
-            ..Default::default()
-        };
+        let (q_abs, _) = absorbed(c, b);
         out.push(ops.head_linear(ctx, &qf, &wkv_b, &q.q, &q_abs)?);
         let m = self.gpu(ctx);
-        let copy = |x, (xr, xh, xo), y, (yr, yh, yo), hs, cols| -> Result<Dispatch> {
-            let eye = m.derived(&format!("identity {cols}"), || {
-                (0..cols * cols)
-                    .map(|i| (i / cols == i % cols) as u32 as f32)
-                    .collect()
-            })?;
-            let hl = HeadLinear {
-                rows: b,
-                heads: hs,
-                k: cols,
-                o: cols,
-                xr,
-                xh,
-                xo,
-                wo: cols,
-                wk: 1,
-                yr,
-                yh,
-                yo,
-                ..Default::default()
-            };
-            ops.head_linear(ctx, x, &eye, y, &hl)
+        let copy = |x, xs, y, ys, hs, cols| -> Result<Dispatch> {
+            let hl = strided_copy(b, hs, cols, xs, ys);
+            ops.head_linear(ctx, x, &m.identity(cols)?, y, &hl)
         };
         out.push(copy(
             &qf,
@@ -446,34 +409,14 @@ impl ModelInputs {
         let (w, ops, b) = (self.w, &self.ops, self.batch);
         let c = &w.config;
         let ml = w.layers.start + l;
-        let (hsz, heads, nope, v, kv) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.qk_nope_head_dim,
-            c.v_head_dim,
-            c.kv_lora_rank,
-        );
+        let (hsz, heads, v) = (c.hidden_size, c.num_attention_heads, c.v_head_dim);
         let eps = c.rms_norm_eps as f32;
         let fp8 = |name: &str| self.is_fp8(ml, name);
         let mut out = Vec::new();
         // W_UV, o_proj, the residual
         let o = buf(ctx, "o", b, heads * v)?;
         let wkv_b = self.weight(ctx, ml, "self_attn.kv_b_proj.weight")?;
-        let uv = HeadLinear {
-            rows: b,
-            heads,
-            k: kv,
-            o: v,
-            xr: heads * kv,
-            xh: kv,
-            wb: nope * kv,
-            wh: (nope + v) * kv,
-            wo: kv,
-            wk: 1,
-            yr: heads * v,
-            yh: v,
-            ..Default::default()
-        };
+        let (_, uv) = absorbed(c, b);
         out.push(ops.head_linear(ctx, o_lat, &wkv_b, &o, &uv)?);
         if fp8("self_attn.o_proj.weight") {
             out.push(ops.act_quant(ctx, &o, b, heads * v));
