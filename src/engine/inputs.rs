@@ -36,6 +36,28 @@ pub enum RowKind {
     Latent,
 }
 
+impl RowKind {
+    /// How `run` stores rows of this kind: its cache's dtype and the row's layout.
+    pub fn stored(self, run: &RunConfig) -> FillRows {
+        let m = &run.model;
+        match self {
+            RowKind::IndexerKey => FillRows {
+                dtype: run.key_dtype,
+                layout: RowLayout::Key {
+                    dim: m.index_head_dim as usize,
+                },
+            },
+            RowKind::Latent => FillRows {
+                dtype: run.latent_dtype,
+                layout: RowLayout::Latent {
+                    kv: m.kv_lora_rank as usize,
+                    rope: m.qk_rope_head_dim as usize,
+                },
+            },
+        }
+    }
+}
+
 /// A buffer that receives rows of one kind for sequences `b0 .. b0 + n`.
 #[derive(Clone, Copy)]
 pub struct RowTarget<'a> {
@@ -142,19 +164,8 @@ impl Synthetic {
             seed,
             rng: Rng::new(seed),
             rho,
-            keys: FillRows {
-                dtype: run.key_dtype,
-                layout: RowLayout::Key {
-                    dim: run.model.index_head_dim as usize,
-                },
-            },
-            latent: FillRows {
-                dtype: run.latent_dtype,
-                layout: RowLayout::Latent {
-                    kv: run.model.kv_lora_rank as usize,
-                    rope: run.model.qk_rope_head_dim as usize,
-                },
-            },
+            keys: RowKind::IndexerKey.stored(run),
+            latent: RowKind::Latent.stored(run),
             batch: run.batch as usize,
             index_heads: run.model.index_heads as usize,
             index_dim: run.model.index_head_dim as usize,

@@ -123,7 +123,7 @@ pub fn generate(
             ));
         }
     }
-    let inputs = ModelInputs::new(
+    let mut inputs = ModelInputs::new(
         ctx,
         w,
         &opts.run,
@@ -137,16 +137,19 @@ pub fn generate(
         },
     )?;
     let (tokens_buf, logits_buf) = (inputs.tokens.clone(), inputs.logits.clone());
-    let b = opts.run.batch as usize;
     // a hashed context has no prefill logits: rows from the decode steps only
-    let mut logits = match inputs.first_logits.is_empty() {
-        true => vec![Vec::new(); b],
-        false => inputs.first_logits.clone(),
+    let mut logits = match collect && !inputs.first_logits.is_empty() {
+        true => std::mem::take(&mut inputs.first_logits),
+        false => vec![Vec::new(); opts.run.batch as usize],
     };
     let first: Vec<u32> = ctx.read(&tokens_buf)?;
     let mut tokens: Vec<Vec<u32>> = first.iter().map(|&t| vec![t]).collect();
     let mut e = Engine::with_inputs(ctx, &opts, budget, Box::new(inputs))?;
-    let mut take = |e: &mut Engine, logits: &mut Vec<Vec<f32>>| -> Result<()> {
+    for step in 1..=opts.steps {
+        e.step(ctx)?;
+        if !collect && step < opts.steps {
+            continue;
+        }
         e.finish(ctx)?;
         let t: Vec<u32> = ctx.read(&tokens_buf)?;
         for (seq, &t) in tokens.iter_mut().zip(&t) {
@@ -154,22 +157,11 @@ pub fn generate(
         }
         if collect {
             let l: Vec<f32> = ctx.read(&logits_buf)?;
-            for (i, row) in l.chunks(vocab as usize).enumerate() {
-                logits[i].extend_from_slice(row);
+            for (seq, row) in logits.iter_mut().zip(l.chunks(vocab as usize)) {
+                seq.extend_from_slice(row);
             }
         }
-        Ok(())
-    };
-    for step in 1..=opts.steps {
-        e.step(ctx)?;
-        if collect || step == opts.steps {
-            take(&mut e, &mut logits)?;
-        }
     }
-    if !collect {
-        logits = vec![Vec::new(); b];
-    }
-    e.finish(ctx)?;
     Ok(Generation {
         report: ModeReport::new(&e),
         tokens,

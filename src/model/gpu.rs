@@ -13,16 +13,17 @@
 //! [`ModelGpu`] holds what they share: the kernels and each weight uploaded once. The model in
 //! the engine (batches, the offloaded cache) is [`super::step`], built from the same kernels.
 
+use super::layer::{LayerRows, Projected};
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::indexer::{IndexerArgs, IndexerShape};
-use crate::kernels::model_ops::{HeadLinear, Heads, rope_table};
+use crate::kernels::model_ops::rope_table;
 use crate::kernels::sparse_mla::SparseMlaShape;
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::topk::{TopKArgs, TopKShape};
 use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
-use crate::reference::model::{ModelWeights, RopeLayout};
+use crate::reference::model::ModelWeights;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -96,22 +97,18 @@ impl<'a> ModelGpu<'a> {
     }
 }
 
-/// One layer over a prompt on the GPU: its normed input rows `x` `[T, hidden]` uploaded, the
-/// query latent `qr` computed, the inputs of FP8 linear layers through `act_quant`.
+/// One layer over a prompt on the GPU: its rows' projections run once
+/// ([`LayerRows::projections`] from their normed input), then its lightning indexer and its
+/// attention over the caches.
 pub struct PromptLayer<'a> {
-    m: &'a ModelGpu<'a>,
-    ctx: &'a GpuContext,
-    w: &'a ModelWeights,
-    ops: &'a ModelOps,
-    p: String,
-    t: u32,
-    /// x, and what the layer's linear layers read of x and of qr (FP8 weights: the round
-    /// trip; `weights_proj`, never FP8, reads x).
-    x: wgpu::Buffer,
-    x_in: wgpu::Buffer,
-    qr_in: wgpu::Buffer,
-    table: wgpu::Buffer,
-    pos: wgpu::Buffer,
+    layer: LayerRows<'a>,
+    /// What the projections made: sparse MLA's queries, the indexer's queries and head weights,
+    /// the rows' keys and latent rows.
+    q: wgpu::Buffer,
+    q_i: wgpu::Buffer,
+    w: wgpu::Buffer,
+    key: wgpu::Buffer,
+    row: wgpu::Buffer,
     /// The rows' first position: they attend to positions 0 .. start + t of the caches.
     start: u32,
 }
@@ -147,153 +144,58 @@ impl<'a> PromptLayer<'a> {
         x: &wgpu::Buffer,
         (t, start): (u32, u32),
     ) -> Result<Self> {
-        let (ctx, w) = (m.ctx, m.w);
-        let c = &w.config;
-        let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
-        let mut me = PromptLayer {
-            m,
-            ctx,
-            w,
-            ops: &m.ops,
-            p: format!("model.layers.{l}."),
-            t,
-            x: x.clone(),
-            x_in: x.clone(),
-            qr_in: ctx.storage("qr", t as u64 * ql as u64 * 4)?,
-            table: ctx.upload("rope table", &rope_table(&w.inv_freq(), start + t))?,
-            pos: ctx.upload("positions", &(start..start + t).collect::<Vec<u32>>())?,
+        let (ctx, c) = (m.ctx, &m.w.config);
+        let layer = LayerRows { m, ml: l, rows: t };
+        let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
+        let row = c.kv_lora_rank + c.qk_rope_head_dim;
+        let me = PromptLayer {
+            q: buf("q for sparse MLA", c.num_attention_heads * row)?,
+            q_i: buf("q_I", c.index_n_heads * c.index_head_dim)?,
+            w: buf("w", c.index_n_heads)?,
+            key: buf("keys", c.index_head_dim)?,
+            row: buf("rows", row)?,
+            layer,
             start,
         };
-        me.x_in = me.input(&me.x, "self_attn.q_a_proj.weight", hsz)?;
-        let qa = me.buf("q_a", ql)?;
-        let qr = me.qr_in.clone();
-        me.run(vec![
-            me.linear(&me.x_in, "self_attn.q_a_proj.weight", &qa, hsz, ql)?,
-            me.norm(&qa, "self_attn.q_a_layernorm.weight", None, &qr, ql)?,
-        ])?;
-        me.qr_in = me.input(&qr, "self_attn.q_b_proj.weight", ql)?;
+        let fp8 = me.layer.is_fp8("self_attn.q_a_proj.weight");
+        let x_in = m.input(x, fp8, t, c.hidden_size)?;
+        let table = ctx.upload("rope table", &rope_table(&m.w.inv_freq(), start + t))?;
+        let pos = ctx.upload("positions", &(start..start + t).collect::<Vec<u32>>())?;
+        let out = Projected {
+            q: &me.q,
+            q_i: &me.q_i,
+            w: &me.w,
+            key: &me.key,
+            row: &me.row,
+        };
+        m.run(me.layer.projections((x, &x_in), (&table, &pos), &out)?)?;
         Ok(me)
     }
 
     fn buf(&self, what: &str, n: u32) -> Result<wgpu::Buffer> {
-        self.ctx.storage(what, self.t as u64 * n as u64 * 4)
-    }
-
-    /// This layer's weight `name`.
-    fn weight(&self, name: &str) -> Result<wgpu::Buffer> {
-        self.m.weight(&format!("{}{name}", self.p))
-    }
-
-    /// What this layer's linear layer `name` reads of `x` (`[T, n]`).
-    fn input(&self, x: &wgpu::Buffer, name: &str, n: u32) -> Result<wgpu::Buffer> {
-        let fp8 = self.w.is_fp8(&format!("{}{name}", self.p));
-        self.m.input(x, fp8, self.t, n)
-    }
-
-    fn linear(
-        &self,
-        x: &wgpu::Buffer,
-        name: &str,
-        y: &wgpu::Buffer,
-        n: u32,
-        o: u32,
-    ) -> Result<Dispatch> {
-        let weight = self.weight(name)?;
-        Ok(self.ops.linear(self.ctx, x, &weight, y, self.t, n, o))
-    }
-
-    fn norm(
-        &self,
-        x: &wgpu::Buffer,
-        name: &str,
-        bias: Option<&str>,
-        y: &wgpu::Buffer,
-        n: u32,
-    ) -> Result<Dispatch> {
-        let c = &self.w.config;
-        let weight = self.weight(name)?;
-        let b = bias.map(|b| self.weight(b)).transpose()?;
-        let eps = if b.is_some() {
-            1e-6
-        } else {
-            c.rms_norm_eps as f32
-        };
-        Ok(self
-            .ops
-            .norm(self.ctx, x, &weight, b.as_ref(), y, self.t, n, eps))
+        self.layer
+            .m
+            .ctx
+            .storage(what, self.layer.rows as u64 * n as u64 * 4)
     }
 
     /// The t rows of `src` (`n` values each) into `cache` at the rows' positions.
     fn store(&self, src: &wgpu::Buffer, cache: &wgpu::Buffer, n: u32) -> Result<()> {
-        let bytes = self.t as u64 * n as u64 * 4;
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let ctx = self.layer.m.ctx;
+        let bytes = self.layer.rows as u64 * n as u64 * 4;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src, 0, cache, self.start as u64 * n as u64 * 4, bytes);
-        self.ctx.submit(enc);
-        self.ctx.check()
-    }
-
-    fn run(&self, steps: Vec<Dispatch>) -> Result<()> {
-        self.m.run(steps)
-    }
-
-    /// Rows `[T, n]` whose heads `heads` of `d` values (`stride` apart, from value `off`) RoPE
-    /// rotates.
-    fn heads(&self, heads: u32, stride: u32, off: u32, d: u32) -> Heads {
-        Heads {
-            rows: self.t,
-            n: heads * stride,
-            heads,
-            stride,
-            off,
-            d,
-        }
+        ctx.submit(enc);
+        ctx.check()
     }
 
     /// The positions the layer's indexer selects for each row i (at position start + i, over
     /// the positions 0 ..= start + i): `[t][min(k, start + i + 1)]`, best first. The rows'
     /// keys go into `cache` at their positions.
     pub fn indexer_selections(&self, cache: &LayerCache) -> Result<Vec<Vec<i32>>> {
-        let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
-        let (hsz, ql) = (c.hidden_size, c.q_lora_rank);
-        let (ih, id, rd) = (c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim);
-        let (q, k, kn, wts) = (
-            self.buf("q", ih * id)?,
-            self.buf("k", id)?,
-            self.buf("k normed", id)?,
-            self.buf("w", ih)?,
-        );
-        // weights_proj with its scales folded in: · H^-1/2 · d^-1/2 (the q scale is inside the
-        // dequantised q)
-        let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
-        let wp = format!("{}self_attn.indexer.weights_proj.weight", self.p);
-        let wpb = self.m.derived(&format!("{wp} (scaled)"), || {
-            self.w.tensor(&wp).iter().map(|&v| v * s).collect()
-        })?;
-        let rope = |x, heads| {
-            self.ops
-                .rope(ctx, x, &self.table, &self.pos, heads, RopeLayout::NeoX)
-        };
-        let qr_in = self.input(&self.qr_in, "self_attn.indexer.wq_b.weight", ql)?;
-        let plain_w = self.ops.linear(ctx, &self.x, &wpb, &wts, t, hsz, ih);
-        self.run(vec![
-            self.linear(&qr_in, "self_attn.indexer.wq_b.weight", &q, ql, ih * id)?,
-            rope(&q, self.heads(ih, id, 0, rd))?,
-            self.ops.hadamard(ctx, &q, self.heads(ih, id, 0, id))?,
-            self.ops.act_quant(ctx, &q, t * ih, id),
-            self.linear(&self.x_in, "self_attn.indexer.wk.weight", &k, hsz, id)?,
-            self.norm(
-                &k,
-                "self_attn.indexer.k_norm.weight",
-                Some("self_attn.indexer.k_norm.bias"),
-                &kn,
-                id,
-            )?,
-            rope(&kn, self.heads(1, id, 0, rd))?,
-            self.ops.hadamard(ctx, &kn, self.heads(1, id, 0, id))?,
-            self.ops.act_quant(ctx, &kn, t, id),
-            plain_w,
-        ])?;
-        self.store(&kn, &cache.index_k, id)?;
+        let (ctx, c, t) = (self.layer.m.ctx, &self.layer.m.w.config, self.layer.rows);
+        let (ih, id) = (c.index_n_heads, c.index_head_dim);
+        self.store(&self.key, &cache.index_k, id)?;
         // row i is a sequence of its own over the keys 0 ..= start + i
         let (start, len) = (self.start, self.start + t);
         let seq: Vec<u32> = (0..t).flat_map(|i| [0, start + i + 1]).collect();
@@ -308,8 +210,8 @@ impl<'a> PromptLayer<'a> {
         let idx = indexer.bind(
             ctx,
             &IndexerArgs {
-                q: &q,
-                w: &wts,
+                q: &self.q_i,
+                w: &self.w,
                 keys: &cache.index_k,
                 seq: &seq,
                 scores: &scores,
@@ -330,7 +232,7 @@ impl<'a> PromptLayer<'a> {
             batch: t,
             score_stride: len,
         };
-        self.run(vec![idx, topk.bind(ctx, &args)?])?;
+        self.layer.m.run(vec![idx, topk.bind(ctx, &args)?])?;
         let got: Vec<i32> = ctx.read(&ids)?;
         let k = c.index_topk as usize;
         Ok(got
@@ -345,192 +247,52 @@ impl<'a> PromptLayer<'a> {
     /// version-1 sparse MLA over f32 rows.
     /// The rows' latent rows go into `cache` at their positions; they attend to the cache.
     pub fn attention(&self, selections: &[Vec<i32>], cache: &LayerCache) -> Result<wgpu::Buffer> {
-        let (ctx, c, t) = (self.ctx, &self.w.config, self.t);
-        let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
-        let (nope, rd, v, kv) = (
-            c.qk_nope_head_dim,
-            c.qk_rope_head_dim,
-            c.v_head_dim,
-            c.kv_lora_rank,
-        );
-        let (q, kva) = (
-            self.buf("q", heads * (nope + rd))?,
-            self.buf("kv_a", kv + rd)?,
-        );
-        let (latent, qm, rows) = (
-            self.buf("latent", kv)?,
-            self.buf("q for sparse MLA", heads * (kv + rd))?,
-            self.buf("rows", kv + rd)?,
-        );
-        let rope = |x, at| {
-            self.ops
-                .rope(ctx, x, &self.table, &self.pos, at, RopeLayout::Interleaved)
-        };
-        let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        // a strided copy: `cols` values of each head of x into each head of y
-        let copy = |x, xs, y, ys, hs, cols| {
-            let hl = strided_copy(t, hs, cols, xs, ys);
-            self.ops
-                .head_linear(ctx, x, &self.m.identity(cols)?, y, &hl)
-        };
-        let (qs, ms) = (nope + rd, kv + rd);
-        let (q_abs, out) = absorbed(c, t);
-        // the latent part of each kv + rope row, copied out for its RMSNorm
-        let kva_latent = self.buf("kv_a latent", kv)?;
-        self.run(vec![
-            self.linear(&self.qr_in, "self_attn.q_b_proj.weight", &q, ql, heads * qs)?,
-            rope(&q, self.heads(heads, qs, nope, rd))?,
-            self.ops.head_linear(ctx, &q, &wkv_b, &qm, &q_abs)?,
-            copy(
-                &q,
-                (heads * qs, qs, nope),
-                &qm,
-                (heads * ms, ms, kv),
-                heads,
-                rd,
-            )?,
-            self.linear(
-                &self.x_in,
-                "self_attn.kv_a_proj_with_mqa.weight",
-                &kva,
-                hsz,
-                ms,
-            )?,
-            copy(&kva, (ms, 0, 0), &kva_latent, (kv, 0, 0), 1, kv)?,
-            rope(&kva, self.heads(1, ms, kv, rd))?,
-        ])?;
-        self.run(vec![
-            self.norm(
-                &kva_latent,
-                "self_attn.kv_a_layernorm.weight",
-                None,
-                &latent,
-                kv,
-            )?,
-            self.ops.act_quant(ctx, &latent, t, kv),
-        ])?;
-        self.run(vec![
-            copy(&latent, (kv, 0, 0), &rows, (ms, 0, 0), 1, kv)?,
-            copy(&kva, (ms, 0, kv), &rows, (ms, 0, kv), 1, rd)?,
-        ])?;
-        self.store(&rows, &cache.rows, ms)?;
-        // sparse MLA: row i over its selected positions (−1 padded to k)
-        let k = c.index_topk;
-        let ids: Vec<i32> = selections
-            .iter()
-            .flat_map(|s| (0..k as usize).map(move |j| s.get(j).copied().unwrap_or(-1)))
-            .collect();
-        let ids = ctx.upload("ids", &ids)?;
+        let (m, t) = (self.layer.m, self.layer.rows);
+        let (ctx, c) = (m.ctx, &m.w.config);
+        let (heads, kv) = (c.num_attention_heads, c.kv_lora_rank);
+        self.store(&self.row, &cache.rows, kv + c.qk_rope_head_dim)?;
+        // sparse MLA: row i over its selected positions
+        let ids = ctx.upload("ids", &padded_ids(selections, c.index_topk))?;
         let seq = ctx.upload("seq", &vec![0u32; 2 * t as usize])?;
         let shape = SparseMlaShape {
             heads,
             kv,
-            rope: rd,
-            topk: k,
+            rope: c.qk_rope_head_dim,
+            topk: c.index_topk,
             dtype: Dtype::F32,
             softmax_scale: c.softmax_scale() as f32,
         };
         let mla = SparseMlaNaive::new(ctx, &shape)?;
         let (o_lat, lse) = (self.buf("o_lat", heads * kv)?, self.buf("lse", heads)?);
-        let o = self.buf("o", heads * v)?;
-        self.run(vec![
-            mla.bind(
-                ctx,
-                &SparseMlaNaiveArgs {
-                    q: &qm,
-                    ids: &ids,
-                    seq: &seq,
-                    rows: &cache.rows,
-                    o_lat: &o_lat,
-                    lse: &lse,
-                    b0: 0,
-                    batch: t,
-                },
-            ),
-            self.ops.head_linear(ctx, &o_lat, &wkv_b, &o, &out)?,
-        ])?;
-        let o_in = self.input(&o, "self_attn.o_proj.weight", heads * v)?;
-        let attn = self.buf("attention", hsz)?;
-        self.run(vec![self.linear(
-            &o_in,
-            "self_attn.o_proj.weight",
-            &attn,
-            heads * v,
-            hsz,
-        )?])?;
+        let attn = self.buf("attention", c.hidden_size)?;
+        let mut list = vec![mla.bind(
+            ctx,
+            &SparseMlaNaiveArgs {
+                q: &self.q,
+                ids: &ids,
+                seq: &seq,
+                rows: &cache.rows,
+                o_lat: &o_lat,
+                lse: &lse,
+                b0: 0,
+                batch: t,
+            },
+        )];
+        list.extend(self.layer.output(&o_lat, &attn)?);
+        m.run(list)?;
         Ok(attn)
     }
 }
 
-/// MLA's absorbed decode path as per-head products over `rows` rows, `kv_b_proj` as stored
-/// (`[heads · (nope + v), kv]`): W_UK on each head's q_nope (`[rows, heads, nope + rope]`) into
-/// the first KV values of each head's sparse-MLA query (`[rows, heads, kv + rope]`), and W_UV on
-/// each head's o_lat (`[rows, heads, kv]`) into `[rows, heads, v]`.
-pub(super) fn absorbed(c: &crate::model::HfConfig, rows: u32) -> (HeadLinear, HeadLinear) {
-    let (heads, nope, rd, v, kv) = (
-        c.num_attention_heads,
-        c.qk_nope_head_dim,
-        c.qk_rope_head_dim,
-        c.v_head_dim,
-        c.kv_lora_rank,
-    );
-    let (qs, ms) = (nope + rd, kv + rd);
-    let uk = HeadLinear {
-        rows,
-        heads,
-        k: nope,
-        o: kv,
-        xr: heads * qs,
-        xh: qs,
-        wh: (nope + v) * kv,
-        wo: 1,
-        wk: kv,
-        yr: heads * ms,
-        yh: ms,
-        ..Default::default()
-    };
-    let uv = HeadLinear {
-        rows,
-        heads,
-        k: kv,
-        o: v,
-        xr: heads * kv,
-        xh: kv,
-        wb: nope * kv,
-        wh: (nope + v) * kv,
-        wo: kv,
-        wk: 1,
-        yr: heads * v,
-        yh: v,
-        ..Default::default()
-    };
-    (uk, uv)
-}
-
-/// A strided copy through an identity of `cols`: `cols` values of each of `heads` heads of x
-/// into y, each side's (row, head, first value) strides given.
-pub(super) fn strided_copy(
-    rows: u32,
-    heads: u32,
-    cols: u32,
-    (xr, xh, xo): (u32, u32, u32),
-    (yr, yh, yo): (u32, u32, u32),
-) -> HeadLinear {
-    HeadLinear {
-        rows,
-        heads,
-        k: cols,
-        o: cols,
-        xr,
-        xh,
-        xo,
-        wo: cols,
-        wk: 1,
-        yr,
-        yh,
-        yo,
-        ..Default::default()
-    }
+/// Selections as `[rows, k]` i32 ids, each row −1 padded to k (what the top-k writes).
+pub(super) fn padded_ids<S: AsRef<[i32]>>(selections: &[S], k: u32) -> Vec<i32> {
+    selections
+        .iter()
+        .flat_map(|s| {
+            let s = s.as_ref();
+            (0..k as usize).map(move |j| s.get(j).copied().unwrap_or(-1))
+        })
+        .collect()
 }
 
 /// Layer `l`'s feed-forward block on the GPU for rows `x` `[T, hidden]` (its normed input):
@@ -538,103 +300,11 @@ pub(super) fn strided_copy(
 /// DeepSeek's `Gate`), the chosen experts (`expert_up`, `expert_down`) and the shared expert,
 /// added on the GPU. FP8 weights read their inputs through `act_quant`. `[T, hidden]`.
 pub fn ffn(m: &ModelGpu, l: u32, xb: &wgpu::Buffer, t: u32) -> Result<wgpu::Buffer> {
-    use crate::kernels::model_ops::Routing;
-    let (ctx, w, ops) = (m.ctx, m.w, &m.ops);
-    let c = &w.config;
-    let (hsz, p) = (c.hidden_size, format!("model.layers.{l}."));
-    let buf = |what: &str, n: u64| ctx.storage(what, t as u64 * n * 4);
-    // the FP8 round trip where the block's weights are FP8 (all are, or none)
-    let fp8 = w.is_fp8(&format!(
-        "{p}{}",
-        if c.is_moe(l) {
-            "mlp.shared_experts.down_proj.weight"
-        } else {
-            "mlp.down_proj.weight"
-        }
-    ));
-    let x_in = m.input(xb, fp8, t, hsz)?;
-    // SwiGLU through `{at}.{gate,up,down}_proj` of width `inter`
-    let mlp = |at: &str, inter: u32| -> Result<wgpu::Buffer> {
-        let gu = buf("gate | up", 2 * inter as u64)?;
-        let half = |yo| HeadLinear {
-            rows: t,
-            heads: 1,
-            k: hsz,
-            o: inter,
-            xr: hsz,
-            wo: hsz,
-            wk: 1,
-            yr: 2 * inter,
-            yo,
-            ..Default::default()
-        };
-        let up = |name: &str| m.weight(&format!("{p}{at}.{name}"));
-        let (g, u, d) = (
-            up("gate_proj.weight")?,
-            up("up_proj.weight")?,
-            up("down_proj.weight")?,
-        );
-        let a = buf("act", inter as u64)?;
-        m.run(vec![
-            ops.head_linear(ctx, &x_in, &g, &gu, &half(0))?,
-            ops.head_linear(ctx, &x_in, &u, &gu, &half(inter))?,
-            ops.swiglu(ctx, &gu, &a, t, inter),
-        ])?;
-        let a_in = m.input(&a, fp8, t, inter)?;
-        let y = buf("mlp out", hsz as u64)?;
-        m.run(vec![ops.linear(ctx, &a_in, &d, &y, t, inter, hsz)])?;
-        Ok(y)
-    };
-    if !c.is_moe(l) {
-        return mlp("mlp", c.intermediate_size);
-    }
-    let (e, k, inter) = (
-        c.n_routed_experts,
-        c.num_experts_per_tok,
-        c.moe_intermediate_size,
-    );
-    let gate = m.weight(&format!("{p}mlp.gate.weight"))?;
-    let bias = m.weight(&format!("{p}mlp.gate.e_score_correction_bias"))?;
-    let logits = buf("gate logits", e as u64)?;
-    let routes = buf("routes", 2 * k as u64)?;
-    let routing = Routing {
-        experts: e,
-        groups: c.n_group,
-        topk_group: c.topk_group,
-        top_k: k,
-        scaling: c.routed_scaling_factor as f32,
-    };
-    m.run(vec![
-        ops.linear(ctx, xb, &gate, &logits, t, hsz, e),
-        ops.route(ctx, &logits, &bias, &routes, t, routing)?,
-    ])?;
-    // every expert's weight `name`, concatenated `[experts, …]`
-    let all = |name: &str| {
-        m.derived(&format!("{p}mlp.experts.*.{name}"), || {
-            (0..e)
-                .flat_map(|i| w.tensor(&format!("{p}mlp.experts.{i}.{name}")).to_vec())
-                .collect()
-        })
-    };
-    let (g, u, d) = (
-        all("gate_proj.weight")?,
-        all("up_proj.weight")?,
-        all("down_proj.weight")?,
-    );
-    let act = buf("expert act", (k * inter) as u64)?;
-    let shape = (k, hsz, inter);
-    m.run(vec![
-        ops.expert_up(ctx, &x_in, &g, &u, &routes, &act, t, shape),
-    ])?;
-    let act_in = m.input(&act, fp8, t * k, inter)?;
-    let y = buf("experts out", hsz as u64)?;
-    m.run(vec![
-        ops.expert_down(ctx, &act_in, &d, &routes, &y, t, shape),
-    ])?;
-    if c.n_shared_experts > 0 {
-        let shared = mlp("mlp.shared_experts", c.n_shared_experts * inter)?;
-        m.run(vec![ops.add(ctx, &y, &shared, t * hsz)])?;
-    }
+    let layer = LayerRows { m, ml: l, rows: t };
+    let hsz = m.w.config.hidden_size;
+    let x_in = m.input(xb, layer.ffn_is_fp8(), t, hsz)?;
+    let y = m.ctx.storage("ffn out", t as u64 * hsz as u64 * 4)?;
+    m.run(layer.ffn((xb, &x_in), &y)?)?;
     Ok(y)
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod generate;
 pub mod gpu;
 pub mod init;
+mod layer;
 pub mod step;
 
 pub use checkpoint::Checkpoint;

@@ -22,17 +22,17 @@
 //! ([`Prefill::Synthetic`]: a decode step of the real model over a hashed context, which costs
 //! what a real one costs but whose tokens mean nothing).
 
-use super::gpu::{Decoder, ModelGpu, absorbed, strided_copy};
+use super::gpu::{Decoder, ModelGpu, padded_ids};
+use super::layer::{LayerRows, Projected};
 use crate::config::RunConfig;
 use crate::engine::inputs::{NewestAt, Queries, RowKind, RowTarget, StepInputs, Synthetic};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::ModelOps;
 use crate::kernels::fill::{FillRange, FillRows, FillSource};
-use crate::kernels::model_ops::{HeadLinear, Heads, Routing, rope_table};
+use crate::kernels::model_ops::rope_table;
 use crate::kernels::{Dispatch, Fill};
-use crate::reference::model::{ModelWeights, RopeLayout};
-use crate::workload::RowLayout;
+use crate::reference::model::ModelWeights;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -118,19 +118,8 @@ impl ModelInputs {
             .collect::<Result<_>>()?;
         let mut me = ModelInputs {
             fill: Fill::new(ctx)?,
-            key_rows: FillRows {
-                dtype: run.key_dtype,
-                layout: RowLayout::Key {
-                    dim: c.index_head_dim as usize,
-                },
-            },
-            latent_rows: FillRows {
-                dtype: run.latent_dtype,
-                layout: RowLayout::Latent {
-                    kv: c.kv_lora_rank as usize,
-                    rope: c.qk_rope_head_dim as usize,
-                },
-            },
+            key_rows: RowKind::IndexerKey.stored(run),
+            latent_rows: RowKind::Latent.stored(run),
             batch: b,
             tokens: ctx.storage("tokens", b as u64 * 4)?,
             logits: buf(ctx, "logits", b, c.vocab_size)?,
@@ -225,344 +214,73 @@ impl ModelInputs {
         Ok(first)
     }
 
-    /// Layer `l`'s weight `name` (`model.layers.{l}.` + name).
-    fn weight(&self, ctx: &GpuContext, l: u32, name: &str) -> Result<wgpu::Buffer> {
-        self.gpu(ctx).weight(&layer_name(l, name))
-    }
-
-    fn is_fp8(&self, l: u32, name: &str) -> bool {
-        self.w.is_fp8(&layer_name(l, name))
-    }
-
-    /// `y = x · W_name` over the batch's rows.
-    fn linear(
-        &self,
-        ctx: &GpuContext,
-        l: u32,
-        (x, name, y): (&wgpu::Buffer, &str, &wgpu::Buffer),
-        n: u32,
-        o: u32,
-    ) -> Result<Dispatch> {
-        let w = self.weight(ctx, l, name)?;
-        Ok(self.ops.linear(ctx, x, &w, y, self.batch, n, o))
-    }
-
-    /// RMSNorm (or LayerNorm with a bias) of the batch's rows of `n`.
-    fn norm(
-        &self,
-        ctx: &GpuContext,
-        (x, weight, bias, y): (
-            &wgpu::Buffer,
-            &wgpu::Buffer,
-            Option<&wgpu::Buffer>,
-            &wgpu::Buffer,
-        ),
-        n: u32,
-    ) -> Dispatch {
-        let eps = match bias {
-            Some(_) => 1e-6,
-            None => self.w.config.rms_norm_eps as f32,
-        };
-        self.ops.norm(ctx, x, weight, bias, y, self.batch, n, eps)
-    }
-
-    /// `dst = norm(src)`, then `act_quant` in place `quants` times: what an FP8 linear layer
-    /// reads (the plain copy where `quants` is 0). [`super::gpu`] copies and quantises; writing
-    /// the norm again is the copy here, so a step stays one bound list.
-    #[allow(clippy::too_many_arguments)]
-    fn norm_quantised(
-        &self,
-        ctx: &GpuContext,
-        (src, weight, dst): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
-        n: u32,
-        quants: usize,
-    ) -> Vec<Dispatch> {
-        let mut out = vec![self.norm(ctx, (src, weight, None, dst), n)];
-        for _ in 0..quants {
-            out.push(self.ops.act_quant(ctx, dst, self.batch, n));
-        }
-        out
-    }
-
-    /// Heads of `d` values `stride` apart from `off`, in the batch's rows.
-    fn heads(&self, heads: u32, stride: u32, off: u32, d: u32) -> Heads {
-        Heads {
-            rows: self.batch,
-            n: heads * stride,
-            heads,
-            stride,
-            off,
-            d,
-        }
-    }
-
-    /// Layer `l`'s work before attention (see the module docs) into `q`.
+    /// Engine layer `l`'s work before attention (see the module docs) into `q`: the
+    /// residual stream's RMSNorm, then [`LayerRows::projections`].
     fn before_attention(&self, ctx: &GpuContext, l: u32, q: &Queries) -> Result<Vec<Dispatch>> {
-        let (w, ops, b) = (self.w, &self.ops, self.batch);
-        let c = &w.config;
-        let ml = w.layers.start + l;
-        let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
-        let (nope, rd, kv) = (c.qk_nope_head_dim, c.qk_rope_head_dim, c.kv_lora_rank);
-        let (ih, id) = (c.index_n_heads, c.index_head_dim);
-        let (qs, ms) = (nope + rd, kv + rd);
-        let fp8 = |name: &str| self.is_fp8(ml, name) as usize;
-        let mut out = Vec::new();
+        let (m, b) = (self.gpu(ctx), self.batch);
+        let layer = LayerRows {
+            m: &m,
+            ml: self.w.layers.start + l,
+            rows: b,
+        };
+        let hsz = self.w.config.hidden_size;
+        let mut list = Vec::new();
         if l == 0 {
-            let emb = self.gpu(ctx).weight("model.embed_tokens.weight")?;
-            out.push(ops.embed(ctx, &emb, &self.tokens, &self.h, b, hsz));
+            let emb = m.weight("model.embed_tokens.weight")?;
+            list.push(m.ops.embed(ctx, &emb, &self.tokens, &self.h, b, hsz));
         }
         // x, and x as the FP8 linear layers read it (q_a, kv_a, wk share one rounding)
         let x_in = buf(ctx, "x in", b, hsz)?;
-        let norm_w = self.weight(ctx, ml, "input_layernorm.weight")?;
-        out.push(self.norm(ctx, (&self.h, &norm_w, None, &self.x), hsz));
-        out.extend(self.norm_quantised(
-            ctx,
-            (&self.h, &norm_w, &x_in),
-            hsz,
-            fp8("self_attn.q_a_proj.weight"),
-        ));
-        // the query latent: as q_b reads it, and as the indexer's wq_b reads that
-        let qa = buf(ctx, "q_a", b, ql)?;
-        out.push(self.linear(ctx, ml, (&x_in, "self_attn.q_a_proj.weight", &qa), hsz, ql)?);
-        let qa_norm = self.weight(ctx, ml, "self_attn.q_a_layernorm.weight")?;
-        let (qr, qr_i) = (buf(ctx, "qr", b, ql)?, buf(ctx, "qr (indexer)", b, ql)?);
-        let q_b = fp8("self_attn.q_b_proj.weight");
-        out.extend(self.norm_quantised(ctx, (&qa, &qa_norm, &qr), ql, q_b));
-        let wq_b = q_b + fp8("self_attn.indexer.wq_b.weight");
-        out.extend(self.norm_quantised(ctx, (&qa, &qa_norm, &qr_i), ql, wq_b));
-        // MLA's queries, absorbed: q_nope · W_UK ‖ q_pe
-        let qf = buf(ctx, "q", b, heads * qs)?;
-        out.push(self.linear(
-            ctx,
-            ml,
-            (&qr, "self_attn.q_b_proj.weight", &qf),
-            ql,
-            heads * qs,
-        )?);
-        let rope =
-            |x: &wgpu::Buffer, at, layout| ops.rope(ctx, x, &self.table, &self.pos, at, layout);
-        out.push(rope(
-            &qf,
-            self.heads(heads, qs, nope, rd),
-            RopeLayout::Interleaved,
-        )?);
-        let wkv_b = self.weight(ctx, ml, "self_attn.kv_b_proj.weight")?;
-        let (q_abs, _) = absorbed(c, b);
-        out.push(ops.head_linear(ctx, &qf, &wkv_b, &q.q, &q_abs)?);
-        let m = self.gpu(ctx);
-        let copy = |x, xs, y, ys, hs, cols| -> Result<Dispatch> {
-            let hl = strided_copy(b, hs, cols, xs, ys);
-            ops.head_linear(ctx, x, &m.identity(cols)?, y, &hl)
+        let norm_w = layer.weight("input_layernorm.weight")?;
+        list.push(layer.norm((&self.h, &norm_w, None, &self.x), hsz));
+        let quants = layer.is_fp8("self_attn.q_a_proj.weight") as usize;
+        list.extend(layer.norm_quantised((&self.h, &norm_w, &x_in), hsz, quants));
+        let out = Projected {
+            q: &q.q,
+            q_i: &q.q_i,
+            w: &q.w,
+            key: &self.new_key[l as usize],
+            row: &self.new_row[l as usize],
         };
-        out.push(copy(
-            &qf,
-            (heads * qs, qs, nope),
-            &q.q,
-            (heads * ms, ms, kv),
-            heads,
-            rd,
-        )?);
-        // the new latent row: act_quant(RMSNorm(c_kv)) ‖ RoPE(k_pe)
-        let kva = buf(ctx, "kv_a", b, ms)?;
-        let name = "self_attn.kv_a_proj_with_mqa.weight";
-        out.push(self.linear(ctx, ml, (&x_in, name, &kva), hsz, ms)?);
-        let (kva_latent, latent) = (buf(ctx, "kv_a latent", b, kv)?, buf(ctx, "latent", b, kv)?);
-        out.push(copy(&kva, (ms, 0, 0), &kva_latent, (kv, 0, 0), 1, kv)?);
-        out.push(rope(
-            &kva,
-            self.heads(1, ms, kv, rd),
-            RopeLayout::Interleaved,
-        )?);
-        let kv_norm = self.weight(ctx, ml, "self_attn.kv_a_layernorm.weight")?;
-        out.push(self.norm(ctx, (&kva_latent, &kv_norm, None, &latent), kv));
-        out.push(ops.act_quant(ctx, &latent, b, kv));
-        let row = &self.new_row[l as usize];
-        out.push(copy(&latent, (kv, 0, 0), row, (ms, 0, 0), 1, kv)?);
-        out.push(copy(&kva, (ms, 0, kv), row, (ms, 0, kv), 1, rd)?);
-        // the indexer: q_I, the new key, the head weights (· H^-1/2 · d^-1/2 folded in)
-        let name = "self_attn.indexer.wq_b.weight";
-        out.push(self.linear(ctx, ml, (&qr_i, name, &q.q_i), ql, ih * id)?);
-        out.push(rope(&q.q_i, self.heads(ih, id, 0, rd), RopeLayout::NeoX)?);
-        out.push(ops.hadamard(ctx, &q.q_i, self.heads(ih, id, 0, id))?);
-        out.push(ops.act_quant(ctx, &q.q_i, b * ih, id));
-        let (k, key) = (buf(ctx, "k", b, id)?, &self.new_key[l as usize]);
-        out.push(self.linear(ctx, ml, (&x_in, "self_attn.indexer.wk.weight", &k), hsz, id)?);
-        let (kn_w, kn_b) = (
-            self.weight(ctx, ml, "self_attn.indexer.k_norm.weight")?,
-            self.weight(ctx, ml, "self_attn.indexer.k_norm.bias")?,
-        );
-        out.push(self.norm(ctx, (&k, &kn_w, Some(&kn_b), key), id));
-        out.push(rope(key, self.heads(1, id, 0, rd), RopeLayout::NeoX)?);
-        out.push(ops.hadamard(ctx, key, self.heads(1, id, 0, id))?);
-        out.push(ops.act_quant(ctx, key, b, id));
-        let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
-        let wp = layer_name(ml, "self_attn.indexer.weights_proj.weight");
-        let wpb = m.derived(&format!("{wp} (scaled)"), || {
-            w.tensor(&wp).iter().map(|&v| v * s).collect()
-        })?;
-        out.push(ops.linear(ctx, &self.x, &wpb, &q.w, b, hsz, ih));
-        Ok(out)
+        list.extend(layer.projections((&self.x, &x_in), (&self.table, &self.pos), &out)?);
+        Ok(list)
     }
 
-    /// Layer `l`'s work after attention (see the module docs), from `o_lat`.
+    /// Engine layer `l`'s work after attention (see the module docs), from `o_lat`: W_UV,
+    /// `o_proj` and the residual, the feed-forward block on the RMSNorm of the residual
+    /// stream and its residual; after the last layer the head and the argmax.
     fn after(&self, ctx: &GpuContext, l: u32, o_lat: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
-        let (w, ops, b) = (self.w, &self.ops, self.batch);
-        let c = &w.config;
-        let ml = w.layers.start + l;
-        let (hsz, heads, v) = (c.hidden_size, c.num_attention_heads, c.v_head_dim);
-        let eps = c.rms_norm_eps as f32;
-        let fp8 = |name: &str| self.is_fp8(ml, name);
-        let mut out = Vec::new();
-        // W_UV, o_proj, the residual
-        let o = buf(ctx, "o", b, heads * v)?;
-        let wkv_b = self.weight(ctx, ml, "self_attn.kv_b_proj.weight")?;
-        let (_, uv) = absorbed(c, b);
-        out.push(ops.head_linear(ctx, o_lat, &wkv_b, &o, &uv)?);
-        if fp8("self_attn.o_proj.weight") {
-            out.push(ops.act_quant(ctx, &o, b, heads * v));
-        }
-        let attn = buf(ctx, "attention", b, hsz)?;
-        out.push(self.linear(
-            ctx,
-            ml,
-            (&o, "self_attn.o_proj.weight", &attn),
-            heads * v,
-            hsz,
-        )?);
-        out.push(ops.add(ctx, &self.h, &attn, b * hsz));
-        // the feed-forward block on RMSNorm(h), and its residual
-        let norm_w = self.weight(ctx, ml, "post_attention_layernorm.weight")?;
-        out.push(self.norm(ctx, (&self.h, &norm_w, None, &self.x), hsz));
-        let down = match c.is_moe(ml) {
-            true => "mlp.shared_experts.down_proj.weight",
-            false => "mlp.down_proj.weight",
+        let (m, b) = (self.gpu(ctx), self.batch);
+        let layer = LayerRows {
+            m: &m,
+            ml: self.w.layers.start + l,
+            rows: b,
         };
-        let quant = fp8(down) as usize;
+        let c = &self.w.config;
+        let (ops, hsz) = (&m.ops, c.hidden_size);
+        let attn = buf(ctx, "attention", b, hsz)?;
+        let mut list = layer.output(o_lat, &attn)?;
+        list.push(ops.add(ctx, &self.h, &attn, b * hsz));
+        let norm_w = layer.weight("post_attention_layernorm.weight")?;
+        list.push(layer.norm((&self.h, &norm_w, None, &self.x), hsz));
         let x_in = buf(ctx, "ffn in", b, hsz)?;
-        out.extend(self.norm_quantised(ctx, (&self.h, &norm_w, &x_in), hsz, quant));
+        let quants = layer.ffn_is_fp8() as usize;
+        list.extend(layer.norm_quantised((&self.h, &norm_w, &x_in), hsz, quants));
         let y = buf(ctx, "ffn out", b, hsz)?;
-        if c.is_moe(ml) {
-            out.extend(self.moe(ctx, ml, (&x_in, &y), quant == 1)?);
-        } else {
-            out.extend(self.mlp(ctx, ml, "mlp", c.intermediate_size, (&x_in, &y), quant == 1)?);
-        }
-        out.push(ops.add(ctx, &self.h, &y, b * hsz));
-        if l + 1 == w.layers.len() as u32 {
-            let m = self.gpu(ctx);
+        list.extend(layer.ffn((&self.x, &x_in), &y)?);
+        list.push(ops.add(ctx, &self.h, &y, b * hsz));
+        if l + 1 == self.w.layers.len() as u32 {
             let norm = m.weight("model.norm.weight")?;
             let head = m.weight(match c.tie_word_embeddings {
                 true => "model.embed_tokens.weight",
                 false => "lm_head.weight",
             })?;
-            out.push(ops.norm(ctx, &self.h, &norm, None, &self.x, b, hsz, eps));
-            out.push(ops.linear(ctx, &self.x, &head, &self.logits, b, hsz, c.vocab_size));
-            out.push(ops.argmax(ctx, &self.logits, &self.tokens, b, c.vocab_size));
+            let eps = c.rms_norm_eps as f32;
+            list.push(ops.norm(ctx, &self.h, &norm, None, &self.x, b, hsz, eps));
+            list.push(ops.linear(ctx, &self.x, &head, &self.logits, b, hsz, c.vocab_size));
+            list.push(ops.argmax(ctx, &self.logits, &self.tokens, b, c.vocab_size));
         }
-        Ok(out)
-    }
-
-    /// SwiGLU through `{at}.{gate,up,down}_proj` of width `inter` from `x_in` into `y`.
-    fn mlp(
-        &self,
-        ctx: &GpuContext,
-        ml: u32,
-        at: &str,
-        inter: u32,
-        (x_in, y): (&wgpu::Buffer, &wgpu::Buffer),
-        fp8: bool,
-    ) -> Result<Vec<Dispatch>> {
-        let (ops, b, hsz) = (&self.ops, self.batch, self.w.config.hidden_size);
-        let gu = buf(ctx, "gate | up", b, 2 * inter)?;
-        let half = |yo| HeadLinear {
-            rows: b,
-            heads: 1,
-            k: hsz,
-            o: inter,
-            xr: hsz,
-            wo: hsz,
-            wk: 1,
-            yr: 2 * inter,
-            yo,
-            ..Default::default()
-        };
-        let g = self.weight(ctx, ml, &format!("{at}.gate_proj.weight"))?;
-        let u = self.weight(ctx, ml, &format!("{at}.up_proj.weight"))?;
-        let a = buf(ctx, "act", b, inter)?;
-        let mut out = vec![
-            ops.head_linear(ctx, x_in, &g, &gu, &half(0))?,
-            ops.head_linear(ctx, x_in, &u, &gu, &half(inter))?,
-            ops.swiglu(ctx, &gu, &a, b, inter),
-        ];
-        if fp8 {
-            out.push(ops.act_quant(ctx, &a, b, inter));
-        }
-        let name = format!("{at}.down_proj.weight");
-        out.push(self.linear(ctx, ml, (&a, &name, y), inter, hsz)?);
-        Ok(out)
-    }
-
-    /// The router (on plain x), the chosen experts and the shared expert, into `y`.
-    fn moe(
-        &self,
-        ctx: &GpuContext,
-        ml: u32,
-        (x_in, y): (&wgpu::Buffer, &wgpu::Buffer),
-        fp8: bool,
-    ) -> Result<Vec<Dispatch>> {
-        let (w, ops, b) = (self.w, &self.ops, self.batch);
-        let c = &w.config;
-        let (e, k, inter, hsz) = (
-            c.n_routed_experts,
-            c.num_experts_per_tok,
-            c.moe_intermediate_size,
-            c.hidden_size,
-        );
-        let gate = self.weight(ctx, ml, "mlp.gate.weight")?;
-        let bias = self.weight(ctx, ml, "mlp.gate.e_score_correction_bias")?;
-        let (logits, routes) = (
-            buf(ctx, "gate logits", b, e)?,
-            buf(ctx, "routes", b, 2 * k)?,
-        );
-        let routing = Routing {
-            experts: e,
-            groups: c.n_group,
-            topk_group: c.topk_group,
-            top_k: k,
-            scaling: c.routed_scaling_factor as f32,
-        };
-        let m = self.gpu(ctx);
-        let p = layer_name(ml, "");
-        let all = |name: &str| {
-            m.derived(&format!("{p}mlp.experts.*.{name}"), || {
-                (0..e)
-                    .flat_map(|i| w.tensor(&format!("{p}mlp.experts.{i}.{name}")).to_vec())
-                    .collect()
-            })
-        };
-        let (g, u, d) = (
-            all("gate_proj.weight")?,
-            all("up_proj.weight")?,
-            all("down_proj.weight")?,
-        );
-        let act = buf(ctx, "expert act", b, k * inter)?;
-        let shape = (k, hsz, inter);
-        let mut out = vec![
-            ops.linear(ctx, &self.x, &gate, &logits, b, hsz, e),
-            ops.route(ctx, &logits, &bias, &routes, b, routing)?,
-            ops.expert_up(ctx, x_in, &g, &u, &routes, &act, b, shape),
-        ];
-        if fp8 {
-            out.push(ops.act_quant(ctx, &act, b * k, inter));
-        }
-        out.push(ops.expert_down(ctx, &act, &d, &routes, y, b, shape));
-        if c.n_shared_experts > 0 {
-            let shared = buf(ctx, "shared expert", b, hsz)?;
-            let width = c.n_shared_experts * inter;
-            let at = "mlp.shared_experts";
-            out.extend(self.mlp(ctx, ml, at, width, (x_in, &shared), fp8)?);
-            out.push(ops.add(ctx, y, &shared, b * hsz));
-        }
-        Ok(out)
+        Ok(list)
     }
 
     fn rows_of(&self, kind: RowKind) -> FillRows {
@@ -571,11 +289,6 @@ impl ModelInputs {
             RowKind::Latent => self.latent_rows,
         }
     }
-}
-
-/// `model.layers.{l}.{name}`.
-fn layer_name(l: u32, name: &str) -> String {
-    format!("model.layers.{l}.{name}")
 }
 
 /// The engine run must be this model's: its dims, its layers, its softmax scale.
@@ -706,20 +419,14 @@ impl StepInputs for ModelInputs {
             // a hashed context has no selections of its own: the pool starts cold
             return Ok(Some(Vec::new()));
         };
-        let k = self.w.config.index_topk as usize;
         let sel = &p.selections[layer as usize];
         let shortest = sel.iter().map(Vec::len).min().unwrap_or(0);
         let n = (windows as usize).min(shortest);
         (0..n)
             .map(|i| {
                 // window i: each sequence's position len − n + i, oldest first
-                let ids: Vec<i32> = sel
-                    .iter()
-                    .flat_map(|s| {
-                        let row = &s[s.len() - n + i];
-                        (0..k).map(move |j| row.get(j).copied().unwrap_or(-1))
-                    })
-                    .collect();
+                let rows: Vec<&[i32]> = sel.iter().map(|s| &s[s.len() - n + i][..]).collect();
+                let ids = padded_ids(&rows, self.w.config.index_topk);
                 ctx.upload("warm-up window", &ids)
             })
             .collect::<Result<Vec<_>>>()
