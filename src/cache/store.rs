@@ -63,6 +63,10 @@ impl fmt::Display for TransferPath {
 pub enum PoolSize {
     Slots(u32),
     Ratio(f64),
+    /// The ratio's pool, raised to the smallest pool (top-k + 1) where the context is too
+    /// short for the ratio to reach it (`generate`'s pools: a prompt may be shorter than the
+    /// top-k).
+    RatioOrSmallest(f64),
 }
 
 impl PoolSize {
@@ -71,12 +75,22 @@ impl PoolSize {
     pub fn slots(self, capacity: u32, topk: u32) -> Result<u32> {
         let slots = match self {
             PoolSize::Slots(n) => n,
-            PoolSize::Ratio(r) if r > 0.0 && r <= 1.0 => (r * capacity as f64).ceil() as u32,
-            PoolSize::Ratio(r) => return Err(Error::config("sparse_memory_ratio", r, "(0, 1]")),
+            PoolSize::Ratio(r) | PoolSize::RatioOrSmallest(r) if r > 0.0 && r <= 1.0 => {
+                let ratio = (r * capacity as f64).ceil() as u32;
+                match self {
+                    PoolSize::RatioOrSmallest(_) => ratio.max(topk.saturating_add(1)),
+                    _ => ratio,
+                }
+            }
+            PoolSize::Ratio(r) | PoolSize::RatioOrSmallest(r) => {
+                return Err(Error::config("sparse_memory_ratio", r, "(0, 1]"));
+            }
         };
         let what = match self {
             PoolSize::Slots(_) => format!("{slots}"),
-            PoolSize::Ratio(r) => format!("{slots} (ratio {r} × context {capacity})"),
+            PoolSize::Ratio(r) | PoolSize::RatioOrSmallest(r) => {
+                format!("{slots} (ratio {r} × context {capacity})")
+            }
         };
         crate::kernels::resolve::check_slots(slots, topk, &what)?;
         Ok(slots)

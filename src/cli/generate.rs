@@ -2,7 +2,7 @@
 //! resident and/or offload mode, compared bit for bit (issue 15).
 
 use super::model::{GenArgs, layer_range, make_prompt};
-use super::{TransferArg, budget_arg, print_report, ratio_arg, slots_arg, warmup_arg};
+use super::{CacheArgs, print_report, time_every_arg};
 use ess_wgpu::cache::PoolSize;
 use ess_wgpu::config::Dtype;
 use ess_wgpu::decode::DecodeReport;
@@ -49,23 +49,13 @@ pub struct GenerateArgs {
     /// and scales, k_pe as bf16), f16, or f32 (exactly what the reference caches).
     #[arg(long, default_value = "fp8")]
     cache_dtype: String,
-    #[arg(long, value_parser = slots_arg, allow_negative_numbers = true)]
-    pool_slots: Option<u32>,
-    #[arg(long, default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
-    sparse_memory_ratio: f64,
-    #[arg(long, value_enum, default_value_t = TransferArg::ZeroCopy)]
-    transfer: TransferArg,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// none, da, dba, dba:N (as `decode`'s).
     #[arg(long, default_value = "none")]
     overlap: String,
-    /// LRU warm-up windows from the prefill's own selections (0 ..= 64).
-    #[arg(long, default_value_t = 2, value_parser = warmup_arg, allow_negative_numbers = true)]
-    warmup: u32,
-    /// Device memory the run may use, e.g. 8G (default 2 GiB).
-    #[arg(long, value_parser = budget_arg, allow_negative_numbers = true)]
-    device_budget: Option<u64>,
-    /// Timestamp every N-th step's stages.
-    #[arg(long, default_value_t = 1)]
+    /// Timestamp every N-th step's stages, 1 ..= 1024K.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = time_every_arg)]
     time_every: u32,
     /// Throughput run: steps back to back, only the last tokens read (no logits compared).
     #[arg(long)]
@@ -151,18 +141,22 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     let (w, what) = weights(&a)?;
     let w: &'static ModelWeights = Box::leak(Box::new(w));
     let vocab = w.config.vocab_size;
-    let budget = a.device_budget.unwrap_or(2 << 30);
+    let budget = a.cache.budget();
     let mut opts = EngineOptions {
         run: ess_wgpu::model::generate::run_config(w, a.batch, dtype, dtype),
         contexts: vec![a.context.unwrap_or(1); a.batch as usize],
         steps: a.run.new_tokens.saturating_sub(1).max(1),
         mode: Mode::Resident,
-        pool: PoolSize::Slots(0),
-        transfer: a.transfer.into(),
+        // a prompt may be shorter than the top-k: the smallest pool then (the whole context)
+        pool: match a.cache.pool() {
+            PoolSize::Ratio(r) => PoolSize::RatioOrSmallest(r),
+            slots => slots,
+        },
+        transfer: a.cache.transfer.into(),
         locality: 0.0,
         layer_locality: Vec::new(),
         record_trace: false,
-        warmup_windows: a.warmup,
+        warmup_windows: a.cache.warmup,
         seed: a.run.seed,
         track_overlap: false,
         digest_outputs: false,
@@ -171,20 +165,11 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         omit_gathers: false,
         model_bytes: ess_wgpu::model::generate::model_bytes(w, a.batch),
     };
-    // the ratio's pool, at least top-k + 1 rows (short prompts: the whole context fits)
-    let pool = |o: &EngineOptions| match a.pool_slots {
-        Some(n) => PoolSize::Slots(n),
-        None => {
-            let rows = (a.sparse_memory_ratio * o.capacity() as f64).ceil() as u32;
-            PoolSize::Slots(rows.max(o.run.model.topk + 1))
-        }
-    };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],
         GenMode::Resident => vec![Mode::Resident],
         GenMode::Offload => vec![Mode::Offload],
     };
-    opts.pool = pool(&opts);
     if a.largest_batch {
         if a.context.is_none() {
             return Err(Error::config(
@@ -226,29 +211,31 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         opts.model_bytes = ess_wgpu::model::generate::model_bytes(w, b);
     }
     let b = opts.run.batch;
+    let first = make_prompt(&a.run, vocab)?;
     let spec = match a.context {
-        Some(_) => PrefillSpec::Synthetic {
-            token: make_prompt(&a.run, vocab)?[0],
-        },
-        None => PrefillSpec::Prompts(
-            (0..b)
-                .map(|i| {
-                    let mut g = a.run.clone();
-                    if i > 0 {
-                        g.seed = a.run.seed + i as u64;
-                        let first = make_prompt(&a.run, vocab)?.len() as u32;
-                        g.prompt.clear();
-                        g.prompt_len = Some(first.saturating_sub(i).max(1));
-                    }
-                    make_prompt(&g, vocab)
-                })
-                .collect::<Result<_>>()?,
-        ),
+        Some(_) => PrefillSpec::Synthetic { token: first[0] },
+        None => {
+            // sequence i > 0: its own prompt, i tokens shorter than the first (one at least)
+            let len = first.len() as u32;
+            let other = |i: u32| {
+                let g = GenArgs {
+                    prompt: Vec::new(),
+                    prompt_len: Some(len.saturating_sub(i).max(1)),
+                    seed: a.run.seed + i as u64,
+                    ..a.run.clone()
+                };
+                make_prompt(&g, vocab)
+            };
+            let mut prompts = vec![first];
+            for i in 1..b {
+                prompts.push(other(i)?);
+            }
+            PrefillSpec::Prompts(prompts)
+        }
     };
     if let PrefillSpec::Prompts(p) = &spec {
         opts.contexts = p.iter().map(|p| p.len() as u32).collect();
     }
-    opts.pool = pool(&opts);
     for &m in &modes {
         in_mode(&opts, m).validate()?;
     }

@@ -205,19 +205,11 @@ pub struct EngineArgs {
     /// Override a configuration field: --set batch=8 (repeatable).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Decode steps, 1 ..= 1024K (context + steps ≤ 1024K).
     #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = steps_arg)]
     pub steps: u32,
-    /// Pool slots per layer and sequence, top-k + 1 ..= 16384; overrides --sparse-memory-ratio
-    /// (offload only).
-    #[arg(long, allow_negative_numbers = true, value_parser = slots_arg)]
-    pub pool_slots: Option<u32>,
-    /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob), (0, 1].
-    #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
-    pub sparse_memory_ratio: f64,
-    /// How missed rows move host → device.
-    #[arg(long, value_enum, default_value_t = TransferArg::ZeroCopy)]
-    pub transfer: TransferArg,
     /// Step-to-step similarity of the queries, 0 (independent) ..= 1 (identical).
     #[arg(long, default_value_t = 0.95, value_parser = locality_arg, allow_negative_numbers = true)]
     pub locality: f32,
@@ -226,13 +218,6 @@ pub struct EngineArgs {
     /// `figures` use `paper` unless given `none`.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Prefill windows seeding the pools (LRU warm-up), 0 ..= 64; 0 turns it off.
-    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = warmup_arg)]
-    pub warmup: u32,
-    /// Device memory the engine may use, 1M ..= 64T, e.g. 2G (default: 2 GiB, a conservative
-    /// guess: wgpu cannot tell how much memory the adapter has).
-    #[arg(long, value_parser = budget_arg, allow_negative_numbers = true)]
-    pub device_budget: Option<u64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Print JSON instead of tables.
@@ -256,6 +241,45 @@ pub struct EngineArgs {
 }
 
 const DEFAULT_BUDGET: u64 = 2 << 30;
+
+/// The offloaded cache's pool, its transfers and warm-up, and the device budget: options of
+/// every command that runs the engine (`decode`, `sweep`, `figures`, `trace record`,
+/// `generate`).
+#[derive(clap::Args, Clone)]
+pub struct CacheArgs {
+    /// Pool slots per layer and sequence, top-k + 1 ..= 16384; overrides --sparse-memory-ratio
+    /// (offload only).
+    #[arg(long, allow_negative_numbers = true, value_parser = slots_arg)]
+    pub pool_slots: Option<u32>,
+    /// Sparse memory ratio: pool / full latent cache of a sequence (the paper's knob), (0, 1].
+    #[arg(long, alias = "pool-ratio", default_value_t = 0.2, value_parser = ratio_arg, allow_negative_numbers = true)]
+    pub sparse_memory_ratio: f64,
+    /// How missed rows move host → device.
+    #[arg(long, value_enum, default_value_t = TransferArg::ZeroCopy)]
+    pub transfer: TransferArg,
+    /// Prefill windows seeding the pools (LRU warm-up), 0 ..= 64; 0 turns it off.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = warmup_arg)]
+    pub warmup: u32,
+    /// Device memory the engine may use, 1M ..= 64T, e.g. 2G (default: 2 GiB, a conservative
+    /// guess: wgpu cannot tell how much memory the adapter has).
+    #[arg(long, value_parser = budget_arg, allow_negative_numbers = true)]
+    pub device_budget: Option<u64>,
+}
+
+impl CacheArgs {
+    /// `--pool-slots`, else the `--sparse-memory-ratio` pool.
+    pub fn pool(&self) -> PoolSize {
+        match self.pool_slots {
+            Some(n) => PoolSize::Slots(n),
+            None => PoolSize::Ratio(self.sparse_memory_ratio),
+        }
+    }
+
+    /// `--device-budget`, else 2 GiB.
+    pub fn budget(&self) -> u64 {
+        self.device_budget.unwrap_or(DEFAULT_BUDGET)
+    }
+}
 
 impl EngineArgs {
     /// `--overlap`, with a layer-wise choice made from its miss profile and printed per layer.
@@ -312,10 +336,7 @@ impl EngineArgs {
         let run = preset_config(self.preset, &self.overrides)?;
         let run_layers = (run.layers, run.batch);
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
-        let pool = match self.pool_slots {
-            Some(n) => PoolSize::Slots(n),
-            None => PoolSize::Ratio(self.sparse_memory_ratio),
-        };
+        let pool = self.cache.pool();
         let opts = EngineOptions {
             run,
             contexts,
@@ -323,11 +344,11 @@ impl EngineArgs {
             // each command sets the mode it runs; the pool is checked where offload runs
             mode: Mode::Resident,
             pool,
-            transfer: self.transfer.into(),
+            transfer: self.cache.transfer.into(),
             locality: self.locality,
             layer_locality: Vec::new(),
             record_trace: false,
-            warmup_windows: self.warmup,
+            warmup_windows: self.cache.warmup,
             seed: self.seed,
             track_overlap,
             digest_outputs: false,
@@ -337,7 +358,7 @@ impl EngineArgs {
             model_bytes: 0,
         };
         opts.validate()?;
-        Ok((opts, self.device_budget.unwrap_or(DEFAULT_BUDGET)))
+        Ok((opts, self.cache.budget()))
     }
 }
 
