@@ -268,6 +268,10 @@ fn bad_options_and_values_name_the_cause() {
             vec!["prompt token", "99999", "the vocabulary"],
         ),
         (
+            vec!["generate", "--overlap", "da"],
+            vec!["overlap", "DA needs the tuned sparse MLA"],
+        ),
+        (
             vec!["generate", "--largest-batch"],
             vec!["largest-batch", "--context N"],
         ),

@@ -498,13 +498,9 @@ impl Engine {
         if !cache.gpu_only() || self.opts.transfer_overlap.schedule(l) != LayerSchedule::Da {
             return Ok(None);
         }
-        let Some(sparse_mla) = sparse_mla.tuned() else {
-            return Err(crate::Error::config(
-                "--overlap",
-                "da",
-                "none or dba: DA needs the tuned sparse MLA, and this model's RoPE dims are not in 32s",
-            ));
-        };
+        let sparse_mla = sparse_mla
+            .tuned()
+            .expect("EngineOptions::validate refuses DA where the tuned sparse MLA cannot run");
         let (m, layer) = (&self.opts.run, &self.layers[l as usize]);
         let order = order.bind(
             ctx,

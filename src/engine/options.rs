@@ -253,6 +253,15 @@ impl EngineOptions {
                 MAX_CHUNKS as u64,
             )?;
         }
+        let da =
+            (0..self.run.layers).any(|l| self.transfer_overlap.schedule(l) == LayerSchedule::Da);
+        if da && self.run.sparse_mla_shape().validate().is_err() {
+            return Err(Error::config(
+                "overlap",
+                "da",
+                "none or dba: DA needs the tuned sparse MLA, whose RoPE dims are in 32s",
+            ));
+        }
         if let TransferOverlap::Layerwise(c) = &self.transfer_overlap {
             if c.len() != self.run.layers as usize {
                 return Err(Error::config(
