@@ -19,6 +19,9 @@
 //   expert_down y[r, o] = Σ_j weight[r, j] · Σ_i a[r, j, i] · D[e_j, o, i]: a = x, D = w
 //               (`heads` = experts a token, `n` = hidden, `d` = the expert width)
 //   add         x[i] += b[i]   (residuals; `n` values)
+//   round_to    x[r, h, off .. off + d] ← its value as a cache of `mode` stores it, in place: bf16
+//               (mode 1, nearest even: the FP8 format's k_pe, lib/fp8.wgsl) or f16 (mode 2,
+//               pack2x16float as shaders/fill.wgsl stores f16 rows)
 //   embed       y[r, i] = w[token[r] · n + i]   (token ids in b as u32 bits)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
@@ -46,7 +49,7 @@ struct Params {
     stride: u32,   // rope / hadamard: values between heads
     off: u32,      // rope: the first rotated value of a head
     eps: f32,      // norms
-    _pad: u32,
+    mode: u32,     // round_to: 1 = bf16, 2 = f16
 }
 
 override INTERLEAVED: bool = true;
@@ -161,6 +164,22 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     if (live) {
         let q = e4m3(clamp(v * sc.y, -448.0, 448.0));
         x[wg.y * n + i] = e4m3x4_values(q).x * sc.x;
+    }
+}
+
+@compute @workgroup_size(256)
+fn round_to(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= params.rows * params.heads * params.d) { return; }
+    let i = t % params.d;
+    let h = (t / params.d) % params.heads;
+    let r = t / (params.d * params.heads);
+    let at = r * params.n + h * params.stride + params.off + i;
+    let v = x[at];
+    if (params.mode == 1u) {
+        x[at] = bf16_value(bf16(v));
+    } else {
+        x[at] = unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
     }
 }
 

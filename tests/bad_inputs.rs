@@ -280,6 +280,29 @@ fn bad_options_and_values_name_the_cause() {
             vec!["/nonexistent/ckpt/config.json"],
         ),
         (
+            vec!["generate", "--dump", "/tmp/d.safetensors", "--batch", "2"],
+            vec!["dump", "a batch of one prompt"],
+        ),
+        (
+            vec![
+                "generate",
+                "--dump",
+                "/tmp/d.safetensors",
+                "--context",
+                "64",
+            ],
+            vec!["dump", "a batch of one prompt"],
+        ),
+        (
+            vec![
+                "model",
+                "compare",
+                "/nonexistent/a.safetensors",
+                "/nonexistent/b.safetensors",
+            ],
+            vec!["/nonexistent/a.safetensors"],
+        ),
+        (
             vec!["model", "info", "/nonexistent/ckpt"],
             vec!["/nonexistent/ckpt/config.json"],
         ),

@@ -1430,6 +1430,59 @@ fn model_ops_quantise_gate_and_pick_as_the_reference() {
     assert_eq!(got[1], 300);
 }
 
+/// `round_to` (a cache's rounding of the rows and keys the model makes) bit for bit against
+/// `reference::model::stored_value`: f16 and bf16 (nearest even, ties included) on a strided
+/// part of each row (rows of 37, values 5 .. 5 + 23 rounded, the rest untouched), magnitudes
+/// from 1e-6 to 1e4; f32 rounds nothing.
+#[test]
+fn round_to_stores_as_the_caches() {
+    use ess_wgpu::config::Dtype;
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_ops::Heads;
+    use ess_wgpu::reference::model::stored_value;
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(103));
+    let (rows, n, off, d) = (7u32, 37usize, 5usize, 23usize);
+    let mut x: Vec<f32> = (0..rows as usize * n)
+        .map(|i| rng.range(-1.0, 1.0) * 10f32.powi((i / n) as i32 * 2 - 6))
+        .collect();
+    // ties: halfway between two bf16 values (1 + 2^-8), and two f16 values (1 + 2^-11)
+    x[off] = 1.0 + 2f32.powi(-8);
+    x[off + 1] = 1.0 + 3.0 * 2f32.powi(-8);
+    x[off + 2] = 1.0 + 2f32.powi(-11);
+    let at = Heads {
+        rows,
+        n: n as u32,
+        heads: 1,
+        stride: n as u32,
+        off: off as u32,
+        d: d as u32,
+    };
+    for dtype in [Dtype::F16, Dtype::Fp8] {
+        let xb = ctx.upload("x", &x).unwrap();
+        let step = ops.round_to(ctx, &xb, at, dtype).expect("a rounding");
+        ctx.run_pass(None, |p| step.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&xb).unwrap();
+        let want: Vec<f32> = x
+            .chunks(n)
+            .flat_map(|r| {
+                let mut r = r.to_vec();
+                let part = stored_value(r[off..off + d].to_vec(), dtype, true);
+                r[off..off + d].copy_from_slice(&part);
+                r
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{dtype}: round_to differs");
+    }
+    assert!(
+        ops.round_to(ctx, &ctx.upload("x", &x).unwrap(), at, Dtype::F32)
+            .is_none()
+    );
+}
+
 /// The MoE router on the GPU against `reference::model::route` (sigmoid scores in f32 against
 /// f64: the same experts in the same order, weights within 1e-5): DeepSeek-V3.2's 256 experts in
 /// 8 groups (4 kept, 8 chosen) and the tiny config's 8 in 2 (1 kept, 2 chosen), random logits and

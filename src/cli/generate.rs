@@ -7,7 +7,7 @@ use ess_wgpu::cache::PoolSize;
 use ess_wgpu::config::Dtype;
 use ess_wgpu::decode::DecodeReport;
 use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode, TransferOverlap};
-use ess_wgpu::model::generate::{Generation, PrefillSpec, generate, identical, in_mode};
+use ess_wgpu::model::generate::{Collect, Generation, PrefillSpec, generate, identical, in_mode};
 use ess_wgpu::model::init::{preset, random_weights};
 use ess_wgpu::reference::model::ModelWeights;
 use ess_wgpu::{Error, GpuContext, Result};
@@ -33,9 +33,10 @@ pub struct GenerateArgs {
     #[command(flatten)]
     run: GenArgs,
     /// Sequences generated together (sequence b > 0: a prompt of its own, one token shorter
-    /// than the one before, drawn with --seed + b; at least one token).
-    #[arg(long, default_value_t = 4)]
-    batch: u32,
+    /// than the one before, drawn with --seed + b; at least one token). Default 4, or 1 with
+    /// --dump.
+    #[arg(long)]
+    batch: Option<u32>,
     /// A hashed context of N tokens per sequence instead of a prompt: a real decode step over a
     /// context the model did not compute (long contexts; the tokens mean nothing).
     #[arg(long)]
@@ -60,6 +61,12 @@ pub struct GenerateArgs {
     /// Throughput run: steps back to back, only the last tokens read (no logits compared).
     #[arg(long)]
     no_verify: bool,
+    /// Write the generation's dump (a batch of one prompt): tokens, logits, and per layer each
+    /// decode step's and prompt position's selections, the routed experts, and the latent and
+    /// indexer keys as cached (read back from the resident cache or the host store). With
+    /// both modes, their dumps must be equal bit for bit; the offload run's is written.
+    #[arg(long, value_name = "FILE.safetensors")]
+    dump: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -132,19 +139,22 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         a.run.prompt_len = Some(DEFAULT_PROMPT_LEN);
     }
     let dtype = Dtype::parse("cache-dtype", &a.cache_dtype)?;
-    ess_wgpu::limits::in_range(
-        "batch",
-        a.batch as u64,
-        1,
-        ess_wgpu::limits::MAX_BATCH as u64,
-    )?;
+    let batch = a.batch.unwrap_or(if a.dump.is_some() { 1 } else { 4 });
+    ess_wgpu::limits::in_range("batch", batch as u64, 1, ess_wgpu::limits::MAX_BATCH as u64)?;
+    if a.dump.is_some() && (batch != 1 || a.context.is_some() || a.no_verify || a.largest_batch) {
+        return Err(Error::config(
+            "dump",
+            "with --batch > 1, --context, --largest-batch or --no-verify",
+            "a batch of one prompt, every step read back (--batch 1, a prompt)",
+        ));
+    }
     let (w, what) = weights(&a)?;
     let w: &'static ModelWeights = Box::leak(Box::new(w));
     let vocab = w.config.vocab_size;
     let budget = a.cache.budget();
     let mut opts = EngineOptions {
-        run: ess_wgpu::model::generate::run_config(w, a.batch, dtype, dtype),
-        contexts: vec![a.context.unwrap_or(1); a.batch as usize],
+        run: ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
+        contexts: vec![a.context.unwrap_or(1); batch as usize],
         steps: a.run.new_tokens.saturating_sub(1).max(1),
         mode: Mode::Resident,
         // a prompt may be shorter than the top-k: the smallest pool then (the whole context)
@@ -163,7 +173,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         time_every: a.time_every,
         transfer_overlap: TransferOverlap::parse(&a.overlap)?,
         omit_gathers: false,
-        model_bytes: ess_wgpu::model::generate::model_bytes(w, a.batch),
+        model_bytes: ess_wgpu::model::generate::model_bytes(w, batch),
     };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],
@@ -241,6 +251,11 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     }
     let ctx = GpuContext::new()?;
     let verify = !a.no_verify;
+    let collect = match (&a.dump, verify) {
+        (Some(_), _) => Collect::Dump,
+        (None, true) => Collect::Logits,
+        (None, false) => Collect::Tokens,
+    };
     let gens: Vec<Generation> = modes
         .iter()
         .map(|&m| {
@@ -251,7 +266,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
                 &spec,
                 a.run.new_tokens,
                 budget,
-                verify,
+                collect,
             )
         })
         .collect::<Result<_>>()?;
@@ -297,6 +312,12 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         identical: same,
     };
     print_report(&report, a.json)?;
+    if let (Some(path), Some(d)) = (&a.dump, gens.last().and_then(|g| g.dump.as_ref())) {
+        d.write(path)?;
+        if !a.json {
+            say!("wrote the dump {}", path.display())?;
+        }
+    }
     if same == Some(false) {
         return Err(Error::Gpu("resident and offload generations differ".into()));
     }

@@ -55,6 +55,10 @@ pub enum ModelCommand {
         /// Write the dump (tokens, logits, per-layer selections, experts, latent, index keys).
         #[arg(long)]
         dump: Option<PathBuf>,
+        /// The caches hold their values as the engine's of this dtype do (fp8: k_pe as bf16;
+        /// f16: every value rounded; f32: as computed): fp8 is `generate`'s default.
+        #[arg(long, default_value = "fp8")]
+        cache_dtype: String,
     },
     /// Generate greedily on the GPU (prefill, then decode steps over its caches; naive kernels:
     /// tiny models) and with the CPU reference, and compare the tokens. Without --model: a random tiny
@@ -65,6 +69,18 @@ pub enum ModelCommand {
         model: Option<PathBuf>,
         #[command(flatten)]
         run: GenArgs,
+    },
+    /// Compare two dumps (`model reference --dump`, `generate --dump`, or another
+    /// implementation's): the tokens, each logit row, each layer's selections (in order and as
+    /// sets), experts, latent and indexer keys. Fails where a token, a selection set or an
+    /// expert differs.
+    Compare {
+        /// The dump under test.
+        got: PathBuf,
+        /// The dump it is held to.
+        want: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Open a checkpoint folder, check every tensor, and print its config and sizes.
     Info {
@@ -113,8 +129,22 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             run,
             layers,
             dump,
-        } => reference(model, run, layers, dump),
+            cache_dtype,
+        } => reference(model, run, layers, dump, &cache_dtype),
         ModelCommand::Generate { model, run } => generate_both(model, run),
+        ModelCommand::Compare { got, want, json } => {
+            use ess_wgpu::model::dump::Dump;
+            let c = Dump::read(&got)?.compare(&Dump::read(&want)?)?;
+            super::print_report(&c, json)?;
+            match c.discrete_equal() {
+                true => Ok(()),
+                false => Err(ess_wgpu::Error::Gpu(format!(
+                    "{} differs from {}: tokens, selections or experts",
+                    got.display(),
+                    want.display()
+                ))),
+            }
+        }
         ModelCommand::Info { dir, layers } => {
             let layers = layers.as_deref().map(layer_range).transpose()?;
             let ck = Checkpoint::open(&dir, layers)?;
@@ -166,22 +196,25 @@ fn reference(
     run: GenArgs,
     layers: Option<String>,
     dump: Option<PathBuf>,
+    cache_dtype: &str,
 ) -> Result<()> {
     let new_tokens = run.new_tokens;
-    use ess_wgpu::reference::model::{ModelWeights, generate, write_dump};
+    use ess_wgpu::model::dump::Dump;
+    use ess_wgpu::reference::model::{ModelWeights, generate_stored};
+    let stored = ess_wgpu::config::Dtype::parse("cache-dtype", cache_dtype)?;
     let layers = layers.as_deref().map(layer_range).transpose()?;
     ess_wgpu::limits::in_range("new-tokens", new_tokens as u64, 1, 1 << 20)?;
     let ck = Checkpoint::open(&model, layers)?;
     let prompt = make_prompt(&run, ck.config.vocab_size)?;
     let w = ModelWeights::load(&ck)?;
-    let (tokens, outs, cache) = generate(&w, &prompt, new_tokens as usize);
+    let (tokens, outs, cache) = generate_stored(&w, &prompt, new_tokens as usize, stored);
     say!(
-        "prompt {prompt:?}\ngenerated {tokens:?} (CPU reference, layers {}..{})",
+        "prompt {prompt:?}\ngenerated {tokens:?} (CPU reference, layers {}..{}, {stored} caches)",
         w.layers.start,
         w.layers.end
     )?;
     if let Some(path) = dump {
-        write_dump(&w, &prompt, &tokens, &outs, &cache, &path)?;
+        Dump::from_reference(&w, &prompt, &tokens, &outs, &cache).write(&path)?;
         say!("wrote {}", path.display())?;
     }
     Ok(())

@@ -1164,26 +1164,9 @@ impl Engine {
         // the indexer's inputs: the queries, and each sequence's keys (the values they stand for)
         let q_i: Vec<f32> = ctx.read(&l.queries.q_i)?;
         let w: Vec<f32> = ctx.read(&l.queries.w)?;
-        let dim = m.model.index_head_dim as usize;
-        let layout = crate::workload::RowLayout::Key { dim };
-        let key_values: Vec<Vec<f32>> = l
-            .keys
-            .iter()
-            .map(|buf| {
-                Ok(crate::workload::values_of(
-                    &ctx.read(buf)?,
-                    m.key_dtype,
-                    layout,
-                ))
-            })
+        let keys = (0..m.batch)
+            .map(|b| self.cached_keys(ctx, layer, b))
             .collect::<Result<_>>()?;
-        let keys = (0..m.batch as usize)
-            .map(|b| {
-                let g = b / per_group as usize;
-                let first = (b % per_group as usize) * cap as usize;
-                key_values[g][first * dim..][..self.lens[b] as usize * dim].to_vec()
-            })
-            .collect();
         Ok(LayerSnapshot {
             q,
             topk_indices,
@@ -1194,6 +1177,50 @@ impl Engine {
             w,
             keys,
         })
+    }
+
+    /// Sequence `b`'s indexer keys in layer `layer` after the last step finished, `[T_b, D_I]`,
+    /// as the values they stand for (FP8 dequantised).
+    fn cached_keys(&self, ctx: &GpuContext, layer: u32, b: u32) -> Result<Vec<f32>> {
+        let m = &self.opts.run;
+        let dim = m.model.index_head_dim as usize;
+        let per_group = self.groups[0].1;
+        let buf = &self.layers[layer as usize].keys[(b / per_group) as usize];
+        let layout = crate::workload::RowLayout::Key { dim };
+        let values = crate::workload::values_of(&ctx.read(buf)?, m.key_dtype, layout);
+        let first = (b % per_group) as usize * self.opts.capacity() as usize;
+        Ok(values[first * dim..][..self.lens[b as usize] as usize * dim].to_vec())
+    }
+
+    /// Sequence `b`'s cached rows of layer `layer` after the last step, read where this mode
+    /// keeps them (the resident cache, or the host store for offload), as the values they
+    /// stand for (FP8 dequantised): the latent rows `[T_b, KV + rope]` and the indexer keys
+    /// `[T_b, D_I]`.
+    pub fn cached_rows(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        b: u32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.finish(ctx)?;
+        let m = &self.opts.run;
+        let (len, rb) = (self.lens[b as usize], m.row_bytes() as usize);
+        let bytes = match &self.cache {
+            Some(c) => c.host.read(ctx, layer, b, 0, len)?,
+            None => {
+                let per_group = self.groups[0].1;
+                let l = &self.layers[layer as usize];
+                let all: Vec<u8> = ctx.read(&l.latent[(b / per_group) as usize])?;
+                let first = (b % per_group) as usize * self.opts.capacity() as usize;
+                all[first * rb..][..len as usize * rb].to_vec()
+            }
+        };
+        let layout = crate::workload::RowLayout::Latent {
+            kv: m.model.kv_lora_rank as usize,
+            rope: m.model.qk_rope_head_dim as usize,
+        };
+        let latent = crate::workload::values_of(&bytes, m.latent_dtype, layout);
+        Ok((latent, self.cached_keys(ctx, layer, b)?))
     }
 
     /// Tokens decoded per second of GPU time (all stages; NaN without timestamps).

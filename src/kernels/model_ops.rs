@@ -17,7 +17,7 @@ struct Params {
     stride: u32,
     off: u32,
     eps: f32,
-    _pad: u32,
+    mode: u32,
 }
 
 /// Longest Hadamard rotation the shader's workgroup memory holds.
@@ -39,6 +39,7 @@ pub struct ModelOps {
     expert_down: wgpu::ComputePipeline,
     add: wgpu::ComputePipeline,
     embed: wgpu::ComputePipeline,
+    round_to: wgpu::ComputePipeline,
 }
 
 /// A per-head strided product ([`ModelOps::head_linear`]): for each row r, head h, j < `o`:
@@ -150,6 +151,7 @@ impl ModelOps {
             expert_down: p("expert_down", &[])?,
             add: p("add", &[])?,
             embed: p("embed", &[])?,
+            round_to: p("round_to", &[])?,
         })
     }
 
@@ -207,6 +209,43 @@ impl ModelOps {
         let pipeline = &self.rope[(layout == RopeLayout::NeoX) as usize];
         let buffers = [(1, x), (2, table), (3, positions)];
         Ok(one(ctx, pipeline, "rope", &params, &buffers, grid))
+    }
+
+    /// `x`'s heads `at` in place as a cache of `dtype` stores them: f16 (as shaders/fill.wgsl
+    /// packs f16 rows), bf16 for FP8 (the FP8 format keeps k_pe as bf16; its quantised values
+    /// are act_quant's, exact already), nothing for f32.
+    pub fn round_to(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        at: Heads,
+        dtype: crate::config::Dtype,
+    ) -> Option<Dispatch> {
+        let mode = match dtype {
+            crate::config::Dtype::F32 => return None,
+            crate::config::Dtype::Fp8 => 1,
+            crate::config::Dtype::F16 => 2,
+        };
+        let params = Params {
+            rows: at.rows,
+            n: at.n,
+            heads: at.heads,
+            d: at.d,
+            stride: at.stride,
+            off: at.off,
+            mode,
+            ..Default::default()
+        };
+        let threads = at.rows as u64 * at.heads as u64 * at.d as u64;
+        let grid = super::grid_2d(threads.div_ceil(256) as u32);
+        Some(one(
+            ctx,
+            &self.round_to,
+            "round_to",
+            &params,
+            &[(1, x)],
+            grid,
+        ))
     }
 
     /// The Hadamard rotation in place on `x`'s heads `at` (d a power of two ≤ 1024).

@@ -2,7 +2,8 @@
 //! steps of the whole model in resident or offload mode ([`super::step::ModelInputs`]), with the
 //! engine's report. `ess-wgpu generate` is its command line.
 
-use super::step::{ModelInputs, Prefill};
+use super::dump::{Dump, LayerDump, padded};
+use super::step::{ModelInputs, Prefill, PromptChoices};
 use crate::config::{Dtype, ModelConfig, RunConfig};
 use crate::decode::ModeReport;
 use crate::engine::{Engine, EngineOptions, Mode};
@@ -74,6 +75,21 @@ pub struct Generation {
     pub logits: Vec<Vec<f32>>,
     /// The engine's recorded selections, where asked for (`opts.record_trace`).
     pub trace: Option<crate::trace::Trace>,
+    /// The generation's dump, where asked for ([`Collect::Dump`]).
+    pub dump: Option<Dump>,
+}
+
+/// What a generation reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collect {
+    /// Only the last step's tokens: the steps run back to back (throughput).
+    Tokens,
+    /// Every step's tokens and logits, each step waited for (comparisons).
+    Logits,
+    /// Also the dump ([`super::dump`]) of a batch of one prompt: its selections (the engine's
+    /// trace), each step's routed experts, and at the end the rows as cached, read where the
+    /// mode keeps them.
+    Dump,
 }
 
 /// What to prefill: each sequence's prompt, or a hashed context of `opts.contexts` with `token`
@@ -86,9 +102,7 @@ pub enum PrefillSpec {
 
 /// Generate `new_tokens` (≥ 2: the first comes from the prefill, each further one from a
 /// decode step) per sequence in `opts.mode`. `opts.contexts` are the prompts' lengths for
-/// [`PrefillSpec::Prompts`]; `opts.steps` is set here. With `collect`, every step is waited for
-/// and its tokens and logits read back (for comparisons and dumps); without, only the last
-/// tokens are read and the steps run back to back (for throughput).
+/// [`PrefillSpec::Prompts`]; `opts.steps` is set here; `collect` says what is read back.
 pub fn generate(
     ctx: &GpuContext,
     w: &'static ModelWeights,
@@ -96,7 +110,7 @@ pub fn generate(
     prefill: &PrefillSpec,
     new_tokens: u32,
     budget: u64,
-    collect: bool,
+    collect: Collect,
 ) -> Result<Generation> {
     crate::limits::in_range(
         "new-tokens",
@@ -112,6 +126,18 @@ pub fn generate(
     if let PrefillSpec::Prompts(p) = prefill {
         opts.contexts = p.iter().map(|p| p.len() as u32).collect();
     }
+    let dump = collect == Collect::Dump;
+    if dump {
+        if opts.run.batch != 1 || !matches!(prefill, PrefillSpec::Prompts(_)) {
+            return Err(Error::config(
+                "dump",
+                format!("a batch of {}", opts.run.batch),
+                "a batch of one prompt (--batch 1, no --context)",
+            ));
+        }
+        opts.record_trace = true;
+    }
+    let collect_logits = collect != Collect::Tokens;
     opts.validate()?;
     let vocab = w.config.vocab_size;
     if let PrefillSpec::Prompts(p) = prefill {
@@ -138,16 +164,18 @@ pub fn generate(
     )?;
     let (tokens_buf, logits_buf) = (inputs.tokens.clone(), inputs.logits.clone());
     // a hashed context has no prefill logits: rows from the decode steps only
-    let mut logits = match collect && !inputs.first_logits.is_empty() {
+    let mut logits = match collect_logits && !inputs.first_logits.is_empty() {
         true => std::mem::take(&mut inputs.first_logits),
         false => vec![Vec::new(); opts.run.batch as usize],
     };
+    let (probe, choices) = (inputs.probe(), inputs.prompt_choices(0));
     let first: Vec<u32> = ctx.read(&tokens_buf)?;
     let mut tokens: Vec<Vec<u32>> = first.iter().map(|&t| vec![t]).collect();
     let mut e = Engine::with_inputs(ctx, &opts, budget, Box::new(inputs))?;
+    let mut step_experts = Vec::new();
     for step in 1..=opts.steps {
         e.step(ctx)?;
-        if !collect && step < opts.steps {
+        if !collect_logits && step < opts.steps {
             continue;
         }
         e.finish(ctx)?;
@@ -155,22 +183,99 @@ pub fn generate(
         for (seq, &t) in tokens.iter_mut().zip(&t) {
             seq.push(t);
         }
-        if collect {
+        if collect_logits {
             let l: Vec<f32> = ctx.read(&logits_buf)?;
             for (seq, row) in logits.iter_mut().zip(l.chunks(vocab as usize)) {
                 seq.extend_from_slice(row);
             }
         }
+        if dump {
+            step_experts.push(probe.step_experts(ctx)?);
+        }
     }
+    let dump = match (dump, prefill, choices) {
+        (true, PrefillSpec::Prompts(p), Some(choices)) => {
+            let made = Made {
+                prompt: &p[0],
+                tokens: &tokens[0],
+                logits: &logits[0],
+                choices,
+                step_experts,
+            };
+            Some(made.dump(ctx, w, &mut e)?)
+        }
+        _ => None,
+    };
     Ok(Generation {
         report: ModeReport::new(&e),
         tokens,
         logits,
         trace: e.trace.take(),
+        dump,
     })
 }
 
-/// Resident and offload generations agree: the same tokens, logits identical bit for bit.
+/// What a generation of one prompt made, for its [`Dump`].
+struct Made<'a> {
+    prompt: &'a [u32],
+    tokens: &'a [u32],
+    logits: &'a [f32],
+    choices: PromptChoices,
+    /// `[step][layer]` each step's routed experts of its one row.
+    step_experts: Vec<Vec<Option<Vec<Vec<u32>>>>>,
+}
+
+impl Made<'_> {
+    /// The dump: the prefill's choices, each decode step's selections (the engine's trace) and
+    /// experts, and the rows as the engine cached them (resident cache or host store).
+    fn dump(self, ctx: &GpuContext, w: &ModelWeights, e: &mut Engine) -> Result<Dump> {
+        let c = &w.config;
+        let (k, kv) = (c.index_topk as usize, c.kv_lora_rank as usize);
+        let width = kv + c.qk_rope_head_dim as usize;
+        // each step's selections of every layer, in step order (the trace's)
+        let mut steps = e.trace.as_ref().map_or(Vec::new(), |t| t.entries.clone());
+        steps.retain(|t| t.kind == crate::trace::Kind::Step);
+        steps.sort_by_key(|t| t.step);
+        let mut layers = Vec::new();
+        for (li, l) in w.layers.clone().enumerate() {
+            let mut selections: Vec<Vec<i32>> = self.choices.selections[li]
+                .iter()
+                .map(|s| padded(s, k))
+                .collect();
+            let of_layer = steps.iter().filter(|t| t.layer == li as u32);
+            selections.extend(of_layer.map(|t| t.ids.clone()));
+            let experts = c.is_moe(l).then(|| {
+                let mut ex = self.choices.experts[li].clone();
+                ex.extend(
+                    self.step_experts
+                        .iter()
+                        .filter_map(|s| s[li].as_ref()?.first().cloned()),
+                );
+                ex
+            });
+            let (rows, index_k) = e.cached_rows(ctx, li as u32, 0)?;
+            let latent = rows.chunks(width).flat_map(|r| r[..kv].to_vec()).collect();
+            layers.push(LayerDump {
+                layer: l,
+                selections,
+                experts,
+                latent,
+                index_k,
+            });
+        }
+        Ok(Dump {
+            prompt: self.prompt.to_vec(),
+            tokens: self.tokens.to_vec(),
+            vocab: c.vocab_size as usize,
+            logits: self.logits.to_vec(),
+            topk: k,
+            layers,
+        })
+    }
+}
+
+/// Resident and offload generations agree: the same tokens, logits identical bit for bit (and
+/// where both dumped, dumps equal bit for bit: the same selections, experts and cached rows).
 pub fn identical(a: &Generation, b: &Generation) -> bool {
     let bits = |g: &Generation| -> Vec<Vec<u32>> {
         g.logits
@@ -178,7 +283,11 @@ pub fn identical(a: &Generation, b: &Generation) -> bool {
             .map(|l| l.iter().map(|x| x.to_bits()).collect())
             .collect()
     };
-    a.tokens == b.tokens && bits(a) == bits(b)
+    let dumps = match (&a.dump, &b.dump) {
+        (Some(x), Some(y)) => x.same_bits(y),
+        _ => true,
+    };
+    a.tokens == b.tokens && bits(a) == bits(b) && dumps
 }
 
 /// The engine options of a generation in `mode` (the rest from `base`).

@@ -36,15 +36,44 @@ pub struct ModelGpu<'a> {
     pub w: &'a ModelWeights,
     pub(super) ops: Rc<ModelOps>,
     pub(super) uploaded: Rc<RefCell<HashMap<String, wgpu::Buffer>>>,
+    /// What the caches store (the engine's cache dtype): the rows and keys a layer makes are
+    /// rounded to it where they are made ([`ModelOps::round_to`]), so that a prompt's
+    /// attention reads what decode steps read from the engine's caches.
+    pub(super) stored: Dtype,
+}
+
+/// What a [`ModelGpu`] is made of besides the context: kept by whoever outlives one borrow of
+/// the context (the engine's step inputs), and made into a `ModelGpu` again with [`Parts::on`].
+#[derive(Clone)]
+pub(super) struct Parts {
+    pub w: &'static ModelWeights,
+    pub ops: Rc<ModelOps>,
+    pub uploaded: Rc<RefCell<HashMap<String, wgpu::Buffer>>>,
+    pub stored: Dtype,
+}
+
+impl Parts {
+    /// The model's GPU pieces over `ctx`.
+    pub fn on<'b>(&self, ctx: &'b GpuContext) -> ModelGpu<'b> {
+        ModelGpu {
+            ctx,
+            w: self.w,
+            ops: self.ops.clone(),
+            uploaded: self.uploaded.clone(),
+            stored: self.stored,
+        }
+    }
 }
 
 impl<'a> ModelGpu<'a> {
+    /// The model with caches that store f32 (exactly what the reference caches).
     pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights) -> Result<Self> {
         Ok(ModelGpu {
             ctx,
             w,
             ops: Rc::new(ModelOps::new(ctx)?),
             uploaded: Rc::default(),
+            stored: Dtype::F32,
         })
     }
 
@@ -53,8 +82,6 @@ impl<'a> ModelGpu<'a> {
         self.derived(name, || self.w.tensor(name).to_vec())
     }
 
-    /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
-    /// one derived from weights: scaled, concatenated, an identity).
     /// The `n × n` identity (the strided copies' weight).
     pub(super) fn identity(&self, n: u32) -> Result<wgpu::Buffer> {
         self.derived(&format!("identity {n}"), || {
@@ -62,6 +89,27 @@ impl<'a> ModelGpu<'a> {
         })
     }
 
+    /// Where layer `l`'s router writes its choices for `rows` rows, `[rows, top_k, 2]` (expert
+    /// as u32 bits, weight): one buffer per layer and row count, kept so that what a step or a
+    /// prompt chose can be read after it ran ([`ModelGpu::experts`]).
+    pub(super) fn routes(&self, l: u32, rows: u32) -> Result<wgpu::Buffer> {
+        let k = self.w.config.num_experts_per_tok;
+        self.derived(&format!("routes of layer {l}, {rows} rows"), || {
+            vec![0.0; rows as usize * k as usize * 2]
+        })
+    }
+
+    /// The experts layer `l`'s router last chose for `rows` rows, best first.
+    pub(super) fn experts(&self, l: u32, rows: u32) -> Result<Vec<Vec<u32>>> {
+        let k = self.w.config.num_experts_per_tok as usize;
+        let r: Vec<u32> = self.ctx.read(&self.routes(l, rows)?)?;
+        Ok(r.chunks(2 * k)
+            .map(|row| row.iter().step_by(2).copied().collect())
+            .collect())
+    }
+
+    /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
+    /// one derived from weights: scaled, concatenated, an identity).
     pub(super) fn derived(
         &self,
         key: &str,
@@ -318,6 +366,9 @@ pub struct Decoder<'a> {
     pub caches: Vec<LayerCache>,
     /// Each loaded layer's selections of every position run so far, best first.
     pub selections: Vec<Vec<Vec<i32>>>,
+    /// Each loaded layer's routed experts of every position run so far, best first (none for
+    /// a dense layer).
+    pub experts: Vec<Vec<Vec<u32>>>,
     len: u32,
     capacity: u32,
 }
@@ -336,6 +387,7 @@ impl<'a> Decoder<'a> {
                 .collect::<Result<_>>()?;
         Ok(Decoder {
             selections: vec![Vec::new(); m.w.layers.len()],
+            experts: vec![Vec::new(); m.w.layers.len()],
             m,
             caches,
             len: 0,
@@ -389,6 +441,9 @@ impl<'a> Decoder<'a> {
                 ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
             ])?;
             let f = ffn(m, l, &x, t)?;
+            if c.is_moe(l) {
+                self.experts[li].extend(m.experts(l, t)?);
+            }
             m.run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
         }
         let norm = m.weight("model.norm.weight")?;

@@ -14,6 +14,7 @@
 //! twice (a norm run again is the copy, so the list stays bindable once).
 
 use super::gpu::ModelGpu;
+use crate::config::Dtype;
 use crate::error::Result;
 use crate::kernels::Dispatch;
 use crate::kernels::model_ops::{HeadLinear, Heads, Routing};
@@ -243,6 +244,14 @@ impl<'m> LayerRows<'m> {
         list.push(rope(out.key, self.heads(1, id, 0, rd), RopeLayout::NeoX)?);
         list.push(ops.hadamard(ctx, out.key, self.heads(1, id, 0, id))?);
         list.push(ops.act_quant(ctx, out.key, b, id));
+        // the row and the key as the caches store them, so that attention over a prompt reads
+        // what decode steps read from the engine's caches: f16 everything, FP8 k_pe as bf16
+        let (stored, f16) = (m.stored, m.stored == Dtype::F16);
+        let first = if f16 { 0 } else { kv };
+        list.extend(ops.round_to(ctx, out.row, self.heads(1, ms, first, ms - first), stored));
+        if f16 {
+            list.extend(ops.round_to(ctx, out.key, self.heads(1, id, 0, id), stored));
+        }
         let s = ((ih as f64).powf(-0.5) * (id as f64).powf(-0.5)) as f32;
         let wp = self.name("self_attn.indexer.weights_proj.weight");
         let wpb = m.derived(&format!("{wp} (scaled)"), || {
@@ -312,7 +321,7 @@ impl<'m> LayerRows<'m> {
         );
         let gate = self.weight("mlp.gate.weight")?;
         let bias = self.weight("mlp.gate.e_score_correction_bias")?;
-        let (logits, routes) = (self.buf("gate logits", e)?, self.buf("routes", 2 * k)?);
+        let (logits, routes) = (self.buf("gate logits", e)?, m.routes(self.ml, b)?);
         let routing = Routing {
             experts: e,
             groups: c.n_group,

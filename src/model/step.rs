@@ -22,20 +22,16 @@
 //! ([`Prefill::Synthetic`]: a decode step of the real model over a hashed context, which costs
 //! what a real one costs but whose tokens mean nothing).
 
-use super::gpu::{Decoder, ModelGpu, padded_ids};
+use super::gpu::{Decoder, ModelGpu, Parts, padded_ids};
 use super::layer::{LayerRows, Projected};
 use crate::config::RunConfig;
 use crate::engine::inputs::{NewestAt, Queries, RowKind, RowTarget, StepInputs, Synthetic};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::kernels::ModelOps;
 use crate::kernels::fill::{FillRange, FillRows, FillSource};
 use crate::kernels::model_ops::rope_table;
 use crate::kernels::{Dispatch, Fill};
 use crate::reference::model::ModelWeights;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 
 /// Where the contexts' cached rows come from.
 pub enum Prefill {
@@ -55,15 +51,46 @@ struct PromptRows {
     rows: Vec<wgpu::Buffer>,
     /// `[layer][b][position]` the positions selected, best first.
     selections: Vec<Vec<Vec<Vec<i32>>>>,
+    /// `[layer][b][position]` the routed experts, best first (empty for a dense layer).
+    experts: Vec<Vec<Vec<Vec<u32>>>>,
+}
+
+/// What a prompt's prefill chose, per loaded layer: each position's selections and routed
+/// experts (none for a dense layer), best first.
+pub struct PromptChoices {
+    pub selections: Vec<Vec<Vec<i32>>>,
+    pub experts: Vec<Vec<Vec<u32>>>,
+}
+
+/// A handle on the model's kept buffers that stays with the caller when [`ModelInputs`] moves
+/// into the engine: what each step's routers chose.
+pub struct ModelProbe {
+    parts: Parts,
+    batch: u32,
+}
+
+impl ModelProbe {
+    /// Each loaded layer's routed experts of the last step's rows `[B][top_k]`, best first
+    /// (`None` for a dense layer).
+    pub fn step_experts(&self, ctx: &GpuContext) -> Result<Vec<Option<Vec<Vec<u32>>>>> {
+        let m = self.parts.on(ctx);
+        let w = self.parts.w;
+        w.layers
+            .clone()
+            .map(|l| match w.config.is_moe(l) {
+                true => m.experts(l, self.batch).map(Some),
+                false => Ok(None),
+            })
+            .collect()
+    }
 }
 
 /// The model's weights and per-step buffers, as the engine's [`StepInputs`].
 pub struct ModelInputs {
     /// The weights on the CPU (for the process: `Box::leak` them once, as both modes' engines
-    /// share them), and [`ModelGpu`]'s kernels and uploaded weights.
+    /// share them), and [`ModelGpu`]'s kernels, uploaded weights and cache dtype.
     w: &'static ModelWeights,
-    ops: Rc<ModelOps>,
-    uploaded: Rc<RefCell<HashMap<String, wgpu::Buffer>>>,
+    parts: Parts,
     fill: Fill,
     key_rows: FillRows,
     latent_rows: FillRows,
@@ -133,8 +160,12 @@ impl ModelInputs {
             prompts: None,
             synthetic: None,
             w,
-            ops: m.ops,
-            uploaded: m.uploaded,
+            parts: Parts {
+                w,
+                ops: m.ops,
+                uploaded: m.uploaded,
+                stored: run.latent_dtype,
+            },
         };
         let first: Vec<u32> = match prefill {
             Prefill::Prompts(prompts) => me.prefill(ctx, &prompts)?,
@@ -147,14 +178,26 @@ impl ModelInputs {
         Ok(me)
     }
 
+    /// What sequence `b`'s prompt chose in the prefill (prompts only).
+    pub fn prompt_choices(&self, b: usize) -> Option<PromptChoices> {
+        let p = self.prompts.as_ref()?;
+        Some(PromptChoices {
+            selections: p.selections.iter().map(|l| l[b].clone()).collect(),
+            experts: p.experts.iter().map(|l| l[b].clone()).collect(),
+        })
+    }
+
+    /// A handle on what each step's routers choose, for after the inputs moved into the engine.
+    pub fn probe(&self) -> ModelProbe {
+        ModelProbe {
+            parts: self.parts.clone(),
+            batch: self.batch,
+        }
+    }
+
     /// The model's GPU pieces over this context.
     fn gpu<'b>(&self, ctx: &'b GpuContext) -> ModelGpu<'b> {
-        ModelGpu {
-            ctx,
-            w: self.w,
-            ops: self.ops.clone(),
-            uploaded: self.uploaded.clone(),
-        }
+        self.parts.on(ctx)
     }
 
     /// Run each prompt through the model; keep its rows, selections and last logits. Returns
@@ -179,6 +222,7 @@ impl ModelInputs {
             .map(|_| buf(ctx, "prompt rows", b * longest, width))
             .collect::<Result<_>>()?;
         let mut selections = vec![Vec::new(); nl];
+        let mut experts = vec![Vec::new(); nl];
         let mut first = Vec::new();
         let vocab = c.vocab_size as usize;
         for (i, p) in prompts.iter().enumerate() {
@@ -201,6 +245,7 @@ impl ModelInputs {
                 );
                 enc.copy_buffer_to_buffer(&cache.rows, 0, &rows[l], at(width), len * rb);
                 selections[l].push(std::mem::take(&mut d.selections[l]));
+                experts[l].push(std::mem::take(&mut d.experts[l]));
             }
             ctx.submit(enc);
         }
@@ -210,6 +255,7 @@ impl ModelInputs {
             keys,
             rows,
             selections,
+            experts,
         });
         Ok(first)
     }
@@ -308,6 +354,17 @@ fn check_run(w: &ModelWeights, run: &RunConfig) -> Result<()> {
         if got != want {
             return Err(Error::config(field, got, format!("{want}, the model's")));
         }
+    }
+    // the model rounds what it caches to one dtype (ModelGpu::stored)
+    if run.key_dtype != run.latent_dtype {
+        return Err(Error::config(
+            "key_dtype",
+            run.key_dtype,
+            format!(
+                "{}, the latent cache's (the model's caches share a dtype)",
+                run.latent_dtype
+            ),
+        ));
     }
     Ok(())
 }

@@ -230,6 +230,7 @@ mod tests {
 
 // ===================================================================== the whole forward
 
+use crate::config::Dtype;
 use crate::model::checkpoint::{Checkpoint, expected_tensors};
 use crate::model::config::HfConfig;
 use std::collections::HashMap;
@@ -352,15 +353,50 @@ impl ModelWeights {
 }
 
 /// One sequence's caches, per loaded layer: the latent rows as cached (after the FP8 round
-/// trip), the rope'd key parts, and the indexer keys (after the FP8 round trip).
-#[derive(Clone, Debug, Default)]
+/// trip), the rope'd key parts, and the indexer keys (after the FP8 round trip), each as a
+/// cache of `stored` holds it ([`stored_value`]).
+#[derive(Clone, Debug)]
 pub struct SeqCache {
     pub latent: Vec<Vec<Vec<f32>>>,
     pub k_pe: Vec<Vec<Vec<f32>>>,
     pub index_k: Vec<Vec<Vec<f32>>>,
+    pub stored: Dtype,
+}
+
+/// Caches that hold the values as computed (f32).
+impl Default for SeqCache {
+    fn default() -> Self {
+        Self::stored_as(Dtype::F32)
+    }
+}
+
+/// `v` as a cache of `dtype` holds it: f16 rounds every value (nearest even); DeepSeek's FP8
+/// format holds act_quant's values exactly (its scales are powers of two) and `k_pe` as bf16
+/// (`rope`: model.py's `pe_cache` is bf16 too); f32 holds everything as it is.
+pub fn stored_value(mut v: Vec<f32>, dtype: Dtype, rope: bool) -> Vec<f32> {
+    match (dtype, rope) {
+        (Dtype::F16, _) => v
+            .iter_mut()
+            .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+        (Dtype::Fp8, true) => v
+            .iter_mut()
+            .for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        _ => {}
+    }
+    v
 }
 
 impl SeqCache {
+    /// Empty caches that hold their values as a cache of `stored` does.
+    pub fn stored_as(stored: Dtype) -> Self {
+        SeqCache {
+            latent: Vec::new(),
+            k_pe: Vec::new(),
+            index_k: Vec::new(),
+            stored,
+        }
+    }
+
     /// Tokens cached so far.
     pub fn len(&self) -> usize {
         self.latent.first().map_or(0, |l| l.len())
@@ -401,7 +437,7 @@ fn indexer(
     p: &str,
     x: &[f32],
     qr: &[f32],
-    keys: &mut Vec<Vec<f32>>,
+    (keys, stored): (&mut Vec<Vec<f32>>, Dtype),
     pos: u32,
 ) -> Vec<i32> {
     let c = &w.config;
@@ -425,7 +461,7 @@ fn indexer(
         w.w(&format!("{p}self_attn.indexer.k_norm.bias")),
         1e-6,
     );
-    keys.push(rotate(&k));
+    keys.push(stored_value(rotate(&k), stored, false));
     // weights_proj in f32: · H^-1/2 · d^-1/2 (the q scale is inside the dequantised q)
     let wts = w.linear(&format!("{p}self_attn.indexer.weights_proj.weight"), x);
     let scale = (ih as f64).powf(-0.5) * (id as f64).powf(-0.5);
@@ -551,6 +587,7 @@ pub fn forward_token(
             latent: vec![Vec::new(); nl],
             k_pe: vec![Vec::new(); nl],
             index_k: vec![Vec::new(); nl],
+            stored: cache.stored,
         };
     }
     let pos = cache.len() as u32;
@@ -569,9 +606,12 @@ pub fn forward_token(
             w.w(&format!("{p}self_attn.kv_a_layernorm.weight")),
             eps,
         );
-        cache.latent[li].push(act_quant(&latent));
-        cache.k_pe[li].push(rope(&kv_a[kv..], pos, &w.inv_freq, RopeLayout::Interleaved));
-        let sel = indexer(w, &p, &x, &qr, &mut cache.index_k[li], pos);
+        let stored = cache.stored;
+        cache.latent[li].push(stored_value(act_quant(&latent), stored, false));
+        let k_pe = rope(&kv_a[kv..], pos, &w.inv_freq, RopeLayout::Interleaved);
+        cache.k_pe[li].push(stored_value(k_pe, stored, true));
+        let keys = (&mut cache.index_k[li], stored);
+        let sel = indexer(w, &p, &x, &qr, keys, pos);
         let ids: Vec<i32> = match attention {
             Attention::Sparse => sel.clone(),
             Attention::Dense => (0..=pos as i32).collect(),
@@ -633,8 +673,18 @@ pub fn generate(
     prompt: &[u32],
     new_tokens: usize,
 ) -> (Vec<u32>, Vec<TokenOut>, SeqCache) {
+    generate_stored(w, prompt, new_tokens, Dtype::F32)
+}
+
+/// [`generate`] with caches that hold their values as the engine's caches of `stored` do.
+pub fn generate_stored(
+    w: &ModelWeights,
+    prompt: &[u32],
+    new_tokens: usize,
+    stored: Dtype,
+) -> (Vec<u32>, Vec<TokenOut>, SeqCache) {
     assert!(!prompt.is_empty(), "a prompt of one token or more");
-    let mut cache = SeqCache::default();
+    let mut cache = SeqCache::stored_as(stored);
     let mut outs = Vec::new();
     for &t in prompt {
         outs.push(forward_token(w, &mut cache, t, Attention::Sparse));
@@ -648,107 +698,6 @@ pub fn generate(
         }
     }
     (tokens, outs, cache)
-}
-
-/// A generation's dump (issue 15's format, batch of one), as a `.safetensors` file:
-/// `tokens` i64 `[P + N]`, `prompt_len` i64 `[1]`, `logits` f32 `[N, vocab]` (row 0 from the prompt's
-/// last position, row i from decode step i), and per loaded layer i (numbered from 0 in the
-/// checkpoint's numbering) `layers.{i}.topk` i32 [N − 1, index_topk] (decode steps, −1 padded),
-/// `layers.{i}.prefill_topk` i32 [P, index_topk], `layers.{i}.experts` i32 [P + N − 1,
-/// num_experts_per_tok] (MoE layers), `layers.{i}.latent` f32 [P + N − 1, kv_lora_rank] (as
-/// cached, after the FP8 round trip) and `layers.{i}.index_k` f32 [P + N − 1, index_head_dim].
-pub fn write_dump(
-    w: &ModelWeights,
-    prompt: &[u32],
-    tokens: &[u32],
-    outs: &[TokenOut],
-    cache: &SeqCache,
-    path: &std::path::Path,
-) -> crate::Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let c = &w.config;
-    let (p, n, k) = (prompt.len(), tokens.len(), c.index_topk as usize);
-    let mut t: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, dtype, shape: Vec<usize>, bytes: Vec<u8>| {
-        t.push((name, dtype, shape, bytes))
-    };
-    let all: Vec<i64> = prompt.iter().chain(tokens).map(|&x| x as i64).collect();
-    add(
-        "tokens".into(),
-        Dtype::I64,
-        vec![p + n],
-        bytemuck::cast_slice(&all).to_vec(),
-    );
-    add(
-        "prompt_len".into(),
-        Dtype::I64,
-        vec![1],
-        (p as i64).to_le_bytes().to_vec(),
-    );
-    let logits: Vec<f32> = outs[p - 1..]
-        .iter()
-        .flat_map(|o| o.logits.clone())
-        .collect();
-    add(
-        "logits".into(),
-        Dtype::F32,
-        vec![n, c.vocab_size as usize],
-        bytemuck::cast_slice(&logits).to_vec(),
-    );
-    let pad =
-        |sel: &[i32]| -> Vec<i32> { (0..k).map(|j| sel.get(j).copied().unwrap_or(-1)).collect() };
-    let rows = p + n - 1;
-    for (li, l) in w.layers.clone().enumerate() {
-        let at = |s: &str| format!("layers.{l}.{s}");
-        let sel = |r: std::ops::Range<usize>| -> Vec<u8> {
-            let v: Vec<i32> = outs[r].iter().flat_map(|o| pad(&o.topk[li])).collect();
-            bytemuck::cast_slice(&v).to_vec()
-        };
-        add(at("topk"), Dtype::I32, vec![n - 1, k], sel(p..p + n - 1));
-        add(at("prefill_topk"), Dtype::I32, vec![p, k], sel(0..p));
-        if c.is_moe(l) {
-            let e: Vec<i32> = outs
-                .iter()
-                .flat_map(|o| o.experts[li].iter().map(|&x| x as i32))
-                .collect();
-            let shape = vec![rows, c.num_experts_per_tok as usize];
-            add(
-                at("experts"),
-                Dtype::I32,
-                shape,
-                bytemuck::cast_slice(&e).to_vec(),
-            );
-        }
-        let flat = |v: &[Vec<f32>]| -> Vec<u8> { bytemuck::cast_slice(&v.concat()).to_vec() };
-        let (kv, id) = (c.kv_lora_rank as usize, c.index_head_dim as usize);
-        add(
-            at("latent"),
-            Dtype::F32,
-            vec![rows, kv],
-            flat(&cache.latent[li]),
-        );
-        add(
-            at("index_k"),
-            Dtype::F32,
-            vec![rows, id],
-            flat(&cache.index_k[li]),
-        );
-    }
-    let views: Vec<(String, TensorView<'_>)> = t
-        .iter()
-        .map(|(name, d, s, b)| {
-            let v =
-                TensorView::new(*d, s.clone(), b).expect("a dump tensor's bytes match its shape");
-            (name.clone(), v)
-        })
-        .collect();
-    safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| {
-        crate::Error::config(
-            &path.display().to_string(),
-            e,
-            "a writable .safetensors file",
-        )
-    })
 }
 
 /// The index of the largest logit (the lowest on a tie).
