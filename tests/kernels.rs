@@ -1430,6 +1430,185 @@ fn model_ops_quantise_gate_and_pick_as_the_reference() {
     assert_eq!(got[1], 300);
 }
 
+/// The model's tiled linear layer (`ModelGemm::linear`) against the version-1 kernel and the
+/// f64 reference, sizes off every tile (rows not a multiple of 32, outputs of 64, inputs of
+/// 32), outputs poisoned first: with K whole it is version 1 bit for bit; with K split (few
+/// outputs, many inputs) within 1e-6 of Σ|x·w| of each output (f32 sums of ≤ 2500 products
+/// against f64; measured on lavapipe ≤ 1.4e-7), and written into a strided part of its rows
+/// (the rest left as poisoned).
+#[test]
+fn tiled_linear_equals_version_1() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_gemm::LinearShape;
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(107));
+    let poison = 0x7FC0_0BADu32;
+    // (rows, K, N, y's row stride, first column)
+    for (rows, k, n, yr, yo) in [
+        (1u32, 300u32, 1000u32, 1000u32, 0u32),
+        (37, 77, 130, 130, 0),
+        (65, 200, 1000, 1000, 0),
+        (45, 1000, 70, 150, 41),
+        (3, 2500, 20, 20, 0),
+    ] {
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.range(-1.0, 1.0)).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| rng.range(-1.0, 1.0)).collect();
+        let shape = LinearShape {
+            yr,
+            yo,
+            ..LinearShape::plain(rows, k, n)
+        };
+        let (xb, wb) = (ctx.upload("x", &x).unwrap(), ctx.upload("w", &w).unwrap());
+        let y = ctx.storage("y", rows as u64 * yr as u64 * 4).unwrap();
+        ctx.fill(&y, poison);
+        let scratch = ctx
+            .storage("scratch", shape.scratch_bytes().max(4))
+            .unwrap();
+        let d = ops
+            .gemm
+            .linear(ctx, (&xb, &wb, &y), &shape, Some(&scratch))
+            .unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&y).unwrap();
+        let splits = shape.splits().0;
+        let (mut worst, mut v1) = (0f64, Vec::<f32>::new());
+        if splits == 1 {
+            let y1 = ctx.storage("y v1", rows as u64 * n as u64 * 4).unwrap();
+            let d = ops.linear(ctx, &xb, &wb, &y1, rows, k, n);
+            ctx.run_pass(None, |p| d.record(p)).unwrap();
+            v1 = ctx.read(&y1).unwrap();
+        }
+        for r in 0..rows as usize {
+            for c in 0..yr as usize {
+                let g = got[r * yr as usize + c];
+                let Some(o) = c.checked_sub(yo as usize).filter(|&o| o < n as usize) else {
+                    assert_eq!(
+                        g.to_bits(),
+                        poison,
+                        "({rows}, {k}, {n}): column {c} written"
+                    );
+                    continue;
+                };
+                let (xr, wr) = (
+                    &x[r * k as usize..][..k as usize],
+                    &w[o * k as usize..][..k as usize],
+                );
+                let want: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = xr
+                    .iter()
+                    .zip(wr)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                worst = worst.max((g as f64 - want).abs() / mag);
+                if splits == 1 {
+                    let v = v1[r * n as usize + o];
+                    assert_eq!(g.to_bits(), v.to_bits(), "({rows}, {k}, {n}) [{r}, {o}]");
+                }
+            }
+        }
+        assert!(worst <= 1e-6, "({rows}, {k}, {n}): {worst:e} of Σ|x·w|");
+        eprintln!(
+            "tiled linear {rows} × {k} → {n}, {splits} slices of K: within {worst:.1e} of Σ|x·w|"
+        );
+    }
+}
+
+/// The routed experts grouped by expert (`ModelGemm::experts`: the grouping, each expert's tiles
+/// of tokens, the weighted combine) equal version 1's `expert_up` and `expert_down` bit for bit:
+/// 45 tokens, 3 of 8 experts each, one expert chosen by every token (two tiles), one by none,
+/// sizes off every tile, outputs poisoned first.
+#[test]
+fn grouped_experts_equal_version_1() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_gemm::{ExpertScratch, ExpertShape};
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(109));
+    let shape = ExpertShape {
+        rows: 45,
+        top_k: 3,
+        experts: 8,
+        hidden: 100,
+        inter: 70,
+    };
+    let (rows, k, e, hsz, inter) = (45usize, 3usize, 8u32, 100usize, 70usize);
+    // routes [rows, k] = (expert, weight bits): expert 0 in every row's slot 1, expert 7 never
+    let mut routes = Vec::new();
+    for _ in 0..rows {
+        let mut chosen = vec![0u32];
+        while chosen.len() < k {
+            let c = 1 + rng.below(6) as u32;
+            if !chosen.contains(&c) {
+                chosen.push(c);
+            }
+        }
+        chosen.swap(0, 1);
+        for c in chosen {
+            routes.extend([c, rng.range(0.1, 1.0).to_bits()]);
+        }
+    }
+    let x: Vec<f32> = (0..rows * hsz).map(|_| rng.range(-1.0, 1.0)).collect();
+    let mut weights = |n| -> Vec<f32> { (0..n).map(|_| rng.range(-0.2, 0.2)).collect() };
+    let (g, u, d) = (
+        weights(e as usize * inter * hsz),
+        weights(e as usize * inter * hsz),
+        weights(e as usize * hsz * inter),
+    );
+    let up = |v: &[f32]| ctx.upload("w", v).unwrap();
+    let (xb, rb, gb, ub, db) = (
+        up(&x),
+        ctx.upload("routes", &routes).unwrap(),
+        up(&g),
+        up(&u),
+        up(&d),
+    );
+    let buf = |n: usize| {
+        let b = ctx.storage("out", n as u64 * 4).unwrap();
+        ctx.fill(&b, 0x7FC0_0BAD);
+        b
+    };
+    let (act, part, groups, y) = (
+        buf(rows * k * inter),
+        buf(rows * k * hsz),
+        buf(shape.group_words() as usize),
+        buf(rows * hsz),
+    );
+    let scratch = ExpertScratch {
+        groups: &groups,
+        act: &act,
+        part: &part,
+    };
+    let list = ops
+        .gemm
+        .experts(ctx, &xb, (&gb, &ub, &db), &rb, &y, &shape, &scratch, None);
+    ctx.run_pass(None, |p| list.iter().for_each(|d| d.record(p)))
+        .unwrap();
+    let (act1, y1) = (buf(rows * k * inter), buf(rows * hsz));
+    let dims = (k as u32, hsz as u32, inter as u32);
+    let v1 = [
+        ops.expert_up(ctx, &xb, &gb, &ub, &rb, &act1, rows as u32, dims),
+        ops.expert_down(ctx, &act1, &db, &rb, &y1, rows as u32, dims),
+    ];
+    ctx.run_pass(None, |p| v1.iter().for_each(|d| d.record(p)))
+        .unwrap();
+    let bits = |b: &wgpu::Buffer| -> Vec<u32> { ctx.read(b).unwrap() };
+    assert_eq!(
+        bits(&act),
+        bits(&act1),
+        "the activations differ from version 1"
+    );
+    assert_eq!(bits(&y), bits(&y1), "the outputs differ from version 1");
+    let groups: Vec<u32> = ctx.read(&groups).unwrap();
+    assert_eq!(
+        (groups[0], groups[7]),
+        (45, 0),
+        "expert 0 in every row, expert 7 in none"
+    );
+}
+
 /// `round_to` (a cache's rounding of the rows and keys the model makes) bit for bit against
 /// `reference::model::stored_value`: f16 and bf16 (nearest even, ties included) on a strided
 /// part of each row (rows of 37, values 5 .. 5 + 23 rounded, the rest untouched), magnitudes

@@ -40,6 +40,9 @@ pub struct ModelOps {
     add: wgpu::ComputePipeline,
     embed: wgpu::ComputePipeline,
     round_to: wgpu::ComputePipeline,
+    /// The tiled linear layers and grouped experts (version 2 of `linear`, `expert_up`,
+    /// `expert_down`), which the model runs.
+    pub gemm: super::ModelGemm,
 }
 
 /// A per-head strided product ([`ModelOps::head_linear`]): for each row r, head h, j < `o`:
@@ -152,6 +155,7 @@ impl ModelOps {
             add: p("add", &[])?,
             embed: p("embed", &[])?,
             round_to: p("round_to", &[])?,
+            gemm: super::ModelGemm::new(ctx)?,
         })
     }
 
@@ -318,7 +322,8 @@ impl ModelOps {
     }
 
     /// `y [rows, out] = x [rows, in] · weightᵀ` for an f32 weight `[out, in]` (the checkpoint's
-    /// layout): the naive kernel, f32 sums.
+    /// layout): the naive kernel (version 1: one thread an output, its weight row read once a
+    /// row), f32 sums. The model runs [`super::ModelGemm::linear`].
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -390,6 +395,8 @@ impl ModelOps {
     /// The routed experts' first half for `rows` tokens: `act [rows, k, inter]` = SwiGLU of
     /// each token's `x [rows, hidden]` through the gate and up weights (`[experts, inter,
     /// hidden]` each) of the expert `routes` ([`ModelOps::route`]'s `[rows, k]` output) chose.
+    /// Version 1 (each token's experts read for it alone); the model runs
+    /// [`super::ModelGemm::experts`].
     #[allow(clippy::too_many_arguments)]
     pub fn expert_up(
         &self,

@@ -37,7 +37,8 @@ pub fn run_config(w: &ModelWeights, batch: u32, latent: Dtype, key: Dtype) -> Ru
 }
 
 /// Device bytes model `w` needs besides the engine for `batch` sequences: every weight as f32
-/// (the routed experts of a layer once, concatenated) and the step's activations.
+/// (the routed experts of a layer once, concatenated), the step's activations and the scratch
+/// the linear layers and the grouped experts share.
 pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
     let c = &w.config;
     let b = batch as u64;
@@ -63,7 +64,15 @@ pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
         + 2 * c.num_experts_per_tok as u64
         + 3 * inter;
     let activations = b * 4 * (w.layers.len() as u64 * per_layer + 2 * hsz + c.vocab_size as u64);
-    w.f32_bytes() + activations
+    // shared by the layers: the linear layers' split scratch, the experts' outputs a pair
+    let split = super::gpu::linear_layers(c)
+        .iter()
+        .map(|&(k, n)| crate::kernels::model_gemm::LinearShape::plain(1, k, n).scratch_bytes())
+        .max()
+        .unwrap_or(0);
+    let pairs = b * c.num_experts_per_tok as u64;
+    let shared = b * split + pairs * 4 * (hsz + 3) + 4 * 3 * c.n_routed_experts as u64;
+    w.f32_bytes() + activations + shared
 }
 
 /// One mode's generation: its report, and each sequence's new tokens (and, with `logits`,

@@ -18,6 +18,7 @@ use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::indexer::{IndexerArgs, IndexerShape};
+use crate::kernels::model_gemm::LinearShape;
 use crate::kernels::model_ops::rope_table;
 use crate::kernels::sparse_mla::SparseMlaShape;
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
@@ -108,6 +109,34 @@ impl<'a> ModelGpu<'a> {
             .collect())
     }
 
+    /// The linear layer `shape` of `x` by the weight `w` into `y` (the tiled kernel, its split
+    /// scratch shared by every linear layer over the same rows).
+    pub(super) fn linear(
+        &self,
+        (x, w, y): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        shape: LinearShape,
+    ) -> Result<Dispatch> {
+        let scratch = match shape.scratch_bytes() {
+            0 => None,
+            _ => Some(self.split_scratch(shape.rows)?),
+        };
+        self.ops
+            .gemm
+            .linear(self.ctx, (x, w, y), &shape, scratch.as_ref())
+    }
+
+    /// The split scratch of every linear layer over `rows` rows: as large as the largest needs.
+    fn split_scratch(&self, rows: u32) -> Result<wgpu::Buffer> {
+        let most = linear_layers(&self.w.config)
+            .iter()
+            .map(|&(k, n)| LinearShape::plain(rows, k, n).scratch_bytes())
+            .max()
+            .unwrap_or(0);
+        self.derived(&format!("linear split scratch, {rows} rows"), || {
+            vec![0.0; most as usize / 4]
+        })
+    }
+
     /// The buffer of the values `make` gives, made and uploaded once under `key` (a weight, or
     /// one derived from weights: scaled, concatenated, an identity).
     pub(super) fn derived(
@@ -143,6 +172,32 @@ impl<'a> ModelGpu<'a> {
         self.run(vec![self.ops.act_quant(self.ctx, &copy, rows, n)])?;
         Ok(copy)
     }
+}
+
+/// Every linear layer of the model as (inputs, outputs): the attention and indexer
+/// projections, the router, the dense and shared MLPs (gate and up, down) and the head.
+pub fn linear_layers(c: &crate::model::HfConfig) -> Vec<(u32, u32)> {
+    let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
+    let (qs, ms) = (
+        c.qk_nope_head_dim + c.qk_rope_head_dim,
+        c.kv_lora_rank + c.qk_rope_head_dim,
+    );
+    let shared = c.n_shared_experts * c.moe_intermediate_size;
+    vec![
+        (hsz, ql),
+        (ql, heads * qs),
+        (hsz, ms),
+        (ql, c.index_n_heads * c.index_head_dim),
+        (hsz, c.index_head_dim),
+        (hsz, c.index_n_heads),
+        (heads * c.v_head_dim, hsz),
+        (hsz, c.n_routed_experts),
+        (hsz, c.intermediate_size),
+        (c.intermediate_size, hsz),
+        (hsz, shared),
+        (shared, hsz),
+        (hsz, c.vocab_size),
+    ]
 }
 
 /// One layer over a prompt on the GPU: its rows' projections run once
@@ -454,7 +509,10 @@ impl<'a> Decoder<'a> {
         let logits = buf("logits", c.vocab_size)?;
         m.run(vec![
             ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
-            ops.linear(ctx, &x, &head, &logits, t, hsz, c.vocab_size),
+            m.linear(
+                (&x, &head, &logits),
+                LinearShape::plain(t, hsz, c.vocab_size),
+            )?,
         ])?;
         self.len += t;
         ctx.read(&logits)

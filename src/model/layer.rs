@@ -17,6 +17,7 @@ use super::gpu::ModelGpu;
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::kernels::Dispatch;
+use crate::kernels::model_gemm::{ExpertScratch, ExpertShape, LinearShape};
 use crate::kernels::model_ops::{HeadLinear, Heads, Routing};
 use crate::reference::model::RopeLayout;
 
@@ -77,7 +78,8 @@ impl<'m> LayerRows<'m> {
         o: u32,
     ) -> Result<Dispatch> {
         let w = self.weight(name)?;
-        Ok(self.m.ops.linear(self.m.ctx, x, &w, y, self.rows, n, o))
+        self.m
+            .linear((x, &w, y), LinearShape::plain(self.rows, n, o))
     }
 
     /// RMSNorm (or LayerNorm with a bias, eps 1e-6) of the rows of `n`.
@@ -257,7 +259,7 @@ impl<'m> LayerRows<'m> {
         let wpb = m.derived(&format!("{wp} (scaled)"), || {
             m.w.tensor(&wp).iter().map(|&v| v * s).collect()
         })?;
-        list.push(ops.linear(ctx, x, &wpb, out.w, b, hsz, ih));
+        list.push(m.linear((x, &wpb, out.w), LinearShape::plain(b, hsz, ih))?);
         Ok(list)
     }
 
@@ -341,17 +343,40 @@ impl<'m> LayerRows<'m> {
             all("up_proj.weight")?,
             all("down_proj.weight")?,
         );
+        let shape = ExpertShape {
+            rows: b,
+            top_k: k,
+            experts: e,
+            hidden: hsz,
+            inter,
+        };
+        // the grouping and the pairs' outputs are shared by the layers over these rows
+        let (groups, part) = (
+            m.derived(&format!("expert groups, {b} rows"), || {
+                vec![0.0; shape.group_words() as usize]
+            })?,
+            m.derived(&format!("expert outputs, {b} rows"), || {
+                vec![0.0; (b * k) as usize * hsz as usize]
+            })?,
+        );
         let act = self.buf("expert act", k * inter)?;
-        let shape = (k, hsz, inter);
+        let scratch = ExpertScratch {
+            groups: &groups,
+            act: &act,
+            part: &part,
+        };
+        let quant = self
+            .ffn_is_fp8()
+            .then(|| ops.act_quant(ctx, &act, b * k, inter));
         let mut list = vec![
-            ops.linear(ctx, x, &gate, &logits, b, hsz, e),
+            m.linear((x, &gate, &logits), LinearShape::plain(b, hsz, e))?,
             ops.route(ctx, &logits, &bias, &routes, b, routing)?,
-            ops.expert_up(ctx, x_in, &g, &u, &routes, &act, b, shape),
         ];
-        if self.ffn_is_fp8() {
-            list.push(ops.act_quant(ctx, &act, b * k, inter));
-        }
-        list.push(ops.expert_down(ctx, &act, &d, &routes, y, b, shape));
+        let weights = (&g, &u, &d);
+        list.extend(
+            ops.gemm
+                .experts(ctx, x_in, weights, &routes, y, &shape, &scratch, quant),
+        );
         if c.n_shared_experts > 0 {
             let shared = self.buf("shared expert", hsz)?;
             let width = c.n_shared_experts * inter;
@@ -371,24 +396,18 @@ impl<'m> LayerRows<'m> {
         let (m, b, hsz) = (self.m, self.rows, self.m.w.config.hidden_size);
         let (ctx, ops) = (m.ctx, &m.ops);
         let gu = self.buf("gate | up", 2 * inter)?;
-        let half = |yo| HeadLinear {
-            rows: b,
-            heads: 1,
-            k: hsz,
-            o: inter,
-            xr: hsz,
-            wo: hsz,
-            wk: 1,
+        // gate and up side by side in [gate ‖ up] rows
+        let half = |yo| LinearShape {
             yr: 2 * inter,
             yo,
-            ..Default::default()
+            ..LinearShape::plain(b, hsz, inter)
         };
         let g = self.weight(&format!("{at}.gate_proj.weight"))?;
         let u = self.weight(&format!("{at}.up_proj.weight"))?;
         let a = self.buf("act", inter)?;
         let mut list = vec![
-            ops.head_linear(ctx, x_in, &g, &gu, &half(0))?,
-            ops.head_linear(ctx, x_in, &u, &gu, &half(inter))?,
+            m.linear((x_in, &g, &gu), half(0))?,
+            m.linear((x_in, &u, &gu), half(inter))?,
             ops.swiglu(ctx, &gu, &a, b, inter),
         ];
         if self.ffn_is_fp8() {

@@ -29,6 +29,7 @@ use crate::engine::inputs::{NewestAt, Queries, RowKind, RowTarget, StepInputs, S
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::fill::{FillRange, FillRows, FillSource};
+use crate::kernels::model_gemm::LinearShape;
 use crate::kernels::model_ops::rope_table;
 use crate::kernels::{Dispatch, Fill};
 use crate::reference::model::ModelWeights;
@@ -323,7 +324,8 @@ impl ModelInputs {
             })?;
             let eps = c.rms_norm_eps as f32;
             list.push(ops.norm(ctx, &self.h, &norm, None, &self.x, b, hsz, eps));
-            list.push(ops.linear(ctx, &self.x, &head, &self.logits, b, hsz, c.vocab_size));
+            let shape = LinearShape::plain(b, hsz, c.vocab_size);
+            list.push(m.linear((&self.x, &head, &self.logits), shape)?);
             list.push(ops.argmax(ctx, &self.logits, &self.tokens, b, c.vocab_size));
         }
         Ok(list)

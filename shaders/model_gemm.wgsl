@@ -1,0 +1,292 @@
+// model_gemm.wgsl — the model's linear layers as tiled f32 GEMMs (issue 15, version 2): a
+// workgroup computes a tile of TM = 32 rows × TN = 64 outputs of x · Wᵀ (W [N, K] as the
+// checkpoint stores it), so each weight is read once for 32 rows where model_ops.wgsl's
+// version 1 (`linear`, `expert_up`, `expert_down`: one thread an output) reads it once a row.
+//
+//   linear       y[r·yr + yo + o] = Σ_k x[r·xr + k] · w[o·K + k]
+//                K in `splits` slices (chosen from N and K, never from M): each slice's sums
+//                into `part` [splits, M, N], then `reduce` adds the slices in order
+//   group        the routed experts' (token, slot) pairs p = r·top_k + j, grouped by expert:
+//                counts, the pairs in expert order (stable), and the tiles of ≤ TM pairs of one
+//                expert (`routes` as model_ops.wgsl's `route` writes them)
+//   expert_up    for a tile of expert e's pairs: act[p, i] = silu(x[r] · G_e[i]) · (x[r] · U_e[i])
+//   expert_down  for a tile of expert e's pairs: part[p, o] = act[p] · D_e[o]
+//   combine      y[r, o] = Σ_j weight[r, j] · part[r·top_k + j, o]    (j in order)
+//
+// Numerics: every output is one thread's f32 fma chain over k ascending, exactly as version 1
+// sums it, so with one slice a result is version 1's bit for bit; with slices, each slice is
+// such a chain and the slices are added in order. Nothing depends on M or on which rows share
+// a tile: a row's result is the same in any batch (resident and offload, prefill and decode).
+//
+// Mapping: 256 threads as 16 × 16; thread (ty, tx) owns rows ty + 16i (i < 2) and outputs
+// tx + 16c (c < 4) of the tile. K is streamed TK = 32 at a time through workgroup memory
+// (rows padded to 33 words against bank conflicts), zero past M, N and K.
+
+const TM: u32 = 32u;
+const TN: u32 = 64u;
+const TK: u32 = 32u;
+const PAD: u32 = 33u;
+const NONE: u32 = 0xffffffffu;
+
+struct Params {
+    m: u32,        // rows (linear: x's rows; experts: tokens)
+    n: u32,        // outputs
+    k: u32,        // inputs
+    xr: u32,       // linear: x's row stride
+    yr: u32,       // linear: y's row stride
+    yo: u32,       // linear: y's first column
+    k_chunk: u32,  // linear: K of one slice (a multiple of TK)
+    splits: u32,   // linear: slices of K
+    top_k: u32,    // experts: experts a token
+    experts: u32,  // experts: routed experts
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;            // inputs (experts: x or act)
+@group(0) @binding(2) var<storage, read> w: array<f32>;            // weight [N, K] (experts: [E, N, K])
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;      // output (or a slice's partial sums)
+@group(0) @binding(4) var<storage, read> u: array<f32>;            // expert_up: the up weights
+@group(0) @binding(5) var<storage, read> routes: array<vec2<u32>>; // [M, top_k] (expert, weight bits)
+@group(0) @binding(6) var<storage, read_write> groups: array<u32>; // see `group`
+@group(0) @binding(7) var<storage, read> part: array<f32>;         // reduce, combine: partial sums
+
+var<workgroup> xs: array<f32, 1056>;   // [TM][PAD]: the x tile
+var<workgroup> ws: array<f32, 2112>;   // [TN][PAD]: the weight tile
+var<workgroup> us: array<f32, 2112>;   // [TN][PAD]: expert_up's up-weight tile
+var<workgroup> src: array<u32, 32>;    // x's row of each tile row (NONE past the rows)
+var<workgroup> dst: array<u32, 32>;    // the output row of each tile row (NONE past the rows)
+var<workgroup> tile_expert: u32;
+var<workgroup> tile_first: u32;
+
+// Load the tiles of K slice [k0, k0 + TK) (inputs end at `kend`): x rows `src` (stride xr),
+// TN weight rows from `wb` (stride K) of w, and of u where `two`.
+fn load_tiles(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool) {
+    for (var e = lid; e < TM * TK; e += 256u) {
+        let i = e / TK;
+        let kk = k0 + e % TK;
+        var v = 0.0;
+        if (src[i] != NONE && kk < kend) { v = x[src[i] * xr + kk]; }
+        xs[i * PAD + e % TK] = v;
+    }
+    for (var e = lid; e < TN * TK; e += 256u) {
+        let j = e / TK;
+        let kk = k0 + e % TK;
+        var a = 0.0;
+        var b = 0.0;
+        if (n0 + j < params.n && kk < kend) {
+            let at = wb + (n0 + j) * params.k + kk;
+            a = w[at];
+            if (two) { b = u[at]; }
+        }
+        ws[j * PAD + e % TK] = a;
+        if (two) { us[j * PAD + e % TK] = b; }
+    }
+}
+
+// acc[i·4 + c] += Σ_kk xs[ty + 16i][kk] · ws[tx + 16c][kk], kk ascending (and gu, from us)
+fn multiply(lid: u32, acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>, two: bool) {
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    for (var kk = 0u; kk < TK; kk++) {
+        let a0 = xs[ty * PAD + kk];
+        let a1 = xs[(ty + 16u) * PAD + kk];
+        for (var c = 0u; c < 4u; c++) {
+            let b = ws[(tx + 16u * c) * PAD + kk];
+            (*acc)[c] = fma(a0, b, (*acc)[c]);
+            (*acc)[4u + c] = fma(a1, b, (*acc)[4u + c]);
+            if (two) {
+                let bu = us[(tx + 16u * c) * PAD + kk];
+                (*acc_u)[c] = fma(a0, bu, (*acc_u)[c]);
+                (*acc_u)[4u + c] = fma(a1, bu, (*acc_u)[4u + c]);
+            }
+        }
+    }
+}
+
+// The tile's sums over K [kb, ke) of x rows `src` against TN weight rows from `wb`.
+fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wb: u32, n0: u32, two: bool,
+        acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>) {
+    for (var k0 = kb; k0 < ke; k0 += TK) {
+        load_tiles(lid, k0, ke, xr, wb, n0, two);
+        workgroupBarrier();   // tiles loaded before anyone multiplies
+        multiply(lid, acc, acc_u, two);
+        workgroupBarrier();   // everyone done with the tiles before the next load
+    }
+}
+
+@compute @workgroup_size(256)
+fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n0 = wg.x * TN;
+    let m0 = wg.y * TM;
+    let s = wg.z;
+    if (lid < TM) {
+        let r = m0 + lid;
+        src[lid] = select(NONE, r, r < params.m);
+    }
+    workgroupBarrier();
+    var acc: array<f32, 8>;
+    var unused: array<f32, 8>;
+    let kb = s * params.k_chunk;
+    let ke = min(params.k, kb + params.k_chunk);
+    tile(lid, kb, ke, params.xr, 0u, n0, false, &acc, &unused);
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    for (var i = 0u; i < 2u; i++) {
+        let r = m0 + ty + 16u * i;
+        for (var c = 0u; c < 4u; c++) {
+            let o = n0 + tx + 16u * c;
+            if (r < params.m && o < params.n) {
+                if (params.splits == 1u) {
+                    y[r * params.yr + params.yo + o] = acc[i * 4u + c];
+                } else {
+                    y[(s * params.m + r) * params.n + o] = acc[i * 4u + c];
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= params.m * params.n) { return; }
+    let r = t / params.n;
+    let o = t % params.n;
+    var sum = part[t];
+    for (var s = 1u; s < params.splits; s++) { sum += part[s * params.m * params.n + t]; }
+    y[r * params.yr + params.yo + o] = sum;
+}
+
+// groups: [0, E) each expert's pair count; [E, 2E) its first entry in `order`; [2E, 2E + P)
+// `order`, the pairs by expert (each expert's in pair order); [2E + P] the tiles used; then
+// per tile (expert, first entry in order). P = M · top_k; at most ⌈P / TM⌉ + E tiles.
+@compute @workgroup_size(256)
+fn group(@builtin(local_invocation_index) lid: u32) {
+    let ne = params.experts;
+    let pairs = params.m * params.top_k;
+    for (var e = lid; e < ne; e += 256u) {
+        var count = 0u;
+        for (var p = 0u; p < pairs; p++) { count += u32(routes[p].x == e); }
+        groups[e] = count;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    if (lid == 0u) {
+        var first = 0u;
+        var tiles = 0u;
+        let at = 2u * ne + pairs + 1u;
+        for (var e = 0u; e < ne; e++) {
+            groups[ne + e] = first;
+            for (var s = 0u; s < groups[e]; s += TM) {
+                groups[at + 2u * tiles] = e;
+                groups[at + 2u * tiles + 1u] = first + s;
+                tiles += 1u;
+            }
+            first += groups[e];
+        }
+        groups[2u * ne + pairs] = tiles;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    for (var e = lid; e < ne; e += 256u) {
+        var next = groups[ne + e];
+        for (var p = 0u; p < pairs; p++) {
+            if (routes[p].x == e) {
+                groups[2u * ne + next] = p;
+                next += 1u;
+            }
+        }
+    }
+}
+
+// Thread 0: tile t of the grouped pairs, its expert (NONE past the tiles used) and its first
+// entry in `order`, into workgroup memory.
+fn find_tile(t: u32, lid: u32) {
+    let ne = params.experts;
+    let pairs = params.m * params.top_k;
+    if (lid == 0u) {
+        tile_expert = NONE;
+        if (t < groups[2u * ne + pairs]) {
+            let at = 2u * ne + pairs + 1u + 2u * t;
+            tile_expert = groups[at];
+            tile_first = groups[at + 1u];
+        }
+    }
+}
+
+// The rows of expert e's tile: each row's pair (`dst`) and x's row (`src`: the pair's token,
+// or the pair itself where x has a row a pair).
+fn tile_rows(lid: u32, e: u32, x_is_pair: bool) {
+    let ne = params.experts;
+    if (lid < TM) {
+        let q = tile_first + lid;
+        let end = groups[ne + e] + groups[e];
+        var p = NONE;
+        if (q < end) { p = groups[2u * ne + q]; }
+        dst[lid] = p;
+        src[lid] = select(p / params.top_k, p, x_is_pair || p == NONE);
+    }
+}
+
+@compute @workgroup_size(256)
+fn expert_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    find_tile(wg.y, lid);
+    let e = workgroupUniformLoad(&tile_expert);
+    if (e == NONE) { return; }
+    tile_rows(lid, e, false);
+    workgroupBarrier();
+    let n0 = wg.x * TN;
+    var g: array<f32, 8>;
+    var up: array<f32, 8>;
+    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, true, &g, &up);
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    for (var i = 0u; i < 2u; i++) {
+        let p = dst[ty + 16u * i];
+        for (var c = 0u; c < 4u; c++) {
+            let o = n0 + tx + 16u * c;
+            if (p != NONE && o < params.n) {
+                let gv = g[i * 4u + c];
+                y[p * params.n + o] = gv / (1.0 + exp(-gv)) * up[i * 4u + c];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn expert_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    find_tile(wg.y, lid);
+    let e = workgroupUniformLoad(&tile_expert);
+    if (e == NONE) { return; }
+    tile_rows(lid, e, true);
+    workgroupBarrier();
+    let n0 = wg.x * TN;
+    var acc: array<f32, 8>;
+    var unused: array<f32, 8>;
+    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, false, &acc, &unused);
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    for (var i = 0u; i < 2u; i++) {
+        let p = dst[ty + 16u * i];
+        for (var c = 0u; c < 4u; c++) {
+            let o = n0 + tx + 16u * c;
+            if (p != NONE && o < params.n) { y[p * params.n + o] = acc[i * 4u + c]; }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 256u;
+    if (t >= params.m * params.n) { return; }
+    let r = t / params.n;
+    let o = t % params.n;
+    var acc = 0.0;
+    for (var j = 0u; j < params.top_k; j++) {
+        let route = routes[r * params.top_k + j];
+        acc = fma(bitcast<f32>(route.y), part[(r * params.top_k + j) * params.n + o], acc);
+    }
+    y[t] = acc;
+}
