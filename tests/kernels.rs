@@ -1663,7 +1663,8 @@ fn round_to_stores_as_the_caches() {
 }
 
 /// The MoE router on the GPU against `reference::model::route` (sigmoid scores in f32 against
-/// f64: the same experts in the same order, weights within 1e-5): DeepSeek-V3.2's 256 experts in
+/// f64: the same experts in the same order, weights within 1e-5, except where two experts' or
+/// groups' f64 scores are within 1e-6, which f32 may order either way): DeepSeek-V3.2's 256 experts in
 /// 8 groups (4 kept, 8 chosen) and the tiny config's 8 in 2 (1 kept, 2 chosen), random logits and
 /// biases, and a row of equal logits (ties to the lower index, group and expert alike).
 #[test]
@@ -1711,7 +1712,32 @@ fn the_router_equals_the_reference() {
                 );
                 let g = &got[t * top_k as usize..][..top_k as usize];
                 let ge: Vec<usize> = g.iter().map(|x| x[0] as usize).collect();
-                assert_eq!(ge, e, "{experts} experts, token {t}");
+                if ge != e {
+                    // f32 against f64 may swap two experts (or groups) whose scores are within
+                    // rounding: only such a near-tie may differ
+                    let sb: Vec<f64> = row
+                        .iter()
+                        .zip(b.iter())
+                        .map(|(&l, &bv)| 1.0 / (1.0 + (-(l as f64)).exp()) + bv as f64)
+                        .collect();
+                    let per = (experts / groups) as usize;
+                    let gs = |e: usize| {
+                        let mut v = sb[e / per * per..][..per].to_vec();
+                        v.sort_by(|a, b| b.total_cmp(a));
+                        v[0] + v[1]
+                    };
+                    let near = |a: usize, c: usize| {
+                        (sb[a] - sb[c]).abs() < 1e-6 || (gs(a) - gs(c)).abs() < 1e-6
+                    };
+                    for (&x, &y) in ge.iter().zip(&e) {
+                        assert!(
+                            x == y || near(x, y),
+                            "{experts} experts, token {t}: {ge:?} against {e:?}"
+                        );
+                    }
+                    eprintln!("token {t}: a near-tie, {ge:?} against the reference's {e:?}");
+                    continue;
+                }
                 let gw: Vec<f32> = g.iter().map(|x| f32::from_bits(x[1])).collect();
                 compare("route weights", &gw, &w, 1e-5, 1e-5).unwrap();
             }
