@@ -76,7 +76,7 @@ fn word(b: u32, token: u32, w: u32) -> u32 {
     if (params.f32_values == 1u) { return bitcast<u32>(value(params.layer, b, token, w)); }
     let lo = value(params.layer, b, token, 2u * w);
     let hi = value(params.layer, b, token, 2u * w + 1u);
-    return pack2x16float(vec2<f32>(lo, hi));
+    return pack_f16(lo, hi);   // lib/f16_round.wgsl: nearest even on every driver
 }
 
 @compute @workgroup_size(256)

@@ -21,7 +21,7 @@
 //   add         x[i] += b[i]   (residuals; `n` values)
 //   round_to    x[r, h, off .. off + d] ← its value as a cache of `mode` stores it, in place: bf16
 //               (mode 1, nearest even: the FP8 format's k_pe, lib/fp8.wgsl) or f16 (mode 2,
-//               pack2x16float as shaders/fill.wgsl stores f16 rows)
+//               nearest even, lib/f16_round.wgsl, as shaders/fill.wgsl stores f16 rows)
 //   embed       y[r, i] = w[token[r] · n + i]   (token ids in b as u32 bits)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
@@ -179,7 +179,7 @@ fn round_to(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (params.mode == 1u) {
         x[at] = bf16_value(bf16(v));
     } else {
-        x[at] = unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+        x[at] = round_f16_value(v);   // lib/f16_round.wgsl, as fill.wgsl stores f16 rows
     }
 }
 

@@ -19,7 +19,7 @@ macro_rules! units {
 }
 
 units! {
-    FILL = "fill": ["lib/hash.wgsl", "lib/fp8.wgsl", "fill.wgsl", "lib/fp8_pack.wgsl"];
+    FILL = "fill": ["lib/hash.wgsl", "lib/fp8.wgsl", "lib/f16_round.wgsl", "fill.wgsl", "lib/fp8_pack.wgsl"];
     DIGEST = "digest": ["lib/hash.wgsl", "digest.wgsl"];
     OVERLAP = "overlap": ["overlap.wgsl"];
     FP8_QUANT = "fp8_quant": ["lib/fp8.wgsl", "fp8_quant.wgsl", "lib/fp8_pack.wgsl"];
@@ -36,7 +36,7 @@ units! {
     DA_ORDER = "da_order": ["da_order.wgsl"];
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["lib/fp8.wgsl", "sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
-    MODEL_OPS = "model_ops": ["lib/fp8.wgsl", "model_ops.wgsl"];
+    MODEL_OPS = "model_ops": ["lib/fp8.wgsl", "lib/f16_round.wgsl", "model_ops.wgsl"];
     MODEL_GEMM = "model_gemm": ["model_gemm.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];

@@ -31,6 +31,7 @@ use crate::workload::{Rng, RowLayout, query_bytes, storage_bytes};
 use std::time::Instant;
 
 pub mod gemm;
+pub mod model;
 pub mod transfer;
 
 /// What to run.

@@ -33,6 +33,27 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time the model's linear layers (the tiled kernels and grouped experts beside the
+    /// version-1 kernels, MLA's per-head products) at a built-in config's shapes, against the
+    /// f32 FMA roofline.
+    Model {
+        /// The built-in config (tiny, small, v32-layers).
+        #[arg(long, default_value = "v32-layers")]
+        builtin: String,
+        /// Change a field of its config.json, e.g. n_routed_experts=32 (repeatable).
+        #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
+        builtin_set: Vec<String>,
+        /// Decode batches, 1 ..= 65535 (comma list).
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = batch_arg,
+              default_values_t = [1u32, 8, 64, 256])]
+        batch: Vec<u32>,
+        /// Timed repetitions per measurement, 1 ..= 1000 (the median is reported).
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = reps_arg)]
+        reps: u32,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move latent rows host <-> device by each transfer path, against the measured bus peaks.
     Transfer {
         /// Row sizes in bytes, 16 ..= 65536, multiples of 16 (comma list).
@@ -78,6 +99,31 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 reps,
             };
             let report = bench::run(&ctx, &opts, |what| eprintln!("... {what}"))?;
+            print_report(&report, json)?;
+        }
+        BenchCommand::Model {
+            builtin,
+            builtin_set,
+            batch,
+            reps,
+            json,
+        } => {
+            let mut cfg = ess_wgpu::model::init::preset(&builtin)?;
+            for kv in &builtin_set {
+                cfg = super::generate::with_field(&cfg, kv)?;
+            }
+            let ctx = GpuContext::new()?;
+            eprintln!("... measuring copy bandwidth and FLOP rates");
+            let ceilings = bench::measure_ceilings(&ctx, reps)?;
+            let timings = bench::model::run(&ctx, &cfg, &batch, &ceilings, reps, |w| {
+                eprintln!("... {w}")
+            })?;
+            let report = bench::BenchReport {
+                adapter: ctx.report.clone(),
+                ceilings,
+                checks: Vec::new(),
+                timings,
+            };
             print_report(&report, json)?;
         }
         BenchCommand::Transfer {

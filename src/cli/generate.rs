@@ -118,7 +118,10 @@ fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
 const DEFAULT_PROMPT_LEN: u32 = 200;
 
 /// `cfg` with `FIELD=VALUE` set (a number or a word, as config.json spells it), checked.
-fn with_field(cfg: &ess_wgpu::model::HfConfig, kv: &str) -> Result<ess_wgpu::model::HfConfig> {
+pub(super) fn with_field(
+    cfg: &ess_wgpu::model::HfConfig,
+    kv: &str,
+) -> Result<ess_wgpu::model::HfConfig> {
     let bad = |why: String| Error::config("builtin-set", kv, why);
     let (k, v) = kv
         .split_once('=')

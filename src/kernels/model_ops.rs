@@ -215,8 +215,8 @@ impl ModelOps {
         Ok(one(ctx, pipeline, "rope", &params, &buffers, grid))
     }
 
-    /// `x`'s heads `at` in place as a cache of `dtype` stores them: f16 (as shaders/fill.wgsl
-    /// packs f16 rows), bf16 for FP8 (the FP8 format keeps k_pe as bf16; its quantised values
+    /// `x`'s heads `at` in place as a cache of `dtype` stores them: f16 (nearest even, as
+    /// shaders/fill.wgsl packs f16 rows), bf16 for FP8 (the FP8 format keeps k_pe as bf16; its quantised values
     /// are act_quant's, exact already), nothing for f32.
     pub fn round_to(
         &self,

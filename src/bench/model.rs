@@ -1,0 +1,228 @@
+//! `bench model`: the model's linear layers (issue 15) at a checkpoint config's shapes for decode
+//! batches, each kernel against the roofline of the f32 FMA units and the measured copy
+//! bandwidth: the tiled linear layers and grouped experts (`ModelGemm`, version 2) beside the
+//! version-1 kernels they replace, and the per-head products (`head_linear`: MLA's absorbed
+//! W_UK and W_UV). Inputs are random; results are not checked here (`tests/kernels.rs` does).
+
+use super::{Ceilings, KernelTiming, row, time_pass};
+use crate::error::Result;
+use crate::gpu::{GpuContext, MatrixPath};
+use crate::kernels::ModelOps;
+use crate::kernels::model_gemm::{ExpertScratch, ExpertShape, LinearShape};
+use crate::kernels::model_ops::HeadLinear;
+use crate::model::HfConfig;
+
+/// A buffer of `n` f32 values, filled with small numbers (`fill`'s bit pattern: 2^-6).
+fn values(ctx: &GpuContext, what: &str, n: u64) -> Result<wgpu::Buffer> {
+    let b = ctx.storage(what, n * 4)?;
+    ctx.fill(&b, 0x3c80_0000);
+    Ok(b)
+}
+
+/// Whether every buffer of `n` f32 values fits one storage binding.
+fn fits(ctx: &GpuContext, sizes: &[u64]) -> bool {
+    sizes.iter().all(|&n| n * 4 <= ctx.max_binding())
+}
+
+/// Time the model's linear layers of config `c` for each decode batch in `batches`.
+pub fn run(
+    ctx: &GpuContext,
+    c: &HfConfig,
+    batches: &[u32],
+    ceilings: &Ceilings,
+    reps: u32,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<KernelTiming>> {
+    let ops = ModelOps::new(ctx)?;
+    let mut out = Vec::new();
+    let fma = MatrixPath::Fma;
+    for &m in batches {
+        progress(&format!("model linear layers, batch {m}"));
+        for (k, n) in crate::model::gpu::linear_layers(c) {
+            if n == 0 || k == 0 || !fits(ctx, &[k as u64 * n as u64, m as u64 * n as u64]) {
+                continue;
+            }
+            let shape = LinearShape::plain(m, k, n);
+            let (x, w, y) = (
+                values(ctx, "x", m as u64 * k as u64)?,
+                values(ctx, "w", k as u64 * n as u64)?,
+                values(ctx, "y", m as u64 * n as u64)?,
+            );
+            let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;
+            let bytes = 4 * (k as u64 * n as u64 + m as u64 * (k + n) as u64);
+            let flops = 2 * m as u64 * n as u64 * k as u64;
+            let d = ops.gemm.linear(ctx, (&x, &w, &y), &shape, Some(&scratch))?;
+            let t = time_pass(ctx, &[&d], reps)?;
+            let name = format!("linear {k}→{n} ({} slices)", shape.splits().0);
+            out.push(row(&name, m, 0, t, bytes, flops, ceilings, fma));
+            let v1 = ops.linear(ctx, &x, &w, &y, m, k, n);
+            let t = time_pass(ctx, &[&v1], reps)?;
+            out.push(row(
+                &format!("linear v1 {k}→{n}"),
+                m,
+                0,
+                t,
+                bytes,
+                flops,
+                ceilings,
+                fma,
+            ));
+        }
+        out.extend(experts(ctx, &ops, c, m, ceilings, reps)?);
+        out.extend(head_products(ctx, &ops, c, m, ceilings, reps)?);
+    }
+    Ok(out)
+}
+
+/// The routed experts of `m` tokens, grouped (version 2) and one token at a time (version 1),
+/// routes spread evenly over the experts.
+fn experts(
+    ctx: &GpuContext,
+    ops: &ModelOps,
+    c: &HfConfig,
+    m: u32,
+    ceilings: &Ceilings,
+    reps: u32,
+) -> Result<Vec<KernelTiming>> {
+    let (e, top_k, hsz, inter) = (
+        c.n_routed_experts,
+        c.num_experts_per_tok,
+        c.hidden_size,
+        c.moe_intermediate_size,
+    );
+    let per = e as u64 * inter as u64 * hsz as u64;
+    let pairs = m as u64 * top_k as u64;
+    if e == 0 || !fits(ctx, &[per, pairs * hsz as u64]) {
+        return Ok(Vec::new());
+    }
+    // token r's slot j: expert (r · top_k + j) mod E, weight 1 / top_k
+    let routes: Vec<u32> = (0..pairs as u32)
+        .flat_map(|p| [p % e, (1.0 / top_k as f32).to_bits()])
+        .collect();
+    let routes = ctx.upload("routes", &routes)?;
+    let x = values(ctx, "x", m as u64 * hsz as u64)?;
+    let (g, u, d) = (
+        values(ctx, "gate", per)?,
+        values(ctx, "up", per)?,
+        values(ctx, "down", per)?,
+    );
+    let shape = ExpertShape {
+        rows: m,
+        top_k,
+        experts: e,
+        hidden: hsz,
+        inter,
+    };
+    let (groups, act, part, y) = (
+        values(ctx, "groups", shape.group_words())?,
+        values(ctx, "act", pairs * inter as u64)?,
+        values(ctx, "part", pairs * hsz as u64)?,
+        values(ctx, "y", m as u64 * hsz as u64)?,
+    );
+    let scratch = ExpertScratch {
+        groups: &groups,
+        act: &act,
+        part: &part,
+    };
+    // the weights of the experts chosen, read once; the tokens' inputs and outputs
+    let chosen = pairs.min(e as u64);
+    let bytes = 4 * (chosen * 3 * inter as u64 * hsz as u64 + 2 * m as u64 * hsz as u64);
+    let flops = 2 * pairs * 3 * inter as u64 * hsz as u64;
+    let list = ops
+        .gemm
+        .experts(ctx, &x, (&g, &u, &d), &routes, &y, &shape, &scratch, None);
+    let refs: Vec<_> = list.iter().collect();
+    let fma = MatrixPath::Fma;
+    let name = format!("experts {top_k} of {e}, {hsz}→{inter}→{hsz}");
+    let mut out = vec![row(
+        &name,
+        m,
+        0,
+        time_pass(ctx, &refs, reps)?,
+        bytes,
+        flops,
+        ceilings,
+        fma,
+    )];
+    let dims = (top_k, hsz, inter);
+    let v1 = [
+        ops.expert_up(ctx, &x, &g, &u, &routes, &act, m, dims),
+        ops.expert_down(ctx, &act, &d, &routes, &y, m, dims),
+    ];
+    let t = time_pass(ctx, &[&v1[0], &v1[1]], reps)?;
+    out.push(row(
+        &format!("experts v1 {top_k} of {e}"),
+        m,
+        0,
+        t,
+        bytes,
+        flops,
+        ceilings,
+        fma,
+    ));
+    Ok(out)
+}
+
+/// MLA's per-head products for `m` rows (`head_linear`, version 1): the absorbed W_UK (q_nope
+/// · W_UK, 128 → 512 a head) and W_UV (o_lat · W_UVᵀ, 512 → 128 a head), from kv_b_proj.
+fn head_products(
+    ctx: &GpuContext,
+    ops: &ModelOps,
+    c: &HfConfig,
+    m: u32,
+    ceilings: &Ceilings,
+    reps: u32,
+) -> Result<Vec<KernelTiming>> {
+    let (heads, nope, v, kv) = (
+        c.num_attention_heads,
+        c.qk_nope_head_dim,
+        c.v_head_dim,
+        c.kv_lora_rank,
+    );
+    let wkv = heads as u64 * (nope + v) as u64 * kv as u64;
+    let x = values(ctx, "x", m as u64 * heads as u64 * kv.max(nope) as u64)?;
+    let (w, y) = (
+        values(ctx, "kv_b", wkv)?,
+        values(ctx, "y", m as u64 * heads as u64 * kv.max(v) as u64)?,
+    );
+    let uk = HeadLinear {
+        rows: m,
+        heads,
+        k: nope,
+        o: kv,
+        xr: heads * nope,
+        xh: nope,
+        wh: (nope + v) * kv,
+        wo: 1,
+        wk: kv,
+        yr: heads * kv,
+        yh: kv,
+        ..Default::default()
+    };
+    let uv = HeadLinear {
+        rows: m,
+        heads,
+        k: kv,
+        o: v,
+        xr: heads * kv,
+        xh: kv,
+        wb: nope * kv,
+        wh: (nope + v) * kv,
+        wo: kv,
+        wk: 1,
+        yr: heads * v,
+        yh: v,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for (name, hl, o) in [("W_UK absorbed", uk, kv), ("W_UV", uv, v)] {
+        let d = ops.head_linear(ctx, &x, &w, &y, &hl)?;
+        let t = time_pass(ctx, &[&d], reps)?;
+        let weights = heads as u64 * hl.k as u64 * o as u64;
+        let bytes = 4 * (weights + m as u64 * heads as u64 * (hl.k + o) as u64);
+        let flops = 2 * m as u64 * weights;
+        let name = format!("head_linear v1 {name}");
+        out.push(row(&name, m, 0, t, bytes, flops, ceilings, MatrixPath::Fma));
+    }
+    Ok(out)
+}
