@@ -19,8 +19,9 @@
 // a tile: a row's result is the same in any batch (resident and offload, prefill and decode).
 //
 // Mapping: 256 threads as 16 × 16; thread (ty, tx) owns rows ty + 16i (i < 2) and outputs
-// tx + 16c (c < 4) of the tile. K is streamed TK = 32 at a time through workgroup memory
-// (rows padded to 33 words against bank conflicts), zero past M, N and K.
+// tx + 16c (c < 4) of the tile. K is streamed TK = 32 at a time through registers (the next
+// slice loaded while this one is multiplied) into workgroup memory (rows padded to 33 words
+// against bank conflicts), zero past M, N and K.
 
 const TM: u32 = 32u;
 const TN: u32 = 64u;
@@ -60,17 +61,27 @@ var<workgroup> dst: array<u32, 32>;    // the output row of each tile row (NONE 
 var<workgroup> tile_expert: u32;
 var<workgroup> tile_first: u32;
 
-// Load the tiles of K slice [k0, k0 + TK) (inputs end at `kend`): x rows `src` (stride xr),
-// TN weight rows from `wb` (stride K) of w, and of u where `two`.
-fn load_tiles(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool) {
-    for (var e = lid; e < TM * TK; e += 256u) {
-        let i = e / TK;
+// The tiles of K slice [k0, k0 + TK) (inputs end at `kend`) into registers: x rows `src`
+// (stride xr), TN weight rows from `wb` (stride K) of w, and of u where `two`. Element
+// e = lid + 256·q of a tile is thread lid's q-th: x's 4, each weight's 8.
+struct Staged {
+    x: array<f32, 4>,
+    w: array<f32, 8>,
+    u: array<f32, 8>,
+}
+
+fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool) -> Staged {
+    var st: Staged;
+    for (var q = 0u; q < 4u; q++) {
+        let e = lid + 256u * q;
         let kk = k0 + e % TK;
+        let r = src[e / TK];
         var v = 0.0;
-        if (src[i] != NONE && kk < kend) { v = x[src[i] * xr + kk]; }
-        xs[i * PAD + e % TK] = v;
+        if (r != NONE && kk < kend) { v = x[r * xr + kk]; }
+        st.x[q] = v;
     }
-    for (var e = lid; e < TN * TK; e += 256u) {
+    for (var q = 0u; q < 8u; q++) {
+        let e = lid + 256u * q;
         let j = e / TK;
         let kk = k0 + e % TK;
         var a = 0.0;
@@ -80,8 +91,22 @@ fn load_tiles(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool
             a = w[at];
             if (two) { b = u[at]; }
         }
-        ws[j * PAD + e % TK] = a;
-        if (two) { us[j * PAD + e % TK] = b; }
+        st.w[q] = a;
+        st.u[q] = b;
+    }
+    return st;
+}
+
+// The registers `fetch` filled, into the tiles in workgroup memory.
+fn stash(lid: u32, st: Staged, two: bool) {
+    for (var q = 0u; q < 4u; q++) {
+        let e = lid + 256u * q;
+        xs[(e / TK) * PAD + e % TK] = st.x[q];
+    }
+    for (var q = 0u; q < 8u; q++) {
+        let e = lid + 256u * q;
+        ws[(e / TK) * PAD + e % TK] = st.w[q];
+        if (two) { us[(e / TK) * PAD + e % TK] = st.u[q]; }
     }
 }
 
@@ -105,14 +130,17 @@ fn multiply(lid: u32, acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, ar
     }
 }
 
-// The tile's sums over K [kb, ke) of x rows `src` against TN weight rows from `wb`.
+// The tile's sums over K [kb, ke) of x rows `src` against TN weight rows from `wb`: the next
+// slice's loads are in flight while this one is multiplied (registers, then workgroup memory).
 fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wb: u32, n0: u32, two: bool,
         acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>) {
+    var st = fetch(lid, kb, ke, xr, wb, n0, two);
     for (var k0 = kb; k0 < ke; k0 += TK) {
-        load_tiles(lid, k0, ke, xr, wb, n0, two);
-        workgroupBarrier();   // tiles loaded before anyone multiplies
+        stash(lid, st, two);
+        workgroupBarrier();   // tiles stored before anyone multiplies
+        if (k0 + TK < ke) { st = fetch(lid, k0 + TK, ke, xr, wb, n0, two); }
         multiply(lid, acc, acc_u, two);
-        workgroupBarrier();   // everyone done with the tiles before the next load
+        workgroupBarrier();   // everyone done with the tiles before the next stash
     }
 }
 

@@ -107,7 +107,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median time in seconds of one compute pass holding `dispatches`, after one warm-up.
+/// Median time in seconds of one compute pass holding `dispatches`, after a warm-up of at
+/// least three passes and 50 ms: on the H200 the first passes over gigabytes of fresh buffers
+/// ran 3–5× slower than the same passes a moment later (measured in `bench model`).
 pub fn time_pass(
     ctx: &GpuContext,
     dispatches: &[&Dispatch],
@@ -115,7 +117,12 @@ pub fn time_pass(
 ) -> Result<(f64, &'static str)> {
     let timer = GpuTimer::new(ctx, 1);
     let record = |pass: &mut wgpu::ComputePass| dispatches.iter().for_each(|d| d.record(pass));
-    ctx.run_pass(None, record)?;
+    let warm = Instant::now();
+    let mut passes = 0;
+    while passes < 3 || warm.elapsed().as_secs_f64() < 0.05 {
+        ctx.run_pass(None, record)?;
+        passes += 1;
+    }
     let mut times = Vec::new();
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();

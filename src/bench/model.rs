@@ -144,6 +144,22 @@ fn experts(
         ceilings,
         fma,
     )];
+    // each step alone (their inputs are what the whole run left)
+    let names = ["group", "up", "down", "combine"];
+    let steps: Vec<_> = list.iter().flat_map(|d| d.steps()).collect();
+    for (step, what) in steps.iter().zip(names) {
+        let t = time_pass(ctx, &[step], reps)?;
+        out.push(row(
+            &format!("  experts: {what}"),
+            m,
+            0,
+            t,
+            0,
+            0,
+            ceilings,
+            fma,
+        ));
+    }
     let dims = (top_k, hsz, inter);
     let v1 = [
         ops.expert_up(ctx, &x, &g, &u, &routes, &act, m, dims),
