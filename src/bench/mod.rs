@@ -108,8 +108,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median time in seconds of one compute pass holding `dispatches`, after a warm-up of at
-/// least three passes and 50 ms: on the H200 the first passes over gigabytes of fresh buffers
-/// ran 3–5× slower than the same passes a moment later (measured in `bench model`).
+/// least three passes and 0.3 s: on the H200 the passes of the first tenths of a second after
+/// a pause ran 3–5× slower than the same passes later (the clocks ramping up; measured in
+/// `bench model`).
 pub fn time_pass(
     ctx: &GpuContext,
     dispatches: &[&Dispatch],
@@ -119,7 +120,7 @@ pub fn time_pass(
     let record = |pass: &mut wgpu::ComputePass| dispatches.iter().for_each(|d| d.record(pass));
     let warm = Instant::now();
     let mut passes = 0;
-    while passes < 3 || warm.elapsed().as_secs_f64() < 0.05 {
+    while passes < 3 || warm.elapsed().as_secs_f64() < 0.3 {
         ctx.run_pass(None, record)?;
         passes += 1;
     }
