@@ -116,9 +116,13 @@ pub fn decode(
 }
 
 fn describe(o: &EngineOptions) -> String {
+    let queries = match &o.model {
+        Some(m) => format!("the model's queries ({}) over hashed contexts", m.what),
+        None => format!("locality {}", o.locality),
+    };
     format!(
-        "{}\ncontexts {:?}, {} decode steps, locality {}, LRU warm-up {} windows, seed {}",
-        o.run, o.contexts, o.steps, o.locality, o.warmup_windows, o.seed
+        "{}\ncontexts {:?}, {} decode steps, {queries}, LRU warm-up {} windows, seed {}",
+        o.run, o.contexts, o.steps, o.warmup_windows, o.seed
     )
 }
 

@@ -280,6 +280,18 @@ fn bad_options_and_values_name_the_cause() {
             vec!["/nonexistent/ckpt/config.json"],
         ),
         (
+            vec!["decode", "--builtin-set", "n_group=2"],
+            vec!["builtin-set / layers", "--model DIR or --builtin NAME"],
+        ),
+        (
+            vec!["decode", "--builtin", "tiny", "--profile", "paper"],
+            vec!["profile", "a model's queries are its own"],
+        ),
+        (
+            vec!["decode", "--builtin", "huge"],
+            vec!["model config", "tiny, small or v32-layers"],
+        ),
+        (
             vec!["generate", "--dump", "/tmp/d.safetensors", "--batch", "2"],
             vec!["dump", "a batch of one prompt"],
         ),

@@ -37,6 +37,7 @@ fn options(
         transfer_overlap: TransferOverlap::NONE,
         omit_gathers: false,
         model_bytes: 0,
+        model: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn options() -> FigureOptions {
         transfer_overlap: ess_wgpu::engine::TransferOverlap::NONE,
         omit_gathers: false,
         model_bytes: 0,
+        model: None,
     };
     FigureOptions {
         base,

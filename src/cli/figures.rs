@@ -64,6 +64,8 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     let spec = match args.figure {
         // its x axis is the misses one ρ for every layer gives
         FigureArg::Overlap => "none".into(),
+        // a model's queries are its own
+        _ if base.model.is_some() => "none".into(),
         _ => args
             .engine
             .profile
@@ -75,7 +77,9 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         "none" => Vec::new(),
         s => apply_profile(&ctx, Some(s), &mut base)?,
     };
-    if profile.is_empty() {
+    if let Some(m) = &base.model {
+        say!("queries: the model's ({}), over hashed contexts", m.what)?;
+    } else if profile.is_empty() {
         say!("locality: one ρ = {} for every layer", base.locality)?;
     } else {
         say!("locality profile {spec}: target overlap per layer, calibrated to ρ on this adapter")?;

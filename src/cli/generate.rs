@@ -13,23 +13,79 @@ use ess_wgpu::reference::model::ModelWeights;
 use ess_wgpu::{Error, GpuContext, Result};
 use std::path::PathBuf;
 
-#[derive(clap::Args)]
-pub struct GenerateArgs {
-    /// A checkpoint folder in the Hugging Face layout (default: a random built-in model).
+/// Which model: a checkpoint, or a built-in random one (`generate`, and `decode`, `sweep`,
+/// `figures`, `trace record`, whose steps then run the model over hashed contexts).
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// A checkpoint folder in the Hugging Face layout.
     #[arg(long)]
-    model: Option<PathBuf>,
-    /// Without --model: the built-in random model's config (tiny, small, v32-layers).
-    #[arg(long, default_value = "tiny")]
-    builtin: String,
-    /// Without --model: change a field of the built-in model's config.json, e.g.
-    /// n_routed_experts=32 (repeatable). The f32 weights of a layer's routed experts are one
-    /// buffer per projection, and the head one buffer: each must fit a storage binding (2 GiB
-    /// on the H200), which v32-layers' 256 experts and 129,280-token vocabulary do not.
+    pub model: Option<PathBuf>,
+    /// Without --model: a built-in random model (tiny, small, v32-layers; generate's default:
+    /// tiny), its weights drawn with --seed.
+    #[arg(long)]
+    pub builtin: Option<String>,
+    /// Change a field of the built-in model's config.json, e.g. n_routed_experts=32
+    /// (repeatable). The f32 weights of a layer's routed experts are one buffer per projection,
+    /// and the head one buffer: each must fit a storage binding (2 GiB on the H200), which
+    /// v32-layers' 256 experts and 129,280-token vocabulary do not.
     #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
-    builtin_set: Vec<String>,
+    pub builtin_set: Vec<String>,
     /// Layers to load and run, e.g. 0..2 (default: all).
     #[arg(long)]
-    layers: Option<String>,
+    pub layers: Option<String>,
+}
+
+impl ModelArgs {
+    /// The weights asked for (--model, else --builtin, else the built-in `default`) and how to
+    /// describe them; `None` where none is asked for and there is no default.
+    pub fn weights(
+        &self,
+        seed: u64,
+        default: Option<&str>,
+    ) -> Result<Option<(ModelWeights, String)>> {
+        let layers = self.layers.as_deref().map(layer_range).transpose()?;
+        if let Some(dir) = &self.model {
+            let ck = ess_wgpu::model::Checkpoint::open(dir, layers)?;
+            return Ok(Some((ModelWeights::load(&ck)?, dir.display().to_string())));
+        }
+        let Some(name) = self.builtin.as_deref().or(default) else {
+            let given = (!self.builtin_set.is_empty(), layers.is_some());
+            return match given {
+                (false, false) => Ok(None),
+                _ => Err(Error::config(
+                    "builtin-set / layers",
+                    "without a model",
+                    "--model DIR or --builtin NAME",
+                )),
+            };
+        };
+        let mut cfg = preset(name)?;
+        for kv in &self.builtin_set {
+            cfg = with_field(&cfg, kv)?;
+        }
+        let layers = layers.unwrap_or(0..cfg.num_hidden_layers);
+        if layers.end > cfg.num_hidden_layers {
+            return Err(Error::config(
+                "layers",
+                format!("{}..{}", layers.start, layers.end),
+                format!("within 0..{}", cfg.num_hidden_layers),
+            ));
+        }
+        let what = format!(
+            "built-in random {name}{}, seed {seed}",
+            match self.builtin_set.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", self.builtin_set.join(", ")),
+            },
+        );
+        Ok(Some((random_weights(&cfg, layers, seed)?, what)))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     run: GenArgs,
     /// Sequences generated together (sequence b > 0: a prompt of its own, one token shorter
@@ -78,41 +134,6 @@ enum GenMode {
     Offload,
 }
 
-/// The weights: the checkpoint's, or the built-in random model's.
-fn weights(a: &GenerateArgs) -> Result<(ModelWeights, String)> {
-    let layers = a.layers.as_deref().map(layer_range).transpose()?;
-    match &a.model {
-        Some(dir) => {
-            let ck = ess_wgpu::model::Checkpoint::open(dir, layers)?;
-            Ok((ModelWeights::load(&ck)?, dir.display().to_string()))
-        }
-        None => {
-            let mut cfg = preset(&a.builtin)?;
-            for kv in &a.builtin_set {
-                cfg = with_field(&cfg, kv)?;
-            }
-            let layers = layers.unwrap_or(0..cfg.num_hidden_layers);
-            if layers.end > cfg.num_hidden_layers {
-                return Err(Error::config(
-                    "layers",
-                    format!("{}..{}", layers.start, layers.end),
-                    format!("within 0..{}", cfg.num_hidden_layers),
-                ));
-            }
-            let what = format!(
-                "built-in random {}{}, seed {}",
-                a.builtin,
-                match a.builtin_set.is_empty() {
-                    true => String::new(),
-                    false => format!(" ({})", a.builtin_set.join(", ")),
-                },
-                a.run.seed
-            );
-            Ok((random_weights(&cfg, layers, a.run.seed)?, what))
-        }
-    }
-}
-
 /// Prompt tokens when none are asked for: long enough that the tiny model's top-64 selects and
 /// its pools miss.
 const DEFAULT_PROMPT_LEN: u32 = 200;
@@ -151,7 +172,10 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
             "a batch of one prompt, every step read back (--batch 1, a prompt)",
         ));
     }
-    let (w, what) = weights(&a)?;
+    let (w, what) = a
+        .model
+        .weights(a.run.seed, Some("tiny"))?
+        .expect("a default model");
     let w: &'static ModelWeights = Box::leak(Box::new(w));
     let vocab = w.config.vocab_size;
     let budget = a.cache.budget();
@@ -177,6 +201,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         transfer_overlap: TransferOverlap::parse(&a.overlap)?,
         omit_gathers: false,
         model_bytes: ess_wgpu::model::generate::model_bytes(w, batch),
+        model: None,
     };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],

@@ -17,7 +17,7 @@ mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ess_wgpu::cache::{PoolSize, TransferPath};
-use ess_wgpu::engine::{EngineOptions, LayerSchedule, Mode, TransferOverlap};
+use ess_wgpu::engine::{EngineOptions, LayerSchedule, Mode, ModelRef, TransferOverlap};
 use ess_wgpu::{Error, GpuContext, Result, RunConfig, limits};
 use std::path::{Path, PathBuf};
 
@@ -136,6 +136,7 @@ fn info(args: InfoArgs) -> Result<()> {
                 transfer_overlap: TransferOverlap::NONE,
                 omit_gathers: false,
                 model_bytes: 0,
+                model: None,
                 run: run.clone(),
             };
             let n =
@@ -205,6 +206,10 @@ pub struct EngineArgs {
     /// Override a configuration field: --set batch=8 (repeatable).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
+    /// With --model or --builtin the steps run that model (its dims replace the preset's;
+    /// --set's batch, context and cache dtypes still apply) over hashed contexts.
+    #[command(flatten)]
+    pub model: generate::ModelArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Decode steps, 1 ..= 1024K (context + steps ≤ 1024K).
@@ -333,7 +338,27 @@ impl EngineArgs {
         contexts: Option<Vec<u32>>,
         track_overlap: bool,
     ) -> Result<(EngineOptions, u64)> {
-        let run = preset_config(self.preset, &self.overrides)?;
+        let mut run = preset_config(self.preset, &self.overrides)?;
+        let model = self
+            .model
+            .weights(self.seed, None)?
+            .map(|(w, what)| ModelRef {
+                weights: Box::leak(Box::new(w)),
+                what,
+            });
+        if let Some(m) = &model {
+            // the model's dims; the preset's (or --set's) batch, context and cache dtypes
+            let r = ess_wgpu::model::generate::run_config(
+                m.weights,
+                run.batch,
+                run.latent_dtype,
+                run.key_dtype,
+            );
+            run = RunConfig {
+                context: run.context,
+                ..r
+            };
+        }
         let run_layers = (run.layers, run.batch);
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = self.cache.pool();
@@ -356,6 +381,7 @@ impl EngineArgs {
             transfer_overlap: self.transfer_overlap(run_layers)?,
             omit_gathers: false,
             model_bytes: 0,
+            model,
         };
         opts.validate()?;
         Ok((opts, self.cache.budget()))
@@ -555,6 +581,14 @@ pub fn apply_profile(
     let Some(spec) = spec else {
         return Ok(Vec::new());
     };
+    if opts.model.is_some() {
+        return Err(ess_wgpu::Error::config(
+            "profile",
+            spec,
+            "none with --model or --builtin (a profile shapes synthetic queries; a model's \
+             queries are its own)",
+        ));
+    }
     let targets = if spec == "paper" {
         ess_wgpu::locality::paper_profile(opts.run.layers)
     } else {

@@ -14,7 +14,7 @@ pub enum TraceCommand {
     /// Decode in offload mode and write every layer's top-k of every step (format ess-trace 1).
     Record {
         #[command(flatten)]
-        engine: EngineArgs,
+        engine: Box<EngineArgs>,
         /// Context per sequence, 1 ..= 1024K (comma list); default: the preset's.
         #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = context_arg)]
         contexts: Vec<u32>,
@@ -44,7 +44,7 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
             engine,
             contexts,
             out,
-        } => record(engine, contexts, out),
+        } => record(*engine, contexts, out),
         TraceCommand::Replay {
             file,
             pool_slots,

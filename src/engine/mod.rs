@@ -41,7 +41,7 @@ mod stats;
 
 pub use chunks::choose_schedule;
 pub use inputs::{StepInputs, Synthetic};
-pub use options::{EngineOptions, LayerSchedule, MAX_CHUNKS, Mode, TransferOverlap};
+pub use options::{EngineOptions, LayerSchedule, MAX_CHUNKS, Mode, ModelRef, TransferOverlap};
 pub use plan::MemoryPlan;
 pub use stats::{Stage, StageTimes, Stats, TimelineBar};
 
@@ -208,6 +208,17 @@ impl Engine {
     /// Check the options, allocate (after checking the plan against `budget`), prefill, warm up.
     pub fn new(ctx: &GpuContext, opts: &EngineOptions, budget: u64) -> Result<Self> {
         opts.validate()?;
+        if let Some(m) = &opts.model {
+            use crate::model::step::{ModelInputs, Prefill};
+            // the plan (weights included) before the weights are uploaded
+            MemoryPlan::new(opts, opts.run.batch)?.check(budget)?;
+            let prefill = Prefill::Synthetic {
+                token: 1,
+                seed: opts.seed,
+            };
+            let inputs = ModelInputs::new(ctx, m.weights, &opts.run, opts.capacity(), prefill)?;
+            return Self::with_inputs(ctx, opts, budget, Box::new(inputs));
+        }
         let rho = (0..opts.run.layers)
             .map(|l| {
                 opts.layer_locality

@@ -173,10 +173,29 @@ pub struct EngineOptions {
     /// Leave the misses' gathers out of every step (the same schedule with no bus traffic):
     /// the baseline of the exposed transfer time (`figures overlap`). The outputs are wrong.
     pub omit_gathers: bool,
-    /// Device bytes the step inputs hold besides the engine's buffers: the model's weights
-    /// and activations (`model::step::ModelInputs::device_bytes`); 0 for synthetic inputs.
-    /// The memory plan counts them.
+    /// Device bytes the step inputs hold besides the engine's buffers, for inputs given to
+    /// [`super::Engine::with_inputs`] (`model::generate` sets the model's); 0 for synthetic
+    /// inputs. The memory plan counts them (with `model`, the model's at each batch instead).
     pub model_bytes: u64,
+    /// The step's inputs come from this model ([`crate::model::step::ModelInputs`] over hashed
+    /// contexts of `contexts`: a real decode step over rows it did not compute) instead of the
+    /// synthetic queries: what `decode`, `sweep` and the figures run with `--model` or
+    /// `--builtin`. `run` must be the model's ([`crate::model::generate::run_config`]).
+    pub model: Option<ModelRef>,
+}
+
+/// A model's weights for the process (leaked once: every engine of a run shares them) and how
+/// they are described in reports.
+#[derive(Clone)]
+pub struct ModelRef {
+    pub weights: &'static crate::reference::model::ModelWeights,
+    pub what: String,
+}
+
+impl std::fmt::Debug for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelRef({})", self.what)
+    }
 }
 
 impl EngineOptions {
