@@ -258,17 +258,24 @@ fn tile_rows(lid: u32, e: u32, x_is_pair: bool) {
     }
 }
 
-@compute @workgroup_size(256)
-fn expert_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    find_tile(wg.y, lid);
+// Tile wg.y of the grouped pairs, its rows set up: its expert, or NONE past the tiles used.
+fn expert_tile(t: u32, lid: u32, x_is_pair: bool) -> u32 {
+    find_tile(t, lid);
     let e = workgroupUniformLoad(&tile_expert);
-    if (e == NONE) { return; }
-    tile_rows(lid, e, false);
+    if (e != NONE) { tile_rows(lid, e, x_is_pair); }
     workgroupBarrier();
+    return e;
+}
+
+// expert_up (`up`: x's rows are tokens, SwiGLU of the gate and up sums into act) or
+// expert_down (x's rows are the pairs' activations, the sums into the pairs' outputs).
+fn experts(wg: vec3<u32>, lid: u32, up: bool) {
+    let e = expert_tile(wg.y, lid, !up);
+    if (e == NONE) { return; }
     let n0 = wg.x * TN;
-    var g: array<f32, 8>;
-    var up: array<f32, 8>;
-    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, true, &g, &up);
+    var acc: array<f32, 8>;
+    var acc_u: array<f32, 8>;
+    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, up, &acc, &acc_u);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {
@@ -276,33 +283,22 @@ fn expert_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         for (var c = 0u; c < 4u; c++) {
             let o = n0 + tx + 16u * c;
             if (p != NONE && o < params.n) {
-                let gv = g[i * 4u + c];
-                y[p * params.n + o] = gv / (1.0 + exp(-gv)) * up[i * 4u + c];
+                var v = acc[i * 4u + c];
+                if (up) { v = v / (1.0 + exp(-v)) * acc_u[i * 4u + c]; }
+                y[p * params.n + o] = v;
             }
         }
     }
 }
 
 @compute @workgroup_size(256)
+fn expert_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    experts(wg, lid, true);
+}
+
+@compute @workgroup_size(256)
 fn expert_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    find_tile(wg.y, lid);
-    let e = workgroupUniformLoad(&tile_expert);
-    if (e == NONE) { return; }
-    tile_rows(lid, e, true);
-    workgroupBarrier();
-    let n0 = wg.x * TN;
-    var acc: array<f32, 8>;
-    var unused: array<f32, 8>;
-    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, false, &acc, &unused);
-    let tx = lid % 16u;
-    let ty = lid / 16u;
-    for (var i = 0u; i < 2u; i++) {
-        let p = dst[ty + 16u * i];
-        for (var c = 0u; c < 4u; c++) {
-            let o = n0 + tx + 16u * c;
-            if (p != NONE && o < params.n) { y[p * params.n + o] = acc[i * 4u + c]; }
-        }
-    }
+    experts(wg, lid, false);
 }
 
 @compute @workgroup_size(256)

@@ -378,9 +378,8 @@ const CACHED_TOL: f32 = 0.125;
 #[test]
 fn the_engine_dump_is_the_references() {
     use ess_wgpu::config::Dtype;
-    use ess_wgpu::engine::Mode;
     use ess_wgpu::model::dump::Dump;
-    use ess_wgpu::model::generate::{Collect, PrefillSpec, generate, identical, in_mode};
+    use ess_wgpu::model::generate::{Collect, PrefillSpec, identical};
     use ess_wgpu::reference::model::generate_stored;
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     let (dir, cfg, w) = tiny_weights("engine-dump", WeightDtype::Bf16, 6, 31);
@@ -392,19 +391,7 @@ fn the_engine_dump_is_the_references() {
         let (tokens, outs, cache) = generate_stored(w, &prompt, n as usize, dtype);
         let want = Dump::from_reference(w, &prompt, &tokens, &outs, &cache);
         let base = generation_options(w, 1, dtype, 7);
-        let run = |mode| {
-            generate(
-                &ctx,
-                w,
-                &in_mode(&base, mode),
-                &spec,
-                n,
-                1 << 30,
-                Collect::Dump,
-            )
-            .unwrap()
-        };
-        let (res, off) = (run(Mode::Resident), run(Mode::Offload));
+        let (res, off) = both_modes(&ctx, w, &base, &spec, n, Collect::Dump);
         assert!(
             identical(&res, &off),
             "{dtype}: resident and offload dumps differ"
@@ -631,6 +618,24 @@ fn gpu_generation_gives_the_reference_tokens() {
     }
 }
 
+/// `n` tokens generated from `spec` in resident, then offload mode (the rest from `base`).
+fn both_modes(
+    ctx: &ess_wgpu::GpuContext,
+    w: &'static ess_wgpu::reference::model::ModelWeights,
+    base: &ess_wgpu::engine::EngineOptions,
+    spec: &ess_wgpu::model::generate::PrefillSpec,
+    n: u32,
+    collect: ess_wgpu::model::generate::Collect,
+) -> (
+    ess_wgpu::model::generate::Generation,
+    ess_wgpu::model::generate::Generation,
+) {
+    use ess_wgpu::engine::Mode;
+    use ess_wgpu::model::generate::{generate, in_mode};
+    let run = |mode| generate(ctx, w, &in_mode(base, mode), spec, n, 1 << 30, collect).unwrap();
+    (run(Mode::Resident), run(Mode::Offload))
+}
+
 /// Engine options for generating with a model: `batch` sequences, caches in `dtype`, a pool of
 /// `slots` rows a layer and sequence (the rest as `decode`'s defaults).
 fn generation_options(
@@ -668,8 +673,7 @@ fn generation_options(
 /// every sequence's tokens are the CPU reference's and its logits within `ATTN_TOL` of them.
 #[test]
 fn the_engine_generates_the_reference_tokens_in_both_modes() {
-    use ess_wgpu::engine::Mode;
-    use ess_wgpu::model::generate::{Collect, PrefillSpec, generate, identical, in_mode};
+    use ess_wgpu::model::generate::{Collect, PrefillSpec, identical};
     let ctx = ess_wgpu::GpuContext::new().unwrap();
     let (dir, cfg, w) = tiny_weights("engine-gen", WeightDtype::Bf16, 4, 23);
     let w: &'static _ = Box::leak(Box::new(w));
@@ -685,19 +689,7 @@ fn the_engine_generates_the_reference_tokens_in_both_modes() {
     let n = 5;
     let base = generation_options(w, 3, ess_wgpu::config::Dtype::F32, 6);
     let spec = PrefillSpec::Prompts(prompts.clone());
-    let run = |mode| {
-        generate(
-            &ctx,
-            w,
-            &in_mode(&base, mode),
-            &spec,
-            n,
-            1 << 30,
-            Collect::Logits,
-        )
-        .unwrap()
-    };
-    let (res, off) = (run(Mode::Resident), run(Mode::Offload));
+    let (res, off) = both_modes(&ctx, w, &base, &spec, n, Collect::Logits);
     assert!(identical(&res, &off), "resident and offload differ");
     let misses: u64 = off.report.stats.counters.iter().map(|c| c.misses).sum();
     assert!(

@@ -24,6 +24,19 @@ fn fits(ctx: &GpuContext, sizes: &[u64]) -> bool {
     sizes.iter().all(|&n| n * 4 <= ctx.max_binding())
 }
 
+/// Time `dispatches` (one pass) for batch `m`: the report's row against the f32 FMA roofline.
+fn timed(
+    ctx: &GpuContext,
+    (name, m): (String, u32),
+    dispatches: &[&crate::kernels::Dispatch],
+    (bytes, flops): (u64, u64),
+    ceilings: &Ceilings,
+    reps: u32,
+) -> Result<KernelTiming> {
+    let t = time_pass(ctx, dispatches, reps)?;
+    Ok(row(&name, m, 0, t, bytes, flops, ceilings, MatrixPath::Fma))
+}
+
 /// Time the model's linear layers of config `c` for each decode batch in `batches`.
 pub fn run(
     ctx: &GpuContext,
@@ -35,7 +48,6 @@ pub fn run(
 ) -> Result<Vec<KernelTiming>> {
     let ops = ModelOps::new(ctx)?;
     let mut out = Vec::new();
-    let fma = MatrixPath::Fma;
     for &m in batches {
         progress(&format!("model linear layers, batch {m}"));
         for (k, n) in crate::model::gpu::linear_layers(c) {
@@ -52,21 +64,25 @@ pub fn run(
             let bytes = 4 * (k as u64 * n as u64 + m as u64 * (k + n) as u64);
             let flops = 2 * m as u64 * n as u64 * k as u64;
             let d = ops.gemm.linear(ctx, (&x, &w, &y), &shape, Some(&scratch))?;
-            let t = time_pass(ctx, &[&d], reps)?;
             let name = format!("linear {k}→{n} ({} slices)", shape.splits().0);
-            out.push(row(&name, m, 0, t, bytes, flops, ceilings, fma));
-            let v1 = ops.linear(ctx, &x, &w, &y, m, k, n);
-            let t = time_pass(ctx, &[&v1], reps)?;
-            out.push(row(
-                &format!("linear v1 {k}→{n}"),
-                m,
-                0,
-                t,
-                bytes,
-                flops,
+            out.push(timed(
+                ctx,
+                (name, m),
+                &[&d],
+                (bytes, flops),
                 ceilings,
-                fma,
-            ));
+                reps,
+            )?);
+            let v1 = ops.linear(ctx, &x, &w, &y, m, k, n);
+            let name = format!("linear v1 {k}→{n}");
+            out.push(timed(
+                ctx,
+                (name, m),
+                &[&v1],
+                (bytes, flops),
+                ceilings,
+                reps,
+            )?);
         }
         out.extend(experts(ctx, &ops, c, m, ceilings, reps)?);
         out.extend(head_products(ctx, &ops, c, m, ceilings, reps)?);
@@ -132,50 +148,36 @@ fn experts(
         .gemm
         .experts(ctx, &x, (&g, &u, &d), &routes, &y, &shape, &scratch, None);
     let refs: Vec<_> = list.iter().collect();
-    let fma = MatrixPath::Fma;
     let name = format!("experts {top_k} of {e}, {hsz}→{inter}→{hsz}");
-    let mut out = vec![row(
-        &name,
-        m,
-        0,
-        time_pass(ctx, &refs, reps)?,
-        bytes,
-        flops,
+    let mut out = vec![timed(
+        ctx,
+        (name, m),
+        &refs,
+        (bytes, flops),
         ceilings,
-        fma,
-    )];
+        reps,
+    )?];
     // each step alone (their inputs are what the whole run left)
     let names = ["group", "up", "down", "combine"];
     let steps: Vec<_> = list.iter().flat_map(|d| d.steps()).collect();
     for (step, what) in steps.iter().zip(names) {
-        let t = time_pass(ctx, &[step], reps)?;
-        out.push(row(
-            &format!("  experts: {what}"),
-            m,
-            0,
-            t,
-            0,
-            0,
-            ceilings,
-            fma,
-        ));
+        let name = format!("  experts: {what}");
+        out.push(timed(ctx, (name, m), &[step], (0, 0), ceilings, reps)?);
     }
     let dims = (top_k, hsz, inter);
     let v1 = [
         ops.expert_up(ctx, &x, &g, &u, &routes, &act, m, dims),
         ops.expert_down(ctx, &act, &d, &routes, &y, m, dims),
     ];
-    let t = time_pass(ctx, &[&v1[0], &v1[1]], reps)?;
-    out.push(row(
-        &format!("experts v1 {top_k} of {e}"),
-        m,
-        0,
-        t,
-        bytes,
-        flops,
+    let name = format!("experts v1 {top_k} of {e}");
+    out.push(timed(
+        ctx,
+        (name, m),
+        &[&v1[0], &v1[1]],
+        (bytes, flops),
         ceilings,
-        fma,
-    ));
+        reps,
+    )?);
     Ok(out)
 }
 
@@ -196,49 +198,30 @@ fn head_products(
         c.kv_lora_rank,
     );
     let wkv = heads as u64 * (nope + v) as u64 * kv as u64;
-    let x = values(ctx, "x", m as u64 * heads as u64 * kv.max(nope) as u64)?;
+    let widest = (kv + c.qk_rope_head_dim).max(nope + c.qk_rope_head_dim) as u64;
+    let x = values(ctx, "x", m as u64 * heads as u64 * widest)?;
     let (w, y) = (
         values(ctx, "kv_b", wkv)?,
-        values(ctx, "y", m as u64 * heads as u64 * kv.max(v) as u64)?,
+        values(ctx, "y", m as u64 * heads as u64 * widest)?,
     );
-    let uk = HeadLinear {
-        rows: m,
-        heads,
-        k: nope,
-        o: kv,
-        xr: heads * nope,
-        xh: nope,
-        wh: (nope + v) * kv,
-        wo: 1,
-        wk: kv,
-        yr: heads * kv,
-        yh: kv,
-        ..Default::default()
-    };
-    let uv = HeadLinear {
-        rows: m,
-        heads,
-        k: kv,
-        o: v,
-        xr: heads * kv,
-        xh: kv,
-        wb: nope * kv,
-        wh: (nope + v) * kv,
-        wo: kv,
-        wk: 1,
-        yr: heads * v,
-        yh: v,
-        ..Default::default()
-    };
+    let rope = c.qk_rope_head_dim;
+    let uk = HeadLinear::mla_uk(m, heads, (nope, rope, v, kv));
+    let uv = HeadLinear::mla_uv(m, heads, (nope, v, kv));
     let mut out = Vec::new();
     for (name, hl, o) in [("W_UK absorbed", uk, kv), ("W_UV", uv, v)] {
         let d = ops.head_linear(ctx, &x, &w, &y, &hl)?;
-        let t = time_pass(ctx, &[&d], reps)?;
         let weights = heads as u64 * hl.k as u64 * o as u64;
         let bytes = 4 * (weights + m as u64 * heads as u64 * (hl.k + o) as u64);
         let flops = 2 * m as u64 * weights;
         let name = format!("head_linear v1 {name}");
-        out.push(row(&name, m, 0, t, bytes, flops, ceilings, MatrixPath::Fma));
+        out.push(timed(
+            ctx,
+            (name, m),
+            &[&d],
+            (bytes, flops),
+            ceilings,
+            reps,
+        )?);
     }
     Ok(out)
 }

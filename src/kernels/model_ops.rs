@@ -20,6 +20,21 @@ struct Params {
     mode: u32,
 }
 
+impl Params {
+    /// The parameters of an op over the heads `at`.
+    fn over(at: Heads) -> Self {
+        Params {
+            rows: at.rows,
+            n: at.n,
+            heads: at.heads,
+            d: at.d,
+            stride: at.stride,
+            off: at.off,
+            ..Default::default()
+        }
+    }
+}
+
 /// Longest Hadamard rotation the shader's workgroup memory holds.
 pub const MAX_HADAMARD: u32 = 1024;
 
@@ -65,6 +80,48 @@ pub struct HeadLinear {
     pub yh: u32,
     pub yo: u32,
     pub _pad: [u32; 2],
+}
+
+impl HeadLinear {
+    /// MLA's absorbed W_UK for `rows` rows of `heads` queries `[q_nope ‖ q_pe]` (`nope` +
+    /// `rope` a head) into rows of `heads` × (`kv` + `rope`) whose first `kv` of a head are
+    /// q_nope · W_UK, from `kv_b_proj` as stored (`[heads · (nope + v), kv]`).
+    pub fn mla_uk(rows: u32, heads: u32, (nope, rope, v, kv): (u32, u32, u32, u32)) -> Self {
+        HeadLinear {
+            rows,
+            heads,
+            k: nope,
+            o: kv,
+            xr: heads * (nope + rope),
+            xh: nope + rope,
+            wh: (nope + v) * kv,
+            wo: 1,
+            wk: kv,
+            yr: heads * (kv + rope),
+            yh: kv + rope,
+            ..Default::default()
+        }
+    }
+
+    /// MLA's W_UV for `rows` rows of `heads` × `kv` (sparse MLA's o_lat) into rows of
+    /// `heads` × `v`: each head's o_lat · W_UVᵀ, from `kv_b_proj` as stored.
+    pub fn mla_uv(rows: u32, heads: u32, (nope, v, kv): (u32, u32, u32)) -> Self {
+        HeadLinear {
+            rows,
+            heads,
+            k: kv,
+            o: v,
+            xr: heads * kv,
+            xh: kv,
+            wb: nope * kv,
+            wh: (nope + v) * kv,
+            wo: kv,
+            wk: 1,
+            yr: heads * v,
+            yh: v,
+            ..Default::default()
+        }
+    }
 }
 
 /// The MoE router's shape ([`ModelOps::route`]).
@@ -199,15 +256,7 @@ impl ModelOps {
         if !at.d.is_multiple_of(2) || at.off + at.d > at.stride.max(at.d) {
             return Err(Error::config("rope dims", at.d, "even, inside the head"));
         }
-        let params = Params {
-            rows: at.rows,
-            n: at.n,
-            heads: at.heads,
-            d: at.d,
-            stride: at.stride,
-            off: at.off,
-            ..Default::default()
-        };
+        let params = Params::over(at);
         let threads = at.rows as u64 * at.heads as u64 * (at.d / 2) as u64;
         let grid = super::grid_2d(threads.div_ceil(256) as u32);
         let pipeline = &self.rope[(layout == RopeLayout::NeoX) as usize];
@@ -216,8 +265,8 @@ impl ModelOps {
     }
 
     /// `x`'s heads `at` in place as a cache of `dtype` stores them: f16 (nearest even, as
-    /// shaders/fill.wgsl packs f16 rows), bf16 for FP8 (the FP8 format keeps k_pe as bf16; its quantised values
-    /// are act_quant's, exact already), nothing for f32.
+    /// shaders/fill.wgsl packs f16 rows), bf16 for FP8 (the FP8 format keeps k_pe as bf16; its
+    /// quantised values are act_quant's, exact already), nothing for f32.
     pub fn round_to(
         &self,
         ctx: &GpuContext,
@@ -231,14 +280,8 @@ impl ModelOps {
             crate::config::Dtype::F16 => 2,
         };
         let params = Params {
-            rows: at.rows,
-            n: at.n,
-            heads: at.heads,
-            d: at.d,
-            stride: at.stride,
-            off: at.off,
             mode,
-            ..Default::default()
+            ..Params::over(at)
         };
         let threads = at.rows as u64 * at.heads as u64 * at.d as u64;
         let grid = super::grid_2d(threads.div_ceil(256) as u32);

@@ -196,20 +196,7 @@ impl<'m> LayerRows<'m> {
         let at = self.heads(heads, qs, nope, rd);
         list.push(rope(&qf, at, RopeLayout::Interleaved)?);
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let uk = HeadLinear {
-            rows: b,
-            heads,
-            k: nope,
-            o: kv,
-            xr: heads * qs,
-            xh: qs,
-            wh: (nope + v) * kv,
-            wo: 1,
-            wk: kv,
-            yr: heads * ms,
-            yh: ms,
-            ..Default::default()
-        };
+        let uk = HeadLinear::mla_uk(b, heads, (nope, rd, v, kv));
         list.push(ops.head_linear(ctx, &qf, &wkv_b, out.q, &uk)?);
         let (from, to) = ((heads * qs, qs, nope), (heads * ms, ms, kv));
         list.push(self.copy(&qf, from, out.q, to, heads, rd)?);
@@ -276,21 +263,7 @@ impl<'m> LayerRows<'m> {
         );
         let o = self.buf("o", heads * v)?;
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let uv = HeadLinear {
-            rows: b,
-            heads,
-            k: kv,
-            o: v,
-            xr: heads * kv,
-            xh: kv,
-            wb: nope * kv,
-            wh: (nope + v) * kv,
-            wo: kv,
-            wk: 1,
-            yr: heads * v,
-            yh: v,
-            ..Default::default()
-        };
+        let uv = HeadLinear::mla_uv(b, heads, (nope, v, kv));
         let mut list = vec![ops.head_linear(ctx, o_lat, &wkv_b, &o, &uv)?];
         if self.is_fp8("self_attn.o_proj.weight") {
             list.push(ops.act_quant(ctx, &o, b, heads * v));
