@@ -146,7 +146,8 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             }
             if !c.discrete_equal() && !json {
                 say!(
-                    "note: some selections or experts differ (near-ties between f32 and f64                      scores flip a row's last selected position; many rows differing is a bug)"
+                    "note: some selections or experts differ (near-ties between f32 and f64 \
+                     scores flip a row's last selected position; many rows differing is a bug)"
                 )?;
             }
             Ok(())
