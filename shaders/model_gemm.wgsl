@@ -110,21 +110,26 @@ fn stash(lid: u32, st: Staged, two: bool) {
     }
 }
 
-// acc[i·4 + c] += Σ_kk xs[ty + 16i][kk] · ws[tx + 16c][kk], kk ascending (and gu, from us)
+// acc[i·4 + c] += Σ_kk xs[ty + 16i][kk] · ws[tx + 16c][kk], kk ascending (and acc_u, from
+// us), for the thread's rows that hold a row of x (`src`): a batch smaller than the tile costs
+// no arithmetic past its rows (on a CPU adapter, where lanes are threads, that is the time).
 fn multiply(lid: u32, acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>, two: bool) {
     let tx = lid % 16u;
     let ty = lid / 16u;
+    let live1 = src[ty + 16u] != NONE;
+    if (src[ty] == NONE) { return; }   // rows fill the tile from its first
     for (var kk = 0u; kk < TK; kk++) {
         let a0 = xs[ty * PAD + kk];
         let a1 = xs[(ty + 16u) * PAD + kk];
         for (var c = 0u; c < 4u; c++) {
-            let b = ws[(tx + 16u * c) * PAD + kk];
+            let o = (tx + 16u * c) * PAD + kk;
+            let b = ws[o];
             (*acc)[c] = fma(a0, b, (*acc)[c]);
-            (*acc)[4u + c] = fma(a1, b, (*acc)[4u + c]);
+            if (live1) { (*acc)[4u + c] = fma(a1, b, (*acc)[4u + c]); }
             if (two) {
-                let bu = us[(tx + 16u * c) * PAD + kk];
+                let bu = us[o];
                 (*acc_u)[c] = fma(a0, bu, (*acc_u)[c]);
-                (*acc_u)[4u + c] = fma(a1, bu, (*acc_u)[4u + c]);
+                if (live1) { (*acc_u)[4u + c] = fma(a1, bu, (*acc_u)[4u + c]); }
             }
         }
     }
