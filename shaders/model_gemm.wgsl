@@ -11,6 +11,8 @@
 //                expert (`routes` as model_ops.wgsl's `route` writes them)
 //   expert_up    for a tile of expert e's pairs: act[p, i] = silu(x[r] · G_e[i]) · (x[r] · U_e[i])
 //   expert_down  for a tile of expert e's pairs: part[p, o] = act[p] · D_e[o]
+//                (each dispatch binds the weights of experts [expert_base, + expert_count): a
+//                layer's experts past one storage binding take one dispatch a binding)
 //   combine      y[r, o] = Σ_j weight[r, j] · part[r·top_k + j, o]    (j in order)
 //
 // Numerics: every output is one thread's f32 fma chain over k ascending, exactly as version 1
@@ -40,8 +42,8 @@ struct Params {
     splits: u32,   // linear: slices of K
     top_k: u32,    // experts: experts a token
     experts: u32,  // experts: routed experts
-    _pad0: u32,
-    _pad1: u32,
+    expert_base: u32,   // expert_up, expert_down: the first expert whose weights are bound
+    expert_count: u32,  // … and how many (a layer's experts may span several bindings)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -276,11 +278,15 @@ fn expert_tile(t: u32, lid: u32, x_is_pair: bool) -> u32 {
 // expert_down (x's rows are the pairs' activations, the sums into the pairs' outputs).
 fn experts(wg: vec3<u32>, lid: u32, up: bool) {
     let e = expert_tile(wg.y, lid, !up);
-    if (e == NONE) { return; }
+    // tiles of the experts whose weights this dispatch binds (e is uniform: a tile's)
+    if (e == NONE || e < params.expert_base || e >= params.expert_base + params.expert_count) {
+        return;
+    }
     let n0 = wg.x * TN;
     var acc: array<f32, 8>;
     var acc_u: array<f32, 8>;
-    tile(lid, 0u, params.k, params.k, e * params.n * params.k, n0, up, &acc, &acc_u);
+    let wb = (e - params.expert_base) * params.n * params.k;
+    tile(lid, 0u, params.k, params.k, wb, n0, up, &acc, &acc_u);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {

@@ -22,7 +22,8 @@
 //   round_to    x[r, h, off .. off + d] ← its value as a cache of `mode` stores it, in place: bf16
 //               (mode 1, nearest even: the FP8 format's k_pe, lib/fp8.wgsl) or f16 (mode 2,
 //               nearest even, lib/f16_round.wgsl, as shaders/fill.wgsl stores f16 rows)
-//   embed       y[r, i] = w[token[r] · n + i]   (token ids in b as u32 bits)
+//   embed       y[r, i] = w[token[r] · n + i]   (token ids in b as u32 bits; the table's rows
+//               off .. off + d bound, the rest left to another dispatch)
 //   linear      y[r, o] = Σ_k x[r, k] · w[o, k]   (a weight [d, n] as the checkpoint stores it,
 //               f32; the naive version-1 kernel the model's CPU-checked path uses, one thread an
 //               output: the tensor-core GEMMs are kernels::Gemm)
@@ -377,5 +378,8 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     let t = gid.x + gid.y * nwg.x * 256u;
     let n = params.n;
     if (t >= params.rows * n) { return; }
-    y[t] = w[bitcast<u32>(b[t / n]) * n + t % n];
+    // the table's rows off .. off + d are bound (a vocabulary past one binding takes several)
+    let token = bitcast<u32>(b[t / n]);
+    if (token < params.off || token >= params.off + params.d) { return; }
+    y[t] = w[(token - params.off) * n + t % n];
 }

@@ -1518,11 +1518,12 @@ fn tiled_linear_equals_version_1() {
 /// The routed experts grouped by expert (`ModelGemm::experts`: the grouping, each expert's tiles
 /// of tokens, the weighted combine) equal version 1's `expert_up` and `expert_down` bit for bit:
 /// 45 tokens, 3 of 8 experts each, one expert chosen by every token (two tiles), one by none,
-/// sizes off every tile, outputs poisoned first.
+/// the weights in two bindings (experts 0..3 and 3..8), sizes off every tile, outputs poisoned
+/// first.
 #[test]
 fn grouped_experts_equal_version_1() {
     use ess_wgpu::kernels::ModelOps;
-    use ess_wgpu::kernels::model_gemm::{ExpertScratch, ExpertShape};
+    use ess_wgpu::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape};
     use ess_wgpu::workload::Rng;
     let ctx = ctx();
     let ops = ModelOps::new(ctx).unwrap();
@@ -1581,9 +1582,29 @@ fn grouped_experts_equal_version_1() {
         act: &act,
         part: &part,
     };
+    // the experts' weights in two bindings, 0..3 and 3..8 (as past a binding's limit)
+    let split = |v: &[f32], per: usize| (up(&v[..3 * per]), up(&v[3 * per..]));
+    let per = inter * hsz;
+    let ((g0, g1), (u0, u1), (d0, d1)) = (split(&g, per), split(&u, per), split(&d, per));
+    let chunks = [
+        ExpertChunk {
+            first: 0,
+            count: 3,
+            gate: &g0,
+            up: &u0,
+            down: &d0,
+        },
+        ExpertChunk {
+            first: 3,
+            count: 5,
+            gate: &g1,
+            up: &u1,
+            down: &d1,
+        },
+    ];
     let list = ops
         .gemm
-        .experts(ctx, &xb, (&gb, &ub, &db), &rb, &y, &shape, &scratch, None);
+        .experts(ctx, &xb, &chunks, &rb, &y, &shape, &scratch, None);
     ctx.run_pass(None, |p| list.iter().for_each(|d| d.record(p)))
         .unwrap();
     let (act1, y1) = (buf(rows * k * inter), buf(rows * hsz));

@@ -717,6 +717,31 @@ fn the_engine_generates_the_reference_tokens_in_both_modes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Weights larger than a storage binding are bound in pieces: a layer's routed experts (whole
+/// experts a piece, each piece its own dispatch over its experts' tiles), the embedding and
+/// the head (ranges of the vocabulary), any linear layer (ranges of its outputs). With pieces
+/// forced down to 96 KiB (one expert, 96 rows of the head), a prefill's logits and the
+/// decode step after it equal the whole-weight model's bit for bit: a piece computes the same
+/// sums.
+#[test]
+fn weights_past_a_binding_run_in_pieces() {
+    use ess_wgpu::model::gpu::{Decoder, ModelGpu};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    let (dir, cfg, w) = tiny_weights("pieces", WeightDtype::Bf16, 8, 41);
+    let prompt: Vec<u32> = (0..11u32).map(|i| (i * 37 + 3) % cfg.vocab_size).collect();
+    let run = |m: ModelGpu| {
+        let mut d = Decoder::with_model(m, 12).unwrap();
+        let mut logits = d.forward(&prompt).unwrap();
+        logits.extend(d.forward(&[5]).unwrap());
+        logits
+    };
+    let whole = run(ModelGpu::new(&ctx, &w).unwrap());
+    let pieces = run(ModelGpu::new(&ctx, &w).unwrap().with_binding(96 << 10));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&whole), bits(&pieces), "the pieces change the logits");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `decode`'s runs with a model (`EngineOptions::model`: `--model` / `--builtin`): the engine
 /// builds the model's inputs over hashed contexts itself, counts the weights in its memory
 /// plan, and resident and offload give bit-identical attention outputs at every layer and step

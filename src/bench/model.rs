@@ -8,7 +8,7 @@ use super::{Ceilings, KernelTiming, row, time_pass};
 use crate::error::Result;
 use crate::gpu::{GpuContext, MatrixPath};
 use crate::kernels::ModelOps;
-use crate::kernels::model_gemm::{ExpertScratch, ExpertShape, LinearShape};
+use crate::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, LinearShape};
 use crate::kernels::model_ops::HeadLinear;
 use crate::model::HfConfig;
 
@@ -144,9 +144,16 @@ fn experts(
     let chosen = pairs.min(e as u64);
     let bytes = 4 * (chosen * 3 * inter as u64 * hsz as u64 + 2 * m as u64 * hsz as u64);
     let flops = 2 * pairs * 3 * inter as u64 * hsz as u64;
+    let chunks = [ExpertChunk {
+        first: 0,
+        count: e,
+        gate: &g,
+        up: &u,
+        down: &d,
+    }];
     let list = ops
         .gemm
-        .experts(ctx, &x, (&g, &u, &d), &routes, &y, &shape, &scratch, None);
+        .experts(ctx, &x, &chunks, &routes, &y, &shape, &scratch, None);
     let refs: Vec<_> = list.iter().collect();
     let name = format!("experts {top_k} of {e}, {hsz}→{inter}→{hsz}");
     let mut out = vec![timed(

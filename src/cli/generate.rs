@@ -25,9 +25,9 @@ pub struct ModelArgs {
     #[arg(long)]
     pub builtin: Option<String>,
     /// Change a field of the built-in model's config.json, e.g. n_routed_experts=32
-    /// (repeatable). The f32 weights of a layer's routed experts are one buffer per projection,
-    /// and the head one buffer: each must fit a storage binding (2 GiB on the H200), which
-    /// v32-layers' 256 experts and 129,280-token vocabulary do not.
+    /// (repeatable). Weights are f32 on the GPU: v32-layers' 256 experts are 45 GB a MoE layer
+    /// (bound in pieces of a storage binding, as is the 129,280-token vocabulary), so its
+    /// layers need a large --device-budget.
     #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
     pub builtin_set: Vec<String>,
     /// Layers to load and run, e.g. 0..2 (default: all).

@@ -22,7 +22,8 @@ struct Params {
     splits: u32,
     top_k: u32,
     experts: u32,
-    _pad: [u32; 2],
+    expert_base: u32,
+    expert_count: u32,
 }
 
 /// A tile's rows and outputs, and the K step (the shader's TM, TN, TK).
@@ -114,6 +115,16 @@ pub struct ModelGemm {
     combine: wgpu::ComputePipeline,
 }
 
+/// The weights of experts `first .. first + count` (`[count, inter, hidden]` gate and up,
+/// `[count, hidden, inter]` down): a layer's experts past one storage binding are several.
+pub struct ExpertChunk<'a> {
+    pub first: u32,
+    pub count: u32,
+    pub gate: &'a wgpu::Buffer,
+    pub up: &'a wgpu::Buffer,
+    pub down: &'a wgpu::Buffer,
+}
+
 /// The buffers of the grouped experts: the grouping (`ExpertShape::group_words` u32), the
 /// activations `act [pairs, inter]` and the pairs' outputs `part [pairs, hidden]`, f32.
 pub struct ExpertScratch<'a> {
@@ -203,77 +214,76 @@ impl ModelGemm {
 
     /// The routed experts of `shape.rows` tokens, grouped by expert, into `y [rows, hidden]`:
     /// `routes` (`ModelOps::route`'s output) grouped, then each expert's tiles of tokens
-    /// through its gate and up weights (`[experts, inter, hidden]`) into SwiGLU activations,
-    /// then `between` (act_quant of the activations where the down weights are FP8), then
-    /// through the down weights (`[experts, hidden, inter]`), combined with the routes'
-    /// weights in slot order.
+    /// through its gate and up weights into SwiGLU activations, then `between` (act_quant of
+    /// the activations where the down weights are FP8), then through the down weights,
+    /// combined with the routes' weights in slot order. The weights come in `chunks` (one a
+    /// storage binding), each dispatched over the tiles of its experts.
     #[allow(clippy::too_many_arguments)]
     pub fn experts(
         &self,
         ctx: &GpuContext,
         x: &wgpu::Buffer,
-        (gate, up, down): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        chunks: &[ExpertChunk],
         routes: &wgpu::Buffer,
         y: &wgpu::Buffer,
         shape: &ExpertShape,
         scratch: &ExpertScratch,
         between: Option<Dispatch>,
     ) -> Vec<Dispatch> {
-        let params = |n, k| Params {
+        let params = |n, k, chunk: Option<&ExpertChunk>| Params {
             m: shape.rows,
             n,
             k,
             top_k: shape.top_k,
             experts: shape.experts,
+            expert_base: chunk.map_or(0, |c| c.first),
+            expert_count: chunk.map_or(0, |c| c.count),
             ..Default::default()
         };
         let tiles = shape.most_tiles();
         let g = scratch.groups;
-        let group = [(5, routes), (6, g)];
-        let up_bufs = [(1, x), (2, gate), (3, scratch.act), (4, up), (6, g)];
-        let down_bufs = [
-            (1, scratch.act),
-            (2, down),
-            (3, scratch.part),
-            (4, down),
-            (6, g),
-        ];
-        let comb = [(3, y), (5, routes), (7, scratch.part)];
-        let values = shape.rows as u64 * shape.hidden as u64;
-        let mut out = vec![dispatch_steps(
-            ctx,
-            "experts up",
-            &params(shape.inter, shape.hidden),
-            &[
-                StepSpec {
-                    pipeline: &self.group,
-                    buffers: &group,
-                    workgroups: [1, 1, 1],
-                },
-                StepSpec {
-                    pipeline: &self.expert_up,
-                    buffers: &up_bufs,
-                    workgroups: [shape.inter.div_ceil(TN), tiles, 1],
-                },
-            ],
+        let one = |label: &str, p: Params, pipeline, buffers: &[(u32, &wgpu::Buffer)], grid| {
+            let step = StepSpec {
+                pipeline,
+                buffers,
+                workgroups: grid,
+            };
+            dispatch_steps(ctx, label, &p, &[step])
+        };
+        let (hsz, inter) = (shape.hidden, shape.inter);
+        let mut out = vec![one(
+            "experts group",
+            params(inter, hsz, None),
+            &self.group,
+            &[(5, routes), (6, g)],
+            [1, 1, 1],
         )];
+        for c in chunks {
+            let bufs = [(1, x), (2, c.gate), (3, scratch.act), (4, c.up), (6, g)];
+            let grid = [inter.div_ceil(TN), tiles, 1];
+            let p = params(inter, hsz, Some(c));
+            out.push(one("experts up", p, &self.expert_up, &bufs, grid));
+        }
         out.extend(between);
-        out.push(dispatch_steps(
-            ctx,
-            "experts down",
-            &params(shape.hidden, shape.inter),
-            &[
-                StepSpec {
-                    pipeline: &self.expert_down,
-                    buffers: &down_bufs,
-                    workgroups: [shape.hidden.div_ceil(TN), tiles, 1],
-                },
-                StepSpec {
-                    pipeline: &self.combine,
-                    buffers: &comb,
-                    workgroups: super::grid_2d(values.div_ceil(256) as u32),
-                },
-            ],
+        for c in chunks {
+            let bufs = [
+                (1, scratch.act),
+                (2, c.down),
+                (3, scratch.part),
+                (4, c.down),
+                (6, g),
+            ];
+            let grid = [hsz.div_ceil(TN), tiles, 1];
+            let p = params(hsz, inter, Some(c));
+            out.push(one("experts down", p, &self.expert_down, &bufs, grid));
+        }
+        let values = shape.rows as u64 * hsz as u64;
+        out.push(one(
+            "experts combine",
+            params(hsz, inter, None),
+            &self.combine,
+            &[(3, y), (5, routes), (7, scratch.part)],
+            super::grid_2d(values.div_ceil(256) as u32),
         ));
         out
     }

@@ -495,25 +495,29 @@ impl ModelOps {
         over_rows(ctx, &self.add, &[(1, x), (3, y)], 1, n, grid)
     }
 
-    /// `y [rows, n]` = the rows of `table [vocab, n]` that `tokens` (u32) name.
+    /// `y [rows, n]` = the rows of `table [vocab, n]` that `tokens` (u32) name;
+    /// `table` holds the rows `first .. first + count` of the whole table (a vocabulary past
+    /// one storage binding is several tables): tokens outside them are left to the others.
+    #[allow(clippy::too_many_arguments)]
     pub fn embed(
         &self,
         ctx: &GpuContext,
-        table: &wgpu::Buffer,
+        (table, first, count): (&wgpu::Buffer, u32, u32),
         tokens: &wgpu::Buffer,
         y: &wgpu::Buffer,
         rows: u32,
         n: u32,
     ) -> Dispatch {
         let grid = super::grid_2d((rows as u64 * n as u64).div_ceil(256) as u32);
-        over_rows(
-            ctx,
-            &self.embed,
-            &[(2, table), (3, tokens), (4, y)],
+        let params = Params {
             rows,
             n,
-            grid,
-        )
+            off: first,
+            d: count,
+            ..Default::default()
+        };
+        let buffers = [(2, table), (3, tokens), (4, y)];
+        one(ctx, &self.embed, "embed", &params, &buffers, grid)
     }
 
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their

@@ -41,6 +41,9 @@ pub struct ModelGpu<'a> {
     /// rounded to it where they are made ([`ModelOps::round_to`]), so that a prompt's
     /// attention reads what decode steps read from the engine's caches.
     pub(super) stored: Dtype,
+    /// The most bytes one weight buffer holds (the context's storage binding limit): a larger
+    /// weight, a layer's experts or the vocabulary, is bound in pieces.
+    pub(super) binding: u64,
 }
 
 /// What a [`ModelGpu`] is made of besides the context: kept by whoever outlives one borrow of
@@ -62,6 +65,7 @@ impl Parts {
             ops: self.ops.clone(),
             uploaded: self.uploaded.clone(),
             stored: self.stored,
+            binding: ctx.max_binding(),
         }
     }
 }
@@ -75,7 +79,17 @@ impl<'a> ModelGpu<'a> {
             ops: Rc::new(ModelOps::new(ctx)?),
             uploaded: Rc::default(),
             stored: Dtype::F32,
+            binding: ctx.max_binding(),
         })
+    }
+
+    /// The same model with weights bound in pieces of at most `bytes` (tests of the pieces on
+    /// a small model; the context's binding limit is the default).
+    pub fn with_binding(self, bytes: u64) -> Self {
+        ModelGpu {
+            binding: bytes.min(self.ctx.max_binding()),
+            ..self
+        }
     }
 
     /// Tensor `name` of the checkpoint as a GPU buffer.
@@ -123,6 +137,106 @@ impl<'a> ModelGpu<'a> {
         self.ops
             .gemm
             .linear(self.ctx, (x, w, y), &shape, scratch.as_ref())
+    }
+
+    /// The linear layer `shape` of `x` by the checkpoint's weight `name` (`[shape.n,
+    /// shape.k]`) into `y`: one dispatch, or one per piece of the weight where it is larger
+    /// than a storage binding (each piece a range of its output rows, written at its columns).
+    pub(super) fn linear_by_name(
+        &self,
+        (x, name, y): (&wgpu::Buffer, &str, &wgpu::Buffer),
+        shape: LinearShape,
+    ) -> Result<Vec<Dispatch>> {
+        self.weight_rows(name, shape.k)?
+            .into_iter()
+            .map(|(first, count, w)| {
+                let piece = LinearShape {
+                    n: count,
+                    yo: shape.yo + first,
+                    ..shape
+                };
+                self.linear((x, &w, y), piece)
+            })
+            .collect()
+    }
+
+    /// The rows (`k` values each) of weight `name` as buffers of at most one storage binding:
+    /// (first row, rows, buffer); the whole weight where it fits.
+    pub(super) fn weight_rows(&self, name: &str, k: u32) -> Result<Vec<(u32, u32, wgpu::Buffer)>> {
+        let n = (self.w.tensor(name).len() / k as usize) as u32;
+        let per = self.rows_per_binding(k as u64 * 4, n);
+        if per >= n {
+            return Ok(vec![(0, n, self.weight(name)?)]);
+        }
+        (0..n)
+            .step_by(per as usize)
+            .map(|first| {
+                let count = per.min(n - first);
+                let key = format!("{name} rows {first}..{}", first + count);
+                let t = &self.w.tensor(name)[(first * k) as usize..((first + count) * k) as usize];
+                Ok((first, count, self.derived(&key, || t.to_vec())?))
+            })
+            .collect()
+    }
+
+    /// How many items of `bytes` each (at most `n`, at least 1) one storage binding holds.
+    fn rows_per_binding(&self, bytes: u64, n: u32) -> u32 {
+        (self.binding / bytes.max(1)).clamp(1, n.max(1) as u64) as u32
+    }
+
+    /// The embedding of `tokens` (u32, `rows` of them) into `y` `[rows, hidden]`: one dispatch
+    /// per piece of the table (a vocabulary past one storage binding is several).
+    pub(super) fn embed(
+        &self,
+        tokens: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: u32,
+    ) -> Result<Vec<Dispatch>> {
+        let hsz = self.w.config.hidden_size;
+        self.weight_rows("model.embed_tokens.weight", hsz)?
+            .into_iter()
+            .map(|(first, count, t)| {
+                Ok(self
+                    .ops
+                    .embed(self.ctx, (&t, first, count), tokens, y, rows, hsz))
+            })
+            .collect()
+    }
+
+    /// Layer `l`'s routed experts' weights, concatenated `[experts, …]` per projection, in
+    /// pieces of as many whole experts as one storage binding holds: (first, count, gate, up,
+    /// down).
+    pub(super) fn expert_chunks(&self, l: u32) -> Result<Vec<(u32, u32, [wgpu::Buffer; 3])>> {
+        let c = &self.w.config;
+        let (e, each) = (
+            c.n_routed_experts,
+            c.moe_intermediate_size as u64 * c.hidden_size as u64,
+        );
+        let per = self.rows_per_binding(each * 4, e);
+        (0..e)
+            .step_by(per as usize)
+            .map(|first| {
+                let count = per.min(e - first);
+                let part = |name: &str| {
+                    let of = |i| format!("model.layers.{l}.mlp.experts.{i}.{name}");
+                    let key = format!(
+                        "model.layers.{l}.mlp.experts.{first}..{}.{name}",
+                        first + count
+                    );
+                    self.derived(&key, || {
+                        (first..first + count)
+                            .flat_map(|i| self.w.tensor(&of(i)).to_vec())
+                            .collect()
+                    })
+                };
+                let bufs = [
+                    part("gate_proj.weight")?,
+                    part("up_proj.weight")?,
+                    part("down_proj.weight")?,
+                ];
+                Ok((first, count, bufs))
+            })
+            .collect()
     }
 
     /// The split scratch of every linear layer over `rows` rows: as large as the largest needs.
@@ -478,9 +592,8 @@ impl<'a> Decoder<'a> {
         }
         let buf = |what: &str, n: u32| ctx.storage(what, t as u64 * n as u64 * 4);
         let (h, x) = (buf("h", hsz)?, buf("x", hsz)?);
-        let emb = m.weight("model.embed_tokens.weight")?;
         let ids = ctx.upload("tokens", tokens)?;
-        m.run(vec![ops.embed(ctx, &emb, &ids, &h, t, hsz)])?;
+        m.run(m.embed(&ids, &h, t)?)?;
         for (li, l) in w.layers.clone().enumerate() {
             let p = format!("model.layers.{l}.");
             let norm = m.weight(&format!("{p}input_layernorm.weight"))?;
@@ -502,18 +615,11 @@ impl<'a> Decoder<'a> {
             m.run(vec![ops.add(ctx, &h, &f, t * hsz)])?;
         }
         let norm = m.weight("model.norm.weight")?;
-        let head = m.weight(match c.tie_word_embeddings {
-            true => "model.embed_tokens.weight",
-            false => "lm_head.weight",
-        })?;
         let logits = buf("logits", c.vocab_size)?;
-        m.run(vec![
-            ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps),
-            m.linear(
-                (&x, &head, &logits),
-                LinearShape::plain(t, hsz, c.vocab_size),
-            )?,
-        ])?;
+        let mut list = vec![ops.norm(ctx, &h, &norm, None, &x, t, hsz, eps)];
+        let shape = LinearShape::plain(t, hsz, c.vocab_size);
+        list.extend(m.linear_by_name((&x, w.lm_head_name(), &logits), shape)?);
+        m.run(list)?;
         self.len += t;
         ctx.read(&logits)
     }

@@ -17,7 +17,7 @@ use super::gpu::ModelGpu;
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::kernels::Dispatch;
-use crate::kernels::model_gemm::{ExpertScratch, ExpertShape, LinearShape};
+use crate::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, LinearShape};
 use crate::kernels::model_ops::{HeadLinear, Heads, Routing};
 use crate::reference::model::RopeLayout;
 
@@ -76,10 +76,10 @@ impl<'m> LayerRows<'m> {
         (x, name, y): (&wgpu::Buffer, &str, &wgpu::Buffer),
         n: u32,
         o: u32,
-    ) -> Result<Dispatch> {
-        let w = self.weight(name)?;
+    ) -> Result<Vec<Dispatch>> {
+        let name = self.name(name);
         self.m
-            .linear((x, &w, y), LinearShape::plain(self.rows, n, o))
+            .linear_by_name((x, &name, y), LinearShape::plain(self.rows, n, o))
     }
 
     /// RMSNorm (or LayerNorm with a bias, eps 1e-6) of the rows of `n`.
@@ -183,7 +183,7 @@ impl<'m> LayerRows<'m> {
         let mut list = Vec::new();
         // the query latent: as q_b reads it, and as the indexer's wq_b reads that
         let qa = self.buf("q_a", ql)?;
-        list.push(self.linear((x_in, "self_attn.q_a_proj.weight", &qa), hsz, ql)?);
+        list.extend(self.linear((x_in, "self_attn.q_a_proj.weight", &qa), hsz, ql)?);
         let qa_norm = self.weight("self_attn.q_a_layernorm.weight")?;
         let (qr, qr_i) = (self.buf("qr", ql)?, self.buf("qr (indexer)", ql)?);
         let q_b = fp8("self_attn.q_b_proj.weight");
@@ -192,7 +192,7 @@ impl<'m> LayerRows<'m> {
         list.extend(self.norm_quantised((&qa, &qa_norm, &qr_i), ql, wq_b));
         // MLA's queries, absorbed: q_nope · W_UK ‖ q_pe
         let qf = self.buf("q", heads * qs)?;
-        list.push(self.linear((&qr, "self_attn.q_b_proj.weight", &qf), ql, heads * qs)?);
+        list.extend(self.linear((&qr, "self_attn.q_b_proj.weight", &qf), ql, heads * qs)?);
         let at = self.heads(heads, qs, nope, rd);
         list.push(rope(&qf, at, RopeLayout::Interleaved)?);
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
@@ -203,7 +203,7 @@ impl<'m> LayerRows<'m> {
         // the new latent row: act_quant(RMSNorm(c_kv)) ‖ RoPE(k_pe)
         let kva = self.buf("kv_a", ms)?;
         let name = "self_attn.kv_a_proj_with_mqa.weight";
-        list.push(self.linear((x_in, name, &kva), hsz, ms)?);
+        list.extend(self.linear((x_in, name, &kva), hsz, ms)?);
         let (kva_latent, latent) = (self.buf("kv_a latent", kv)?, self.buf("latent", kv)?);
         list.push(self.copy(&kva, (ms, 0, 0), &kva_latent, (kv, 0, 0), 1, kv)?);
         list.push(rope(
@@ -219,12 +219,12 @@ impl<'m> LayerRows<'m> {
         // the indexer: q_I, the new key, the head weights (· H^-1/2 · d^-1/2 folded in; the q
         // scale is inside the dequantised q)
         let name = "self_attn.indexer.wq_b.weight";
-        list.push(self.linear((&qr_i, name, out.q_i), ql, ih * id)?);
+        list.extend(self.linear((&qr_i, name, out.q_i), ql, ih * id)?);
         list.push(rope(out.q_i, self.heads(ih, id, 0, rd), RopeLayout::NeoX)?);
         list.push(ops.hadamard(ctx, out.q_i, self.heads(ih, id, 0, id))?);
         list.push(ops.act_quant(ctx, out.q_i, b * ih, id));
         let k = self.buf("k", id)?;
-        list.push(self.linear((x_in, "self_attn.indexer.wk.weight", &k), hsz, id)?);
+        list.extend(self.linear((x_in, "self_attn.indexer.wk.weight", &k), hsz, id)?);
         let (kn_w, kn_b) = (
             self.weight("self_attn.indexer.k_norm.weight")?,
             self.weight("self_attn.indexer.k_norm.bias")?,
@@ -269,7 +269,7 @@ impl<'m> LayerRows<'m> {
             list.push(ops.act_quant(ctx, &o, b, heads * v));
         }
         let name = "self_attn.o_proj.weight";
-        list.push(self.linear((&o, name, attn), heads * v, c.hidden_size)?);
+        list.extend(self.linear((&o, name, attn), heads * v, c.hidden_size)?);
         Ok(list)
     }
 
@@ -304,18 +304,18 @@ impl<'m> LayerRows<'m> {
             top_k: k,
             scaling: c.routed_scaling_factor as f32,
         };
-        // every expert's weight `name`, concatenated `[experts, …]`
-        let all = |name: &str| {
-            let each = |i| self.name(&format!("mlp.experts.{i}.{name}"));
-            m.derived(&self.name(&format!("mlp.experts.*.{name}")), || {
-                (0..e).flat_map(|i| m.w.tensor(&each(i)).to_vec()).collect()
+        // every expert's weights, concatenated per projection in pieces of a binding
+        let pieces = m.expert_chunks(self.ml)?;
+        let chunks: Vec<ExpertChunk> = pieces
+            .iter()
+            .map(|(first, count, [gate, up, down])| ExpertChunk {
+                first: *first,
+                count: *count,
+                gate,
+                up,
+                down,
             })
-        };
-        let (g, u, d) = (
-            all("gate_proj.weight")?,
-            all("up_proj.weight")?,
-            all("down_proj.weight")?,
-        );
+            .collect();
         let shape = ExpertShape {
             rows: b,
             top_k: k,
@@ -345,10 +345,9 @@ impl<'m> LayerRows<'m> {
             m.linear((x, &gate, &logits), LinearShape::plain(b, hsz, e))?,
             ops.route(ctx, &logits, &bias, &routes, b, routing)?,
         ];
-        let weights = (&g, &u, &d);
         list.extend(
             ops.gemm
-                .experts(ctx, x_in, weights, &routes, y, &shape, &scratch, quant),
+                .experts(ctx, x_in, &chunks, &routes, y, &shape, &scratch, quant),
         );
         if c.n_shared_experts > 0 {
             let shared = self.buf("shared expert", hsz)?;
@@ -375,19 +374,19 @@ impl<'m> LayerRows<'m> {
             yo,
             ..LinearShape::plain(b, hsz, inter)
         };
-        let g = self.weight(&format!("{at}.gate_proj.weight"))?;
-        let u = self.weight(&format!("{at}.up_proj.weight"))?;
+        let (g, u) = (
+            self.name(&format!("{at}.gate_proj.weight")),
+            self.name(&format!("{at}.up_proj.weight")),
+        );
         let a = self.buf("act", inter)?;
-        let mut list = vec![
-            m.linear((x_in, &g, &gu), half(0))?,
-            m.linear((x_in, &u, &gu), half(inter))?,
-            ops.swiglu(ctx, &gu, &a, b, inter),
-        ];
+        let mut list = m.linear_by_name((x_in, &g, &gu), half(0))?;
+        list.extend(m.linear_by_name((x_in, &u, &gu), half(inter))?);
+        list.push(ops.swiglu(ctx, &gu, &a, b, inter));
         if self.ffn_is_fp8() {
             list.push(ops.act_quant(ctx, &a, b, inter));
         }
         let name = format!("{at}.down_proj.weight");
-        list.push(self.linear((&a, &name, y), inter, hsz)?);
+        list.extend(self.linear((&a, &name, y), inter, hsz)?);
         Ok(list)
     }
 }

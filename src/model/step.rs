@@ -273,8 +273,7 @@ impl ModelInputs {
         let hsz = self.w.config.hidden_size;
         let mut list = Vec::new();
         if l == 0 {
-            let emb = m.weight("model.embed_tokens.weight")?;
-            list.push(m.ops.embed(ctx, &emb, &self.tokens, &self.h, b, hsz));
+            list.extend(m.embed(&self.tokens, &self.h, b)?);
         }
         // x, and x as the FP8 linear layers read it (q_a, kv_a, wk share one rounding)
         let x_in = buf(ctx, "x in", b, hsz)?;
@@ -318,14 +317,11 @@ impl ModelInputs {
         list.push(ops.add(ctx, &self.h, &y, b * hsz));
         if l + 1 == self.w.layers.len() as u32 {
             let norm = m.weight("model.norm.weight")?;
-            let head = m.weight(match c.tie_word_embeddings {
-                true => "model.embed_tokens.weight",
-                false => "lm_head.weight",
-            })?;
             let eps = c.rms_norm_eps as f32;
             list.push(ops.norm(ctx, &self.h, &norm, None, &self.x, b, hsz, eps));
             let shape = LinearShape::plain(b, hsz, c.vocab_size);
-            list.push(m.linear((&self.x, &head, &self.logits), shape)?);
+            let head = self.w.lm_head_name();
+            list.extend(m.linear_by_name((&self.x, head, &self.logits), shape)?);
             list.push(ops.argmax(ctx, &self.logits, &self.tokens, b, c.vocab_size));
         }
         Ok(list)

@@ -344,7 +344,8 @@ impl ModelWeights {
             .collect()
     }
 
-    fn lm_head_name(&self) -> &'static str {
+    /// The head's weight: `lm_head.weight`, or the embedding where they are tied.
+    pub fn lm_head_name(&self) -> &'static str {
         match self.config.tie_word_embeddings {
             true => "model.embed_tokens.weight",
             false => "lm_head.weight",
