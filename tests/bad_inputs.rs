@@ -292,6 +292,10 @@ fn bad_options_and_values_name_the_cause() {
             vec!["model config", "tiny, small or v32-layers"],
         ),
         (
+            vec!["generate", "--overlap", "layerwise:/nonexistent/misses.txt"],
+            vec!["miss profile", "/nonexistent/misses.txt"],
+        ),
+        (
             vec!["generate", "--dump", "/tmp/d.safetensors", "--batch", "2"],
             vec!["dump", "a batch of one prompt"],
         ),

@@ -6,7 +6,7 @@ use super::{CacheArgs, print_report, time_every_arg};
 use ess_wgpu::cache::PoolSize;
 use ess_wgpu::config::Dtype;
 use ess_wgpu::decode::DecodeReport;
-use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode, TransferOverlap};
+use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode};
 use ess_wgpu::model::generate::{Collect, Generation, PrefillSpec, generate, identical, in_mode};
 use ess_wgpu::model::init::{preset, random_weights};
 use ess_wgpu::reference::model::ModelWeights;
@@ -108,9 +108,8 @@ pub struct GenerateArgs {
     cache_dtype: String,
     #[command(flatten)]
     cache: CacheArgs,
-    /// none, da, dba, dba:N (as `decode`'s).
-    #[arg(long, default_value = "none")]
-    overlap: String,
+    #[command(flatten)]
+    overlap: super::OverlapArgs,
     /// Timestamp every N-th step's stages, 1 ..= 1024K.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = time_every_arg)]
     time_every: u32,
@@ -198,7 +197,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         track_overlap: false,
         digest_outputs: false,
         time_every: a.time_every,
-        transfer_overlap: TransferOverlap::parse(&a.overlap)?,
+        transfer_overlap: a.overlap.transfer_overlap((w.layers.len() as u32, batch))?,
         omit_gathers: false,
         model_bytes: ess_wgpu::model::generate::model_bytes(w, batch),
         model: None,

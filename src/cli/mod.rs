@@ -232,6 +232,13 @@ pub struct EngineArgs {
     /// step; timestamps slow the steps that carry them).
     #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = time_every_arg)]
     pub time_every: u32,
+    #[command(flatten)]
+    pub overlap: OverlapArgs,
+}
+
+/// How transfers overlap compute: options of every command that runs the engine.
+#[derive(clap::Args, Clone)]
+pub struct OverlapArgs {
     /// How transfers overlap compute (offload, zero-copy): none; da (the misses gathered inside
     /// sparse MLA's scoring of the hits); dba (the batch in 2 chunks, each chunk's gather inside
     /// the next one's indexer dispatch); dba:N (N chunks, 1 ..= 64); layerwise:FILE (a schedule
@@ -286,9 +293,9 @@ impl CacheArgs {
     }
 }
 
-impl EngineArgs {
+impl OverlapArgs {
     /// `--overlap`, with a layer-wise choice made from its miss profile and printed per layer.
-    fn transfer_overlap(&self, (layers, batch): (u32, u32)) -> Result<TransferOverlap> {
+    pub fn transfer_overlap(&self, (layers, batch): (u32, u32)) -> Result<TransferOverlap> {
         let Some(file) = self.overlap.trim().strip_prefix("layerwise:") else {
             return TransferOverlap::parse(&self.overlap);
         };
@@ -332,7 +339,9 @@ impl EngineArgs {
         }
         Ok(TransferOverlap::Layerwise(chosen))
     }
+}
 
+impl EngineArgs {
     pub fn options(
         &self,
         contexts: Option<Vec<u32>>,
@@ -378,7 +387,7 @@ impl EngineArgs {
             track_overlap,
             digest_outputs: false,
             time_every: self.time_every,
-            transfer_overlap: self.transfer_overlap(run_layers)?,
+            transfer_overlap: self.overlap.transfer_overlap(run_layers)?,
             omit_gathers: false,
             model_bytes: 0,
             model,
