@@ -44,16 +44,41 @@ struct Params {
     experts: u32,  // experts: routed experts
     expert_base: u32,   // expert_up, expert_down: the first expert whose weights are bound
     expert_count: u32,  // … and how many (a layer's experts may span several bindings)
+    row0: u32,     // W_FP8: the first weight row bound (a piece of a weight), for its scales
+    kblocks: u32,  // W_FP8: ⌈K / 128⌉, the scales of a row of blocks
+    _pad0: u32,
+    _pad1: u32,
 }
+
+// The weights are f32 words, or (W_FP8) e4m3 bytes, four a word, each 128 × 128 block of a
+// weight [N, K] times one f32 scale ([⌈N/128⌉, ⌈K/128⌉] a weight, an expert's after the
+// expert before it): value = e4m3 · scale in f32, exactly what the CPU reads the checkpoint as.
+override W_FP8: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;            // inputs (experts: x or act)
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // weight [N, K] (experts: [E, N, K])
+@group(0) @binding(2) var<storage, read> w: array<u32>;            // weight [N, K] (experts: [E, N, K])
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;      // output (or a slice's partial sums)
-@group(0) @binding(4) var<storage, read> u: array<f32>;            // expert_up: the up weights
+@group(0) @binding(4) var<storage, read> u: array<u32>;            // expert_up: the up weights
 @group(0) @binding(5) var<storage, read> routes: array<vec2<u32>>; // [M, top_k] (expert, weight bits)
 @group(0) @binding(6) var<storage, read_write> groups: array<u32>; // see `group`
 @group(0) @binding(7) var<storage, read> part: array<f32>;         // reduce, combine: partial sums
+@group(0) @binding(8) var<storage, read> scales_w: array<f32>;     // W_FP8: w's block scales
+@group(0) @binding(9) var<storage, read> scales_u: array<f32>;     // W_FP8: u's block scales
+
+// Element `at` of w (or of u), in row `row` of its weight and column kk; `sb`: the weight's
+// first scale.
+fn weight_w(at: u32, row: u32, kk: u32, sb: u32) -> f32 {
+    if (!W_FP8) { return bitcast<f32>(w[at]); }
+    let s = scales_w[sb + ((params.row0 + row) / 128u) * params.kblocks + kk / 128u];
+    return e4m3x4_values(w[at / 4u])[at % 4u] * s;   // lib/fp8.wgsl
+}
+
+fn weight_u(at: u32, row: u32, kk: u32, sb: u32) -> f32 {
+    if (!W_FP8) { return bitcast<f32>(u[at]); }
+    let s = scales_u[sb + ((params.row0 + row) / 128u) * params.kblocks + kk / 128u];
+    return e4m3x4_values(u[at / 4u])[at % 4u] * s;
+}
 
 var<workgroup> xs: array<f32, 1056>;   // [TM][PAD]: the x tile
 var<workgroup> ws: array<f32, 2112>;   // [TN][PAD]: the weight tile
@@ -72,7 +97,7 @@ struct Staged {
     u: array<f32, 8>,
 }
 
-fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool) -> Staged {
+fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bool) -> Staged {
     var st: Staged;
     for (var q = 0u; q < 4u; q++) {
         let e = lid + 256u * q;
@@ -89,9 +114,9 @@ fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wb: u32, n0: u32, two: bool) -> 
         var a = 0.0;
         var b = 0.0;
         if (n0 + j < params.n && kk < kend) {
-            let at = wb + (n0 + j) * params.k + kk;
-            a = w[at];
-            if (two) { b = u[at]; }
+            let at = wsb.x + (n0 + j) * params.k + kk;
+            a = weight_w(at, n0 + j, kk, wsb.y);
+            if (two) { b = weight_u(at, n0 + j, kk, wsb.y); }
         }
         st.w[q] = a;
         st.u[q] = b;
@@ -139,13 +164,13 @@ fn multiply(lid: u32, acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, ar
 
 // The tile's sums over K [kb, ke) of x rows `src` against TN weight rows from `wb`: the next
 // slice's loads are in flight while this one is multiplied (registers, then workgroup memory).
-fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wb: u32, n0: u32, two: bool,
+fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bool,
         acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>) {
-    var st = fetch(lid, kb, ke, xr, wb, n0, two);
+    var st = fetch(lid, kb, ke, xr, wsb, n0, two);
     for (var k0 = kb; k0 < ke; k0 += TK) {
         stash(lid, st, two);
         workgroupBarrier();   // tiles stored before anyone multiplies
-        if (k0 + TK < ke) { st = fetch(lid, k0 + TK, ke, xr, wb, n0, two); }
+        if (k0 + TK < ke) { st = fetch(lid, k0 + TK, ke, xr, wsb, n0, two); }
         multiply(lid, acc, acc_u, two);
         workgroupBarrier();   // everyone done with the tiles before the next stash
     }
@@ -165,7 +190,7 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var unused: array<f32, 8>;
     let kb = s * params.k_chunk;
     let ke = min(params.k, kb + params.k_chunk);
-    tile(lid, kb, ke, params.xr, 0u, n0, false, &acc, &unused);
+    tile(lid, kb, ke, params.xr, vec2<u32>(0u, 0u), n0, false, &acc, &unused);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {
@@ -285,8 +310,9 @@ fn experts(wg: vec3<u32>, lid: u32, up: bool) {
     let n0 = wg.x * TN;
     var acc: array<f32, 8>;
     var acc_u: array<f32, 8>;
-    let wb = (e - params.expert_base) * params.n * params.k;
-    tile(lid, 0u, params.k, params.k, wb, n0, up, &acc, &acc_u);
+    let local = e - params.expert_base;
+    let wsb = vec2<u32>(local * params.n * params.k, local * ((params.n + 127u) / 128u) * params.kblocks);
+    tile(lid, 0u, params.k, params.k, wsb, n0, up, &acc, &acc_u);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {

@@ -37,7 +37,7 @@ units! {
     SPARSE_MLA_NAIVE = "sparse_mla_naive": ["lib/fp8.wgsl", "sparse_mla_naive.wgsl"];
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
     MODEL_OPS = "model_ops": ["lib/fp8.wgsl", "lib/f16_round.wgsl", "model_ops.wgsl"];
-    MODEL_GEMM = "model_gemm": ["model_gemm.wgsl"];
+    MODEL_GEMM = "model_gemm": ["lib/fp8.wgsl", "model_gemm.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];

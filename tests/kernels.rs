@@ -1439,7 +1439,7 @@ fn model_ops_quantise_gate_and_pick_as_the_reference() {
 #[test]
 fn tiled_linear_equals_version_1() {
     use ess_wgpu::kernels::ModelOps;
-    use ess_wgpu::kernels::model_gemm::LinearShape;
+    use ess_wgpu::kernels::model_gemm::{LinearShape, Weight};
     use ess_wgpu::workload::Rng;
     let ctx = ctx();
     let ops = ModelOps::new(ctx).unwrap();
@@ -1468,7 +1468,7 @@ fn tiled_linear_equals_version_1() {
             .unwrap();
         let d = ops
             .gemm
-            .linear(ctx, (&xb, &wb, &y), &shape, Some(&scratch))
+            .linear(ctx, (&xb, Weight::F32(&wb), &y), &shape, Some(&scratch))
             .unwrap();
         ctx.run_pass(None, |p| d.record(p)).unwrap();
         let got: Vec<f32> = ctx.read(&y).unwrap();
@@ -1523,7 +1523,7 @@ fn tiled_linear_equals_version_1() {
 #[test]
 fn grouped_experts_equal_version_1() {
     use ess_wgpu::kernels::ModelOps;
-    use ess_wgpu::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape};
+    use ess_wgpu::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, Weight};
     use ess_wgpu::workload::Rng;
     let ctx = ctx();
     let ops = ModelOps::new(ctx).unwrap();
@@ -1590,16 +1590,16 @@ fn grouped_experts_equal_version_1() {
         ExpertChunk {
             first: 0,
             count: 3,
-            gate: &g0,
-            up: &u0,
-            down: &d0,
+            gate: Weight::F32(&g0),
+            up: Weight::F32(&u0),
+            down: Weight::F32(&d0),
         },
         ExpertChunk {
             first: 3,
             count: 5,
-            gate: &g1,
-            up: &u1,
-            down: &d1,
+            gate: Weight::F32(&g1),
+            up: Weight::F32(&u1),
+            down: Weight::F32(&d1),
         },
     ];
     let list = ops

@@ -742,6 +742,43 @@ fn weights_past_a_binding_run_in_pieces() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// FP8 weights stay FP8 on the GPU (e4m3 bytes and 128 × 128 block scales, a quarter of f32's
+/// bytes, dequantised where the tiled kernels load them, experts included): a prefill's and a
+/// decode step's logits equal those of the same weights uploaded as f32 bit for bit (e4m3 ·
+/// scale is one f32 product either way), also in pieces past a (forced) binding.
+#[test]
+fn fp8_weights_on_the_gpu_give_the_f32_weights_logits() {
+    use ess_wgpu::model::gpu::{Decoder, ModelGpu};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    let (dir, cfg, w) = tiny_weights("fp8-gpu", WeightDtype::Fp8, 8, 43);
+    assert!(
+        w.gpu_bytes() * 2 < w.f32_bytes(),
+        "FP8 weights take fewer bytes"
+    );
+    let prompt: Vec<u32> = (0..13u32).map(|i| (i * 29 + 11) % cfg.vocab_size).collect();
+    let run = |m: ModelGpu| {
+        let mut d = Decoder::with_model(m, 14).unwrap();
+        let mut logits = d.forward(&prompt).unwrap();
+        logits.extend(d.forward(&[7]).unwrap());
+        logits
+    };
+    let f32_weights = run(ModelGpu::new(&ctx, &w).unwrap().with_f32_weights());
+    let fp8 = run(ModelGpu::new(&ctx, &w).unwrap());
+    let pieces = run(ModelGpu::new(&ctx, &w).unwrap().with_binding(40 << 10));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&fp8),
+        bits(&f32_weights),
+        "FP8 weights on the GPU differ"
+    );
+    assert_eq!(
+        bits(&pieces),
+        bits(&f32_weights),
+        "FP8 weights in pieces differ"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `decode`'s runs with a model (`EngineOptions::model`: `--model` / `--builtin`): the engine
 /// builds the model's inputs over hashed contexts itself, counts the weights in its memory
 /// plan, and resident and offload give bit-identical attention outputs at every layer and step

@@ -8,7 +8,7 @@ use super::{Ceilings, KernelTiming, row, time_pass};
 use crate::error::Result;
 use crate::gpu::{GpuContext, MatrixPath};
 use crate::kernels::ModelOps;
-use crate::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, LinearShape};
+use crate::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, LinearShape, Weight};
 use crate::kernels::model_ops::HeadLinear;
 use crate::model::HfConfig;
 
@@ -63,7 +63,9 @@ pub fn run(
             let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;
             let bytes = 4 * (k as u64 * n as u64 + m as u64 * (k + n) as u64);
             let flops = 2 * m as u64 * n as u64 * k as u64;
-            let d = ops.gemm.linear(ctx, (&x, &w, &y), &shape, Some(&scratch))?;
+            let d = ops
+                .gemm
+                .linear(ctx, (&x, Weight::F32(&w), &y), &shape, Some(&scratch))?;
             let name = format!("linear {k}→{n} ({} slices)", shape.splits().0);
             out.push(timed(
                 ctx,
@@ -147,9 +149,9 @@ fn experts(
     let chunks = [ExpertChunk {
         first: 0,
         count: e,
-        gate: &g,
-        up: &u,
-        down: &d,
+        gate: Weight::F32(&g),
+        up: Weight::F32(&u),
+        down: Weight::F32(&d),
     }];
     let list = ops
         .gemm

@@ -24,6 +24,51 @@ struct Params {
     experts: u32,
     expert_base: u32,
     expert_count: u32,
+    row0: u32,
+    kblocks: u32,
+    _pad: [u32; 2],
+}
+
+/// A weight `[N, K]` as the kernels bind it: f32 values, or e4m3 bytes (four a word) with one
+/// f32 scale a 128 × 128 block (`scales` `[⌈N'/128⌉, ⌈K/128⌉]` of the whole weight N', whose
+/// row `row0` is the buffer's first: a piece of a larger weight). Experts' FP8 weights put
+/// each expert's scales after the one before.
+#[derive(Clone, Copy)]
+pub enum Weight<'a> {
+    F32(&'a wgpu::Buffer),
+    Fp8 {
+        bytes: &'a wgpu::Buffer,
+        scales: &'a wgpu::Buffer,
+        row0: u32,
+    },
+}
+
+impl<'a> Weight<'a> {
+    fn buffer(&self) -> &'a wgpu::Buffer {
+        match *self {
+            Weight::F32(b) => b,
+            Weight::Fp8 { bytes, .. } => bytes,
+        }
+    }
+
+    /// Its scales, or `none` (a placeholder the f32 kernels bind and never read).
+    fn scales(&self, none: &'a wgpu::Buffer) -> &'a wgpu::Buffer {
+        match *self {
+            Weight::F32(_) => none,
+            Weight::Fp8 { scales, .. } => scales,
+        }
+    }
+
+    fn is_fp8(&self) -> bool {
+        matches!(self, Weight::Fp8 { .. })
+    }
+
+    fn row0(&self) -> u32 {
+        match *self {
+            Weight::F32(_) => 0,
+            Weight::Fp8 { row0, .. } => row0,
+        }
+    }
 }
 
 /// A tile's rows and outputs, and the K step (the shader's TM, TN, TK).
@@ -105,14 +150,17 @@ impl ExpertShape {
     }
 }
 
+/// The kernels; `linear`, `expert_up` and `expert_down` for f32 weights `[0]` and FP8 `[1]`.
 #[derive(Debug)]
 pub struct ModelGemm {
-    linear: wgpu::ComputePipeline,
+    linear: [wgpu::ComputePipeline; 2],
     reduce: wgpu::ComputePipeline,
     group: wgpu::ComputePipeline,
-    expert_up: wgpu::ComputePipeline,
-    expert_down: wgpu::ComputePipeline,
+    expert_up: [wgpu::ComputePipeline; 2],
+    expert_down: [wgpu::ComputePipeline; 2],
     combine: wgpu::ComputePipeline,
+    /// What f32 kernels bind where FP8 ones read scales.
+    no_scales: wgpu::Buffer,
 }
 
 /// The weights of experts `first .. first + count` (`[count, inter, hidden]` gate and up,
@@ -120,9 +168,9 @@ pub struct ModelGemm {
 pub struct ExpertChunk<'a> {
     pub first: u32,
     pub count: u32,
-    pub gate: &'a wgpu::Buffer,
-    pub up: &'a wgpu::Buffer,
-    pub down: &'a wgpu::Buffer,
+    pub gate: Weight<'a>,
+    pub up: Weight<'a>,
+    pub down: Weight<'a>,
 }
 
 /// The buffers of the grouped experts: the grouping (`ExpertShape::group_words` u32), the
@@ -135,21 +183,29 @@ pub struct ExpertScratch<'a> {
 
 impl ModelGemm {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let p = |entry: &str| {
+        let with = |entry: &str, c: &[(&str, f64)]| {
             ctx.pipeline(
                 &format!("model_gemm {entry}"),
                 crate::shaders::MODEL_GEMM,
                 entry,
-                &[],
+                c,
             )
         };
+        let p = |entry: &str| with(entry, &[]);
+        let both = |entry: &str| -> Result<[wgpu::ComputePipeline; 2]> {
+            Ok([
+                with(entry, &[("W_FP8", 0.0)])?,
+                with(entry, &[("W_FP8", 1.0)])?,
+            ])
+        };
         Ok(ModelGemm {
-            linear: p("linear")?,
+            linear: both("linear")?,
             reduce: p("reduce")?,
             group: p("group")?,
-            expert_up: p("expert_up")?,
-            expert_down: p("expert_down")?,
+            expert_up: both("expert_up")?,
+            expert_down: both("expert_down")?,
             combine: p("combine")?,
+            no_scales: ctx.storage("no scales", 4)?,
         })
     }
 
@@ -158,7 +214,7 @@ impl ModelGemm {
     pub fn linear(
         &self,
         ctx: &GpuContext,
-        (x, w, y): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        (x, weight, y): (&wgpu::Buffer, Weight, &wgpu::Buffer),
         shape: &LinearShape,
         scratch: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch> {
@@ -172,13 +228,17 @@ impl ModelGemm {
             yo: shape.yo,
             k_chunk,
             splits,
+            row0: weight.row0(),
+            kblocks: shape.k.div_ceil(128),
             ..Default::default()
         };
         let grid = [shape.n.div_ceil(TN), shape.rows.div_ceil(TM), splits];
+        let (w, scales) = (weight.buffer(), weight.scales(&self.no_scales));
+        let pipeline = &self.linear[weight.is_fp8() as usize];
         if splits == 1 {
-            let buffers = [(1, x), (2, w), (3, y), (4, w)];
+            let buffers = [(1, x), (2, w), (3, y), (4, w), (8, scales), (9, scales)];
             let step = StepSpec {
-                pipeline: &self.linear,
+                pipeline,
                 buffers: &buffers,
                 workgroups: grid,
             };
@@ -194,12 +254,12 @@ impl ModelGemm {
                 ));
             }
         };
-        let first = [(1, x), (2, w), (3, part), (4, w)];
+        let first = [(1, x), (2, w), (3, part), (4, w), (8, scales), (9, scales)];
         let sum = [(3, y), (7, part)];
         let values = shape.rows as u64 * shape.n as u64;
         let steps = [
             StepSpec {
-                pipeline: &self.linear,
+                pipeline,
                 buffers: &first,
                 workgroups: grid,
             },
@@ -230,7 +290,7 @@ impl ModelGemm {
         scratch: &ExpertScratch,
         between: Option<Dispatch>,
     ) -> Vec<Dispatch> {
-        let params = |n, k, chunk: Option<&ExpertChunk>| Params {
+        let params = |n, k: u32, chunk: Option<&ExpertChunk>| Params {
             m: shape.rows,
             n,
             k,
@@ -238,8 +298,10 @@ impl ModelGemm {
             experts: shape.experts,
             expert_base: chunk.map_or(0, |c| c.first),
             expert_count: chunk.map_or(0, |c| c.count),
+            kblocks: k.div_ceil(128),
             ..Default::default()
         };
+        let none = &self.no_scales;
         let tiles = shape.most_tiles();
         let g = scratch.groups;
         let one = |label: &str, p: Params, pipeline, buffers: &[(u32, &wgpu::Buffer)], grid| {
@@ -259,23 +321,39 @@ impl ModelGemm {
             [1, 1, 1],
         )];
         for c in chunks {
-            let bufs = [(1, x), (2, c.gate), (3, scratch.act), (4, c.up), (6, g)];
+            let (gs, us) = (c.gate.scales(none), c.up.scales(none));
+            let (gw, uw) = (c.gate.buffer(), c.up.buffer());
+            let bufs = [
+                (1, x),
+                (2, gw),
+                (3, scratch.act),
+                (4, uw),
+                (6, g),
+                (8, gs),
+                (9, us),
+            ];
             let grid = [inter.div_ceil(TN), tiles, 1];
             let p = params(inter, hsz, Some(c));
-            out.push(one("experts up", p, &self.expert_up, &bufs, grid));
+            let pipeline = &self.expert_up[c.gate.is_fp8() as usize];
+            out.push(one("experts up", p, pipeline, &bufs, grid));
         }
         out.extend(between);
         for c in chunks {
+            let (dw, ds) = (c.down.buffer(), c.down.scales(none));
+            let part = scratch.part;
             let bufs = [
                 (1, scratch.act),
-                (2, c.down),
-                (3, scratch.part),
-                (4, c.down),
+                (2, dw),
+                (3, part),
+                (4, dw),
                 (6, g),
+                (8, ds),
+                (9, ds),
             ];
             let grid = [hsz.div_ceil(TN), tiles, 1];
             let p = params(hsz, inter, Some(c));
-            out.push(one("experts down", p, &self.expert_down, &bufs, grid));
+            let pipeline = &self.expert_down[c.down.is_fp8() as usize];
+            out.push(one("experts down", p, pipeline, &bufs, grid));
         }
         let values = shape.rows as u64 * hsz as u64;
         out.push(one(

@@ -303,6 +303,21 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Tensor `name` as FP8 bytes and block scales, where it is stored as FP8.
+    pub fn fp8(&self, name: &str) -> Result<Option<crate::reference::model::Fp8Tensor>> {
+        match self.view(name) {
+            Some((StDtype::F8_E4M3, shape, bytes, _)) => {
+                Ok(Some(crate::reference::model::Fp8Tensor {
+                    bytes: bytes.to_vec(),
+                    scales: self.f32(&scale_name(name))?,
+                    rows: shape[0],
+                    cols: shape.get(1).copied().unwrap_or(1),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Tensor `name` as f32 values (bf16, f16 and f32 widened; FP8 times its block scale).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let (dtype, shape, bytes, _) = self.view(name).ok_or_else(|| {

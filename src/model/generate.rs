@@ -36,9 +36,9 @@ pub fn run_config(w: &ModelWeights, batch: u32, latent: Dtype, key: Dtype) -> Ru
     }
 }
 
-/// Device bytes model `w` needs besides the engine for `batch` sequences: every weight as f32
-/// (the routed experts of a layer once, concatenated), the step's activations and the scratch
-/// the linear layers and the grouped experts share.
+/// Device bytes model `w` needs besides the engine for `batch` sequences: every weight (f32, or
+/// FP8 bytes and block scales as the checkpoint stores them), the step's activations and the
+/// scratch the linear layers and the grouped experts share.
 pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
     let c = &w.config;
     let b = batch as u64;
@@ -72,7 +72,7 @@ pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
         .unwrap_or(0);
     let pairs = b * c.num_experts_per_tok as u64;
     let shared = b * split + pairs * 4 * (hsz + 3) + 4 * 3 * c.n_routed_experts as u64;
-    w.f32_bytes() + activations + shared
+    w.gpu_bytes() + activations + shared
 }
 
 /// One mode's generation: its report, and each sequence's new tokens (and, with `logits`,

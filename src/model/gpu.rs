@@ -18,13 +18,13 @@ use crate::config::Dtype;
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::indexer::{IndexerArgs, IndexerShape};
-use crate::kernels::model_gemm::LinearShape;
+use crate::kernels::model_gemm::{LinearShape, Weight};
 use crate::kernels::model_ops::rope_table;
 use crate::kernels::sparse_mla::SparseMlaShape;
 use crate::kernels::sparse_mla_naive::SparseMlaNaiveArgs;
 use crate::kernels::topk::{TopKArgs, TopKShape};
 use crate::kernels::{Dispatch, Indexer, ModelOps, SparseMlaNaive, TopK};
-use crate::reference::model::ModelWeights;
+use crate::reference::model::{Fp8Tensor, ModelWeights};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -44,6 +44,36 @@ pub struct ModelGpu<'a> {
     /// The most bytes one weight buffer holds (the context's storage binding limit): a larger
     /// weight, a layer's experts or the vocabulary, is bound in pieces.
     pub(super) binding: u64,
+    /// FP8 weights stay FP8 on the GPU (bytes and block scales, dequantised as the kernels read
+    /// them); false: uploaded as f32 (tests compare the two).
+    pub(super) fp8_weights: bool,
+}
+
+/// A weight (or a piece of one) on the GPU, as [`Weight`] binds it.
+pub(super) enum GpuWeight {
+    F32(wgpu::Buffer),
+    Fp8 {
+        bytes: wgpu::Buffer,
+        scales: wgpu::Buffer,
+        row0: u32,
+    },
+}
+
+impl GpuWeight {
+    pub fn bound(&self) -> Weight<'_> {
+        match self {
+            GpuWeight::F32(b) => Weight::F32(b),
+            GpuWeight::Fp8 {
+                bytes,
+                scales,
+                row0,
+            } => Weight::Fp8 {
+                bytes,
+                scales,
+                row0: *row0,
+            },
+        }
+    }
 }
 
 /// What a [`ModelGpu`] is made of besides the context: kept by whoever outlives one borrow of
@@ -66,6 +96,7 @@ impl Parts {
             uploaded: self.uploaded.clone(),
             stored: self.stored,
             binding: ctx.max_binding(),
+            fp8_weights: true,
         }
     }
 }
@@ -80,7 +111,17 @@ impl<'a> ModelGpu<'a> {
             uploaded: Rc::default(),
             stored: Dtype::F32,
             binding: ctx.max_binding(),
+            fp8_weights: true,
         })
+    }
+
+    /// The same model with its FP8 weights uploaded as f32 (what the kernels dequantise them
+    /// to, for tests).
+    pub fn with_f32_weights(self) -> Self {
+        ModelGpu {
+            fp8_weights: false,
+            ..self
+        }
     }
 
     /// The same model with weights bound in pieces of at most `bytes` (tests of the pieces on
@@ -123,11 +164,20 @@ impl<'a> ModelGpu<'a> {
             .collect())
     }
 
-    /// The linear layer `shape` of `x` by the weight `w` into `y` (the tiled kernel, its split
-    /// scratch shared by every linear layer over the same rows).
+    /// The linear layer `shape` of `x` by the f32 weight `w` into `y` (the tiled kernel, its
+    /// split scratch shared by every linear layer over the same rows).
     pub(super) fn linear(
         &self,
         (x, w, y): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        shape: LinearShape,
+    ) -> Result<Dispatch> {
+        self.linear_bound((x, Weight::F32(w), y), shape)
+    }
+
+    /// [`ModelGpu::linear`] of a weight as bound (f32, or FP8 bytes and scales).
+    fn linear_bound(
+        &self,
+        (x, w, y): (&wgpu::Buffer, Weight, &wgpu::Buffer),
         shape: LinearShape,
     ) -> Result<Dispatch> {
         let scratch = match shape.scratch_bytes() {
@@ -142,6 +192,7 @@ impl<'a> ModelGpu<'a> {
     /// The linear layer `shape` of `x` by the checkpoint's weight `name` (`[shape.n,
     /// shape.k]`) into `y`: one dispatch, or one per piece of the weight where it is larger
     /// than a storage binding (each piece a range of its output rows, written at its columns).
+    /// FP8 weights stay FP8.
     pub(super) fn linear_by_name(
         &self,
         (x, name, y): (&wgpu::Buffer, &str, &wgpu::Buffer),
@@ -155,28 +206,55 @@ impl<'a> ModelGpu<'a> {
                     yo: shape.yo + first,
                     ..shape
                 };
-                self.linear((x, &w, y), piece)
+                self.linear_bound((x, w.bound(), y), piece)
             })
             .collect()
     }
 
+    /// FP8 weight `name`, where it is one and stays FP8 on the GPU.
+    fn fp8(&self, name: &str) -> Option<&Fp8Tensor> {
+        self.w.fp8_tensor(name).filter(|_| self.fp8_weights)
+    }
+
     /// The rows (`k` values each) of weight `name` as buffers of at most one storage binding:
-    /// (first row, rows, buffer); the whole weight where it fits.
-    pub(super) fn weight_rows(&self, name: &str, k: u32) -> Result<Vec<(u32, u32, wgpu::Buffer)>> {
+    /// (first row, rows, the piece); the whole weight where it fits.
+    pub(super) fn weight_rows(&self, name: &str, k: u32) -> Result<Vec<(u32, u32, GpuWeight)>> {
         let n = (self.w.tensor(name).len() / k as usize) as u32;
-        let per = self.rows_per_binding(k as u64 * 4, n);
-        if per >= n {
-            return Ok(vec![(0, n, self.weight(name)?)]);
-        }
+        let fp8 = self.fp8(name);
+        let per = self.rows_per_binding(k as u64 * if fp8.is_some() { 1 } else { 4 }, n);
+        let rows = |first: u32, count: u32| (first * k) as usize..((first + count) * k) as usize;
         (0..n)
             .step_by(per as usize)
             .map(|first| {
                 let count = per.min(n - first);
                 let key = format!("{name} rows {first}..{}", first + count);
-                let t = &self.w.tensor(name)[(first * k) as usize..((first + count) * k) as usize];
-                Ok((first, count, self.derived(&key, || t.to_vec())?))
+                let piece = match fp8 {
+                    Some(f) => GpuWeight::Fp8 {
+                        bytes: self.derived_bytes(&key, || f.bytes[rows(first, count)].to_vec())?,
+                        scales: self.derived(&format!("{name} scales"), || f.scales.clone())?,
+                        row0: first,
+                    },
+                    None if per >= n => GpuWeight::F32(self.weight(name)?),
+                    None => {
+                        let t = &self.w.tensor(name)[rows(first, count)];
+                        GpuWeight::F32(self.derived(&key, || t.to_vec())?)
+                    }
+                };
+                Ok((first, count, piece))
             })
             .collect()
+    }
+
+    /// The buffer of the bytes `make` gives, made and uploaded once under `key`.
+    fn derived_bytes(&self, key: &str, make: impl FnOnce() -> Vec<u8>) -> Result<wgpu::Buffer> {
+        if let Some(b) = self.uploaded.borrow().get(key) {
+            return Ok(b.clone());
+        }
+        let b = self.ctx.upload(key, &make())?;
+        self.uploaded
+            .borrow_mut()
+            .insert(key.to_string(), b.clone());
+        Ok(b)
     }
 
     /// How many items of `bytes` each (at most `n`, at least 1) one storage binding holds.
@@ -185,49 +263,75 @@ impl<'a> ModelGpu<'a> {
     }
 
     /// The embedding of `tokens` (u32, `rows` of them) into `y` `[rows, hidden]`: one dispatch
-    /// per piece of the table (a vocabulary past one storage binding is several).
+    /// per piece of the table (a vocabulary past one storage binding is several), f32.
     pub(super) fn embed(
         &self,
         tokens: &wgpu::Buffer,
         y: &wgpu::Buffer,
         rows: u32,
     ) -> Result<Vec<Dispatch>> {
-        let hsz = self.w.config.hidden_size;
-        self.weight_rows("model.embed_tokens.weight", hsz)?
-            .into_iter()
-            .map(|(first, count, t)| {
-                Ok(self
-                    .ops
-                    .embed(self.ctx, (&t, first, count), tokens, y, rows, hsz))
+        let (table, hsz) = ("model.embed_tokens.weight", self.w.config.hidden_size);
+        let n = (self.w.tensor(table).len() / hsz as usize) as u32;
+        let per = self.rows_per_binding(hsz as u64 * 4, n);
+        (0..n)
+            .step_by(per as usize)
+            .map(|first| {
+                let count = per.min(n - first);
+                let t = match count == n {
+                    true => self.weight(table)?,
+                    false => {
+                        let at = (first * hsz) as usize..((first + count) * hsz) as usize;
+                        let v = &self.w.tensor(table)[at];
+                        let key = format!("{table} rows {first}..{}", first + count);
+                        self.derived(&key, || v.to_vec())?
+                    }
+                };
+                let ops = &self.ops;
+                Ok(ops.embed(self.ctx, (&t, first, count), tokens, y, rows, hsz))
             })
             .collect()
     }
 
     /// Layer `l`'s routed experts' weights, concatenated `[experts, …]` per projection, in
     /// pieces of as many whole experts as one storage binding holds: (first, count, gate, up,
-    /// down).
-    pub(super) fn expert_chunks(&self, l: u32) -> Result<Vec<(u32, u32, [wgpu::Buffer; 3])>> {
+    /// down). FP8 experts stay FP8 (each expert's scales after the one before).
+    pub(super) fn expert_chunks(&self, l: u32) -> Result<Vec<(u32, u32, [GpuWeight; 3])>> {
         let c = &self.w.config;
         let (e, each) = (
             c.n_routed_experts,
             c.moe_intermediate_size as u64 * c.hidden_size as u64,
         );
-        let per = self.rows_per_binding(each * 4, e);
+        let of = |i: u32, name: &str| format!("model.layers.{l}.mlp.experts.{i}.{name}");
+        let fp8 = self.fp8(&of(0, "gate_proj.weight")).is_some();
+        let per = self.rows_per_binding(each * if fp8 { 1 } else { 4 }, e);
         (0..e)
             .step_by(per as usize)
             .map(|first| {
                 let count = per.min(e - first);
-                let part = |name: &str| {
-                    let of = |i| format!("model.layers.{l}.mlp.experts.{i}.{name}");
+                let part = |name: &str| -> Result<GpuWeight> {
                     let key = format!(
                         "model.layers.{l}.mlp.experts.{first}..{}.{name}",
                         first + count
                     );
-                    self.derived(&key, || {
-                        (first..first + count)
-                            .flat_map(|i| self.w.tensor(&of(i)).to_vec())
+                    let experts = first..first + count;
+                    if fp8 {
+                        let f = |i| self.fp8(&of(i, name)).expect("a layer's experts alike");
+                        return Ok(GpuWeight::Fp8 {
+                            bytes: self.derived_bytes(&key, || {
+                                experts.clone().flat_map(|i| f(i).bytes.clone()).collect()
+                            })?,
+                            scales: self.derived(&format!("{key} scales"), || {
+                                experts.clone().flat_map(|i| f(i).scales.clone()).collect()
+                            })?,
+                            row0: 0,
+                        });
+                    }
+                    Ok(GpuWeight::F32(self.derived(&key, || {
+                        experts
+                            .clone()
+                            .flat_map(|i| self.w.tensor(&of(i, name)).to_vec())
                             .collect()
-                    })
+                    })?))
                 };
                 let bufs = [
                     part("gate_proj.weight")?,

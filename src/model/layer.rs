@@ -311,9 +311,9 @@ impl<'m> LayerRows<'m> {
             .map(|(first, count, [gate, up, down])| ExpertChunk {
                 first: *first,
                 count: *count,
-                gate,
-                up,
-                down,
+                gate: gate.bound(),
+                up: up.bound(),
+                down: down.bound(),
             })
             .collect();
         let shape = ExpertShape {

@@ -259,7 +259,20 @@ pub struct ModelWeights {
     t: HashMap<String, Vec<f32>>,
     /// Linear weights stored as FP8: their inputs go through `act_quant` (DeepSeek's `linear`).
     fp8: std::collections::HashSet<String>,
+    /// Those weights as the checkpoint stores them (the GPU reads them so, a quarter of f32's
+    /// bytes).
+    fp8_raw: HashMap<String, Fp8Tensor>,
     inv_freq: Vec<f64>,
+}
+
+/// An FP8 weight as the checkpoint stores it: e4m3 bytes `[rows, cols]` and one f32 scale a
+/// 128 × 128 block, `[⌈rows / 128⌉, ⌈cols / 128⌉]`; value = e4m3 · scale (in f32).
+#[derive(Clone, Debug)]
+pub struct Fp8Tensor {
+    pub bytes: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
 }
 
 impl ModelWeights {
@@ -267,12 +280,11 @@ impl ModelWeights {
         let c = &ck.config;
         let mut t = HashMap::new();
         let mut fp8 = std::collections::HashSet::new();
+        let mut fp8_raw = HashMap::new();
         for spec in expected_tensors(c, ck.layers.clone()) {
-            if ck
-                .info(&spec.name)
-                .is_some_and(|(_, d)| d == safetensors::Dtype::F8_E4M3)
-            {
+            if let Some(raw) = ck.fp8(&spec.name)? {
                 fp8.insert(spec.name.clone());
+                fp8_raw.insert(spec.name.clone(), raw);
             }
             t.insert(spec.name.clone(), ck.f32(&spec.name)?);
         }
@@ -281,6 +293,7 @@ impl ModelWeights {
             layers: ck.layers.clone(),
             t,
             fp8,
+            fp8_raw,
             inv_freq: c.rope_inv_freqs(),
         })
     }
@@ -298,6 +311,7 @@ impl ModelWeights {
             layers,
             t,
             fp8: Default::default(),
+            fp8_raw: Default::default(),
         }
     }
 
@@ -313,6 +327,23 @@ impl ModelWeights {
     /// Tensor `name` of the loaded layers as f32 values (panics on a name it did not load).
     pub fn tensor(&self, name: &str) -> &[f32] {
         self.w(name)
+    }
+
+    /// Weight `name` as FP8 bytes and block scales, where the checkpoint stores it so.
+    pub fn fp8_tensor(&self, name: &str) -> Option<&Fp8Tensor> {
+        self.fp8_raw.get(name)
+    }
+
+    /// Bytes of the weights as the GPU holds them: FP8 weights as bytes and scales, the rest
+    /// as f32.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.t
+            .iter()
+            .map(|(name, v)| match self.fp8_raw.get(name) {
+                Some(f) => f.bytes.len() as u64 + 4 * f.scales.len() as u64,
+                None => 4 * v.len() as u64,
+            })
+            .sum()
     }
 
     /// Whether linear weight `name` is stored as FP8 (its inputs then go through `act_quant`).
