@@ -292,6 +292,10 @@ fn bad_options_and_values_name_the_cause() {
             vec!["model config", "tiny, small or v32-layers"],
         ),
         (
+            vec!["generate", "--builtin-dtype", "fp4"],
+            vec!["dtype", "bf16, f16, f32 or fp8"],
+        ),
+        (
             vec!["generate", "--overlap", "layerwise:/nonexistent/misses.txt"],
             vec!["miss profile", "/nonexistent/misses.txt"],
         ),

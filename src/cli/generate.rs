@@ -30,6 +30,11 @@ pub struct ModelArgs {
     /// layers need a large --device-budget.
     #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
     pub builtin_set: Vec<String>,
+    /// How the built-in model's weights are stored: bf16 (held as f32 on the GPU), or fp8 (the
+    /// linear weights as e4m3 with 128 × 128 block scales, as DeepSeek ships them, kept FP8 on
+    /// the GPU: a quarter of the bytes).
+    #[arg(long, default_value = "bf16")]
+    pub builtin_dtype: String,
     /// Layers to load and run, e.g. 0..2 (default: all).
     #[arg(long)]
     pub layers: Option<String>,
@@ -78,7 +83,9 @@ impl ModelArgs {
                 false => format!(" ({})", self.builtin_set.join(", ")),
             },
         );
-        Ok(Some((random_weights(&cfg, layers, seed)?, what)))
+        let dtype = ess_wgpu::model::init::WeightDtype::parse(&self.builtin_dtype)?;
+        let what = format!("{what}, {} weights", self.builtin_dtype);
+        Ok(Some((random_weights(&cfg, layers, seed, dtype)?, what)))
     }
 }
 

@@ -6,8 +6,10 @@
 use super::checkpoint::{FP8_BLOCK, TensorSpec, expected_tensors, scale_name, scale_shape};
 use super::config::{HfConfig, RopeScaling};
 use crate::error::{Error, Result};
+use crate::reference::model::Fp8Tensor;
 use crate::workload::Rng;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// How the random weights are stored.
@@ -150,30 +152,68 @@ struct Owned {
 }
 
 /// A random model in memory, no files: layers `layers` of `cfg` (all: `0..num_hidden_layers`),
-/// drawn as [`write_random`] draws them and rounded to bf16 as its default checkpoint stores
-/// them. What `generate` runs without `--model`.
+/// drawn as [`write_random`] draws them and stored as its checkpoint of `dtype` would store
+/// them (bf16 rounding by default; FP8: the linear weights as e4m3 and block scales, kept so,
+/// the rest bf16). What `generate` runs without `--model`.
 pub fn random_weights(
     cfg: &HfConfig,
     layers: std::ops::Range<u32>,
     seed: u64,
+    dtype: WeightDtype,
 ) -> Result<crate::reference::model::ModelWeights> {
     cfg.validate()?;
     let mut rng = Rng::new(seed);
-    let t = expected_tensors(cfg, layers.clone())
-        .into_iter()
-        .map(|spec| {
-            let v = values(&spec, &mut rng)
-                .into_iter()
-                .map(|x| half::bf16::from_f32(x).to_f32())
-                .collect();
-            (spec.name, v)
-        })
-        .collect();
+    let mut t = HashMap::new();
+    let mut fp8 = HashMap::new();
+    for spec in expected_tensors(cfg, layers.clone()) {
+        let v = values(&spec, &mut rng);
+        let stored: Vec<f32> = match dtype {
+            WeightDtype::Fp8 if spec.linear => {
+                let f = quantize_fp8(&v, &spec.shape);
+                let out = f.values();
+                fp8.insert(spec.name.clone(), f);
+                out
+            }
+            WeightDtype::F32 => v,
+            WeightDtype::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+            _ => v
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect(),
+        };
+        t.insert(spec.name, stored);
+    }
     Ok(crate::reference::model::ModelWeights::from_tensors(
         cfg.clone(),
         layers,
         t,
+        fp8,
     ))
+}
+
+/// A linear weight `[rows, cols]` quantised as the checkpoint stores FP8: a scale a 128 × 128
+/// block (its largest |value| / 448; 1 for an all-zero block), e4m3 of value / scale.
+fn quantize_fp8(v: &[f32], shape: &[usize]) -> Fp8Tensor {
+    let (rows, cols) = (shape[0], shape[1]);
+    let ss = scale_shape(shape);
+    let block = |i: usize| (i / cols / FP8_BLOCK) * ss[1] + (i % cols) / FP8_BLOCK;
+    let mut scales = vec![0f32; ss[0] * ss[1]];
+    for (i, &x) in v.iter().enumerate() {
+        let s = &mut scales[block(i)];
+        *s = s.max(x.abs());
+    }
+    for s in &mut scales {
+        *s = if *s > 0.0 { *s / 448.0 } else { 1.0 };
+    }
+    let bytes = (0..rows * cols)
+        .map(|i| crate::reference::fp8::e4m3_encode(v[i] / scales[block(i)]))
+        .collect();
+    Fp8Tensor {
+        bytes,
+        scales,
+        rows,
+        cols,
+    }
 }
 
 /// The random values of `t` (see the module doc).
@@ -228,37 +268,22 @@ fn stored(t: &TensorSpec, v: Vec<f32>, dtype: WeightDtype) -> Vec<(String, Owned
         WeightDtype::Bf16 => plain(StDtype::BF16),
         WeightDtype::Fp8 if !t.linear => plain(StDtype::BF16),
         WeightDtype::Fp8 => {
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            let ss = scale_shape(&t.shape);
-            let mut scales = vec![0f32; ss[0] * ss[1]];
-            for (i, &x) in v.iter().enumerate() {
-                let s = &mut scales[(i / cols / FP8_BLOCK) * ss[1] + (i % cols) / FP8_BLOCK];
-                *s = s.max(x.abs());
-            }
-            for s in &mut scales {
-                *s = if *s > 0.0 { *s / 448.0 } else { 1.0 };
-            }
-            let bytes: Vec<u8> = (0..rows * cols)
-                .map(|i| {
-                    let s = scales[(i / cols / FP8_BLOCK) * ss[1] + (i % cols) / FP8_BLOCK];
-                    crate::reference::fp8::e4m3_encode(v[i] / s)
-                })
-                .collect();
+            let f = quantize_fp8(&v, &t.shape);
             vec![
                 (
                     t.name.clone(),
                     Owned {
                         dtype: StDtype::F8_E4M3,
                         shape: t.shape.clone(),
-                        data: bytes,
+                        data: f.bytes,
                     },
                 ),
                 (
                     scale_name(&t.name),
                     Owned {
                         dtype: StDtype::F32,
-                        shape: ss,
-                        data: bytemuck::cast_slice(&scales).to_vec(),
+                        shape: scale_shape(&t.shape),
+                        data: bytemuck::cast_slice(&f.scales).to_vec(),
                     },
                 ),
             ]

@@ -275,6 +275,22 @@ pub struct Fp8Tensor {
     pub cols: usize,
 }
 
+impl Fp8Tensor {
+    /// The values it stands for: each e4m3 byte times its block's scale, in f32 (as
+    /// `Checkpoint::f32` reads an FP8 weight).
+    pub fn values(&self) -> Vec<f32> {
+        let sc = self.cols.div_ceil(128);
+        self.bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let (r, k) = (i / self.cols, i % self.cols);
+                super::fp8::e4m3_decode(b) * self.scales[(r / 128) * sc + k / 128]
+            })
+            .collect()
+    }
+}
+
 impl ModelWeights {
     pub fn load(ck: &Checkpoint) -> crate::Result<ModelWeights> {
         let c = &ck.config;
@@ -298,20 +314,21 @@ impl ModelWeights {
         })
     }
 
-    /// Weights given as f32 values by name, none stored as FP8 (a model made in memory:
-    /// [`crate::model::init::random_weights`]).
+    /// Weights given as f32 values by name, those in `fp8` stored as FP8 too (a model made in
+    /// memory: [`crate::model::init::random_weights`]).
     pub fn from_tensors(
         config: HfConfig,
         layers: Range<u32>,
         t: HashMap<String, Vec<f32>>,
+        fp8: HashMap<String, Fp8Tensor>,
     ) -> ModelWeights {
         ModelWeights {
             inv_freq: config.rope_inv_freqs(),
             config,
             layers,
             t,
-            fp8: Default::default(),
-            fp8_raw: Default::default(),
+            fp8: fp8.keys().cloned().collect(),
+            fp8_raw: fp8,
         }
     }
 
