@@ -1,8 +1,9 @@
 //! `bench model`: the model's linear layers (issue 15) at a checkpoint config's shapes for decode
 //! batches, each kernel against the roofline of the f32 FMA units and the measured copy
-//! bandwidth: the tiled linear layers and grouped experts (`ModelGemm`, version 2) beside the
-//! version-1 kernels they replace, and the per-head products (`head_linear`: MLA's absorbed
-//! W_UK and W_UV). Inputs are random; results are not checked here (`tests/kernels.rs` does).
+//! bandwidth: the tiled linear layers (f32 and FP8 weights) and grouped experts (`ModelGemm`,
+//! version 2) beside the version-1 kernels they replace, and the per-head products
+//! (`head_linear`: MLA's absorbed W_UK and W_UV). Inputs are random; results are not checked
+//! here (`tests/kernels.rs` and `tests/model.rs` do).
 
 use super::{Ceilings, KernelTiming, row, time_pass};
 use crate::error::Result;
@@ -72,6 +73,31 @@ pub fn run(
                 (name, m),
                 &[&d],
                 (bytes, flops),
+                ceilings,
+                reps,
+            )?);
+            // the same layer with FP8 weights (e4m3 bytes, a scale a 128 × 128 block)
+            let blocks = n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
+            let (e4m3, scales) = (
+                ctx.storage("e4m3", k as u64 * n as u64)?,
+                values(ctx, "scales", blocks)?,
+            );
+            ctx.fill(&e4m3, 0x3038_3038); // e4m3 0.5 and 1.0
+            let fp8 = Weight::Fp8 {
+                bytes: &e4m3,
+                scales: &scales,
+                row0: 0,
+            };
+            let d = ops
+                .gemm
+                .linear(ctx, (&x, fp8, &y), &shape, Some(&scratch))?;
+            let fp8_bytes = k as u64 * n as u64 + 4 * (blocks + m as u64 * (k + n) as u64);
+            let name = format!("linear fp8 {k}→{n}");
+            out.push(timed(
+                ctx,
+                (name, m),
+                &[&d],
+                (fp8_bytes, flops),
                 ceilings,
                 reps,
             )?);
