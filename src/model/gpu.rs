@@ -151,7 +151,7 @@ impl<'a> ModelGpu<'a> {
     pub(super) fn routes(&self, l: u32, rows: u32) -> Result<wgpu::Buffer> {
         let k = self.w.config.num_experts_per_tok;
         self.derived(&format!("routes of layer {l}, {rows} rows"), || {
-            vec![0.0; rows as usize * k as usize * 2]
+            vec![0f32; rows as usize * k as usize * 2]
         })
     }
 
@@ -243,18 +243,6 @@ impl<'a> ModelGpu<'a> {
                 Ok((first, count, piece))
             })
             .collect()
-    }
-
-    /// The buffer of the bytes `make` gives, made and uploaded once under `key`.
-    fn derived_bytes(&self, key: &str, make: impl FnOnce() -> Vec<u8>) -> Result<wgpu::Buffer> {
-        if let Some(b) = self.uploaded.borrow().get(key) {
-            return Ok(b.clone());
-        }
-        let b = self.ctx.upload(key, &make())?;
-        self.uploaded
-            .borrow_mut()
-            .insert(key.to_string(), b.clone());
-        Ok(b)
     }
 
     /// How many items of `bytes` each (at most `n`, at least 1) one storage binding holds.
@@ -351,7 +339,7 @@ impl<'a> ModelGpu<'a> {
             .max()
             .unwrap_or(0);
         self.derived(&format!("linear split scratch, {rows} rows"), || {
-            vec![0.0; most as usize / 4]
+            vec![0f32; most as usize / 4]
         })
     }
 
@@ -361,6 +349,20 @@ impl<'a> ModelGpu<'a> {
         &self,
         key: &str,
         make: impl FnOnce() -> Vec<f32>,
+    ) -> Result<wgpu::Buffer> {
+        self.uploaded_once(key, make)
+    }
+
+    /// [`ModelGpu::derived`] of bytes (FP8 weights).
+    fn derived_bytes(&self, key: &str, make: impl FnOnce() -> Vec<u8>) -> Result<wgpu::Buffer> {
+        self.uploaded_once(key, make)
+    }
+
+    /// The buffer `make`'s values fill, made and uploaded once under `key`.
+    fn uploaded_once<T: bytemuck::Pod>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Vec<T>,
     ) -> Result<wgpu::Buffer> {
         if let Some(b) = self.uploaded.borrow().get(key) {
             return Ok(b.clone());

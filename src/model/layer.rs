@@ -326,10 +326,10 @@ impl<'m> LayerRows<'m> {
         // the grouping and the pairs' outputs are shared by the layers over these rows
         let (groups, part) = (
             m.derived(&format!("expert groups, {b} rows"), || {
-                vec![0.0; shape.group_words() as usize]
+                vec![0f32; shape.group_words() as usize]
             })?,
             m.derived(&format!("expert outputs, {b} rows"), || {
-                vec![0.0; (b * k) as usize * hsz as usize]
+                vec![0f32; (b * k) as usize * hsz as usize]
             })?,
         );
         let act = self.buf("expert act", k * inter)?;

@@ -171,7 +171,7 @@ impl ModelInputs {
         let first: Vec<u32> = match prefill {
             Prefill::Prompts(prompts) => me.prefill(ctx, &prompts)?,
             Prefill::Synthetic { token, seed } => {
-                me.synthetic = Some(Synthetic::new(ctx, run, vec![0.0; nl as usize], seed)?);
+                me.synthetic = Some(Synthetic::new(ctx, run, vec![0f32; nl as usize], seed)?);
                 vec![token; b as usize]
             }
         };
