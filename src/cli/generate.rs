@@ -25,9 +25,9 @@ pub struct ModelArgs {
     #[arg(long)]
     pub builtin: Option<String>,
     /// Change a field of the built-in model's config.json, e.g. n_routed_experts=32
-    /// (repeatable). Weights are f32 on the GPU: v32-layers' 256 experts are 45 GB a MoE layer
-    /// (bound in pieces of a storage binding, as is the 129,280-token vocabulary), so its
-    /// layers need a large --device-budget.
+    /// (repeatable). v32-layers' 256 experts are 45 GB a MoE layer with bf16 weights (held as
+    /// f32) and 11 GB with --builtin-dtype fp8 (bound in pieces of a storage binding, as is the
+    /// 129,280-token vocabulary): its layers need a large --device-budget.
     #[arg(long = "builtin-set", value_name = "FIELD=VALUE")]
     pub builtin_set: Vec<String>,
     /// How the built-in model's weights are stored: bf16 (held as f32 on the GPU), or fp8 (the
