@@ -11,7 +11,8 @@ use std::path::PathBuf;
 /// What a generation is asked: the prompt and how many tokens to add.
 #[derive(clap::Args, Clone)]
 pub struct GenArgs {
-    /// Prompt token ids (comma list; default 1,2,3).
+    /// Prompt token ids (comma list; default: for `generate` 200 tokens drawn with --seed, for
+    /// the `model` commands 1,2,3).
     #[arg(long, value_delimiter = ',')]
     pub prompt: Vec<u32>,
     /// Or a prompt of N tokens drawn with --seed.
