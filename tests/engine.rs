@@ -36,7 +36,6 @@ fn options(
         time_every: 2,
         transfer_overlap: TransferOverlap::NONE,
         omit_gathers: false,
-        model_bytes: 0,
         model: None,
     }
 }

@@ -31,7 +31,6 @@ fn options() -> FigureOptions {
         record_trace: false,
         transfer_overlap: ess_wgpu::engine::TransferOverlap::NONE,
         omit_gathers: false,
-        model_bytes: 0,
         model: None,
     };
     FigureOptions {

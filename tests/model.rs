@@ -662,7 +662,6 @@ fn generation_options(
         time_every: 1,
         transfer_overlap: TransferOverlap::NONE,
         omit_gathers: false,
-        model_bytes: 0,
         model: None,
     }
 }

@@ -6,7 +6,7 @@ use super::{CacheArgs, print_report, time_every_arg};
 use ess_wgpu::cache::PoolSize;
 use ess_wgpu::config::Dtype;
 use ess_wgpu::decode::DecodeReport;
-use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode};
+use ess_wgpu::engine::{EngineOptions, MemoryPlan, Mode, ModelRef};
 use ess_wgpu::model::generate::{Collect, Generation, PrefillSpec, generate, identical, in_mode};
 use ess_wgpu::model::init::{preset, random_weights};
 use ess_wgpu::reference::model::ModelWeights;
@@ -206,8 +206,10 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         time_every: a.time_every,
         transfer_overlap: a.overlap.transfer_overlap((w.layers.len() as u32, batch))?,
         omit_gathers: false,
-        model_bytes: ess_wgpu::model::generate::model_bytes(w, batch),
-        model: None,
+        model: Some(ModelRef {
+            weights: w,
+            what: what.clone(),
+        }),
     };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],
@@ -222,27 +224,12 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
                 "with --context N (every sequence the same length)",
             ));
         }
+        // the plan counts the model's weights and activations at each batch
         let fits = modes
             .iter()
             .map(|&m| MemoryPlan::largest_batch(&in_mode(&opts, m), budget))
             .collect::<Result<Vec<_>>>()?;
-        // the activations grow with the batch: step down until the plan with them fits
-        let mut b = fits.into_iter().min().unwrap_or(0);
-        let fits_at = |b: u32| -> Result<bool> {
-            let o = EngineOptions {
-                model_bytes: ess_wgpu::model::generate::model_bytes(w, b),
-                ..opts.clone()
-            };
-            for &m in &modes {
-                if MemoryPlan::new(&in_mode(&o, m), b)?.total() > budget {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        };
-        while b > 0 && !fits_at(b)? {
-            b -= 1;
-        }
+        let b = fits.into_iter().min().unwrap_or(0);
         if b == 0 {
             return Err(Error::config(
                 "device-budget",
@@ -252,7 +239,6 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         }
         opts.run.batch = b;
         opts.contexts = vec![opts.contexts[0]; b as usize];
-        opts.model_bytes = ess_wgpu::model::generate::model_bytes(w, b);
     }
     let b = opts.run.batch;
     let first = make_prompt(&a.run, vocab)?;

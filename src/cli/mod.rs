@@ -135,7 +135,6 @@ fn info(args: InfoArgs) -> Result<()> {
                 time_every: 1,
                 transfer_overlap: TransferOverlap::NONE,
                 omit_gathers: false,
-                model_bytes: 0,
                 model: None,
                 run: run.clone(),
             };
@@ -389,7 +388,6 @@ impl EngineArgs {
             time_every: self.time_every,
             transfer_overlap: self.overlap.transfer_overlap(run_layers)?,
             omit_gathers: false,
-            model_bytes: 0,
             model,
         };
         opts.validate()?;

@@ -173,14 +173,13 @@ pub struct EngineOptions {
     /// Leave the misses' gathers out of every step (the same schedule with no bus traffic):
     /// the baseline of the exposed transfer time (`figures overlap`). The outputs are wrong.
     pub omit_gathers: bool,
-    /// Device bytes the step inputs hold besides the engine's buffers, for inputs given to
-    /// [`super::Engine::with_inputs`] (`model::generate` sets the model's); 0 for synthetic
-    /// inputs. The memory plan counts them (with `model`, the model's at each batch instead).
-    pub model_bytes: u64,
-    /// The step's inputs come from this model ([`crate::model::step::ModelInputs`] over hashed
-    /// contexts of `contexts`: a real decode step over rows it did not compute) instead of the
-    /// synthetic queries: what `decode`, `sweep` and the figures run with `--model` or
-    /// `--builtin`. `run` must be the model's ([`crate::model::generate::run_config`]).
+    /// The step's inputs come from this model, whose weights and activations the memory plan
+    /// counts at each batch: [`super::Engine::new`] builds them ([`crate::model::step::ModelInputs`]
+    /// over hashed contexts of `contexts`: a real decode step over rows it did not compute;
+    /// what `decode`, `sweep` and the figures run with `--model` or `--builtin`), or
+    /// `model::generate` gives them to [`super::Engine::with_inputs`] (its prompts' prefill).
+    /// `run` must be the model's ([`crate::model::generate::run_config`]). `None`: the synthetic
+    /// queries.
     pub model: Option<ModelRef>,
 }
 

@@ -67,12 +67,9 @@ impl MemoryPlan {
         if opts.digest_outputs {
             items.push(("output digests".to_string(), l * 16));
         }
-        let model_bytes = match &opts.model {
-            Some(m) => crate::model::generate::model_bytes(m.weights, batch),
-            None => opts.model_bytes,
-        };
-        if model_bytes > 0 {
-            items.push(("model weights and activations".to_string(), model_bytes));
+        if let Some(m) = &opts.model {
+            let bytes = crate::model::generate::model_bytes(m.weights, batch);
+            items.push(("model weights and activations".to_string(), bytes));
         }
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),

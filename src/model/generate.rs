@@ -6,7 +6,7 @@ use super::dump::{Dump, LayerDump, padded};
 use super::step::{ModelInputs, Prefill, PromptChoices};
 use crate::config::{Dtype, ModelConfig, RunConfig};
 use crate::decode::ModeReport;
-use crate::engine::{Engine, EngineOptions, Mode};
+use crate::engine::{Engine, EngineOptions, Mode, ModelRef};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::reference::model::ModelWeights;
@@ -127,9 +127,16 @@ pub fn generate(
         2,
         crate::limits::MAX_STEPS as u64,
     )?;
+    let what = opts
+        .model
+        .as_ref()
+        .map_or("the generation's model", |m| &m.what);
     let mut opts = EngineOptions {
         steps: new_tokens - 1,
-        model_bytes: model_bytes(w, opts.run.batch),
+        model: Some(ModelRef {
+            weights: w,
+            what: what.to_string(),
+        }),
         ..opts.clone()
     };
     if let PrefillSpec::Prompts(p) = prefill {
