@@ -197,15 +197,10 @@ impl Fill {
                 true => (&self.pipeline_fp8, n),
                 false => (&self.pipeline, (n * words).div_ceil(256)),
             };
-            out.push(super::dispatch_steps(
-                ctx,
-                "fill",
-                &params,
-                &[super::StepSpec {
-                    pipeline,
-                    buffers: &[(1, &table), (2, dest), (4, src)],
-                    workgroups: [x, ranges.len() as u32, 1],
-                }],
+            let buffers = [(1, &table), (2, dest), (4, src)];
+            let grid = [x, ranges.len() as u32, 1];
+            out.push(super::dispatch_one(
+                ctx, pipeline, "fill", &params, &buffers, grid,
             ));
             done += n;
         }
@@ -258,15 +253,6 @@ impl Fill {
             _ => (&self.newest, base.words.div_ceil(256)),
         };
         let buffers = [(2, dest), (3, seq), (4, src)];
-        super::dispatch_steps(
-            ctx,
-            "fill newest",
-            &params,
-            &[super::StepSpec {
-                pipeline,
-                buffers: &buffers,
-                workgroups: [x, n, 1],
-            }],
-        )
+        super::dispatch_one(ctx, pipeline, "fill newest", &params, &buffers, [x, n, 1])
     }
 }

@@ -213,6 +213,24 @@ pub(crate) fn dispatch_steps<P: bytemuck::Pod>(
     }
 }
 
+/// A one-step dispatch of `pipeline` with the (binding, buffer) pairs its entry point uses
+/// besides the uniform `params` at binding 0.
+pub(crate) fn dispatch_one<P: bytemuck::Pod>(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    params: &P,
+    buffers: &[(u32, &wgpu::Buffer)],
+    workgroups: [u32; 3],
+) -> Dispatch {
+    let step = StepSpec {
+        pipeline,
+        buffers,
+        workgroups,
+    };
+    dispatch_steps(ctx, label, params, &[step])
+}
+
 /// Build a one-step dispatch: uniform `params` at binding 0, then `buffers` at bindings 1, 2, ….
 pub(crate) fn dispatch<P: bytemuck::Pod>(
     ctx: &GpuContext,

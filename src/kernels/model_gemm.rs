@@ -5,7 +5,7 @@
 //! and never depend on the batch (see the shader). Reference: `reference::model`'s `linear` and
 //! `mlp` (through `tests/kernels.rs`).
 
-use super::{Dispatch, StepSpec, dispatch_steps};
+use super::{Dispatch, StepSpec, dispatch_one, dispatch_steps};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
@@ -237,12 +237,9 @@ impl ModelGemm {
         let pipeline = &self.linear[weight.is_fp8() as usize];
         if splits == 1 {
             let buffers = [(1, x), (2, w), (3, y), (4, w), (8, scales), (9, scales)];
-            let step = StepSpec {
-                pipeline,
-                buffers: &buffers,
-                workgroups: grid,
-            };
-            return Ok(dispatch_steps(ctx, "linear", &params, &[step]));
+            return Ok(dispatch_one(
+                ctx, pipeline, "linear", &params, &buffers, grid,
+            ));
         }
         let part = match scratch {
             Some(s) if s.size() >= shape.scratch_bytes() => s,
@@ -304,19 +301,12 @@ impl ModelGemm {
         let none = &self.no_scales;
         let tiles = shape.most_tiles();
         let g = scratch.groups;
-        let one = |label: &str, p: Params, pipeline, buffers: &[(u32, &wgpu::Buffer)], grid| {
-            let step = StepSpec {
-                pipeline,
-                buffers,
-                workgroups: grid,
-            };
-            dispatch_steps(ctx, label, &p, &[step])
-        };
         let (hsz, inter) = (shape.hidden, shape.inter);
-        let mut out = vec![one(
-            "experts group",
-            params(inter, hsz, None),
+        let mut out = vec![dispatch_one(
+            ctx,
             &self.group,
+            "experts group",
+            &params(inter, hsz, None),
             &[(5, routes), (6, g)],
             [1, 1, 1],
         )];
@@ -335,7 +325,7 @@ impl ModelGemm {
             let grid = [inter.div_ceil(TN), tiles, 1];
             let p = params(inter, hsz, Some(c));
             let pipeline = &self.expert_up[c.gate.is_fp8() as usize];
-            out.push(one("experts up", p, pipeline, &bufs, grid));
+            out.push(dispatch_one(ctx, pipeline, "experts up", &p, &bufs, grid));
         }
         out.extend(between);
         for c in chunks {
@@ -353,13 +343,14 @@ impl ModelGemm {
             let grid = [hsz.div_ceil(TN), tiles, 1];
             let p = params(hsz, inter, Some(c));
             let pipeline = &self.expert_down[c.down.is_fp8() as usize];
-            out.push(one("experts down", p, pipeline, &bufs, grid));
+            out.push(dispatch_one(ctx, pipeline, "experts down", &p, &bufs, grid));
         }
         let values = shape.rows as u64 * hsz as u64;
-        out.push(one(
-            "experts combine",
-            params(hsz, inter, None),
+        out.push(dispatch_one(
+            ctx,
             &self.combine,
+            "experts combine",
+            &params(hsz, inter, None),
             &[(3, y), (5, routes), (7, scratch.part)],
             super::grid_2d(values.div_ceil(256) as u32),
         ));

@@ -2,7 +2,7 @@
 //! and the Hadamard rotation. Shader: `shaders/model_ops.wgsl`. References:
 //! [`crate::reference::model`].
 
-use super::{Dispatch, StepSpec, dispatch_steps};
+use super::{Dispatch, dispatch_one};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::reference::model::RopeLayout;
@@ -149,23 +149,6 @@ pub struct Heads {
     pub d: u32,
 }
 
-/// A one-step dispatch of `pipeline` with the bindings its entry point uses.
-fn one(
-    ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
-    label: &str,
-    params: &Params,
-    buffers: &[(u32, &wgpu::Buffer)],
-    workgroups: [u32; 3],
-) -> Dispatch {
-    let step = StepSpec {
-        pipeline,
-        buffers,
-        workgroups,
-    };
-    dispatch_steps(ctx, label, params, &[step])
-}
-
 /// A dispatch over `rows` rows of `n` values (the parameters the row kernels read).
 fn over_rows(
     ctx: &GpuContext,
@@ -180,7 +163,7 @@ fn over_rows(
         n,
         ..Default::default()
     };
-    one(ctx, pipeline, "model_ops", &params, buffers, workgroups)
+    dispatch_one(ctx, pipeline, "model_ops", &params, buffers, workgroups)
 }
 
 fn row_grid(rows: u32) -> [u32; 3] {
@@ -239,7 +222,7 @@ impl ModelOps {
             Some(b) => (&self.layer_norm, vec![(1, x), (2, weight), (3, b), (4, y)]),
             None => (&self.rms_norm, vec![(1, x), (2, weight), (4, y)]),
         };
-        one(ctx, pipeline, "norm", &params, &buffers, row_grid(rows))
+        dispatch_one(ctx, pipeline, "norm", &params, &buffers, row_grid(rows))
     }
 
     /// RoPE in place on `x`'s heads `at`, row r at position `positions[r]` (u32), by the
@@ -261,7 +244,7 @@ impl ModelOps {
         let grid = super::grid_2d(threads.div_ceil(256) as u32);
         let pipeline = &self.rope[(layout == RopeLayout::NeoX) as usize];
         let buffers = [(1, x), (2, table), (3, positions)];
-        Ok(one(ctx, pipeline, "rope", &params, &buffers, grid))
+        Ok(dispatch_one(ctx, pipeline, "rope", &params, &buffers, grid))
     }
 
     /// `x`'s heads `at` in place as a cache of `dtype` stores them: f16 (nearest even, as
@@ -285,7 +268,7 @@ impl ModelOps {
         };
         let threads = at.rows as u64 * at.heads as u64 * at.d as u64;
         let grid = super::grid_2d(threads.div_ceil(256) as u32);
-        Some(one(
+        Some(dispatch_one(
             ctx,
             &self.round_to,
             "round_to",
@@ -313,7 +296,7 @@ impl ModelOps {
             ..Default::default()
         };
         let grid = row_grid(at.rows * at.heads);
-        Ok(one(
+        Ok(dispatch_one(
             ctx,
             &self.hadamard,
             "hadamard",
@@ -386,7 +369,7 @@ impl ModelOps {
         };
         let grid = super::grid_2d((rows as u64 * outputs as u64).div_ceil(256) as u32);
         let buffers = [(1, x), (2, weight), (4, y)];
-        one(ctx, &self.linear, "linear", &params, &buffers, grid)
+        dispatch_one(ctx, &self.linear, "linear", &params, &buffers, grid)
     }
 
     /// The per-head strided product `hl` of `x` by `w` into `y` (f32; see [`HeadLinear`]).
@@ -402,7 +385,7 @@ impl ModelOps {
         let threads = hl.rows as u64 * hl.heads as u64 * hl.o as u64;
         let grid = super::grid_2d(threads.div_ceil(256) as u32);
         let buffers = [(1, x), (2, w), (4, y), (5, &table)];
-        let mut d = one(
+        let mut d = dispatch_one(
             ctx,
             &self.head_linear,
             "head_linear",
@@ -432,7 +415,7 @@ impl ModelOps {
             ..Default::default()
         };
         let grid = super::grid_2d(threads.div_ceil(256) as u32);
-        one(ctx, pipeline, "experts", &params, buffers, grid)
+        dispatch_one(ctx, pipeline, "experts", &params, buffers, grid)
     }
 
     /// The routed experts' first half for `rows` tokens: `act [rows, k, inter]` = SwiGLU of
@@ -517,7 +500,7 @@ impl ModelOps {
             ..Default::default()
         };
         let buffers = [(2, table), (3, tokens), (4, y)];
-        one(ctx, &self.embed, "embed", &params, &buffers, grid)
+        dispatch_one(ctx, &self.embed, "embed", &params, &buffers, grid)
     }
 
     /// The MoE router (sigmoid, noaux_tc; `reference::model::route`) of `rows` tokens from their
@@ -560,7 +543,7 @@ impl ModelOps {
             ..Default::default()
         };
         let buffers = [(1, logits), (2, bias), (4, out)];
-        Ok(one(
+        Ok(dispatch_one(
             ctx,
             &self.route,
             "route",
