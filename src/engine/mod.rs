@@ -1175,9 +1175,7 @@ impl Engine {
         // the indexer's inputs: the queries, and each sequence's keys (the values they stand for)
         let q_i: Vec<f32> = ctx.read(&l.queries.q_i)?;
         let w: Vec<f32> = ctx.read(&l.queries.w)?;
-        let keys = (0..m.batch)
-            .map(|b| self.cached_keys(ctx, layer, b))
-            .collect::<Result<_>>()?;
+        let keys = self.cached_keys(ctx, layer, 0..m.batch)?;
         Ok(LayerSnapshot {
             q,
             topk_indices,
@@ -1190,17 +1188,32 @@ impl Engine {
         })
     }
 
-    /// Sequence `b`'s indexer keys in layer `layer` after the last step finished, `[T_b, D_I]`,
-    /// as the values they stand for (FP8 dequantised).
-    fn cached_keys(&self, ctx: &GpuContext, layer: u32, b: u32) -> Result<Vec<f32>> {
+    /// The indexer keys of sequences `seqs` in layer `layer` after the last step finished,
+    /// `[T_b, D_I]` each, as the values they stand for (FP8 dequantised): each sequence
+    /// group's buffer read once.
+    fn cached_keys(
+        &self,
+        ctx: &GpuContext,
+        layer: u32,
+        seqs: std::ops::Range<u32>,
+    ) -> Result<Vec<Vec<f32>>> {
         let m = &self.opts.run;
         let dim = m.model.index_head_dim as usize;
-        let per_group = self.groups[0].1;
-        let buf = &self.layers[layer as usize].keys[(b / per_group) as usize];
         let layout = crate::workload::RowLayout::Key { dim };
-        let values = crate::workload::values_of(&ctx.read(buf)?, m.key_dtype, layout);
-        let first = (b % per_group) as usize * self.opts.capacity() as usize;
-        Ok(values[first * dim..][..self.lens[b as usize] as usize * dim].to_vec())
+        let mut out = Vec::new();
+        for (g, &(b0, n)) in self.groups.iter().enumerate() {
+            let wanted = seqs.start.max(b0)..seqs.end.min(b0 + n);
+            if wanted.is_empty() {
+                continue;
+            }
+            let bytes = ctx.read(&self.layers[layer as usize].keys[g])?;
+            let values = crate::workload::values_of(&bytes, m.key_dtype, layout);
+            for b in wanted {
+                let first = (b - b0) as usize * self.opts.capacity() as usize;
+                out.push(values[first * dim..][..self.lens[b as usize] as usize * dim].to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// Sequence `b`'s cached rows of layer `layer` after the last step, read where this mode
@@ -1231,7 +1244,8 @@ impl Engine {
             rope: m.model.qk_rope_head_dim as usize,
         };
         let latent = crate::workload::values_of(&bytes, m.latent_dtype, layout);
-        Ok((latent, self.cached_keys(ctx, layer, b)?))
+        let keys = self.cached_keys(ctx, layer, b..b + 1)?.pop();
+        Ok((latent, keys.expect("one sequence's keys")))
     }
 
     /// Tokens decoded per second of GPU time (all stages; NaN without timestamps).
