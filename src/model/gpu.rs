@@ -259,23 +259,19 @@ impl<'a> ModelGpu<'a> {
         rows: u32,
     ) -> Result<Vec<Dispatch>> {
         let (table, hsz) = ("model.embed_tokens.weight", self.w.config.hidden_size);
-        let n = (self.w.tensor(table).len() / hsz as usize) as u32;
-        let per = self.rows_per_binding(hsz as u64 * 4, n);
-        (0..n)
-            .step_by(per as usize)
-            .map(|first| {
-                let count = per.min(n - first);
-                let t = match count == n {
-                    true => self.weight(table)?,
-                    false => {
-                        let at = (first * hsz) as usize..((first + count) * hsz) as usize;
-                        let v = &self.w.tensor(table)[at];
-                        let key = format!("{table} rows {first}..{}", first + count);
-                        self.derived(&key, || v.to_vec())?
-                    }
-                };
-                let ops = &self.ops;
-                Ok(ops.embed(self.ctx, (&t, first, count), tokens, y, rows, hsz))
+        self.weight_rows(table, hsz)?
+            .into_iter()
+            .map(|(first, count, piece)| match piece {
+                GpuWeight::F32(t) => {
+                    let ops = &self.ops;
+                    Ok(ops.embed(self.ctx, (&t, first, count), tokens, y, rows, hsz))
+                }
+                // the checkpoint's check allows FP8 for linear weights only
+                GpuWeight::Fp8 { .. } => Err(crate::Error::config(
+                    table,
+                    "FP8",
+                    "bf16, f16 or f32 (an embedding, not a linear weight)",
+                )),
             })
             .collect()
     }
