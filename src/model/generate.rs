@@ -184,7 +184,11 @@ pub fn generate(
         true => std::mem::take(&mut inputs.first_logits),
         false => vec![Vec::new(); opts.run.batch as usize],
     };
-    let (probe, choices) = (inputs.probe(), inputs.prompt_choices(0));
+    // what a dump needs that the engine does not keep
+    let (probe, choices) = (
+        inputs.probe(),
+        dump.then(|| inputs.prompt_choices(0)).flatten(),
+    );
     let first: Vec<u32> = ctx.read(&tokens_buf)?;
     let mut tokens: Vec<Vec<u32>> = first.iter().map(|&t| vec![t]).collect();
     let mut e = Engine::with_inputs(ctx, &opts, budget, Box::new(inputs))?;
