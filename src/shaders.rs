@@ -38,6 +38,7 @@ units! {
     LSE_MERGE = "lse_merge": ["lse_merge.wgsl"];
     MODEL_OPS = "model_ops": ["lib/fp8.wgsl", "lib/f16_round.wgsl", "model_ops.wgsl"];
     MODEL_GEMM = "model_gemm": ["lib/fp8.wgsl", "model_gemm.wgsl"];
+    MODEL_GEMM_COOP = "model_gemm_coop": ["model_gemm_coop.wgsl", "lib/fp8.wgsl", "model_gemm.wgsl"];
     RESOLVE = "resolve": ["lib/select.wgsl", "resolve.wgsl"];
     TRANSFER = "transfer": ["transfer.wgsl"];
     PROBE = "probe": ["probe.wgsl"];

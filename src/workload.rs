@@ -20,6 +20,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// The generator as it is after `n` more draws (each draw adds one constant to the state),
+    /// without drawing them: a stream of values cut into pieces drawn in parallel.
+    pub fn skip(&self, n: u64) -> Rng {
+        Rng(self.0.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32

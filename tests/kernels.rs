@@ -1630,6 +1630,292 @@ fn grouped_experts_equal_version_1() {
     );
 }
 
+/// Sums against their f64 reference: the largest |got − want| / Σ|terms| of `got[i]` against
+/// the dot products of `x`'s row `rows[i].0` with `w`'s row `rows[i].1` (`k` values each).
+fn worst_of_dots(got: &[f32], x: &[f32], w: &[f32], k: usize, rows: &[(usize, usize)]) -> f64 {
+    let mut worst = 0f64;
+    for (g, &(xr, wr)) in got.iter().zip(rows) {
+        let (a, b) = (&x[xr * k..][..k], &w[wr * k..][..k]);
+        let want: f64 = a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let mag: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(&p, &q)| (p as f64 * q as f64).abs())
+            .sum();
+        worst = worst.max((*g as f64 - want).abs() / mag.max(f64::MIN_POSITIVE));
+    }
+    worst
+}
+
+/// act_quant of each `k`-long row of `x` (what an FP8 weight's inputs go through).
+fn act_quant_rows(x: &[f32], k: usize) -> Vec<f32> {
+    x.chunks(k)
+        .flat_map(ess_wgpu::reference::model::act_quant)
+        .collect()
+}
+
+/// The largest f32 sums' error of the FP8 linear layers and experts, relative to Σ|x·w|: the
+/// same bound as the tiled f32 kernel's, since on the tensor cores (`model_gemm_coop.wgsl`) the
+/// operands are exact in f16 and only the order of the f32 sums differs.
+const FP8_GEMM_TOL: f64 = 1e-6;
+
+/// FP8 weights (bytes and 128 × 128 block scales as the checkpoint stores them) in the linear
+/// layers, on whichever units the context gives them (the tensor cores where it has cooperative
+/// matrices), and in the grouped experts (the FMA units), against the f64 sums of act_quant(x) and the dequantised
+/// weights: odd sizes, K split and whole, a piece of a weight (its scales from row 128 on), the
+/// experts in two bindings with act_quant between up and down. Outputs poisoned first.
+#[test]
+fn fp8_linear_and_experts_equal_the_reference() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_gemm::{
+        ExpertChunk, ExpertScratch, ExpertShape, LinearShape, Weight,
+    };
+    use ess_wgpu::model::init::quantize_fp8;
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(113));
+    let poison = 0x7FC0_0BADu32;
+    let units = |w: &Weight, k: u32| match ops.gemm.on_tensor_cores(w, k) {
+        true => "tensor cores",
+        false => "FMA units",
+    };
+    // (rows, K, N, first weight row bound)
+    for (rows, k, n, row0) in [
+        (1u32, 300u32, 1000u32, 0u32),
+        (37, 900, 200, 0),
+        (45, 2304, 72, 0),
+        (70, 1028, 300, 128),
+    ] {
+        let (ku, nu) = (k as usize, n as usize);
+        let xs: Vec<f32> = (0..rows * k).map(|_| rng.range(-3.0, 3.0)).collect();
+        let x = act_quant_rows(&xs, ku);
+        let wv: Vec<f32> = (0..n * k).map(|_| rng.range(-0.1, 0.1)).collect();
+        let q = quantize_fp8(&wv, &[nu, ku]);
+        let values = q.values();
+        let bound = n - row0;
+        let shape = LinearShape::plain(rows, k, bound);
+        let xb = ctx.upload("x", &x).unwrap();
+        let bytes = ctx.upload("w", &q.bytes[row0 as usize * ku..]).unwrap();
+        let scales = ctx.upload("scales", &q.scales).unwrap();
+        let weight = Weight::Fp8 {
+            bytes: &bytes,
+            scales: &scales,
+            row0,
+        };
+        let y = ctx.storage("y", rows as u64 * bound as u64 * 4).unwrap();
+        ctx.fill(&y, poison);
+        let scratch = ctx
+            .storage("scratch", shape.scratch_bytes().max(4))
+            .unwrap();
+        let d = ops
+            .gemm
+            .linear(ctx, (&xb, weight, &y), &shape, Some(&scratch))
+            .unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let got: Vec<f32> = ctx.read(&y).unwrap();
+        let pairs: Vec<(usize, usize)> = (0..rows as usize)
+            .flat_map(|r| (row0 as usize..nu).map(move |o| (r, o)))
+            .collect();
+        let worst = worst_of_dots(&got, &x, &values, ku, &pairs);
+        let on = units(&weight, k);
+        eprintln!(
+            "FP8 linear {rows} × {k} → {bound} (from row {row0}), {} slices, {on}: within \
+             {worst:.1e} of Σ|x·w|",
+            shape.splits().0
+        );
+        assert!(
+            worst <= FP8_GEMM_TOL,
+            "({rows}, {k}, {n}) on the {on}: {worst:e}"
+        );
+    }
+
+    // the experts: 41 tokens, 3 of 8 each, hidden 256, inter 132
+    let (rows, top_k, e, hsz, inter) = (41usize, 3usize, 8usize, 256usize, 132usize);
+    let shape = ExpertShape {
+        rows: rows as u32,
+        top_k: top_k as u32,
+        experts: e as u32,
+        hidden: hsz as u32,
+        inter: inter as u32,
+    };
+    let mut routes = Vec::new();
+    let mut chosen_of = Vec::new();
+    for _ in 0..rows {
+        let mut chosen = Vec::new();
+        while chosen.len() < top_k {
+            let c = rng.below(e as u64) as u32;
+            if !chosen.contains(&c) {
+                chosen.push(c);
+            }
+        }
+        for &c in &chosen {
+            routes.extend([c, rng.range(0.1, 1.0).to_bits()]);
+        }
+        chosen_of.push(chosen);
+    }
+    let x = act_quant_rows(
+        &(0..rows * hsz)
+            .map(|_| rng.range(-3.0, 3.0))
+            .collect::<Vec<_>>(),
+        hsz,
+    );
+    // each expert's weight quantised on its own, its scales after the expert before
+    let mut experts = |n: usize, k: usize| {
+        let q: Vec<_> = (0..e)
+            .map(|_| {
+                let v: Vec<f32> = (0..n * k).map(|_| rng.range(-0.1, 0.1)).collect();
+                quantize_fp8(&v, &[n, k])
+            })
+            .collect();
+        let values: Vec<f32> = q.iter().flat_map(|t| t.values()).collect();
+        (q, values)
+    };
+    let ((gq, gv), (uq, uv), (dq, dv)) = (
+        experts(inter, hsz),
+        experts(inter, hsz),
+        experts(hsz, inter),
+    );
+    let upload = |q: &[ess_wgpu::reference::model::Fp8Tensor]| {
+        let bytes: Vec<u8> = q.iter().flat_map(|t| t.bytes.clone()).collect();
+        let scales: Vec<f32> = q.iter().flat_map(|t| t.scales.clone()).collect();
+        (
+            ctx.upload("bytes", &bytes).unwrap(),
+            ctx.upload("scales", &scales).unwrap(),
+        )
+    };
+    let halves = |q: &[ess_wgpu::reference::model::Fp8Tensor]| (upload(&q[..3]), upload(&q[3..]));
+    let (g, u, d) = (halves(&gq), halves(&uq), halves(&dq));
+    let fp8 = Weight::fp8;
+    let chunks = [
+        ExpertChunk {
+            first: 0,
+            count: 3,
+            gate: fp8(&g.0),
+            up: fp8(&u.0),
+            down: fp8(&d.0),
+        },
+        ExpertChunk {
+            first: 3,
+            count: 5,
+            gate: fp8(&g.1),
+            up: fp8(&u.1),
+            down: fp8(&d.1),
+        },
+    ];
+    let buf = |n: usize| {
+        let b = ctx.storage("out", n as u64 * 4).unwrap();
+        ctx.fill(&b, poison);
+        b
+    };
+    let (xb, rb) = (
+        ctx.upload("x", &x).unwrap(),
+        ctx.upload("routes", &routes).unwrap(),
+    );
+    let pairs = rows * top_k;
+    let run = |quant: bool| {
+        let (act, part, groups, y) = (
+            buf(pairs * inter),
+            buf(pairs * hsz),
+            buf(shape.group_words() as usize),
+            buf(rows * hsz),
+        );
+        let scratch = ExpertScratch {
+            groups: &groups,
+            act: &act,
+            part: &part,
+        };
+        let between = quant.then(|| ops.act_quant(ctx, &act, pairs as u32, inter as u32));
+        let list = ops
+            .gemm
+            .experts(ctx, &xb, &chunks, &rb, &y, &shape, &scratch, between);
+        ctx.run_pass(None, |p| list.iter().for_each(|d| d.record(p)))
+            .unwrap();
+        let read = |b: &wgpu::Buffer| -> Vec<f32> { ctx.read(b).unwrap() };
+        (read(&act), read(&y))
+    };
+    let on = "FMA units"; // the routed experts' (model_gemm.rs)
+    // up: each activation's gate and up sums within the bound, carried through SwiGLU
+    let (act, _) = run(false);
+    let mut worst_act = 0f64;
+    for p in 0..pairs {
+        let (r, ex) = (p / top_k, chosen_of[p / top_k][p % top_k] as usize);
+        for i in 0..inter {
+            let row = ex * inter + i;
+            let dot = |w: &[f32]| -> (f64, f64) {
+                let (a, b) = (&x[r * hsz..][..hsz], &w[row * hsz..][..hsz]);
+                let s = a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum();
+                let m = a
+                    .iter()
+                    .zip(b)
+                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                    .sum();
+                (s, m)
+            };
+            let ((gs, gm), (us, um)) = (dot(&gv), dot(&uv));
+            let silu = gs / (1.0 + (-gs).exp());
+            let want = silu * us;
+            // d silu / d g ≤ 1.1: the bound of each sum carried through the product
+            let bound = FP8_GEMM_TOL * (1.1 * gm * us.abs() + silu.abs() * um) + 1e-7 * want.abs();
+            let ratio = (act[p * inter + i] as f64 - want).abs() / bound.max(1e-30);
+            if ratio > 1.0 && worst_act <= 1.0 {
+                eprintln!(
+                    "first miss: pair {p} (token {r}, expert {ex}) column {i}: {} for {want} \
+                     (gate {gs}, up {us})",
+                    act[p * inter + i]
+                );
+            }
+            worst_act = worst_act.max(ratio);
+        }
+    }
+    eprintln!("FP8 experts up ({on}): within {worst_act:.2} of the bound");
+    assert!(
+        worst_act <= 1.0,
+        "FP8 experts up on the {on}: {worst_act:.2} of the bound"
+    );
+    // down: the quantised activations equal act_quant's, the output its f64 sum
+    let (act_q, y) = run(true);
+    let want_q = act_quant_rows(&act, inter);
+    assert!(
+        act_q
+            .iter()
+            .zip(&want_q)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "act_quant between up and down differs from the reference's"
+    );
+    let mut worst = 0f64;
+    for r in 0..rows {
+        for o in 0..hsz {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for (j, &ex) in chosen_of[r].iter().enumerate() {
+                let p = r * top_k + j;
+                let wgt = f32::from_bits(routes[2 * p + 1]) as f64;
+                let ex = ex as usize;
+                let (a, b) = (
+                    &act_q[p * inter..][..inter],
+                    &dv[(ex * hsz + o) * inter..][..inter],
+                );
+                want += wgt
+                    * a.iter()
+                        .zip(b)
+                        .map(|(&p, &q)| p as f64 * q as f64)
+                        .sum::<f64>();
+                mag += wgt
+                    * a.iter()
+                        .zip(b)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum::<f64>();
+            }
+            worst = worst.max((y[r * hsz + o] as f64 - want).abs() / mag.max(f64::MIN_POSITIVE));
+        }
+    }
+    eprintln!("FP8 experts down and combine ({on}): within {worst:.1e} of Σ|w·act·D|");
+    assert!(
+        worst <= FP8_GEMM_TOL,
+        "FP8 experts down on the {on}: {worst:e}"
+    );
+}
+
 /// `round_to` (a cache's rounding of the rows and keys the model makes) bit for bit against
 /// `reference::model::stored_value`: f16 and bf16 (nearest even, ties included) on a strided
 /// part of each row (rows of 37, values 5 .. 5 + 23 rounded, the rest untouched), magnitudes

@@ -25,7 +25,8 @@ fn fits(ctx: &GpuContext, sizes: &[u64]) -> bool {
     sizes.iter().all(|&n| n * 4 <= ctx.max_binding())
 }
 
-/// Time `dispatches` (one pass) for batch `m`: the report's row against the f32 FMA roofline.
+/// Time `dispatches` (one pass) for batch `m`: the report's row against the roofline of the
+/// f32 FMA units.
 fn timed(
     ctx: &GpuContext,
     (name, m): (String, u32),
@@ -34,8 +35,45 @@ fn timed(
     ceilings: &Ceilings,
     reps: u32,
 ) -> Result<KernelTiming> {
+    timed_on(
+        ctx,
+        (name, m),
+        dispatches,
+        (bytes, flops),
+        ceilings,
+        reps,
+        MatrixPath::Fma,
+    )
+}
+
+/// [`timed`] against the roofline of the units of `path` (the tensor cores for FP8 weights
+/// where the context has them).
+fn timed_on(
+    ctx: &GpuContext,
+    (name, m): (String, u32),
+    dispatches: &[&crate::kernels::Dispatch],
+    (bytes, flops): (u64, u64),
+    ceilings: &Ceilings,
+    reps: u32,
+    path: MatrixPath,
+) -> Result<KernelTiming> {
     let t = time_pass(ctx, dispatches, reps)?;
-    Ok(row(&name, m, 0, t, bytes, flops, ceilings, MatrixPath::Fma))
+    Ok(row(&name, m, 0, t, bytes, flops, ceilings, path))
+}
+
+/// The units an FP8 weight of `k` inputs multiplies on, and how the bench names them.
+fn fp8_units(ops: &ModelOps, w: &Weight, k: u32) -> (MatrixPath, &'static str) {
+    match ops.gemm.on_tensor_cores(w, k) {
+        true => (MatrixPath::Coop, "tensor cores"),
+        false => (MatrixPath::Fma, "fma"),
+    }
+}
+
+/// An FP8 weight of `bytes` e4m3 values (0.5 and 1.0) and `blocks` scales, for timing.
+fn fp8_weight(ctx: &GpuContext, bytes: u64, blocks: u64) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    let e4m3 = ctx.storage("e4m3", bytes)?;
+    ctx.fill(&e4m3, 0x3038_3038);
+    Ok((e4m3, values(ctx, "scales", blocks)?))
 }
 
 /// Time the model's linear layers of config `c` for each decode batch in `batches`.
@@ -78,11 +116,7 @@ pub fn run(
             )?);
             // the same layer with FP8 weights (e4m3 bytes, a scale a 128 × 128 block)
             let blocks = n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
-            let (e4m3, scales) = (
-                ctx.storage("e4m3", k as u64 * n as u64)?,
-                values(ctx, "scales", blocks)?,
-            );
-            ctx.fill(&e4m3, 0x3038_3038); // e4m3 0.5 and 1.0
+            let (e4m3, scales) = fp8_weight(ctx, k as u64 * n as u64, blocks)?;
             let fp8 = Weight::Fp8 {
                 bytes: &e4m3,
                 scales: &scales,
@@ -92,14 +126,16 @@ pub fn run(
                 .gemm
                 .linear(ctx, (&x, fp8, &y), &shape, Some(&scratch))?;
             let fp8_bytes = k as u64 * n as u64 + 4 * (blocks + m as u64 * (k + n) as u64);
-            let name = format!("linear fp8 {k}→{n}");
-            out.push(timed(
+            let (path, units) = fp8_units(&ops, &fp8, k);
+            let name = format!("linear fp8 {k}→{n} ({units})");
+            out.push(timed_on(
                 ctx,
                 (name, m),
                 &[&d],
                 (fp8_bytes, flops),
                 ceilings,
                 reps,
+                path,
             )?);
             let v1 = ops.linear(ctx, &x, &w, &y, m, k, n);
             let name = format!("linear v1 {k}→{n}");
@@ -210,6 +246,44 @@ fn experts(
         (name, m),
         &[&v1[0], &v1[1]],
         (bytes, flops),
+        ceilings,
+        reps,
+    )?);
+    // the same experts with FP8 weights (each expert's scales after the one before), act_quant
+    // between up and down as the model runs them
+    let blocks = |n: u32, k: u32| e as u64 * n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
+    let (gq, uq, dq) = (
+        fp8_weight(ctx, per, blocks(inter, hsz))?,
+        fp8_weight(ctx, per, blocks(inter, hsz))?,
+        fp8_weight(ctx, per, blocks(hsz, inter))?,
+    );
+    let fp8 = Weight::fp8;
+    let chunks = [ExpertChunk {
+        first: 0,
+        count: e,
+        gate: fp8(&gq),
+        up: fp8(&uq),
+        down: fp8(&dq),
+    }];
+    let between = ops.act_quant(ctx, &act, pairs as u32, inter);
+    let list = ops.gemm.experts(
+        ctx,
+        &x,
+        &chunks,
+        &routes,
+        &y,
+        &shape,
+        &scratch,
+        Some(between),
+    );
+    let refs: Vec<_> = list.iter().collect();
+    let name = format!("experts fp8 {top_k} of {e}");
+    let fp8_bytes = chosen * 3 * inter as u64 * hsz as u64 + 8 * m as u64 * hsz as u64;
+    out.push(timed(
+        ctx,
+        (name, m),
+        &refs,
+        (fp8_bytes, flops),
         ceilings,
         reps,
     )?);

@@ -2,8 +2,11 @@
 //! once for a tile of 32 rows, K split where N alone leaves the GPU idle, and the routed experts
 //! grouped by expert so that an expert's weights are read once for up to 32 of its tokens.
 //! Results are those of `model_ops.wgsl`'s version-1 kernels bit for bit where K is not split,
-//! and never depend on the batch (see the shader). Reference: `reference::model`'s `linear` and
-//! `mlp` (through `tests/kernels.rs`).
+//! and never depend on the batch (see the shader). Linear layers with FP8 weights go to the
+//! tensor cores where the context has them (`shaders/model_gemm_coop.wgsl`: DeepSeek's FP8 GEMM,
+//! operands exact in f16, each 128-block promoted with its scales in f32); f32 weights and the
+//! routed experts stay on the FMA units. Reference: `reference::model`'s `linear` and `mlp` (through
+//! `tests/kernels.rs`).
 
 use super::{Dispatch, StepSpec, dispatch_one, dispatch_steps};
 use crate::error::{Error, Result};
@@ -44,6 +47,15 @@ pub enum Weight<'a> {
 }
 
 impl<'a> Weight<'a> {
+    /// A whole FP8 weight (its first row the weight's first): bytes and scales as a pair.
+    pub fn fp8((bytes, scales): &'a (wgpu::Buffer, wgpu::Buffer)) -> Self {
+        Weight::Fp8 {
+            bytes,
+            scales,
+            row0: 0,
+        }
+    }
+
     fn buffer(&self) -> &'a wgpu::Buffer {
         match *self {
             Weight::F32(b) => b,
@@ -71,10 +83,20 @@ impl<'a> Weight<'a> {
     }
 }
 
-/// A tile's rows and outputs, and the K step (the shader's TM, TN, TK).
+/// A tile's rows and outputs (the shader's TM, TN; its K step is 32).
 const TM: u32 = 32;
 const TN: u32 = 64;
-const TK: u32 = 32;
+/// The FP8 block: slices of K are whole blocks (the tensor-core kernel promotes a block at a time).
+const QB: u32 = 128;
+/// The tensor-core kernel's tile: rows and outputs (`CTM`, `CTN` of the shader).
+const CTM: u32 = 32;
+const CTN: u32 = 64;
+/// Workgroup memory of the tensor-core kernel (its f16 tiles, staging slots, block scales and
+/// model_gemm.wgsl's tile rows).
+const COOP_WORKGROUP_BYTES: u32 = (32 + 64) * 136 * 2 + 8 * 256 * 4 + 2 * 32 * 4 + 24 + 264;
+/// The tensor-core kernel streams K a block at a time and keeps more workgroups busy: split K
+/// until a row of its tiles has this many (eight per SM of a 132-SM H200).
+const COOP_SPLIT_TARGET_WORKGROUPS: u32 = 1056;
 /// Split K until one row of tiles has this many workgroups (two per SM of a 132-SM H200), in
 /// slices of at least `MIN_CHUNK` inputs.
 const SPLIT_TARGET_WORKGROUPS: u32 = 264;
@@ -104,19 +126,29 @@ impl LinearShape {
         }
     }
 
-    /// (slices of K, inputs a slice): from N and K only, so a row's sums are the same in any
-    /// batch.
+    /// (slices of K, inputs a slice) on the FMA units: from N and K only, so a row's sums are
+    /// the same in any batch.
     pub fn splits(&self) -> (u32, u32) {
-        let tiles = self.n.div_ceil(TN);
+        self.splits_on(false)
+    }
+
+    /// (slices of K, inputs a slice) on the tensor cores (`tensor_cores`) or the FMA units;
+    /// slices are whole FP8 blocks.
+    pub fn splits_on(&self, tensor_cores: bool) -> (u32, u32) {
+        let (tiles, target) = match tensor_cores {
+            true => (self.n.div_ceil(CTN), COOP_SPLIT_TARGET_WORKGROUPS),
+            false => (self.n.div_ceil(TN), SPLIT_TARGET_WORKGROUPS),
+        };
         let most = self.k.div_ceil(MIN_CHUNK).max(1);
-        let want = SPLIT_TARGET_WORKGROUPS.div_ceil(tiles).clamp(1, most);
-        let chunk = self.k.div_ceil(want).div_ceil(TK) * TK;
+        let want = target.div_ceil(tiles).clamp(1, most);
+        let chunk = self.k.div_ceil(want).div_ceil(QB) * QB;
         (self.k.div_ceil(chunk), chunk)
     }
 
-    /// Bytes of the split scratch this linear layer needs (0 where K is not split).
+    /// Bytes of the split scratch this linear layer needs on either units (0 where K is split
+    /// on neither).
     pub fn scratch_bytes(&self) -> u64 {
-        match self.splits().0 {
+        match self.splits_on(false).0.max(self.splits_on(true).0) {
             1 => 0,
             s => s as u64 * self.rows as u64 * self.n as u64 * 4,
         }
@@ -159,8 +191,16 @@ pub struct ModelGemm {
     expert_up: [wgpu::ComputePipeline; 2],
     expert_down: [wgpu::ComputePipeline; 2],
     combine: wgpu::ComputePipeline,
+    /// The tensor-core kernels for FP8 weights, where the context has cooperative matrices.
+    coop: Option<CoopGemm>,
     /// What f32 kernels bind where FP8 ones read scales.
     no_scales: wgpu::Buffer,
+}
+
+/// `model_gemm_coop.wgsl`'s pipeline (the routed experts stay on the FMA units).
+#[derive(Debug)]
+struct CoopGemm {
+    linear: wgpu::ComputePipeline,
 }
 
 /// The weights of experts `first .. first + count` (`[count, inter, hidden]` gate and up,
@@ -198,7 +238,20 @@ impl ModelGemm {
                 with(entry, &[("W_FP8", 1.0)])?,
             ])
         };
+        let coop = match super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
+            false => None,
+            true => {
+                let linear = ctx.pipeline(
+                    "model_gemm_coop linear_coop",
+                    crate::shaders::MODEL_GEMM_COOP,
+                    "linear_coop",
+                    &[],
+                )?;
+                Some(CoopGemm { linear })
+            }
+        };
         Ok(ModelGemm {
+            coop,
             linear: both("linear")?,
             reduce: p("reduce")?,
             group: p("group")?,
@@ -207,6 +260,13 @@ impl ModelGemm {
             combine: p("combine")?,
             no_scales: ctx.storage("no scales", 4)?,
         })
+    }
+
+    /// Whether a linear layer's weight with `k` inputs multiplies on the tensor cores: FP8, K
+    /// whole words of bytes, and a context with cooperative matrices (the routed experts stay on
+    /// the FMA units).
+    pub fn on_tensor_cores(&self, weight: &Weight, k: u32) -> bool {
+        self.coop.is_some() && weight.is_fp8() && k.is_multiple_of(4)
     }
 
     /// The linear layer `shape` of `x` by `w` into `y`; where K is split, its slices' sums go
@@ -218,7 +278,8 @@ impl ModelGemm {
         shape: &LinearShape,
         scratch: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch> {
-        let (splits, k_chunk) = shape.splits();
+        let on_cores = self.on_tensor_cores(&weight, shape.k);
+        let (splits, k_chunk) = shape.splits_on(on_cores);
         let params = Params {
             m: shape.rows,
             n: shape.n,
@@ -232,13 +293,32 @@ impl ModelGemm {
             kblocks: shape.k.div_ceil(128),
             ..Default::default()
         };
-        let grid = [shape.n.div_ceil(TN), shape.rows.div_ceil(TM), splits];
         let (w, scales) = (weight.buffer(), weight.scales(&self.no_scales));
-        let pipeline = &self.linear[weight.is_fp8() as usize];
+        let (pipeline, grid) = match &self.coop {
+            Some(c) if on_cores => (
+                &c.linear,
+                [shape.rows.div_ceil(CTM), shape.n.div_ceil(CTN), splits],
+            ),
+            _ => (
+                &self.linear[weight.is_fp8() as usize],
+                [shape.n.div_ceil(TN), shape.rows.div_ceil(TM), splits],
+            ),
+        };
+        // the bindings of the product into `out` (the tensor-core kernel reads no second weight)
+        let bound = |out| -> Vec<(u32, &wgpu::Buffer)> {
+            match on_cores {
+                true => vec![(1, x), (2, w), (3, out), (8, scales)],
+                false => vec![(1, x), (2, w), (3, out), (4, w), (8, scales), (9, scales)],
+            }
+        };
         if splits == 1 {
-            let buffers = [(1, x), (2, w), (3, y), (4, w), (8, scales), (9, scales)];
             return Ok(dispatch_one(
-                ctx, pipeline, "linear", &params, &buffers, grid,
+                ctx,
+                pipeline,
+                "linear",
+                &params,
+                &bound(y),
+                grid,
             ));
         }
         let part = match scratch {
@@ -251,7 +331,7 @@ impl ModelGemm {
                 ));
             }
         };
-        let first = [(1, x), (2, w), (3, part), (4, w), (8, scales), (9, scales)];
+        let first = bound(part);
         let sum = [(3, y), (7, part)];
         let values = shape.rows as u64 * shape.n as u64;
         let steps = [

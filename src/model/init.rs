@@ -162,27 +162,56 @@ pub fn random_weights(
     dtype: WeightDtype,
 ) -> Result<crate::reference::model::ModelWeights> {
     cfg.validate()?;
-    let mut rng = Rng::new(seed);
-    let mut t = HashMap::new();
-    let mut fp8 = HashMap::new();
-    for spec in expected_tensors(cfg, layers.clone()) {
-        let v = values(&spec, &mut rng);
-        let stored: Vec<f32> = match dtype {
-            WeightDtype::Fp8 if spec.linear => {
-                let f = quantize_fp8(&v, &spec.shape);
-                let out = f.values();
-                fp8.insert(spec.name.clone(), f);
-                out
-            }
-            WeightDtype::F32 => v,
-            WeightDtype::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
-            _ => v
-                .iter()
-                .map(|&x| half::bf16::from_f32(x).to_f32())
-                .collect(),
-        };
-        t.insert(spec.name, stored);
-    }
+    // one stream of draws in tensor order, as `write_random` draws it; each tensor's piece of
+    // the stream is found by skipping the draws before it, so tensors are drawn in parallel
+    // (the 256 experts of a v32 layer are 11 G values)
+    let specs = expected_tensors(cfg, layers.clone());
+    let starts: Vec<u64> = specs
+        .iter()
+        .scan(0u64, |at, t| {
+            let first = *at;
+            *at += t.shape.iter().product::<usize>() as u64;
+            Some(first)
+        })
+        .collect();
+    let rng = Rng::new(seed);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new((HashMap::new(), HashMap::new()));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(specs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(spec) = specs.get(i) else { break };
+                    let v = values(spec, &mut rng.skip(starts[i]));
+                    let (stored, fp8): (Vec<f32>, _) = match dtype {
+                        WeightDtype::Fp8 if spec.linear => {
+                            let f = quantize_fp8(&v, &spec.shape);
+                            (f.values(), Some(f))
+                        }
+                        WeightDtype::F32 => (v, None),
+                        WeightDtype::F16 => (
+                            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+                            None,
+                        ),
+                        _ => (
+                            v.iter()
+                                .map(|&x| half::bf16::from_f32(x).to_f32())
+                                .collect(),
+                            None,
+                        ),
+                    };
+                    let mut held = done.lock().expect("no thread panics holding it");
+                    held.0.insert(spec.name.clone(), stored);
+                    if let Some(f) = fp8 {
+                        held.1.insert(spec.name.clone(), f);
+                    }
+                }
+            });
+        }
+    });
+    let (t, fp8) = done.into_inner().expect("no thread panics holding it");
     Ok(crate::reference::model::ModelWeights::from_tensors(
         cfg.clone(),
         layers,
@@ -193,7 +222,7 @@ pub fn random_weights(
 
 /// A linear weight `[rows, cols]` quantised as the checkpoint stores FP8: a scale a 128 × 128
 /// block (its largest |value| / 448; 1 for an all-zero block), e4m3 of value / scale.
-fn quantize_fp8(v: &[f32], shape: &[usize]) -> Fp8Tensor {
+pub fn quantize_fp8(v: &[f32], shape: &[usize]) -> Fp8Tensor {
     let (rows, cols) = (shape[0], shape[1]);
     let ss = scale_shape(shape);
     let block = |i: usize| (i / cols / FP8_BLOCK) * ss[1] + (i % cols) / FP8_BLOCK;
