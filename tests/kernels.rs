@@ -1430,6 +1430,30 @@ fn model_ops_quantise_gate_and_pick_as_the_reference() {
     assert_eq!(got[1], 300);
 }
 
+/// `ModelGemm::linear` of `x` by `weight` into a poisoned `y` of `rows · yr` values (with a
+/// split scratch as the shape needs): y as read back.
+fn run_linear(
+    ctx: &ess_wgpu::GpuContext,
+    ops: &ess_wgpu::kernels::ModelOps,
+    (xb, weight): (&wgpu::Buffer, ess_wgpu::kernels::model_gemm::Weight),
+    shape: &ess_wgpu::kernels::model_gemm::LinearShape,
+    poison: u32,
+) -> Vec<f32> {
+    let y = ctx
+        .storage("y", shape.rows as u64 * shape.yr as u64 * 4)
+        .unwrap();
+    ctx.fill(&y, poison);
+    let scratch = ctx
+        .storage("scratch", shape.scratch_bytes().max(4))
+        .unwrap();
+    let d = ops
+        .gemm
+        .linear(ctx, (xb, weight, &y), shape, Some(&scratch))
+        .unwrap();
+    ctx.run_pass(None, |p| d.record(p)).unwrap();
+    ctx.read(&y).unwrap()
+}
+
 /// The model's tiled linear layer (`ModelGemm::linear`) against the version-1 kernel and the
 /// f64 reference, sizes off every tile (rows not a multiple of 32, outputs of 64, inputs of
 /// 32), outputs poisoned first: with K whole it is version 1 bit for bit; with K split (few
@@ -1461,17 +1485,7 @@ fn tiled_linear_equals_version_1() {
             ..LinearShape::plain(rows, k, n)
         };
         let (xb, wb) = (ctx.upload("x", &x).unwrap(), ctx.upload("w", &w).unwrap());
-        let y = ctx.storage("y", rows as u64 * yr as u64 * 4).unwrap();
-        ctx.fill(&y, poison);
-        let scratch = ctx
-            .storage("scratch", shape.scratch_bytes().max(4))
-            .unwrap();
-        let d = ops
-            .gemm
-            .linear(ctx, (&xb, Weight::F32(&wb), &y), &shape, Some(&scratch))
-            .unwrap();
-        ctx.run_pass(None, |p| d.record(p)).unwrap();
-        let got: Vec<f32> = ctx.read(&y).unwrap();
+        let got = run_linear(ctx, &ops, (&xb, Weight::F32(&wb)), &shape, poison);
         let splits = shape.splits().0;
         let (mut worst, mut v1) = (0f64, Vec::<f32>::new());
         if splits == 1 {
@@ -1703,17 +1717,7 @@ fn fp8_linear_and_experts_equal_the_reference() {
             scales: &scales,
             row0,
         };
-        let y = ctx.storage("y", rows as u64 * bound as u64 * 4).unwrap();
-        ctx.fill(&y, poison);
-        let scratch = ctx
-            .storage("scratch", shape.scratch_bytes().max(4))
-            .unwrap();
-        let d = ops
-            .gemm
-            .linear(ctx, (&xb, weight, &y), &shape, Some(&scratch))
-            .unwrap();
-        ctx.run_pass(None, |p| d.record(p)).unwrap();
-        let got: Vec<f32> = ctx.read(&y).unwrap();
+        let got = run_linear(ctx, &ops, (&xb, weight), &shape, poison);
         let pairs: Vec<(usize, usize)> = (0..rows as usize)
             .flat_map(|r| (row0 as usize..nu).map(move |o| (r, o)))
             .collect();
