@@ -3,9 +3,10 @@
 // checkpoint stores it), so each weight is read once for 32 rows where model_ops.wgsl's
 // version 1 (`linear`, `expert_up`, `expert_down`: one thread an output) reads it once a row.
 //
-//   linear       y[r·yr + yo + o] = Σ_k x[r·xr + k] · w[o·K + k]
+//   linear       y[r·yr + yo + h·yh + o] = Σ_k x[r·xr + h·xh + k] · w[wb + h·wh + o·wr + k]
+//                for each of `heads` products h (1 but for MLA's per-head W_UV);
 //                K in `splits` slices (chosen from N and K, never from M): each slice's sums
-//                into `part` [splits, M, N], then `reduce` adds the slices in order
+//                into `part` [heads, splits, M, N], then `reduce` adds the slices in order
 //   group        the routed experts' (token, slot) pairs p = r·top_k + j, grouped by expert:
 //                counts, the pairs in expert order (stable), and the tiles of ≤ TM pairs of one
 //                expert (`routes` as model_ops.wgsl's `route` writes them)
@@ -46,8 +47,12 @@ struct Params {
     expert_count: u32,  // … and how many (a layer's experts may span several bindings)
     row0: u32,     // W_FP8: the first weight row bound (a piece of a weight), for its scales
     kblocks: u32,  // W_FP8: ⌈K / 128⌉, the scales of a row of blocks
-    _pad0: u32,
-    _pad1: u32,
+    heads: u32,    // linear: independent products (MLA's heads), grid z = head · splits + slice
+    xh: u32,       // linear: x's offset from one head to the next
+    wb: u32,       // linear: the weight's first element
+    wh: u32,       // linear: the weight's offset from one head to the next
+    wr: u32,       // the weight's row stride (K, but for a head's rows inside kv_b_proj)
+    yh: u32,       // linear: y's offset from one head to the next
 }
 
 // The weights are f32 words, or (W_FP8) e4m3 bytes, four a word, each 128 × 128 block of a
@@ -89,7 +94,7 @@ var<workgroup> tile_expert: u32;
 var<workgroup> tile_first: u32;
 
 // The tiles of K slice [k0, k0 + TK) (inputs end at `kend`) into registers: x rows `src`
-// (stride xr), TN weight rows from `wb` (stride K) of w, and of u where `two`. Element
+// (stride xr.x, from xr.y), TN weight rows from `wb` (stride wr) of w, and of u where `two`. Element
 // e = lid + 256·q of a tile is thread lid's q-th: x's 4, each weight's 8.
 struct Staged {
     x: array<f32, 4>,
@@ -97,14 +102,14 @@ struct Staged {
     u: array<f32, 8>,
 }
 
-fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bool) -> Staged {
+fn fetch(lid: u32, k0: u32, kend: u32, xr: vec2<u32>, wsb: vec2<u32>, n0: u32, two: bool) -> Staged {
     var st: Staged;
     for (var q = 0u; q < 4u; q++) {
         let e = lid + 256u * q;
         let kk = k0 + e % TK;
         let r = src[e / TK];
         var v = 0.0;
-        if (r != NONE && kk < kend) { v = x[r * xr + kk]; }
+        if (r != NONE && kk < kend) { v = x[r * xr.x + xr.y + kk]; }
         st.x[q] = v;
     }
     for (var q = 0u; q < 8u; q++) {
@@ -114,7 +119,7 @@ fn fetch(lid: u32, k0: u32, kend: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bo
         var a = 0.0;
         var b = 0.0;
         if (n0 + j < params.n && kk < kend) {
-            let at = wsb.x + (n0 + j) * params.k + kk;
+            let at = wsb.x + (n0 + j) * params.wr + kk;
             a = weight_w(at, n0 + j, kk, wsb.y);
             if (two) { b = weight_u(at, n0 + j, kk, wsb.y); }
         }
@@ -164,7 +169,7 @@ fn multiply(lid: u32, acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, ar
 
 // The tile's sums over K [kb, ke) of x rows `src` against TN weight rows from `wb`: the next
 // slice's loads are in flight while this one is multiplied (registers, then workgroup memory).
-fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bool,
+fn tile(lid: u32, kb: u32, ke: u32, xr: vec2<u32>, wsb: vec2<u32>, n0: u32, two: bool,
         acc: ptr<function, array<f32, 8>>, acc_u: ptr<function, array<f32, 8>>) {
     var st = fetch(lid, kb, ke, xr, wsb, n0, two);
     for (var k0 = kb; k0 < ke; k0 += TK) {
@@ -180,7 +185,8 @@ fn tile(lid: u32, kb: u32, ke: u32, xr: u32, wsb: vec2<u32>, n0: u32, two: bool,
 fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n0 = wg.x * TN;
     let m0 = wg.y * TM;
-    let s = wg.z;
+    let s = wg.z % params.splits;
+    let hd = wg.z / params.splits;
     if (lid < TM) {
         let r = m0 + lid;
         src[lid] = select(NONE, r, r < params.m);
@@ -190,7 +196,8 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var unused: array<f32, 8>;
     let kb = s * params.k_chunk;
     let ke = min(params.k, kb + params.k_chunk);
-    tile(lid, kb, ke, params.xr, vec2<u32>(0u, 0u), n0, false, &acc, &unused);
+    let xr = vec2<u32>(params.xr, hd * params.xh);
+    tile(lid, kb, ke, xr, vec2<u32>(params.wb + hd * params.wh, 0u), n0, false, &acc, &unused);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {
@@ -199,9 +206,9 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             let o = n0 + tx + 16u * c;
             if (r < params.m && o < params.n) {
                 if (params.splits == 1u) {
-                    y[r * params.yr + params.yo + o] = acc[i * 4u + c];
+                    y[r * params.yr + params.yo + hd * params.yh + o] = acc[i * 4u + c];
                 } else {
-                    y[(s * params.m + r) * params.n + o] = acc[i * 4u + c];
+                    y[((hd * params.splits + s) * params.m + r) * params.n + o] = acc[i * 4u + c];
                 }
             }
         }
@@ -211,12 +218,15 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 @compute @workgroup_size(256)
 fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = gid.x + gid.y * nwg.x * 256u;
-    if (t >= params.m * params.n) { return; }
-    let r = t / params.n;
+    let mn = params.m * params.n;
+    if (t >= params.heads * mn) { return; }
+    let hd = t / mn;
+    let r = (t % mn) / params.n;
     let o = t % params.n;
-    var sum = part[t];
-    for (var s = 1u; s < params.splits; s++) { sum += part[s * params.m * params.n + t]; }
-    y[r * params.yr + params.yo + o] = sum;
+    let first = hd * params.splits * mn + t % mn;
+    var sum = part[first];
+    for (var s = 1u; s < params.splits; s++) { sum += part[first + s * mn]; }
+    y[r * params.yr + params.yo + hd * params.yh + o] = sum;
 }
 
 // groups: [0, E) each expert's pair count; [E, 2E) its first entry in `order`; [2E, 2E + P)
@@ -312,7 +322,7 @@ fn experts(wg: vec3<u32>, lid: u32, up: bool) {
     var acc_u: array<f32, 8>;
     let local = e - params.expert_base;
     let wsb = vec2<u32>(local * params.n * params.k, local * ((params.n + 127u) / 128u) * params.kblocks);
-    tile(lid, 0u, params.k, params.k, wsb, n0, up, &acc, &acc_u);
+    tile(lid, 0u, params.k, vec2<u32>(params.k, 0u), wsb, n0, up, &acc, &acc_u);
     let tx = lid % 16u;
     let ty = lid / 16u;
     for (var i = 0u; i < 2u; i++) {

@@ -1529,6 +1529,67 @@ fn tiled_linear_equals_version_1() {
     }
 }
 
+/// MLA's per-head W_UV on the tiles (`LinearShape::mla_uv`: one product a head, grid z = head ·
+/// slices + slice, each head's rows of kv_b_proj read in place) against version 1's
+/// `head_linear` (`HeadLinear::mla_uv`): bit for bit where K is one slice, within 1e-6 of
+/// Σ|x·w| of the f64 sums where it is split. 3 heads, odd widths; y poisoned first.
+#[test]
+fn per_head_w_uv_on_the_tiles_equals_head_linear() {
+    use ess_wgpu::kernels::ModelOps;
+    use ess_wgpu::kernels::model_gemm::{LinearShape, Weight};
+    use ess_wgpu::kernels::model_ops::HeadLinear;
+    use ess_wgpu::workload::Rng;
+    let ctx = ctx();
+    let ops = ModelOps::new(ctx).unwrap();
+    let mut rng = Rng::new(fresh_seed(127));
+    let poison = 0x7FC0_0BADu32;
+    // (rows, heads, nope, v, kv)
+    for (rows, heads, nope, v, kv) in [(37u32, 3u32, 20u32, 70u32, 200u32), (5, 3, 9, 33, 700)] {
+        let x: Vec<f32> = (0..rows * heads * kv)
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        let w: Vec<f32> = (0..heads * (nope + v) * kv)
+            .map(|_| rng.range(-0.5, 0.5))
+            .collect();
+        let (xb, wb) = (ctx.upload("x", &x).unwrap(), ctx.upload("w", &w).unwrap());
+        let shape = LinearShape::mla_uv(rows, heads, (nope, v, kv));
+        let got = run_linear(ctx, &ops, (&xb, Weight::F32(&wb)), &shape, poison);
+        let y1 = ctx.storage("y v1", (rows * heads * v) as u64 * 4).unwrap();
+        ctx.fill(&y1, poison);
+        let hl = HeadLinear::mla_uv(rows, heads, (nope, v, kv));
+        let d = ops.head_linear(ctx, &xb, &wb, &y1, &hl).unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let v1: Vec<f32> = ctx.read(&y1).unwrap();
+        let splits = shape.splits().0;
+        let (ku, vu, hu, nu) = (kv as usize, v as usize, heads as usize, nope as usize);
+        let mut worst = 0f64;
+        for r in 0..rows as usize {
+            for h in 0..hu {
+                for j in 0..vu {
+                    let at = (r * hu + h) * vu + j;
+                    let a = &x[(r * hu + h) * ku..][..ku];
+                    let b = &w[(h * (nu + vu) + nu + j) * ku..][..ku];
+                    let want: f64 = a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum();
+                    let mag: f64 = a
+                        .iter()
+                        .zip(b)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    worst = worst.max((got[at] as f64 - want).abs() / mag);
+                    if splits == 1 {
+                        assert_eq!(got[at].to_bits(), v1[at].to_bits(), "[{r}, {h}, {j}]");
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "per-head W_UV {rows} rows × {heads} heads, {kv} → {v}, {splits} slices: within \
+             {worst:.1e} of Σ|x·w|"
+        );
+        assert!(worst <= 1e-6, "{worst:e}");
+    }
+}
+
 /// The routed experts grouped by expert (`ModelGemm::experts`: the grouping, each expert's tiles
 /// of tokens, the weighted combine) equal version 1's `expert_up` and `expert_down` bit for bit:
 /// 45 tokens, 3 of 8 experts each, one expert chosen by every token (two tiles), one by none,

@@ -1,8 +1,9 @@
 //! `bench model`: the model's linear layers (issue 15) at a checkpoint config's shapes for decode
 //! batches, each kernel against the roofline of the f32 FMA units and the measured copy
-//! bandwidth: the tiled linear layers (f32 and FP8 weights) and grouped experts (`ModelGemm`,
-//! version 2) beside the version-1 kernels they replace, and the per-head products
-//! (`head_linear`: MLA's absorbed W_UK and W_UV). Inputs are random; results are not checked
+//! bandwidth: the tiled linear layers (f32 and FP8 weights, the latter on the tensor cores
+//! where the adapter has them) and grouped experts (`ModelGemm`, version 2) beside the
+//! version-1 kernels they replace, and the per-head products (W_UV on the tiles; `head_linear`,
+//! version 1: MLA's absorbed W_UK and W_UV). Inputs are random; results are not checked
 //! here (`tests/kernels.rs` and `tests/model.rs` do).
 
 use super::{Ceilings, KernelTiming, row, time_pass};
@@ -317,6 +318,23 @@ fn head_products(
     let uk = HeadLinear::mla_uk(m, heads, (nope, rope, v, kv));
     let uv = HeadLinear::mla_uv(m, heads, (nope, v, kv));
     let mut out = Vec::new();
+    // W_UV on the tiles (one product a head), as the model runs it
+    let shape = LinearShape::mla_uv(m, heads, (nope, v, kv));
+    let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;
+    let d = ops
+        .gemm
+        .linear(ctx, (&x, Weight::F32(&w), &y), &shape, Some(&scratch))?;
+    let weights = heads as u64 * kv as u64 * v as u64;
+    let bytes = 4 * (weights + m as u64 * heads as u64 * (kv + v) as u64);
+    let name = format!("W_UV tiles ({} slices)", shape.splits().0);
+    out.push(timed(
+        ctx,
+        (name, m),
+        &[&d],
+        (bytes, 2 * m as u64 * weights),
+        ceilings,
+        reps,
+    )?);
     for (name, hl, o) in [("W_UK absorbed", uk, kv), ("W_UV", uv, v)] {
         let d = ops.head_linear(ctx, &x, &w, &y, &hl)?;
         let weights = heads as u64 * hl.k as u64 * o as u64;

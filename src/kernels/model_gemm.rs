@@ -29,7 +29,12 @@ struct Params {
     expert_count: u32,
     row0: u32,
     kblocks: u32,
-    _pad: [u32; 2],
+    heads: u32,
+    xh: u32,
+    wb: u32,
+    wh: u32,
+    wr: u32,
+    yh: u32,
 }
 
 /// A weight `[N, K]` as the kernels bind it: f32 values, or e4m3 bytes (four a word) with one
@@ -102,7 +107,8 @@ const COOP_SPLIT_TARGET_WORKGROUPS: u32 = 1056;
 const SPLIT_TARGET_WORKGROUPS: u32 = 264;
 const MIN_CHUNK: u32 = 256;
 
-/// `y[r·yr + yo + o] = Σ_k x[r·xr + k] · w[o, k]` for r < rows, o < n, k < k (w `[n, k]`).
+/// `y[r·yr + yo + h·yh + o] = Σ_k x[r·xr + h·xh + k] · w[wb + h·wh + o·wr + k]` for r < rows,
+/// o < n, k < k and each of `heads` products h (one, but for MLA's per-head W_UV).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearShape {
     pub rows: u32,
@@ -111,10 +117,16 @@ pub struct LinearShape {
     pub xr: u32,
     pub yr: u32,
     pub yo: u32,
+    pub heads: u32,
+    pub xh: u32,
+    pub wb: u32,
+    pub wh: u32,
+    pub wr: u32,
+    pub yh: u32,
 }
 
 impl LinearShape {
-    /// Contiguous `x [rows, k]` and `y [rows, n]`.
+    /// Contiguous `x [rows, k]` and `y [rows, n]`, w `[n, k]`.
     pub fn plain(rows: u32, k: u32, n: u32) -> Self {
         LinearShape {
             rows,
@@ -123,7 +135,36 @@ impl LinearShape {
             xr: k,
             yr: n,
             yo: 0,
+            heads: 1,
+            xh: 0,
+            wb: 0,
+            wh: 0,
+            wr: k,
+            yh: 0,
         }
+    }
+
+    /// MLA's W_UV for `rows` rows of `heads` × `kv` (sparse MLA's o_lat) into rows of
+    /// `heads` × `v`: each head's o_lat · W_UVᵀ, W_UV the head's last `v` rows of `kv_b_proj`
+    /// as stored (`[heads · (nope + v), kv]`). What `ModelOps::head_linear` computes with
+    /// `HeadLinear::mla_uv`, on the tiles.
+    pub fn mla_uv(rows: u32, heads: u32, (nope, v, kv): (u32, u32, u32)) -> Self {
+        LinearShape {
+            xr: heads * kv,
+            yr: heads * v,
+            heads,
+            xh: kv,
+            wb: nope * kv,
+            wh: (nope + v) * kv,
+            wr: kv,
+            yh: v,
+            ..LinearShape::plain(rows, kv, v)
+        }
+    }
+
+    /// Whether this is one product of a contiguous weight (what the tensor-core kernel takes).
+    fn single(&self) -> bool {
+        self.heads == 1 && self.wb == 0 && self.wr == self.k
     }
 
     /// (slices of K, inputs a slice) on the FMA units: from N and K only, so a row's sums are
@@ -150,7 +191,7 @@ impl LinearShape {
     pub fn scratch_bytes(&self) -> u64 {
         match self.splits_on(false).0.max(self.splits_on(true).0) {
             1 => 0,
-            s => s as u64 * self.rows as u64 * self.n as u64 * 4,
+            s => s as u64 * self.heads as u64 * self.rows as u64 * self.n as u64 * 4,
         }
     }
 }
@@ -278,7 +319,7 @@ impl ModelGemm {
         shape: &LinearShape,
         scratch: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch> {
-        let on_cores = self.on_tensor_cores(&weight, shape.k);
+        let on_cores = self.on_tensor_cores(&weight, shape.k) && shape.single();
         let (splits, k_chunk) = shape.splits_on(on_cores);
         let params = Params {
             m: shape.rows,
@@ -291,6 +332,12 @@ impl ModelGemm {
             splits,
             row0: weight.row0(),
             kblocks: shape.k.div_ceil(128),
+            heads: shape.heads,
+            xh: shape.xh,
+            wb: shape.wb,
+            wh: shape.wh,
+            wr: shape.wr,
+            yh: shape.yh,
             ..Default::default()
         };
         let (w, scales) = (weight.buffer(), weight.scales(&self.no_scales));
@@ -301,7 +348,11 @@ impl ModelGemm {
             ),
             _ => (
                 &self.linear[weight.is_fp8() as usize],
-                [shape.n.div_ceil(TN), shape.rows.div_ceil(TM), splits],
+                [
+                    shape.n.div_ceil(TN),
+                    shape.rows.div_ceil(TM),
+                    splits * shape.heads,
+                ],
             ),
         };
         // the bindings of the product into `out` (the tensor-core kernel reads no second weight)
@@ -333,7 +384,7 @@ impl ModelGemm {
         };
         let first = bound(part);
         let sum = [(3, y), (7, part)];
-        let values = shape.rows as u64 * shape.n as u64;
+        let values = shape.heads as u64 * shape.rows as u64 * shape.n as u64;
         let steps = [
             StepSpec {
                 pipeline,
@@ -376,6 +427,7 @@ impl ModelGemm {
             expert_base: chunk.map_or(0, |c| c.first),
             expert_count: chunk.map_or(0, |c| c.count),
             kblocks: k.div_ceil(128),
+            wr: k,
             ..Default::default()
         };
         let none = &self.no_scales;

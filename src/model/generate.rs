@@ -65,9 +65,9 @@ pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
         + 3 * inter;
     let activations = b * 4 * (w.layers.len() as u64 * per_layer + 2 * hsz + c.vocab_size as u64);
     // shared by the layers: the linear layers' split scratch, the experts' outputs a pair
-    let split = super::gpu::linear_layers(c)
+    let split = super::gpu::linear_shapes(c, 1)
         .iter()
-        .map(|&(k, n)| crate::kernels::model_gemm::LinearShape::plain(1, k, n).scratch_bytes())
+        .map(crate::kernels::model_gemm::LinearShape::scratch_bytes)
         .max()
         .unwrap_or(0);
     let pairs = b * c.num_experts_per_tok as u64;

@@ -263,8 +263,8 @@ impl<'m> LayerRows<'m> {
         );
         let o = self.buf("o", heads * v)?;
         let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let uv = HeadLinear::mla_uv(b, heads, (nope, v, kv));
-        let mut list = vec![ops.head_linear(ctx, o_lat, &wkv_b, &o, &uv)?];
+        let uv = LinearShape::mla_uv(b, heads, (nope, v, kv));
+        let mut list = vec![m.linear((o_lat, &wkv_b, &o), uv)?];
         if self.is_fp8("self_attn.o_proj.weight") {
             list.push(ops.act_quant(ctx, &o, b, heads * v));
         }
