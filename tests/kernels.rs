@@ -1529,12 +1529,13 @@ fn tiled_linear_equals_version_1() {
     }
 }
 
-/// MLA's per-head W_UV on the tiles (`LinearShape::mla_uv`: one product a head, grid z = head ·
-/// slices + slice, each head's rows of kv_b_proj read in place) against version 1's
-/// `head_linear` (`HeadLinear::mla_uv`): bit for bit where K is one slice, within 1e-6 of
-/// Σ|x·w| of the f64 sums where it is split. 3 heads, odd widths; y poisoned first.
+/// MLA's per-head products on the tiles against version 1's `head_linear`: W_UV
+/// (`LinearShape::mla_uv`: one product a head, grid z = head · slices + slice, each head's rows
+/// of kv_b_proj read in place) bit for bit where K is one slice, within 1e-6 of Σ|x·w| of the
+/// f64 sums where it is split; W_UK absorbed (`LinearShape::mla_uk`, from `w_uk_transposed`)
+/// bit for bit, writing only each head's kv columns. 3 heads, odd widths; y poisoned first.
 #[test]
-fn per_head_w_uv_on_the_tiles_equals_head_linear() {
+fn per_head_products_on_the_tiles_equal_head_linear() {
     use ess_wgpu::kernels::ModelOps;
     use ess_wgpu::kernels::model_gemm::{LinearShape, Weight};
     use ess_wgpu::kernels::model_ops::HeadLinear;
@@ -1587,6 +1588,39 @@ fn per_head_w_uv_on_the_tiles_equals_head_linear() {
              {worst:.1e} of Σ|x·w|"
         );
         assert!(worst <= 1e-6, "{worst:e}");
+
+        // W_UK absorbed, from each head's W_UK transposed: x [rows, heads, nope + rope] into
+        // the first kv of y [rows, heads, kv + rope] (its rope part left alone); K = nope
+        let rope = 7u32;
+        let xq: Vec<f32> = (0..rows * heads * (nope + rope))
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        let xqb = ctx.upload("x", &xq).unwrap();
+        let wt = ess_wgpu::kernels::model_gemm::w_uk_transposed(&w, hu, (nu, vu, ku));
+        let wtb = ctx.upload("w_uk", &wt).unwrap();
+        let shape = LinearShape::mla_uk(rows, heads, (nope, rope, kv));
+        let got = run_linear(ctx, &ops, (&xqb, Weight::F32(&wtb)), &shape, poison);
+        let y1 = ctx
+            .storage("y v1", (rows * heads * (kv + rope)) as u64 * 4)
+            .unwrap();
+        ctx.fill(&y1, poison);
+        let hl = HeadLinear::mla_uk(rows, heads, (nope, rope, v, kv));
+        let d = ops.head_linear(ctx, &xqb, &wb, &y1, &hl).unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        let v1: Vec<f32> = ctx.read(&y1).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(shape.splits().0, 1, "K = nope is one slice");
+        assert_eq!(
+            bits(&got),
+            bits(&v1),
+            "W_UK on the tiles differs from version 1"
+        );
+        let rope_parts = (0..(rows * heads) as usize)
+            .flat_map(|rh| (kv..kv + rope).map(move |c| rh * (kv + rope) as usize + c as usize));
+        assert!(
+            rope_parts.into_iter().all(|i| got[i].to_bits() == poison),
+            "W_UK wrote past each head's kv"
+        );
     }
 }
 

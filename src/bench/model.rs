@@ -318,23 +318,28 @@ fn head_products(
     let uk = HeadLinear::mla_uk(m, heads, (nope, rope, v, kv));
     let uv = HeadLinear::mla_uv(m, heads, (nope, v, kv));
     let mut out = Vec::new();
-    // W_UV on the tiles (one product a head), as the model runs it
-    let shape = LinearShape::mla_uv(m, heads, (nope, v, kv));
-    let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;
-    let d = ops
-        .gemm
-        .linear(ctx, (&x, Weight::F32(&w), &y), &shape, Some(&scratch))?;
-    let weights = heads as u64 * kv as u64 * v as u64;
-    let bytes = 4 * (weights + m as u64 * heads as u64 * (kv + v) as u64);
-    let name = format!("W_UV tiles ({} slices)", shape.splits().0);
-    out.push(timed(
-        ctx,
-        (name, m),
-        &[&d],
-        (bytes, 2 * m as u64 * weights),
-        ceilings,
-        reps,
-    )?);
+    // W_UK (from its transposed copy; `w` stands in) and W_UV on the tiles, one product a head,
+    // as the model runs them
+    let weights = heads as u64 * kv as u64 * nope as u64;
+    for (name, shape) in [
+        ("W_UK absorbed", LinearShape::mla_uk(m, heads, (nope, rope, kv))),
+        ("W_UV", LinearShape::mla_uv(m, heads, (nope, v, kv))),
+    ] {
+        let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;
+        let d = ops
+            .gemm
+            .linear(ctx, (&x, Weight::F32(&w), &y), &shape, Some(&scratch))?;
+        let bytes = 4 * (weights + m as u64 * heads as u64 * (shape.k + shape.n) as u64);
+        let name = format!("{name} tiles ({} slices)", shape.splits().0);
+        out.push(timed(
+            ctx,
+            (name, m),
+            &[&d],
+            (bytes, 2 * m as u64 * weights),
+            ceilings,
+            reps,
+        )?);
+    }
     for (name, hl, o) in [("W_UK absorbed", uk, kv), ("W_UV", uv, v)] {
         let d = ops.head_linear(ctx, &x, &w, &y, &hl)?;
         let weights = heads as u64 * hl.k as u64 * o as u64;

@@ -162,6 +162,22 @@ impl LinearShape {
         }
     }
 
+    /// MLA's absorbed W_UK for `rows` rows of `heads` queries `[q_nope ‖ q_pe]` (`nope` + `rope`
+    /// a head) into rows of `heads` × (`kv` + `rope`) whose first `kv` of a head are q_nope ·
+    /// W_UK: what `HeadLinear::mla_uk` computes, on the tiles, from W_UK transposed per head
+    /// (`[heads, kv, nope]`, [`w_uk_transposed`]).
+    pub fn mla_uk(rows: u32, heads: u32, (nope, rope, kv): (u32, u32, u32)) -> Self {
+        LinearShape {
+            xr: heads * (nope + rope),
+            yr: heads * (kv + rope),
+            heads,
+            xh: nope + rope,
+            wh: kv * nope,
+            yh: kv + rope,
+            ..LinearShape::plain(rows, nope, kv)
+        }
+    }
+
     /// Whether this is one product of a contiguous weight (what the tensor-core kernel takes).
     fn single(&self) -> bool {
         self.heads == 1 && self.wb == 0 && self.wr == self.k
@@ -194,6 +210,25 @@ impl LinearShape {
             s => s as u64 * self.heads as u64 * self.rows as u64 * self.n as u64 * 4,
         }
     }
+}
+
+/// Each head's W_UK of `kv_b_proj` as stored (`[heads · (nope + v), kv]`: a head's first `nope`
+/// rows), transposed into `[heads, kv, nope]`: the weight [`LinearShape::mla_uk`] reads.
+pub fn w_uk_transposed(
+    kv_b: &[f32],
+    heads: usize,
+    (nope, v, kv): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; heads * kv * nope];
+    for h in 0..heads {
+        for i in 0..nope {
+            let row = &kv_b[(h * (nope + v) + i) * kv..][..kv];
+            for (c, &value) in row.iter().enumerate() {
+                out[(h * kv + c) * nope + i] = value;
+            }
+        }
+    }
+    out
 }
 
 /// The routed experts of `rows` tokens: `top_k` of `experts` each, of width `inter` over

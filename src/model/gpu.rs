@@ -390,24 +390,22 @@ impl<'a> ModelGpu<'a> {
     }
 }
 
-/// Every linear layer of the model as (inputs, outputs): the attention and indexer
-/// projections, the router, the dense and shared MLPs (gate and up, down) and the head.
 /// Every linear product of a layer (and the head) for `rows` rows: [`linear_layers`], and MLA's
-/// per-head W_UV.
+/// per-head W_UV and W_UK.
 pub fn linear_shapes(c: &crate::model::HfConfig, rows: u32) -> Vec<LinearShape> {
     let mut all: Vec<LinearShape> = linear_layers(c)
         .iter()
         .map(|&(k, n)| LinearShape::plain(rows, k, n))
         .collect();
     let (nope, v, kv) = (c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank);
-    all.push(LinearShape::mla_uv(
-        rows,
-        c.num_attention_heads,
-        (nope, v, kv),
-    ));
+    let (heads, rope) = (c.num_attention_heads, c.qk_rope_head_dim);
+    all.push(LinearShape::mla_uv(rows, heads, (nope, v, kv)));
+    all.push(LinearShape::mla_uk(rows, heads, (nope, rope, kv)));
     all
 }
 
+/// Every linear layer of the model as (inputs, outputs): the attention and indexer
+/// projections, the router, the dense and shared MLPs (gate and up, down) and the head.
 pub fn linear_layers(c: &crate::model::HfConfig) -> Vec<(u32, u32)> {
     let (hsz, ql, heads) = (c.hidden_size, c.q_lora_rank, c.num_attention_heads);
     let (qs, ms) = (

@@ -17,7 +17,9 @@ use super::gpu::ModelGpu;
 use crate::config::Dtype;
 use crate::error::Result;
 use crate::kernels::Dispatch;
-use crate::kernels::model_gemm::{ExpertChunk, ExpertScratch, ExpertShape, LinearShape};
+use crate::kernels::model_gemm::{
+    ExpertChunk, ExpertScratch, ExpertShape, LinearShape, w_uk_transposed,
+};
 use crate::kernels::model_ops::{HeadLinear, Heads, Routing};
 use crate::reference::model::RopeLayout;
 
@@ -195,9 +197,13 @@ impl<'m> LayerRows<'m> {
         list.extend(self.linear((&qr, "self_attn.q_b_proj.weight", &qf), ql, heads * qs)?);
         let at = self.heads(heads, qs, nope, rd);
         list.push(rope(&qf, at, RopeLayout::Interleaved)?);
-        let wkv_b = self.weight("self_attn.kv_b_proj.weight")?;
-        let uk = HeadLinear::mla_uk(b, heads, (nope, rd, v, kv));
-        list.push(ops.head_linear(ctx, &qf, &wkv_b, out.q, &uk)?);
+        let wkv_b = self.name("self_attn.kv_b_proj.weight");
+        let w_uk = m.derived(&format!("{wkv_b}: W_UK transposed"), || {
+            let dims = (nope as usize, v as usize, kv as usize);
+            w_uk_transposed(m.w.tensor(&wkv_b), heads as usize, dims)
+        })?;
+        let uk = LinearShape::mla_uk(b, heads, (nope, rd, kv));
+        list.push(m.linear((&qf, &w_uk, out.q), uk)?);
         let (from, to) = ((heads * qs, qs, nope), (heads * ms, ms, kv));
         list.push(self.copy(&qf, from, out.q, to, heads, rd)?);
         // the new latent row: act_quant(RMSNorm(c_kv)) ‖ RoPE(k_pe)
