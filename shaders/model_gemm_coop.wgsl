@@ -44,7 +44,7 @@ struct Job {
     kb: u32,   // K of the tile: [kb, ke), kb a multiple of 128
     ke: u32,
     xr: u32,   // x's row stride
-    wb: u32,   // the weight's first byte
+    wb: u32,   // the weight's first byte (params.wb: a weight that starts inside its buffer)
     sb: u32,   // the weight's first scale
     n0: u32,   // the tile's first output
 }
@@ -162,7 +162,7 @@ fn linear_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     if (lid == 0u) {
         let kb = sp * params.k_chunk;
-        job = Job(kb, min(params.k, kb + params.k_chunk), params.xr, 0u, 0u, n0);
+        job = Job(kb, min(params.k, kb + params.k_chunk), params.xr, params.wb, 0u, n0);
     }
     let acc = coop_tile(lid);   // (its first load of `job` is a barrier)
     let s = lid / 32u;

@@ -1789,12 +1789,14 @@ fn fp8_linear_and_experts_equal_the_reference() {
         true => "tensor cores",
         false => "FMA units",
     };
-    // (rows, K, N, first weight row bound)
-    for (rows, k, n, row0) in [
-        (1u32, 300u32, 1000u32, 0u32),
-        (37, 900, 200, 0),
-        (45, 2304, 72, 0),
-        (70, 1028, 300, 128),
+    // (rows, K, N, first weight row bound, whether that row is bound as the buffer's first or
+    // reached by an offset into the whole weight: `LinearShape::wb`)
+    for (rows, k, n, row0, by_offset) in [
+        (1u32, 300u32, 1000u32, 0u32, false),
+        (37, 900, 200, 0, false),
+        (45, 2304, 72, 0, false),
+        (70, 1028, 300, 128, false),
+        (33, 640, 400, 256, true),
     ] {
         let (ku, nu) = (k as usize, n as usize);
         let xs: Vec<f32> = (0..rows * k).map(|_| rng.range(-3.0, 3.0)).collect();
@@ -1803,9 +1805,13 @@ fn fp8_linear_and_experts_equal_the_reference() {
         let q = quantize_fp8(&wv, &[nu, ku]);
         let values = q.values();
         let bound = n - row0;
-        let shape = LinearShape::plain(rows, k, bound);
+        let first = if by_offset { 0 } else { row0 as usize * ku };
+        let shape = LinearShape {
+            wb: if by_offset { row0 * k } else { 0 },
+            ..LinearShape::plain(rows, k, bound)
+        };
         let xb = ctx.upload("x", &x).unwrap();
-        let bytes = ctx.upload("w", &q.bytes[row0 as usize * ku..]).unwrap();
+        let bytes = ctx.upload("w", &q.bytes[first..]).unwrap();
         let scales = ctx.upload("scales", &q.scales).unwrap();
         let weight = Weight::Fp8 {
             bytes: &bytes,
@@ -1819,8 +1825,9 @@ fn fp8_linear_and_experts_equal_the_reference() {
         let worst = worst_of_dots(&got, &x, &values, ku, &pairs);
         let on = units(&weight, k);
         eprintln!(
-            "FP8 linear {rows} × {k} → {bound} (from row {row0}), {} slices, {on}: within \
+            "FP8 linear {rows} × {k} → {bound} (from row {row0}{}), {} slices, {on}: within \
              {worst:.1e} of Σ|x·w|",
+            if by_offset { " by an offset" } else { "" },
             shape.splits().0
         );
         assert!(

@@ -322,7 +322,10 @@ fn head_products(
     // as the model runs them
     let weights = heads as u64 * kv as u64 * nope as u64;
     for (name, shape) in [
-        ("W_UK absorbed", LinearShape::mla_uk(m, heads, (nope, rope, kv))),
+        (
+            "W_UK absorbed",
+            LinearShape::mla_uk(m, heads, (nope, rope, kv)),
+        ),
         ("W_UV", LinearShape::mla_uv(m, heads, (nope, v, kv))),
     ] {
         let scratch = ctx.storage("split", shape.scratch_bytes().max(4))?;

@@ -108,7 +108,8 @@ const SPLIT_TARGET_WORKGROUPS: u32 = 264;
 const MIN_CHUNK: u32 = 256;
 
 /// `y[r·yr + yo + h·yh + o] = Σ_k x[r·xr + h·xh + k] · w[wb + h·wh + o·wr + k]` for r < rows,
-/// o < n, k < k and each of `heads` products h (one, but for MLA's per-head W_UV).
+/// o < n, k < k and each of `heads` products h (one, but for MLA's per-head products); w's
+/// offsets count its elements (bytes for FP8, whose scales follow `Weight::Fp8`'s `row0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearShape {
     pub rows: u32,
@@ -178,9 +179,10 @@ impl LinearShape {
         }
     }
 
-    /// Whether this is one product of a contiguous weight (what the tensor-core kernel takes).
+    /// Whether this is one product of a weight of rows K apart (what the tensor-core kernel
+    /// takes; it may start inside its buffer).
     fn single(&self) -> bool {
-        self.heads == 1 && self.wb == 0 && self.wr == self.k
+        self.heads == 1 && self.wr == self.k
     }
 
     /// (slices of K, inputs a slice) on the FMA units: from N and K only, so a row's sums are
