@@ -806,6 +806,27 @@ fn fp8_weights_on_the_gpu_give_the_f32_weights_logits() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The memory plan (`generate::model_bytes`) counts at least every buffer the model holds after
+/// a prefill of its rows (weights as uploaded, what it derives from them such as W_UK
+/// transposed and FP8 kv_b_proj as f32, the split scratch, routes and expert scratch): bf16 and
+/// FP8 weights.
+#[test]
+fn the_memory_plan_counts_what_the_model_holds() {
+    use ess_wgpu::model::generate::model_bytes;
+    use ess_wgpu::model::gpu::{Decoder, ModelGpu};
+    let ctx = ess_wgpu::GpuContext::new().unwrap();
+    for (dtype, what) in [(WeightDtype::Bf16, "bf16"), (WeightDtype::Fp8, "fp8")] {
+        let (dir, cfg, w) = tiny_weights(&format!("plan-{what}"), dtype, 8, 47);
+        let prompt: Vec<u32> = (0..13u32).map(|i| (i * 31 + 5) % cfg.vocab_size).collect();
+        let mut d = Decoder::with_model(ModelGpu::new(&ctx, &w).unwrap(), 13).unwrap();
+        d.forward(&prompt).unwrap();
+        let (held, plan) = (d.held_bytes(), model_bytes(&w, 13));
+        eprintln!("{what}: the model holds {held} bytes, the plan counts {plan}");
+        assert!(held <= plan, "{what}: {held} held > {plan} planned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// `decode`'s runs with a model (`EngineOptions::model`: `--model` / `--builtin`): the engine
 /// builds the model's inputs over hashed contexts itself, counts the weights in its memory
 /// plan, and resident and offload give bit-identical attention outputs at every layer and step

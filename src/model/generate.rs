@@ -72,7 +72,31 @@ pub fn model_bytes(w: &ModelWeights, batch: u32) -> u64 {
         .unwrap_or(0);
     let pairs = b * c.num_experts_per_tok as u64;
     let shared = b * split + pairs * 4 * (hsz + 3) + 4 * 3 * c.n_routed_experts as u64;
-    w.gpu_bytes() + activations + shared
+    w.gpu_bytes() + derived_bytes(w) + activations + shared
+}
+
+/// Device bytes of what the model derives from its weights beyond [`ModelWeights::gpu_bytes`]:
+/// per layer W_UK transposed per head (f32, `LinearShape::mla_uk`'s weight), and kv_b_proj as
+/// f32 where the checkpoint stores it as FP8 (MLA's per-head products read it as f32, as
+/// DeepSeek's reference dequantises it), in place of its FP8 bytes.
+fn derived_bytes(w: &ModelWeights) -> u64 {
+    let c = &w.config;
+    let (heads, nope, kv) = (
+        c.num_attention_heads as u64,
+        c.qk_nope_head_dim as u64,
+        c.kv_lora_rank as u64,
+    );
+    w.layers
+        .clone()
+        .map(|l| {
+            let kv_b = format!("model.layers.{l}.self_attn.kv_b_proj.weight");
+            let f32_copy = w.fp8_tensor(&kv_b).map_or(0, |f| {
+                let held = f.bytes.len() as u64 + 4 * f.scales.len() as u64;
+                (4 * f.bytes.len() as u64).saturating_sub(held)
+            });
+            4 * heads * kv * nope + f32_copy
+        })
+        .sum()
 }
 
 /// One mode's generation: its report, and each sequence's new tokens (and, with `logits`,

@@ -354,6 +354,13 @@ impl<'a> ModelGpu<'a> {
         self.uploaded_once(key, make)
     }
 
+    /// Bytes of every buffer this model holds: weights, what it derives from them, the
+    /// scratch and routes it keeps (what `generate::model_bytes` plans for, besides the
+    /// activations).
+    pub fn held_bytes(&self) -> u64 {
+        self.uploaded.borrow().values().map(|b| b.size()).sum()
+    }
+
     /// The buffer `make`'s values fill, made and uploaded once under `key`.
     fn uploaded_once<T: bytemuck::Pod>(
         &self,
@@ -659,6 +666,11 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    /// [`ModelGpu::held_bytes`] of its model.
+    pub fn held_bytes(&self) -> u64 {
+        self.m.held_bytes()
+    }
+
     pub fn new(ctx: &'a GpuContext, w: &'a ModelWeights, capacity: u32) -> Result<Self> {
         Self::with_model(ModelGpu::new(ctx, w)?, capacity)
     }
