@@ -806,6 +806,28 @@ fn fp8_weights_on_the_gpu_give_the_f32_weights_logits() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// FP8 weights are held as FP8 on the host too: their f32 values are made the first time
+/// something asks for them (the CPU reference, an f32 upload), equal to the checkpoint's
+/// dequantised values, and only then take host memory.
+#[test]
+fn fp8_weights_are_dequantised_on_demand() {
+    let (dir, _, w) = tiny_weights("fp8-lazy", WeightDtype::Fp8, 8, 53);
+    let name = "model.layers.0.self_attn.q_a_proj.weight";
+    let f = w.fp8_tensor(name).expect("an FP8 linear weight");
+    let before = w.host_bytes();
+    assert_eq!(
+        before,
+        w.gpu_bytes(),
+        "no f32 copy held before it is asked for"
+    );
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ck = Checkpoint::open(&dir, None).unwrap();
+    assert_eq!(bits(w.tensor(name)), bits(&ck.f32(name).unwrap()));
+    assert_eq!(w.elements(name), f.bytes.len());
+    assert_eq!(w.host_bytes(), before + 4 * f.bytes.len() as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The memory plan (`generate::model_bytes`) counts at least every buffer the model holds after
 /// a prefill of its rows (weights as uploaded, what it derives from them such as W_UK
 /// transposed and FP8 kv_b_proj as f32, the split scratch, routes and expert scratch): bf16 and

@@ -219,7 +219,7 @@ impl<'a> ModelGpu<'a> {
     /// The rows (`k` values each) of weight `name` as buffers of at most one storage binding:
     /// (first row, rows, the piece); the whole weight where it fits.
     pub(super) fn weight_rows(&self, name: &str, k: u32) -> Result<Vec<(u32, u32, GpuWeight)>> {
-        let n = (self.w.tensor(name).len() / k as usize) as u32;
+        let n = (self.w.elements(name) / k as usize) as u32;
         let fp8 = self.fp8(name);
         let per = self.rows_per_binding(k as u64 * if fp8.is_some() { 1 } else { 4 }, n);
         let rows = |first: u32, count: u32| (first * k) as usize..((first + count) * k) as usize;

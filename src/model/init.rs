@@ -186,9 +186,9 @@ pub fn random_weights(
                     let Some(spec) = specs.get(i) else { break };
                     let v = values(spec, &mut rng.skip(starts[i]));
                     let (stored, fp8): (Vec<f32>, _) = match dtype {
+                        // no f32 copy: `ModelWeights` makes the FP8 weight's values on demand
                         WeightDtype::Fp8 if spec.linear => {
-                            let f = quantize_fp8(&v, &spec.shape);
-                            (f.values(), Some(f))
+                            (Vec::new(), Some(quantize_fp8(&v, &spec.shape)))
                         }
                         WeightDtype::F32 => (v, None),
                         WeightDtype::F16 => (
@@ -203,9 +203,13 @@ pub fn random_weights(
                         ),
                     };
                     let mut held = done.lock().expect("no thread panics holding it");
-                    held.0.insert(spec.name.clone(), stored);
-                    if let Some(f) = fp8 {
-                        held.1.insert(spec.name.clone(), f);
+                    match fp8 {
+                        Some(f) => {
+                            held.1.insert(spec.name.clone(), f);
+                        }
+                        None => {
+                            held.0.insert(spec.name.clone(), stored);
+                        }
                     }
                 }
             });

@@ -256,12 +256,17 @@ pub fn act_quant(x: &[f32]) -> Vec<f32> {
 pub struct ModelWeights {
     pub config: HfConfig,
     pub layers: Range<u32>,
+    /// The tensors not stored as FP8, as f32 values.
     t: HashMap<String, Vec<f32>>,
     /// Linear weights stored as FP8: their inputs go through `act_quant` (DeepSeek's `linear`).
     fp8: std::collections::HashSet<String>,
     /// Those weights as the checkpoint stores them (the GPU reads them so, a quarter of f32's
     /// bytes).
     fp8_raw: HashMap<String, Fp8Tensor>,
+    /// Their f32 values, dequantised the first time something asks for them (the CPU
+    /// reference, an f32 upload): a run that keeps FP8 weights FP8 never holds them (a MoE layer
+    /// of 256 experts is 11 GB as FP8 and 45 GB as f32).
+    dequantised: HashMap<String, std::sync::OnceLock<Vec<f32>>>,
     inv_freq: Vec<f64>,
 }
 
@@ -295,50 +300,77 @@ impl ModelWeights {
     pub fn load(ck: &Checkpoint) -> crate::Result<ModelWeights> {
         let c = &ck.config;
         let mut t = HashMap::new();
-        let mut fp8 = std::collections::HashSet::new();
         let mut fp8_raw = HashMap::new();
         for spec in expected_tensors(c, ck.layers.clone()) {
-            if let Some(raw) = ck.fp8(&spec.name)? {
-                fp8.insert(spec.name.clone());
-                fp8_raw.insert(spec.name.clone(), raw);
+            match ck.fp8(&spec.name)? {
+                // its f32 values are `Checkpoint::f32`'s, made on demand (`Fp8Tensor::values`)
+                Some(raw) => {
+                    fp8_raw.insert(spec.name.clone(), raw);
+                }
+                None => {
+                    t.insert(spec.name.clone(), ck.f32(&spec.name)?);
+                }
             }
-            t.insert(spec.name.clone(), ck.f32(&spec.name)?);
         }
-        Ok(ModelWeights {
-            config: c.clone(),
-            layers: ck.layers.clone(),
-            t,
-            fp8,
-            fp8_raw,
-            inv_freq: c.rope_inv_freqs(),
-        })
+        Ok(Self::from_tensors(c.clone(), ck.layers.clone(), t, fp8_raw))
     }
 
-    /// Weights given as f32 values by name, those in `fp8` stored as FP8 too (a model made in
-    /// memory: [`crate::model::init::random_weights`]).
+    /// Weights given by name as f32 values (`t`) or as FP8 (`fp8`; an f32 copy of one of those
+    /// in `t` is dropped: its values are the FP8 tensor's, made on demand). A model made in
+    /// memory: [`crate::model::init::random_weights`].
     pub fn from_tensors(
         config: HfConfig,
         layers: Range<u32>,
-        t: HashMap<String, Vec<f32>>,
+        mut t: HashMap<String, Vec<f32>>,
         fp8: HashMap<String, Fp8Tensor>,
     ) -> ModelWeights {
+        t.retain(|name, _| !fp8.contains_key(name));
         ModelWeights {
             inv_freq: config.rope_inv_freqs(),
             config,
             layers,
             t,
             fp8: fp8.keys().cloned().collect(),
+            dequantised: fp8
+                .keys()
+                .map(|k| (k.clone(), Default::default()))
+                .collect(),
             fp8_raw: fp8,
         }
     }
 
-    /// Bytes of every loaded tensor as f32 (what the GPU holds of them).
+    /// Bytes of every loaded tensor as f32 (what the GPU holds of them with FP8 weights
+    /// uploaded as f32).
     pub fn f32_bytes(&self) -> u64 {
-        self.t.values().map(|v| v.len() as u64 * 4).sum()
+        let fp8: u64 = self.fp8_raw.values().map(|f| f.bytes.len() as u64).sum();
+        self.t.values().map(|v| v.len() as u64 * 4).sum::<u64>() + 4 * fp8
+    }
+
+    /// Bytes the weights hold in host memory now: f32 tensors, FP8 ones as bytes and scales,
+    /// and the f32 values of those dequantised so far.
+    pub fn host_bytes(&self) -> u64 {
+        let made: u64 = self
+            .dequantised
+            .values()
+            .filter_map(|v| v.get())
+            .map(|v| 4 * v.len() as u64)
+            .sum();
+        self.gpu_bytes() + made
+    }
+
+    /// Values in tensor `name` (panics on a name it did not load), without dequantising it.
+    pub fn elements(&self, name: &str) -> usize {
+        match self.fp8_raw.get(name) {
+            Some(f) => f.bytes.len(),
+            None => self.t[name].len(),
+        }
     }
 
     fn w(&self, name: &str) -> &[f32] {
-        &self.t[name]
+        match self.t.get(name) {
+            Some(v) => v,
+            None => self.dequantised[name].get_or_init(|| self.fp8_raw[name].values()),
+        }
     }
 
     /// Tensor `name` of the loaded layers as f32 values (panics on a name it did not load).
@@ -354,13 +386,12 @@ impl ModelWeights {
     /// Bytes of the weights as the GPU holds them: FP8 weights as bytes and scales, the rest
     /// as f32.
     pub fn gpu_bytes(&self) -> u64 {
-        self.t
-            .iter()
-            .map(|(name, v)| match self.fp8_raw.get(name) {
-                Some(f) => f.bytes.len() as u64 + 4 * f.scales.len() as u64,
-                None => 4 * v.len() as u64,
-            })
-            .sum()
+        let fp8: u64 = self
+            .fp8_raw
+            .values()
+            .map(|f| f.bytes.len() as u64 + 4 * f.scales.len() as u64)
+            .sum();
+        self.t.values().map(|v| 4 * v.len() as u64).sum::<u64>() + fp8
     }
 
     /// Whether linear weight `name` is stored as FP8 (its inputs then go through `act_quant`).
