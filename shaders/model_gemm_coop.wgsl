@@ -1,5 +1,5 @@
-// model_gemm_coop.wgsl — the model's FP8 linear layers and routed experts on the tensor cores
-// (cooperative matrices, 16 × 16 × 16, f16 operands, f32 accumulation): DeepSeek's FP8 GEMM as
+// model_gemm_coop.wgsl — the model's FP8 linear layers on the tensor cores (cooperative
+// matrices, 16 × 16 × 16, f16 operands, f32 accumulation): DeepSeek's FP8 GEMM as
 // DeepGEMM computes it. Composed in front of lib/fp8.wgsl and model_gemm.wgsl, whose parameters,
 // bindings, `reduce` and tile rows (`src`) it shares.
 //
