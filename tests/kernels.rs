@@ -1544,6 +1544,15 @@ fn per_head_products_on_the_tiles_equal_head_linear() {
     let ops = ModelOps::new(ctx).unwrap();
     let mut rng = Rng::new(fresh_seed(127));
     let poison = 0x7FC0_0BADu32;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // version 1's `head_linear` of x by w into a poisoned y of `len` values, as read back
+    let version_1 = |(x, w): (&wgpu::Buffer, &wgpu::Buffer), hl: &HeadLinear, len: u32| {
+        let y = ctx.storage("y v1", len as u64 * 4).unwrap();
+        ctx.fill(&y, poison);
+        let d = ops.head_linear(ctx, x, w, &y, hl).unwrap();
+        ctx.run_pass(None, |p| d.record(p)).unwrap();
+        ctx.read::<f32>(&y).unwrap()
+    };
     // (rows, heads, nope, v, kv)
     for (rows, heads, nope, v, kv) in [(37u32, 3u32, 20u32, 70u32, 200u32), (5, 3, 9, 33, 700)] {
         let x: Vec<f32> = (0..rows * heads * kv)
@@ -1555,33 +1564,21 @@ fn per_head_products_on_the_tiles_equal_head_linear() {
         let (xb, wb) = (ctx.upload("x", &x).unwrap(), ctx.upload("w", &w).unwrap());
         let shape = LinearShape::mla_uv(rows, heads, (nope, v, kv));
         let got = run_linear(ctx, &ops, (&xb, Weight::F32(&wb)), &shape, poison);
-        let y1 = ctx.storage("y v1", (rows * heads * v) as u64 * 4).unwrap();
-        ctx.fill(&y1, poison);
         let hl = HeadLinear::mla_uv(rows, heads, (nope, v, kv));
-        let d = ops.head_linear(ctx, &xb, &wb, &y1, &hl).unwrap();
-        ctx.run_pass(None, |p| d.record(p)).unwrap();
-        let v1: Vec<f32> = ctx.read(&y1).unwrap();
+        let v1 = version_1((&xb, &wb), &hl, rows * heads * v);
         let splits = shape.splits().0;
         let (ku, vu, hu, nu) = (kv as usize, v as usize, heads as usize, nope as usize);
-        let mut worst = 0f64;
-        for r in 0..rows as usize {
-            for h in 0..hu {
-                for j in 0..vu {
-                    let at = (r * hu + h) * vu + j;
-                    let a = &x[(r * hu + h) * ku..][..ku];
-                    let b = &w[(h * (nu + vu) + nu + j) * ku..][..ku];
-                    let want: f64 = a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum();
-                    let mag: f64 = a
-                        .iter()
-                        .zip(b)
-                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                        .sum();
-                    worst = worst.max((got[at] as f64 - want).abs() / mag);
-                    if splits == 1 {
-                        assert_eq!(got[at].to_bits(), v1[at].to_bits(), "[{r}, {h}, {j}]");
-                    }
-                }
-            }
+        // output (r, h, j): x's row r·H + h against W_UV's row j of head h
+        let dots: Vec<(usize, usize)> = (0..rows as usize * hu)
+            .flat_map(|rh| (0..vu).map(move |j| (rh, (rh % hu) * (nu + vu) + nu + j)))
+            .collect();
+        let worst = worst_of_dots(&got, &x, &w, ku, &dots);
+        if splits == 1 {
+            assert_eq!(
+                bits(&got),
+                bits(&v1),
+                "W_UV on the tiles differs from version 1"
+            );
         }
         eprintln!(
             "per-head W_UV {rows} rows × {heads} heads, {kv} → {v}, {splits} slices: within \
@@ -1600,15 +1597,8 @@ fn per_head_products_on_the_tiles_equal_head_linear() {
         let wtb = ctx.upload("w_uk", &wt).unwrap();
         let shape = LinearShape::mla_uk(rows, heads, (nope, rope, kv));
         let got = run_linear(ctx, &ops, (&xqb, Weight::F32(&wtb)), &shape, poison);
-        let y1 = ctx
-            .storage("y v1", (rows * heads * (kv + rope)) as u64 * 4)
-            .unwrap();
-        ctx.fill(&y1, poison);
         let hl = HeadLinear::mla_uk(rows, heads, (nope, rope, v, kv));
-        let d = ops.head_linear(ctx, &xqb, &wb, &y1, &hl).unwrap();
-        ctx.run_pass(None, |p| d.record(p)).unwrap();
-        let v1: Vec<f32> = ctx.read(&y1).unwrap();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let v1 = version_1((&xqb, &wb), &hl, rows * heads * (kv + rope));
         assert_eq!(shape.splits().0, 1, "K = nope is one slice");
         assert_eq!(
             bits(&got),

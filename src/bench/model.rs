@@ -291,8 +291,9 @@ fn experts(
     Ok(out)
 }
 
-/// MLA's per-head products for `m` rows (`head_linear`, version 1): the absorbed W_UK (q_nope
-/// · W_UK, 128 → 512 a head) and W_UV (o_lat · W_UVᵀ, 512 → 128 a head), from kv_b_proj.
+/// MLA's per-head products for `m` rows, on the tiles (`LinearShape::mla_uk`, `mla_uv`: what the
+/// model runs) and version 1's `head_linear`: the absorbed W_UK (q_nope · W_UK, 128 → 512 a
+/// head) and W_UV (o_lat · W_UVᵀ, 512 → 128 a head), from kv_b_proj.
 fn head_products(
     ctx: &GpuContext,
     ops: &ModelOps,

@@ -185,32 +185,22 @@ pub fn random_weights(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(spec) = specs.get(i) else { break };
                     let v = values(spec, &mut rng.skip(starts[i]));
-                    let (stored, fp8): (Vec<f32>, _) = match dtype {
+                    let held = || done.lock().expect("no thread panics holding it");
+                    if dtype == WeightDtype::Fp8 && spec.linear {
                         // no f32 copy: `ModelWeights` makes the FP8 weight's values on demand
-                        WeightDtype::Fp8 if spec.linear => {
-                            (Vec::new(), Some(quantize_fp8(&v, &spec.shape)))
-                        }
-                        WeightDtype::F32 => (v, None),
-                        WeightDtype::F16 => (
-                            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
-                            None,
-                        ),
-                        _ => (
-                            v.iter()
-                                .map(|&x| half::bf16::from_f32(x).to_f32())
-                                .collect(),
-                            None,
-                        ),
-                    };
-                    let mut held = done.lock().expect("no thread panics holding it");
-                    match fp8 {
-                        Some(f) => {
-                            held.1.insert(spec.name.clone(), f);
-                        }
-                        None => {
-                            held.0.insert(spec.name.clone(), stored);
-                        }
+                        let f = quantize_fp8(&v, &spec.shape);
+                        held().1.insert(spec.name.clone(), f);
+                        continue;
                     }
+                    let stored = match dtype {
+                        WeightDtype::F32 => v,
+                        WeightDtype::F16 => crate::workload::round_f16(&v),
+                        _ => v
+                            .iter()
+                            .map(|&x| half::bf16::from_f32(x).to_f32())
+                            .collect(),
+                    };
+                    held().0.insert(spec.name.clone(), stored);
                 }
             });
         }

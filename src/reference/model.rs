@@ -258,10 +258,8 @@ pub struct ModelWeights {
     pub layers: Range<u32>,
     /// The tensors not stored as FP8, as f32 values.
     t: HashMap<String, Vec<f32>>,
-    /// Linear weights stored as FP8: their inputs go through `act_quant` (DeepSeek's `linear`).
-    fp8: std::collections::HashSet<String>,
-    /// Those weights as the checkpoint stores them (the GPU reads them so, a quarter of f32's
-    /// bytes).
+    /// Linear weights stored as FP8, as the checkpoint stores them (the GPU reads them so, a
+    /// quarter of f32's bytes): their inputs go through `act_quant` (DeepSeek's `linear`).
     fp8_raw: HashMap<String, Fp8Tensor>,
     /// Their f32 values, dequantised the first time something asks for them (the CPU
     /// reference, an f32 upload): a run that keeps FP8 weights FP8 never holds them (a MoE layer
@@ -330,7 +328,6 @@ impl ModelWeights {
             config,
             layers,
             t,
-            fp8: fp8.keys().cloned().collect(),
             dequantised: fp8
                 .keys()
                 .map(|k| (k.clone(), Default::default()))
@@ -396,7 +393,7 @@ impl ModelWeights {
 
     /// Whether linear weight `name` is stored as FP8 (its inputs then go through `act_quant`).
     pub fn is_fp8(&self, name: &str) -> bool {
-        self.fp8.contains(name)
+        self.fp8_raw.contains_key(name)
     }
 
     /// RoPE's inverse frequencies (`HfConfig::rope_inv_freqs`).
@@ -408,7 +405,7 @@ impl ModelWeights {
     /// the weight is FP8.
     fn linear(&self, name: &str, x: &[f32]) -> Vec<f32> {
         let w = self.w(name);
-        let x = match self.fp8.contains(name) {
+        let x = match self.fp8_raw.contains_key(name) {
             true => act_quant(x),
             false => x.to_vec(),
         };
