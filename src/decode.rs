@@ -367,7 +367,8 @@ pub fn sweep(
     for &context in contexts {
         for mode in [Mode::Resident, Mode::Offload] {
             let largest =
-                MemoryPlan::largest_batch(&at(opts, mode, context, 1), budget)?.min(max_batch);
+                MemoryPlan::largest_batch(&at(opts, mode, context, 1), budget, ctx.max_binding())?
+                    .min(max_batch);
             if largest == 0 {
                 return Err(Error::config(
                     "device budget",
@@ -414,9 +415,12 @@ pub fn sweep(
                 pool: crate::cache::PoolSize::Slots(slots),
                 ..opts.clone()
             };
-            let largest =
-                MemoryPlan::largest_batch(&at(&sized, Mode::Offload, context, 1), budget)?
-                    .min(max_batch);
+            let largest = MemoryPlan::largest_batch(
+                &at(&sized, Mode::Offload, context, 1),
+                budget,
+                ctx.max_binding(),
+            )?
+            .min(max_batch);
             if largest == 0 {
                 return Err(Error::config(
                     "device budget",

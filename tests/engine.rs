@@ -261,15 +261,21 @@ fn batches_that_do_not_fit_are_refused_with_the_arithmetic() {
         "{e}"
     );
     // offload fits a larger batch in the same budget
-    let resident = MemoryPlan::largest_batch(&opts, budget).unwrap();
+    let binding = ctx().max_binding();
+    let resident = MemoryPlan::largest_batch(&opts, budget, binding).unwrap();
     opts.mode = Mode::Offload;
-    let offload = MemoryPlan::largest_batch(&opts, budget).unwrap();
+    let offload = MemoryPlan::largest_batch(&opts, budget, binding).unwrap();
     assert!(
         offload > resident,
         "offload {offload} vs resident {resident}"
     );
     assert!(MemoryPlan::new(&opts, offload).unwrap().total() <= budget);
     assert!(MemoryPlan::new(&opts, offload + 1).unwrap().total() > budget);
+    // a layer's staging pool is bound whole: the largest batch keeps it within one binding
+    let pool = MemoryPlan::new(&opts, offload).unwrap().bound_whole;
+    let capped = MemoryPlan::largest_batch(&opts, budget, pool - 1).unwrap();
+    assert_eq!(capped, offload - 1);
+    assert!(MemoryPlan::new(&opts, capped).unwrap().bound_whole < pool);
 }
 
 #[test]

@@ -178,6 +178,8 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
             "a batch of one prompt, every step read back (--batch 1, a prompt)",
         ));
     }
+    // the adapter first: its absence is reported before the weights are drawn or read
+    let ctx = GpuContext::new()?;
     let (w, what) = a
         .model
         .weights(a.run.seed, Some("tiny"))?
@@ -224,10 +226,11 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
                 "with --context N (every sequence the same length)",
             ));
         }
-        // the plan counts the model's weights and activations at each batch
+        // the plan counts the model's weights and activations at each batch, and keeps each
+        // staging pool within one storage binding
         let fits = modes
             .iter()
-            .map(|&m| MemoryPlan::largest_batch(&in_mode(&opts, m), budget))
+            .map(|&m| MemoryPlan::largest_batch(&in_mode(&opts, m), budget, ctx.max_binding()))
             .collect::<Result<Vec<_>>>()?;
         let b = fits.into_iter().min().unwrap_or(0);
         if b == 0 {
@@ -269,7 +272,6 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     for &m in &modes {
         in_mode(&opts, m).validate()?;
     }
-    let ctx = GpuContext::new()?;
     let verify = !a.no_verify;
     let collect = match (&a.dump, verify) {
         (Some(_), _) => Collect::Dump,

@@ -14,6 +14,9 @@ pub struct MemoryPlan {
     pub mode: Mode,
     pub batch: u32,
     pub items: Vec<(String, u64)>,
+    /// The largest buffer that shaders bind whole, so that it must fit one storage binding: a
+    /// layer's staging pool (the caches and host store are split into sequence groups).
+    pub bound_whole: u64,
 }
 
 impl MemoryPlan {
@@ -71,10 +74,12 @@ impl MemoryPlan {
             let bytes = crate::model::generate::model_bytes(m.weights, batch);
             items.push(("model weights and activations".to_string(), bytes));
         }
+        let mut bound_whole = 0;
         match opts.mode {
             Mode::Resident => items.push(("latent cache".to_string(), l * b * cap * row)),
             Mode::Offload => {
                 let p = opts.pool.slots(opts.capacity(), m.model.topk)? as u64;
+                bound_whole = b * p * row;
                 items.push(("staging pools".to_string(), l * b * p * row));
                 items.push((
                     "LRU tables".to_string(),
@@ -90,6 +95,7 @@ impl MemoryPlan {
             mode: opts.mode,
             batch,
             items,
+            bound_whole,
         })
     }
 
@@ -131,9 +137,16 @@ impl MemoryPlan {
         }
     }
 
-    /// The largest batch whose plan fits `budget` bytes (0 if none).
-    pub fn largest_batch(opts: &EngineOptions, budget: u64) -> Result<u32> {
-        Self::largest_by(opts, budget, |p| p.total())
+    /// The largest batch whose plan fits `budget` bytes and whose buffers bound whole fit
+    /// `max_binding` bytes, the adapter's storage-binding limit (0 if none).
+    pub fn largest_batch(opts: &EngineOptions, budget: u64, max_binding: u64) -> Result<u32> {
+        Self::largest_by(opts, budget, |p| {
+            if p.bound_whole > max_binding {
+                u64::MAX
+            } else {
+                p.total()
+            }
+        })
     }
 
     /// The largest batch whose plan's `bytes` fit `budget` (0 if none).
