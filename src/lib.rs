@@ -39,6 +39,7 @@ pub mod model;
 pub mod problems;
 pub mod reference;
 pub mod shaders;
+pub mod sim;
 pub mod svg;
 pub mod trace;
 pub mod workload;

@@ -12,6 +12,7 @@ mod decode;
 mod figures;
 mod generate;
 mod model;
+mod simulate;
 mod sweep;
 mod trace;
 
@@ -57,6 +58,10 @@ enum Command {
     /// DeepSeek-V3.2 checkpoints in the Hugging Face layout: write a random one, or check one.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// The throughput simulator: a decode step from measured or roofline component costs, each
+    /// mode's largest batch, the gain against batch, ratio and bus bandwidth, and (measured
+    /// configs) the check against measured runs; CSV + SVG + tables. No GPU.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Run the command line (no subcommand: `generate` with its defaults, the main job).
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Model(cmd) => model::run(cmd),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 
