@@ -258,7 +258,11 @@ impl SimConfig {
                 format!("at most model.layers ({})", m.layers),
             ));
         }
-        if !m.attention_only && m.routed_experts % self.deployment.expert_parallel != 0 {
+        if !m.attention_only
+            && !m
+                .routed_experts
+                .is_multiple_of(self.deployment.expert_parallel)
+        {
             return Err(Error::config(
                 "deployment.expert_parallel",
                 self.deployment.expert_parallel,

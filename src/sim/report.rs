@@ -110,7 +110,7 @@ fn gain_at_bus(sim: &Simulator, s: &Scenario, bw: f64) -> Result<Option<f64>> {
 }
 
 /// Gain against the expert-parallel network's bandwidth (GB/s a GPU).
-pub fn network_what_if(sim: &Simulator, s: &Scenario) -> Result<Vec<(f64, f64)>> {
+pub fn network_what_if(sim: &Simulator, s: &Scenario) -> Result<Curve> {
     let mut curve = Vec::new();
     for gbps in [20.0, 30.0, 36.0, 41.0, 46.0, 50.0, 60.0, 80.0, 120.0, 160.0] {
         if let Some(g) = gain_with(sim, s, |c| c.hardware.network_bandwidth = gbps * 1e9)? {
@@ -120,10 +120,13 @@ pub fn network_what_if(sim: &Simulator, s: &Scenario) -> Result<Vec<(f64, f64)>>
     Ok(curve)
 }
 
-/// Gain against the bus bandwidth (bytes/s), and the bandwidth below which offload loses
-/// (None where it wins or loses at every bandwidth tried). Roofline costs only: measured
+/// Gain against a knob's value: (value, gain) points.
+pub type Curve = Vec<(f64, f64)>;
+
+/// Gain against the bus bandwidth (GB/s), and the bandwidth (bytes/s) below which offload
+/// loses (None where it wins or loses at every bandwidth tried). Roofline costs only: measured
 /// gathers have the engine's own rate.
-pub fn bus_what_if(sim: &Simulator, s: &Scenario) -> Result<(Vec<(f64, f64)>, Option<f64>)> {
+pub fn bus_what_if(sim: &Simulator, s: &Scenario) -> Result<(Curve, Option<f64>)> {
     let mut curve = Vec::new();
     for gbps in [
         2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 37.0, 48.0, 64.0, 96.0, 128.0,
