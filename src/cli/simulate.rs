@@ -136,60 +136,34 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         ),
     ];
     if roofline {
-        let mut csv = String::from("context,bus_h2d_gb_per_s,gain\n");
-        let mut series = Vec::new();
-        for (ctx, (curve, _)) in &bus {
-            for (bw, g) in curve {
-                let _ = writeln!(csv, "{ctx},{bw},{g:.4}");
-            }
-            series.push(Series {
-                name: format!("{}K", ctx / 1024),
-                points: curve.iter().map(|&(b, g)| (b, g * 100.0)).collect(),
-                dashed: false,
-            });
-        }
-        let marks: Vec<(f64, &str)> = vec![(c.hardware.bus_h2d / 1e9, "configured")];
-        files.push((a.out.join("sim-bus.csv"), csv.into_bytes()));
-        files.push((
-            a.out.join("sim-bus.svg"),
-            lines(
-                &format!("{}: offload's gain against the bus (host → device)", c.name),
-                "GB/s",
-                "gain over resident, % (below 0: offload loses)",
-                &series,
-                &marks,
-            )
-            .into_bytes(),
+        let curves: Vec<(u64, &[(f64, f64)])> = bus
+            .iter()
+            .map(|(ctx, (c, _))| (*ctx, c.as_slice()))
+            .collect();
+        files.extend(what_if_files(
+            &a.out,
+            "sim-bus",
+            "bus_h2d_gb_per_s",
+            &format!("{}: offload's gain against the bus (host → device)", c.name),
+            "GB/s",
+            &curves,
+            c.hardware.bus_h2d / 1e9,
         ));
     }
     if !net.is_empty() {
-        let mut csv = String::from("context,network_gb_per_s,gain\n");
-        let mut series = Vec::new();
-        for (ctx, curve) in &net {
-            for (bw, g) in curve {
-                let _ = writeln!(csv, "{ctx},{bw},{g:.4}");
-            }
-            series.push(Series {
-                name: format!("{}K", ctx / 1024),
-                points: curve.iter().map(|&(b, g)| (b, g * 100.0)).collect(),
-                dashed: false,
-            });
-        }
-        let marks: Vec<(f64, &str)> = vec![(c.hardware.network_bandwidth / 1e9, "configured")];
-        files.push((a.out.join("sim-network.csv"), csv.into_bytes()));
-        files.push((
-            a.out.join("sim-network.svg"),
-            lines(
-                &format!(
-                    "{}: offload's gain against the expert-parallel network",
-                    c.name
-                ),
-                "GB/s a GPU (dispatch and combine)",
-                "gain over resident, %",
-                &series,
-                &marks,
-            )
-            .into_bytes(),
+        let curves: Vec<(u64, &[(f64, f64)])> =
+            net.iter().map(|(ctx, c)| (*ctx, c.as_slice())).collect();
+        files.extend(what_if_files(
+            &a.out,
+            "sim-network",
+            "network_gb_per_s",
+            &format!(
+                "{}: offload's gain against the expert-parallel network",
+                c.name
+            ),
+            "GB/s a GPU (dispatch and combine)",
+            &curves,
+            c.hardware.network_bandwidth / 1e9,
         ));
         for (ctx, curve) in &net {
             let list: Vec<String> = curve
@@ -212,6 +186,42 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
     println!("wrote {}", names.join(", "));
     Ok(())
+}
+
+/// A what-if's CSV and SVG: the gain against a knob, a line a context, the configured value
+/// marked.
+fn what_if_files(
+    out: &std::path::Path,
+    stem: &str,
+    column: &str,
+    title: &str,
+    xlabel: &str,
+    curves: &[(u64, &[(f64, f64)])],
+    configured: f64,
+) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut csv = format!("context,{column},gain\n");
+    let mut series = Vec::new();
+    for (ctx, curve) in curves {
+        for (x, g) in curve.iter() {
+            let _ = writeln!(csv, "{ctx},{x},{g:.4}");
+        }
+        series.push(Series {
+            name: format!("{}K", ctx / 1024),
+            points: curve.iter().map(|&(x, g)| (x, g * 100.0)).collect(),
+            dashed: false,
+        });
+    }
+    let svg = lines(
+        title,
+        xlabel,
+        "gain over resident, % (below 0: offload loses)",
+        &series,
+        &[(configured, "configured")],
+    );
+    vec![
+        (out.join(format!("{stem}.csv")), csv.into_bytes()),
+        (out.join(format!("{stem}.svg")), svg.into_bytes()),
+    ]
 }
 
 fn steps_table(points: &[Point]) -> String {
@@ -250,21 +260,29 @@ fn steps_table(points: &[Point]) -> String {
     s
 }
 
+/// A gain's fields: context, ratio, resident's batch and tokens/s, offload's, and the gain.
+fn gain_fields(g: &Gain) -> (u64, f64, u32, f64, u32, f64, f64) {
+    (
+        g.context,
+        g.ratio,
+        g.resident.batch,
+        g.resident.tokens_per_s,
+        g.offload.batch,
+        g.offload.tokens_per_s,
+        g.gain(),
+    )
+}
+
 fn gains_table(title: &str, gains: &[Gain]) -> String {
     let mut s = format!(
         "\ngain {title}\n context  ratio  resident batch  tokens/s   offload batch  tokens/s     gain\n"
     );
     for g in gains {
+        let (c, r, rb, rt, ob, ot, gain) = gain_fields(g);
+        let pct = gain * 100.0;
         let _ = writeln!(
             s,
-            "{:>8} {:>6.3} {:>15} {:>9.0} {:>15} {:>9.0} {:>+8.1}%",
-            g.context,
-            g.ratio,
-            g.resident.batch,
-            g.resident.tokens_per_s,
-            g.offload.batch,
-            g.offload.tokens_per_s,
-            g.gain() * 100.0
+            "{c:>8} {r:>6.3} {rb:>15} {rt:>9.0} {ob:>15} {ot:>9.0} {pct:>+8.1}%"
         );
     }
     s
@@ -342,17 +360,8 @@ fn gains_csv(at: &[Gain], ratios: &[Gain]) -> String {
     );
     for (name, list) in [("scenario", at), ("ratio", ratios)] {
         for g in list {
-            let _ = writeln!(
-                s,
-                "{name},{},{},{},{:.2},{},{:.2},{:.4}",
-                g.context,
-                g.ratio,
-                g.resident.batch,
-                g.resident.tokens_per_s,
-                g.offload.batch,
-                g.offload.tokens_per_s,
-                g.gain()
-            );
+            let (c, r, rb, rt, ob, ot, gain) = gain_fields(g);
+            let _ = writeln!(s, "{name},{c},{r},{rb},{rt:.2},{ob},{ot:.2},{gain:.4}");
         }
     }
     s
@@ -381,20 +390,35 @@ fn validation_csv(pairs: &[Pair]) -> String {
     s
 }
 
-fn throughput_svg(name: &str, points: &[Point]) -> String {
+/// Consecutive items with the same key as one series.
+fn series_by<T>(
+    items: &[T],
+    key: impl Fn(&T) -> String,
+    dashed: impl Fn(&T) -> bool,
+    point: impl Fn(&T) -> (f64, f64),
+) -> Vec<Series> {
     let mut series: Vec<Series> = Vec::new();
-    for p in points {
-        let key = format!("{}K {}", p.context / 1024, mode(p.step.offload));
-        if series.last().map(|s| s.name != key).unwrap_or(true) {
+    for it in items {
+        let k = key(it);
+        if series.last().is_none_or(|s| s.name != k) {
             series.push(Series {
-                name: key,
+                name: k,
                 points: Vec::new(),
-                dashed: p.step.offload,
+                dashed: dashed(it),
             });
         }
-        let last = series.last_mut().expect("pushed");
-        last.points.push((p.step.batch as f64, p.step.tokens_per_s));
+        series.last_mut().expect("pushed").points.push(point(it));
     }
+    series
+}
+
+fn throughput_svg(name: &str, points: &[Point]) -> String {
+    let series = series_by(
+        points,
+        |p| format!("{}K {}", p.context / 1024, mode(p.step.offload)),
+        |p| p.step.offload,
+        |p| (p.step.batch as f64, p.step.tokens_per_s),
+    );
     lines(
         &format!("{name}: decode throughput against batch (the paper's Fig. 1)"),
         "batch (sequences a GPU)",
@@ -405,19 +429,12 @@ fn throughput_svg(name: &str, points: &[Point]) -> String {
 }
 
 fn ratio_svg(name: &str, gains: &[Gain]) -> String {
-    let mut series: Vec<Series> = Vec::new();
-    for g in gains {
-        let key = format!("{}K", g.context / 1024);
-        if series.last().map(|s| s.name != key).unwrap_or(true) {
-            series.push(Series {
-                name: key,
-                points: Vec::new(),
-                dashed: false,
-            });
-        }
-        let last = series.last_mut().expect("pushed");
-        last.points.push((g.ratio, g.gain() * 100.0));
-    }
+    let series = series_by(
+        gains,
+        |g| format!("{}K", g.context / 1024),
+        |_| false,
+        |g| (g.ratio, g.gain() * 100.0),
+    );
     lines(
         &format!("{name}: offload's gain at its largest batch against the sparse memory ratio"),
         "sparse memory ratio",

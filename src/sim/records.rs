@@ -2,6 +2,7 @@
 //! seconds a step against batch, one per stage, mode and context, and the engine's gather rate
 //! fitted from offload rows.
 
+use crate::engine::Stage;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -77,18 +78,8 @@ pub fn read_record(path: &str) -> Result<String> {
     })
 }
 
-/// The engine's stages as sweep.csv names them (`{stage}_ms_per_step`).
-pub const STAGES: [&str; 9] = [
-    "new_token",
-    "write_back",
-    "indexer",
-    "topk",
-    "resolve",
-    "gather",
-    "overlapped",
-    "sparse_mla",
-    "ffn",
-];
+/// The engine's stages, in the order sweep.csv has their `{stage}_ms_per_step` columns.
+pub const STAGES: [Stage; Stage::COUNT] = Stage::ALL;
 
 /// One row of a sweep record.
 #[derive(Clone, Debug)]
@@ -103,14 +94,14 @@ pub struct SweepRow {
     /// GPU seconds a step (batch / GPU tokens per second).
     pub step: f64,
     /// Seconds a step of each stage in [`STAGES`] order.
-    pub stages: [f64; 9],
+    pub stages: [f64; Stage::COUNT],
 }
 
 impl SweepRow {
     pub fn stage(&self, name: &str) -> f64 {
         STAGES
             .iter()
-            .position(|s| *s == name)
+            .position(|s| s.name() == name)
             .map_or(0.0, |i| self.stages[i])
     }
 }
@@ -148,7 +139,10 @@ pub fn parse_sweep(what: &str, text: &str) -> Result<Vec<SweepRow>> {
     // a record from before a stage existed lacks its column: the stage took no time
     let stage_cols: Vec<Option<usize>> = STAGES
         .iter()
-        .map(|s| header.iter().position(|h| *h == format!("{s}_ms_per_step")))
+        .map(|s| {
+            let col = format!("{}_ms_per_step", s.name());
+            header.iter().position(|h| *h == col)
+        })
         .collect();
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -175,7 +169,7 @@ pub fn parse_sweep(what: &str, text: &str) -> Result<Vec<SweepRow>> {
         if batch < 1.0 || tps <= 0.0 {
             return Err(bad(n, "batch ≥ 1 and tokens/s > 0 expected".into()));
         }
-        let mut stages = [0.0; 9];
+        let mut stages = [0.0; Stage::COUNT];
         for (s, c) in stages.iter_mut().zip(&stage_cols) {
             if let Some(c) = c {
                 *s = num(*c)? * 1e-3;
