@@ -83,6 +83,26 @@ fn roofline_parts_by_hand() {
     let sum: f64 = step.parts.iter().sum();
     assert!(close(step.total, sum) && step.hidden.abs() < 1e-15);
     assert!(close(step.tokens_per_s, 1.0 / step.total));
+    // a miss profile instead of the hit rate: 100 rows a step in the one layer
+    let dir = std::env::temp_dir().join(format!("ess-sim-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("misses.txt");
+    std::fs::write(&file, "# ess-miss-profile 1\n100\n").unwrap();
+    let mut c = hand_config();
+    c.ess.miss_profile = Some(file.display().to_string());
+    let profiled = Simulator::new(c.clone()).unwrap();
+    let g = profiled.step(s, 3, true, None).unwrap().part(Part::Gather);
+    assert!(close(g, 3.0 * 100.0 * 656.0 / 1e10));
+    std::fs::write(&file, "100\n200\n").unwrap();
+    let e = Simulator::new(c)
+        .err()
+        .expect("two layers for one")
+        .to_string();
+    assert!(
+        e.contains("ess.miss_profile") && e.contains("2 layers"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
     // resident: no transfer parts
     let r = sim.step(s, 1, false, None).unwrap();
     assert_eq!(r.part(Part::Gather), 0.0);

@@ -138,6 +138,11 @@ pub struct Ess {
     /// DBA: the fraction of the next chunk's indexer that hides a chunk's gather (1 = ideal);
     /// its split costs follow from the stages' costs at the chunk's batch.
     pub dba_efficiency: f64,
+    /// Rows each sequence misses a step, per layer, instead of one hit rate for the gather: a
+    /// file in `decode --miss-profile`'s format (`ess-miss-profile 1`), one line a layer of
+    /// `model.layers` (MTP layers take the mean).
+    #[serde(default)]
+    pub miss_profile: Option<String>,
     /// MTP: the fraction of a step's later tokens' selections that its first token already
     /// selected (their rows then hit); 1 counts a sequence's misses once a step.
     pub mtp_overlap: f64,

@@ -103,6 +103,31 @@ pub struct Simulator {
     pub cfg: SimConfig,
     pub overlap: Overlap,
     measured: Option<BTreeMap<u64, ContextCosts>>,
+    /// Rows a sequence misses a step, per layer (`ess.miss_profile`).
+    misses: Option<Vec<f64>>,
+}
+
+/// The config's miss profile, checked against its layers.
+fn load_misses(cfg: &SimConfig) -> Result<Option<Vec<f64>>> {
+    let Some(path) = &cfg.ess.miss_profile else {
+        return Ok(None);
+    };
+    let v = crate::engine::chunks::parse_miss_profile(&records::read_record(path)?)?;
+    if v.len() != cfg.model.layers as usize {
+        return Err(Error::config(
+            "ess.miss_profile",
+            format!("{path}: {} layers", v.len()),
+            format!("one line a layer of model.layers ({})", cfg.model.layers),
+        ));
+    }
+    if let Some(bad) = v.iter().find(|&&m| m > cfg.model.topk as f64) {
+        return Err(Error::config(
+            "ess.miss_profile",
+            format!("{path}: {bad} misses"),
+            format!("at most model.topk ({})", cfg.model.topk),
+        ));
+    }
+    Ok(Some(v))
 }
 
 impl Simulator {
@@ -121,6 +146,7 @@ impl Simulator {
             )?),
         };
         Ok(Simulator {
+            misses: load_misses(&cfg)?,
             cfg,
             overlap,
             measured,
@@ -133,6 +159,7 @@ impl Simulator {
         Ok(Simulator {
             overlap: Overlap::parse(&cfg.ess.overlap)?,
             measured: other.measured.clone(),
+            misses: load_misses(&cfg)?,
             cfg,
         })
     }
@@ -230,13 +257,23 @@ impl Simulator {
         let n = batch * q;
         let l = self.attention_layers();
         let t = s.context as f64;
-        let missed = records::missed_rows(
+        // rows missed over all layers a step: the profile's per layer, or the hit rate's in
+        // every layer, for each sequence's selections (its MTP tokens' counted once where they
+        // repeat the first's)
+        let sets = records::missed_rows(
             batch,
-            m.topk,
+            1,
             self.cfg.deployment.tokens_per_step,
-            hit,
+            0.0,
             self.cfg.ess.mtp_overlap,
         );
+        let missed = match &self.misses {
+            Some(v) => {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                sets * (v.iter().sum::<f64>() + m.mtp_layers as f64 * mean)
+            }
+            None => l * sets * m.topk as f64 * (1.0 - hit),
+        };
         if let Some(c) = self.at_context(s.context)? {
             let at = |name: &str| c.compute.get(name).map_or(0.0, |k| k.at(batch));
             p[Part::Projections as usize] = at("new_token");
@@ -255,8 +292,8 @@ impl Simulator {
                 let off = |name: &str| c.offload.get(name).map_or(0.0, |k| k.at(batch));
                 p[Part::Resolve as usize] = off("resolve");
                 p[Part::WriteBack as usize] = off("write_back");
-                p[Part::Gather as usize] = m.layers as f64
-                    * (c.gather_fixed + missed * m.latent_row_bytes as f64 / c.gather_rate);
+                p[Part::Gather as usize] = m.layers as f64 * c.gather_fixed
+                    + missed * m.latent_row_bytes as f64 / c.gather_rate;
             }
             return Ok(p);
         }
@@ -342,7 +379,7 @@ impl Simulator {
         }
         if offload {
             let row = m.latent_row_bytes as f64;
-            p[Part::Gather as usize] = l * (h.bus_latency + missed * row / h.bus_h2d);
+            p[Part::Gather as usize] = l * h.bus_latency + missed * row / h.bus_h2d;
             p[Part::WriteBack as usize] = l * (h.bus_latency + n * row / h.bus_d2h);
             // the LRU resolve: each selected id looked up, its slot stamped (12 bytes)
             p[Part::Resolve as usize] = l * roof(n * k * 12.0, 0.0, 1.0, 1.0);
@@ -405,8 +442,13 @@ impl Simulator {
         if batch == 0 {
             return Err(Error::config("batch", 0, "at least 1"));
         }
+        // the profile's mean hit rate where it gives the misses (DA's hidden share uses it)
+        let profile_hit = self
+            .misses
+            .as_ref()
+            .map(|v| 1.0 - v.iter().sum::<f64>() / v.len() as f64 / self.cfg.model.topk as f64);
         let hit = if offload {
-            hit.unwrap_or(self.cfg.ess.hit_rate)
+            hit.or(profile_hit).unwrap_or(self.cfg.ess.hit_rate)
         } else {
             1.0
         };

@@ -6,9 +6,13 @@ use crate::engine::Stage;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
-/// Records shipped with the repository, so that the `h200-measured` config runs anywhere: the
-/// path a config names them by, and the text.
-const BUILT_IN: [(&str, &str); 14] = [
+/// Records shipped with the repository, so that the ready-made configs run anywhere: the path
+/// a config names them by, and the text.
+const BUILT_IN: [(&str, &str); 15] = [
+    (
+        "configs/sim/miss-profile-paper-locality-32k.txt",
+        include_str!("../../configs/sim/miss-profile-paper-locality-32k.txt"),
+    ),
     (
         "docs/bench/h200-sim/run-a/none32/sweep.csv",
         include_str!("../../docs/bench/h200-sim/run-a/none32/sweep.csv"),
