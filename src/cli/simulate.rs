@@ -140,31 +140,34 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             .iter()
             .map(|(ctx, (c, _))| (*ctx, c.as_slice()))
             .collect();
-        files.extend(what_if_files(
-            &a.out,
-            "sim-bus",
-            "bus_h2d_gb_per_s",
-            &format!("{}: offload's gain against the bus (host → device)", c.name),
-            "GB/s",
-            &curves,
-            c.hardware.bus_h2d / 1e9,
-        ));
+        let w = WhatIf {
+            stem: "sim-bus",
+            column: "bus_h2d_gb_per_s",
+            title: format!("{}: offload's gain against the bus (host → device)", c.name),
+            xlabel: "GB/s",
+            configured: c.hardware.bus_h2d / 1e9,
+            break_even: bus
+                .iter()
+                .filter_map(|(ctx, (_, even))| even.map(|bw| (bw / 1e9, *ctx)))
+                .collect(),
+        };
+        files.extend(what_if_files(&a.out, &w, &curves));
     }
     if !net.is_empty() {
         let curves: Vec<(u64, &[(f64, f64)])> =
             net.iter().map(|(ctx, c)| (*ctx, c.as_slice())).collect();
-        files.extend(what_if_files(
-            &a.out,
-            "sim-network",
-            "network_gb_per_s",
-            &format!(
+        let w = WhatIf {
+            stem: "sim-network",
+            column: "network_gb_per_s",
+            title: format!(
                 "{}: offload's gain against the expert-parallel network",
                 c.name
             ),
-            "GB/s a GPU (dispatch and combine)",
-            &curves,
-            c.hardware.network_bandwidth / 1e9,
-        ));
+            xlabel: "GB/s a GPU (dispatch and combine)",
+            configured: c.hardware.network_bandwidth / 1e9,
+            break_even: Vec::new(),
+        };
+        files.extend(what_if_files(&a.out, &w, &curves));
         for (ctx, curve) in &net {
             let list: Vec<String> = curve
                 .iter()
@@ -188,17 +191,32 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-/// A what-if's CSV and SVG: the gain against a knob, a line a context, the configured value
-/// marked.
+/// A what-if: the gain against one knob, a line a context.
+struct WhatIf<'a> {
+    /// File names' stem and the knob's CSV column.
+    stem: &'a str,
+    column: &'a str,
+    title: String,
+    xlabel: &'a str,
+    /// The knob's configured value, and each context's break-even value, marked.
+    configured: f64,
+    break_even: Vec<(f64, u64)>,
+}
+
+/// A what-if's CSV and SVG.
 fn what_if_files(
     out: &std::path::Path,
-    stem: &str,
-    column: &str,
-    title: &str,
-    xlabel: &str,
+    w: &WhatIf,
     curves: &[(u64, &[(f64, f64)])],
-    configured: f64,
 ) -> Vec<(PathBuf, Vec<u8>)> {
+    let WhatIf {
+        stem,
+        column,
+        title,
+        xlabel,
+        configured,
+        break_even,
+    } = w;
     let mut csv = format!("context,{column},gain\n");
     let mut series = Vec::new();
     for (ctx, curve) in curves {
@@ -211,12 +229,23 @@ fn what_if_files(
             dashed: false,
         });
     }
+    let labels: Vec<String> = break_even
+        .iter()
+        .map(|(_, ctx)| format!("{}K breaks even", ctx / 1024))
+        .collect();
+    let mut marks = vec![(*configured, "configured")];
+    marks.extend(
+        break_even
+            .iter()
+            .zip(&labels)
+            .map(|((x, _), l)| (*x, l.as_str())),
+    );
     let svg = lines(
         title,
         xlabel,
         "gain over resident, % (below 0: offload loses)",
         &series,
-        &[(configured, "configured")],
+        &marks,
     );
     vec![
         (out.join(format!("{stem}.csv")), csv.into_bytes()),
