@@ -358,10 +358,27 @@ fn simulate_writes_its_tables_and_names_bad_fields() {
     ] {
         assert!(dir.join(f).is_file(), "{f}");
     }
+    // a list's element by its index
+    let o = Command::new(BIN)
+        .args([
+            "simulate",
+            "--set",
+            "scenarios.1.context=65536",
+            "--set",
+            "ratios=[0.1]",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("   65536 resident"), "{out}");
     for (set, needle) in [
         ("hardware.bus=1", "bus is not one"),
         ("hardware.bus_h2d=-1", "hardware.bus_h2d"),
         ("nonsense", "FIELD=VALUE"),
+        ("scenarios.7.context=1", "7 is not one"),
     ] {
         let o = Command::new(BIN)
             .args(["simulate", "--set", set, "--out"])

@@ -17,8 +17,9 @@ pub struct SimulateArgs {
     /// A config file instead (JSON, the fields of configs/sim/*.json).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Change a field of the config, e.g. hardware.bus_h2d=16e9, ess.overlap="none" or
-    /// deployment.two_batch_overlap=false (repeatable): the what-if knobs.
+    /// Change a field of the config, e.g. hardware.bus_h2d=16e9, ess.overlap=none,
+    /// deployment.two_batch_overlap=false, scenarios.0.context=65536 or batches=[1,64]
+    /// (repeatable): the what-if knobs.
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
     /// Folder for the CSV and SVG files.
@@ -35,9 +36,12 @@ fn with_field(cfg: &SimConfig, kv: &str) -> Result<SimConfig> {
     let mut json = serde_json::to_value(cfg).map_err(|e| bad(e.to_string()))?;
     let mut field = &mut json;
     for key in path.trim().split('.') {
-        field = field
-            .get_mut(key)
-            .ok_or_else(|| bad(format!("a field of the config ({key} is not one)")))?;
+        // a list's element by its index (scenarios.0.context), an object's field by its name
+        let next = match key.parse::<usize>() {
+            Ok(i) if field.is_array() => field.get_mut(i),
+            _ => field.get_mut(key),
+        };
+        field = next.ok_or_else(|| bad(format!("a field of the config ({key} is not one)")))?;
     }
     *field = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::String(v.into()));
     let out: SimConfig = serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
