@@ -59,6 +59,7 @@ fn hand_config() -> SimConfig {
     c.scenarios = vec![Scenario {
         context: 4096,
         ratio: 0.75,
+        hit_rate: None,
     }];
     c
 }
@@ -132,7 +133,11 @@ fn largest_batch_is_the_cache_arithmetic() {
     );
     // the paper config: 84e9 bytes over 62 layers of 788 bytes a token gives its 52 and 13
     let paper = Simulator::new(SimConfig::preset("paper").unwrap()).unwrap();
-    let at = |context, ratio| Scenario { context, ratio };
+    let at = |context, ratio| Scenario {
+        context,
+        ratio,
+        hit_rate: None,
+    };
     assert_eq!(paper.largest_batch(&at(32768, 0.2), false).unwrap(), 52);
     assert_eq!(paper.largest_batch(&at(131072, 0.1), false).unwrap(), 13);
     assert_eq!(paper.largest_batch(&at(32768, 0.2), true).unwrap(), 156);
@@ -221,6 +226,7 @@ fn measured_curves_and_the_overlap_schedules_by_hand() {
     cfg.scenarios = vec![Scenario {
         context: 4096,
         ratio: 0.75,
+        hit_rate: None,
     }];
     cfg.ess.da_efficiency = 0.5;
     cfg.ess.da_split_cost = 1e-5;

@@ -191,6 +191,9 @@ pub struct ValidationRecord {
 pub struct Scenario {
     pub context: u64,
     pub ratio: f64,
+    /// This scenario's hit rate, in place of `ess.hit_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_rate: Option<f64>,
 }
 
 fn positive(field: &str, v: f64) -> Result<()> {
@@ -337,6 +340,9 @@ impl SimConfig {
                 ));
             }
             ratio_ok(s.ratio)?;
+            if let Some(h) = s.hit_rate {
+                fraction("scenarios.hit_rate", h)?;
+            }
         }
         for &r in &self.ratios {
             ratio_ok(r)?;

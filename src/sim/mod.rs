@@ -448,7 +448,9 @@ impl Simulator {
             .as_ref()
             .map(|v| 1.0 - v.iter().sum::<f64>() / v.len() as f64 / self.cfg.model.topk as f64);
         let hit = if offload {
-            hit.or(profile_hit).unwrap_or(self.cfg.ess.hit_rate)
+            hit.or(s.hit_rate)
+                .or(profile_hit)
+                .unwrap_or(self.cfg.ess.hit_rate)
         } else {
             1.0
         };

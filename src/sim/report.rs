@@ -79,6 +79,7 @@ pub fn ratio_sweep(sim: &Simulator) -> Result<Vec<Gain>> {
             let at = Scenario {
                 context: s.context,
                 ratio,
+                hit_rate: s.hit_rate,
             };
             // a pool must hold a top-k: smaller ratios are not runnable at this context
             if (ratio * s.context as f64) < sim.cfg.model.topk as f64 {
@@ -183,6 +184,7 @@ pub fn validate(sim: &Simulator) -> Result<Vec<Pair>> {
             let s = Scenario {
                 context: row.context,
                 ratio: row.slots as f64 / row.context as f64,
+                hit_rate: Some(row.hit_rate),
             };
             let step = sim.step_with(&s, row.batch, row.offload, Some(row.hit_rate), overlap)?;
             let calibration = if row.offload {
