@@ -244,7 +244,9 @@ impl GpuContext {
         pollster::block_on(Self::new_async())
     }
 
-    async fn new_async() -> Result<Self> {
+    /// [`GpuContext::new`] without blocking: how a browser page opens one (WebGPU's adapter and
+    /// device arrive through the page's event loop).
+    pub async fn new_async() -> Result<Self> {
         let backends = match std::env::var("WGPU_BACKEND") {
             Ok(names) => {
                 let b = wgpu::Backends::from_comma_list(&names);
@@ -545,6 +547,12 @@ impl GpuContext {
     /// Create a buffer, catching an out-of-memory or validation error of this one allocation and
     /// reporting it as such, once, with its label and size (not as a cascade of later errors).
     fn allocate(&self, desc: &wgpu::BufferDescriptor) -> Result<wgpu::Buffer> {
+        // in a browser an error scope resolves only through the page's event loop, which cannot
+        // run while this waits: there the allocation's errors reach the uncaptured-error
+        // handler, reported by the next `check` or `errors`
+        if cfg!(target_arch = "wasm32") {
+            return Ok(self.device.create_buffer(desc));
+        }
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let buffer = self.device.create_buffer(desc);
@@ -676,6 +684,31 @@ impl GpuContext {
         ))
     }
 
+    /// [`GpuContext::read`] without blocking: the one read that works in a browser, where the
+    /// map callback runs only once the page's event loop does (`device.poll` cannot wait
+    /// there). On native backends it polls, so the future is ready when first awaited.
+    pub async fn read_async<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
+        let size = buf.size();
+        let staging = self.readback_buffer("readback", size);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+        self.submit(enc);
+        let mapped = Mapped::default();
+        let done = mapped.clone();
+        staging.map_async(wgpu::MapMode::Read, 0..size, move |r| done.finish(r));
+        self.check()?;
+        mapped
+            .await
+            .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
+        let data = staging
+            .get_mapped_range(0..size)
+            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
+            .to_vec();
+        staging.unmap();
+        self.errors()?;
+        Ok(bytemuck::pod_collect_to_vec(&data))
+    }
+
     /// A compute pipeline from one of our WGSL files with `override` constants; bind layout
     /// derived from the shader. Compiled with the context's [`ShaderChecks`], once per context:
     /// asking again with the same label, source, entry and constants returns the same pipeline.
@@ -788,6 +821,44 @@ impl GpuContext {
         }
         self.submit(enc);
         self.check()
+    }
+}
+
+/// A map callback's result as a future ([`GpuContext::read_async`]).
+#[derive(Clone, Default)]
+struct Mapped(Arc<Mutex<MappedState>>);
+
+#[derive(Default)]
+struct MappedState {
+    result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<std::task::Waker>,
+}
+
+impl Mapped {
+    fn finish(&self, r: std::result::Result<(), wgpu::BufferAsyncError>) {
+        let mut s = self.0.lock().unwrap();
+        s.result = Some(r);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl std::future::Future for Mapped {
+    type Output = std::result::Result<(), wgpu::BufferAsyncError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut s = self.0.lock().unwrap();
+        match s.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }
 

@@ -171,6 +171,17 @@ impl IndexerProblem {
         bind: impl Fn(&IndexerArgs) -> Result<Vec<Dispatch>>,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<f32>> {
+        ctx.read(&self.dispatch_with(ctx, bind, timer)?)
+    }
+
+    /// [`IndexerProblem::run_with`] up to the scores buffer, unread (a browser reads it with
+    /// [`GpuContext::read_async`]).
+    pub fn dispatch_with(
+        &self,
+        ctx: &GpuContext,
+        bind: impl Fn(&IndexerArgs) -> Result<Vec<Dispatch>>,
+        timer: Option<&GpuTimer>,
+    ) -> Result<wgpu::Buffer> {
         let q = ctx.upload("q", &query_bytes(&self.q, self.dim, self.dtype))?;
         let w = ctx.upload("w", &self.w)?;
         let layout = RowLayout::Key { dim: self.dim };
@@ -193,7 +204,7 @@ impl IndexerProblem {
         ctx.run_pass(timer.map(|t| (t, 0)), |pass| {
             dispatches.iter().for_each(|d| d.record(pass))
         })?;
-        ctx.read(&scores)
+        Ok(scores)
     }
 }
 

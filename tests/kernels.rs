@@ -2178,3 +2178,29 @@ fn naive_sparse_mla_takes_sixteen_rope_dims() {
         .to_string();
     assert!(e.contains("qk_rope_head_dim"), "{e}");
 }
+
+/// The non-blocking read (a browser's only one) gives what the blocking read gives.
+#[test]
+fn read_async_equals_read() {
+    let ctx = ctx();
+    let p = IndexerProblem::random(8, 32, Dtype::F16, &[1, 257, 33], fresh_seed(77));
+    let kernel = Indexer::with(
+        ctx,
+        &IndexerShape {
+            heads: 8,
+            dim: 32,
+            dtype: Dtype::F16,
+        },
+        MatrixPath::Fma,
+    )
+    .unwrap();
+    let scores = p
+        .dispatch_with(ctx, |a| Ok(vec![kernel.bind(ctx, a)]), None)
+        .unwrap();
+    let blocking: Vec<f32> = ctx.read(&scores).unwrap();
+    let awaited: Vec<f32> = pollster::block_on(ctx.read_async(&scores)).unwrap();
+    assert_eq!(
+        blocking.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        awaited.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+}
