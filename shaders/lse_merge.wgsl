@@ -26,7 +26,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> o: array<f32>;      // [B·H, KV]
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;    // [B·H]
 
-fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+// −inf from a runtime value: `bitcast<f32>(0xff800000u)` alone is a constant expression, and
+// WGSL refuses a constant that is not finite (Chromium's compiler enforces it; naga does not)
+fn neg_inf() -> f32 { var bits = 0xff800000u; return bitcast<f32>(bits); }
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -201,7 +201,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (r >= params.rows) { return; }
     let n = params.n;
     var best = lid;
-    var bv = bitcast<f32>(0xff800000u);
+    var bv = neg_inf();
     for (var i = lid; i < n; i += WG) {
         let v = x[r * n + i];
         if (v > bv) { bv = v; best = i; }
@@ -247,7 +247,7 @@ fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
     for (var g = lid; g < groups; g += WG) {   // each group's top-2 sum
-        var m1 = bitcast<f32>(0xff800000u);
+        var m1 = neg_inf();
         var m2 = m1;
         for (var e = g * per; e < (g + 1u) * per; e++) {
             let v = rb[e];
@@ -260,11 +260,11 @@ fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         let g = e / per;
         var rank = 0u;
         for (var h = 0u; h < groups; h++) { rank += u32(before(rg[h], h, rg[g], g)); }
-        if (rank >= params.heads) { rb[e] = bitcast<f32>(0xff800000u); }
+        if (rank >= params.heads) { rb[e] = neg_inf(); }
     }
     workgroupBarrier();
     for (var e = lid; e < n; e += WG) {
-        if (rb[e] == bitcast<f32>(0xff800000u)) { continue; }
+        if (rb[e] == neg_inf()) { continue; }
         var rank = 0u;
         for (var f = 0u; f < n; f++) { rank += u32(before(rb[f], f, rb[e], e)); }
         if (rank < params.d) {
@@ -383,3 +383,7 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     if (token < params.off || token >= params.off + params.d) { return; }
     y[t] = w[(token - params.off) * n + t % n];
 }
+
+// −inf from a runtime value: `bitcast<f32>(0xff800000u)` alone is a constant expression, and
+// WGSL refuses a constant that is not finite (Chromium's compiler enforces it; naga does not)
+fn neg_inf() -> f32 { var bits = 0xff800000u; return bitcast<f32>(bits); }

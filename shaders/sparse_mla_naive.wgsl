@@ -63,7 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let KV = params.kv;
     let DQ = KV + params.rope;
     let qb = (b * params.heads + h) * DQ;
-    var m = bitcast<f32>(0xff800000u);   // −inf
+    var m = neg_inf();   // −inf
     var l = 0.0;
     var acc: array<f32, 8>;              // dims lid, lid + 64, … of c_kv
     for (var c = 0u; c < 8u; c++) { acc[c] = 0.0; }
@@ -102,6 +102,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (d < KV) { o_lat[out + d] = select(acc[c] / l, 0.0, l == 0.0); }
     }
     if (lid == 0u) {
-        lse[b * params.heads + h] = select(m + log(l), bitcast<f32>(0xff800000u), l == 0.0);
+        lse[b * params.heads + h] = select(m + log(l), neg_inf(), l == 0.0);
     }
 }
+
+// −inf from a runtime value: `bitcast<f32>(0xff800000u)` alone is a constant expression, and
+// WGSL refuses a constant that is not finite (Chromium's compiler enforces it; naga does not)
+fn neg_inf() -> f32 { var bits = 0xff800000u; return bitcast<f32>(bits); }

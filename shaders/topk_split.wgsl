@@ -162,18 +162,30 @@ fn collect(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // ============================================================================ finish
 
 var<workgroup> n_out: atomic<u32>;
+var<workgroup> finish_counts: vec3<u32>;   // (T, sure, candidates) of the row
 
 @compute @workgroup_size(WG)
 fn finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let bl = wg.x;
     let b = params.b0 + bl;
-    let T = seq[2u * b + 1u];
+    // the row's counts broadcast through workgroup memory: WGSL's uniformity rules take values
+    // read from storage as varying, and the selection below has barriers (Chromium's compiler
+    // enforces the rules; naga does not)
+    if (lid == 0u) {
+        finish_counts = vec3<u32>(
+            seq[2u * b + 1u],
+            atomicLoad(&state[bl * 4u + 1u]),
+            atomicLoad(&state[bl * 4u + 2u]),
+        );
+    }
+    let counts = workgroupUniformLoad(&finish_counts);
+    let T = counts.x;
     let k = params.k;
     row_base = b * params.score_stride;
     row_list = bl * params.score_stride;
     let n_sel = min(k, T);
-    let n_sure = atomicLoad(&state[bl * 4u + 1u]);
-    let n_maybe = atomicLoad(&state[bl * 4u + 2u]);
+    let n_sure = counts.y;
+    let n_maybe = counts.z;
     let need = n_sel - n_sure;   // from the candidates (0 where T ≤ k: all are sure)
     // the need-th largest candidate key, and among the candidates equal to it the need_eq-th
     // lowest index: the selected candidates are those above (key, index) = (thr, idx_thr)

@@ -255,6 +255,24 @@ impl TopKProblem {
         kernel: &TopK,
         timer: Option<&GpuTimer>,
     ) -> Result<Vec<i32>> {
+        let out = self.dispatch(ctx, kernel, timer)?;
+        Ok(self.ids_of(ctx.read(&out)?))
+    }
+
+    /// The selected ids out of the output buffer's contents (which may be padded).
+    pub fn ids_of(&self, mut got: Vec<i32>) -> Vec<i32> {
+        got.truncate(self.lens.len() * self.k);
+        got
+    }
+
+    /// [`TopKProblem::run`] up to the output buffer, unread (a browser reads it with
+    /// [`GpuContext::read_async`], then [`TopKProblem::ids_of`]).
+    pub fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        kernel: &TopK,
+        timer: Option<&GpuTimer>,
+    ) -> Result<wgpu::Buffer> {
         let scores = ctx.upload("scores", &self.scores)?;
         let seqs: Vec<SeqRows> = self
             .lens
@@ -274,9 +292,7 @@ impl TopKProblem {
             score_stride: self.score_stride as u32,
         };
         run_one(ctx, &kernel.bind(ctx, &args)?, timer)?;
-        let mut got: Vec<i32> = ctx.read(&out)?;
-        got.truncate(self.lens.len() * self.k);
-        Ok(got)
+        Ok(out)
     }
 }
 
@@ -463,6 +479,24 @@ impl SparseMlaProblem {
         kernel: &SparseMla,
         timer: Option<&GpuTimer>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (o_lat, lse) = self.dispatch(ctx, kernel, timer)?;
+        Ok((ctx.read(&o_lat)?, self.lse_of(ctx.read(&lse)?)))
+    }
+
+    /// The lse values out of the lse buffer's contents (which may be padded).
+    pub fn lse_of(&self, mut lse: Vec<f32>) -> Vec<f32> {
+        lse.truncate((self.cfg.batch * self.cfg.model.heads) as usize);
+        lse
+    }
+
+    /// [`SparseMlaProblem::run`] up to the (o_lat, lse) buffers, unread (a browser reads them
+    /// with [`GpuContext::read_async`], the lse through [`SparseMlaProblem::lse_of`]).
+    pub fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        kernel: &SparseMla,
+        timer: Option<&GpuTimer>,
+    ) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
         let c = &self.cfg;
         let (q, ids, seq, rows, o_lat, lse) = self.upload(ctx, &self.row_bytes())?;
         let scratch = kernel.scratch(ctx, c.batch)?;
@@ -481,9 +515,7 @@ impl SparseMlaProblem {
             batch: c.batch,
         };
         run_one(ctx, &kernel.bind(ctx, &args), timer)?;
-        let mut lse_v: Vec<f32> = ctx.read(&lse)?;
-        lse_v.truncate((c.batch * c.model.heads) as usize);
-        Ok((ctx.read(&o_lat)?, lse_v))
+        Ok((o_lat, lse))
     }
 }
 

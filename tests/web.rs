@@ -1,5 +1,5 @@
-//! The browser suite (issue 17, started): the kernels in a WebGPU page, read back without
-//! blocking. Built for wasm32 only and run headless in Chromium (docs/WEB.md):
+//! The browser suite (issue 17, started): the indexer, top-k and sparse MLA in a WebGPU page
+//! against their CPU references, read back without blocking. Built for wasm32 only and run headless in Chromium (docs/WEB.md):
 //!
 //!     CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=120 \
 //!         cargo test --target wasm32-unknown-unknown --test web
@@ -10,10 +10,15 @@
 
 use ess_wgpu::compare::compare;
 use ess_wgpu::gpu::MatrixPath;
-use ess_wgpu::kernels::Indexer;
 use ess_wgpu::kernels::indexer::IndexerShape;
-use ess_wgpu::problems::{INDEXER_TOL, IndexerProblem};
-use ess_wgpu::{Dtype, GpuContext};
+use ess_wgpu::kernels::sparse_mla::ScoresTile;
+use ess_wgpu::kernels::topk::{TopKShape, TopKSplit};
+use ess_wgpu::kernels::{Indexer, SparseMla, TopK};
+use ess_wgpu::problems::{
+    INDEXER_TOL, IndexerProblem, SPARSE_MLA_LSE_TOL, SparseMlaProblem, TopKProblem,
+    sparse_mla_o_lat_tol,
+};
+use ess_wgpu::{Dtype, GpuContext, RunConfig};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -59,5 +64,70 @@ async fn indexer_matches_reference_in_the_browser() {
         )
         .unwrap_or_else(|e| panic!("seed {s}: {heads}x{dim} {dtype}: {e}"));
         console_log!("indexer {heads}x{dim} {dtype}: max err {err:e} (seed {s})");
+    }
+}
+
+/// Top-k (one workgroup a row, and rows split into segments) against its reference, ties
+/// included: the ids must be the reference's exactly.
+#[wasm_bindgen_test]
+async fn topk_matches_reference_in_the_browser() {
+    let ctx = GpuContext::new_async().await.expect("a WebGPU adapter");
+    let s = seed();
+    for (i, &k) in [1usize, 100, 2048].iter().enumerate() {
+        let mut kernel = TopK::new(&ctx, &TopKShape { k: k as u32 }).expect("top-k");
+        let lens = [0, 1, k.saturating_sub(1), k + 1, 1000, 5003];
+        for distinct in [0u64, 3] {
+            let p = TopKProblem::random(k, &lens, distinct, s + i as u64 * 10 + distinct);
+            let want = p.reference();
+            for split in [TopKSplit::Never, TopKSplit::Segments(3)] {
+                kernel.split = split;
+                let out = p.dispatch(&ctx, &kernel, None).expect("dispatched");
+                let got = p.ids_of(ctx.read_async(&out).await.expect("read back"));
+                assert!(
+                    got == want,
+                    "seed {s}: k {k}, distinct {distinct}, {split:?}: ids differ"
+                );
+            }
+        }
+    }
+}
+
+/// Sparse MLA (FMA path, both scores tiles) against its reference: heads below and above one
+/// workgroup, k not a multiple of the 64-row tile, invalid ids, f16 and f32 rows.
+#[wasm_bindgen_test]
+async fn sparse_mla_matches_reference_in_the_browser() {
+    let ctx = GpuContext::new_async().await.expect("a WebGPU adapter");
+    let s = seed();
+    let tiny = RunConfig::tiny()
+        .with_overrides(&["batch=3", "topk=77"])
+        .unwrap();
+    let wide = RunConfig::small()
+        .with_overrides(&["heads=40", "batch=2", "topk=130"])
+        .unwrap();
+    let wide32 = RunConfig {
+        latent_dtype: Dtype::F32,
+        ..wide.clone()
+    };
+    for (i, (cfg, rows, invalid)) in [(tiny, 500, 0.1), (wide, 1000, 0.05), (wide32, 257, 0.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = SparseMlaProblem::random(&cfg, rows, invalid, &[], s + i as u64);
+        let (want_o, want_lse) = p.reference_for(MatrixPath::Fma);
+        for tile in [ScoresTile::Wide, ScoresTile::Narrow] {
+            let mut kernel =
+                SparseMla::with(&ctx, &cfg.sparse_mla_shape(), MatrixPath::Fma).expect("kernel");
+            kernel.scores_tile = tile;
+            let (o_buf, lse_buf) = p.dispatch(&ctx, &kernel, None).expect("dispatched");
+            let o_lat: Vec<f32> = ctx.read_async(&o_buf).await.expect("read back");
+            let lse = p.lse_of(ctx.read_async(&lse_buf).await.expect("read back"));
+            let (oa, or) = sparse_mla_o_lat_tol(MatrixPath::Fma, cfg.model.topk as usize);
+            let (la, lr) = SPARSE_MLA_LSE_TOL;
+            let eo = compare("o_lat", &o_lat, &want_o, oa, or)
+                .unwrap_or_else(|e| panic!("seed {s}: {cfg}, {tile:?}: {e}"));
+            let el = compare("lse", &lse, &want_lse, la, lr)
+                .unwrap_or_else(|e| panic!("seed {s}: {cfg}, {tile:?}: {e}"));
+            console_log!("sparse_mla {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
+        }
     }
 }

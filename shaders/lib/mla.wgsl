@@ -43,7 +43,9 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> o_lat: array<vec4<f32>>; // [B, H, KV]
 @group(0) @binding(9) var<storage, read_write> lse: array<f32>;        // [B, H]
 
-fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+// −inf from a runtime value: `bitcast<f32>(0xff800000u)` alone is a constant expression, and
+// WGSL refuses a constant that is not finite (Chromium's compiler enforces it; naga does not)
+fn neg_inf() -> f32 { var bits = 0xff800000u; return bitcast<f32>(bits); }
 fn row_words() -> u32 {   // u32 words per row (a multiple of 4 in every format)
     if (ROWS_FP8) { return fp8_row_words(KV, fp8_latent_slots(KV), ROPE); }
     return select(DQ, DQ / 2u, ROWS_F16);
