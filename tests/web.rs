@@ -131,3 +131,43 @@ async fn sparse_mla_matches_reference_in_the_browser() {
         }
     }
 }
+
+/// Every unit of WGSL (`shaders::UNITS`) through the browser's own compiler (Tint, stricter
+/// than naga: constant expressions, uniformity): the ones it refuses, and why, printed; the test
+/// holds the list to the units that need what the browser lacks.
+#[wasm_bindgen_test]
+async fn every_shader_unit_compiles_in_the_browser() {
+    let ctx = GpuContext::new_async().await.expect("a WebGPU adapter");
+    let mut refused = Vec::new();
+    for &(name, source, _) in ess_wgpu::shaders::UNITS {
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let _module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        if let Some(e) = scope.pop().await {
+            let first = e
+                .to_string()
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            console_log!("refused {name}: {first}");
+            refused.push(name);
+        }
+    }
+    console_log!(
+        "{} units, refused: {refused:?}",
+        ess_wgpu::shaders::UNITS.len()
+    );
+    // the cooperative-matrix units (`enable wgpu_cooperative_matrix;`, tensor cores): the
+    // browser has no such extension, and the FMA path stands in for each
+    let coop: Vec<&str> = ess_wgpu::shaders::UNITS
+        .iter()
+        .map(|u| u.0)
+        .filter(|n| n.contains("coop"))
+        .collect();
+    assert_eq!(refused, coop);
+}
