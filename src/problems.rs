@@ -483,6 +483,23 @@ impl SparseMlaProblem {
         Ok((ctx.read(&o_lat)?, self.lse_of(ctx.read(&lse)?)))
     }
 
+    /// A kernel's (o_lat, lse) against the reference of what `path` computes, at that path's
+    /// tolerances: the largest errors, or what differs.
+    pub fn check(
+        &self,
+        path: MatrixPath,
+        o_lat: &[f32],
+        lse: &[f32],
+    ) -> std::result::Result<(f32, f32), String> {
+        let (want_o, want_lse) = self.reference_for(path);
+        let (oa, or) = sparse_mla_o_lat_tol(path, self.cfg.model.topk as usize);
+        let (la, lr) = SPARSE_MLA_LSE_TOL;
+        Ok((
+            crate::compare::compare("o_lat", o_lat, &want_o, oa, or)?,
+            crate::compare::compare("lse", lse, &want_lse, la, lr)?,
+        ))
+    }
+
     /// The lse values out of the lse buffer's contents (which may be padded).
     pub fn lse_of(&self, mut lse: Vec<f32>) -> Vec<f32> {
         lse.truncate((self.cfg.batch * self.cfg.model.heads) as usize);

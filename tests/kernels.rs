@@ -12,7 +12,7 @@ use ess_wgpu::kernels::topk::{TopKShape, TopKSplit};
 use ess_wgpu::kernels::{Indexer, IndexerNaive, LseMerge, SparseMla, SparseMlaNaive, TopK, paths};
 use ess_wgpu::problems::{
     INDEXER_TOL, IndexerProblem, LseMergeProblem, SPARSE_MLA_LSE_TOL, SPARSE_MLA_O_LAT_TOL,
-    SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol, sparse_mla_o_lat_tol,
+    SparseMlaProblem, TopKProblem, sparse_mla_coop_o_lat_tol,
 };
 use ess_wgpu::{Dtype, RunConfig};
 
@@ -134,12 +134,8 @@ fn check_sparse_mla(cfg: &RunConfig, n_rows: usize, invalid: f32, empty: &[usize
         let mut kernel = SparseMla::with(ctx, &shape, path).unwrap();
         kernel.scores_tile = tile;
         let (o_lat, lse) = p.run(ctx, &kernel, None).unwrap();
-        let (want_o, want_lse) = p.reference_for(path);
-        let (oa, or) = sparse_mla_o_lat_tol(path, cfg.model.topk as usize);
-        let (la, lr) = SPARSE_MLA_LSE_TOL;
-        let eo = compare("o_lat", &o_lat, &want_o, oa, or)
-            .unwrap_or_else(|e| panic!("{path} {cfg}, {tile:?}: {e}"));
-        let el = compare("lse", &lse, &want_lse, la, lr)
+        let (eo, el) = p
+            .check(path, &o_lat, &lse)
             .unwrap_or_else(|e| panic!("{path} {cfg}, {tile:?}: {e}"));
         eprintln!("sparse_mla {path} {cfg}, {tile:?}: max err o_lat {eo:e}, lse {el:e}");
     }
