@@ -149,17 +149,8 @@ pub(super) fn with_field(
     cfg: &ess_wgpu::model::HfConfig,
     kv: &str,
 ) -> Result<ess_wgpu::model::HfConfig> {
-    let bad = |why: String| Error::config("builtin-set", kv, why);
-    let (k, v) = kv
-        .split_once('=')
-        .ok_or_else(|| bad("FIELD=VALUE".into()))?;
-    let mut json = serde_json::to_value(cfg).map_err(|e| bad(e.to_string()))?;
-    let field = json
-        .get_mut(k.trim())
-        .ok_or_else(|| bad("a field of config.json".into()))?;
-    *field = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::String(v.into()));
     let out: ess_wgpu::model::HfConfig =
-        serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
+        super::with_json_field(cfg, kv, "builtin-set", "config.json")?;
     out.validate()?;
     Ok(out)
 }

@@ -483,6 +483,32 @@ pub fn budget_arg(s: &str) -> std::result::Result<u64, String> {
 
 /// The folder a command will write into, created and checked writable before any GPU work, so
 /// that a bad path fails in a second, not after the run.
+/// `doc` with the field FIELD set from `kv` = `FIELD=VALUE`: FIELD dotted, a list's element by
+/// its index (`scenarios.0.context`); VALUE a number, true/false, JSON, or else a word. `flag`
+/// names the option in errors, `what` the document. Checking the result is the caller's.
+pub(crate) fn with_json_field<T: serde::Serialize + serde::de::DeserializeOwned>(
+    doc: &T,
+    kv: &str,
+    flag: &str,
+    what: &str,
+) -> Result<T> {
+    let bad = |why: String| Error::config(flag, kv, why);
+    let (path, v) = kv
+        .split_once('=')
+        .ok_or_else(|| bad("FIELD=VALUE".into()))?;
+    let mut json = serde_json::to_value(doc).map_err(|e| bad(e.to_string()))?;
+    let mut field = &mut json;
+    for key in path.trim().split('.') {
+        let next = match key.parse::<usize>() {
+            Ok(i) if field.is_array() => field.get_mut(i),
+            _ => field.get_mut(key),
+        };
+        field = next.ok_or_else(|| bad(format!("a field of {what} ({key} is not one)")))?;
+    }
+    *field = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::String(v.into()));
+    serde_json::from_value(json).map_err(|e| bad(e.to_string()))
+}
+
 pub fn output_dir(dir: &Path) -> Result<()> {
     let io = |e| Error::Io {
         path: dir.display().to_string(),

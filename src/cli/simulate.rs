@@ -29,22 +29,7 @@ pub struct SimulateArgs {
 
 /// `cfg` with `a.b=value` set (a number, true/false, or a word), checked.
 fn with_field(cfg: &SimConfig, kv: &str) -> Result<SimConfig> {
-    let bad = |why: String| Error::config("set", kv, why);
-    let (path, v) = kv
-        .split_once('=')
-        .ok_or_else(|| bad("FIELD=VALUE".into()))?;
-    let mut json = serde_json::to_value(cfg).map_err(|e| bad(e.to_string()))?;
-    let mut field = &mut json;
-    for key in path.trim().split('.') {
-        // a list's element by its index (scenarios.0.context), an object's field by its name
-        let next = match key.parse::<usize>() {
-            Ok(i) if field.is_array() => field.get_mut(i),
-            _ => field.get_mut(key),
-        };
-        field = next.ok_or_else(|| bad(format!("a field of the config ({key} is not one)")))?;
-    }
-    *field = serde_json::from_str(v.trim()).unwrap_or(serde_json::Value::String(v.into()));
-    let out: SimConfig = serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
+    let out: SimConfig = super::with_json_field(cfg, kv, "set", "the config")?;
     out.validate()?;
     Ok(out)
 }
