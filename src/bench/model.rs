@@ -27,29 +27,9 @@ fn fits(ctx: &GpuContext, sizes: &[u64]) -> bool {
 }
 
 /// Time `dispatches` (one pass) for batch `m`: the report's row against the roofline of the
-/// f32 FMA units.
+/// units of `path` (the f32 FMA units, or the tensor cores for FP8 weights where the context
+/// has them).
 fn timed(
-    ctx: &GpuContext,
-    (name, m): (String, u32),
-    dispatches: &[&crate::kernels::Dispatch],
-    (bytes, flops): (u64, u64),
-    ceilings: &Ceilings,
-    reps: u32,
-) -> Result<KernelTiming> {
-    timed_on(
-        ctx,
-        (name, m),
-        dispatches,
-        (bytes, flops),
-        ceilings,
-        reps,
-        MatrixPath::Fma,
-    )
-}
-
-/// [`timed`] against the roofline of the units of `path` (the tensor cores for FP8 weights
-/// where the context has them).
-fn timed_on(
     ctx: &GpuContext,
     (name, m): (String, u32),
     dispatches: &[&crate::kernels::Dispatch],
@@ -114,6 +94,7 @@ pub fn run(
                 (bytes, flops),
                 ceilings,
                 reps,
+                MatrixPath::Fma,
             )?);
             // the same layer with FP8 weights (e4m3 bytes, a scale a 128 × 128 block)
             let blocks = n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
@@ -129,7 +110,7 @@ pub fn run(
             let fp8_bytes = k as u64 * n as u64 + 4 * (blocks + m as u64 * (k + n) as u64);
             let (path, units) = fp8_units(&ops, &fp8, k);
             let name = format!("linear fp8 {k}→{n} ({units})");
-            out.push(timed_on(
+            out.push(timed(
                 ctx,
                 (name, m),
                 &[&d],
@@ -147,6 +128,7 @@ pub fn run(
                 (bytes, flops),
                 ceilings,
                 reps,
+                MatrixPath::Fma,
             )?);
         }
         out.extend(experts(ctx, &ops, c, m, ceilings, reps)?);
@@ -228,13 +210,22 @@ fn experts(
         (bytes, flops),
         ceilings,
         reps,
+        MatrixPath::Fma,
     )?];
     // each step alone (their inputs are what the whole run left)
     let names = ["group", "up", "down", "combine"];
     let steps: Vec<_> = list.iter().flat_map(|d| d.steps()).collect();
     for (step, what) in steps.iter().zip(names) {
         let name = format!("  experts: {what}");
-        out.push(timed(ctx, (name, m), &[step], (0, 0), ceilings, reps)?);
+        out.push(timed(
+            ctx,
+            (name, m),
+            &[step],
+            (0, 0),
+            ceilings,
+            reps,
+            MatrixPath::Fma,
+        )?);
     }
     let dims = (top_k, hsz, inter);
     let v1 = [
@@ -249,6 +240,7 @@ fn experts(
         (bytes, flops),
         ceilings,
         reps,
+        MatrixPath::Fma,
     )?);
     // the same experts with FP8 weights (each expert's scales after the one before), act_quant
     // between up and down as the model runs them
@@ -287,6 +279,7 @@ fn experts(
         (fp8_bytes, flops),
         ceilings,
         reps,
+        MatrixPath::Fma,
     )?);
     Ok(out)
 }
@@ -342,6 +335,7 @@ fn head_products(
             (bytes, 2 * m as u64 * weights),
             ceilings,
             reps,
+            MatrixPath::Fma,
         )?);
     }
     for (name, hl, o) in [("W_UK absorbed", uk, kv), ("W_UV", uv, v)] {
@@ -357,6 +351,7 @@ fn head_products(
             (bytes, flops),
             ceilings,
             reps,
+            MatrixPath::Fma,
         )?);
     }
     Ok(out)
