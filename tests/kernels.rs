@@ -1483,13 +1483,15 @@ fn tiled_linear_equals_version_1() {
         let (xb, wb) = (ctx.upload("x", &x).unwrap(), ctx.upload("w", &w).unwrap());
         let got = run_linear(ctx, &ops, (&xb, Weight::F32(&wb)), &shape, poison);
         let splits = shape.splits().0;
-        let (mut worst, mut v1) = (0f64, Vec::<f32>::new());
+        let mut v1 = Vec::<f32>::new();
         if splits == 1 {
             let y1 = ctx.storage("y v1", rows as u64 * n as u64 * 4).unwrap();
             let d = ops.linear(ctx, &xb, &wb, &y1, rows, k, n);
             ctx.run_pass(None, |p| d.record(p)).unwrap();
             v1 = ctx.read(&y1).unwrap();
         }
+        // the written outputs (y[r, yo + o] = x's row r against w's row o) and their dots
+        let (mut written, mut dots) = (Vec::new(), Vec::new());
         for r in 0..rows as usize {
             for c in 0..yr as usize {
                 let g = got[r * yr as usize + c];
@@ -1501,23 +1503,15 @@ fn tiled_linear_equals_version_1() {
                     );
                     continue;
                 };
-                let (xr, wr) = (
-                    &x[r * k as usize..][..k as usize],
-                    &w[o * k as usize..][..k as usize],
-                );
-                let want: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                let mag: f64 = xr
-                    .iter()
-                    .zip(wr)
-                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                    .sum();
-                worst = worst.max((g as f64 - want).abs() / mag);
+                written.push(g);
+                dots.push((r, o));
                 if splits == 1 {
                     let v = v1[r * n as usize + o];
                     assert_eq!(g.to_bits(), v.to_bits(), "({rows}, {k}, {n}) [{r}, {o}]");
                 }
             }
         }
+        let worst = worst_of_dots(&written, &x, &w, k as usize, &dots);
         assert!(worst <= 1e-6, "({rows}, {k}, {n}): {worst:e} of Σ|x·w|");
         eprintln!(
             "tiled linear {rows} × {k} → {n}, {splits} slices of K: within {worst:.1e} of Σ|x·w|"
