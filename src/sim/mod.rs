@@ -107,12 +107,19 @@ pub struct Simulator {
     misses: Option<Vec<f64>>,
 }
 
-/// The config's miss profile, checked against its layers.
-fn load_misses(cfg: &SimConfig) -> Result<Option<Vec<f64>>> {
+/// The config's miss profile, checked against its layers. `known`: a simulator that read it
+/// already (a what-if on its config), so that a what-if's many simulators read the file once.
+fn load_misses(cfg: &SimConfig, known: Option<&Simulator>) -> Result<Option<Vec<f64>>> {
     let Some(path) = &cfg.ess.miss_profile else {
         return Ok(None);
     };
-    let v = crate::engine::chunks::parse_miss_profile(&records::read_record(path)?)?;
+    let read = known
+        .filter(|k| k.cfg.ess.miss_profile.as_ref() == Some(path))
+        .and_then(|k| k.misses.clone());
+    let v = match read {
+        Some(v) => v,
+        None => crate::engine::chunks::parse_miss_profile(&records::read_record(path)?)?,
+    };
     if v.len() != cfg.model.layers as usize {
         return Err(Error::config(
             "ess.miss_profile",
@@ -146,7 +153,7 @@ impl Simulator {
             )?),
         };
         Ok(Simulator {
-            misses: load_misses(&cfg)?,
+            misses: load_misses(&cfg, None)?,
             cfg,
             overlap,
             measured,
@@ -159,7 +166,7 @@ impl Simulator {
         Ok(Simulator {
             overlap: Overlap::parse(&cfg.ess.overlap)?,
             measured: other.measured.clone(),
-            misses: load_misses(&cfg)?,
+            misses: load_misses(&cfg, Some(other))?,
             cfg,
         })
     }
@@ -260,11 +267,9 @@ impl Simulator {
         // rows missed over all layers a step: the profile's per layer, or the hit rate's in
         // every layer, for each sequence's selections (its MTP tokens' counted once where they
         // repeat the first's)
-        let sets = records::missed_rows(
+        let sets = records::selection_sets(
             batch,
-            1,
             self.cfg.deployment.tokens_per_step,
-            0.0,
             self.cfg.ess.mtp_overlap,
         );
         let missed = match &self.misses {

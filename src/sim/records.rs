@@ -260,11 +260,15 @@ pub struct ContextCosts {
     pub offload_slots: u64,
 }
 
-/// Rows missed a layer and step: each sequence's top-k less the hits, and of its later (MTP)
-/// tokens' selections the share its first token did not select (`overlap`).
+/// Selections a layer and step that can miss, in top-k sets: each sequence's first token's,
+/// and of its later (MTP) tokens' the share its first token did not select (`overlap`).
+pub fn selection_sets(batch: f64, tokens: u64, overlap: f64) -> f64 {
+    batch * (1.0 + (tokens as f64 - 1.0) * (1.0 - overlap))
+}
+
+/// Rows missed a layer and step: the [`selection_sets`]' top-k less the hits.
 pub fn missed_rows(batch: f64, topk: u64, tokens: u64, hit_rate: f64, overlap: f64) -> f64 {
-    let selections = 1.0 + (tokens as f64 - 1.0) * (1.0 - overlap);
-    batch * selections * topk as f64 * (1.0 - hit_rate)
+    selection_sets(batch, tokens, overlap) * topk as f64 * (1.0 - hit_rate)
 }
 
 /// Least squares y = a + b·x.
