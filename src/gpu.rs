@@ -621,12 +621,7 @@ impl GpuContext {
         rx.recv()
             .map_err(|_| Error::Gpu("map callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        let data = buf
-            .get_mapped_range(range)
-            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
-            .to_vec();
-        buf.unmap();
-        Ok(data)
+        take_mapped(buf, range)
     }
 
     /// A storage buffer holding `data`.
@@ -669,19 +664,19 @@ impl GpuContext {
 
     /// Copy a buffer back to the CPU (waits for the GPU).
     pub fn read<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
-        let size = buf.size();
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.submit(enc);
+        let staging = self.copy_to_readback(buf);
         Ok(bytemuck::pod_collect_to_vec(
-            &self.map_read(&staging, 0..size)?,
+            &self.map_read(&staging, 0..buf.size())?,
         ))
+    }
+
+    /// A readback buffer holding a copy of `buf` (submitted, not waited for).
+    fn copy_to_readback(&self, buf: &wgpu::Buffer) -> wgpu::Buffer {
+        let staging = self.readback_buffer("readback", buf.size());
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
+        self.submit(enc);
+        staging
     }
 
     /// [`GpuContext::read`] without blocking: the one read that works in a browser, where the
@@ -689,10 +684,7 @@ impl GpuContext {
     /// there). On native backends it polls, so the future is ready when first awaited.
     pub async fn read_async<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
         let size = buf.size();
-        let staging = self.readback_buffer("readback", size);
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.submit(enc);
+        let staging = self.copy_to_readback(buf);
         let mapped = Mapped::default();
         let done = mapped.clone();
         staging.map_async(wgpu::MapMode::Read, 0..size, move |r| done.finish(r));
@@ -700,11 +692,7 @@ impl GpuContext {
         mapped
             .await
             .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        let data = staging
-            .get_mapped_range(0..size)
-            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
-            .to_vec();
-        staging.unmap();
+        let data = take_mapped(&staging, 0..size)?;
         self.errors()?;
         Ok(bytemuck::pod_collect_to_vec(&data))
     }
@@ -822,6 +810,19 @@ impl GpuContext {
         self.submit(enc);
         self.check()
     }
+}
+
+/// The bytes of `range` of a mapped buffer, copied out, and the buffer unmapped.
+pub(crate) fn take_mapped(
+    buf: &wgpu::Buffer,
+    range: impl std::ops::RangeBounds<u64>,
+) -> Result<Vec<u8>> {
+    let data = buf
+        .get_mapped_range(range)
+        .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
+        .to_vec();
+    buf.unmap();
+    Ok(data)
 }
 
 /// A map callback's result as a future ([`GpuContext::read_async`]).

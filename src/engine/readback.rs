@@ -89,12 +89,7 @@ impl<T> ReadbackRing<T> {
             .recv_timeout(std::time::Duration::from_secs(60))
             .map_err(|_| Error::Gpu("readback map callback never ran".into()))?;
         result.map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
-        let buffer = &self.buffers[f.slot];
-        let bytes = buffer
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("get_mapped_range failed: {e:?}")))?
-            .to_vec();
-        buffer.unmap();
+        let bytes = crate::gpu::take_mapped(&self.buffers[f.slot], ..)?;
         Ok(Some((f.tag, bytes)))
     }
 }
