@@ -79,6 +79,20 @@ pub fn decode(
     modes: &[Mode],
     verify: bool,
     budget: u64,
+    progress: impl FnMut(&str, u32),
+) -> Result<DecodeReport> {
+    let run = decode_async(ctx, opts, modes, verify, budget, progress);
+    crate::gpu::block_on("decode", run)
+}
+
+/// [`decode`] without blocking: the browser page's run (examples/web.rs). `progress` is called
+/// after each step is submitted; the page's event loop runs wherever a step waits for the GPU.
+pub async fn decode_async(
+    ctx: &GpuContext,
+    opts: &EngineOptions,
+    modes: &[Mode],
+    verify: bool,
+    budget: u64,
     mut progress: impl FnMut(&str, u32),
 ) -> Result<DecodeReport> {
     let verify = verify && modes.len() == 2;
@@ -90,18 +104,19 @@ pub fn decode(
             digest_outputs: verify,
             ..opts.clone()
         };
-        let mut e = Engine::new(ctx, &o, budget)?;
+        let mut e = Engine::new_async(ctx, &o, budget).await?;
         for step in 1..=opts.steps {
-            e.step(ctx)?;
+            e.step_async(ctx).await?;
             progress(&format!("{mode}"), step);
         }
-        e.finish(ctx)?;
+        e.finish_async(ctx).await?;
         reports.push(ModeReport::new(&e));
         if verify {
-            let last: Vec<_> = (0..opts.run.layers)
-                .map(|l| e.outputs(ctx, l))
-                .collect::<Result<_>>()?;
-            fingerprints.push((e.digests(ctx)?, last));
+            let mut last = Vec::new();
+            for l in 0..opts.run.layers {
+                last.push(e.outputs_async(ctx, l).await?);
+            }
+            fingerprints.push((e.digests_async(ctx).await?, last));
         }
     }
     let identical = verify.then(|| fingerprints[0] == fingerprints[1]);

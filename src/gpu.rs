@@ -241,7 +241,7 @@ type PipelineKey = (String, usize, String, Vec<(String, u64)>);
 impl GpuContext {
     /// Pick an adapter (see module docs) and open a device with the limits the kernels need.
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async())
+        block_on("GpuContext::new", Self::new_async())
     }
 
     /// [`GpuContext::new`] without blocking: how a browser page opens one (WebGPU's adapter and
@@ -607,21 +607,22 @@ impl GpuContext {
     /// Read `len` bytes at `offset` of a host buffer by mapping it (waits for the GPU).
     pub fn read_host(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let (start, end) = (offset / 8 * 8, (offset + len).next_multiple_of(4));
-        let bytes = self.map_read(buf, start..end)?;
+        let bytes = block_on("read_host", self.map_read(buf, start..end))?;
         Ok(bytes[(offset - start) as usize..][..len as usize].to_vec())
     }
 
-    /// Map `range` of a MAP_READ buffer, copy it out, unmap (waits for the GPU).
-    fn map_read(&self, buf: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        buf.map_async(wgpu::MapMode::Read, range.clone(), move |r| {
-            let _ = tx.send(r);
-        });
+    /// Map `range` of a MAP_READ buffer, copy it out, unmap. Natively the poll inside waits for
+    /// the GPU, so the future is ready when first awaited; in a browser it resolves when the
+    /// page's event loop delivers the map callback.
+    async fn map_read(&self, buf: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let mapped = map_async(buf, range.clone());
         self.check()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("map callback never ran".into()))?
+        mapped
+            .await
             .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        take_mapped(buf, range)
+        let data = take_mapped(buf, range)?;
+        self.errors()?;
+        Ok(data)
     }
 
     /// A storage buffer holding `data`.
@@ -662,12 +663,10 @@ impl GpuContext {
         buf
     }
 
-    /// Copy a buffer back to the CPU (waits for the GPU).
+    /// Copy a buffer back to the CPU (waits for the GPU). Native only: in a browser nothing may
+    /// wait, and this returns an error naming [`GpuContext::read_async`].
     pub fn read<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
-        let staging = self.copy_to_readback(buf);
-        Ok(bytemuck::pod_collect_to_vec(
-            &self.map_read(&staging, 0..buf.size())?,
-        ))
+        block_on("read", self.read_async(buf))
     }
 
     /// A readback buffer holding a copy of `buf` (submitted, not waited for).
@@ -683,17 +682,8 @@ impl GpuContext {
     /// map callback runs only once the page's event loop does (`device.poll` cannot wait
     /// there). On native backends it polls, so the future is ready when first awaited.
     pub async fn read_async<T: Pod>(&self, buf: &wgpu::Buffer) -> Result<Vec<T>> {
-        let size = buf.size();
         let staging = self.copy_to_readback(buf);
-        let mapped = Mapped::default();
-        let done = mapped.clone();
-        staging.map_async(wgpu::MapMode::Read, 0..size, move |r| done.finish(r));
-        self.check()?;
-        mapped
-            .await
-            .map_err(|e| Error::Gpu(format!("map_async failed: {e}")))?;
-        let data = take_mapped(&staging, 0..size)?;
-        self.errors()?;
+        let data = self.map_read(&staging, 0..buf.size()).await?;
         Ok(bytemuck::pod_collect_to_vec(&data))
     }
 
@@ -825,12 +815,43 @@ pub(crate) fn take_mapped(
     Ok(data)
 }
 
-/// A map callback's result as a future ([`GpuContext::read_async`]).
+/// Run one of the crate's futures to its end: natively by blocking (every future here is ready
+/// once the device has been polled). In a browser nothing may block (map callbacks arrive
+/// through the page's event loop, which cannot run while Rust waits), so there a future that is
+/// not ready at once is an error that names `what` and says to use its `_async` form.
+pub(crate) fn block_on<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = what;
+        pollster::block_on(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(Error::Gpu(format!(
+                "{what} waits for the GPU, which a browser page cannot do: use its async form"
+            ))),
+        }
+    }
+}
+
+/// Ask for `range` of a MAP_READ buffer to be mapped; the future resolves with the callback.
+pub(crate) fn map_async(buf: &wgpu::Buffer, range: std::ops::Range<u64>) -> Mapped {
+    let mapped = Mapped::default();
+    let done = mapped.clone();
+    buf.map_async(wgpu::MapMode::Read, range, move |r| done.finish(r));
+    mapped
+}
+
+/// A map callback's result as a future ([`map_async`]).
 #[derive(Clone, Default)]
-struct Mapped(Arc<Mutex<MappedState>>);
+pub(crate) struct Mapped(Arc<Mutex<MappedState>>);
 
 #[derive(Default)]
-struct MappedState {
+pub(crate) struct MappedState {
     result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
     waker: Option<std::task::Waker>,
 }
@@ -845,7 +866,7 @@ impl Mapped {
     }
 }
 
-impl std::future::Future for Mapped {
+impl Future for Mapped {
     type Output = std::result::Result<(), wgpu::BufferAsyncError>;
 
     fn poll(

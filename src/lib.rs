@@ -18,13 +18,14 @@
 //!        │
 //!  gpu                                   context, pipeline cache, submit / wait, timer
 //!
-//!  pure, no wgpu: reference (+ the LRU oracle), workload, trace, svg, compare, config
+//!  pure, no wgpu: reference (+ the LRU oracle), workload, trace, svg, compare, config, clock
 //! ```
 //!
 //! The command line (`src/cli/`) sits on top and is the only room that knows terminals and files.
 
 pub mod bench;
 pub mod cache;
+pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod decode;

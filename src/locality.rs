@@ -74,6 +74,15 @@ pub const CALIBRATION_RHOS: [f32; 10] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0
 /// Measured mean step-to-step overlap for each ρ of `rhos`, at the shapes of `opts` (one layer,
 /// up to 4 sequences, resident mode, 6 steps).
 pub fn calibrate(ctx: &GpuContext, opts: &EngineOptions, rhos: &[f32]) -> Result<Vec<(f32, f64)>> {
+    crate::gpu::block_on("calibrate", calibrate_async(ctx, opts, rhos))
+}
+
+/// [`calibrate`] without blocking (a browser page).
+pub async fn calibrate_async(
+    ctx: &GpuContext,
+    opts: &EngineOptions,
+    rhos: &[f32],
+) -> Result<Vec<(f32, f64)>> {
     let batch = opts.run.batch.min(4);
     let run = crate::RunConfig {
         layers: 1,
@@ -94,14 +103,34 @@ pub fn calibrate(ctx: &GpuContext, opts: &EngineOptions, rhos: &[f32]) -> Result
             record_trace: false,
             ..opts.clone()
         };
-        let mut e = Engine::new(ctx, &o, u64::MAX)?;
+        let mut e = Engine::new_async(ctx, &o, u64::MAX).await?;
         for _ in 0..o.steps {
-            e.step(ctx)?;
+            e.step_async(ctx).await?;
         }
-        e.finish(ctx)?;
+        e.finish_async(ctx).await?;
         table.push((rho, e.stats.overlap()[0]));
     }
     Ok(table)
+}
+
+/// Calibrate on this adapter and set `opts.layer_locality` to the ρ that gives each layer its
+/// target overlap; returns (target, ρ) per layer. `targets` has one value per layer.
+pub async fn apply_targets(
+    ctx: &GpuContext,
+    opts: &mut EngineOptions,
+    targets: &[f32],
+) -> Result<Vec<(f32, f32)>> {
+    if targets.len() != opts.run.layers as usize {
+        return Err(Error::config(
+            "profile",
+            format!("{} values", targets.len()),
+            format!("one per layer ({})", opts.run.layers),
+        ));
+    }
+    let table = calibrate_async(ctx, opts, &CALIBRATION_RHOS).await?;
+    let pairs: Vec<(f32, f32)> = targets.iter().map(|&t| (t, rho_for(t, &table))).collect();
+    opts.layer_locality = pairs.iter().map(|p| p.1).collect();
+    Ok(pairs)
 }
 
 /// The ρ whose calibrated overlap is `target` (linear between calibration points; clamped).

@@ -471,7 +471,7 @@ mod warmup {
                     .iter()
                     .map(|w| ctx.upload("window", w).unwrap())
                     .collect();
-                let c = cache.warm(ctx, 0, &bufs, &seq).unwrap();
+                let c = pollster::block_on(cache.warm(ctx, 0, &bufs, &seq)).unwrap();
                 assert!(c.misses > 0);
                 assert_eq!(
                     cache.counters[0].misses, 0,

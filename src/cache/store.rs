@@ -20,7 +20,7 @@
 //! All three leave the same bytes in the pool (tested).
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTimer, timed_pass};
+use crate::gpu::{GpuContext, GpuTimer, block_on, timed_pass};
 use crate::kernels::indexer::FusedGather;
 use crate::kernels::resolve::{ResolveArgs, ResolveShape};
 use crate::kernels::transfer::{TransferArgs, WriteBackArgs};
@@ -749,9 +749,14 @@ impl OffloadCache {
 
     /// Process-memory store: copy the new rows (already written by the GPU and submitted) into
     /// the host store at each sequence's newest token.
-    pub fn write_back_cpu(&mut self, ctx: &GpuContext, layer: u32, new: &NewRows) -> Result<()> {
+    pub async fn write_back_cpu(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        new: &NewRows<'_>,
+    ) -> Result<()> {
         let rb = self.shape.row_bytes as usize;
-        let rows: Vec<u8> = ctx.read(new.rows)?;
+        let rows: Vec<u8> = ctx.read_async(new.rows).await?;
         for (b, &t) in new.newest.iter().enumerate() {
             self.host
                 .write(ctx, layer, b as u32, t, &rows[b * rb..][..rb])?;
@@ -780,7 +785,7 @@ impl OffloadCache {
     /// Bring `layer`'s misses into the pool by the cache's path. Zero-copy records one gather
     /// per host-store group and waits for nothing; staging and per-row read the copy list, so
     /// the resolve must have been submitted ([`OffloadCache::gather_needs_sync`]).
-    pub fn record_gather(
+    pub async fn record_gather(
         &mut self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
@@ -795,8 +800,8 @@ impl OffloadCache {
             return Ok(());
         }
         let l = &self.layers[layer as usize];
-        let copies: Vec<[u32; 2]> = ctx.read(&l.copies)?;
-        let counts: Vec<[u32; 2]> = ctx.read(&l.counts)?;
+        let copies: Vec<[u32; 2]> = ctx.read_async(&l.copies).await?;
+        let counts: Vec<[u32; 2]> = ctx.read_async(&l.counts).await?;
         let (k, rb) = (self.shape.topk as usize, self.shape.row_bytes);
         if self.path == TransferPath::Staging {
             // pack each sequence's missed rows back to back, upload them in one write
@@ -857,6 +862,17 @@ impl OffloadCache {
         topk_indices: &wgpu::Buffer,
         seq: &wgpu::Buffer,
     ) -> Result<CacheCounters> {
+        block_on("fetch", self.fetch_async(ctx, layer, topk_indices, seq))
+    }
+
+    /// [`OffloadCache::fetch`] without blocking (a browser page).
+    pub async fn fetch_async(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+        topk_indices: &wgpu::Buffer,
+        seq: &wgpu::Buffer,
+    ) -> Result<CacheCounters> {
         let unused = ctx.storage("no new rows", 16)?;
         let d = self.bind(ctx, layer, topk_indices, seq, &unused);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -866,9 +882,9 @@ impl OffloadCache {
             ctx.submit(enc);
             enc = ctx.device.create_command_encoder(&Default::default());
         }
-        self.record_gather(ctx, &mut enc, layer, &d, None)?;
+        self.record_gather(ctx, &mut enc, layer, &d, None).await?;
         ctx.submit(enc);
-        let counts: Vec<[u32; 2]> = ctx.read(self.counts(layer))?;
+        let counts: Vec<[u32; 2]> = ctx.read_async(self.counts(layer)).await?;
         Ok(self.add_counts(layer, &counts))
     }
 
@@ -880,7 +896,7 @@ impl OffloadCache {
         self.record_write_back(&mut enc, layer, &d, None);
         ctx.submit(enc);
         if self.write_back_needs_sync() {
-            self.write_back_cpu(ctx, layer, new)?;
+            block_on("write_back", self.write_back_cpu(ctx, layer, new))?;
         }
         ctx.check()
     }
@@ -905,7 +921,7 @@ impl OffloadCache {
     /// LRU warm-up (the paper's LRU-Warmup): seed `layer`'s pools with the top-k ids of the last
     /// prefill windows, oldest window first, as if they were decode steps. Returns their counters,
     /// which are not counted as decode traffic.
-    pub fn warm(
+    pub async fn warm(
         &mut self,
         ctx: &GpuContext,
         layer: u32,
@@ -915,7 +931,7 @@ impl OffloadCache {
         let mut total = CacheCounters::default();
         let before = self.counters[layer as usize];
         for w in windows {
-            total += self.fetch(ctx, layer, w, seq)?;
+            total += self.fetch_async(ctx, layer, w, seq).await?;
         }
         self.counters[layer as usize] = before;
         Ok(total)

@@ -637,19 +637,6 @@ pub fn apply_profile(
         })?;
         ess_wgpu::locality::parse_profile(&text, spec)?
     };
-    if targets.len() != opts.run.layers as usize {
-        return Err(ess_wgpu::Error::config(
-            "profile",
-            format!("{} values", targets.len()),
-            format!("one per layer ({})", opts.run.layers),
-        ));
-    }
     eprintln!("... calibrating overlap -> rho on this adapter");
-    let table = ess_wgpu::locality::calibrate(ctx, opts, &ess_wgpu::locality::CALIBRATION_RHOS)?;
-    let pairs: Vec<(f32, f32)> = targets
-        .iter()
-        .map(|&t| (t, ess_wgpu::locality::rho_for(t, &table)))
-        .collect();
-    opts.layer_locality = pairs.iter().map(|p| p.1).collect();
-    Ok(pairs)
+    pollster::block_on(ess_wgpu::locality::apply_targets(ctx, opts, &targets))
 }

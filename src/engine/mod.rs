@@ -48,7 +48,9 @@ pub use stats::{Stage, StageTimes, Stats, TimelineBar};
 use crate::cache::{
     CacheCounters, CacheShape, Fetch, LayerDispatches, NewRows, OffloadCache, PoolSize,
 };
+use crate::clock::Instant;
 use crate::error::{Error, Result};
+use crate::gpu::block_on;
 use crate::gpu::{GpuContext, GpuTimer, timed_pass};
 use crate::kernels::da_order::DaOrderArgs;
 use crate::kernels::digest::DigestArgs;
@@ -61,7 +63,6 @@ use crate::kernels::topk::{TopKArgs, TopKScratch};
 use crate::kernels::{DaOrder, Digest, Dispatch, Fp8Quant, Indexer, Overlap, TopK};
 use inputs::{NewestAt, Queries, RowKind, RowTarget};
 use readback::ReadbackRing;
-use std::time::Instant;
 
 /// Steps the CPU may run ahead of the readbacks it has read.
 const READBACK_DEPTH: usize = 3;
@@ -207,6 +208,12 @@ pub struct Engine {
 impl Engine {
     /// Check the options, allocate (after checking the plan against `budget`), prefill, warm up.
     pub fn new(ctx: &GpuContext, opts: &EngineOptions, budget: u64) -> Result<Self> {
+        block_on("Engine::new", Self::new_async(ctx, opts, budget))
+    }
+
+    /// [`Engine::new`] without blocking: how a browser page makes one (the prefill and the
+    /// warm-up read from the GPU on the staging path).
+    pub async fn new_async(ctx: &GpuContext, opts: &EngineOptions, budget: u64) -> Result<Self> {
         opts.validate()?;
         if let Some(m) = &opts.model {
             use crate::model::step::{ModelInputs, Prefill};
@@ -217,7 +224,7 @@ impl Engine {
                 seed: opts.seed,
             };
             let inputs = ModelInputs::new(ctx, m.weights, &opts.run, opts.capacity(), prefill)?;
-            return Self::with_inputs(ctx, opts, budget, Box::new(inputs));
+            return Self::with_inputs_async(ctx, opts, budget, Box::new(inputs)).await;
         }
         let rho = (0..opts.run.layers)
             .map(|l| {
@@ -228,11 +235,24 @@ impl Engine {
             })
             .collect();
         let inputs = Box::new(Synthetic::new(ctx, &opts.run, rho, opts.seed)?);
-        Self::with_inputs(ctx, opts, budget, inputs)
+        Self::with_inputs_async(ctx, opts, budget, inputs).await
     }
 
     /// As [`Engine::new`], with the step inputs given.
     pub fn with_inputs(
+        ctx: &GpuContext,
+        opts: &EngineOptions,
+        budget: u64,
+        inputs: Box<dyn StepInputs>,
+    ) -> Result<Self> {
+        block_on(
+            "Engine::with_inputs",
+            Self::with_inputs_async(ctx, opts, budget, inputs),
+        )
+    }
+
+    /// [`Engine::with_inputs`] without blocking.
+    pub async fn with_inputs_async(
         ctx: &GpuContext,
         opts: &EngineOptions,
         budget: u64,
@@ -355,8 +375,8 @@ impl Engine {
             .map(|l| engine.bind_layer(ctx, inputs.as_mut(), l, &sparse_mla))
             .collect::<Result<_>>()?;
         engine.inputs = inputs;
-        engine.prefill(ctx)?;
-        engine.warm_up(ctx)?;
+        engine.prefill(ctx).await?;
+        engine.warm_up(ctx).await?;
         Ok(engine)
     }
 
@@ -708,7 +728,7 @@ impl Engine {
     /// Write every layer's indexer keys and latent rows for the prefill contexts: keys and the
     /// resident cache on the device; in offload mode the latent rows go straight into the host
     /// store (zero-copy write by the shader) or, for a process-memory store, through a readback.
-    fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
+    async fn prefill(&mut self, ctx: &GpuContext) -> Result<()> {
         let m = &self.opts.run;
         let cap = self.opts.capacity();
         let whole = |b0: u32, n: u32, stride: u32| -> Vec<FillRange> {
@@ -759,7 +779,7 @@ impl Engine {
                     };
                     let ds = self.inputs.rows(ctx, &t, l, &whole(b, 1, len))?;
                     ctx.run_pass(None, |p| ds.iter().for_each(|d| d.record(p)))?;
-                    let bytes: Vec<u8> = ctx.read(&tmp)?;
+                    let bytes: Vec<u8> = ctx.read_async(&tmp).await?;
                     let host = &mut self.cache.as_mut().expect("offload cache").host;
                     host.write(
                         ctx,
@@ -801,7 +821,7 @@ impl Engine {
 
     /// LRU warm-up from the top-k of the last prefill windows (offload). Both modes advance the
     /// query process the same way, so their decode steps see the same queries.
-    fn warm_up(&mut self, ctx: &GpuContext) -> Result<()> {
+    async fn warm_up(&mut self, ctx: &GpuContext) -> Result<()> {
         let (nl, w) = (self.opts.run.layers as usize, self.opts.warmup_windows);
         let bytes = self.opts.run.batch as u64 * self.opts.run.model.topk as u64 * 4;
         let mut windows: Vec<Vec<wgpu::Buffer>> = vec![Vec::new(); nl];
@@ -847,7 +867,7 @@ impl Engine {
                         0,
                         l as u32,
                         &self.lens,
-                        &ctx.read::<i32>(w)?,
+                        &ctx.read_async::<i32>(w).await?,
                     );
                 }
             }
@@ -855,7 +875,7 @@ impl Engine {
         if let Some(cache) = &mut self.cache {
             for (l, win) in windows.iter().enumerate() {
                 if !win.is_empty() {
-                    cache.warm(ctx, l as u32, win, &self.seq)?;
+                    cache.warm(ctx, l as u32, win, &self.seq).await?;
                 }
             }
         }
@@ -873,8 +893,15 @@ impl Engine {
     /// One decode step of every sequence through every layer: recorded and submitted, not
     /// waited for. [`Engine::finish`] (or [`Engine::outputs`]) waits for the steps in flight.
     pub fn step(&mut self, ctx: &GpuContext) -> Result<()> {
+        block_on("Engine::step", self.step_async(ctx))
+    }
+
+    /// [`Engine::step`] without blocking: in a browser it yields to the page's event loop where
+    /// the step must see the GPU's results (the staging path's copy lists, the process-memory
+    /// write-back, a full readback ring).
+    pub async fn step_async(&mut self, ctx: &GpuContext) -> Result<()> {
         self.running_since.get_or_insert_with(Instant::now);
-        let (done, _) = self.readback.next_buffer(ctx)?;
+        let (done, _) = self.readback.next_buffer(ctx).await?;
         if let Some((s, bytes)) = done {
             self.absorb(&s, &bytes)?;
         }
@@ -902,10 +929,10 @@ impl Engine {
         if timer.is_none() && gpu_only {
             self.record_step_in_one_pass(&mut enc);
         } else {
-            enc = self.record_step_by_stage(ctx, enc, timer)?;
+            enc = self.record_step_by_stage(ctx, enc, timer).await?;
         }
         // this step's readback: timestamps, counts, top-k ids, in one buffer
-        let (_, dest) = self.readback.next_buffer(ctx)?;
+        let (_, dest) = self.readback.next_buffer(ctx).await?;
         let lay = self.layout;
         if let Some(t) = timer {
             t.record_copy(&mut enc, dest, lay.timer);
@@ -939,7 +966,7 @@ impl Engine {
             },
         );
         ctx.poll();
-        self.stats.host_s += recording.elapsed().as_secs_f64();
+        self.stats.host_s += recording.elapsed_s();
         ctx.errors()
     }
 
@@ -984,7 +1011,7 @@ impl Engine {
 
     /// A step with a compute pass per stage (timestamped when `timer` is given), submitting
     /// where a CPU path must see the GPU's results. Returns the encoder to go on with.
-    fn record_step_by_stage(
+    async fn record_step_by_stage(
         &mut self,
         ctx: &GpuContext,
         mut enc: wgpu::CommandEncoder,
@@ -1011,7 +1038,7 @@ impl Engine {
                         seq: &self.seq,
                         newest: &newest,
                     };
-                    cache.write_back_cpu(ctx, l, &new)?;
+                    cache.write_back_cpu(ctx, l, &new).await?;
                 }
             }
             if let (Some(c), Some(cache)) = (&self.work[li].chunked, &mut self.cache) {
@@ -1025,7 +1052,9 @@ impl Engine {
                         enc = resubmit(ctx, enc);
                     }
                     if !self.opts.omit_gathers && self.work[li].da.is_none() {
-                        cache.record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))?;
+                        cache
+                            .record_gather(ctx, &mut enc, l, d, mark(Stage::Gather))
+                            .await?;
                     }
                 }
             }
@@ -1054,16 +1083,21 @@ impl Engine {
 
     /// Wait for every step in flight, take in its readback, and stop the wall clock.
     pub fn finish(&mut self, ctx: &GpuContext) -> Result<()> {
-        for (s, bytes) in self.readback.drain(ctx)? {
+        block_on("Engine::finish", self.finish_async(ctx))
+    }
+
+    /// [`Engine::finish`] without blocking.
+    pub async fn finish_async(&mut self, ctx: &GpuContext) -> Result<()> {
+        for (s, bytes) in self.readback.drain(ctx).await? {
             self.absorb(&s, &bytes)?;
         }
         if let Some(t0) = self.running_since.take() {
-            self.stats.wall_s += t0.elapsed().as_secs_f64();
+            self.stats.wall_s += t0.elapsed_s();
         }
         if let Some(o) = &self.overlap {
             let b = self.opts.run.batch as f64;
             for (l, sums) in o.sums.iter().enumerate() {
-                let s: Vec<f32> = ctx.read(sums)?;
+                let s: Vec<f32> = ctx.read_async(sums).await?;
                 self.stats.overlap_sum[l] = s.iter().map(|&x| x as f64).sum::<f64>() / b;
             }
             self.stats.overlap_steps = self.stats.steps.saturating_sub(1);
@@ -1119,17 +1153,34 @@ impl Engine {
 
     /// Bits of `o_lat` and `lse` of `layer` after the last step (waits for it).
     pub fn outputs(&mut self, ctx: &GpuContext, layer: u32) -> Result<(Vec<u32>, Vec<u32>)> {
-        self.finish(ctx)?;
+        block_on("Engine::outputs", self.outputs_async(ctx, layer))
+    }
+
+    /// [`Engine::outputs`] without blocking.
+    pub async fn outputs_async(
+        &mut self,
+        ctx: &GpuContext,
+        layer: u32,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        self.finish_async(ctx).await?;
         let l = &self.layers[layer as usize];
-        Ok((ctx.read(&l.o_lat)?, ctx.read(&l.lse)?))
+        Ok((
+            ctx.read_async(&l.o_lat).await?,
+            ctx.read_async(&l.lse).await?,
+        ))
     }
 
     /// Every layer's (o_lat, lse) 64-bit digests summed over the steps so far (with
     /// `digest_outputs`): `[L]` of `[o_lat lane 0, lane 1, lse lane 0, lane 1]`.
     pub fn digests(&mut self, ctx: &GpuContext) -> Result<Option<Vec<[u32; 4]>>> {
-        self.finish(ctx)?;
+        block_on("Engine::digests", self.digests_async(ctx))
+    }
+
+    /// [`Engine::digests`] without blocking.
+    pub async fn digests_async(&mut self, ctx: &GpuContext) -> Result<Option<Vec<[u32; 4]>>> {
+        self.finish_async(ctx).await?;
         match &self.digests {
-            Some(d) => Ok(Some(ctx.read(d)?)),
+            Some(d) => Ok(Some(ctx.read_async(d).await?)),
             None => Ok(None),
         }
     }

@@ -8,18 +8,16 @@
 //! steps ahead.
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, Mapped};
 use std::collections::VecDeque;
 
 /// A step's tag and the bytes its readback held.
 pub type Readout<T> = (T, Vec<u8>);
 
-type MapResult = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
-
 struct InFlight<T> {
     slot: usize,
     index: wgpu::SubmissionIndex,
-    mapped: MapResult,
+    mapped: Mapped,
     tag: T,
 }
 
@@ -43,9 +41,12 @@ impl<T> ReadbackRing<T> {
 
     /// The buffer the next step copies into. If it still holds an unread step, that step is
     /// waited for and returned first (oldest first), so nothing is overwritten unread.
-    pub fn next_buffer(&mut self, ctx: &GpuContext) -> Result<(Option<Readout<T>>, &wgpu::Buffer)> {
+    pub async fn next_buffer(
+        &mut self,
+        ctx: &GpuContext,
+    ) -> Result<(Option<Readout<T>>, &wgpu::Buffer)> {
         let done = if self.in_flight.len() == self.buffers.len() {
-            self.pop(ctx)?
+            self.pop(ctx).await?
         } else {
             None
         };
@@ -55,40 +56,36 @@ impl<T> ReadbackRing<T> {
     /// The buffer given by [`ReadbackRing::next_buffer`] was written by submission `index`.
     pub fn submitted(&mut self, index: wgpu::SubmissionIndex, tag: T) {
         let buffer = &self.buffers[self.next];
-        let (sink, mapped) = std::sync::mpsc::channel();
-        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = sink.send(r);
-        });
         self.in_flight.push_back(InFlight {
             slot: self.next,
             index,
-            mapped,
+            mapped: crate::gpu::map_async(buffer, 0..buffer.size()),
             tag,
         });
         self.next = (self.next + 1) % self.buffers.len();
     }
 
     /// Every unread step, oldest first (waits for the GPU).
-    pub fn drain(&mut self, ctx: &GpuContext) -> Result<Vec<Readout<T>>> {
+    pub async fn drain(&mut self, ctx: &GpuContext) -> Result<Vec<Readout<T>>> {
         let mut out = Vec::new();
-        while let Some(d) = self.pop(ctx)? {
+        while let Some(d) = self.pop(ctx).await? {
             out.push(d);
         }
         Ok(out)
     }
 
-    fn pop(&mut self, ctx: &GpuContext) -> Result<Option<Readout<T>>> {
+    /// The oldest step in flight. Natively the wait makes its map callback run (in whichever
+    /// thread's poll saw the submission finish: with a context shared between threads it may
+    /// still be on its way when our wait returns, and the await takes the rest); in a browser
+    /// the wait does nothing and the await yields to the page's event loop until it has run.
+    async fn pop(&mut self, ctx: &GpuContext) -> Result<Option<Readout<T>>> {
         let Some(f) = self.in_flight.pop_front() else {
             return Ok(None);
         };
         ctx.wait_for(f.index)?;
-        // The callback runs in whichever thread's poll saw the submission finish: with a context
-        // shared between threads it may still be on its way when our wait returns.
-        let result = f
-            .mapped
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .map_err(|_| Error::Gpu("readback map callback never ran".into()))?;
-        result.map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
+        f.mapped
+            .await
+            .map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
         let bytes = crate::gpu::take_mapped(&self.buffers[f.slot], ..)?;
         Ok(Some((f.tag, bytes)))
     }
