@@ -164,3 +164,50 @@ async fn every_shader_unit_compiles_in_the_browser() {
         .collect();
     assert_eq!(refused, coop);
 }
+
+/// One engine run per mode in the page (the tiny preset, ragged contexts, a pool small enough to
+/// miss, timestamped and untimed steps): the offload cache runs on the staging path (no mappable
+/// storage buffers in a browser) with its host store in the page's memory, and both modes give
+/// bit-identical o_lat and lse at every layer and step (GPU digests of every step and the last
+/// step's outputs), as `decode` checks natively.
+#[wasm_bindgen_test]
+async fn engine_modes_are_bit_identical_in_the_browser() {
+    use ess_wgpu::cache::{PoolSize, TransferPath};
+    use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
+    let ctx = GpuContext::new_async().await.expect("a WebGPU adapter");
+    let s = seed();
+    let contexts = vec![300, 517, 129];
+    let mut run = RunConfig::tiny();
+    run.batch = contexts.len() as u32;
+    let opts = EngineOptions {
+        run,
+        contexts,
+        steps: 6,
+        mode: Mode::Resident,
+        pool: PoolSize::Slots(30),
+        transfer: TransferPath::ZeroCopy,
+        locality: 0.9,
+        layer_locality: Vec::new(),
+        record_trace: false,
+        warmup_windows: 2,
+        seed: s,
+        track_overlap: false,
+        digest_outputs: false,
+        time_every: 2,
+        transfer_overlap: TransferOverlap::NONE,
+        omit_gathers: false,
+        model: None,
+    };
+    let modes = [Mode::Resident, Mode::Offload];
+    let report = ess_wgpu::decode::decode_async(&ctx, &opts, &modes, true, 1 << 30, |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("seed {s}: {e}"));
+    console_log!("{report}");
+    assert_eq!(report.identical, Some(true), "seed {s}: the modes differ");
+    let offload = &report.modes[1];
+    let cache = offload.cache.as_deref().unwrap_or_default();
+    assert!(cache.starts_with("staging path"), "{cache}");
+    let c = offload.stats.counters[0];
+    assert!(c.misses > 0 && c.hits > 0, "seed {s}: {c:?}");
+    assert_eq!(offload.stats.steps, 6);
+}
