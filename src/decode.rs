@@ -22,6 +22,8 @@ pub struct ModeReport {
     pub host_bytes: u64,
     /// Offload: the transfer path in use and where the host store lives.
     pub cache: Option<String>,
+    /// Offload: per layer, (pool slots holding a row, slots) over the batch after the last step.
+    pub pool_occupancy: Vec<(u64, u64)>,
     pub stats: Stats,
 }
 
@@ -52,6 +54,7 @@ impl ModeReport {
                     c.host.describe()
                 )
             }),
+            pool_occupancy: Vec::new(),
             stats: s.clone(),
         }
     }
@@ -110,7 +113,13 @@ pub async fn decode_async(
             progress(&format!("{mode}"), step);
         }
         e.finish_async(ctx).await?;
-        reports.push(ModeReport::new(&e));
+        let mut report = ModeReport::new(&e);
+        if let Some(cache) = &e.cache {
+            for l in 0..opts.run.layers {
+                report.pool_occupancy.push(cache.occupancy(ctx, l).await?);
+            }
+        }
+        reports.push(report);
         if verify {
             let mut last = Vec::new();
             for l in 0..opts.run.layers {
@@ -239,13 +248,19 @@ impl fmt::Display for DecodeReport {
                 writeln!(f, "\noffload cache: {c}")?;
                 writeln!(
                     f,
-                    "{:<6} {:>9} {:>13} {:>12} {:>12}",
-                    "layer", "hit rate", "misses/step", "H->D MiB", "D->H MiB"
+                    "{:<6} {:>9} {:>13} {:>12} {:>12} {:>10}",
+                    "layer", "hit rate", "misses/step", "H->D MiB", "D->H MiB", "pool used"
                 )?;
                 for (l, c) in m.stats.counters.iter().enumerate() {
+                    let used = match m.pool_occupancy.get(l) {
+                        Some(&(used, slots)) => {
+                            format!("{:.1}%", 100.0 * used as f64 / slots as f64)
+                        }
+                        None => "-".into(),
+                    };
                     writeln!(
                         f,
-                        "{:<6} {:>8.1}% {:>13.1} {:>12.2} {:>12.2}",
+                        "{:<6} {:>8.1}% {:>13.1} {:>12.2} {:>12.2} {used:>10}",
                         l,
                         100.0 * c.hit_rate(),
                         c.misses as f64 / m.steps.max(1) as f64,

@@ -918,6 +918,16 @@ impl OffloadCache {
         ))
     }
 
+    /// How full `layer`'s pools are: (slots holding a row, slots) over the whole batch, read
+    /// from the GPU LRU's slot table.
+    pub async fn occupancy(&self, ctx: &GpuContext, layer: u32) -> Result<(u64, u64)> {
+        let state: Vec<[i32; 2]> = ctx
+            .read_async(&self.layers[layer as usize].slot_state)
+            .await?;
+        let filled = state.iter().filter(|s| s[0] >= 0).count() as u64;
+        Ok((filled, state.len() as u64))
+    }
+
     /// LRU warm-up (the paper's LRU-Warmup): seed `layer`'s pools with the top-k ids of the last
     /// prefill windows, oldest window first, as if they were decode steps. Returns their counters,
     /// which are not counted as decode traffic.
