@@ -364,7 +364,6 @@ pub fn batch_throughput(
 pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Figure> {
     use crate::engine::{Engine, Mode, Stage};
     use crate::engine::{LayerSchedule, TransferOverlap};
-    use crate::svg::{Bar, timeline as draw};
     let mut csv = String::from("mode,layer,stage,begin_us,end_us\n");
     let mut table = String::new();
     let mut svgs = Vec::new();
@@ -421,29 +420,9 @@ pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Fig
             100.0 * transfer / span.max(1e-9),
             busy(Stage::Overlapped)
         );
-        let stages: Vec<String> = Stage::ALL.iter().map(|s| s.name().to_string()).collect();
-        let svg_bars: Vec<Bar> = bars
-            .iter()
-            .map(|b| Bar {
-                row: b.stage as usize,
-                begin: b.begin_s * 1e6,
-                end: b.end_s * 1e6,
-                color: b.layer as usize,
-                label: format!("L{}", b.layer),
-            })
-            .collect();
-        let title = format!(
-            "one decode step, {mode} ({}, batch {}): passes by stage, colour = layer",
-            opts.run.model.name, opts.run.batch
-        );
         svgs.push((
             format!("timeline_{}.svg", mode.replace(['/', ':'], "_")),
-            draw(
-                &title,
-                "µs from the step's first timestamp",
-                &stages,
-                &svg_bars,
-            ),
+            step_timeline(&mode, &opts, bars),
         ));
     }
     Ok(Figure {
@@ -452,6 +431,40 @@ pub fn timeline(ctx: &GpuContext, fo: &FigureOptions, budget: u64) -> Result<Fig
         svgs,
         table,
     })
+}
+
+/// One timed decode step's passes as a timeline (Fig. 6): a lane per stage, a bar per pass,
+/// coloured by layer (`figures timeline` and the browser page).
+pub fn step_timeline(
+    mode: &str,
+    opts: &EngineOptions,
+    bars: &[crate::engine::TimelineBar],
+) -> String {
+    use crate::svg::{Bar, timeline};
+    let stages: Vec<String> = crate::engine::Stage::ALL
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    let svg_bars: Vec<Bar> = bars
+        .iter()
+        .map(|b| Bar {
+            row: b.stage as usize,
+            begin: b.begin_s * 1e6,
+            end: b.end_s * 1e6,
+            color: b.layer as usize,
+            label: format!("L{}", b.layer),
+        })
+        .collect();
+    let title = format!(
+        "one decode step, {mode} ({}, batch {}): passes by stage, colour = layer",
+        opts.run.model.name, opts.run.batch
+    );
+    timeline(
+        &title,
+        "µs from the step's first timestamp",
+        &stages,
+        &svg_bars,
+    )
 }
 
 /// The schedules `figures overlap` measures (`--overlap` values).

@@ -62,6 +62,8 @@ enum Command {
     /// mode's largest batch, the gain against batch, ratio and bus bandwidth, and (measured
     /// configs) the check against measured runs; CSV + SVG + tables. No GPU.
     Simulate(simulate::SimulateArgs),
+    /// Serve the browser page (built by web/build.sh) on 127.0.0.1; see docs/WEB.md.
+    Serve(ServeArgs),
 }
 
 /// Run the command line (no subcommand: `generate` with its defaults, the main job).
@@ -81,7 +83,36 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Simulate(args) => simulate::run(args),
+        Command::Serve(args) => serve(args),
     }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    /// The page's folder (web/, with its pkg/ built by web/build.sh).
+    #[arg(default_value = "web")]
+    dir: std::path::PathBuf,
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    if !args.dir.join("pkg").join("web_bg.wasm").is_file() {
+        return Err(ess_wgpu::Error::config(
+            "serve",
+            args.dir.join("pkg").display(),
+            "the page's WebAssembly, built first: bash web/build.sh (docs/WEB.md)",
+        ));
+    }
+    let server = ess_wgpu::serve::Server::bind(&args.dir, args.port)?;
+    println!(
+        "serving {} on http://127.0.0.1:{}/ (a browser with WebGPU; Ctrl-C stops)",
+        args.dir.display(),
+        server.port()
+    );
+    server.run();
+    Ok(())
 }
 
 #[derive(clap::Args, Clone)]

@@ -177,34 +177,38 @@ pub fn random_weights(
     let rng = Rng::new(seed);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::Mutex::new((HashMap::new(), HashMap::new()));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(specs.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(spec) = specs.get(i) else { break };
-                    let v = values(spec, &mut rng.skip(starts[i]));
-                    let held = || done.lock().expect("no thread panics holding it");
-                    if dtype == WeightDtype::Fp8 && spec.linear {
-                        // no f32 copy: `ModelWeights` makes the FP8 weight's values on demand
-                        let f = quantize_fp8(&v, &spec.shape);
-                        held().1.insert(spec.name.clone(), f);
-                        continue;
-                    }
-                    let stored = match dtype {
-                        WeightDtype::F32 => v,
-                        WeightDtype::F16 => crate::workload::round_f16(&v),
-                        _ => v
-                            .iter()
-                            .map(|&x| half::bf16::from_f32(x).to_f32())
-                            .collect(),
-                    };
-                    held().0.insert(spec.name.clone(), stored);
-                }
-            });
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(spec) = specs.get(i) else { break };
+            let v = values(spec, &mut rng.skip(starts[i]));
+            let held = || done.lock().expect("no thread panics holding it");
+            if dtype == WeightDtype::Fp8 && spec.linear {
+                // no f32 copy: `ModelWeights` makes the FP8 weight's values on demand
+                let f = quantize_fp8(&v, &spec.shape);
+                held().1.insert(spec.name.clone(), f);
+                continue;
+            }
+            let stored = match dtype {
+                WeightDtype::F32 => v,
+                WeightDtype::F16 => crate::workload::round_f16(&v),
+                _ => v
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x).to_f32())
+                    .collect(),
+            };
+            held().0.insert(spec.name.clone(), stored);
         }
-    });
+    };
+    // one thread where there are no others (a browser page: spawning would fail there)
+    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        1 => work(),
+        threads => std::thread::scope(|scope| {
+            for _ in 0..threads.min(specs.len()) {
+                scope.spawn(work);
+            }
+        }),
+    }
     let (t, fp8) = done.into_inner().expect("no thread panics holding it");
     Ok(crate::reference::model::ModelWeights::from_tensors(
         cfg.clone(),
