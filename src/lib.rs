@@ -39,7 +39,6 @@ pub mod locality;
 pub mod model;
 pub mod problems;
 pub mod reference;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod shaders;
 pub mod sim;

@@ -1,7 +1,7 @@
 //! A small static file server on 127.0.0.1 for the browser page (`ess-wgpu serve web`): GET and
 //! HEAD of files under one folder, with the content types a page needs (`application/wasm` for
 //! WebAssembly's streaming compile). Loopback only, read only, no directory listings; one thread
-//! per connection. Native only.
+//! per connection. (It builds for wasm32 as std does, where binding fails: a page serves nothing.)
 
 use crate::error::{Error, Result};
 use std::io::{BufRead, BufReader, Write};

@@ -13,7 +13,7 @@ const M: f64 = 64.0;
 
 fn frame(title: &str, xlabel: &str, ylabel: &str) -> String {
     format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}' font-family='sans-serif' font-size='12'>\n\
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}' viewBox='0 0 {W} {H}' font-family='sans-serif' font-size='12'>\n\
          <rect width='100%' height='100%' fill='white'/>\n<text x='{M}' y='24' font-size='15'>{title}</text>\n\
          <text x='{}' y='{}' text-anchor='middle'>{xlabel}</text>\n\
          <text x='16' y='{}' transform='rotate(-90 16 {})' text-anchor='middle'>{ylabel}</text>\n",
