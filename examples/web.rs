@@ -24,7 +24,7 @@ fn main() {}
 
 #[cfg(target_arch = "wasm32")]
 mod page {
-    use ess_wgpu::cache::{PoolSize, TransferPath};
+    use ess_wgpu::cache::PoolSize;
     use ess_wgpu::decode::{DecodeReport, decode_async};
     use ess_wgpu::engine::{EngineOptions, Mode, ModelRef, TransferOverlap};
     use ess_wgpu::svg::{Series, lines};
@@ -139,26 +139,19 @@ mod page {
                 ess_wgpu::limits::unit("locality", v)? as f32
             }
         };
+        // the transfer path is zero-copy, asked for as natively; a browser has no mappable
+        // storage buffers, so the cache falls back to staging and says so in its report
+        let contexts = vec![run.context; run.batch as usize];
         let opts = EngineOptions {
-            contexts: vec![run.context; run.batch as usize],
             steps: s.steps,
-            mode: Mode::Resident,
             pool: PoolSize::Ratio(s.ratio),
-            // asked for as natively; a browser has no mappable storage buffers, so the cache
-            // falls back to staging and says so in its report
-            transfer: TransferPath::ZeroCopy,
             locality,
-            layer_locality: Vec::new(),
-            record_trace: false,
             warmup_windows: 2,
             seed: s.seed,
             track_overlap: true,
-            digest_outputs: false,
-            time_every: 1,
             transfer_overlap: TransferOverlap::parse(&s.overlap)?,
-            omit_gathers: false,
             model,
-            run,
+            ..EngineOptions::new(run, contexts)
         };
         opts.validate()?;
         for mode in [Mode::Resident, Mode::Offload] {

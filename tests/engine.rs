@@ -19,24 +19,15 @@ fn options(
     steps: u32,
 ) -> EngineOptions {
     EngineOptions {
-        run,
-        contexts,
         steps,
-        mode: Mode::Resident,
         pool,
         transfer,
         locality,
-        layer_locality: Vec::new(),
-        record_trace: false,
         warmup_windows: 2,
         seed: 7,
-        track_overlap: false,
-        digest_outputs: false,
         // a mix of timestamped steps (a pass per stage) and untimed ones (one pass per step)
         time_every: 2,
-        transfer_overlap: TransferOverlap::NONE,
-        omit_gathers: false,
-        model: None,
+        ..EngineOptions::new(run, contexts)
     }
 }
 

@@ -4,7 +4,6 @@ mod common;
 
 use common::ctx;
 use ess_wgpu::RunConfig;
-use ess_wgpu::cache::{PoolSize, TransferPath};
 use ess_wgpu::engine::{EngineOptions, Mode};
 use ess_wgpu::figures::{FigureOptions, misses_vs_ratio, timeline, warmup};
 use ess_wgpu::locality::paper_profile;
@@ -14,24 +13,14 @@ fn options() -> FigureOptions {
         .with_overrides(&["layers=4", "batch=2", "topk=16"])
         .unwrap();
     let base = EngineOptions {
-        run,
-        contexts: vec![200, 200],
         steps: 10,
         mode: Mode::Offload,
-        pool: PoolSize::Ratio(0.2),
-        transfer: TransferPath::ZeroCopy,
         locality: 0.9,
         // ρ per layer standing in for a calibrated paper profile
         layer_locality: vec![0.0, 0.99, 0.9, 0.97],
         warmup_windows: 2,
         seed: 3,
-        track_overlap: false,
-        digest_outputs: false,
-        time_every: 1,
-        record_trace: false,
-        transfer_overlap: ess_wgpu::engine::TransferOverlap::NONE,
-        omit_gathers: false,
-        model: None,
+        ..EngineOptions::new(run, vec![200, 200])
     };
     FigureOptions {
         base,

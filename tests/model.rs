@@ -644,25 +644,16 @@ fn generation_options(
     dtype: ess_wgpu::config::Dtype,
     slots: u32,
 ) -> ess_wgpu::engine::EngineOptions {
-    use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
+    use ess_wgpu::engine::EngineOptions;
     EngineOptions {
-        run: ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
-        contexts: vec![1; batch as usize],
-        steps: 1,
-        mode: Mode::Resident,
         pool: ess_wgpu::cache::PoolSize::Slots(slots),
-        transfer: ess_wgpu::cache::TransferPath::ZeroCopy,
         locality: 0.95,
-        layer_locality: Vec::new(),
-        record_trace: false,
         warmup_windows: 2,
         seed: 1,
-        track_overlap: false,
-        digest_outputs: false,
-        time_every: 1,
-        transfer_overlap: TransferOverlap::NONE,
-        omit_gathers: false,
-        model: None,
+        ..EngineOptions::new(
+            ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
+            vec![1; batch as usize],
+        )
     }
 }
 

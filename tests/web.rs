@@ -172,31 +172,21 @@ async fn every_shader_unit_compiles_in_the_browser() {
 /// step's outputs), as `decode` checks natively.
 #[wasm_bindgen_test]
 async fn engine_modes_are_bit_identical_in_the_browser() {
-    use ess_wgpu::cache::{PoolSize, TransferPath};
-    use ess_wgpu::engine::{EngineOptions, Mode, TransferOverlap};
+    use ess_wgpu::cache::PoolSize;
+    use ess_wgpu::engine::{EngineOptions, Mode};
     let ctx = GpuContext::new_async().await.expect("a WebGPU adapter");
     let s = seed();
     let contexts = vec![300, 517, 129];
     let mut run = RunConfig::tiny();
     run.batch = contexts.len() as u32;
     let opts = EngineOptions {
-        run,
-        contexts,
         steps: 6,
-        mode: Mode::Resident,
         pool: PoolSize::Slots(30),
-        transfer: TransferPath::ZeroCopy,
         locality: 0.9,
-        layer_locality: Vec::new(),
-        record_trace: false,
         warmup_windows: 2,
         seed: s,
-        track_overlap: false,
-        digest_outputs: false,
         time_every: 2,
-        transfer_overlap: TransferOverlap::NONE,
-        omit_gathers: false,
-        model: None,
+        ..EngineOptions::new(run, contexts)
     };
     let modes = [Mode::Resident, Mode::Offload];
     let report = ess_wgpu::decode::decode_async(&ctx, &opts, &modes, true, 1 << 30, |_, _| {})

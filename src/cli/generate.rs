@@ -179,30 +179,25 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     let vocab = w.config.vocab_size;
     let budget = a.cache.budget();
     let mut opts = EngineOptions {
-        run: ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
-        contexts: vec![a.context.unwrap_or(1); batch as usize],
         steps: a.run.new_tokens.saturating_sub(1).max(1),
-        mode: Mode::Resident,
         // a prompt may be shorter than the top-k: the smallest pool then (the whole context)
         pool: match a.cache.pool() {
             PoolSize::Ratio(r) => PoolSize::RatioOrSmallest(r),
             slots => slots,
         },
         transfer: a.cache.transfer.into(),
-        locality: 0.0,
-        layer_locality: Vec::new(),
-        record_trace: false,
         warmup_windows: a.cache.warmup,
         seed: a.run.seed,
-        track_overlap: false,
-        digest_outputs: false,
         time_every: a.time_every,
         transfer_overlap: a.overlap.transfer_overlap((w.layers.len() as u32, batch))?,
-        omit_gathers: false,
         model: Some(ModelRef {
             weights: w,
             what: what.clone(),
         }),
+        ..EngineOptions::new(
+            ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
+            vec![a.context.unwrap_or(1); batch as usize],
+        )
     };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],

@@ -157,23 +157,9 @@ fn info(args: InfoArgs) -> Result<()> {
             ),
         ] {
             let opts = EngineOptions {
-                contexts: vec![context; run.batch as usize],
-                steps: 1,
                 mode,
                 pool: PoolSize::Ratio(args.sparse_memory_ratio),
-                transfer: TransferPath::ZeroCopy,
-                locality: 0.0,
-                layer_locality: Vec::new(),
-                record_trace: false,
-                warmup_windows: 0,
-                seed: 0,
-                track_overlap: false,
-                digest_outputs: false,
-                time_every: 1,
-                transfer_overlap: TransferOverlap::NONE,
-                omit_gathers: false,
-                model: None,
-                run: run.clone(),
+                ..EngineOptions::new(run.clone(), vec![context; run.batch as usize])
             };
             let n =
                 ess_wgpu::engine::MemoryPlan::sequences_in_cache_budget(&opts, args.cache_budget)?;
@@ -407,25 +393,20 @@ impl EngineArgs {
         let run_layers = (run.layers, run.batch);
         let contexts = contexts.unwrap_or_else(|| vec![run.context; run.batch as usize]);
         let pool = self.cache.pool();
+        // each command sets the mode it runs (resident here); the pool is checked where
+        // offload runs
         let opts = EngineOptions {
-            run,
-            contexts,
             steps: self.steps,
-            // each command sets the mode it runs; the pool is checked where offload runs
-            mode: Mode::Resident,
             pool,
             transfer: self.cache.transfer.into(),
             locality: self.locality,
-            layer_locality: Vec::new(),
-            record_trace: false,
             warmup_windows: self.cache.warmup,
             seed: self.seed,
             track_overlap,
-            digest_outputs: false,
             time_every: self.time_every,
             transfer_overlap: self.overlap.transfer_overlap(run_layers)?,
-            omit_gathers: false,
             model,
+            ..EngineOptions::new(run, contexts)
         };
         opts.validate()?;
         Ok((opts, self.cache.budget()))

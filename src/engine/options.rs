@@ -198,6 +198,33 @@ impl std::fmt::Debug for ModelRef {
 }
 
 impl EngineOptions {
+    /// A run of `run` over `contexts` with every other switch at its plainest: one step,
+    /// resident, the CLI's default pool (20% of the capacity) on the zero-copy path, no
+    /// locality (independent queries), no warm-up, seed 0, nothing recorded, every step timed,
+    /// no transfer overlap, synthetic queries. Set what a run needs with struct update syntax:
+    /// `EngineOptions { steps: 8, ..EngineOptions::new(run, contexts) }`.
+    pub fn new(run: RunConfig, contexts: Vec<u32>) -> EngineOptions {
+        EngineOptions {
+            run,
+            contexts,
+            steps: 1,
+            mode: Mode::Resident,
+            pool: PoolSize::Ratio(0.2),
+            transfer: TransferPath::ZeroCopy,
+            locality: 0.0,
+            layer_locality: Vec::new(),
+            record_trace: false,
+            warmup_windows: 0,
+            seed: 0,
+            track_overlap: false,
+            time_every: 1,
+            digest_outputs: false,
+            transfer_overlap: TransferOverlap::NONE,
+            omit_gathers: false,
+            model: None,
+        }
+    }
+
     /// Tokens each sequence can hold: its longest context plus the steps (saturating: `validate`
     /// refuses anything past [`MAX_CONTEXT`]), rounded up to a multiple of 4 for FP8 keys (the
     /// FP8 key cache keeps its scales after all its keys' values, and a cache of whole vec4s of
