@@ -90,8 +90,11 @@ var<workgroup> ws: array<f32, 2112>;   // [TN][PAD]: the weight tile
 var<workgroup> us: array<f32, 2112>;   // [TN][PAD]: expert_up's up-weight tile
 var<workgroup> src: array<u32, 32>;    // x's row of each tile row (NONE past the rows)
 var<workgroup> dst: array<u32, 32>;    // the output row of each tile row (NONE past the rows)
-var<workgroup> tile_expert: u32;
-var<workgroup> tile_first: u32;
+// The tile's expert and first entry in `order` (x, y). A vec4, not two u32 scalars: composed
+// into model_gemm_coop.wgsl, a u32 (or an array<u32, 4>) workgroup variable made the H200's
+// driver (580.159) give wrong tensor-core sums even where the variable was never touched at
+// run time, while a vec4<u32> is exact (docs/PERF.md, "The routed experts on the tensor cores").
+var<workgroup> tile_at: vec4<u32>;
 
 // The tiles of K slice [k0, k0 + TK) (inputs end at `kend`) into registers: x rows `src`
 // (stride xr.x, from xr.y), TN weight rows from `wb` (stride wr) of w, and of u where `two`. Element
@@ -277,11 +280,11 @@ fn find_tile(t: u32, lid: u32) {
     let ne = params.experts;
     let pairs = params.m * params.top_k;
     if (lid == 0u) {
-        tile_expert = NONE;
+        tile_at.x = NONE;
         if (t < groups[2u * ne + pairs]) {
             let at = 2u * ne + pairs + 1u + 2u * t;
-            tile_expert = groups[at];
-            tile_first = groups[at + 1u];
+            tile_at.x = groups[at];
+            tile_at.y = groups[at + 1u];
         }
     }
 }
@@ -291,7 +294,7 @@ fn find_tile(t: u32, lid: u32) {
 fn tile_rows(lid: u32, e: u32, x_is_pair: bool) {
     let ne = params.experts;
     if (lid < TM) {
-        let q = tile_first + lid;
+        let q = tile_at.y + lid;
         let end = groups[ne + e] + groups[e];
         var p = NONE;
         if (q < end) { p = groups[2u * ne + q]; }
@@ -303,7 +306,7 @@ fn tile_rows(lid: u32, e: u32, x_is_pair: bool) {
 // Tile wg.y of the grouped pairs, its rows set up: its expert, or NONE past the tiles used.
 fn expert_tile(t: u32, lid: u32, x_is_pair: bool) -> u32 {
     find_tile(t, lid);
-    let e = workgroupUniformLoad(&tile_expert);
+    let e = workgroupUniformLoad(&tile_at).x;
     if (e != NONE) { tile_rows(lid, e, x_is_pair); }
     workgroupBarrier();
     return e;

@@ -4,9 +4,11 @@
 // bindings, `reduce` and tile rows (`src`) it shares.
 //
 //   linear_coop    as model_gemm.wgsl's `linear`, for an FP8 weight (K a multiple of 4)
-//
-// (The routed experts stay on the FMA units: a version of `expert_up` / `expert_down` on this
-// tile gave wrong sums on the H200 while `linear_coop` is exact; docs/PERF.md.)
+//   expert_coop    one FP8 weight of the routed experts over model_gemm.wgsl's tiles of grouped
+//                  pairs (`group`, `expert_tile`): y[p, o] = x[row of p] · W_e[o] for each pair
+//                  p of expert e's tile; with SWIGLU, y[p, o] = silu(y[p, o]) · that sum (the
+//                  up weight's dispatch after the gate's), so gate, up, SwiGLU and down are
+//                  three dispatches a binding of experts where the FMA kernels take two
 //
 // Numerics. An FP8 weight's inputs come through act_quant, so a 128-block of a row of x holds
 // e4m3 values times one power of two, and the weight is e4m3 bytes times one f32 scale a
@@ -176,6 +178,45 @@ fn linear_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             } else {
                 y[(sp * params.m + r) * params.n + o] = acc[i];
             }
+        }
+    }
+}
+
+// Where expert_coop's x rows are: the pairs' own (down: the activations) or their tokens'
+// (gate and up: the layer's input).
+override X_IS_PAIR: bool = false;
+// expert_coop's output: the sums (false), or SwiGLU of the sums already there (the gate's) and
+// these (the up weight's).
+override SWIGLU: bool = false;
+
+@compute @workgroup_size(256)
+fn expert_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // tile wg.x of the grouped pairs (`src`, `dst`), for the experts this dispatch binds (e is
+    // uniform: the tile's, read by workgroupUniformLoad)
+    let e = expert_tile(wg.x, lid, X_IS_PAIR);
+    if (e == NONE || e < params.expert_base || e >= params.expert_base + params.expert_count) {
+        return;
+    }
+    let n0 = wg.y * CTN;
+    if (lid == 0u) {
+        // expert e's bytes [n, k] and scales [⌈n / 128⌉, kblocks], after the experts before it
+        let local = e - params.expert_base;
+        let sb = local * ((params.n + QB - 1u) / QB) * params.kblocks;
+        job = Job(0u, params.k, params.k, local * params.n * params.k, sb, n0);
+    }
+    let acc = coop_tile(lid);   // (its first load of `job` is a barrier)
+    let s = lid / 32u;
+    for (var i = 0u; i < 8u; i++) {
+        let el = lid % 32u + 32u * i;
+        let p = dst[16u * (s / 4u) + el / 16u];
+        let o = n0 + 16u * (s % 4u) + el % 16u;
+        if (p != NONE && o < params.n) {
+            var v = acc[i];
+            if (SWIGLU) {
+                let g = y[p * params.n + o];
+                v = g / (1.0 + exp(-g)) * v;
+            }
+            y[p * params.n + o] = v;
         }
     }
 }

@@ -1750,7 +1750,7 @@ const FP8_GEMM_TOL: f64 = 1e-6;
 
 /// FP8 weights (bytes and 128 × 128 block scales as the checkpoint stores them) in the linear
 /// layers, on whichever units the context gives them (the tensor cores where it has cooperative
-/// matrices), and in the grouped experts (the FMA units), against the f64 sums of act_quant(x) and the dequantised
+/// matrices), and in the grouped experts (likewise), against the f64 sums of act_quant(x) and the dequantised
 /// weights: odd sizes, K split and whole, a piece of a weight (its scales from row 128 on), the
 /// experts in two bindings with act_quant between up and down. Outputs poisoned first.
 #[test]
@@ -1920,7 +1920,10 @@ fn fp8_linear_and_experts_equal_the_reference() {
         let read = |b: &wgpu::Buffer| -> Vec<f32> { ctx.read(b).unwrap() };
         (read(&act), read(&y))
     };
-    let on = "FMA units"; // the routed experts' (model_gemm.rs)
+    let on = match ops.gemm.experts_on_tensor_cores(&chunks, &shape) {
+        true => "tensor cores",
+        false => "FMA units",
+    };
     // up: each activation's gate and up sums within the bound, carried through SwiGLU
     let (act, _) = run(false);
     let mut worst_act = 0f64;

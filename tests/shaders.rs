@@ -26,6 +26,10 @@ fn constant_sets(unit: &str) -> Vec<Vec<(&'static str, f64)>> {
             .collect(),
         "resolve" => vec![vec![("WG", 256.0)]],
         "model_gemm" => vec![vec![("W_FP8", 0.0)], vec![("W_FP8", 1.0)]],
+        "model_gemm_coop" => [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)]
+            .iter()
+            .map(|&(pair, swiglu)| vec![("X_IS_PAIR", pair), ("SWIGLU", swiglu)])
+            .collect(),
         "gemm_coop_f16" => vec![vec![("B_NK", 1.0)], vec![("B_NK", 0.0)]],
         "sparse_mla_naive" => vec![
             vec![("ROWS_F16", 1.0), ("ROWS_FP8", 0.0)],

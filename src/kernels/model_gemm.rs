@@ -4,8 +4,8 @@
 //! Results are those of `model_ops.wgsl`'s version-1 kernels bit for bit where K is not split,
 //! and never depend on the batch (see the shader). Linear layers with FP8 weights go to the
 //! tensor cores where the context has them (`shaders/model_gemm_coop.wgsl`: DeepSeek's FP8 GEMM,
-//! operands exact in f16, each 128-block promoted with its scales in f32); f32 weights and the
-//! routed experts stay on the FMA units. Reference: `reference::model`'s `linear` and `mlp` (through
+//! operands exact in f16, each 128-block promoted with its scales in f32), and so do the routed
+//! experts' FP8 weights, over the same grouped tiles; f32 weights stay on the FMA units. Reference: `reference::model`'s `linear` and `mlp` (through
 //! `tests/kernels.rs`).
 
 use super::{Dispatch, StepSpec, dispatch_one, dispatch_steps};
@@ -96,9 +96,10 @@ const QB: u32 = 128;
 /// The tensor-core kernel's tile: rows and outputs (`CTM`, `CTN` of the shader).
 const CTM: u32 = 32;
 const CTN: u32 = 64;
-/// Workgroup memory of the tensor-core kernel (its f16 tiles, staging slots, block scales and
-/// model_gemm.wgsl's tile rows).
-const COOP_WORKGROUP_BYTES: u32 = (32 + 64) * 136 * 2 + 8 * 256 * 4 + 2 * 32 * 4 + 24 + 264;
+/// Workgroup memory of the tensor-core kernels (their f16 tiles, staging slots, block scales,
+/// and model_gemm.wgsl's tile rows: `src`, and for the experts `dst` and the tile's expert).
+const COOP_WORKGROUP_BYTES: u32 =
+    (32 + 64) * 136 * 2 + 8 * 256 * 4 + 2 * 32 * 4 + 24 + 264 + 32 * 4 + 8;
 /// The tensor-core kernel streams K a block at a time and keeps more workgroups busy: split K
 /// until a row of its tiles has this many (eight per SM of a 132-SM H200).
 const COOP_SPLIT_TARGET_WORKGROUPS: u32 = 1056;
@@ -275,10 +276,14 @@ pub struct ModelGemm {
     no_scales: wgpu::Buffer,
 }
 
-/// `model_gemm_coop.wgsl`'s pipeline (the routed experts stay on the FMA units).
+/// `model_gemm_coop.wgsl`'s pipelines: the linear layers, and the routed experts' gate, up
+/// (SwiGLU of the gate's sums and its own) and down.
 #[derive(Debug)]
 struct CoopGemm {
     linear: wgpu::ComputePipeline,
+    gate: wgpu::ComputePipeline,
+    up: wgpu::ComputePipeline,
+    down: wgpu::ComputePipeline,
 }
 
 /// The weights of experts `first .. first + count` (`[count, inter, hidden]` gate and up,
@@ -319,13 +324,27 @@ impl ModelGemm {
         let coop = match super::coop_fits(ctx, COOP_WORKGROUP_BYTES) {
             false => None,
             true => {
-                let linear = ctx.pipeline(
-                    "model_gemm_coop linear_coop",
-                    crate::shaders::MODEL_GEMM_COOP,
-                    "linear_coop",
-                    &[],
-                )?;
-                Some(CoopGemm { linear })
+                let coop = |what: &str, entry: &str, c: &[(&str, f64)]| {
+                    ctx.pipeline(
+                        &format!("model_gemm_coop {what}"),
+                        crate::shaders::MODEL_GEMM_COOP,
+                        entry,
+                        c,
+                    )
+                };
+                let expert = |what: &str, pair: bool, swiglu: bool| {
+                    let c = [
+                        ("X_IS_PAIR", pair as u8 as f64),
+                        ("SWIGLU", swiglu as u8 as f64),
+                    ];
+                    coop(what, "expert_coop", &c)
+                };
+                Some(CoopGemm {
+                    linear: coop("linear_coop", "linear_coop", &[])?,
+                    gate: expert("experts gate", false, false)?,
+                    up: expert("experts up", false, true)?,
+                    down: expert("experts down", true, false)?,
+                })
             }
         };
         Ok(ModelGemm {
@@ -341,10 +360,21 @@ impl ModelGemm {
     }
 
     /// Whether a linear layer's weight with `k` inputs multiplies on the tensor cores: FP8, K
-    /// whole words of bytes, and a context with cooperative matrices (the routed experts stay on
-    /// the FMA units).
+    /// whole words of bytes, and a context with cooperative matrices.
     pub fn on_tensor_cores(&self, weight: &Weight, k: u32) -> bool {
         self.coop.is_some() && weight.is_fp8() && k.is_multiple_of(4)
+    }
+
+    /// Whether the routed experts of `shape` in `chunks` multiply on the tensor cores: every
+    /// weight FP8, hidden and intermediate widths whole words of bytes, and a context with
+    /// cooperative matrices.
+    pub fn experts_on_tensor_cores(&self, chunks: &[ExpertChunk], shape: &ExpertShape) -> bool {
+        self.coop.is_some()
+            && shape.hidden.is_multiple_of(4)
+            && shape.inter.is_multiple_of(4)
+            && chunks
+                .iter()
+                .all(|c| c.gate.is_fp8() && c.up.is_fp8() && c.down.is_fp8())
     }
 
     /// The linear layer `shape` of `x` by `w` into `y`; where K is split, its slices' sums go
@@ -479,7 +509,30 @@ impl ModelGemm {
             &[(5, routes), (6, g)],
             [1, 1, 1],
         )];
+        let coop = match self.experts_on_tensor_cores(chunks, shape) {
+            true => self.coop.as_ref(),
+            false => None,
+        };
         for c in chunks {
+            if let Some(k) = coop {
+                // the gate's sums into act, then SwiGLU of them and the up weight's
+                let p = params(inter, hsz, Some(c));
+                let grid = [tiles, inter.div_ceil(CTN), 1];
+                for (pipeline, what, w) in [
+                    (&k.gate, "experts gate", &c.gate),
+                    (&k.up, "experts up", &c.up),
+                ] {
+                    let bufs = [
+                        (1, x),
+                        (2, w.buffer()),
+                        (3, scratch.act),
+                        (6, g),
+                        (8, w.scales(none)),
+                    ];
+                    out.push(dispatch_one(ctx, pipeline, what, &p, &bufs, grid));
+                }
+                continue;
+            }
             let (gs, us) = (c.gate.scales(none), c.up.scales(none));
             let (gw, uw) = (c.gate.buffer(), c.up.buffer());
             let bufs = [
@@ -500,6 +553,13 @@ impl ModelGemm {
         for c in chunks {
             let (dw, ds) = (c.down.buffer(), c.down.scales(none));
             let part = scratch.part;
+            let p = params(hsz, inter, Some(c));
+            if let Some(k) = coop {
+                let bufs = [(1, scratch.act), (2, dw), (3, part), (6, g), (8, ds)];
+                let grid = [tiles, hsz.div_ceil(CTN), 1];
+                out.push(dispatch_one(ctx, &k.down, "experts down", &p, &bufs, grid));
+                continue;
+            }
             let bufs = [
                 (1, scratch.act),
                 (2, dw),
@@ -510,7 +570,6 @@ impl ModelGemm {
                 (9, ds),
             ];
             let grid = [hsz.div_ceil(TN), tiles, 1];
-            let p = params(hsz, inter, Some(c));
             let pipeline = &self.expert_down[c.down.is_fp8() as usize];
             out.push(dispatch_one(ctx, pipeline, "experts down", &p, &bufs, grid));
         }
