@@ -382,6 +382,10 @@ fn run_point(
 /// union of a sequence's selections over `w` consecutive steps, the pool gets that many slots + 1
 /// (at least the configured pool), and the batch is the largest that fits the budget with it.
 /// A pool below the working set thrashes; this trades batch for hit rate.
+///
+/// Every context and mode is checked against the budget before the first run. `measured` gets
+/// the points so far after each run (a sweep of hours keeps what it measured if it stops: the
+/// CLI writes its CSV there); its error ends the sweep.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep(
     ctx: &GpuContext,
@@ -392,20 +396,29 @@ pub fn sweep(
     budget: u64,
     admission: Option<u32>,
     mut progress: impl FnMut(&str),
+    mut measured: impl FnMut(&[SweepPoint]) -> Result<()>,
 ) -> Result<Vec<SweepPoint>> {
+    let largest = |mode: Mode, context: u32| -> Result<u32> {
+        let b = MemoryPlan::largest_batch(&at(opts, mode, context, 1), budget, ctx.max_binding())?
+            .min(max_batch);
+        match b {
+            0 => Err(Error::config(
+                "device budget",
+                budget,
+                format!("enough for one {mode} sequence of context {context}"),
+            )),
+            b => Ok(b),
+        }
+    };
+    for &context in contexts {
+        for mode in [Mode::Resident, Mode::Offload] {
+            largest(mode, context)?;
+        }
+    }
     let mut points = Vec::new();
     for &context in contexts {
         for mode in [Mode::Resident, Mode::Offload] {
-            let largest =
-                MemoryPlan::largest_batch(&at(opts, mode, context, 1), budget, ctx.max_binding())?
-                    .min(max_batch);
-            if largest == 0 {
-                return Err(Error::config(
-                    "device budget",
-                    budget,
-                    format!("enough for one {mode} sequence of context {context}"),
-                ));
-            }
+            let largest = largest(mode, context)?;
             let mut list: Vec<u32> = batches.iter().copied().filter(|&b| b < largest).collect();
             list.push(largest);
             for batch in list {
@@ -420,6 +433,7 @@ pub fn sweep(
                     false,
                     budget,
                 )?);
+                measured(&points)?;
             }
         }
         if let Some(window) = admission {
@@ -468,6 +482,7 @@ pub fn sweep(
                 true,
                 budget,
             )?);
+            measured(&points)?;
         }
     }
     Ok(points)

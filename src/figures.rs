@@ -331,6 +331,7 @@ pub fn batch_throughput(
         budget,
         None,
         |_| {},
+        |_| Ok(()),
     )?;
     let mut table = String::new();
     for p in &points {

@@ -454,8 +454,44 @@ fn admission_trades_batch_for_hit_rate() {
         6,
     );
     opts.warmup_windows = 1;
-    let points =
-        ess_wgpu::decode::sweep(ctx(), &opts, &[300], &[], 64, 6 << 20, Some(6), |_| {}).unwrap();
+    let mut seen = Vec::new();
+    let points = ess_wgpu::decode::sweep(
+        ctx(),
+        &opts,
+        &[300],
+        &[],
+        64,
+        6 << 20,
+        Some(6),
+        |_| {},
+        |p| {
+            seen.push(p.len());
+            Ok(())
+        },
+    )
+    .unwrap();
+    // every point handed on as it was measured (the CLI's CSV after each)
+    assert_eq!(seen, (1..=points.len()).collect::<Vec<_>>());
+    // a context the budget cannot hold is refused before anything runs
+    let mut ran = 0;
+    let err = ess_wgpu::decode::sweep(
+        ctx(),
+        &opts,
+        &[300, 60_000],
+        &[],
+        64,
+        6 << 20,
+        None,
+        |_| {},
+        |_| {
+            ran += 1;
+            Ok(())
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(ran, 0, "{err}");
+    assert!(err.contains("context 60000"), "{err}");
     let offload = points
         .iter()
         .find(|p| p.mode == Mode::Offload && !p.admission)

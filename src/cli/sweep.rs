@@ -52,7 +52,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     output_dir(&args.out)?;
     let ctx = GpuContext::new()?;
     apply_profile(&ctx, args.engine.profile.as_deref(), &mut opts)?;
-    let points = ess_wgpu::decode::sweep(
+    // sweep.csv rewritten after every point: a sweep that stops keeps what it measured
+    let mut saved = 0;
+    let swept = ess_wgpu::decode::sweep(
         &ctx,
         &opts,
         &args.contexts,
@@ -61,7 +63,21 @@ pub fn run(args: SweepArgs) -> Result<()> {
         budget,
         args.admission,
         |what| eprintln!("... {what}"),
-    )?;
+        |points| {
+            let bytes = ess_wgpu::decode::sweep_csv(points).into_bytes();
+            write_all_or_none(&[(csv.clone(), bytes)])?;
+            saved = points.len();
+            Ok(())
+        },
+    );
+    let points = swept.inspect_err(|_| {
+        if saved > 0 {
+            eprintln!(
+                "{} holds the {saved} points measured before the error",
+                csv.display()
+            );
+        }
+    })?;
     let budget_text = if budget >= 1 << 30 {
         format!("{:.1} GiB", budget as f64 / (1u64 << 30) as f64)
     } else {
