@@ -155,7 +155,7 @@ fn experts(
     );
     let per = e as u64 * inter as u64 * hsz as u64;
     let pairs = m as u64 * top_k as u64;
-    if e == 0 || !fits(ctx, &[per, pairs * hsz as u64]) {
+    if e == 0 || !fits(ctx, &[pairs * hsz as u64]) {
         return Ok(Vec::new());
     }
     // token r's slot j: expert (r · top_k + j) mod E, weight 1 / top_k
@@ -164,11 +164,6 @@ fn experts(
         .collect();
     let routes = ctx.upload("routes", &routes)?;
     let x = values(ctx, "x", m as u64 * hsz as u64)?;
-    let (g, u, d) = (
-        values(ctx, "gate", per)?,
-        values(ctx, "up", per)?,
-        values(ctx, "down", per)?,
-    );
     let shape = ExpertShape {
         rows: m,
         top_k,
@@ -187,20 +182,123 @@ fn experts(
         act: &act,
         part: &part,
     };
+    let mut out = Vec::new();
+    // f32 weights where an expert layer's fit one binding (not v32's 256 experts)
+    if fits(ctx, &[per]) {
+        let (g, u, d) = (
+            values(ctx, "gate", per)?,
+            values(ctx, "up", per)?,
+            values(ctx, "down", per)?,
+        );
+        out.extend(f32_experts(
+            ctx,
+            ops,
+            (&x, &routes, &y),
+            (&g, &u, &d),
+            &shape,
+            &scratch,
+            ceilings,
+            reps,
+        )?);
+    }
+    // the same experts with FP8 weights (each expert's scales after the one before), in pieces
+    // of whole experts a storage binding each, act_quant between up and down as the model runs
+    // them
+    let bound = (ctx.max_binding() / (inter as u64 * hsz as u64)).min(e as u64) as u32;
+    if bound == 0 {
+        return Ok(out);
+    }
+    let blocks =
+        |n: u32, k: u32, count: u32| count as u64 * n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
+    let mut pieces = Vec::new();
+    for first in (0..e).step_by(bound as usize) {
+        let count = bound.min(e - first);
+        let bytes = count as u64 * inter as u64 * hsz as u64;
+        pieces.push((
+            first,
+            count,
+            fp8_weight(ctx, bytes, blocks(inter, hsz, count))?,
+            fp8_weight(ctx, bytes, blocks(inter, hsz, count))?,
+            fp8_weight(ctx, bytes, blocks(hsz, inter, count))?,
+        ));
+    }
+    let chunks: Vec<ExpertChunk> = pieces
+        .iter()
+        .map(|(first, count, g, u, d)| ExpertChunk {
+            first: *first,
+            count: *count,
+            gate: Weight::fp8(g),
+            up: Weight::fp8(u),
+            down: Weight::fp8(d),
+        })
+        .collect();
+    let between = ops.act_quant(ctx, &act, pairs as u32, inter);
+    let list = ops.gemm.experts(
+        ctx,
+        &x,
+        &chunks,
+        &routes,
+        &y,
+        &shape,
+        &scratch,
+        Some(between),
+    );
+    let refs: Vec<_> = list.iter().collect();
+    let (path, units) = match ops.gemm.experts_on_tensor_cores(&chunks, &shape) {
+        true => (MatrixPath::Coop, "tensor cores"),
+        false => (MatrixPath::Fma, "fma"),
+    };
+    let name = format!("experts fp8 {top_k} of {e} ({units})");
     // the weights of the experts chosen, read once; the tokens' inputs and outputs
+    let chosen = pairs.min(e as u64);
+    let flops = 2 * pairs * 3 * inter as u64 * hsz as u64;
+    let fp8_bytes = chosen * 3 * inter as u64 * hsz as u64 + 8 * m as u64 * hsz as u64;
+    out.push(timed(
+        ctx,
+        (name, m),
+        &refs,
+        (fp8_bytes, flops),
+        ceilings,
+        reps,
+        path,
+    )?);
+    Ok(out)
+}
+
+/// The routed experts with f32 weights `(g, u, d)`: grouped (version 2), each of its steps
+/// alone, and one token at a time (version 1).
+#[allow(clippy::too_many_arguments)]
+fn f32_experts(
+    ctx: &GpuContext,
+    ops: &ModelOps,
+    (x, routes, y): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    (g, u, d): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    shape: &ExpertShape,
+    scratch: &ExpertScratch,
+    ceilings: &Ceilings,
+    reps: u32,
+) -> Result<Vec<KernelTiming>> {
+    let (m, top_k, e, hsz, inter) = (
+        shape.rows,
+        shape.top_k,
+        shape.experts,
+        shape.hidden,
+        shape.inter,
+    );
+    let pairs = m as u64 * top_k as u64;
     let chosen = pairs.min(e as u64);
     let bytes = 4 * (chosen * 3 * inter as u64 * hsz as u64 + 2 * m as u64 * hsz as u64);
     let flops = 2 * pairs * 3 * inter as u64 * hsz as u64;
     let chunks = [ExpertChunk {
         first: 0,
         count: e,
-        gate: Weight::F32(&g),
-        up: Weight::F32(&u),
-        down: Weight::F32(&d),
+        gate: Weight::F32(g),
+        up: Weight::F32(u),
+        down: Weight::F32(d),
     }];
     let list = ops
         .gemm
-        .experts(ctx, &x, &chunks, &routes, &y, &shape, &scratch, None);
+        .experts(ctx, x, &chunks, routes, y, shape, scratch, None);
     let refs: Vec<_> = list.iter().collect();
     let name = format!("experts {top_k} of {e}, {hsz}→{inter}→{hsz}");
     let mut out = vec![timed(
@@ -229,8 +327,8 @@ fn experts(
     }
     let dims = (top_k, hsz, inter);
     let v1 = [
-        ops.expert_up(ctx, &x, &g, &u, &routes, &act, m, dims),
-        ops.expert_down(ctx, &act, &d, &routes, &y, m, dims),
+        ops.expert_up(ctx, x, g, u, routes, scratch.act, m, dims),
+        ops.expert_down(ctx, scratch.act, d, routes, y, m, dims),
     ];
     let name = format!("experts v1 {top_k} of {e}");
     out.push(timed(
@@ -238,45 +336,6 @@ fn experts(
         (name, m),
         &[&v1[0], &v1[1]],
         (bytes, flops),
-        ceilings,
-        reps,
-        MatrixPath::Fma,
-    )?);
-    // the same experts with FP8 weights (each expert's scales after the one before), act_quant
-    // between up and down as the model runs them
-    let blocks = |n: u32, k: u32| e as u64 * n.div_ceil(128) as u64 * k.div_ceil(128) as u64;
-    let (gq, uq, dq) = (
-        fp8_weight(ctx, per, blocks(inter, hsz))?,
-        fp8_weight(ctx, per, blocks(inter, hsz))?,
-        fp8_weight(ctx, per, blocks(hsz, inter))?,
-    );
-    let fp8 = Weight::fp8;
-    let chunks = [ExpertChunk {
-        first: 0,
-        count: e,
-        gate: fp8(&gq),
-        up: fp8(&uq),
-        down: fp8(&dq),
-    }];
-    let between = ops.act_quant(ctx, &act, pairs as u32, inter);
-    let list = ops.gemm.experts(
-        ctx,
-        &x,
-        &chunks,
-        &routes,
-        &y,
-        &shape,
-        &scratch,
-        Some(between),
-    );
-    let refs: Vec<_> = list.iter().collect();
-    let name = format!("experts fp8 {top_k} of {e}");
-    let fp8_bytes = chosen * 3 * inter as u64 * hsz as u64 + 8 * m as u64 * hsz as u64;
-    out.push(timed(
-        ctx,
-        (name, m),
-        &refs,
-        (fp8_bytes, flops),
         ceilings,
         reps,
         MatrixPath::Fma,
