@@ -40,6 +40,45 @@ pub struct ModelArgs {
     pub layers: Option<String>,
 }
 
+/// The model asked for, its config read and checked but no weight read or drawn yet: what a
+/// run's options can be checked against first (a wrong option costs no wait for the weights).
+pub enum ModelSpec {
+    Checkpoint(ess_wgpu::model::Checkpoint),
+    Builtin {
+        cfg: ess_wgpu::model::HfConfig,
+        layers: std::ops::Range<u32>,
+        seed: u64,
+        dtype: ess_wgpu::model::init::WeightDtype,
+        what: String,
+    },
+}
+
+impl ModelSpec {
+    /// The model's config and how many of its layers run.
+    pub fn config(&self) -> (&ess_wgpu::model::HfConfig, u32) {
+        match self {
+            ModelSpec::Checkpoint(ck) => (&ck.config, ck.layers.len() as u32),
+            ModelSpec::Builtin { cfg, layers, .. } => (cfg, layers.len() as u32),
+        }
+    }
+
+    /// The weights (read from the checkpoint, or drawn) and how to describe them.
+    pub fn load(self) -> Result<(ModelWeights, String)> {
+        match self {
+            ModelSpec::Checkpoint(ck) => {
+                Ok((ModelWeights::load(&ck)?, ck.dir.display().to_string()))
+            }
+            ModelSpec::Builtin {
+                cfg,
+                layers,
+                seed,
+                dtype,
+                what,
+            } => Ok((random_weights(&cfg, layers, seed, dtype)?, what)),
+        }
+    }
+}
+
 impl ModelArgs {
     /// The weights asked for (--model, else --builtin, else the built-in `default`) and how to
     /// describe them; `None` where none is asked for and there is no default.
@@ -48,10 +87,15 @@ impl ModelArgs {
         seed: u64,
         default: Option<&str>,
     ) -> Result<Option<(ModelWeights, String)>> {
+        self.spec(seed, default)?.map(ModelSpec::load).transpose()
+    }
+
+    /// What [`Self::weights`] would load, before loading it.
+    pub fn spec(&self, seed: u64, default: Option<&str>) -> Result<Option<ModelSpec>> {
         let layers = self.layers.as_deref().map(layer_range).transpose()?;
         if let Some(dir) = &self.model {
             let ck = ess_wgpu::model::Checkpoint::open(dir, layers)?;
-            return Ok(Some((ModelWeights::load(&ck)?, dir.display().to_string())));
+            return Ok(Some(ModelSpec::Checkpoint(ck)));
         }
         let Some(name) = self.builtin.as_deref().or(default) else {
             let given = (!self.builtin_set.is_empty(), layers.is_some());
@@ -85,7 +129,13 @@ impl ModelArgs {
         );
         let dtype = ess_wgpu::model::init::WeightDtype::parse(&self.builtin_dtype)?;
         let what = format!("{what}, {} weights", self.builtin_dtype);
-        Ok(Some((random_weights(&cfg, layers, seed, dtype)?, what)))
+        Ok(Some(ModelSpec::Builtin {
+            cfg,
+            layers,
+            seed,
+            dtype,
+            what,
+        }))
     }
 }
 
@@ -171,38 +221,58 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     }
     // the adapter first: its absence is reported before the weights are drawn or read
     let ctx = GpuContext::new()?;
-    let (w, what) = a
+    let spec = a
         .model
-        .weights(a.run.seed, Some("tiny"))?
+        .spec(a.run.seed, Some("tiny"))?
         .expect("a default model");
-    let w: &'static ModelWeights = Box::leak(Box::new(w));
-    let vocab = w.config.vocab_size;
-    let budget = a.cache.budget();
-    let mut opts = EngineOptions {
-        steps: a.run.new_tokens.saturating_sub(1).max(1),
-        // a prompt may be shorter than the top-k: the smallest pool then (the whole context)
-        pool: match a.cache.pool() {
-            PoolSize::Ratio(r) => PoolSize::RatioOrSmallest(r),
-            slots => slots,
-        },
-        transfer: a.cache.transfer.into(),
-        warmup_windows: a.cache.warmup,
-        seed: a.run.seed,
-        time_every: a.time_every,
-        transfer_overlap: a.overlap.transfer_overlap((w.layers.len() as u32, batch))?,
-        model: Some(ModelRef {
-            weights: w,
-            what: what.clone(),
-        }),
-        ..EngineOptions::new(
-            ess_wgpu::model::generate::run_config(w, batch, dtype, dtype),
-            vec![a.context.unwrap_or(1); batch as usize],
-        )
-    };
     let modes = match a.mode {
         GenMode::Both => vec![Mode::Resident, Mode::Offload],
         GenMode::Resident => vec![Mode::Resident],
         GenMode::Offload => vec![Mode::Offload],
+    };
+    // the run's options (all but the weights) from the config alone
+    let options = |cfg: &ess_wgpu::model::HfConfig, layers: u32| -> Result<EngineOptions> {
+        let run = ess_wgpu::model::generate::run_config_of(cfg, layers, batch, dtype, dtype);
+        Ok(EngineOptions {
+            steps: a.run.new_tokens.saturating_sub(1).max(1),
+            // a prompt may be shorter than the top-k: the smallest pool then (the whole context)
+            pool: match a.cache.pool() {
+                PoolSize::Ratio(r) => PoolSize::RatioOrSmallest(r),
+                slots => slots,
+            },
+            transfer: a.cache.transfer.into(),
+            warmup_windows: a.cache.warmup,
+            seed: a.run.seed,
+            time_every: a.time_every,
+            transfer_overlap: a.overlap.transfer_overlap((layers, batch))?,
+            ..EngineOptions::new(run, vec![a.context.unwrap_or(1); batch as usize])
+        })
+    };
+    // checked before the weights are read or drawn (a v32 layer takes half a minute): the
+    // options, and the offload pool of the longest sequence (the context, or the prompt)
+    {
+        let (cfg, layers) = spec.config();
+        let mut pre = options(cfg, layers)?;
+        let longest = match a.context {
+            Some(c) => c,
+            None => make_prompt(&a.run, cfg.vocab_size)?.len() as u32,
+        };
+        pre.contexts = vec![longest; batch as usize];
+        pre.validate()?;
+        if modes.contains(&Mode::Offload) {
+            pre.pool.slots(pre.capacity(), pre.run.model.topk)?;
+        }
+    }
+    let (w, what) = spec.load()?;
+    let w: &'static ModelWeights = Box::leak(Box::new(w));
+    let vocab = w.config.vocab_size;
+    let budget = a.cache.budget();
+    let mut opts = EngineOptions {
+        model: Some(ModelRef {
+            weights: w,
+            what: what.clone(),
+        }),
+        ..options(&w.config, w.layers.len() as u32)?
     };
     if a.largest_batch {
         if a.context.is_none() {

@@ -13,8 +13,17 @@ use crate::reference::model::ModelWeights;
 
 /// The engine's run of model `w` for `batch` sequences, caches in the given dtypes.
 pub fn run_config(w: &ModelWeights, batch: u32, latent: Dtype, key: Dtype) -> RunConfig {
-    let c = &w.config;
-    let layers = w.layers.len() as u32;
+    run_config_of(&w.config, w.layers.len() as u32, batch, latent, key)
+}
+
+/// [`run_config`] from a config and the number of its layers that run, before any weight is read.
+pub fn run_config_of(
+    c: &super::HfConfig,
+    layers: u32,
+    batch: u32,
+    latent: Dtype,
+    key: Dtype,
+) -> RunConfig {
     RunConfig {
         model: ModelConfig {
             name: "checkpoint".into(),
