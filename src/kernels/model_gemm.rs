@@ -5,8 +5,8 @@
 //! and never depend on the batch (see the shader). Linear layers with FP8 weights go to the
 //! tensor cores where the context has them (`shaders/model_gemm_coop.wgsl`: DeepSeek's FP8 GEMM,
 //! operands exact in f16, each 128-block promoted with its scales in f32), and so do the routed
-//! experts' FP8 weights, over the same grouped tiles; f32 weights stay on the FMA units. Reference: `reference::model`'s `linear` and `mlp` (through
-//! `tests/kernels.rs`).
+//! experts' FP8 weights, over the same grouped tiles; f32 weights stay on the FMA units.
+//! Reference: `reference::model`'s `linear` and `mlp` (through `tests/kernels.rs`).
 
 use super::{Dispatch, StepSpec, dispatch_one, dispatch_steps};
 use crate::error::{Error, Result};
