@@ -249,14 +249,13 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         })
     };
     // checked before the weights are read or drawn (a v32 layer takes half a minute): the
-    // options, and the offload pool of the longest sequence (the context, or the prompt)
+    // prompt, the options, and the offload pool of the longest sequence (the context, or the
+    // prompt)
+    let (cfg, layers) = spec.config();
+    let first = make_prompt(&a.run, cfg.vocab_size)?;
     {
-        let (cfg, layers) = spec.config();
         let mut pre = options(cfg, layers)?;
-        let longest = match a.context {
-            Some(c) => c,
-            None => make_prompt(&a.run, cfg.vocab_size)?.len() as u32,
-        };
+        let longest = a.context.unwrap_or(first.len() as u32);
         pre.contexts = vec![longest; batch as usize];
         pre.validate()?;
         if modes.contains(&Mode::Offload) {
@@ -300,7 +299,6 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         opts.contexts = vec![opts.contexts[0]; b as usize];
     }
     let b = opts.run.batch;
-    let first = make_prompt(&a.run, vocab)?;
     let spec = match a.context {
         Some(_) => PrefillSpec::Synthetic { token: first[0] },
         None => {

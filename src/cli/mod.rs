@@ -493,8 +493,6 @@ pub fn budget_arg(s: &str) -> std::result::Result<u64, String> {
     arg(limits::budget("device-budget", s))
 }
 
-/// The folder a command will write into, created and checked writable before any GPU work, so
-/// that a bad path fails in a second, not after the run.
 /// `doc` with the field FIELD set from `kv` = `FIELD=VALUE`: FIELD dotted, a list's element by
 /// its index (`scenarios.0.context`); VALUE a number, true/false, JSON, or else a word. `flag`
 /// names the option in errors, `what` the document. Checking the result is the caller's.
@@ -521,6 +519,8 @@ pub(crate) fn with_json_field<T: serde::Serialize + serde::de::DeserializeOwned>
     serde_json::from_value(json).map_err(|e| bad(e.to_string()))
 }
 
+/// The folder a command will write into, created and checked writable before any GPU work, so
+/// that a bad path fails in a second, not after the run.
 pub fn output_dir(dir: &Path) -> Result<()> {
     let io = |e| Error::Io {
         path: dir.display().to_string(),
