@@ -864,6 +864,20 @@ impl Mapped {
             w.wake();
         }
     }
+
+    /// Natively, whether the callback has run within `limit`: one that never runs is then an
+    /// error, not a hang (awaiting it would block for good).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn arrived_within(&self, limit: std::time::Duration) -> bool {
+        let t0 = std::time::Instant::now();
+        while self.0.lock().unwrap().result.is_none() {
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
 }
 
 impl Future for Mapped {

@@ -76,13 +76,17 @@ impl<T> ReadbackRing<T> {
 
     /// The oldest step in flight. Natively the wait makes its map callback run (in whichever
     /// thread's poll saw the submission finish: with a context shared between threads it may
-    /// still be on its way when our wait returns, and the await takes the rest); in a browser
-    /// the wait does nothing and the await yields to the page's event loop until it has run.
+    /// still be on its way when our wait returns, so it gets a minute); in a browser the wait
+    /// does nothing and the await yields to the page's event loop until it has run.
     async fn pop(&mut self, ctx: &GpuContext) -> Result<Option<Readout<T>>> {
         let Some(f) = self.in_flight.pop_front() else {
             return Ok(None);
         };
         ctx.wait_for(f.index)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        if !f.mapped.arrived_within(std::time::Duration::from_secs(60)) {
+            return Err(Error::Gpu("readback map callback never ran".into()));
+        }
         f.mapped
             .await
             .map_err(|e| Error::Gpu(format!("readback map failed: {e}")))?;
