@@ -97,9 +97,9 @@ const QB: u32 = 128;
 const CTM: u32 = 32;
 const CTN: u32 = 64;
 /// Workgroup memory of the tensor-core kernels (their f16 tiles, staging slots, block scales,
-/// and model_gemm.wgsl's tile rows: `src`, and for the experts `dst` and the tile's expert).
+/// and model_gemm.wgsl's tile rows: `src`, and for the experts `dst` and `tile_at`, a vec4).
 const COOP_WORKGROUP_BYTES: u32 =
-    (32 + 64) * 136 * 2 + 8 * 256 * 4 + 2 * 32 * 4 + 24 + 264 + 32 * 4 + 8;
+    (32 + 64) * 136 * 2 + 8 * 256 * 4 + 2 * 32 * 4 + 24 + 264 + 32 * 4 + 16;
 /// The tensor-core kernel streams K a block at a time and keeps more workgroups busy: split K
 /// until a row of its tiles has this many (eight per SM of a 132-SM H200).
 const COOP_SPLIT_TARGET_WORKGROUPS: u32 = 1056;
@@ -369,12 +369,13 @@ impl ModelGemm {
     /// weight FP8, hidden and intermediate widths whole words of bytes, and a context with
     /// cooperative matrices.
     pub fn experts_on_tensor_cores(&self, chunks: &[ExpertChunk], shape: &ExpertShape) -> bool {
+        let (hsz, inter) = (shape.hidden, shape.inter);
         self.coop.is_some()
-            && shape.hidden.is_multiple_of(4)
-            && shape.inter.is_multiple_of(4)
-            && chunks
-                .iter()
-                .all(|c| c.gate.is_fp8() && c.up.is_fp8() && c.down.is_fp8())
+            && chunks.iter().all(|c| {
+                self.on_tensor_cores(&c.gate, hsz)
+                    && self.on_tensor_cores(&c.up, hsz)
+                    && self.on_tensor_cores(&c.down, inter)
+            })
     }
 
     /// The linear layer `shape` of `x` by `w` into `y`; where K is split, its slices' sums go
